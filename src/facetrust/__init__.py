@@ -1,0 +1,3 @@
+"""facetrust: reproducible, explainable and uncertainty-aware face verification."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""facetrust.evaluate."""

@@ -1,0 +1,47 @@
+"""Backbone registry: every backbone is built by name with one constructor signature.
+
+    @register_backbone("iresnet50")
+    def iresnet50(embedding_size=512, input_size=(112, 112), dropout=0.0, **options): ...
+
+    build_backbone("iresnet50", embedding_size=512)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from facetrust.errors import ConfigError
+
+_BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_backbone(name: str):
+    """Decorator: register a factory ``f(embedding_size=512, input_size=(H, W), dropout=0.0, **options)``."""
+
+    def decorator(factory):
+        if name in _BACKBONES:
+            raise ValueError(f"backbone {name!r} registered twice")
+        _BACKBONES[name] = factory
+        return factory
+
+    return decorator
+
+
+def available_backbones() -> list[str]:
+    _import_all()
+    return sorted(_BACKBONES)
+
+
+def build_backbone(name: str, embedding_size: int = 512, **options) -> nn.Module:
+    """Build the backbone registered as ``name``; unknown names raise ConfigError listing the allowed ones."""
+    _import_all()
+    if name not in _BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; allowed: {', '.join(sorted(_BACKBONES))}")
+    return _BACKBONES[name](embedding_size=embedding_size, **options)
+
+
+def _import_all() -> None:
+    # Importing the package registers every backbone module it lists.
+    import facetrust.models.backbones  # noqa: F401
