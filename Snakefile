@@ -1,0 +1,27 @@
+# facetrust workflow: params.yaml -> synthetic or real data -> trained models -> embeddings ->
+# metrics -> tables and per-paper reports. Each rule runs one `facetrust <stage>` command.
+# Run: `snakemake --cores all results/ijbc_table.csv` (or `make run`); on SLURM:
+# `snakemake --profile slurm results/ijbc_table.csv`.
+from facetrust.config import validate_params
+
+
+configfile: "params.yaml"
+
+
+# Validates against workflow/schemas/params.schema.yaml, fills defaults, names a bad key.
+validate_params(config, source="params.yaml (+ --configfile/--config overrides)")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/align.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/ijbc_table.csv",
+    default_target: True

@@ -1,0 +1,263 @@
+"""The ``facetrust`` command: one subcommand per pipeline stage (DESIGN.md "CLI").
+
+Every Snakemake rule calls exactly one of these, so each stage can be run, tested and debugged
+without Snakemake. Exit codes: 0 success, 1 a failed run, 2 bad input or usage; the message names
+the file and the record or key. Heavy modules are imported inside each command so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from facetrust.errors import InputError
+
+log = logging.getLogger("facetrust")
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        height, width = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected H,W or HxW or N") from None
+    return height, width
+
+
+def _fars(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"FAR list {text!r}: expected comma-separated numbers") from None
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_synth(args) -> None:
+    from facetrust.config import load_params
+    from facetrust.data.synthetic import SynthConfig, synthesize
+
+    params = load_params(args.params) if args.params else {"synth": {}, "seed": 2026}
+    overrides = dict(params.get("synth", {}))
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value) if value[:1] in "[{0123456789-tf" else value
+    config = SynthConfig.from_dict(overrides)
+    seed = args.seed if args.seed is not None else params.get("seed", 2026)
+    summary = synthesize(Path(args.out), config, seed=seed)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_data(args) -> None:
+    from facetrust.data import inspect as data_inspect
+
+    if args.action == "inspect":
+        print(json.dumps(data_inspect.inspect_path(args.path), indent=2, default=str))
+    elif args.action == "dump":
+        data_inspect.dump_jsonl(args.path, sys.stdout)
+    elif args.action == "verify":
+        from facetrust.data.verify import verify_dataset
+
+        summary = verify_dataset(args.path, args.out)
+        print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_align(args) -> None:
+    from facetrust.align.stage import run_align
+
+    summary = run_align(
+        Path(args.ijb), args.name, Path(args.out), output_size=args.size,
+        method=args.detector, landmarks_file=args.landmarks, threads=args.threads,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_train(args) -> None:
+    from facetrust.config import load_params, model_params
+    from facetrust.train.entry import train_model
+
+    params = load_params(args.params)
+    model = model_params(params, args.model)
+    _set_threads(args.threads or params.get("threads"))
+    checkpoint = train_model(args.model, model, params, Path(args.train_set) if args.train_set else None,
+                             Path(args.out), resume=args.resume)
+    print(checkpoint)
+
+
+def cmd_fit_head(args) -> None:
+    from facetrust.config import load_params
+    from facetrust.train.entry import fit_uncertainty_head
+
+    params = load_params(args.params)
+    _set_threads(args.threads or params.get("threads"))
+    print(fit_uncertainty_head(args.model, args.head, params, Path(args.backbone), Path(args.out)))
+
+
+def cmd_embed(args) -> None:
+    from facetrust.embed import run_embed
+
+    _set_threads(args.threads)
+    summary = run_embed(Path(args.model), Path(args.testset), Path(args.out), batch_size=args.batch_size,
+                        flip=not args.no_flip, head_dir=Path(args.head) if args.head else None)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_evaluate(args) -> None:
+    if args.protocol_kind == "ijb":
+        from facetrust.evaluate.ijb import run_evaluate_ijb
+
+        metrics = run_evaluate_ijb(
+            Path(args.embeddings), Path(args.protocol), args.name, Path(args.out),
+            roc_out=Path(args.roc) if args.roc else None, fars=args.fars,
+            normalize_images=args.normalize_images, use_detector_score=not args.no_detector_score,
+            flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method,
+        )
+    elif args.protocol_kind == "pairs":
+        from facetrust.evaluate.pairs import run_evaluate_pairs
+
+        metrics = run_evaluate_pairs(Path(args.embeddings), Path(args.out),
+                                     roc_out=Path(args.roc) if args.roc else None,
+                                     flip=not args.no_flip, metric=args.metric)
+    else:
+        from facetrust.evaluate.reject import run_evaluate_reject
+
+        metrics = run_evaluate_reject(Path(args.embeddings), Path(args.protocol), args.name, Path(args.out),
+                                      how=args.how, fars=args.fars, fraction_step=args.fraction_step,
+                                      max_fraction=args.max_fraction)
+    print(json.dumps({k: v for k, v in metrics.items() if k in ("tar_at_far", "accuracy", "auc")}, indent=2))
+
+
+def cmd_report(args) -> None:
+    from facetrust.report import tables
+
+    if args.kind == "table":
+        table = tables.write_tar_table(args.metrics, Path(args.out), methods=args.method,
+                                       backbones=args.backbone, train_sets=args.train_set,
+                                       test_set=args.test_set)
+        print(table.to_string(index=False))
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facetrust", description="facetrust: explainable, uncertainty-aware face verification pipeline")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="generate the embedded synthetic benchmark in the real formats")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--params", help="params.yaml whose `synth` section and seed are used")
+    p.add_argument("--seed", type=int, help="overrides params seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one synth size option")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("data", help="inspect, dump or verify a .rec/.idx, .bin or IJB directory")
+    p.add_argument("action", choices=["inspect", "dump", "verify"])
+    p.add_argument("path")
+    p.add_argument("--jsonl", action="store_true", help="dump: one JSON object per record (the only format)")
+    p.add_argument("--out", help="verify: manifest JSON to write")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("align", help="5-point alignment of IJB-style loose crops onto the ArcFace template")
+    p.add_argument("--in", dest="ijb", required=True, help="IJB-style directory (loose_crop/, meta/)")
+    p.add_argument("--name", required=True, help="protocol name: meta/<name>_*.txt")
+    p.add_argument("--out", required=True, help="output directory (aligned.rec/.idx, index.csv)")
+    p.add_argument("--size", type=_size, default=(112, 112), help="output H,W (112,112 or 112,96 or scaled)")
+    p.add_argument("--detector", choices=["landmarks"], default="landmarks",
+                   help="landmarks: the set's own 5-point file")
+    p.add_argument("--landmarks", help="5-point file (default meta/<name>_name_5pts_score.txt)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_align)
+
+    p = sub.add_parser("train", help="train a backbone with its margin head (DDP-aware under torchrun)")
+    p.add_argument("--model", required=True, help="name under `models:` in params")
+    p.add_argument("--params", required=True)
+    p.add_argument("--train-set", help="training RecordIO directory (default: params datasets.train)")
+    p.add_argument("--out", required=True, help="model directory")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fit-head", help="fit an uncertainty head (PFE, SCF, SCF-G) on a frozen backbone")
+    p.add_argument("--model", required=True, help="name of the head model under `uncertainty:` in params")
+    p.add_argument("--head", required=True, help="head method")
+    p.add_argument("--backbone", required=True, help="trained model directory")
+    p.add_argument("--params", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_fit_head)
+
+    p = sub.add_parser("embed", help="embed a test set (flip kept separately), with optional uncertainty")
+    p.add_argument("--model", required=True, help="trained model directory")
+    p.add_argument("--testset", required=True, help=".bin pair set or aligned directory")
+    p.add_argument("--out", required=True, help="embeddings .npz")
+    p.add_argument("--head", help="uncertainty head directory")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("evaluate", help="evaluate embeddings: pairs (10-fold), ijb (1:1), reject (curves)")
+    p.add_argument("protocol_kind", choices=["pairs", "ijb", "reject"])
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--protocol", help="IJB directory (ijb, reject)")
+    p.add_argument("--name", help="IJB protocol name (meta/<name>_*.txt)")
+    p.add_argument("--out", required=True, help="metrics JSON")
+    p.add_argument("--roc", help="ROC points file")
+    p.add_argument("--fars", type=_fars, default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+    p.add_argument("--normalize-images", action="store_true", help="N0: L2-normalise image features")
+    p.add_argument("--no-detector-score", action="store_true", help="D0: ignore detector scores")
+    p.add_argument("--no-flip", action="store_true", help="F0: original images only")
+    p.add_argument("--pooling", default="mean", choices=["mean", "pfe", "kappa"])
+    p.add_argument("--tar-method", default="nearest", choices=["nearest", "interpolate", "strict"])
+    p.add_argument("--metric", default="cosine", choices=["cosine", "squared_l2"])
+    p.add_argument("--how", default="mean", choices=["mean", "max", "harmonic", "product"])
+    p.add_argument("--fraction-step", type=float, default=0.01)
+    p.add_argument("--max-fraction", type=float, default=0.5)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="tables, figures and per-paper reports")
+    p.add_argument("kind", choices=["table"])
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics JSON files, one per row")
+    p.add_argument("--method", nargs="+", help="method name per row")
+    p.add_argument("--backbone", nargs="+", help="backbone per row")
+    p.add_argument("--train-set", nargs="+", help="training set per row")
+    p.add_argument("--test-set", help="test set name")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        args.func(args)
+    except InputError as error:
+        print(f"facetrust {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"facetrust {args.command}: interrupted", file=sys.stderr)
+        return 1
+    except Exception:
+        log.exception("facetrust %s failed", args.command)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

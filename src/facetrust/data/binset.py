@@ -1,0 +1,200 @@
+"""InsightFace ``.bin`` verification sets: a pickle of ``(bins, issame)``, loaded safely.
+
+``bins`` holds 2N encoded images (pairs are images ``(0, 1), (2, 3), ...``), ``issame`` N bools.
+Real files were written by Python 2 (``str`` images, so loading needs ``encoding='bytes'``) or
+Python 3, some with ``issame`` as a numpy bool array.  A pickle can run any callable it names, so
+the loader's ``find_class`` hands out no real callable at all: only harmless stand-ins for the
+few globals such files name (see ``_ALLOWED``); everything else is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from facetrust.errors import InputError
+from facetrust.io import atomic_path
+
+# Fixed so the same set gives the same bytes on every Python >= 3.4 (InsightFace's writers used
+# HIGHEST_PROTOCOL, which depends on the interpreter).
+BIN_PICKLE_PROTOCOL = 4
+
+# numpy dtypes an array in a .bin may have: bool (issame) and uint8 (an encoded image).  A dtype
+# with fields or objects would let raw bytes become pointers, so nothing else is admitted.
+_SAFE_DTYPES = {"b1": np.dtype(bool), "?": np.dtype(bool), "u1": np.dtype(np.uint8)}
+# numpy 1 pickles name numpy.core, numpy 2 numpy._core
+_NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
+_NUMPY_NUMERIC = ("numpy.core.numeric", "numpy._core.numeric")
+
+
+class _Dtype:
+    """Stand-in for ``numpy.dtype(name, align, copy)``: only whitelisted dtypes, state checked."""
+
+    def __init__(self, name, align=False, copy=True):
+        name = name.decode("ascii") if isinstance(name, bytes) else name
+        if name not in _SAFE_DTYPES:
+            raise pickle.UnpicklingError(f"numpy dtype {name!r} is not allowed in a .bin file")
+        self.dtype = _SAFE_DTYPES[name]
+
+    def __setstate__(self, state):
+        # (version, byteorder, subdescr, names, fields, elsize, alignment, flags): a plain scalar
+        # dtype has no sub-dtype, names or fields.
+        if not isinstance(state, tuple) or len(state) < 5 or any(v is not None for v in state[2:5]):
+            raise pickle.UnpicklingError("numpy dtype state with fields is not allowed in a .bin file")
+
+
+class _Array:
+    """Stand-in for ``numpy.core.multiarray._reconstruct(ndarray, shape, dtype)`` + its state."""
+
+    def __init__(self, subtype, shape, dtype):
+        if subtype is not _NdarrayClass:
+            raise pickle.UnpicklingError("only plain numpy.ndarray is allowed in a .bin file")
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("malformed numpy array state")
+        _version, shape, dtype, _fortran, raw = state
+        if not isinstance(dtype, _Dtype):
+            raise pickle.UnpicklingError("numpy array state without an allowed dtype")
+        if not isinstance(raw, (bytes, bytearray)) or not all(isinstance(n, int) for n in shape):
+            raise pickle.UnpicklingError("numpy array state must hold raw bytes and an int shape")
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * dtype.dtype.itemsize != len(raw):
+            raise pickle.UnpicklingError(
+                f"numpy array of shape {tuple(shape)} needs {count} items, data has {len(raw)} bytes"
+            )
+        self.array = np.frombuffer(bytes(raw), dtype=dtype.dtype).reshape(shape)
+
+
+class _NdarrayClass:
+    """Stand-in for ``numpy.ndarray`` as the first argument of ``_reconstruct``."""
+
+
+def _scalar(dtype, raw=None):
+    """Stand-in for ``numpy.core.multiarray.scalar(dtype, raw)`` (e.g. a numpy bool in a list)."""
+    if not isinstance(dtype, _Dtype) or not isinstance(raw, (bytes, bytearray)):
+        raise pickle.UnpicklingError("numpy scalar must be an allowed dtype with raw bytes")
+    if len(raw) != dtype.dtype.itemsize:
+        raise pickle.UnpicklingError("numpy scalar data has the wrong size")
+    return np.frombuffer(bytes(raw), dtype=dtype.dtype)[0].item()
+
+
+def _frombuffer(buffer, dtype, shape, order="C"):
+    """Stand-in for ``numpy.core.numeric._frombuffer``: how numpy pickles arrays at protocol 5."""
+    if not isinstance(dtype, _Dtype) or not isinstance(buffer, (bytes, bytearray)):
+        raise pickle.UnpicklingError("numpy buffer must be in-band bytes with an allowed dtype")
+    if not all(isinstance(n, int) for n in shape):
+        raise pickle.UnpicklingError("numpy array shape must be ints")
+    if int(np.prod(shape, dtype=np.int64)) * dtype.dtype.itemsize != len(buffer):
+        raise pickle.UnpicklingError(f"numpy array of shape {tuple(shape)} does not match its data")
+    return np.frombuffer(bytes(buffer), dtype=dtype.dtype).reshape(shape)
+
+
+def _codecs_encode(text, encoding="utf-8"):
+    """Stand-in for ``_codecs.encode``: how Python 3 pickles ``bytes`` at protocol <= 2."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is allowed only as latin1 bytes")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args):
+    """Stand-in for ``builtins.bytes()``: protocol <= 2 writes empty bytes as ``bytes()``."""
+    if args:
+        raise pickle.UnpicklingError("builtins.bytes is allowed only without arguments")
+    return b""
+
+
+_ALLOWED = {
+    **{(module, "_reconstruct"): _Array for module in _NUMPY_CORE},
+    **{(module, "scalar"): _scalar for module in _NUMPY_CORE},
+    **{(module, "_frombuffer"): _frombuffer for module in _NUMPY_NUMERIC},
+    ("numpy", "ndarray"): _NdarrayClass,
+    ("numpy", "dtype"): _Dtype,
+    ("_codecs", "encode"): _codecs_encode,
+    ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+}
+
+
+class _BinUnpickler(pickle.Unpickler):
+    """Unpickler whose globals are only the stand-ins above; anything else is refused."""
+
+    def find_class(self, module, name):
+        module = module.decode("ascii") if isinstance(module, bytes) else module
+        name = name.decode("ascii") if isinstance(name, bytes) else name
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"global {module}.{name} is not allowed: a .bin set holds only bytes, bools and "
+                "numpy bool/uint8 arrays; refusing to load it"
+            ) from None
+
+
+def _materialise(value):
+    return value.array if isinstance(value, _Array) else value
+
+
+def _as_bytes(item, path: Path, index: int) -> bytes:
+    item = _materialise(item)
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item)
+    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 1:
+        return item.tobytes()
+    raise InputError(f"{path}: image {index} is {type(item).__name__}, expected bytes")
+
+
+def _as_bool(item, path: Path, index: int) -> bool:
+    if isinstance(item, (bool, np.bool_)) or (isinstance(item, int) and item in (0, 1)):
+        return bool(item)
+    raise InputError(f"{path}: issame[{index}] is {item!r}, expected a bool")
+
+
+def load_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
+    """Load a ``.bin`` set; return ``(bins, issame)``: 2N image byte strings and N bools.
+
+    Raises :class:`InputError` naming the file for a pickle that names any other global (nothing
+    it names is called), for a wrong structure, or when ``len(bins) != 2 * len(issame)``.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read .bin set: {exc}") from None
+    try:
+        # encoding='bytes': Python 2 str (the images) must stay bytes; Python 3 pickles unaffected.
+        loaded = _BinUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a safe .bin verification set: {exc}") from None
+    if not (isinstance(loaded, (tuple, list)) and len(loaded) == 2):
+        raise InputError(f"{path}: expected a pickled (bins, issame) pair, got {type(loaded).__name__}")
+    raw_bins, raw_issame = (_materialise(v) for v in loaded)
+    if not isinstance(raw_bins, (list, tuple)):
+        raise InputError(f"{path}: bins is {type(raw_bins).__name__}, expected a list of bytes")
+    if not isinstance(raw_issame, (list, tuple, np.ndarray)) or np.ndim(raw_issame) != 1:
+        raise InputError(f"{path}: issame is {type(raw_issame).__name__}, expected a list of bool")
+    bins = [_as_bytes(item, path, i) for i, item in enumerate(raw_bins)]
+    issame = [_as_bool(item, path, i) for i, item in enumerate(list(raw_issame))]
+    if len(bins) != 2 * len(issame):
+        raise InputError(
+            f"{path}: {len(bins)} images for {len(issame)} pairs; expected {2 * len(issame)}"
+        )
+    return bins, issame
+
+
+def write_bin(path: str | os.PathLike, bins: Sequence[bytes], issame: Sequence[bool]) -> None:
+    """Write ``(bins, issame)`` as InsightFace does (list of bytes, list of bool), atomically."""
+    bins = [bytes(b) for b in bins]
+    issame = [bool(s) for s in issame]
+    if len(bins) != 2 * len(issame):
+        raise ValueError(f"{len(bins)} images for {len(issame)} pairs; expected {2 * len(issame)}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            pickle.dump((bins, issame), handle, protocol=BIN_PICKLE_PROTOCOL)

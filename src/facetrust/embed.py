@@ -1,0 +1,113 @@
+"""The ``embed`` stage: batched extraction with flip fusion, to the embeddings ``.npz`` (DESIGN.md).
+
+Arrays written:
+  image               str (N): ``<set>/<index>`` for .bin sets, the protocol's image name for IJB
+  embedding           float32 (N, D), not normalised; original + mirrored (InsightFace F1) when
+                      flip is on, else the original alone
+  embedding_original  float32 (N, D), the original image alone (F0 at evaluation time)
+  detector_score      float32 (N) for aligned IJB sets
+  issame              bool (N/2) for .bin pair sets (pairs are images 2k, 2k+1)
+  uncertainty, uncertainty_kind  when a head (or the model's own estimate) provides one
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from facetrust.data.transforms import to_input_tensor
+from facetrust.errors import InputError
+from facetrust.io import atomic_path
+
+
+class _TestSet:
+    """Names, optional per-image/pair arrays and a decoder for a .bin set or an aligned directory."""
+
+    def __init__(self, path: Path):
+        self.extra: dict[str, np.ndarray] = {}
+        if path.suffix == ".bin":
+            from facetrust.data.binset import load_bin
+
+            self._payloads, issame = load_bin(path)
+            self.names = [f"{path.stem}/{i}" for i in range(len(self._payloads))]
+            self.extra["issame"] = np.asarray(issame, dtype=bool)
+            self._read = self._payloads.__getitem__
+            self.source = str(path)
+        elif (path / "aligned.idx").exists():
+            from facetrust.align.stage import read_aligned
+            from facetrust.data.recordio import unpack
+
+            self.names, scores, reader = read_aligned(path)
+            self.extra["detector_score"] = scores
+            self._read = lambda i: unpack(reader.read_idx(i))[1]
+            self.source = str(path)
+        else:
+            raise InputError(f"{path}: not a test set (expected a .bin file or an aligned directory)")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def decode(self, index: int) -> np.ndarray:
+        payload = self._read(index)
+        try:
+            with Image.open(io.BytesIO(payload)) as image:
+                return np.asarray(image.convert("RGB"))
+        except (OSError, ValueError) as error:
+            raise InputError(f"{self.source}: image {index} ({self.names[index]}) does not decode: {error}") from None
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        for start in range(0, len(self), batch_size):
+            yield np.stack([self.decode(i) for i in range(start, min(start + batch_size, len(self)))])
+
+
+@torch.no_grad()
+def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int = 256, flip: bool = True,
+              head_dir: Path | None = None) -> dict:
+    """Embed every image of ``testset`` with the model in ``model_dir``; returns a summary dict."""
+    from facetrust.train.checkpoint import load_model
+
+    backbone, config, _extras = load_model(model_dir)
+    backbone.eval()
+    input_size = tuple(config["input_size"])
+    head = None
+    if head_dir is not None:
+        from facetrust.train.fit_head import load_head, predict_uncertainty
+
+        head, head_method = load_head(head_dir)
+    data = _TestSet(Path(testset))
+    originals, fused, uncertainties = [], [], []
+    uncertainty_kind = None
+    for images in tqdm(data.batches(batch_size), total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}",
+                       unit="batch"):
+        inputs = to_input_tensor(images, input_size)
+        embedding, feature_map = backbone(inputs, return_feature_map=True)
+        originals.append(embedding.float().numpy())
+        if flip:
+            flipped = backbone(torch.flip(inputs, dims=[3])).float().numpy()
+            fused.append(originals[-1] + flipped)
+        if head is not None:
+            uncertainty, _ = predict_uncertainty(head, head_method, embedding, feature_map)
+            uncertainties.append(np.asarray(uncertainty, dtype=np.float32))
+            uncertainty_kind = head_method
+    embedding_original = np.concatenate(originals).astype(np.float32)
+    arrays = {
+        "image": np.asarray(data.names, dtype=str),
+        "embedding": np.concatenate(fused).astype(np.float32) if flip else embedding_original,
+        "embedding_original": embedding_original,
+        "flip": np.asarray(flip),
+        **data.extra,
+    }
+    if uncertainties:
+        arrays["uncertainty"] = np.concatenate(uncertainties)
+        arrays["uncertainty_kind"] = np.asarray(uncertainty_kind)
+    with atomic_path(out_path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    return {"images": len(data), "dim": int(embedding_original.shape[1]), "flip": flip, "out": str(out_path),
+            "uncertainty_kind": uncertainty_kind}

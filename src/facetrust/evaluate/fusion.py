@@ -1,0 +1,178 @@
+"""How image-level features and uncertainties are combined before scoring.
+
+Three kinds of fusion live here, because every evaluation protocol needs them:
+
+- **flip fusion** (F0/F1): which array of the embeddings file is the image feature;
+- **template pooling weights**: InsightFace media averaging (see ``evaluate.ijb``), PFE precision
+  weighting, SCF κ weighting;
+- **confidence from uncertainty**: the embeddings file stores ``uncertainty`` with *larger = less
+  certain*; methods whose natural quantity is a confidence read it back as ``1 / uncertainty``.
+
+Embeddings file (DESIGN.md, contract): ``image`` (str, N), ``embedding`` (float32 N×D, not
+normalised, original + flipped summed = F1), optional ``embedding_noflip`` (float32 N×D, the
+original image only; needed for F0), optional ``uncertainty`` (float32 N, > 0, larger = less
+certain) with ``uncertainty_kind`` (str), optional ``uncertainty_per_dim`` (float32 N×D, PFE σ²),
+optional ``detector_score`` (float32 N), and for pair sets ``issame`` (bool, n_pairs; images
+ordered (0, 1), (2, 3), …).  What ``uncertainty`` holds per method, so that ``1 / uncertainty`` is
+the method's confidence:
+
+=============  ===================================  ============================
+method         ``uncertainty``                      confidence ``1/uncertainty``
+=============  ===================================  ============================
+PFE            σ² averaged over dimensions          precision (harmonic-mean σ⁻²)
+SCF            1 / κ                                κ (vMF concentration)
+ScaleFace      1 / s                                s (predicted scale)
+MagFace        1 / ‖f‖                              feature norm
+=============  ===================================  ============================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from facetrust.errors import ConfigError, InputError
+
+POOLINGS = ("mean", "pfe", "kappa")
+
+
+@dataclass
+class EmbeddingsFile:
+    """The arrays of one embeddings ``.npz`` that evaluation reads, F0/F1 already chosen.
+
+    ``features`` is ``embedding`` (F1) or ``embedding_noflip`` (F0).  Optional arrays are None.
+    """
+
+    path: Path
+    images: np.ndarray
+    features: np.ndarray
+    flip: bool
+    uncertainty: np.ndarray | None
+    uncertainty_kind: str | None
+    uncertainty_per_dim: np.ndarray | None
+    detector_score: np.ndarray | None
+    issame: np.ndarray | None
+
+
+def _optional(data, key: str, path: Path, rows: int, ndim: int) -> np.ndarray | None:
+    if key not in data.files:
+        return None
+    value = np.asarray(data[key])
+    if value.ndim != ndim or value.shape[0] != rows:
+        raise InputError(f"{path}: key {key!r} has shape {value.shape}, expected {ndim}-D with {rows} rows")
+    return value
+
+
+def load_embeddings(path: str | Path, *, flip: bool = True) -> EmbeddingsFile:
+    """Read an embeddings ``.npz`` without pickles; ``flip=False`` selects ``embedding_noflip`` (F0).
+
+    Raises :class:`InputError` naming the file and key for a missing or mis-shaped array.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: embeddings file not found")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise InputError(f"{path}: not a readable .npz without pickles ({error})") from None
+    with data:
+        key = "embedding" if flip else "embedding_noflip"
+        for required in ("image", key):
+            if required not in data.files:
+                hint = " (F0 evaluation needs the unflipped features)" if required == "embedding_noflip" else ""
+                raise InputError(f"{path}: missing key {required!r}{hint}")
+        images = np.asarray(data["image"]).astype(str)
+        features = np.asarray(data[key])
+        if features.ndim != 2 or features.shape[0] != images.shape[0]:
+            raise InputError(f"{path}: key {key!r} has shape {features.shape}, expected ({images.shape[0]}, D)")
+        if not np.isfinite(features).all():
+            bad = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
+            raise InputError(f"{path}: key {key!r} row {bad} ({images[bad]!r}) is not finite")
+        n = images.shape[0]
+        kind = str(data["uncertainty_kind"]) if "uncertainty_kind" in data.files else None
+        issame = np.asarray(data["issame"]).astype(bool) if "issame" in data.files else None
+        return EmbeddingsFile(
+            path=path,
+            images=images,
+            features=features,
+            flip=flip,
+            uncertainty=_optional(data, "uncertainty", path, n, 1),
+            uncertainty_kind=kind,
+            uncertainty_per_dim=_optional(data, "uncertainty_per_dim", path, n, 2),
+            detector_score=_optional(data, "detector_score", path, n, 1),
+            issame=issame,
+        )
+
+
+def confidence_from_uncertainty(uncertainty: np.ndarray, what: str = "uncertainty") -> np.ndarray:
+    """``1 / uncertainty`` as float64 (κ for SCF, s for ScaleFace); refuses values ≤ 0 or NaN."""
+    uncertainty = np.asarray(uncertainty, dtype=np.float64)
+    bad = ~(uncertainty > 0) | ~np.isfinite(uncertainty)
+    if bad.any():
+        raise InputError(f"{what}: entry {int(np.flatnonzero(bad)[0])} is {uncertainty.flat[np.flatnonzero(bad)[0]]!r}; "
+                         "confidences need positive finite uncertainties")
+    return 1.0 / uncertainty
+
+
+def group_matrix(group_index: np.ndarray, n_groups: int, weights: np.ndarray | None = None) -> sp.csr_matrix:
+    """Sparse (n_groups × N) matrix with ``weights[i]`` at (group_index[i], i): ``M @ X`` sums rows by group."""
+    n = group_index.size
+    data = np.ones(n, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
+    return sp.csr_matrix((data, (group_index, np.arange(n))), shape=(n_groups, n))
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` divided by their L2 norm (a zero row stays zero)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    return x / np.maximum(norms, eps)[:, None]
+
+
+def row_norms(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """L2 norm of every row, in float64, without a full-size temporary."""
+    out = np.empty(x.shape[0], dtype=np.float64)
+    for start in range(0, x.shape[0], chunk):
+        block = x[start : start + chunk].astype(np.float64)
+        out[start : start + chunk] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return out
+
+
+def pfe_fuse(mu: np.ndarray, sigma_sq: np.ndarray, group_index: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """PFE template fusion (Shi & Jain 2019, Eq. 12): σ²_T = 1 / Σ 1/σ²_i, μ_T = σ²_T · Σ μ_i/σ²_i.
+
+    ``mu`` (N, D) image means (PFE normalises them; so do the callers here); ``sigma_sq`` (N,) for a
+    scalar variance per image or (N, D) per dimension.  Returns ``(mu_T, sigma_sq_T)`` with
+    shapes (n_groups, D) and (n_groups,) or (n_groups, D).
+    """
+    precision = confidence_from_uncertainty(sigma_sq, "sigma_sq")
+    members = group_matrix(group_index, n_groups)
+    if precision.ndim == 1:
+        precision_sum = members @ precision
+        weighted = group_matrix(group_index, n_groups, precision) @ mu.astype(np.float64)
+        sigma_sq_t = 1.0 / precision_sum
+        return weighted * sigma_sq_t[:, None], sigma_sq_t
+    precision_sum = members @ precision
+    weighted = members @ (mu.astype(np.float64) * precision)
+    sigma_sq_t = 1.0 / precision_sum
+    return weighted * sigma_sq_t, sigma_sq_t
+
+
+def kappa_fuse(mu: np.ndarray, kappa: np.ndarray, group_index: np.ndarray, n_groups: int) -> np.ndarray:
+    """SCF κ-weighted template feature: Σ κ_i μ̂_i over the group, μ̂_i = μ_i/‖μ_i‖, then L2-normalised.
+
+    Σ κ_i μ̂_i is the natural parameter of the product of the images' vMF densities, so its
+    direction is the template's mean direction and its norm the fused concentration.
+    """
+    kappa = np.asarray(kappa, dtype=np.float64)
+    if not (np.isfinite(kappa).all() and (kappa > 0).all()):
+        raise InputError("kappa must be positive and finite")
+    unit = l2_normalize(mu.astype(np.float64))
+    return l2_normalize(group_matrix(group_index, n_groups, kappa) @ unit)
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling: {pooling!r} is not one of {list(POOLINGS)}")
+    return pooling

@@ -1,0 +1,44 @@
+"""Uncertainty baselines that need no trained head; each returns (N,) with larger = less certain.
+
+- ``emb_norm``: -||f|| of the unnormalised embedding (a small norm marks a hard image; the norm of
+  a margin-trained feature grows with recognisability);
+- ``magface``: the same -||f|| for a MagFace-trained backbone, where the norm is trained to be the
+  quality (MagFace clamps it to [10, 110]); a separate kind so the files say which model it came from;
+- ``entropy``: entropy of softmax(s cos theta) against the trained classifier weights (class centres).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from facetrust.errors import ConfigError
+
+BASELINE_KINDS = ("emb_norm", "magface", "entropy")
+
+
+def embedding_norm_uncertainty(embeddings: torch.Tensor) -> torch.Tensor:
+    """-||f|| per row of the unnormalised embeddings (N, D)."""
+    return -embeddings.norm(dim=1)
+
+
+def classifier_entropy(embeddings: torch.Tensor, class_centres: torch.Tensor, scale: float = 64.0) -> torch.Tensor:
+    """Entropy (nats) of softmax(scale * cos(f, w_c)) over the C classes; class_centres (C, D).
+
+    In [0, log C]; a confident image sits near one centre and has low entropy.
+    """
+    logits = scale * F.normalize(embeddings, dim=1) @ F.normalize(class_centres, dim=1).T
+    log_p = F.log_softmax(logits, dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+def baseline_uncertainty(kind: str, embeddings: torch.Tensor, class_centres: torch.Tensor | None = None,
+                         scale: float = 64.0) -> torch.Tensor:
+    """Dispatch on ``kind`` in BASELINE_KINDS; ``entropy`` needs ``class_centres``."""
+    if kind in ("emb_norm", "magface"):
+        return embedding_norm_uncertainty(embeddings)
+    if kind == "entropy":
+        if class_centres is None:
+            raise ConfigError("uncertainty kind 'entropy' needs the classifier weights (class centres)")
+        return classifier_entropy(embeddings, class_centres, scale)
+    raise ConfigError(f"unknown baseline uncertainty kind {kind!r}; allowed: {', '.join(BASELINE_KINDS)}")

@@ -1,0 +1,72 @@
+"""Result tables from metrics files (DESIGN.md "Tables").
+
+``results/ijbc_table.csv``: one row per method, columns
+``method,backbone,train_set,test_set,TAR@FAR=1e-06,…,TAR@FAR=1e-01``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from facetrust.errors import InputError
+from facetrust.io import atomic_path
+
+ID_COLUMNS = ["method", "backbone", "train_set", "test_set"]
+
+
+def read_metrics(path: str | Path) -> dict:
+    """A metrics JSON file; InputError naming the file when it is missing or malformed."""
+    path = Path(path)
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: metrics file missing") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(metrics.get("tar_at_far"), dict):
+        raise InputError(f"{path}: no 'tar_at_far' map")
+    return metrics
+
+
+def _far_sort_key(far_key: str) -> float:
+    return float(far_key)
+
+
+def tar_table(rows: Sequence[dict]) -> pd.DataFrame:
+    """Rows of {method, backbone, train_set, test_set, tar_at_far} -> the table (FARs ascending)."""
+    far_keys = sorted({key for row in rows for key in row["tar_at_far"]}, key=_far_sort_key)
+    records = []
+    for row in rows:
+        record = {column: row[column] for column in ID_COLUMNS}
+        for key in far_keys:
+            value = row["tar_at_far"].get(key)
+            record[f"TAR@FAR={key}"] = None if value is None else round(float(value), 6)
+        records.append(record)
+    return pd.DataFrame.from_records(records, columns=ID_COLUMNS + [f"TAR@FAR={key}" for key in far_keys])
+
+
+def write_tar_table(metrics_paths: Sequence[str], out: Path, *, methods=None, backbones=None, train_sets=None,
+                    test_set: str | None = None) -> pd.DataFrame:
+    """Build the TAR@FAR table from one metrics file per row and write it atomically as CSV."""
+    count = len(metrics_paths)
+    for label, values in (("--method", methods), ("--backbone", backbones), ("--train-set", train_sets)):
+        if values is not None and len(values) != count:
+            raise InputError(f"report table: {label} has {len(values)} values for {count} metrics files")
+    rows = []
+    for i, path in enumerate(metrics_paths):
+        metrics = read_metrics(path)
+        rows.append({
+            "method": methods[i] if methods else metrics.get("method", Path(path).parent.name),
+            "backbone": backbones[i] if backbones else metrics.get("backbone", ""),
+            "train_set": train_sets[i] if train_sets else metrics.get("train_set", ""),
+            "test_set": test_set or metrics.get("testset", Path(path).stem),
+            "tar_at_far": metrics["tar_at_far"],
+        })
+    table = tar_table(rows)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    return table

@@ -1,0 +1,1 @@
+"""JSON schemas shipped with the package."""

@@ -1,0 +1,157 @@
+"""Training samples read straight from an InsightFace RecordIO set, one record at a time.
+
+Nothing is decoded ahead: each ``__getitem__`` reads and decodes one JPEG (so memory stays flat
+and DataLoader workers share the work).  Every random choice is a function of
+``(seed, epoch, index)``, so a sample looks the same whichever worker loads it and whether or not
+the run was resumed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from facetrust.data.insightface import InsightFaceRecord
+
+# InsightFace arcface_torch (dataset.py): ToTensor() then Normalize(mean=0.5, std=0.5), i.e.
+# (x - 127.5) / 127.5 -> [-1, 1].  (The older MXNet recipes used (x - 127.5) / 128.)
+PIXEL_MEAN = 127.5
+PIXEL_SCALE = 127.5
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 H x W x 3 RGB -> float32 3 x H x W in [-1, 1] (InsightFace normalisation)."""
+    array = (image.astype(np.float32) - PIXEL_MEAN) / PIXEL_SCALE
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def fit_to_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Centre-crop ``image`` to the aspect ratio of ``size`` = (height, width), then resize to it.
+
+    A 112x112 ArcFace crop becomes a 112x96 SphereFace crop by dropping 8 columns each side
+    (the 96x112 template is the 112x112 one shifted by 8 px, REFERENCES.md "Alignment"), with no
+    resampling.  Other sizes are resized with PIL's bilinear filter (antialiased when shrinking).
+    """
+    target_h, target_w = (int(v) for v in size)
+    height, width = image.shape[:2]
+    if (height, width) == (target_h, target_w):
+        return image
+    # Crop the longer side so that height/width == target_h/target_w (integer rounding).
+    if height * target_w > width * target_h:
+        crop_h = round(width * target_h / target_w)
+        top = (height - crop_h) // 2
+        image = image[top : top + crop_h]
+    elif height * target_w < width * target_h:
+        crop_w = round(height * target_w / target_h)
+        left = (width - crop_w) // 2
+        image = image[:, left : left + crop_w]
+    if image.shape[:2] == (target_h, target_w):
+        return np.ascontiguousarray(image)
+    from PIL import Image
+
+    resized = Image.fromarray(np.ascontiguousarray(image)).resize((target_w, target_h), Image.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+class RecordDataset(Dataset):
+    """``dataset[i] -> (image tensor 3 x H x W in [-1, 1], label int64 tensor)``.
+
+    ``source`` is an ``InsightFaceRecord`` (or anything with ``labels``, ``__len__`` and
+    ``decode(i) -> (uint8 HxWx3 RGB, label)``); a path opens one.  Call ``set_epoch`` before each
+    epoch so flips change between epochs.
+    """
+
+    def __init__(self, source, input_size: Sequence[int], flip: bool = True, seed: int = 0):
+        if isinstance(source, (str, os.PathLike)):
+            source = InsightFaceRecord(source)
+        self.source = source
+        self.input_size = tuple(int(v) for v in input_size)
+        self.flip = bool(flip)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.source.labels, dtype=np.int64)
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.source, "num_classes", int(self.labels.max()) + 1))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def flips(self, index: int) -> bool:
+        """Whether sample ``index`` is mirrored this epoch: a coin from Generator(seed, epoch, index)."""
+        if not self.flip:
+            return False
+        return bool(np.random.default_rng([self.seed, self.epoch, int(index)]).random() < 0.5)
+
+    def __getitem__(self, index: int):
+        image, label = self.source.decode(int(index))
+        image = fit_to_size(image, self.input_size)
+        if self.flips(index):
+            image = image[:, ::-1]
+        return to_tensor(image), torch.tensor(int(label), dtype=torch.int64)
+
+
+class EpochSampler(Sampler[int]):
+    """Single-process order: a permutation drawn from Generator(seed + epoch), optionally
+    skipping the first ``skip`` indices (resuming inside an epoch)."""
+
+    def __init__(self, num_samples: int, seed: int, shuffle: bool = True):
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order()[self.skip :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+class SkippingSampler(Sampler[int]):
+    """Wrap a sampler with ``set_epoch`` (e.g. DistributedSampler) so that it can skip a prefix."""
+
+    def __init__(self, base):
+        self.base = base
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.skip = int(skip)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.base)[self.skip :])
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed numpy and ``random`` in each worker from torch's
+    per-worker seed (itself derived from the loader's seeded generator)."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

@@ -1,0 +1,176 @@
+"""Data-parallel training under ``torchrun``: process group, samplers, synchronised BatchNorm.
+
+``torchrun --nproc_per_node=K facetrust train …`` (or ``python -m facetrust.train.trainer``) sets
+``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`init_distributed` reads them and joins the
+group (NCCL on CUDA, Gloo on CPU).  Without them everything degrades to one process.
+
+BatchNorm: each process sees batch/K images, so plain BN would normalise with different
+statistics than a single process on the whole batch.  We synchronise BN across processes so
+that a K-process run computes the same function as one process on the global batch (up to the
+order of float additions): ``nn.SyncBatchNorm`` on CUDA, and on the CPU, where PyTorch's
+SyncBatchNorm refuses to run, :class:`GlooSyncBatchNorm` below.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size``, its ``device``."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes logs and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the torchrun process group if the environment says so; else a single-process DistInfo.
+
+    ``device``: "cpu" or "cuda" to force; default CUDA when available."""
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank, world_size, local_rank, dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean of ``value`` over processes (a detached copy); the value itself in one process."""
+    value = value.detach().clone()
+    if info.distributed:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= info.world_size
+    return value
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's ``obj`` on every process."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the whole global batch, on any backend.
+
+    Each process sums (count, Σx, Σx²) per channel; a differentiable all-reduce
+    (``torch.distributed.nn.functional.all_reduce``, whose backward all-reduces the gradients)
+    gives the global mean and biased variance used to normalise, and the unbiased variance for
+    the running estimate, as ``nn.BatchNorm`` does.  Same state dict as BatchNorm{1,2}d.
+    In eval mode, or outside a process group, it is plain BatchNorm.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {input.dim()}D")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(input)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0] + list(range(2, input.dim()))
+        count = torch.tensor(float(input.numel() // input.shape[1]), dtype=input.dtype)
+        stats = torch.cat([count.reshape(1).expand(1), input.sum(dims), (input * input).sum(dims)])
+        stats = all_reduce(stats)
+        channels = input.shape[1]
+        total = stats[0]
+        mean = stats[1 : 1 + channels] / total
+        var = (stats[1 + channels :] / total - mean * mean).clamp_min(0)  # biased, for normalising
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var * total / (total - 1).clamp_min(1)
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean)
+                self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
+        shape = [1, channels] + [1] * (input.dim() - 2)
+        out = (input - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return out
+
+
+def convert_sync_batchnorm(module: nn.Module, info: DistInfo) -> nn.Module:
+    """Replace every BatchNorm by its synchronised form when running distributed (in place; the
+    state dict keys and values are unchanged)."""
+    if not info.distributed:
+        return module
+    if info.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _convert_gloo(module)
+
+
+def _convert_gloo(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlooSyncBatchNorm):
+        sync = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                 module.track_running_stats)
+        if module.affine:  # keep the same Parameter objects (and their requires_grad)
+            sync.weight, sync.bias = module.weight, module.bias
+        if module.track_running_stats:
+            sync.running_mean, sync.running_var = module.running_mean, module.running_var
+            sync.num_batches_tracked = module.num_batches_tracked
+        sync.train(module.training)
+        return sync
+    for name, child in module.named_children():
+        module.add_module(name, _convert_gloo(child))
+    return module
+
+
+def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
+    """``DistributedDataParallel`` around ``module`` when running distributed, else ``module``."""
+    if not info.distributed:
+        return module
+    device_ids = [info.local_rank] if info.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+
+__all__ = [
+    "DistInfo",
+    "GlooSyncBatchNorm",
+    "all_reduce_mean",
+    "barrier",
+    "broadcast_object",
+    "cleanup_distributed",
+    "convert_sync_batchnorm",
+    "init_distributed",
+    "wrap_ddp",
+]
+

@@ -1,0 +1,25 @@
+# Alignment: IJB-style loose crops + 5-point landmarks -> aligned crops (indexed RecordIO).
+
+
+rule align:
+    input:
+        ijb_meta,
+    output:
+        rec="data/aligned/{ijb}/aligned.rec",
+        idx="data/aligned/{ijb}/aligned.idx",
+        index="data/aligned/{ijb}/index.csv",
+    params:
+        ijb_dir=ijb_dir,
+        size=lambda wildcards: ",".join(str(v) for v in config["align"]["output_size"]),
+        method=config["align"]["method"],
+    log:
+        "logs/align/{ijb}.log",
+    benchmark:
+        "logs/benchmark/align/{ijb}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "facetrust align --in {params.ijb_dir} --name {wildcards.ijb} --out data/aligned/{wildcards.ijb}"
+        " --size {params.size} --detector {params.method} --threads {threads} > {log} 2>&1"

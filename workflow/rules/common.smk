@@ -1,0 +1,73 @@
+# Helpers shared by the rules: the effective configuration file, names of models and test sets,
+# and input functions. No science here: that lives in src/facetrust.
+import hashlib
+from pathlib import Path
+
+import yaml
+
+SYNTH_DIR = "data/synth"
+MODELS = sorted(config["models"])
+PAIR_SETS = sorted(config["datasets"]["pairs"])
+IJB_SETS = sorted(config["datasets"]["ijb"])
+TEST_SETS = PAIR_SETS + IJB_SETS
+THREADS = config["threads"]
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    ijb="|".join(IJB_SETS),
+    pairs="|".join(PAIR_SETS),
+    testset="|".join(TEST_SETS),
+
+
+def effective_params():
+    """The merged configuration (params.yaml + --configfile/--config) as a file the CLI reads.
+
+    Named by its content hash, so a changed configuration is a new file and every job of one
+    run reads the same one; rules also declare the relevant section as `params`, so Snakemake
+    reruns exactly the jobs whose settings changed."""
+    text = yaml.safe_dump(config, sort_keys=True)
+    path = Path(".snakemake/facetrust") / f"params-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return str(path)
+
+
+PARAMS_FILE = effective_params()
+
+
+def train_dir():
+    return config["datasets"]["train"]
+
+
+def ijb_dir(wildcards):
+    return config["datasets"]["ijb"][wildcards.ijb]
+
+
+def ijb_meta(wildcards):
+    root = ijb_dir(wildcards)
+    return [f"{root}/meta/{wildcards.ijb}_{part}.txt" for part in ("face_tid_mid", "name_5pts_score", "template_pair_label")]
+
+
+def testset_input(wildcards):
+    """An IJB-style set is embedded from its aligned crops, a pair set from its .bin file."""
+    if wildcards.testset in config["datasets"]["ijb"]:
+        return f"data/aligned/{wildcards.testset}/aligned.idx"
+    return config["datasets"]["pairs"][wildcards.testset]
+
+
+def testset_path(wildcards):
+    if wildcards.testset in config["datasets"]["ijb"]:
+        return f"data/aligned/{wildcards.testset}"
+    return config["datasets"]["pairs"][wildcards.testset]
+
+
+def model_resources(wildcards, key, default):
+    return config["models"][wildcards.model].get("resources", {}).get(key, default)
+
+
+def table_models(section):
+    return config["report"][section]["models"] or MODELS

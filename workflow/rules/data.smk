@@ -1,0 +1,49 @@
+# Data: generate the embedded synthetic benchmark (real formats) and verify the training set.
+
+
+rule synthesize:
+    output:
+        rec=f"{SYNTH_DIR}/train/train.rec",
+        idx=f"{SYNTH_DIR}/train/train.idx",
+        prop=f"{SYNTH_DIR}/train/property",
+        pairs=f"{SYNTH_DIR}/pairs/synth_lfw.bin",
+        ijb_meta=expand(
+            f"{SYNTH_DIR}/ijb/synth_ijbc/meta/synth_ijbc_{{part}}.txt",
+            part=["face_tid_mid", "name_5pts_score", "template_pair_label"],
+        ),
+        quality=f"{SYNTH_DIR}/quality.csv",
+        manifest=f"{SYNTH_DIR}/manifest.json",
+    params:
+        synth=config["synth"],
+        seed=config["seed"],
+        config_file=PARAMS_FILE,
+    log:
+        "logs/synthesize.log",
+    benchmark:
+        "logs/benchmark/synthesize.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "facetrust synth --out {SYNTH_DIR} --params {params.config_file} > {log} 2>&1"
+
+
+rule decode:
+    input:
+        rec=f"{train_dir()}/train.rec",
+        idx=f"{train_dir()}/train.idx",
+    output:
+        manifest="data/manifests/train.json",
+    params:
+        train_dir=train_dir(),
+    log:
+        "logs/decode.log",
+    benchmark:
+        "logs/benchmark/decode.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "facetrust data verify {params.train_dir} --out {output.manifest} > {log} 2>&1"

@@ -1,0 +1,35 @@
+# Tables and reports.
+
+
+rule ijbc_table:
+    input:
+        lambda wildcards: expand(
+            "results/metrics/{model}/{ijb}.json",
+            model=table_models("ijbc_table"),
+            ijb=config["report"]["ijbc_table"]["test_set"],
+        ),
+    output:
+        report("results/ijbc_table.csv", caption="../report/ijbc_table.rst", category="Tables"),
+    params:
+        methods=lambda wildcards: [
+            config["models"][m].get("method", m) for m in table_models("ijbc_table")
+        ],
+        backbones=lambda wildcards: [
+            config["models"][m]["backbone"] for m in table_models("ijbc_table")
+        ],
+        train_sets=lambda wildcards: [
+            config["models"][m]["train_set"] for m in table_models("ijbc_table")
+        ],
+        test_set=config["report"]["ijbc_table"]["test_set"],
+    log:
+        "logs/report/ijbc_table.log",
+    benchmark:
+        "logs/benchmark/report/ijbc_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "facetrust report table --metrics {input} --method {params.methods:q}"
+        " --backbone {params.backbones:q} --train-set {params.train_sets:q}"
+        " --test-set {params.test_set} --out {output} > {log} 2>&1"

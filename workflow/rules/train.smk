@@ -1,0 +1,32 @@
+# Training: backbone + margin head on the RecordIO training set (GPU on a cluster; DDP under
+# torchrun when a job gets more than one GPU).
+
+
+rule train:
+    input:
+        rec=f"{train_dir()}/train.rec",
+        manifest="data/manifests/train.json",
+    output:
+        checkpoint="models/{model}/checkpoint.pt",
+        log_csv="models/{model}/train_log.csv",
+    params:
+        model=lambda wildcards: config["models"][wildcards.model],
+        seed=config["seed"],
+        config_file=PARAMS_FILE,
+        launcher=lambda wildcards, resources: (
+            f"torchrun --standalone --nproc_per_node={resources.gpu} -m facetrust.cli"
+            if resources.gpu > 1
+            else "facetrust"
+        ),
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "logs/benchmark/train/{model}.tsv"
+    threads: THREADS
+    resources:
+        gpu=lambda wildcards: model_resources(wildcards, "gpus", 1),
+        mem_mb=lambda wildcards: model_resources(wildcards, "mem_mb", 8000),
+        runtime=lambda wildcards: model_resources(wildcards, "runtime_min", 120),
+    shell:
+        "{params.launcher} train --model {wildcards.model} --params {params.config_file}"
+        " --out models/{wildcards.model} --threads {threads} > {log} 2>&1"
