@@ -136,7 +136,7 @@ def test_sphere_depth_in_name_counts_its_conv_layers_and_has_no_batchnorm(native
     # SphereFace-N has N conv layers (4 stage convs + 2 per residual unit), then the FC (Table 2).
     model = native_models[name]
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == int(name[len("sphere"):])
+    assert len(convs) == int(name[len("sphere") :])
     assert all(conv.kernel_size == (3, 3) for conv in convs)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     assert sum(isinstance(m, nn.PReLU) for m in model.modules()) == len(convs)

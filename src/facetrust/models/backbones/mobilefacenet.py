@@ -39,11 +39,18 @@ def _conv_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel, stride: int = 1, groups: int = 1, linear: bool = False,
-            padding=None):
+def conv_bn(
+    in_channels: int,
+    out_channels: int,
+    kernel: int | tuple[int, int],
+    stride: int = 1,
+    groups: int = 1,
+    linear: bool = False,
+    padding: int | None = None,
+) -> nn.Sequential:
     """Conv (no bias) -> BN -> PReLU; ``linear=True`` drops the PReLU ("linear" in Table 1).
 
-    ``padding`` defaults to "same" for odd square kernels (kernel // 2).
+    ``padding`` defaults to kernel // 2 ("same" for the 1x1 and 3x3 convs); pass it for others.
     """
     if padding is None:
         padding = kernel // 2

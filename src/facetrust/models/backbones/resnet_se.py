@@ -96,7 +96,8 @@ class IRSEResNet(nn.Module):
             raise ConfigError(f"backbone units must be 4 positive counts, got {units!r}")
         if width < 1 or embedding_size < 1 or se_reduction < 1:
             raise ConfigError(
-                f"backbone width, embedding_size, se_reduction must be >= 1, got {width}, {embedding_size}, {se_reduction}"
+                "backbone width, embedding_size and se_reduction must be >= 1, "
+                f"got {width}, {embedding_size}, {se_reduction}"
             )
         height, width_px = (int(s) for s in input_size)
         if height < 1 or width_px < 1:

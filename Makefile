@@ -1,0 +1,58 @@
+# facetrust quick start:  `make run`  (set-up + main job on the embedded default)
+#                         `make test` (set-up + the whole test suite)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+CORES ?= all
+TARGET ?= results/ijbc_table.csv
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test install install-test all-reports dag install-profile lint clean-results
+
+## run: create .venv, install pinned deps, run the main job on the embedded default
+run: install
+	snakemake --cores $(CORES) $(TARGET)
+	@echo
+	@echo "Main job done. Outputs:"
+	@echo "  $(TARGET)"
+	@echo "  results/metrics/<model>/<testset>.json   per-model metrics (TAR@FAR, AUC, settings)"
+	@echo "  results/roc/                             ROC points"
+	@echo "  logs/                                    one log and one benchmark file per job"
+	@cat $(TARGET)
+
+## all-reports: every table, figure and per-paper report
+all-reports: install
+	snakemake --cores $(CORES) all
+
+## test: create .venv if missing, install test deps, run the whole suite
+test: install-test
+	$(BIN)/python -m pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: envs/requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r envs/requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed envs/requirements-test.txt
+	$(BIN)/pip install --quiet -r envs/requirements-test.txt
+	touch $@
+
+## dag: the rule graph of the main job as PNG (needs graphviz `dot`)
+dag: install
+	snakemake --rulegraph $(TARGET) | dot -Tpng > docs/rulegraph.png
+
+## install-profile: make profiles/slurm the user profile `slurm` (snakemake --profile slurm ...)
+install-profile:
+	mkdir -p $(HOME)/.config/snakemake
+	ln -sfn $(CURDIR)/profiles/slurm $(HOME)/.config/snakemake/slurm
+	@echo "linked $(HOME)/.config/snakemake/slurm -> $(CURDIR)/profiles/slurm"
+
+lint: install-test
+	snakemake --lint
+	snakefmt --check Snakefile workflow/rules

@@ -1,0 +1,304 @@
+"""IJB-B/C 1:1 verification: template features, pair scores, TAR at FAR.
+
+Default = InsightFace ``eval_ijbc.py`` (DESIGN.md, REFERENCES.md), named by its flags:
+
+- **F1**: the image feature is original + flipped embedding summed (``embedding``); F0 reads
+  ``embedding_noflip``;
+- **N1**: image features keep their norm; N0 (``normalize_images=True``) L2-normalises them;
+- **D1**: image features are multiplied by the detector score; D0 does not;
+- frames of one media are averaged, the media of a template summed, the template L2-normalised;
+  score = dot product; ROC = ``sklearn.metrics.roc_curve`` defaults; TAR = nearest FPR point.
+
+Uncertainty-aware pooling (``pooling``) replaces the media step: ``"pfe"`` fuses all images of a
+template by precision (PFE), ``"kappa"`` sums κ-weighted unit features (SCF).  Both work on unit
+image features and ignore N and D; the metrics file records the flags that were in effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import auc as area_under_curve
+from tqdm import tqdm
+
+from facetrust.data.ijb import IJBProtocol, read_ijb_protocol
+from facetrust.errors import ConfigError, InputError
+from facetrust.evaluate.fusion import (
+    EmbeddingsFile,
+    check_pooling,
+    confidence_from_uncertainty,
+    group_matrix,
+    kappa_fuse,
+    l2_normalize,
+    load_embeddings,
+    pfe_fuse,
+    row_norms,
+)
+from facetrust.evaluate.roc import (
+    DEFAULT_IJB_FARS,
+    SKLEARN_CONVENTION,
+    plain_float,
+    roc_points,
+    tar_at_far,
+    tar_table,
+    write_roc,
+)
+from facetrust.io import write_json_atomic
+
+PAIR_CHUNK = 131072  # pairs scored per batch: 2 × 131072 × 512 float32 = 512 MiB of gathers at most
+
+
+def mode_flags(normalize_images: bool, use_detector_score: bool, flip: bool) -> str:
+    """InsightFace test-mode name, e.g. ``"N1D1F1"`` (N1 = features *not* normalised)."""
+    return f"N{0 if normalize_images else 1}D{int(bool(use_detector_score))}F{int(bool(flip))}"
+
+
+def _sparse_times_dense(matrix, dense: np.ndarray, chunk_cols: int = 64) -> np.ndarray:
+    """``matrix @ dense`` in float64, a few columns at a time so no full float64 copy is made."""
+    out = np.empty((matrix.shape[0], dense.shape[1]), dtype=np.float64)
+    for start in range(0, dense.shape[1], chunk_cols):
+        out[:, start : start + chunk_cols] = matrix @ dense[:, start : start + chunk_cols].astype(np.float64)
+    return out
+
+
+def _mean_pooling_weights(template_index, media_ids, weights) -> np.ndarray:
+    """Per-image weight ``weights[i] / (images in i's (template, media))``.
+
+    Σ_media mean_frames(w·x) = Σ_i w_i x_i / count(media of i): one sparse product does the
+    InsightFace media averaging and template sum at once.
+    """
+    _, media_index = np.unique(media_ids, return_inverse=True)
+    key = template_index.astype(np.int64) * (int(media_index.max()) + 1) + media_index
+    _, key_index, key_count = np.unique(key, return_inverse=True, return_counts=True)
+    return weights / key_count[key_index]
+
+
+def template_features(
+    embeddings: np.ndarray,
+    template_ids: np.ndarray,
+    media_ids: np.ndarray,
+    detector_scores: np.ndarray | None = None,
+    *,
+    normalize_images: bool = False,
+    use_detector_score: bool = True,
+    weights: np.ndarray | None = None,
+    pooling: str = "mean",
+    uncertainty: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pool image features (N, D) into L2-normalised template features.
+
+    Returns ``(template_ids_unique, features)``: sorted unique template ids (T,) and float32
+    features (T, D), row k for ``template_ids_unique[k]``.
+
+    ``pooling="mean"`` (InsightFace): x_i ← x_i/‖x_i‖ if ``normalize_images`` (N0); x_i ← s_i·x_i
+    with the detector score if ``use_detector_score`` (D1); x_i ← w_i·x_i with ``weights``; then
+    frames of a media averaged, media summed, template L2-normalised.
+    ``pooling="pfe"``: ``uncertainty`` is σ² ((N,) or (N, D)); unit image features fused by
+    precision (:func:`~facetrust.evaluate.fusion.pfe_fuse`).  ``pooling="kappa"``: ``uncertainty``
+    is 1/κ; Σ κ_i x̂_i (:func:`~facetrust.evaluate.fusion.kappa_fuse`).  ``weights`` multiplies
+    the precision / κ there; N and D are not used.
+    """
+    check_pooling(pooling)
+    embeddings = np.asarray(embeddings)
+    template_ids = np.asarray(template_ids)
+    media_ids = np.asarray(media_ids)
+    n = embeddings.shape[0]
+    if embeddings.ndim != 2 or template_ids.shape != (n,) or media_ids.shape != (n,):
+        raise InputError(
+            f"template_features: embeddings {embeddings.shape}, template_ids {template_ids.shape} and "
+            f"media_ids {media_ids.shape} must describe the same N images"
+        )
+    unique_ids, template_index = np.unique(template_ids, return_inverse=True)
+    n_templates = unique_ids.size
+    image_weight = np.ones(n, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
+
+    if pooling == "mean":
+        if normalize_images:
+            image_weight = image_weight / np.maximum(row_norms(embeddings), 1e-12)
+        if use_detector_score:
+            if detector_scores is None:
+                raise InputError("use_detector_score=True (D1) needs detector scores")
+            image_weight = image_weight * np.asarray(detector_scores, dtype=np.float64)
+        image_weight = _mean_pooling_weights(template_index, media_ids, image_weight)
+        pooled = _sparse_times_dense(group_matrix(template_index, n_templates, image_weight), embeddings)
+        return unique_ids, l2_normalize(pooled).astype(np.float32)
+
+    if uncertainty is None:
+        raise InputError(f"pooling={pooling!r} needs per-image uncertainty")
+    uncertainty = np.asarray(uncertainty, dtype=np.float64)
+    if uncertainty.shape[0] != n:
+        raise InputError(f"uncertainty has {uncertainty.shape[0]} rows for {n} images")
+    unit = l2_normalize(embeddings.astype(np.float64))
+    if pooling == "pfe":
+        # Extra weights act as extra precision: σ²_i / w_i.
+        sigma_sq = uncertainty / (image_weight if uncertainty.ndim == 1 else image_weight[:, None])
+        mu, _ = pfe_fuse(unit, sigma_sq, template_index, n_templates)
+        return unique_ids, l2_normalize(mu).astype(np.float32)
+    kappa = confidence_from_uncertainty(uncertainty, "uncertainty (1/kappa)") * image_weight
+    return unique_ids, kappa_fuse(unit, kappa, template_index, n_templates).astype(np.float32)
+
+
+def _rows_of(template_ids: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
+    rows = pd.Index(template_ids).get_indexer(wanted)
+    if (rows < 0).any():
+        bad = int(np.flatnonzero(rows < 0)[0])
+        raise InputError(f"{what}: pair {bad} names template {wanted[bad]} that has no feature")
+    return rows
+
+
+def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarray, *, chunk: int = PAIR_CHUNK,
+                progress: bool = False) -> np.ndarray:
+    """Dot product of the two template features of every pair, (P,) float32, batched by ``chunk``."""
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise InputError(f"pairs must be (P, 2), got {pairs.shape}")
+    rows1 = _rows_of(template_ids, pairs[:, 0], "pairs")
+    rows2 = _rows_of(template_ids, pairs[:, 1], "pairs")
+    scores = np.empty(pairs.shape[0], dtype=np.float32)
+    starts = range(0, pairs.shape[0], chunk)
+    for start in tqdm(starts, desc="pair scores", unit="chunk", disable=not progress):
+        stop = start + chunk
+        scores[start:stop] = np.einsum("ij,ij->i", features[rows1[start:stop]], features[rows2[start:stop]])
+    return scores
+
+
+def align_images(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str | Path) -> np.ndarray:
+    """Row of ``embedded`` for every name in ``wanted``; names may also match by basename.
+
+    Raises :class:`InputError` naming the embeddings file and the first image it lacks.
+    """
+    if embedded.shape == wanted.shape and np.array_equal(embedded, wanted):
+        return np.arange(wanted.size)
+    rows = pd.Index(embedded).get_indexer(wanted) if pd.Index(embedded).is_unique else None
+    if rows is None or (rows < 0).any():
+        # Embeddings written with a directory prefix ("loose_crop/1.jpg") still match "1.jpg".
+        base = pd.Index(pd.Series(embedded).str.rsplit("/", n=1).str[-1])
+        if not base.is_unique:
+            raise InputError(f"{embeddings_path}: image names are not unique")
+        rows = base.get_indexer(wanted)
+    if (rows < 0).any():
+        missing = wanted[int(np.flatnonzero(rows < 0)[0])]
+        raise InputError(f"{embeddings_path}: key 'image' has no entry for protocol image {missing!r}")
+    return rows
+
+
+@dataclass
+class IJBResult:
+    """What :func:`evaluate_ijb` computed: metrics (plain JSON), per-pair scores and labels, ROC."""
+
+    metrics: dict
+    scores: np.ndarray
+    labels: np.ndarray
+    template_ids: np.ndarray
+    features: np.ndarray
+    roc: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)
+
+
+def ijb_settings(*, normalize_images: bool, use_detector_score: bool, flip: bool, pooling: str, tar_method: str) -> dict:
+    """The settings block of the metrics file, with the flags that were in effect."""
+    if pooling != "mean":  # uncertainty pooling works on unit features without detector scores
+        normalize_images, use_detector_score = True, False
+    return {
+        "flags": mode_flags(normalize_images, use_detector_score, flip),
+        "normalize_images": bool(normalize_images),
+        "use_detector_score": bool(use_detector_score),
+        "flip": bool(flip),
+        "pooling": pooling,
+        "tar_method": tar_method,
+        "roc": SKLEARN_CONVENTION,
+        "score": "dot product of L2-normalised template features",
+    }
+
+
+def evaluate_ijb(
+    embeddings: EmbeddingsFile,
+    protocol: IJBProtocol,
+    *,
+    fars: Sequence[float] = DEFAULT_IJB_FARS,
+    normalize_images: bool = False,
+    use_detector_score: bool = True,
+    pooling: str = "mean",
+    tar_method: str = "nearest",
+    progress: bool = False,
+) -> IJBResult:
+    """Score every template pair of ``protocol`` with ``embeddings`` and read TAR at each FAR.
+
+    The detector scores come from the protocol (``name_5pts_score.txt``), as in InsightFace.
+    """
+    check_pooling(pooling)
+    rows = align_images(embeddings.images, protocol.images, embeddings.path)
+    identity = rows.size == embeddings.images.size and np.array_equal(rows, np.arange(rows.size))
+    take = (lambda a: a) if identity else (lambda a: a[rows])
+    uncertainty = None
+    if pooling == "pfe":
+        uncertainty = embeddings.uncertainty_per_dim if embeddings.uncertainty_per_dim is not None else embeddings.uncertainty
+    elif pooling == "kappa":
+        uncertainty = embeddings.uncertainty
+    if pooling != "mean" and uncertainty is None:
+        raise InputError(f"{embeddings.path}: pooling={pooling!r} needs key 'uncertainty'")
+    template_ids, features = template_features(
+        take(embeddings.features),
+        protocol.template_ids,
+        protocol.media_ids,
+        protocol.detector_scores,
+        normalize_images=normalize_images,
+        use_detector_score=use_detector_score,
+        pooling=pooling,
+        uncertainty=None if uncertainty is None else take(uncertainty),
+    )
+    scores = pair_scores(template_ids, features, protocol.pairs, progress=progress)
+    labels = protocol.labels
+    fpr, tpr, thresholds = roc_points(labels, scores)
+    n_genuine = int(np.count_nonzero(labels))
+    metrics = {
+        "testset": protocol.name,
+        "protocol": "ijb_1to1",
+        "tar_at_far": tar_table(tar_at_far(fpr, tpr, fars, method=tar_method)),
+        "auc": plain_float(area_under_curve(fpr, tpr)),
+        "n_pairs": int(labels.size),
+        "n_genuine": n_genuine,
+        "n_impostor": int(labels.size - n_genuine),
+        "n_templates": int(template_ids.size),
+        "n_images": int(protocol.images.size),
+        "settings": ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
+                                 flip=embeddings.flip, pooling=pooling, tar_method=tar_method),
+        "embeddings": str(embeddings.path),
+    }
+    return IJBResult(metrics, scores, labels, template_ids, features, (fpr, tpr, thresholds))
+
+
+def run_evaluate_ijb(
+    embeddings_path: str | Path,
+    ijb_dir: str | Path,
+    name: str | None,
+    out_json: str | Path,
+    *,
+    roc_out: str | Path | None = None,
+    fars: Sequence[float] = DEFAULT_IJB_FARS,
+    normalize_images: bool = False,
+    use_detector_score: bool = True,
+    flip: bool = True,
+    pooling: str = "mean",
+    tar_method: str = "nearest",
+) -> dict:
+    """File-level IJB 1:1 evaluation: read, evaluate, write ``out_json`` (and ``roc_out``); return the metrics.
+
+    ``name`` None infers it from ``ijb_dir/meta``.  ``roc_out`` ending ``.npz`` or ``.csv`` gets about
+    2000 ROC points log-spaced in FPR (TAR is computed on the full ROC).
+    """
+    if tar_method not in ("nearest", "interpolate", "strict"):
+        raise ConfigError(f"tar_method: {tar_method!r} is not one of ['nearest', 'interpolate', 'strict']")
+    check_pooling(pooling)
+    protocol = read_ijb_protocol(ijb_dir, name)
+    embeddings = load_embeddings(embeddings_path, flip=flip)
+    result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
+                          use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
+                          progress=True)
+    write_json_atomic(out_json, result.metrics)
+    if roc_out is not None:
+        write_roc(roc_out, *result.roc)
+    return result.metrics

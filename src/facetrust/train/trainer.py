@@ -1,0 +1,405 @@
+"""Train a backbone with a margin head on an InsightFace RecordIO set (SGD, warm-up, DDP, resume).
+
+Entry points:
+
+* :func:`train` ``(config, rec_dir, out_dir, *, resume=False, log=None) -> Path``: the run itself;
+  DDP-aware (under ``torchrun`` every process calls it; rank 0 writes).
+* :func:`run_train` ``(params, model, out_dir, *, resume=False, rec_dir=None) -> Path``: what
+  ``facetrust train --model NAME --params params.yaml --out DIR [--resume]`` calls.
+* ``python -m facetrust.train.trainer --config CONFIG.json --rec DIR --out DIR [--resume]``,
+  also under ``torchrun --nproc_per_node=K``.
+
+Outputs in ``out_dir``: ``checkpoint.pt`` (see :mod:`facetrust.train.checkpoint`; rewritten
+atomically at every epoch end), ``config.json``, ``train_log.csv`` (epoch, step, loss, accuracy,
+lr, images_per_s; accuracy = arg-max of the margin logits, so it reads below the plain accuracy).
+
+Determinism: the backbone is initialised after ``torch.manual_seed(seed)``, the head from its own
+generator, the sample order from Generator(seed + epoch), flips from (seed, epoch, index); on the
+CPU ``torch.use_deterministic_algorithms(True)``.  The same config gives a bit-identical
+checkpoint, and a resumed run ends bit-identical to an uninterrupted one (same thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+
+from facetrust.errors import ConfigError, InputError
+from facetrust.io import atomic_path, write_json_atomic
+from facetrust.train.checkpoint import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    build_backbone_from_config,
+    load_checkpoint,
+    save_checkpoint,
+)
+from facetrust.train.config import TrainConfig
+from facetrust.train.dataset import EpochSampler, RecordDataset, SkippingSampler, worker_init
+from facetrust.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup_distributed,
+    convert_sync_batchnorm,
+    init_distributed,
+    wrap_ddp,
+)
+from facetrust.train.schedule import LRSchedule
+
+LOG_NAME = "train_log.csv"
+LOG_COLUMNS = ("epoch", "step", "loss", "accuracy", "lr", "images_per_s")
+# Head options that configure ScaleFace's scale predictor rather than the margin head itself.
+SCALE_HEAD_OPTIONS = ("s_max", "hidden", "activation")
+
+_logger = logging.getLogger("facetrust.train")
+
+
+class TrainModel(nn.Module):
+    """Backbone + margin head (+ ScaleFace scale head) as one module, so DDP syncs them all.
+
+    ``forward(images, labels) -> (logits, extra_loss)``; embeddings reach the head unnormalised
+    (MagFace needs their norm; the heads normalise themselves)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, scale_head: nn.Module | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.scale_head = scale_head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor):
+        if self.scale_head is None:
+            embeddings = self.backbone(images)
+            logits = self.head(embeddings, labels)
+        else:
+            embeddings, feature_map = self.backbone(images, return_feature_map=True)
+            logits = self.head(embeddings, labels, scale=self.scale_head(feature_map))
+        extra = self.head.extra_loss() if hasattr(self.head, "extra_loss") else logits.new_zeros(())
+        return logits, extra
+
+
+def build_heads(config: Mapping, num_classes: int, feature_map_shape) -> tuple[nn.Module, nn.Module | None]:
+    """``(margin head, ScaleHead or None)`` for a TrainConfig dict: ``head = {kind, **options}``.
+
+    For ``kind: scaleface`` the options ``s_max``, ``hidden``, ``activation`` go to
+    ``ScaleHead(feature_map_shape, ...)``, the rest to ``build_head``.  The head's initial
+    weights come from ``seed`` (the config's, unless the head options set their own)."""
+    from facetrust.models.margins import ScaleHead, build_head
+
+    options = dict(config["head"])
+    kind = options.pop("kind")
+    options.setdefault("seed", int(config.get("seed", 0)))
+    scale_head = None
+    if kind == "scaleface":
+        scale_options = {key: options.pop(key) for key in SCALE_HEAD_OPTIONS if key in options}
+        scale_head = ScaleHead(tuple(feature_map_shape), **scale_options)
+    else:
+        stray = sorted(set(SCALE_HEAD_OPTIONS) & set(options))
+        if stray:
+            raise ConfigError(f"head option(s) {', '.join(stray)} only apply to kind 'scaleface', not {kind!r}")
+    head = build_head(kind, int(config["embedding_size"]), int(num_classes), **options)
+    return head, scale_head
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _set_determinism(device: torch.device) -> None:
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:  # GPU runs are repeatable up to non-deterministic CUDA kernels (atomics in backward)
+        torch.backends.cudnn.benchmark = False
+
+
+class _CsvLog:
+    """``train_log.csv`` on rank 0: rows are appended and flushed as training goes."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        kept: list[list[str]] = []
+        if resume_step is not None and path.is_file():
+            # Drop rows that a killed run logged after its last checkpoint: they will be redone.
+            with path.open(newline="") as handle:
+                rows = list(csv.reader(handle))[1:]
+            kept = [row for row in rows if row and int(row[1]) <= resume_step]
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(LOG_COLUMNS)
+            writer.writerows(kept)
+        self.handle = path.open("a", newline="")
+        self.writer = csv.writer(self.handle)
+
+    def write(self, epoch: int, step: int, loss: float, accuracy: float, lr: float, images_per_s: float):
+        self.writer.writerow([epoch, step, f"{loss:.6f}", f"{accuracy:.6f}", f"{lr:.8g}", f"{images_per_s:.1f}"])
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(
+    config: TrainConfig | Mapping,
+    rec_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+    device: str | None = None,
+) -> Path:
+    """Train ``config`` on the InsightFace set in ``rec_dir``; returns ``out_dir/checkpoint.pt``.
+
+    ``resume``: continue from ``out_dir/checkpoint.pt`` (its config must match, except runtime
+    keys such as ``max_steps``); without a checkpoint it starts afresh.  ``log`` receives one
+    line per epoch (default: the ``facetrust.train`` logger).  Under ``torchrun`` this joins the
+    process group, shards the data with DistributedSampler, splits ``batch_size`` across the
+    processes, synchronises BatchNorm, and only rank 0 writes."""
+    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    log = log or _logger.info
+    out_dir = Path(out_dir)
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = init_distributed(device)
+    try:
+        return _train(config, Path(rec_dir), out_dir, resume, log, info)
+    finally:
+        if owns_group:
+            cleanup_distributed()
+
+
+def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log, info: DistInfo) -> Path:
+    if config.batch_size % info.world_size:
+        raise ConfigError(
+            f"train config 'batch_size' {config.batch_size} is not divisible by the {info.world_size} processes"
+        )
+    local_batch = config.batch_size // info.world_size
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _set_determinism(info.device)
+    _seed_everything(config.seed)
+
+    dataset = RecordDataset(rec_dir, config.input_size, flip=config.flip_augment, seed=config.seed)
+    num_classes = dataset.num_classes
+    steps_per_epoch = len(dataset) // config.batch_size
+    if steps_per_epoch < 1:
+        raise InputError(f"{rec_dir}: {len(dataset)} images, fewer than one batch of {config.batch_size}")
+
+    backbone = build_backbone_from_config(config.to_dict())
+    head, scale_head = build_heads(config.to_dict(), num_classes, backbone.feature_map_shape)
+    model = TrainModel(backbone, head, scale_head).to(info.device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    schedule = LRSchedule(optimizer, config.lr_schedule, config.lr, steps_per_epoch, config.epochs,
+                          config.warmup_epochs, config.milestones, config.gamma, config.poly_power)
+    fp16 = bool(config.backbone_options.get("fp16")) and info.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+
+    checkpoint_file = out_dir / CHECKPOINT_NAME
+    epoch, step = 0, 0
+    if resume and checkpoint_file.is_file():
+        state = load_checkpoint(checkpoint_file)
+        saved = TrainConfig.from_dict(state["config"])
+        mismatch = config.differs_from(saved)
+        if mismatch:
+            raise ConfigError(f"{checkpoint_file}: cannot resume, config differs in {', '.join(mismatch)}")
+        model.backbone.load_state_dict(state["backbone"])
+        model.head.load_state_dict(state["head"])
+        if model.scale_head is not None:
+            model.scale_head.load_state_dict(state["scale_head"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        _restore_rng(state["rng"], info.device)
+        epoch, step = int(state["epoch"]), int(state["step"])
+        log(f"resuming {checkpoint_file} at epoch {epoch}, step {step}")
+
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / CONFIG_NAME, config.to_dict())
+    csv_log = _CsvLog(out_dir / LOG_NAME, step if resume else None) if info.is_main else None
+
+    model = convert_sync_batchnorm(model, info)
+    ddp_model = wrap_ddp(model, info)
+    if info.distributed:
+        sampler = SkippingSampler(DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                                     shuffle=True, seed=config.seed, drop_last=True))
+    else:
+        sampler = EpochSampler(len(dataset), config.seed)
+    loader_generator = torch.Generator()
+    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
+                        num_workers=config.num_workers, worker_init_fn=worker_init,
+                        generator=loader_generator, pin_memory=info.device.type == "cuda")
+
+    def payload() -> dict:
+        return {
+            "backbone": model.backbone.state_dict(),
+            "head": model.head.state_dict(),
+            "scale_head": None if model.scale_head is None else model.scale_head.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(),
+            "scaler": scaler.state_dict() if fp16 else {},
+            "epoch": epoch,
+            "step": step,
+            "num_classes": num_classes,
+            "feature_map_shape": list(model.backbone.feature_map_shape),
+            "rng": _rng_state(info.device),
+            "config": config.to_dict(),
+        }
+
+    total_steps = steps_per_epoch * config.epochs
+    stop_at = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
+    try:
+        while epoch < config.epochs and step < stop_at:
+            done_in_epoch = step - epoch * steps_per_epoch
+            dataset.set_epoch(epoch)
+            sampler.set_epoch(epoch, skip=done_in_epoch * local_batch)
+            loader_generator.manual_seed(config.seed * 1_000_003 + epoch)  # worker seeds
+            ddp_model.train()
+            step = _run_epoch(ddp_model, loader, optimizer, schedule, scaler, info, config, epoch, step,
+                              stop_at, steps_per_epoch, csv_log)
+            if step == (epoch + 1) * steps_per_epoch:
+                epoch += 1
+                log(f"epoch {epoch}/{config.epochs} done (step {step})")
+            if info.is_main:
+                save_checkpoint(checkpoint_file, payload())
+            barrier(info)
+    finally:
+        if csv_log is not None:
+            csv_log.close()
+    if info.is_main and not checkpoint_file.is_file():  # nothing left to do on resume
+        save_checkpoint(checkpoint_file, payload())
+    barrier(info)
+    return checkpoint_file
+
+
+def _run_epoch(model, loader, optimizer, schedule, scaler, info, config, epoch, step, stop_at,
+               steps_per_epoch, csv_log) -> int:
+    """One pass over ``loader`` (possibly resumed mid-way); returns the global step reached."""
+    from tqdm import tqdm
+
+    end_of_epoch = min(stop_at, (epoch + 1) * steps_per_epoch)
+    window_loss = window_correct = window_steps = 0.0
+    window_start = time.perf_counter()
+    progress = tqdm(total=end_of_epoch - step, desc=f"epoch {epoch + 1}/{config.epochs}",
+                    disable=not info.is_main, leave=False, file=sys.stderr)
+    for images, labels in loader:
+        if step >= end_of_epoch:
+            break
+        images = images.to(info.device, non_blocking=True)
+        labels = labels.to(info.device, non_blocking=True)
+        lr = schedule.current_lr
+        optimizer.zero_grad(set_to_none=True)
+        logits, extra = model(images, labels)
+        loss = F.cross_entropy(logits.float(), labels) + extra
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        step += 1
+        progress.update(1)
+        window_loss += loss.detach()
+        window_correct += (logits.detach().argmax(1) == labels).float().mean()
+        window_steps += 1
+        if step % config.log_every == 0 or step == end_of_epoch:
+            stats = all_reduce_mean(torch.stack([torch.as_tensor(window_loss), torch.as_tensor(window_correct)])
+                                    / window_steps, info)
+            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            images_per_s = window_steps * config.batch_size / elapsed
+            progress.set_postfix(loss=f"{stats[0].item():.3f}", acc=f"{stats[1].item():.3f}")
+            if csv_log is not None:
+                csv_log.write(epoch + 1, step, stats[0].item(), stats[1].item(), lr, images_per_s)
+            window_loss = window_correct = window_steps = 0.0
+            window_start = time.perf_counter()
+    progress.close()
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def run_train(
+    params: str | os.PathLike | Mapping,
+    model: str,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    rec_dir: str | os.PathLike | None = None,
+) -> Path:
+    """``facetrust train --model NAME --params params.yaml --out DIR [--resume]``.
+
+    Reads the model's settings from ``params`` (a params.yaml path or its parsed dict), the
+    training set from ``datasets.train`` unless ``rec_dir`` is given; DDP-aware like ``train``."""
+    if not isinstance(params, Mapping):
+        import yaml
+
+        path = Path(params)
+        try:
+            params = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{path}: cannot read params: {exc}") from None
+    config = TrainConfig.from_params(params, model)
+    if rec_dir is None:
+        rec_dir = (params.get("datasets") or {}).get("train", "data/synth/train")
+    return train(config, rec_dir, out_dir, resume=resume)
+
+
+def _load_config_arg(value: str) -> TrainConfig:
+    text = value if value.lstrip().startswith("{") else Path(value).read_text()
+    try:
+        return TrainConfig.from_dict(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config {value!r}: not JSON: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m facetrust.train.trainer --config JSON --rec DIR --out DIR [--resume]``."""
+    parser = argparse.ArgumentParser(prog="python -m facetrust.train.trainer", description=main.__doc__)
+    parser.add_argument("--config", required=True, help="TrainConfig as a JSON file or a JSON string")
+    parser.add_argument("--rec", required=True, help="directory holding train.rec, train.idx, property")
+    parser.add_argument("--out", required=True, help="output directory (checkpoint.pt, config.json, train_log.csv)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        path = train(_load_config_arg(args.config), args.rec, args.out, resume=args.resume, device=args.device)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

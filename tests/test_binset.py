@@ -1,0 +1,124 @@
+"""facetrust.data.binset: .bin verification sets load safely, from Python 2 and 3 writers."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from facetrust.data.binset import load_bin, write_bin
+from facetrust.errors import InputError
+
+BINS = [b"\xff\xd8jpeg-%d" % i for i in range(6)]
+ISSAME = [True, False, True]
+
+
+class _RunsShell:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_bin_loader_refuses_code_execution(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.bin"
+    path.write_bytes(pickle.dumps((BINS[:2], [_RunsShell(marker)]), protocol=protocol))
+    with pytest.raises(InputError, match=r"evil\.bin.*(posix|os|nt)\.system is not allowed"):
+        load_bin(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "payload, refused",
+    [
+        ((BINS[:2], np.array([True], dtype=object)), "dtype 'O8' is not allowed"),
+        (([eval], [True]), "builtins.eval is not allowed"),
+        ((BINS[:2], np.ma.masked_array([True])), "numpy.ma.core"),
+    ],
+)
+def test_bin_loader_refuses_other_globals(tmp_path, payload, refused):
+    path = tmp_path / "x.bin"
+    path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(InputError, match=refused):
+        load_bin(path)
+
+
+def test_bin_round_trip(tmp_path):
+    write_bin(tmp_path / "lfw.bin", BINS, ISSAME)
+    bins, issame = load_bin(tmp_path / "lfw.bin")
+    assert bins == BINS and issame == ISSAME
+    assert all(type(b) is bytes for b in bins) and all(type(s) is bool for s in issame)
+    assert [p.name for p in tmp_path.iterdir()] == ["lfw.bin"]  # no temporary left behind
+
+
+def _py2_str(data: bytes) -> bytes:
+    """A Python 2 ``str`` as cPickle writes it: SHORT_BINSTRING or BINSTRING."""
+    if len(data) < 256:
+        return b"U" + bytes([len(data)]) + data
+    return b"T" + struct.pack("<i", len(data)) + data
+
+
+def test_bin_loads_python2_protocol2_pickle_with_str_images(tmp_path):
+    images = BINS[:3] + [bytes(range(256)) * 2, b"", b"\x80\x02U"]  # one long, one empty
+    body = b"".join(_py2_str(b) for b in images)
+    flags = b"".join(b"\x88" if s else b"\x89" for s in ISSAME)
+    # PROTO 2, ( list MARK images APPENDS, list MARK bools APPENDS ) TUPLE2, STOP
+    data = b"\x80\x02]q\x00(" + body + b"e]q\x01(" + flags + b"e\x86q\x02."
+    (tmp_path / "py2.bin").write_bytes(data)
+    bins, issame = load_bin(tmp_path / "py2.bin")
+    assert bins == images and issame == ISSAME
+
+
+def test_bin_loads_python3_protocol2_bytes(tmp_path):
+    # Python 3 writes bytes at protocol 2 as _codecs.encode(str, 'latin1'), b"" as bytes()
+    images = [b"", b"\x00\xff\x80abc", b"x", b""]
+    (tmp_path / "p2.bin").write_bytes(pickle.dumps((images, [False, True]), protocol=2))
+    assert load_bin(tmp_path / "p2.bin") == (images, [False, True])
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("numpy1_names", [False, True])
+def test_bin_accepts_numpy_bool_issame(tmp_path, protocol, numpy1_names):
+    data = pickle.dumps((BINS, np.array(ISSAME)), protocol=protocol)
+    data2 = pickle.dumps((BINS, [np.bool_(s) for s in ISSAME]), protocol=protocol)
+    if numpy1_names:  # files written with numpy 1 name numpy.core, numpy 2 numpy._core
+        data, data2 = (d.replace(b"numpy._core", b"numpy.core") for d in (data, data2))
+    for blob in (data, data2):
+        (tmp_path / "np.bin").write_bytes(blob)
+        bins, issame = load_bin(tmp_path / "np.bin")
+        assert bins == BINS and issame == ISSAME and all(type(s) is bool for s in issame)
+
+
+def test_bin_accepts_uint8_array_images(tmp_path):
+    images = [np.frombuffer(b, dtype=np.uint8) for b in BINS]
+    (tmp_path / "u8.bin").write_bytes(pickle.dumps((images, ISSAME), protocol=2))
+    assert load_bin(tmp_path / "u8.bin")[0] == BINS
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ((BINS[:5], ISSAME), "5 images for 3 pairs"),
+        ([BINS, ISSAME, 1], "expected a pickled \\(bins, issame\\) pair"),
+        ((BINS[:4] + ["text", "x"], ISSAME), "image 4 is str, expected bytes"),
+        ((BINS, [True, 2, False]), "issame\\[1\\] is 2"),
+        ({"bins": BINS}, "expected a pickled"),
+    ],
+)
+def test_bin_structure_is_validated(tmp_path, payload, message):
+    (tmp_path / "bad.bin").write_bytes(pickle.dumps(payload, protocol=4))
+    with pytest.raises(InputError, match=r"bad\.bin.*" + message):
+        load_bin(tmp_path / "bad.bin")
+
+
+def test_truncated_bin_is_input_error(tmp_path):
+    data = pickle.dumps((BINS, ISSAME), protocol=4)
+    (tmp_path / "cut.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.bin: not a safe"):
+        load_bin(tmp_path / "cut.bin")

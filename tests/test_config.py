@@ -1,0 +1,65 @@
+"""params.yaml is validated against the schema; a bad key fails with a message naming it."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facetrust.config import load_params, model_params, validate_params
+from facetrust.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_validate_and_get_defaults():
+    params = load_params(REPO / "params.yaml")
+    assert params["evaluate"]["tar_method"] == "nearest"
+    for model in params["models"].values():
+        assert model["train"]["epochs"] >= 1
+        assert "momentum" in model["train"]  # default filled in
+
+
+def test_workflow_schema_is_the_package_schema():
+    linked = REPO / "workflow" / "schemas" / "params.schema.yaml"
+    shipped = REPO / "src" / "facetrust" / "schemas" / "params.schema.yaml"
+    assert linked.read_text() == shipped.read_text()
+
+
+@pytest.fixture
+def params():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_unknown_top_level_key_is_named(params):
+    params["evaluat"] = {}
+    with pytest.raises(ConfigError, match=r"'evaluat' was unexpected.*allowed keys: .*evaluate"):
+        validate_params(params)
+
+
+def test_bad_enum_value_names_the_key_path_and_allowed_values(params):
+    model = next(iter(params["models"]))
+    params["models"][model]["head"]["kind"] = "arcfase"
+    with pytest.raises(ConfigError, match=rf"models\.{model}\.head\.kind: 'arcfase' is not one of .*'arcface'"):
+        validate_params(params)
+
+
+def test_wrong_type_is_refused(params):
+    params["seed"] = "seven"
+    with pytest.raises(ConfigError, match=r"seed: 'seven' is not of type 'integer'"):
+        validate_params(params)
+
+
+def test_missing_file_and_bad_yaml_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: no such params file"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_params(bad)
+
+
+def test_unknown_model_lists_the_configured_ones(params):
+    validated = validate_params(copy.deepcopy(params))
+    with pytest.raises(ConfigError, match="no such model; configured: "):
+        model_params(validated, "not_a_model")

@@ -1,0 +1,131 @@
+"""facetrust.data.insightface: the train.rec/train.idx/property layout, written and read."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facetrust.data.insightface import InsightFaceRecord, write_insightface_dataset
+from facetrust.data.recordio import IndexedRecordIOReader, IndexedRecordIOWriter, IRHeader, pack, unpack
+from facetrust.errors import InputError
+
+COLOURS = [(220, 30, 30), (30, 200, 40), (20, 40, 210), (240, 240, 20)]
+
+
+def jpeg(colour, size=(12, 10)) -> bytes:
+    """A flat-colour JPEG, (height, width) = size."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size[1], size[0]), colour).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+LABELS = [0, 0, 0, 1, 3, 3]  # class 2 has no image
+
+
+def samples():
+    for label in LABELS:
+        yield label, jpeg(COLOURS[label])
+
+
+def test_insightface_writer_produces_header_images_and_identity_ranges(tmp_path):
+    summary = write_insightface_dataset(tmp_path, samples(), num_classes=4, image_size=(12, 10))
+    assert summary == {"num_images": 6, "num_classes": 4, "header": (7, 11)}
+    assert (tmp_path / "property").read_text() == "4,12,10"
+    reader = IndexedRecordIOReader(tmp_path / "train.idx", tmp_path / "train.rec")
+    assert reader.keys == list(range(11))
+    assert reader.offset(0) == 0  # the header stays first in the file
+    header, _ = unpack(reader.read_idx(0))
+    assert header.flag == 2 and header.label == (7.0, 11.0)
+    ranges = [unpack(reader.read_idx(k))[0].label for k in range(7, 11)]
+    assert ranges == [(1.0, 4.0), (4.0, 5.0), (5.0, 5.0), (5.0, 7.0)]
+    image_header, _ = unpack(reader.read_idx(5))
+    assert image_header == IRHeader(0, 3.0, 5, 0)
+
+
+def test_insightface_reader_round_trip_decodes_rgb(tmp_path):
+    write_insightface_dataset(tmp_path, samples(), num_classes=4, image_size=(12, 10))
+    dataset = InsightFaceRecord(tmp_path)
+    assert len(dataset) == 6 and dataset.header == (7, 11)
+    assert dataset.num_classes == 4 and dataset.image_size == (12, 10)
+    assert dataset.image_keys.tolist() == [1, 2, 3, 4, 5, 6]
+    assert dataset.labels.dtype == np.int64 and dataset.labels.tolist() == LABELS
+    payload, label = dataset.read(3)
+    assert label == 1 and payload == jpeg(COLOURS[1])
+    image, label = dataset.decode(4)
+    assert label == 3 and image.shape == (12, 10, 3) and image.dtype == np.uint8
+    assert np.abs(image.reshape(-1, 3).mean(0) - COLOURS[3]).max() < 8
+
+
+def test_insightface_writer_refuses_unsorted_labels_and_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match="increasing order: 0 after 1"):
+        write_insightface_dataset(tmp_path, [(1, b"a"), (0, b"b")], 2, (4, 4))
+    with pytest.raises(ValueError, match="outside"):
+        write_insightface_dataset(tmp_path, [(0, b"a"), (5, b"b")], 2, (4, 4))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_insightface_writer_streams_a_generator_once(tmp_path):
+    produced = []
+
+    def one_pass():
+        for label, image in samples():
+            produced.append(label)
+            yield label, image
+
+    write_insightface_dataset(tmp_path, one_pass(), num_classes=4, image_size=(12, 10))
+    assert produced == LABELS
+    assert InsightFaceRecord(tmp_path).labels.tolist() == LABELS
+
+
+def test_set_without_header_treats_every_key_as_image(tmp_path):
+    # DALI-converted sets: no header record, scalar labels, no property file
+    with IndexedRecordIOWriter(tmp_path / "train.idx", tmp_path / "train.rec") as writer:
+        for key, label in enumerate([2, 0, 1, 1]):
+            writer.write_idx(key, pack(IRHeader(0, float(label), key, 0), jpeg(COLOURS[label])))
+    dataset = InsightFaceRecord(tmp_path)
+    assert dataset.header is None and dataset.image_size is None
+    assert dataset.image_keys.tolist() == [0, 1, 2, 3]
+    assert dataset.labels.tolist() == [2, 0, 1, 1] and dataset.num_classes == 3
+    assert dataset.read(0)[1] == 2
+
+
+def test_header_pointing_past_the_index_is_refused(tmp_path):
+    with IndexedRecordIOWriter(tmp_path / "train.idx", tmp_path / "train.rec") as writer:
+        writer.write_idx(0, pack(IRHeader(0, (5.0, 7.0), 0, 0), b""))
+        writer.write_idx(1, pack(IRHeader(0, 0.0, 1, 0), b"x"))
+    with pytest.raises(InputError, match="needs keys 1..6; 5 missing, first 2"):
+        InsightFaceRecord(tmp_path)
+
+
+def test_undecodable_image_names_the_key(tmp_path):
+    write_insightface_dataset(tmp_path, [(0, b"not a jpeg")], 1, (4, 4))
+    with pytest.raises(InputError, match="key 1: cannot decode"):
+        InsightFaceRecord(tmp_path).decode(0)
+
+
+class _Images:
+    def __init__(self, record):
+        self.record = record
+
+    def __len__(self):
+        return len(self.record)
+
+    def __getitem__(self, i):
+        image, label = self.record.decode(i)
+        return image.mean(), label
+
+
+def test_insightface_record_works_in_dataloader_workers(tmp_path):
+    torch = pytest.importorskip("torch")
+    write_insightface_dataset(tmp_path, samples(), num_classes=4, image_size=(12, 10))
+    record = InsightFaceRecord(tmp_path)
+    record.read(0)  # the parent holds an open handle before workers start
+    clone = pickle.loads(pickle.dumps(record))
+    assert clone.read(5) == record.read(5)
+    loader = torch.utils.data.DataLoader(_Images(record), batch_size=2, num_workers=2)
+    labels = torch.cat([batch[1] for batch in loader]).tolist()
+    assert labels == LABELS
