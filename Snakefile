@@ -25,3 +25,30 @@ rule all:
     input:
         "results/ijbc_table.csv",
     default_target: True
+
+
+# Named targets of the coarse DVC stages (dvc.yaml): one per stage of the picture.
+rule data:
+    input:
+        "data/manifests/train.json",
+        expand("data/aligned/{ijb}/index.csv", ijb=IJB_SETS),
+
+
+rule models:
+    input:
+        expand("models/{model}/checkpoint.pt", model=MODELS),
+
+
+rule embeddings:
+    input:
+        expand("embeddings/{model}/{testset}.npz", model=MODELS, testset=IJB_SETS),
+
+
+rule metrics:
+    input:
+        expand("results/metrics/{model}/{ijb}.json", model=MODELS, ijb=IJB_SETS),
+
+
+rule tables:
+    input:
+        "results/ijbc_table.csv",

@@ -85,14 +85,12 @@ def cmd_align(args) -> None:
 
 def cmd_train(args) -> None:
     from facetrust.config import load_params, model_params
-    from facetrust.train.entry import train_model
+    from facetrust.train.trainer import run_train
 
     params = load_params(args.params)
-    model = model_params(params, args.model)
+    model_params(params, args.model)  # names the configured models if absent
     _set_threads(args.threads or params.get("threads"))
-    checkpoint = train_model(args.model, model, params, Path(args.train_set) if args.train_set else None,
-                             Path(args.out), resume=args.resume)
-    print(checkpoint)
+    print(run_train(params, args.model, Path(args.out), resume=args.resume, rec_dir=args.train_set))
 
 
 def cmd_fit_head(args) -> None:

@@ -21,7 +21,6 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from facetrust.data.transforms import to_input_tensor
 from facetrust.errors import InputError
 from facetrust.io import atomic_path
 
@@ -71,6 +70,7 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
               head_dir: Path | None = None) -> dict:
     """Embed every image of ``testset`` with the model in ``model_dir``; returns a summary dict."""
     from facetrust.train.checkpoint import load_model
+    from facetrust.train.dataset import fit_to_size, to_tensor
 
     backbone, config, _extras = load_model(model_dir)
     backbone.eval()
@@ -85,7 +85,7 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     uncertainty_kind = None
     for images in tqdm(data.batches(batch_size), total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}",
                        unit="batch"):
-        inputs = to_input_tensor(images, input_size)
+        inputs = torch.stack([to_tensor(fit_to_size(image, input_size)) for image in images])
         embedding, feature_map = backbone(inputs, return_feature_map=True)
         originals.append(embedding.float().numpy())
         if flip:

@@ -114,6 +114,10 @@ def build_heads(config: Mapping, num_classes: int, feature_map_shape) -> tuple[n
     return head, scale_head
 
 
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: they stay silent."""
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -200,6 +204,8 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
             f"train config 'batch_size' {config.batch_size} is not divisible by the {info.world_size} processes"
         )
     local_batch = config.batch_size // info.world_size
+    if not info.is_main:
+        log = _quiet
     if config.threads:
         torch.set_num_threads(config.threads)
     _set_determinism(info.device)
@@ -284,8 +290,11 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
             sampler.set_epoch(epoch, skip=done_in_epoch * local_batch)
             loader_generator.manual_seed(config.seed * 1_000_003 + epoch)  # worker seeds
             ddp_model.train()
+            step_before = step
             step = _run_epoch(ddp_model, loader, optimizer, schedule, scaler, info, config, epoch, step,
                               stop_at, steps_per_epoch, csv_log)
+            if step == step_before:
+                raise InputError(f"{rec_dir}: the data loader yielded no batch in epoch {epoch + 1}")
             if step == (epoch + 1) * steps_per_epoch:
                 epoch += 1
                 log(f"epoch {epoch}/{config.epochs} done (step {step})")

@@ -140,11 +140,18 @@ def sample_identity(rng: np.random.Generator) -> Identity:
         glasses=float(0.9 if rng.random() < 0.2 else 0.03),
         glasses_round=bool(rng.random() < 0.5),
         glasses_colour=tuple(float(c) for c in rng.uniform(10, 120, 3)),
-        beard=float(u(0.35, 0.9) if rng.random() < 0.25 else 0.0),
+        beard=float(u(0.3, 0.75) if rng.random() < 0.2 else 0.0),
         moustache=bool(rng.random() < 0.2),
         mole=mole,
         cheek_blush=float(u(0.0, 0.25)),
     )
+
+
+def _muted(rng: np.random.Generator) -> tuple[float, float, float]:
+    """A scene colour: a grey level tinted towards a random hue (indoor/outdoor backgrounds)."""
+    grey = rng.uniform(30, 220)
+    tint = rng.uniform(-1, 1, 3) * rng.uniform(10, 60)
+    return tuple(float(c) for c in np.clip(grey + tint, 0, 255))
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,7 @@ def sample_nuisance(rng: np.random.Generator, identity: Identity) -> Nuisance:
         light_strength=float(u(0.0, 0.6)),
         brightness=float(np.exp(rng.normal(0, 0.18))),
         colour_cast=tuple(float(c) for c in np.exp(rng.normal(0, 0.08, 3))),
-        background=tuple(float(c) for c in u(20, 235, 3)),
+        background=_muted(rng),
         background_seed=int(rng.integers(2**31)),
         clothes=tuple(float(c) for c in u(10, 245, 3)),
     )

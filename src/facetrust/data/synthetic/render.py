@@ -197,9 +197,11 @@ def render_face(
         for x in (lex - 2, rex + 2):
             poly(_ellipse(x, 74, 6, 4), _DEPTH["cheek"], blush)
     if identity.beard > 0:
-        jaw = outline[outline[:, 1] > nty + 4]
+        # jaw below the mouth line, sorted right -> chin -> left, closed over the upper lip
+        jaw = outline[outline[:, 1] > lmy - 8]
         jaw = jaw[np.argsort(np.arctan2(jaw[:, 1] - identity.face_centre_y, jaw[:, 0] - 56))]
-        poly(np.concatenate([jaw, [[56, nty + 6]]]), _DEPTH["beard"], _mix(skin, hair, identity.beard))
+        top = [[lmx - 5, lmy - 4], [56, nty + 6], [rmx + 5, rmy - 4]]
+        poly(np.concatenate([jaw, top]), _DEPTH["beard"], _mix(skin, hair, identity.beard))
     if identity.mole is not None:
         poly(_ellipse(*identity.mole, 1.3, 1.3), _DEPTH["cheek"], _scaled(skin, 0.4))
     # hair over the forehead

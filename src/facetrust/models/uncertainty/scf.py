@@ -70,7 +70,7 @@ class SCFHead(nn.Module):
         return torch.logaddexp(raw, torch.full_like(raw, math.log(KAPPA_MIN)))
 
 
-def _cos_to_centre(mu: torch.Tensor, class_centres: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def cos_to_centre(mu: torch.Tensor, class_centres: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """cos theta between each embedding and its class centre; both normalised, so it is
     mu.w_c / r for mu, w_c rescaled to radius r as in the official code."""
     return (F.normalize(mu, dim=1) * F.normalize(class_centres[labels], dim=1)).sum(dim=1)
@@ -101,7 +101,7 @@ def scf_loss(mu: torch.Tensor, log_kappa: torch.Tensor, class_centres: torch.Ten
     backbone and the classifier are frozen); gradients flow to log_kappa only through kappa.
     """
     d = mu.shape[1]
-    cos_theta = _cos_to_centre(mu, class_centres, labels).detach()
+    cos_theta = cos_to_centre(mu, class_centres, labels).detach()
     log_kappa = log_kappa.reshape(-1)
     kappa = torch.exp(log_kappa)
     loss = -kappa * cos_theta - log_vmf_normalizer(d, kappa) + d * math.log(radius)
@@ -123,7 +123,7 @@ def scf_g_loss(mu: torch.Tensor, log_kappa: torch.Tensor, class_centres: torch.T
     decreasing in the angle as for SCF, but set by a Euclidean distance that ignores the sphere.
     """
     d = mu.shape[1]
-    cos_theta = _cos_to_centre(mu, class_centres, labels).detach()
+    cos_theta = cos_to_centre(mu, class_centres, labels).detach()
     log_kappa = log_kappa.reshape(-1)
     loss = (0.5 * d * math.log(2.0 * math.pi) - 0.5 * d * log_kappa
             + torch.exp(log_kappa) * radius**2 * (1.0 - cos_theta))

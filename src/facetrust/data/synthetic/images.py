@@ -1,0 +1,106 @@
+"""Recipes for one image: aligned crops (train, pairs) and loose crops (IJB).
+
+Randomness is keyed, never sequential: every identity and every image draws from its own
+``numpy`` Generator seeded by ``(seed, stream, ...)``, so an image does not depend on how many
+images were drawn before it, on chunking or on progress bars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facetrust.data.synthetic.config import SynthConfig
+from facetrust.data.synthetic.degrade import Degradation, apply_degradation, sample_degradation
+from facetrust.data.synthetic.identity import Identity, Nuisance, sample_identity, sample_nuisance
+from facetrust.data.synthetic.render import render_face
+
+# Streams of the keyed generators (the first key after the seed).
+STREAM_IDENTITY = 0
+STREAM_TRAIN = 1
+STREAM_PAIRS = 2
+STREAM_IJB = 3
+STREAM_SPLIT = 4  # set sizes and pair sampling
+
+
+def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
+    """The Generator for one keyed draw (``SeedSequence`` entropy = seed and keys)."""
+    return np.random.default_rng([int(seed), *(int(k) for k in keys)])
+
+
+def identity_of(seed: int, identity: int) -> Identity:
+    """The parameters of global identity number ``identity`` (same for every set)."""
+    return sample_identity(keyed_rng(seed, STREAM_IDENTITY, identity))
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """One encoded image with its ground truth."""
+
+    jpeg: bytes
+    degradation: Degradation  # effective degradation (resolution capped at the face size)
+    quality: float
+    landmarks: np.ndarray  # 5 x 2 rendered (true) landmarks, pixel centre = integer
+
+
+def render_aligned(identity: Identity, rng: np.random.Generator, config: SynthConfig) -> RenderedImage:
+    """An aligned ``image_size`` crop: landmarks on the scaled ArcFace template up to jitter."""
+    size = config.image_size
+    nuisance = sample_nuisance(rng, identity)
+    degradation = sample_degradation(rng, config)
+    # InsightFace ``estimate_norm``: the template for another crop size is template * size / 112
+    to_pixel = np.array([[size / 112.0, 0.0, 0.0], [0.0, size / 112.0, 0.0]])
+    pixels, landmarks = render_face(identity, nuisance, to_pixel, (size, size), config.supersample)
+    jpeg, effective = apply_degradation(pixels, degradation, (0.0, 0.0, float(size)), size, rng)
+    return RenderedImage(jpeg, effective, effective.quality(size), landmarks)
+
+
+@dataclass(frozen=True)
+class LooseShot:
+    """Scene of one IJB media: nuisance, placement of the face and degradation."""
+
+    nuisance: Nuisance
+    centre: tuple[float, float]  # canvas position of the aligned frame's centre, px
+    side: float  # canvas px spanned by the 112 canonical px
+    angle: float  # radians, in-plane rotation of the whole face
+    degradation: Degradation
+
+
+def sample_shot(identity: Identity, rng: np.random.Generator, config: SynthConfig) -> LooseShot:
+    """Draw where and how a face sits in a loose crop."""
+    canvas = config.loose_crop_size
+    low, high = config.loose_face_fraction
+    side = canvas * rng.uniform(low, high)
+    margin = side * 0.4  # keep most of the face inside the canvas
+    centre = tuple(float(v) for v in rng.uniform(margin, canvas - margin, 2))
+    angle = float(np.deg2rad(rng.uniform(-config.loose_rotation_deg, config.loose_rotation_deg)))
+    return LooseShot(sample_nuisance(rng, identity), centre, float(side), angle,
+                     sample_degradation(rng, config))
+
+
+def loose_transform(shot: LooseShot) -> np.ndarray:
+    """2x3 map from the canonical 112 frame to loose-crop pixels for ``shot``."""
+    k = shot.side / 112.0
+    c, s = np.cos(shot.angle) * k, np.sin(shot.angle) * k
+    linear = np.array([[c, -s], [s, c]])
+    # the centre (56, 56) of the 112 frame lands on the chosen canvas point
+    offset = np.asarray(shot.centre) - linear @ np.array([56.0, 56.0])
+    return np.concatenate([linear, offset[:, None]], axis=1)
+
+
+def render_loose(identity: Identity, shot: LooseShot, rng: np.random.Generator,
+                 config: SynthConfig) -> RenderedImage:
+    """A loose crop of ``loose_crop_size`` with background around a placed, rotated face."""
+    canvas = config.loose_crop_size
+    pixels, landmarks = render_face(identity, shot.nuisance, loose_transform(shot), (canvas, canvas),
+                                    config.supersample)
+    box = (shot.centre[0] - shot.side / 2, shot.centre[1] - shot.side / 2, shot.side)
+    jpeg, effective = apply_degradation(pixels, shot.degradation, box, config.image_size, rng)
+    return RenderedImage(jpeg, effective, effective.quality(config.image_size), landmarks)
+
+
+def detector_score(quality: float, rng: np.random.Generator) -> float:
+    """A detector confidence in (0, 1) that rises with quality, with detector noise."""
+    logit = 6.0 * quality - 1.0 + rng.normal(0.0, 0.7)
+    return float(1.0 / (1.0 + np.exp(-logit)))
