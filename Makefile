@@ -8,7 +8,7 @@ CORES ?= all
 TARGET ?= results/ijbc_table.csv
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install install-test all-reports dag install-profile lint clean-results
+.PHONY: run test install install-test mxnet-reference all-reports dag install-profile lint
 
 ## run: create .venv, install pinned deps, run the main job on the embedded default
 run: install
@@ -26,7 +26,7 @@ all-reports: install
 	snakemake --cores $(CORES) all
 
 ## test: create .venv if missing, install test deps, run the whole suite
-test: install-test
+test: install-test mxnet-reference
 	$(BIN)/python -m pytest
 
 install: $(VENV)/.installed
@@ -43,9 +43,17 @@ $(VENV)/.installed-test: $(VENV)/.installed envs/requirements-test.txt
 	$(BIN)/pip install --quiet -r envs/requirements-test.txt
 	touch $@
 
+## mxnet-reference: real MXNet (1.9.1, numpy<1.24) in its own venv, the RecordIO reference of the tests
+mxnet-reference: .venv-mxnet/.installed
+
+.venv-mxnet/.installed:
+	test -x .venv-mxnet/bin/python || $(PYTHON) -m venv .venv-mxnet
+	.venv-mxnet/bin/pip install --quiet mxnet==1.9.1 'numpy<1.24'
+	touch $@
+
 ## dag: the rule graph of the main job as PNG (needs graphviz `dot`)
 dag: install
-	snakemake --rulegraph $(TARGET) | dot -Tpng > docs/rulegraph.png
+	snakemake --rulegraph dot $(TARGET) | dot -Tpng > docs/rulegraph.png
 
 ## install-profile: make profiles/slurm the user profile `slurm` (snakemake --profile slurm ...)
 install-profile:

@@ -258,9 +258,8 @@ def gaussian_blobs(per_class: int = 100, num_classes: int = 4, seed: int = 0):
     return centres[labels] + 0.6 * torch.randn(len(labels), 2, generator=gen), labels
 
 
-def train_linear_backbone(kind: str, steps: int = 200, **options):
+def train_linear_backbone(kind: str, steps: int = 100, **options):
     """Full-batch Adam on a linear 2 → 8 backbone + head; returns (first loss, last loss, accuracy, head)."""
-    torch.manual_seed(0)  # Adam has no randomness; this only pins anything torch draws implicitly
     x, y = gaussian_blobs()
     backbone = torch.nn.Linear(2, 8)
     with torch.no_grad():
@@ -284,13 +283,18 @@ def train_linear_backbone(kind: str, steps: int = 200, **options):
 
 @pytest.mark.parametrize(
     "kind,options",
-    [("arcface", {}), ("sphereface", {}), ("sphereface", {"gamma": 2.0}), ("magface", {})],
+    [("arcface", {}), ("sphereface", {}), ("sphereface", {"gamma": 4.0}), ("magface", {})],
     ids=["arcface", "sphereface-default-schedule", "sphereface-reaches-lambda-min", "magface"],
 )
 def test_linear_backbone_on_gaussian_blobs_trains_above_90_percent(kind, options):
-    first_loss, last_loss, accuracy, head = train_linear_backbone(kind, **options)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only add contention on a shared machine
+    try:
+        first_loss, last_loss, accuracy, head = train_linear_backbone(kind, **options)
+    finally:
+        torch.set_num_threads(threads)
     assert math.isfinite(last_loss) and last_loss < first_loss
     assert accuracy > 0.9
     if kind == "sphereface" and options:
-        # γ = 2: λ hits λ_min = 5 after ~100 of the 200 steps, so the full annealed margin trained.
+        # γ = 4: λ hits λ_min = 5 after ~50 of the 100 steps, so the fully annealed margin trained too.
         assert head.fusion.current_lambda == 5.0

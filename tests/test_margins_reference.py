@@ -25,6 +25,9 @@ from facetrust.models.margins import build_head
 
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses", reason="pytorch-metric-learning not installed")
 
+# Their SphereFace builds binomial coefficients through a NumPy call that NumPy 2 deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pytorch_metric_learning")
+
 NUM_CLASSES, DIM = 10, 16
 
 

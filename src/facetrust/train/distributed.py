@@ -86,12 +86,28 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward sums the incoming gradients over processes too (the
+    gradient of Σ_r x_r with respect to x_r, given every process's loss depends on the sum)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the whole global batch, on any backend.
 
     Each process sums (count, Σx, Σx²) per channel; a differentiable all-reduce
-    (``torch.distributed.nn.functional.all_reduce``, whose backward all-reduces the gradients)
-    gives the global mean and biased variance used to normalise, and the unbiased variance for
+    (:class:`_AllReduceSum`, whose backward all-reduces the gradients) gives the global mean and biased variance used to normalise, and the unbiased variance for
     the running estimate, as ``nn.BatchNorm`` does.  Same state dict as BatchNorm{1,2}d.
     In eval mode, or outside a process group, it is plain BatchNorm.
     """
@@ -104,12 +120,10 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(input)
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0] + list(range(2, input.dim()))
         count = torch.tensor(float(input.numel() // input.shape[1]), dtype=input.dtype)
-        stats = torch.cat([count.reshape(1).expand(1), input.sum(dims), (input * input).sum(dims)])
-        stats = all_reduce(stats)
+        stats = torch.cat([count.reshape(1), input.sum(dims), (input * input).sum(dims)])
+        stats = _AllReduceSum.apply(stats)
         channels = input.shape[1]
         total = stats[0]
         mean = stats[1 : 1 + channels] / total

@@ -62,10 +62,13 @@ class _Pose:
 
     def __call__(self, points: np.ndarray, depth: float | np.ndarray) -> np.ndarray:
         points = np.asarray(points, dtype=np.float64)
-        rel = points - self.centre
-        x = rel[..., 0] * self.cos_yaw + np.asarray(depth) * self.sin_yaw * PARALLAX_DEPTH_PX
-        moved = np.stack([x, rel[..., 1]], axis=-1)
-        return moved @ self.linear.T + self.offset
+        x = (points[:, 0] - self.centre[0]) * self.cos_yaw + np.asarray(depth) * self.sin_yaw * PARALLAX_DEPTH_PX
+        y = points[:, 1] - self.centre[1]
+        out = np.empty_like(points)
+        (a, b), (c, d) = self.linear
+        out[:, 0] = a * x + b * y + self.offset[0]
+        out[:, 1] = c * x + d * y + self.offset[1]
+        return out
 
 
 def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0) -> np.ndarray:

@@ -1,0 +1,285 @@
+"""Write the embedded synthetic benchmark in the real formats.
+
+Layout under ``out_dir`` (DESIGN.md "The embedded synthetic benchmark"; the pipeline relies on it)::
+
+    train/            train.rec, train.idx, property   (InsightFace RecordIO, aligned crops)
+    pairs/synth_lfw.bin                                (LFW-style .bin, 10 ordered folds)
+    ijb/synth_ijbc/loose_crop/<n>.jpg                  (IJB-C-style loose crops, n from 1)
+    ijb/synth_ijbc/meta/synth_ijbc_face_tid_mid.txt, _name_5pts_score.txt,
+                        _template_pair_label.txt, _template_identity.txt (extra ground truth)
+    quality.csv       one row per image of every set: known degradations and quality
+    manifest.json     counts, config, seed
+
+Identities are numbered globally (train ``0..T-1`` = the class labels, then the pair
+identities, then the IJB identities), so the sets are identity-disjoint by construction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from facetrust.data.binset import write_bin
+from facetrust.data.insightface import write_insightface_dataset
+from facetrust.data.synthetic.config import SynthConfig
+from facetrust.data.synthetic.degrade import Degradation
+from facetrust.data.synthetic.identity import perturb_nuisance
+from facetrust.data.synthetic.images import (
+    STREAM_IJB,
+    STREAM_PAIRS,
+    STREAM_SPLIT,
+    STREAM_TRAIN,
+    RenderedImage,
+    detector_score,
+    identity_of,
+    keyed_rng,
+    render_aligned,
+    render_loose,
+    sample_shot,
+)
+from facetrust.errors import ConfigError
+from facetrust.io import atomic_path, write_json_atomic, write_text_atomic
+
+IJB_NAME = "synth_ijbc"
+PAIR_SET_NAME = "synth_lfw"
+QUALITY_COLUMNS = ("set", "image", "identity", "blur_sigma", "noise_std", "resolution",
+                   "jpeg_quality", "occlusion", "quality")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class _QualityRow:
+    set: str
+    image: str
+    identity: int
+    degradation: Degradation
+    quality: float
+
+    def cells(self) -> list[str]:
+        d = self.degradation
+        return [self.set, self.image, str(self.identity), f"{d.blur_sigma:.3f}", f"{d.noise_std:.2f}",
+                str(d.resolution), str(d.jpeg_quality), f"{d.occlusion:.3f}", f"{self.quality:.6f}"]
+
+
+def _progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="img", leave=False, mininterval=1.0)
+
+
+# --------------------------------------------------------------------------- training set
+def _train_images_per_identity(config: SynthConfig, seed: int) -> np.ndarray:
+    low, high = config.train_images_per_identity
+    return keyed_rng(seed, STREAM_SPLIT, STREAM_TRAIN).integers(low, high + 1, config.train_identities)
+
+
+def _write_train(out_dir: Path, config: SynthConfig, seed: int, rows: list[_QualityRow]) -> dict:
+    counts = _train_images_per_identity(config, seed)
+    bar = _progress(int(counts.sum()), "synth train")
+
+    def samples() -> Iterator[tuple[int, bytes]]:
+        key = 1  # InsightFace sets: image records are keys 1 .. A-1, in the order written
+        for label in range(config.train_identities):
+            identity = identity_of(seed, label)
+            for index in range(int(counts[label])):
+                image = render_aligned(identity, keyed_rng(seed, STREAM_TRAIN, label, index), config)
+                rows.append(_QualityRow("train", f"train/{key}", label, image.degradation, image.quality))
+                key += 1
+                bar.update()
+                yield label, image.jpeg
+
+    size = (config.image_size, config.image_size)
+    summary = write_insightface_dataset(out_dir / "train", samples(), config.train_identities, size)
+    bar.close()
+    return {"identities": config.train_identities, "images": int(summary["num_images"])}
+
+
+# --------------------------------------------------------------------------- pair set
+def _distinct_choices(rng: np.random.Generator, universe: int, count: int, what: str) -> np.ndarray:
+    if count > universe:
+        raise ConfigError(f"synth: {what}: {count} wanted but only {universe} distinct exist; "
+                          "raise pair_identities or pair_images_per_identity, or lower pairs_per_fold")
+    return rng.choice(universe, size=count, replace=False)
+
+
+def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: int,
+                 rows: list[_QualityRow]) -> dict:
+    """LFW view-2 style: fold k = pairs [k*n, (k+1)*n), genuine first, identity-disjoint folds."""
+    folds, per_fold, k = config.pair_folds, config.pairs_per_fold, config.pair_images_per_identity
+    fold_of = np.arange(config.pair_identities) % folds  # even split, identities in order
+    bins: list[bytes] = []
+    issame: list[bool] = []
+    bar = _progress(config.pair_identities * k, "synth pairs")
+    for fold in range(folds):
+        members = first_identity + np.flatnonzero(fold_of == fold)
+        pool: dict[tuple[int, int], RenderedImage] = {}
+        for ident in members.tolist():
+            params = identity_of(seed, ident)
+            for index in range(k):
+                pool[ident, index] = render_aligned(params, keyed_rng(seed, STREAM_PAIRS, ident, index), config)
+                bar.update()
+        rng = keyed_rng(seed, STREAM_SPLIT, STREAM_PAIRS, fold)
+        m, half = len(members), per_fold // 2
+        # genuine: (identity, image i < image j); combos enumerated then drawn without replacement
+        iu, ju = np.triu_indices(k, 1)
+        genuine = _distinct_choices(rng, m * len(iu), half, f"genuine pairs in fold {fold}")
+        pairs = [((members[g // len(iu)], iu[g % len(iu)]), (members[g // len(iu)], ju[g % len(iu)]))
+                 for g in genuine.tolist()]
+        # impostor: (identity a < identity b, image of a, image of b)
+        ia, ib = np.triu_indices(m, 1)
+        impostor = _distinct_choices(rng, len(ia) * k * k, half, f"impostor pairs in fold {fold}")
+        for code in impostor.tolist():
+            pair, images = divmod(code, k * k)
+            pairs.append(((members[ia[pair]], images // k), (members[ib[pair]], images % k)))
+        for number, (a, b) in enumerate(pairs):
+            for ident, index in (a, b):
+                image = pool[int(ident), int(index)]
+                rows.append(_QualityRow(PAIR_SET_NAME, f"{PAIR_SET_NAME}/{len(bins)}", int(ident),
+                                        image.degradation, image.quality))
+                bins.append(image.jpeg)
+            issame.append(number < half)
+    bar.close()
+    write_bin(out_dir / "pairs" / f"{PAIR_SET_NAME}.bin", bins, issame)
+    return {"identities": config.pair_identities, "pairs": len(issame), "images": len(bins),
+            "folds": folds}
+
+
+# --------------------------------------------------------------------------- IJB set
+def _impostor_template_pairs(rng: np.random.Generator, template_identity: np.ndarray, count: int) -> np.ndarray:
+    """``count`` distinct unordered template pairs of different identities, (t1 < t2) indices."""
+    n = len(template_identity)
+    same = np.bincount(template_identity)
+    available = n * (n - 1) // 2 - int((same * (same - 1) // 2).sum())
+    if count > available:
+        raise ConfigError(f"synth.ijb_impostor_pairs: {count} wanted but only {available} "
+                          "impostor template pairs exist; lower it or raise ijb_identities")
+    if count > available // 2:  # dense: enumerate all and draw
+        i, j = np.triu_indices(n, 1)
+        keep = template_identity[i] != template_identity[j]
+        all_pairs = np.stack([i[keep], j[keep]], 1)
+        return all_pairs[np.sort(rng.choice(len(all_pairs), count, replace=False))]
+    chosen: dict[int, None] = {}  # insertion-ordered set of codes t1 * n + t2
+    while len(chosen) < count:
+        draw = rng.integers(0, n, size=(2 * (count - len(chosen)) + 16, 2))
+        a, b = draw.min(1), draw.max(1)
+        ok = template_identity[a] != template_identity[b]
+        for code in (a[ok] * n + b[ok]).tolist():
+            chosen.setdefault(code)
+            if len(chosen) == count:
+                break
+    codes = np.fromiter(chosen, dtype=np.int64, count=count)
+    return np.stack([codes // n, codes % n], 1)
+
+
+def _write_ijb(out_dir: Path, config: SynthConfig, seed: int, first_identity: int,
+               rows: list[_QualityRow]) -> dict:
+    root = out_dir / "ijb" / IJB_NAME
+    crops = root / "loose_crop"
+    meta = root / "meta"
+    crops.mkdir(parents=True, exist_ok=True)
+    plan_rng = keyed_rng(seed, STREAM_SPLIT, STREAM_IJB)
+    # plan: identity -> templates -> media -> frames (sizes only; images keyed by their numbers)
+    plan = []  # (identity, template id, media id, frames)
+    tid = mid = 0
+    for offset in range(config.ijb_identities):
+        for _ in range(int(plan_rng.integers(config.ijb_templates_per_identity[0],
+                                             config.ijb_templates_per_identity[1] + 1))):
+            tid += 1
+            for _ in range(int(plan_rng.integers(config.ijb_media_per_template[0],
+                                                 config.ijb_media_per_template[1] + 1))):
+                mid += 1
+                frames = int(plan_rng.integers(config.ijb_frames_per_media[0],
+                                               config.ijb_frames_per_media[1] + 1))
+                plan.append((first_identity + offset, tid, mid, frames))
+    face_lines, point_lines = [], []
+    number = 0
+    bar = _progress(sum(p[3] for p in plan), "synth ijb")
+    for ident, template, media, frames in plan:
+        params = identity_of(seed, ident)
+        shot = sample_shot(params, keyed_rng(seed, STREAM_IJB, media, 0), config)
+        base_nuisance = shot.nuisance
+        for frame in range(frames):
+            rng = keyed_rng(seed, STREAM_IJB, media, frame + 1)
+            if frame:  # a later video frame: same scene, slightly moved
+                shot = type(shot)(perturb_nuisance(rng, base_nuisance), shot.centre, shot.side,
+                                  shot.angle, shot.degradation)
+            image = render_loose(params, shot, rng, config)
+            number += 1
+            name = f"{number}.jpg"
+            with atomic_path(crops / name) as tmp:
+                tmp.write_bytes(image.jpeg)
+            score = detector_score(image.quality, rng)
+            noise = config.ijb_landmark_noise_px * (1.0 + 2.0 * (1.0 - image.quality))
+            detected = image.landmarks + rng.normal(0.0, noise * shot.side / 112.0, (5, 2))
+            face_lines.append(f"{name} {template} {media}")
+            point_lines.append(name + "".join(f" {v:.3f}" for v in detected.ravel()) + f" {score:.6f}")
+            rows.append(_QualityRow(IJB_NAME, f"{IJB_NAME}/{name}", ident, image.degradation, image.quality))
+            bar.update()
+    bar.close()
+
+    template_identity = np.zeros(tid, dtype=np.int64)  # index = tid - 1
+    for ident, template, _, _ in plan:
+        template_identity[template - 1] = ident - first_identity
+    pair_rng = keyed_rng(seed, STREAM_SPLIT, STREAM_IJB, 1)
+    genuine = []
+    for ident in range(config.ijb_identities):
+        members = np.flatnonzero(template_identity == ident)
+        i, j = np.triu_indices(len(members), 1)
+        genuine.extend(zip(members[i].tolist(), members[j].tolist()))
+    impostor = _impostor_template_pairs(pair_rng, template_identity, config.ijb_impostor_pairs)
+    pairs = np.concatenate([np.asarray(genuine, dtype=np.int64).reshape(-1, 2), impostor])
+    labels = np.concatenate([np.ones(len(genuine), np.int64), np.zeros(len(impostor), np.int64)])
+    order = pair_rng.permutation(len(pairs))  # IJB files interleave genuine and impostor pairs
+    pair_text = io.StringIO()
+    for (a, b), label in zip(pairs[order].tolist(), labels[order].tolist()):
+        pair_text.write(f"{a + 1} {b + 1} {label}\n")
+
+    write_text_atomic(meta / f"{IJB_NAME}_face_tid_mid.txt", "\n".join(face_lines) + "\n")
+    write_text_atomic(meta / f"{IJB_NAME}_name_5pts_score.txt", "\n".join(point_lines) + "\n")
+    write_text_atomic(meta / f"{IJB_NAME}_template_pair_label.txt", pair_text.getvalue())
+    write_text_atomic(meta / f"{IJB_NAME}_template_identity.txt",
+                      "".join(f"{t + 1} {first_identity + i}\n" for t, i in enumerate(template_identity.tolist())))
+    return {"identities": config.ijb_identities, "templates": tid, "media": mid, "images": number,
+            "genuine_pairs": len(genuine), "impostor_pairs": len(impostor)}
+
+
+# --------------------------------------------------------------------------- entry point
+def synthesize(out_dir: str | os.PathLike, config: SynthConfig | None = None, seed: int = 0) -> dict:
+    """Render and write the whole benchmark under ``out_dir``; return the manifest dict.
+
+    Same ``config`` and ``seed`` give byte-identical files.  Training images stream into the
+    RecordIO writer (never all in memory).  Returns ``{"format_version", "seed", "config",
+    "counts": {"train", "pairs", "ijb", "quality_rows"}, "image_size", ...}``, also written
+    to ``manifest.json``.
+    """
+    config = config or SynthConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[_QualityRow] = []
+    counts = {"train": _write_train(out_dir, config, seed, rows)}
+    counts["pairs"] = _write_pairs(out_dir, config, seed, config.train_identities, rows)
+    counts["ijb"] = _write_ijb(out_dir, config, seed, config.train_identities + config.pair_identities, rows)
+    counts["quality_rows"] = len(rows)
+
+    quality = io.StringIO()
+    writer = csv.writer(quality, lineterminator="\n")
+    writer.writerow(QUALITY_COLUMNS)
+    writer.writerows(row.cells() for row in rows)
+    write_text_atomic(out_dir / "quality.csv", quality.getvalue())
+    values = np.array([row.quality for row in rows])
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "seed": int(seed),
+        "config": config.to_dict(),
+        "counts": counts,
+        "sets": {"train": "train", PAIR_SET_NAME: f"pairs/{PAIR_SET_NAME}.bin", IJB_NAME: f"ijb/{IJB_NAME}"},
+        "quality": {"mean": round(float(values.mean()), 6),
+                    "fraction_below_0.3": round(float((values < 0.3).mean()), 6)},
+    }
+    write_json_atomic(out_dir / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,377 @@
+"""Reject verification (ScaleFace): TAR at FAR after dropping the least certain pairs.
+
+For each fraction f the ``floor(f · P)`` pairs with the largest pair uncertainty are removed (ties:
+the earlier pair first) and TAR at each FAR is read off ``sklearn.metrics.roc_curve`` of the kept
+pairs with the nearest-FPR convention (``evaluate.roc``).  The result is bit-identical to that
+naive recompute, but the scores are sorted once:
+
+1. sort all pairs by score once; give every pair its removal rank (position in the uncertainty
+   order), so "kept at f" is ``rank >= floor(f · P)``;
+2. the ROC of the kept pairs is the cumulative count of kept genuine / impostor pairs at the end
+   of every group of equal scores that still holds a kept pair, thinned exactly as sklearn's
+   ``drop_intermediate`` does;
+3. every target FAR ≤ max(fars) lies near the top of the score order, so only a prefix of the
+   sorted pairs is needed: the prefix is grown until it holds two kept ROC points with distinct
+   FPR above the largest target, which guarantees that no later point can be nearer (or tie).
+
+Pair uncertainty is stored *larger = less certain* (``evaluate.fusion``).  ScaleFace combines the
+two images' predicted scales s (confidences); with ``uncertainty = 1 / s`` that is
+``pair_uncertainty(u1, u2, how, space="confidence")``: the combination is taken over 1/u and
+inverted back.  ``how`` is ``"mean"``, ``"max"``, ``"min"``, ``"harmonic"`` or ``"product"``.
+
+Template-level variant (IJB): a template's uncertainty is the mean (or min, or harmonic mean) of
+its images' uncertainties (:func:`template_uncertainty`); template pairs are then rejected like
+image pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from facetrust.errors import ConfigError, InputError
+from facetrust.evaluate.roc import TAR_METHODS, far_key, plain_float, roc_points, tar_at_far
+from facetrust.io import atomic_path, write_json_atomic
+
+REJECT_FARS = (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2)  # ScaleFace
+DEFAULT_FRACTIONS = tuple(np.round(np.arange(0.0, 0.5 + 1e-9, 0.01), 10))
+PAIR_HOWS = ("mean", "max", "min", "harmonic", "product")
+SPACES = ("uncertainty", "confidence")
+TEMPLATE_HOWS = ("mean", "min", "harmonic")
+
+
+def _positive(values: np.ndarray, what: str) -> np.ndarray:
+    if not (values > 0).all():
+        raise InputError(f"{what}: needs positive uncertainties (entry {int(np.flatnonzero(~(values > 0))[0])})")
+    return values
+
+
+def _combine(a: np.ndarray, b: np.ndarray, how: str) -> np.ndarray:
+    if how == "mean":
+        return (a + b) / 2.0
+    if how == "max":
+        return np.maximum(a, b)
+    if how == "min":
+        return np.minimum(a, b)
+    if how == "harmonic":
+        _positive(a, "harmonic"), _positive(b, "harmonic")
+        return 2.0 / (1.0 / a + 1.0 / b)
+    return a * b  # product
+
+
+def pair_uncertainty(u1, u2, how: str = "mean", space: str = "uncertainty") -> np.ndarray:
+    """Uncertainty of each pair from its two members' uncertainties (float64, larger = less certain).
+
+    ``space="uncertainty"`` combines u1, u2 directly; ``space="confidence"`` combines c = 1/u
+    (ScaleFace scales, SCF κ) and returns 1 / combined confidence.
+    """
+    if how not in PAIR_HOWS:
+        raise ConfigError(f"pair_uncertainty: {how!r} is not one of {list(PAIR_HOWS)}")
+    if space not in SPACES:
+        raise ConfigError(f"uncertainty_space: {space!r} is not one of {list(SPACES)}")
+    u1 = np.asarray(u1, dtype=np.float64)
+    u2 = np.asarray(u2, dtype=np.float64)
+    if u1.shape != u2.shape:
+        raise InputError(f"pair uncertainties have shapes {u1.shape} and {u2.shape}")
+    if not (np.isfinite(u1).all() and np.isfinite(u2).all()):
+        raise InputError("pair uncertainty: uncertainties must be finite")
+    if space == "uncertainty":
+        if how == "product":
+            _positive(u1, "product"), _positive(u2, "product")
+        return _combine(u1, u2, how)
+    c1 = 1.0 / _positive(u1, "confidence space")
+    c2 = 1.0 / _positive(u2, "confidence space")
+    return 1.0 / _combine(c1, c2, how)
+
+
+def template_uncertainty(image_uncertainty, template_ids, how: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """``(template_ids_unique, uncertainty)``: per template the mean / min / harmonic mean of its images'."""
+    if how not in TEMPLATE_HOWS:
+        raise ConfigError(f"template_uncertainty: {how!r} is not one of {list(TEMPLATE_HOWS)}")
+    u = np.asarray(image_uncertainty, dtype=np.float64)
+    unique_ids, index = np.unique(np.asarray(template_ids), return_inverse=True)
+    counts = np.bincount(index, minlength=unique_ids.size)
+    if how == "mean":
+        return unique_ids, np.bincount(index, weights=u, minlength=unique_ids.size) / counts
+    if how == "harmonic":
+        inverse = 1.0 / _positive(u, "harmonic template uncertainty")
+        return unique_ids, counts / np.bincount(index, weights=inverse, minlength=unique_ids.size)
+    out = np.full(unique_ids.size, np.inf)
+    np.minimum.at(out, index, u)
+    return unique_ids, out
+
+
+def rejected_count(fraction: float, n_pairs: int) -> int:
+    """Pairs removed at ``fraction``: floor(fraction · n_pairs), robust to 0.07 · 100 = 7.000000000000001."""
+    return int(np.floor(fraction * n_pairs + 1e-7))
+
+
+def rejection_order(uncertainty: np.ndarray) -> np.ndarray:
+    """Pair indices in removal order: most uncertain first, ties the earlier pair first."""
+    return np.argsort(-np.asarray(uncertainty, dtype=np.float64), kind="stable")
+
+
+@dataclass
+class RejectCurve:
+    """TAR at each FAR (rows: fractions) after rejecting the least certain pairs."""
+
+    fractions: np.ndarray
+    n_rejected: np.ndarray
+    n_genuine_kept: np.ndarray
+    n_impostor_kept: np.ndarray
+    fars: tuple[float, ...]
+    tar: np.ndarray  # (n_fractions, n_fars)
+    tar_method: str
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per fraction: fraction, n_rejected, n_genuine_kept, n_impostor_kept, TAR@FAR=… columns."""
+        frame = pd.DataFrame({
+            "fraction": self.fractions,
+            "n_rejected": self.n_rejected,
+            "n_genuine_kept": self.n_genuine_kept,
+            "n_impostor_kept": self.n_impostor_kept,
+        })
+        for j, far in enumerate(self.fars):
+            frame[f"TAR@FAR={far_key(far)}"] = self.tar[:, j]
+        return frame
+
+    def to_json(self) -> dict:
+        """Plain-JSON form: lists per fraction, ``tar_at_far`` maps a FAR key to its list (NaN -> null)."""
+        return {
+            "fractions": [float(f) for f in self.fractions],
+            "n_rejected": [int(n) for n in self.n_rejected],
+            "n_genuine_kept": [int(n) for n in self.n_genuine_kept],
+            "n_impostor_kept": [int(n) for n in self.n_impostor_kept],
+            "tar_at_far": {far_key(far): [plain_float(t) for t in self.tar[:, j]] for j, far in enumerate(self.fars)},
+            "tar_method": self.tar_method,
+        }
+
+
+class _SortedPairs:
+    """Pairs sorted once by descending score, with removal ranks and score-group ends."""
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray, removal_rank: np.ndarray):
+        order = np.argsort(scores, kind="stable")[::-1]  # as sklearn: stable ascending, reversed
+        sorted_scores = scores[order]
+        self.genuine = labels[order].astype(bool)
+        self.rank = removal_rank[order]
+        self.size = scores.size
+        # Last position of every run of equal scores (sklearn: np.where(np.diff(y_score))).
+        self.group_ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), self.size - 1]
+        self.impostor_cumsum = np.cumsum(~self.genuine)
+
+    def prefix_end(self, impostors_needed: int) -> int:
+        """Smallest prefix length ending on a score group that holds ``impostors_needed`` impostors."""
+        position = int(np.searchsorted(self.impostor_cumsum, impostors_needed, side="left"))
+        if position >= self.size:
+            return self.size
+        group = int(np.searchsorted(self.group_ends, position, side="left"))
+        return int(self.group_ends[group]) + 1
+
+    def roc_prefix(self, n_rejected: int, length: int, n_genuine: int, n_impostor: int):
+        """(fpr, tpr, complete) of the kept pairs' sklearn ROC over the first ``length`` sorted pairs.
+
+        Only points whose ``drop_intermediate`` fate is known are returned; ``complete`` says
+        whether the prefix is the whole set (then the curve is exactly sklearn's).
+        """
+        kept = self.rank[:length] >= n_rejected
+        kept_genuine = kept & self.genuine[:length]
+        genuine_cum = np.cumsum(kept_genuine)
+        kept_cum = np.cumsum(kept)
+        ends = self.group_ends[: int(np.searchsorted(self.group_ends, length - 1, side="right"))]
+        kept_at_end = kept_cum[ends]
+        # A group with no kept pair is no ROC point of the kept set.
+        present = np.diff(kept_at_end, prepend=0) > 0
+        tps = genuine_cum[ends][present]
+        fps = kept_at_end[present] - tps
+        complete = length >= self.size
+        if complete:
+            if tps.size > 2:  # sklearn: drop_intermediate only when more than two points
+                keep = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), True]
+                tps, fps = tps[keep], fps[keep]
+        elif tps.size >= 2:
+            # Last point's fate needs the next group: leave it out.
+            keep = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)]
+            tps, fps = tps[:-1][keep], fps[:-1][keep]
+        else:
+            tps, fps = tps[:0], fps[:0]
+        fps = np.r_[0, fps].astype(np.float64)
+        tps = np.r_[0, tps].astype(np.float64)
+        return fps / float(n_impostor), tps / float(n_genuine), complete
+
+
+def _prefix_suffices(fpr: np.ndarray, far_max: float) -> bool:
+    """True when two returned points have distinct FPR above ``far_max`` (nothing later can be nearer)."""
+    above = fpr[fpr > far_max]
+    return above.size >= 2 and above[-1] > above[0]
+
+
+def reject_curve(
+    scores,
+    labels,
+    pair_uncertainty,
+    fars: Sequence[float] = REJECT_FARS,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    *,
+    tar_method: str = "nearest",
+    progress: bool = False,
+) -> RejectCurve:
+    """TAR at ``fars`` for every rejected ``fraction`` of the most uncertain pairs (see module docstring).
+
+    ``labels`` 1 = genuine; ``pair_uncertainty`` larger = less certain.  A fraction that leaves no
+    genuine or no impostor pair gets NaN.  Equal to recomputing ``roc_curve`` on the kept pairs.
+    """
+    if tar_method not in TAR_METHODS:
+        raise ConfigError(f"tar_method: {tar_method!r} is not one of {list(TAR_METHODS)}")
+    scores = np.asarray(scores)
+    labels = np.asarray(labels)
+    uncertainty = np.asarray(pair_uncertainty, dtype=np.float64)
+    if not (scores.ndim == 1 and scores.shape == labels.shape == uncertainty.shape):
+        raise InputError(f"scores {scores.shape}, labels {labels.shape}, uncertainty {uncertainty.shape} must match")
+    if not np.isfinite(scores).all() or np.isnan(uncertainty).any():
+        raise InputError("scores must be finite and uncertainties not NaN")
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if fractions.size == 0 or (fractions < 0).any() or (fractions >= 1).any():
+        raise ConfigError(f"reject_fractions: each fraction must lie in [0, 1); got {fractions.tolist()}")
+    fars = tuple(float(f) for f in fars)
+    far_max = max(fars)
+    n_pairs = scores.size
+    genuine = labels.astype(bool)
+
+    removal = rejection_order(uncertainty)
+    rank = np.empty(n_pairs, dtype=np.int64)
+    rank[removal] = np.arange(n_pairs)
+    genuine_removed = np.r_[0, np.cumsum(genuine[removal])]  # genuine among the first k removed
+    pairs = _SortedPairs(scores, genuine, rank)
+
+    n_rejected = np.array([rejected_count(f, n_pairs) for f in fractions], dtype=np.int64)
+    n_genuine_kept = int(genuine.sum()) - genuine_removed[n_rejected]
+    n_impostor_kept = (n_pairs - n_rejected) - n_genuine_kept
+    tar = np.full((fractions.size, len(fars)), np.nan)
+    # Start from the prefix that would serve the unrejected set, with slack; grow on demand.
+    length = pairs.prefix_end(int(np.ceil(far_max * (n_pairs - genuine.sum()) * 1.1)) + 16)
+    for i in tqdm(range(fractions.size), desc="reject fractions", disable=not progress):
+        if n_genuine_kept[i] == 0 or n_impostor_kept[i] == 0:
+            continue
+        while True:
+            fpr, tpr, complete = pairs.roc_prefix(int(n_rejected[i]), length, int(n_genuine_kept[i]),
+                                                  int(n_impostor_kept[i]))
+            if complete or _prefix_suffices(fpr, far_max):
+                break
+            length = pairs.prefix_end(int(pairs.impostor_cumsum[length - 1]) * 2 + 16)
+        tar[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())
+    return RejectCurve(fractions, n_rejected, n_genuine_kept, n_impostor_kept, fars, tar, tar_method)
+
+
+def reject_curve_naive(scores, labels, pair_uncertainty, fars=REJECT_FARS, fractions=DEFAULT_FRACTIONS,
+                       *, tar_method: str = "nearest") -> np.ndarray:
+    """Reference: (n_fractions, n_fars) TAR by re-running ``roc_curve`` on the kept pairs per fraction."""
+    scores = np.asarray(scores)
+    labels = np.asarray(labels)
+    removal = rejection_order(pair_uncertainty)
+    out = np.full((len(fractions), len(fars)), np.nan)
+    for i, fraction in enumerate(fractions):
+        keep = np.ones(scores.size, dtype=bool)
+        keep[removal[: rejected_count(fraction, scores.size)]] = False
+        kept_labels = labels[keep]
+        if kept_labels.all() or not kept_labels.any():
+            continue
+        fpr, tpr, _ = roc_points(kept_labels, scores[keep])
+        out[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())
+    return out
+
+
+def write_reject_csv(path: str | Path, curve: RejectCurve) -> None:
+    """The curve as CSV, one row per fraction (empty cell for NaN)."""
+    frame = curve.to_frame()
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(frame.columns)
+        for row in frame.itertuples(index=False):
+            writer.writerow(["" if isinstance(v, float) and np.isnan(v) else v for v in row])
+
+
+def run_evaluate_reject(
+    embeddings_path: str | Path,
+    out_json: str | Path,
+    *,
+    ijb_dir: str | Path | None = None,
+    name: str | None = None,
+    csv_out: str | Path | None = None,
+    how: str = "mean",
+    space: str = "uncertainty",
+    template_how: str = "mean",
+    fars: Sequence[float] = REJECT_FARS,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    flip: bool = True,
+    normalize_images: bool = False,
+    use_detector_score: bool = True,
+    pooling: str = "mean",
+    tar_method: str = "nearest",
+) -> dict:
+    """File-level reject verification; writes ``out_json`` (+ ``csv_out``) and returns the JSON dict.
+
+    With ``ijb_dir`` the protocol is IJB 1:1 (template pairs scored as :func:`evaluate_ijb`,
+    template uncertainty by ``template_how``); without it the embeddings file is a pair set
+    (``issame``; cosine of L2-normalised features).  The file must hold ``uncertainty``.
+    """
+    from facetrust.evaluate.fusion import load_embeddings
+    from facetrust.evaluate.pairs import pair_distance, pair_embeddings
+
+    embeddings = load_embeddings(embeddings_path, flip=flip)
+    if embeddings.uncertainty is None:
+        raise InputError(f"{embeddings.path}: missing key 'uncertainty' (reject verification ranks pairs by it)")
+    settings = {
+        "pair_uncertainty": how,
+        "uncertainty_space": space,
+        "uncertainty_kind": embeddings.uncertainty_kind,
+        "rejection": "floor(fraction * n_pairs) most uncertain pairs removed, ties the earlier pair first",
+        "tar_method": tar_method,
+        "flip": bool(flip),
+    }
+    if ijb_dir is not None:
+        from facetrust.data.ijb import read_ijb_protocol
+        from facetrust.evaluate.ijb import align_images, evaluate_ijb, ijb_settings
+
+        protocol = read_ijb_protocol(ijb_dir, name)
+        result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
+                              use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
+                              progress=True)
+        rows = align_images(embeddings.images, protocol.images, embeddings.path)
+        tids, t_unc = template_uncertainty(embeddings.uncertainty[rows], protocol.template_ids, template_how)
+        index = pd.Index(tids)
+        u1 = t_unc[index.get_indexer(protocol.pairs[:, 0])]
+        u2 = t_unc[index.get_indexer(protocol.pairs[:, 1])]
+        scores, labels, testset = result.scores, result.labels, protocol.name
+        settings.update(ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
+                                     flip=flip, pooling=pooling, tar_method=tar_method))
+        settings["template_uncertainty"] = template_how
+        protocol_name = "reject_ijb_templates"
+    else:
+        emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
+        scores = -pair_distance(emb1, emb2, "cosine")
+        labels = issame.astype(np.int8)
+        u1, u2 = embeddings.uncertainty[0::2], embeddings.uncertainty[1::2]
+        testset = Path(embeddings_path).stem
+        settings["score"] = "cosine of L2-normalised image features"
+        protocol_name = "reject_pairs"
+    curve = reject_curve(scores, labels, pair_uncertainty(u1, u2, how, space), fars, fractions,
+                         tar_method=tar_method, progress=True)
+    metrics = {
+        "testset": testset,
+        "protocol": protocol_name,
+        "n_pairs": int(labels.size),
+        **curve.to_json(),
+        "settings": settings,
+        "embeddings": str(embeddings_path),
+    }
+    write_json_atomic(out_json, metrics)
+    if csv_out is not None:
+        write_reject_csv(csv_out, curve)
+    return metrics
