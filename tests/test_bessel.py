@@ -105,8 +105,9 @@ def test_vmf_normaliser_matches_closed_forms_in_two_and_three_dimensions():
     expected3 = torch.log(kappa) - math.log(4 * math.pi) - log_sinh
     assert torch.allclose(log_vmf_normalizer(3, kappa), expected3, rtol=1e-12, atol=1e-13)
     # circle: C_2 = 1 / (2 pi I_0(kappa))
-    expected2 = torch.tensor([-math.log(2 * math.pi) - reference_log_iv(0.0, k) for k in kappa.tolist()],
-                             dtype=torch.float64)
+    expected2 = torch.tensor(
+        [-math.log(2 * math.pi) - reference_log_iv(0.0, k) for k in kappa.tolist()], dtype=torch.float64
+    )
     assert torch.allclose(log_vmf_normalizer(2, kappa), expected2, rtol=1e-12, atol=1e-13)
 
 

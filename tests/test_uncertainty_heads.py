@@ -48,7 +48,7 @@ def test_scf_loss_equals_the_kl_formula_evaluated_with_scipy():
     cos = (F.normalize(mu, dim=1) * F.normalize(centres[labels], dim=1)).sum(1).numpy()
     nu = d / 2 - 1
     log_iv = np.log(ive(nu, kappa)) + kappa
-    expected = (-kappa * cos - nu * np.log(kappa) + log_iv + d / 2 * math.log(2 * math.pi) + d * math.log(radius))
+    expected = -kappa * cos - nu * np.log(kappa) + log_iv + d / 2 * math.log(2 * math.pi) + d * math.log(radius)
     assert ours.item() == pytest.approx(expected.mean(), rel=1e-12)
 
 
@@ -61,7 +61,9 @@ def test_scf_loss_is_minimised_where_mean_resultant_length_equals_cosine(cos):
     mu[0, 0], mu[0, 1] = cos, math.sqrt(1 - cos**2)
     labels = torch.tensor([0])
     best = initial_log_kappa("scf", cos, d)
-    assert bessel_ratio(d / 2 - 1, torch.tensor(math.exp(best), dtype=torch.float64)).item() == pytest.approx(cos, rel=1e-9)
+    assert bessel_ratio(d / 2 - 1, torch.tensor(math.exp(best), dtype=torch.float64)).item() == pytest.approx(
+        cos, rel=1e-9
+    )
     log_kappa = torch.tensor([best], dtype=torch.float64, requires_grad=True)
     loss = scf_loss(mu, log_kappa, centre, labels)
     loss.backward()
@@ -104,8 +106,12 @@ def test_pair_similarity_is_the_log_integral_of_two_vmf_densities_on_s2():
     def density(mu, kappa):  # C_3(kappa) exp(kappa mu.x), C_3 = kappa / (4 pi sinh kappa)
         return kappa / (4 * np.pi * np.sinh(kappa)) * np.exp(kappa * points @ mu)
 
-    expected = [math.log(np.sum(weights * density(mu_i[p].numpy(), kappa_i[p].item())
-                                * density(mu_j[p].numpy(), kappa_j[p].item()))) for p in range(4)]
+    expected = [
+        math.log(
+            np.sum(weights * density(mu_i[p].numpy(), kappa_i[p].item()) * density(mu_j[p].numpy(), kappa_j[p].item()))
+        )
+        for p in range(4)
+    ]
     ours = vmf_pair_log_similarity(mu_i * 2.5, kappa_i, mu_j, kappa_j)  # unnormalised input is fine
     assert np.allclose(ours.numpy(), expected, rtol=1e-9, atol=1e-10)
 
@@ -158,8 +164,12 @@ def test_mls_loss_is_the_mean_over_all_genuine_pairs():
     log_sigma_sq = torch.randn(6, 5, generator=g, dtype=torch.float64) - 3
     labels = torch.tensor([0, 1, 0, 2, 1, 0])
     unit, var = F.normalize(mu, dim=1), log_sigma_sq.exp()
-    terms = [((unit[i] - unit[j]) ** 2 / (var[i] + var[j]) + torch.log(var[i] + var[j])).sum()
-             for i in range(6) for j in range(i + 1, 6) if labels[i] == labels[j]]
+    terms = [
+        ((unit[i] - unit[j]) ** 2 / (var[i] + var[j]) + torch.log(var[i] + var[j])).sum()
+        for i in range(6)
+        for j in range(i + 1, 6)
+        if labels[i] == labels[j]
+    ]
     assert len(terms) == 4
     assert mls_loss(mu, log_sigma_sq, labels).item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-12)
     with pytest.raises(ValueError, match="genuine pair"):

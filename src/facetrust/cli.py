@@ -78,7 +78,7 @@ def cmd_align(args) -> None:
 
     summary = run_align(
         Path(args.ijb), args.name, Path(args.out), output_size=args.size,
-        method=args.detector, landmarks_file=args.landmarks, threads=args.threads,
+        method=args.detector, threads=args.threads,
     )
     print(json.dumps(summary, indent=2, default=str))
 
@@ -175,7 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(112, 112), help="output H,W (112,112 or 112,96 or scaled)")
     p.add_argument("--detector", choices=["landmarks"], default="landmarks",
                    help="landmarks: the set's own 5-point file")
-    p.add_argument("--landmarks", help="5-point file (default meta/<name>_name_5pts_score.txt)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_align)
 

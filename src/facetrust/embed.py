@@ -79,7 +79,8 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     if head_dir is not None:
         from facetrust.train.fit_head import load_head, predict_uncertainty
 
-        head, head_method = load_head(head_dir)
+        head = load_head(head_dir)
+        head_method = head.method
     data = _TestSet(Path(testset))
     originals, fused, uncertainties = [], [], []
     uncertainty_kind = None

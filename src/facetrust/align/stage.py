@@ -45,11 +45,11 @@ def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, output_
 
 
 def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112), method: str = "landmarks",
-              landmarks_file: str | None = None, threads: int = 1) -> dict:
+              threads: int = 1) -> dict:
     """Align every image of protocol ``name`` under ``ijb_dir``; returns the manifest dict."""
     if method != "landmarks":
         raise InputError(f"align: unknown landmark method {method!r}; allowed: landmarks")
-    protocol = read_ijb_protocol(ijb_dir, name, landmarks_file=landmarks_file)
+    protocol = read_ijb_protocol(ijb_dir, name)
     crop_dir = Path(ijb_dir) / "loose_crop"
     names = list(protocol.images)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,7 @@ def _check_unique(path: Path, names: np.ndarray) -> None:
     dup = pd.Index(names).duplicated()
     if dup.any():
         line = int(np.flatnonzero(dup)[0]) + 1
-        raise InputError(f"{path}: line {line}: image {names[line - 1]!r} listed twice")
+        raise InputError(f"{path}: line {line}: image {str(names[line - 1])!r} listed twice")
 
 
 def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None) -> IJBProtocol:
@@ -135,11 +135,11 @@ def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None) -> IJBProtoc
         order = pd.Index(pts_images).get_indexer(images)
         if (order < 0).any():
             line = int(np.flatnonzero(order < 0)[0]) + 1
-            raise InputError(f"{tid_path}: line {line}: image {images[line - 1]!r} is not in {pts_path.name}")
+            raise InputError(f"{tid_path}: line {line}: image {str(images[line - 1])!r} is not in {pts_path.name}")
         if pts_images.size != images.size:
             extra = ~pd.Index(pts_images).isin(images)
             line = int(np.flatnonzero(extra)[0]) + 1
-            raise InputError(f"{pts_path}: line {line}: image {pts_images[line - 1]!r} is not in {tid_path.name}")
+            raise InputError(f"{pts_path}: line {line}: image {str(pts_images[line - 1])!r} is not in {tid_path.name}")
 
     values = pts.iloc[:, 1:].to_numpy(dtype=np.float64)[order]
     landmarks = values[:, :10].reshape(-1, 5, 2).astype(np.float32)

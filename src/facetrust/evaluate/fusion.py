@@ -90,7 +90,7 @@ def load_embeddings(path: str | Path, *, flip: bool = True) -> EmbeddingsFile:
             raise InputError(f"{path}: key {key!r} has shape {features.shape}, expected ({images.shape[0]}, D)")
         if not np.isfinite(features).all():
             bad = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
-            raise InputError(f"{path}: key {key!r} row {bad} ({images[bad]!r}) is not finite")
+            raise InputError(f"{path}: key {key!r} row {bad} ({str(images[bad])!r}) is not finite")
         n = images.shape[0]
         kind = str(data["uncertainty_kind"]) if "uncertainty_kind" in data.files else None
         issame = np.asarray(data["issame"]).astype(bool) if "issame" in data.files else None
@@ -112,7 +112,7 @@ def confidence_from_uncertainty(uncertainty: np.ndarray, what: str = "uncertaint
     uncertainty = np.asarray(uncertainty, dtype=np.float64)
     bad = ~(uncertainty > 0) | ~np.isfinite(uncertainty)
     if bad.any():
-        raise InputError(f"{what}: entry {int(np.flatnonzero(bad)[0])} is {uncertainty.flat[np.flatnonzero(bad)[0]]!r}; "
+        raise InputError(f"{what}: entry {int(np.flatnonzero(bad)[0])} is {float(uncertainty.flat[np.flatnonzero(bad)[0]])!r}; "
                          "confidences need positive finite uncertainties")
     return 1.0 / uncertainty
 

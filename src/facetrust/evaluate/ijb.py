@@ -181,7 +181,7 @@ def align_images(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str 
             raise InputError(f"{embeddings_path}: image names are not unique")
         rows = base.get_indexer(wanted)
     if (rows < 0).any():
-        missing = wanted[int(np.flatnonzero(rows < 0)[0])]
+        missing = str(wanted[int(np.flatnonzero(rows < 0)[0])])
         raise InputError(f"{embeddings_path}: key 'image' has no entry for protocol image {missing!r}")
     return rows
 

@@ -193,6 +193,8 @@ class _SortedPairs:
         # Last position of every run of equal scores (sklearn: np.where(np.diff(y_score))).
         self.group_ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), self.size - 1]
         self.impostor_cumsum = np.cumsum(~self.genuine)
+        # One cumulative sum yields both counts: a genuine pair adds 2**32 + 1, an impostor 1.
+        self.packed_weight = np.where(self.genuine, np.int64(2**32 + 1), np.int64(1))
 
     def prefix_end(self, impostors_needed: int) -> int:
         """Smallest prefix length ending on a score group that holds ``impostors_needed`` impostors."""
@@ -209,29 +211,31 @@ class _SortedPairs:
         whether the prefix is the whole set (then the curve is exactly sklearn's).
         """
         kept = self.rank[:length] >= n_rejected
-        kept_genuine = kept & self.genuine[:length]
-        genuine_cum = np.cumsum(kept_genuine)
-        kept_cum = np.cumsum(kept)
+        packed = np.cumsum(self.packed_weight[:length] * kept)
         ends = self.group_ends[: int(np.searchsorted(self.group_ends, length - 1, side="right"))]
-        kept_at_end = kept_cum[ends]
+        packed_at_end = packed[ends]
+        kept_at_end = packed_at_end & np.int64(0xFFFFFFFF)
         # A group with no kept pair is no ROC point of the kept set.
         present = np.diff(kept_at_end, prepend=0) > 0
-        tps = genuine_cum[ends][present]
+        tps = (packed_at_end >> 32)[present]
         fps = kept_at_end[present] - tps
         complete = length >= self.size
         if complete:
             if tps.size > 2:  # sklearn: drop_intermediate only when more than two points
-                keep = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), True]
+                inner = (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)
+                keep = np.concatenate([[True], inner, [True]])
                 tps, fps = tps[keep], fps[keep]
         elif tps.size >= 2:
-            # Last point's fate needs the next group: leave it out.
-            keep = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)]
+            # The last point's fate needs the next group: leave it out.
+            inner = (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)
+            keep = np.concatenate([[True], inner])
             tps, fps = tps[:-1][keep], fps[:-1][keep]
         else:
             tps, fps = tps[:0], fps[:0]
-        fps = np.r_[0, fps].astype(np.float64)
-        tps = np.r_[0, tps].astype(np.float64)
-        return fps / float(n_impostor), tps / float(n_genuine), complete
+        zero = np.zeros(1)
+        fpr = np.concatenate([zero, fps]) / float(n_impostor)
+        tpr = np.concatenate([zero, tps]) / float(n_genuine)
+        return fpr, tpr, complete
 
 
 def _prefix_suffices(fpr: np.ndarray, far_max: float) -> bool:

@@ -81,8 +81,10 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"fit-head config 'method' is {method!r}; allowed: {', '.join(HEAD_METHODS)}")
     unknown = sorted(set(config) - set(DEFAULT_CONFIG))
     if unknown:
-        raise ConfigError(f"unknown fit-head config key(s) {', '.join(map(repr, unknown))}; "
-                          f"allowed: method, {', '.join(sorted(DEFAULT_CONFIG))}")
+        raise ConfigError(
+            f"unknown fit-head config key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: method, {', '.join(sorted(DEFAULT_CONFIG))}"
+        )
     resolved = {**DEFAULT_CONFIG, **config}
     resolved["hidden"] = [resolved["hidden"]] if isinstance(resolved["hidden"], int) else list(resolved["hidden"])
     for key in ("epochs", "batch_size", "lr", "radius", "extract_batch_size"):
@@ -91,8 +93,10 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     if resolved["optimizer"] not in ("adam", "sgd"):
         raise ConfigError(f"fit-head config 'optimizer' is {resolved['optimizer']!r}; allowed: adam, sgd")
     if resolved["images_per_class"] < 2:
-        raise ConfigError(f"fit-head config 'images_per_class' must be >= 2 (PFE needs genuine pairs), "
-                          f"got {resolved['images_per_class']!r}")
+        raise ConfigError(
+            f"fit-head config 'images_per_class' must be >= 2 (PFE needs genuine pairs), "
+            f"got {resolved['images_per_class']!r}"
+        )
     if not resolved["hidden"] or any(int(h) < 1 for h in resolved["hidden"]):
         raise ConfigError(f"fit-head config 'hidden' must list positive widths, got {resolved['hidden']!r}")
     if resolved["device"] not in ("auto", "cpu", "cuda") and not str(resolved["device"]).startswith("cuda:"):
@@ -114,8 +118,13 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_head(method: str, feature_map_shape: Sequence[int], embedding_size: int, config: Mapping[str, Any],
-               init_log_kappa: float = 0.0) -> nn.Module:
+def build_head(
+    method: str,
+    feature_map_shape: Sequence[int],
+    embedding_size: int,
+    config: Mapping[str, Any],
+    init_log_kappa: float = 0.0,
+) -> nn.Module:
     """An untrained head for ``method`` (initialised from torch's global RNG: seed it first)."""
     _check_method(method)
     if method == "pfe":
@@ -133,13 +142,20 @@ def class_centres_from(extras: Mapping[str, Any], model_dir: str | os.PathLike) 
     head_state = extras.get("head") or {}
     weight = head_state.get("weight") if isinstance(head_state, Mapping) else None
     if weight is None:
-        raise InputError(f"{extras.get('path', model_dir)}: checkpoint has no margin head 'weight' "
-                         f"(SCF needs the class centres)")
+        raise InputError(
+            f"{extras.get('path', model_dir)}: checkpoint has no margin head 'weight' " f"(SCF needs the class centres)"
+        )
     return weight.detach().float().cpu()
 
 
-def extract_features(backbone: nn.Module, dataset, batch_size: int, cache_dir: str | os.PathLike,
-                     device: torch.device, num_workers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def extract_features(
+    backbone: nn.Module,
+    dataset,
+    batch_size: int,
+    cache_dir: str | os.PathLike,
+    device: torch.device,
+    num_workers: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the frozen backbone once over ``dataset`` (items ``(image, label)``), no grad.
 
     Returns ``(embeddings (N, D) float32, feature_maps (N, C, h, w) float32, labels (N,) int64)``;
@@ -161,10 +177,12 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int, cache_dir: s
         for images, batch_labels in tqdm(loader, desc="fit-head: backbone features", unit="batch"):
             embedding, feature_map = backbone(images.to(device), return_feature_map=True)
             if embeddings is None:  # shapes are known after the first batch
-                embeddings = np.lib.format.open_memmap(cache_dir / "embeddings.npy", mode="w+", dtype=np.float32,
-                                                       shape=(n, embedding.shape[1]))
-                feature_maps = np.lib.format.open_memmap(cache_dir / "feature_maps.npy", mode="w+",
-                                                         dtype=np.float32, shape=(n, *feature_map.shape[1:]))
+                embeddings = np.lib.format.open_memmap(
+                    cache_dir / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, embedding.shape[1])
+                )
+                feature_maps = np.lib.format.open_memmap(
+                    cache_dir / "feature_maps.npy", mode="w+", dtype=np.float32, shape=(n, *feature_map.shape[1:])
+                )
             stop = start + len(images)
             embeddings[start:stop] = embedding.float().cpu().numpy()
             feature_maps[start:stop] = feature_map.float().cpu().numpy()
@@ -177,8 +195,9 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int, cache_dir: s
 # training
 
 
-def identity_batches(labels: np.ndarray, batch_size: int, images_per_class: int,
-                     rng: np.random.Generator) -> list[np.ndarray]:
+def identity_batches(
+    labels: np.ndarray, batch_size: int, images_per_class: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Index batches made of groups of ``images_per_class`` images of one identity (PFE's sampler:
     every batch has genuine pairs). Classes are shuffled and chunked; chunks of one image are
     dropped (they make no pair). Deterministic given ``rng``."""
@@ -186,7 +205,7 @@ def identity_batches(labels: np.ndarray, batch_size: int, images_per_class: int,
     for cls in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == cls))
         for begin in range(0, len(members), images_per_class):
-            chunk = members[begin:begin + images_per_class]
+            chunk = members[begin : begin + images_per_class]
             if len(chunk) >= 2:
                 groups.append(chunk)
     order = rng.permutation(len(groups))
@@ -204,7 +223,7 @@ def identity_batches(labels: np.ndarray, batch_size: int, images_per_class: int,
 
 def _shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     order = rng.permutation(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def _loss(method: str, head: nn.Module, embeddings, feature_maps, labels, centres, radius) -> torch.Tensor:
@@ -215,8 +234,15 @@ def _loss(method: str, head: nn.Module, embeddings, feature_maps, labels, centre
     return loss_fn(embeddings, out, centres, labels, radius=radius)
 
 
-def fit_head_on_features(method: str, embeddings, feature_maps, labels, class_centres, out_dir: str | os.PathLike,
-                         config: Mapping[str, Any] | None = None) -> Path:
+def fit_head_on_features(
+    method: str,
+    embeddings,
+    feature_maps,
+    labels,
+    class_centres,
+    out_dir: str | os.PathLike,
+    config: Mapping[str, Any] | None = None,
+) -> Path:
     """Train a ``method`` head on precomputed backbone outputs; write ``out_dir/head.pt`` and
     ``out_dir/fit_log.csv`` (epoch, loss, lr, seconds). Returns the path of ``head.pt``.
 
@@ -226,6 +252,8 @@ def fit_head_on_features(method: str, embeddings, feature_maps, labels, class_ce
     """
     _check_method(method)
     config = resolve_config(config)
+    if config.get("method", method) != method:
+        raise ConfigError(f"fit-head: method {method!r} but config 'method' is {config['method']!r}")
     config["method"] = method
     out_dir = Path(out_dir)
     device = _device(config["device"])
@@ -237,16 +265,20 @@ def fit_head_on_features(method: str, embeddings, feature_maps, labels, class_ce
             raise InputError(f"fit-head {method}: needs the class centres (the margin head's weight)")
         centres = torch.as_tensor(np.asarray(class_centres), dtype=torch.float32).to(device)
         if centres.shape[1] != embedding_size or labels_np.max() >= centres.shape[0] or labels_np.min() < 0:
-            raise InputError(f"fit-head {method}: class centres {tuple(centres.shape)} do not fit embeddings "
-                             f"of size {embedding_size} with labels in [{labels_np.min()}, {labels_np.max()}]")
+            raise InputError(
+                f"fit-head {method}: class centres {tuple(centres.shape)} do not fit embeddings "
+                f"of size {embedding_size} with labels in [{labels_np.min()}, {labels_np.max()}]"
+            )
     else:
         centres = None
 
     def batch(index: np.ndarray):
         index = np.sort(index)  # memmaps read fastest in order; the loss is order-free
-        return (torch.as_tensor(np.asarray(embeddings[index]), dtype=torch.float32).to(device),
-                torch.as_tensor(np.asarray(feature_maps[index]), dtype=torch.float32).to(device),
-                torch.as_tensor(labels_np[index]).to(device))
+        return (
+            torch.as_tensor(np.asarray(embeddings[index]), dtype=torch.float32).to(device),
+            torch.as_tensor(np.asarray(feature_maps[index]), dtype=torch.float32).to(device),
+            torch.as_tensor(labels_np[index]).to(device),
+        )
 
     torch.manual_seed(int(config["seed"]))
     init_log_kappa = 0.0
@@ -259,8 +291,9 @@ def fit_head_on_features(method: str, embeddings, feature_maps, labels, class_ce
     if config["optimizer"] == "adam":
         optimizer = torch.optim.Adam(head.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     else:
-        optimizer = torch.optim.SGD(head.parameters(), lr=config["lr"], momentum=0.9,
-                                    weight_decay=config["weight_decay"])
+        optimizer = torch.optim.SGD(
+            head.parameters(), lr=config["lr"], momentum=0.9, weight_decay=config["weight_decay"]
+        )
     step = int(config["lr_step_epochs"])
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step, config["lr_gamma"]) if step > 0 else None
 
@@ -292,8 +325,14 @@ def fit_head_on_features(method: str, embeddings, feature_maps, labels, class_ce
             progress.set_postfix(loss=f"{total / count:.4f}")
         if scheduler is not None:
             scheduler.step()
-        log_rows.append({"epoch": epoch + 1, "loss": total / max(count, 1), "lr": lr_now,
-                         "seconds": round(time.perf_counter() - started, 3)})
+        log_rows.append(
+            {
+                "epoch": epoch + 1,
+                "loss": total / max(count, 1),
+                "lr": lr_now,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
         _write_log(out_dir / LOG_NAME, log_rows)
 
     payload = {
@@ -329,8 +368,13 @@ def load_frozen_backbone(model_dir: str | os.PathLike) -> tuple[nn.Module, tuple
     return backbone, tuple(train_config["input_size"]), class_centres_from(extras, model_dir)
 
 
-def fit_head(method: str, model_dir: str | os.PathLike, rec_dir: str | os.PathLike, out_dir: str | os.PathLike,
-             config: Mapping[str, Any] | None = None) -> Path:
+def fit_head(
+    method: str,
+    model_dir: str | os.PathLike,
+    rec_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: Mapping[str, Any] | None = None,
+) -> Path:
     """The fit-head stage: the frozen backbone of ``model_dir`` (``facetrust train`` output) run over
     the InsightFace RecordIO set in ``rec_dir`` (``train.rec``/``.idx``/``property``), then a
     ``method`` head trained on its outputs. Writes ``out_dir/head.pt`` and ``out_dir/fit_log.csv``;
@@ -347,8 +391,13 @@ def fit_head(method: str, model_dir: str | os.PathLike, rec_dir: str | os.PathLi
     cache_dir = Path(tempfile.mkdtemp(prefix=".features.", dir=out_dir))
     try:
         embeddings, feature_maps, labels = extract_features(
-            backbone, dataset, int(resolved["extract_batch_size"]), cache_dir, _device(resolved["device"]),
-            int(resolved["num_workers"]))
+            backbone,
+            dataset,
+            int(resolved["extract_batch_size"]),
+            cache_dir,
+            _device(resolved["device"]),
+            int(resolved["num_workers"]),
+        )
         return fit_head_on_features(method, embeddings, feature_maps, labels, centres, out_dir, resolved)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
@@ -373,8 +422,10 @@ def load_head(head_dir: str | os.PathLike, map_location="cpu") -> nn.Module:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path}: not a facetrust uncertainty head (missing format {FORMAT!r})")
     if payload.get("version") != VERSION or payload.get("method") not in HEAD_METHODS:
-        raise InputError(f"{path}: head version {payload.get('version')!r} / method {payload.get('method')!r} "
-                         f"not readable (version {VERSION}, methods {', '.join(HEAD_METHODS)})")
+        raise InputError(
+            f"{path}: head version {payload.get('version')!r} / method {payload.get('method')!r} "
+            f"not readable (version {VERSION}, methods {', '.join(HEAD_METHODS)})"
+        )
     config = dict(payload["config"])
     head = build_head(payload["method"], payload["feature_map_shape"], int(payload["embedding_size"]), config)
     try:
@@ -386,8 +437,9 @@ def load_head(head_dir: str | os.PathLike, map_location="cpu") -> nn.Module:
     return head.eval()
 
 
-def predict_uncertainty(head: nn.Module, method: str, embeddings, feature_maps,
-                        batch_size: int = 1024) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def predict_uncertainty(
+    head: nn.Module, method: str, embeddings, feature_maps, batch_size: int = 1024
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per-image uncertainty (float32 (N,), larger = less certain) and the head's parameters.
 
     SCF / SCF-G: uncertainty = 1/kappa, extra ``{"kappa": (N,)}``; PFE: uncertainty = harmonic
@@ -402,10 +454,9 @@ def predict_uncertainty(head: nn.Module, method: str, embeddings, feature_maps,
     outputs = []
     with torch.no_grad():
         for begin in range(0, len(feature_maps), batch_size):
-            chunk = torch.as_tensor(np.asarray(feature_maps[begin:begin + batch_size]), dtype=torch.float32)
+            chunk = torch.as_tensor(np.asarray(feature_maps[begin : begin + batch_size]), dtype=torch.float32)
             outputs.append(head(chunk.to(device)).cpu())
     out = torch.cat(outputs) if outputs else torch.empty(0)
     if method == "pfe":
         return pfe_uncertainty(out).numpy().astype(np.float32), {"sigma_sq": out.exp().numpy().astype(np.float32)}
-    return (scf_uncertainty(out).numpy().astype(np.float32),
-            {"kappa": out.exp().numpy().astype(np.float32)})
+    return (scf_uncertainty(out).numpy().astype(np.float32), {"kappa": out.exp().numpy().astype(np.float32)})

@@ -69,7 +69,8 @@ export SLURM_CONF="$state/etc/slurm.conf"
 wait_for() {  # wait_for SECONDS WHAT CMD...: poll CMD until it succeeds
     local seconds="$1" what="$2"; shift 2
     for _ in $(seq $((seconds * 4))); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
+        # timeout: a client that cannot reach a daemon retries for minutes.
+        if timeout 5 "$@" >/dev/null 2>&1; then return 0; fi
         sleep 0.25
     done
     echo "start_cluster.sh: timed out waiting for $what; logs in $state/log" >&2
@@ -77,13 +78,19 @@ wait_for() {  # wait_for SECONDS WHAT CMD...: poll CMD until it succeeds
     exit 1
 }
 
-# MUNGE with its own key and socket (root needs --force).
-mungekey --create --keyfile="$state/munge/munge.key" >/dev/null
-chmod 400 "$state/munge/munge.key"
-munged --force --key-file="$state/munge/munge.key" --socket="$state/munge/munge.socket" \
-    --pid-file="$state/run/munged.pid" --log-file="$state/log/munged.log" \
-    --seed-file="$state/munge/munged.seed"
-wait_for 10 munged test -S "$state/munge/munge.socket"
+# MUNGE: Slurm's clients (sacctmgr, sbatch) only talk to the default socket,
+# so use a munged already serving it (any key works on one host) or start
+# our own there with a fresh key; stop_cluster.sh stops only ours.
+munge_socket=/run/munge/munge.socket.2
+if ! (munge -n -S "$munge_socket" | unmunge -S "$munge_socket") >/dev/null 2>&1; then
+    mkdir -p -m 755 /run/munge
+    mungekey --create --keyfile="$state/munge/munge.key" >/dev/null
+    chmod 400 "$state/munge/munge.key"
+    munged --force --key-file="$state/munge/munge.key" --socket="$munge_socket" \
+        --pid-file="$state/run/munged.pid" --log-file="$state/log/munged.log" \
+        --seed-file="$state/munge/munged.seed"
+    wait_for 10 munged sh -c "munge -n -S $munge_socket | unmunge -S $munge_socket"
+fi
 
 # MariaDB on 127.0.0.1 for slurmdbd; the init file creates its user.
 mariadb-install-db --no-defaults --user=root --datadir="$state/mysql" \
@@ -107,8 +114,7 @@ sacctmgr -i add cluster facetrust >/dev/null 2>&1 || true
 slurmctld
 wait_for 30 slurmctld scontrol ping
 slurmd
-node_idle() { sinfo -h -n "$node" -o %T | grep -qx idle; }
-wait_for 60 "node $node to be idle" node_idle
+wait_for 60 "node $node to be idle" sh -c "sinfo -h -n '$node' -o %T | grep -qx idle"
 
 cat >"$state/cluster.env" <<ENV
 SLURM_CONF=$SLURM_CONF

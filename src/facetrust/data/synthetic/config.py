@@ -10,12 +10,22 @@ face's size in the canvas).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from facetrust.errors import ConfigError
 
 IntRange = tuple[int, int]
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` (int or float); refuses strings, booleans and fractional ints."""
+    if isinstance(value, (str, bytes, bool)) or not isinstance(value, numbers.Real):
+        raise TypeError(value)
+    if kind is int and float(value) != int(value):
+        raise ValueError(value)
+    return kind(value)
 
 
 @dataclass(frozen=True)
@@ -111,11 +121,11 @@ class SynthConfig:
             default = getattr(cls, name)
             try:
                 if isinstance(default, tuple):
-                    kwargs[name] = tuple(type(default[0])(v) for v in value)
-                elif isinstance(default, bool):
-                    kwargs[name] = bool(value)
+                    if isinstance(value, (str, bytes)) or len(value) != 2:
+                        raise ValueError(name)
+                    kwargs[name] = tuple(_coerce(v, type(default[0])) for v in value)
                 else:
-                    kwargs[name] = type(default)(value)
+                    kwargs[name] = _coerce(value, type(default))
             except (TypeError, ValueError):
                 raise ConfigError(
                     f"synth.{name}: expected {type(default).__name__} like {default!r}, got {value!r}"

@@ -19,8 +19,22 @@ from facetrust.models.uncertainty.scf import (
 )
 
 __all__ = [
-    "BASELINE_KINDS", "baseline_uncertainty", "classifier_entropy", "embedding_norm_uncertainty",
-    "bessel_ratio", "log_iv", "log_vmf_normalizer",
-    "PFEHead", "mls_loss", "mls_score", "pfe_fuse", "pfe_uncertainty",
-    "SCFHead", "kappa_weighted_pool", "scf_g_loss", "scf_loss", "scf_uncertainty", "vmf_pair_log_similarity",
+    "BASELINE_KINDS",
+    "baseline_uncertainty",
+    "classifier_entropy",
+    "embedding_norm_uncertainty",
+    "bessel_ratio",
+    "log_iv",
+    "log_vmf_normalizer",
+    "PFEHead",
+    "mls_loss",
+    "mls_score",
+    "pfe_fuse",
+    "pfe_uncertainty",
+    "SCFHead",
+    "kappa_weighted_pool",
+    "scf_g_loss",
+    "scf_loss",
+    "scf_uncertainty",
+    "vmf_pair_log_similarity",
 ]

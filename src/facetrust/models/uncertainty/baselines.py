@@ -32,8 +32,9 @@ def classifier_entropy(embeddings: torch.Tensor, class_centres: torch.Tensor, sc
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
-def baseline_uncertainty(kind: str, embeddings: torch.Tensor, class_centres: torch.Tensor | None = None,
-                         scale: float = 64.0) -> torch.Tensor:
+def baseline_uncertainty(
+    kind: str, embeddings: torch.Tensor, class_centres: torch.Tensor | None = None, scale: float = 64.0
+) -> torch.Tensor:
     """Dispatch on ``kind`` in BASELINE_KINDS; ``entropy`` needs ``class_centres``."""
     if kind in ("emb_norm", "magface"):
         return embedding_norm_uncertainty(embeddings)

@@ -33,8 +33,14 @@ class PFEHead(nn.Module):
     normalised embeddings of one identity, and the learned gamma sets the spread of log sigma^2.
     """
 
-    def __init__(self, feature_map_shape: Sequence[int], embedding_size: int, hidden: int | Sequence[int] = 512,
-                 gamma_init: float = 1e-4, beta_init: float = -7.0):
+    def __init__(
+        self,
+        feature_map_shape: Sequence[int],
+        embedding_size: int,
+        hidden: int | Sequence[int] = 512,
+        gamma_init: float = 1e-4,
+        beta_init: float = -7.0,
+    ):
         super().__init__()
         hidden_width = hidden if isinstance(hidden, int) else int(list(hidden)[0])
         self.feature_map_shape = tuple(int(s) for s in feature_map_shape)
@@ -83,8 +89,9 @@ def mls_loss(mu: torch.Tensor, log_sigma_sq: torch.Tensor, labels: torch.Tensor)
     return _neg_mls_terms(mu[i], sigma_sq[i], mu[j], sigma_sq[j]).mean()
 
 
-def pfe_fuse(mu: torch.Tensor, sigma_sq: torch.Tensor, groups: torch.Tensor | None = None,
-             num_groups: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pfe_fuse(
+    mu: torch.Tensor, sigma_sq: torch.Tensor, groups: torch.Tensor | None = None, num_groups: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Precision-weighted fusion (PFE Eq. 7): sigma^2 = 1 / sum 1/sigma_i^2, mu = sigma^2 sum mu_i/sigma_i^2.
 
     mu, sigma_sq (N, D); ``groups`` (N,) int template index (one template when None). Returns

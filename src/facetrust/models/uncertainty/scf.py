@@ -55,8 +55,9 @@ class SCFHead(nn.Module):
     hundreds to thousands; starting at kappa = 1 wastes thousands of steps).
     """
 
-    def __init__(self, feature_map_shape: Sequence[int], hidden: Sequence[int] | int = (512, 256),
-                 init_log_kappa: float = 0.0):
+    def __init__(
+        self, feature_map_shape: Sequence[int], hidden: Sequence[int] | int = (512, 256), init_log_kappa: float = 0.0
+    ):
         super().__init__()
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         self.feature_map_shape = tuple(int(s) for s in feature_map_shape)
@@ -76,8 +77,9 @@ def cos_to_centre(mu: torch.Tensor, class_centres: torch.Tensor, labels: torch.T
     return (F.normalize(mu, dim=1) * F.normalize(class_centres[labels], dim=1)).sum(dim=1)
 
 
-def scf_loss(mu: torch.Tensor, log_kappa: torch.Tensor, class_centres: torch.Tensor,
-             labels: torch.Tensor, radius: float = 64.0) -> torch.Tensor:
+def scf_loss(
+    mu: torch.Tensor, log_kappa: torch.Tensor, class_centres: torch.Tensor, labels: torch.Tensor, radius: float = 64.0
+) -> torch.Tensor:
     """Mean over the batch of KL(delta(z - r mu_hat) || vMF_r(z; w_c_hat, kappa)), SCF's objective.
 
     mu (N, d) embeddings (any norm), log_kappa (N,), class_centres (C, d) classifier weights (any
@@ -108,8 +110,9 @@ def scf_loss(mu: torch.Tensor, log_kappa: torch.Tensor, class_centres: torch.Ten
     return loss.mean()
 
 
-def scf_g_loss(mu: torch.Tensor, log_kappa: torch.Tensor, class_centres: torch.Tensor,
-               labels: torch.Tensor, radius: float = 64.0) -> torch.Tensor:
+def scf_g_loss(
+    mu: torch.Tensor, log_kappa: torch.Tensor, class_centres: torch.Tensor, labels: torch.Tensor, radius: float = 64.0
+) -> torch.Tensor:
     """SCF-G (the paper's Gaussian ablation): the same Dirac KL against an isotropic Gaussian.
 
     The target is N(z; r w_c_hat, sigma^2 I_d) in R^d with sigma^2 = 1/kappa, evaluated at the
@@ -125,8 +128,9 @@ def scf_g_loss(mu: torch.Tensor, log_kappa: torch.Tensor, class_centres: torch.T
     d = mu.shape[1]
     cos_theta = cos_to_centre(mu, class_centres, labels).detach()
     log_kappa = log_kappa.reshape(-1)
-    loss = (0.5 * d * math.log(2.0 * math.pi) - 0.5 * d * log_kappa
-            + torch.exp(log_kappa) * radius**2 * (1.0 - cos_theta))
+    loss = (
+        0.5 * d * math.log(2.0 * math.pi) - 0.5 * d * log_kappa + torch.exp(log_kappa) * radius**2 * (1.0 - cos_theta)
+    )
     return loss.mean()
 
 
@@ -147,8 +151,9 @@ def initial_log_kappa(method: str, mean_cos: float, d: int, radius: float = 64.0
     return 0.5 * (lo + hi)
 
 
-def vmf_pair_log_similarity(mu_i: torch.Tensor, kappa_i: torch.Tensor,
-                            mu_j: torch.Tensor, kappa_j: torch.Tensor) -> torch.Tensor:
+def vmf_pair_log_similarity(
+    mu_i: torch.Tensor, kappa_i: torch.Tensor, mu_j: torch.Tensor, kappa_j: torch.Tensor
+) -> torch.Tensor:
     """kappa-aware 1:1 score (SCF Eq. 13): log of int_{S^{d-1}} vMF(x; mu_i, kappa_i) vMF(x; mu_j, kappa_j) dx.
 
     Rows are pairs: mu_i, mu_j (P, d) (normalised here), kappa_i, kappa_j (P,). Derivation: the
@@ -168,8 +173,9 @@ def vmf_pair_log_similarity(mu_i: torch.Tensor, kappa_i: torch.Tensor,
     return log_vmf_normalizer(d, kappa_i) + log_vmf_normalizer(d, kappa_j) - log_vmf_normalizer(d, norm)
 
 
-def kappa_weighted_pool(mu: torch.Tensor, kappa: torch.Tensor, groups: torch.Tensor | None = None,
-                        num_groups: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def kappa_weighted_pool(
+    mu: torch.Tensor, kappa: torch.Tensor, groups: torch.Tensor | None = None, num_groups: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """kappa-weighted aggregation (SCF Eq. 14): returns (unit mean direction, aggregated kappa).
 
     mu (N, d) (normalised here), kappa (N,). ``groups`` (N,) int maps each image to a template

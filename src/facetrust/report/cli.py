@@ -1,0 +1,196 @@
+"""``facetrust report <kind>``: figures, tables and per-paper reports (one Snakemake rule each).
+
+:func:`add_report_parsers` registers these kinds on the ``report`` subcommand's sub-parsers
+(``table`` stays in ``facetrust.cli``):
+
+=====================  ======================================================================
+kind                   writes
+=====================  ======================================================================
+verification-table     ``results/verification_table.csv`` from pair-set metrics files
+quality                Spearman table: uncertainty against the known degradation, per method
+roc                    ROC figure, one line per ROC file (log FAR axis)
+reject-plot            reject-verification figure, one line per method, one panel per FAR
+histograms             uncertainty histograms (genuine/impostor; by quality bin)
+sphereface             ``results/reports/sphereface.md``
+scf                    ``results/reports/scf.md``
+scaleface              ``results/reports/scaleface.md``
+=====================  ======================================================================
+
+Lists given per file (``--label``, ``--method``, …) are parallel to the files; a missing label
+defaults to the file's folder name (``results/roc/<model>/<testset>.csv`` → ``<model>``).
+Heavy modules are imported inside the handlers so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from facetrust.errors import InputError
+
+
+def _fars(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"FAR list {text!r}: expected comma-separated numbers") from None
+
+
+def labelled(paths: Sequence[str], labels: Sequence[str] | None, flag: str) -> dict[str, str]:
+    """``{label: path}`` in the order given; labels default to each file's folder name, must be unique."""
+    if labels is not None and len(labels) != len(paths):
+        raise InputError(f"report: {flag} has {len(labels)} values for {len(paths)} files")
+    names = list(labels) if labels is not None else [Path(p).parent.name for p in paths]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"report: labels {duplicated} repeat; give one distinct {flag} per file")
+    return dict(zip(names, paths))
+
+
+def _print_claims(claims) -> None:
+    for claim in claims:
+        print(f"[{claim.verdict}] {claim.text}")
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def cmd_verification_table(args) -> None:
+    from facetrust.report.verification import write_verification_table
+
+    table = write_verification_table(args.metrics, Path(args.out), methods=args.method, backbones=args.backbone,
+                                     train_sets=args.train_set, test_set=args.test_set, embeddings=args.embeddings,
+                                     quality_csv=args.quality)
+    print(table.to_string(index=False))
+
+
+def cmd_quality(args) -> None:
+    from facetrust.report.quality import uncertainty_quality_table
+
+    table = uncertainty_quality_table(labelled(args.embeddings, args.method, "--method"), args.quality, Path(args.out),
+                                      set_name=args.set)
+    print(table.to_string(index=False))
+
+
+def cmd_roc(args) -> None:
+    from facetrust.report.figures import plot_roc
+
+    print(plot_roc(labelled(args.roc, args.label, "--label"), Path(args.out), title=args.title or "ROC"))
+
+
+def cmd_reject_plot(args) -> None:
+    from facetrust.report.figures import plot_reject_curves
+
+    print(plot_reject_curves(labelled(args.reject, args.label, "--label"), args.fars, Path(args.out),
+                             title=args.title or "Reject verification"))
+
+
+def cmd_histograms(args) -> None:
+    from facetrust.report.figures import plot_uncertainty_histograms
+
+    print(plot_uncertainty_histograms(args.embeddings, args.quality, args.protocol, Path(args.out), name=args.name,
+                                      title=args.title))
+
+
+def cmd_sphereface(args) -> None:
+    from facetrust.report.papers import write_sphereface_report
+
+    _print_claims(write_sphereface_report(args.verification_table, Path(args.out), figures=args.figure or [],
+                                          baseline_method=args.baseline, margin_methods=args.margin_methods,
+                                          depth_method=args.depth_method, depth_backbones=tuple(args.depth_backbones)))
+
+
+def cmd_scf(args) -> None:
+    from facetrust.report.papers import write_scf_report
+
+    _print_claims(write_scf_report(args.table, Path(args.out), figures=args.figure or [], variants=args.variants))
+
+
+def cmd_scaleface(args) -> None:
+    from facetrust.report.papers import write_scaleface_report
+
+    _print_claims(write_scaleface_report(labelled(args.reject, args.label, "--label"), Path(args.out),
+                                         quality_table=args.quality_table, figures=args.figure or [],
+                                         fraction=args.fraction, alpha=args.alpha))
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def add_report_parsers(report_subparsers) -> None:
+    """Register the report kinds above on ``report_subparsers`` (``p.add_subparsers(dest="kind")``)."""
+    sub = report_subparsers
+
+    p = sub.add_parser("verification-table", help="pair-set verification table (10-fold accuracy, AFS, VAL)")
+    p.add_argument("--metrics", nargs="+", required=True, help="pair-set metrics JSON files, one per row")
+    p.add_argument("--method", nargs="+", help="method per row")
+    p.add_argument("--backbone", nargs="+", help="backbone per row")
+    p.add_argument("--train-set", nargs="+", help="training set per row")
+    p.add_argument("--test-set", help="test set name (default: each metrics file's)")
+    p.add_argument("--embeddings", nargs="+", help="embeddings .npz per row: angular Fisher score when the metrics lack it")
+    p.add_argument("--quality", help="quality.csv (identities for the angular Fisher score)")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(func=cmd_verification_table)
+
+    p = sub.add_parser("quality", help="Spearman table: uncertainty against the known degradation")
+    p.add_argument("--embeddings", nargs="+", required=True, help="embeddings .npz with 'uncertainty', one per method")
+    p.add_argument("--method", nargs="+", help="method per file (default: the file's folder name)")
+    p.add_argument("--quality", required=True, help="data/synth/quality.csv")
+    p.add_argument("--set", help="quality.csv set of the images (default: inferred)")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(func=cmd_quality)
+
+    p = sub.add_parser("roc", help="ROC figure, one line per ROC file")
+    p.add_argument("--roc", nargs="+", required=True, help="ROC files (.csv or .npz of evaluate --roc)")
+    p.add_argument("--label", nargs="+", help="label per file (default: the file's folder name)")
+    p.add_argument("--title")
+    p.add_argument("--out", required=True, help="figure (.png, .pdf or .svg)")
+    p.set_defaults(func=cmd_roc)
+
+    p = sub.add_parser("reject-plot", help="reject-verification curves, one line per method, one panel per FAR")
+    p.add_argument("--reject", nargs="+", required=True, help="reject JSON files of `evaluate reject`")
+    p.add_argument("--label", nargs="+", help="label per file (default: the file's folder name)")
+    p.add_argument("--fars", type=_fars, help="FARs to plot, comma-separated (default: all in the first file)")
+    p.add_argument("--title")
+    p.add_argument("--out", required=True, help="figure (.png, .pdf or .svg)")
+    p.set_defaults(func=cmd_reject_plot)
+
+    p = sub.add_parser("histograms", help="uncertainty histograms by pair label and by known quality")
+    p.add_argument("--embeddings", required=True, help="embeddings .npz with 'uncertainty'")
+    p.add_argument("--quality", help="quality.csv (adds the by-quality panel)")
+    p.add_argument("--protocol", help="IJB directory (default: a pair set with 'issame')")
+    p.add_argument("--name", help="IJB protocol name (meta/<name>_*.txt)")
+    p.add_argument("--title")
+    p.add_argument("--out", required=True, help="figure (.png, .pdf or .svg)")
+    p.set_defaults(func=cmd_histograms)
+
+    p = sub.add_parser("sphereface", help="results/reports/sphereface.md")
+    p.add_argument("--verification-table", required=True, help="results/verification_table.csv")
+    p.add_argument("--figure", nargs="+", help="figures to link (paths; linked relative to the report)")
+    p.add_argument("--baseline", default="Softmax", help="method name of the plain-softmax model")
+    p.add_argument("--margin-methods", nargs="+", default=["A-Softmax", "SphereFace", "CosFace", "ArcFace"],
+                   help="method names counted as angular margins")
+    p.add_argument("--depth-method", default="A-Softmax", help="method of the depth pair")
+    p.add_argument("--depth-backbones", nargs=2, default=["sphere4", "sphere20"], metavar=("SHALLOW", "DEEP"))
+    p.add_argument("--out", required=True, help="Markdown report to write")
+    p.set_defaults(func=cmd_sphereface)
+
+    p = sub.add_parser("scf", help="results/reports/scf.md")
+    p.add_argument("--table", nargs="+", required=True, help="TAR tables (results/ijbc_table.csv, …)")
+    p.add_argument("--figure", nargs="+", help="figures to link")
+    p.add_argument("--variants", nargs="+", default=["SCF", "SCF-G", "PFE"],
+                   help="'<base> + <variant>' methods to check against their base (first = headline)")
+    p.add_argument("--out", required=True, help="Markdown report to write")
+    p.set_defaults(func=cmd_scf)
+
+    p = sub.add_parser("scaleface", help="results/reports/scaleface.md")
+    p.add_argument("--reject", nargs="+", required=True, help="reject JSON files, one per method")
+    p.add_argument("--label", nargs="+", help="label per file (default: the file's folder name)")
+    p.add_argument("--quality-table", help="Spearman table of `report quality`")
+    p.add_argument("--figure", nargs="+", help="figures to link")
+    p.add_argument("--fraction", type=float, default=0.5, help="rejected fraction compared with none")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance for 'uncertainty tracks quality'")
+    p.add_argument("--out", required=True, help="Markdown report to write")
+    p.set_defaults(func=cmd_scaleface)
+

@@ -1,0 +1,143 @@
+"""The SLURM profile on a real single-node SLURM cluster (Debian's Slurm 22.05).
+
+The session fixture installs the packages if they are missing (root, apt),
+starts munged, MariaDB, slurmdbd, slurmctld and slurmd under a temp dir, and
+stops them by pid at the end. Every workflow runs through a copy of
+``profiles/slurm`` whose sizes are capped to the test node (see
+``cluster.sized_profile``); all other keys are used as shipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+SLURM_DIR = Path(__file__).resolve().parent / "slurm"
+PROFILE = REPO / "profiles" / "slurm"
+TINY_PARAMS = REPO / "tests" / "data" / "tiny_params.yaml"
+TABLE = "results/ijbc_table.csv"
+# Copied for the pipeline runs; outputs and local state stay behind.
+NOT_COPIED = (".git", ".venv*", ".snakemake", ".dvc", "data", "models", "embeddings", "logs",
+              "results", "benchmarks", "dvc-remote", "__pycache__", "*.egg-info", ".pytest_cache")
+
+
+def _load_cluster_module():
+    spec = importlib.util.spec_from_file_location("facetrust_slurm_cluster", SLURM_DIR / "cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+cluster_mod = _load_cluster_module()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running single-node cluster (2 fake GPUs), stopped after the session."""
+    if platform.system() != "Linux" or not shutil.which("apt-get"):
+        pytest.skip("the SLURM test cluster needs Debian/Ubuntu (apt-get)")
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM test cluster runs its daemons as root; run as root")
+    if cluster_mod.missing_packages():
+        cluster_mod.install_packages()
+    cluster = cluster_mod.start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster_mod.stop_cluster(cluster.state_dir)
+
+
+@pytest.fixture(scope="session")
+def test_profile(slurm_cluster, tmp_path_factory):
+    """The project's SLURM profile with its sizes capped to the test node."""
+    return cluster_mod.sized_profile(PROFILE, tmp_path_factory.mktemp("profile"), slurm_cluster)
+
+
+def _records(text: str) -> dict[str, str]:
+    """KEY=VALUE lines of the toy workflow's outputs as a dict."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def test_toy_workflow_runs_every_job_through_sbatch_with_gpus_and_retries(
+    slurm_cluster, test_profile, tmp_path
+):
+    work = tmp_path / "toy"
+    work.mkdir()
+    log = tmp_path / "snakemake.log"
+    proc = cluster_mod.run_snakemake(
+        ["-s", str(SLURM_DIR / "toy" / "Snakefile"), "--directory", str(work),
+         "--profile", str(test_profile)],
+        cwd=work, env=slurm_cluster.client_env(), timeout_s=300, log_path=log,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    facts = _records((work / "report.txt").read_text())
+
+    # Every job ran inside a SLURM allocation of its own.
+    job_ids = [facts[f"{rule}.job_id"] for rule in ("prepare", "train", "report")]
+    assert all(job_id.isdigit() for job_id in job_ids), facts
+    assert len(set(job_ids)) == 3, facts
+    submitted = set(re.findall(r"SLURM jobid (\d+)", proc.stdout))
+    assert set(job_ids) < submitted, f"not every job was submitted with sbatch: {submitted}"
+    assert len(submitted) == 4, f"expected 3 jobs and one retry, submitted {submitted}"
+
+    # The profile's set-resources give `train` a GPU; the others get none.
+    assert facts["train.cuda_visible_devices"] != "none", facts
+    assert facts["prepare.cuda_visible_devices"] == "none", facts
+
+    # `prepare` failed once on purpose; its retry asked for more memory
+    # (profile: mem_mb = N * attempt) and SLURM granted it.
+    first_mem = int((work / "prepare.first_attempt").read_text().strip())
+    assert int(facts["prepare.mem_per_node"]) == 2 * first_mem, facts
+
+    # Accounting knows every allocation: the failed try and the three jobs.
+    records = {r["JobIDRaw"]: r for r in slurm_cluster.sacct(sorted(submitted))}
+    assert {records[j]["State"] for j in job_ids} == {"COMPLETED"}, records
+    (failed_try,) = submitted - set(job_ids)
+    assert records[failed_try]["State"] == "FAILED", records
+    assert "gres/gpu=1" in records[facts["train.job_id"]]["ReqTRES"], records
+    assert "gres/gpu" not in records[facts["prepare.job_id"]]["ReqTRES"], records
+
+    # SLURM logs of successful jobs are kept where the profile puts them.
+    for rule in ("prepare", "train", "report"):
+        assert list((work / "logs" / "slurm" / rule).rglob("*.log")), f"no SLURM log for {rule}"
+
+
+def _copy_project(dest: Path) -> Path:
+    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(*NOT_COPIED), symlinks=True)
+    return dest
+
+
+@pytest.mark.skipif(not TINY_PARAMS.exists(), reason=f"{TINY_PARAMS.relative_to(REPO)} does not exist yet")
+@pytest.mark.skipif(not (REPO / "Snakefile").exists(), reason="the pipeline's Snakefile does not exist yet")
+def test_tiny_pipeline_on_slurm_gives_the_same_table_as_a_local_run(slurm_cluster, test_profile, tmp_path):
+    target_args = ["--configfile", str(TINY_PARAMS), TABLE]
+
+    local = _copy_project(tmp_path / "local")
+    local_proc = cluster_mod.run_snakemake(
+        ["--cores", "2", *target_args], cwd=local, env=slurm_cluster.client_env(),
+        timeout_s=900, log_path=tmp_path / "local.log",
+    )
+    assert local_proc.returncode == 0, local_proc.stdout[-4000:]
+
+    on_slurm = _copy_project(tmp_path / "slurm")
+    slurm_proc = cluster_mod.run_snakemake(
+        ["--profile", str(test_profile), "--max-threads", str(slurm_cluster.cpus), *target_args],
+        cwd=on_slurm, env=slurm_cluster.client_env(), timeout_s=1800, log_path=tmp_path / "slurm.log",
+    )
+    assert slurm_proc.returncode == 0, slurm_proc.stdout[-4000:]
+    assert "SLURM jobid" in slurm_proc.stdout, "no job went through sbatch"
+
+    local_table = (local / TABLE).read_text()
+    slurm_table = (on_slurm / TABLE).read_text()
+    assert slurm_table == local_table, f"local:\n{local_table}\nslurm:\n{slurm_table}"

@@ -1,0 +1,140 @@
+"""Reject verification: the fast curve equals recomputing sklearn's ROC on the kept pairs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from facetrust.errors import ConfigError, InputError
+from facetrust.evaluate.reject import (
+    reject_curve,
+    reject_curve_naive,
+    pair_uncertainty,
+    rejected_count,
+    rejection_order,
+    run_evaluate_reject,
+    template_uncertainty,
+)
+from facetrust.evaluate.roc import roc_points, tar_at_far
+from ijb_protocol_fixture import random_ijb
+
+
+def random_case(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(200, 4000))
+    labels = (rng.random(n) < rng.uniform(0.02, 0.4)).astype(np.int8)
+    style = seed % 4
+    if style == 0:
+        scores = np.round(rng.normal(size=n) + labels, 1)  # heavy ties: drop_intermediate matters
+    elif style == 1:
+        scores = (rng.normal(size=n) + 2 * labels).astype(np.float32)
+    elif style == 2:
+        scores = rng.integers(0, 6, n).astype(float)  # a handful of distinct scores
+    else:
+        scores = rng.normal(size=n) + labels
+    # Uncertainty that is tied, or correlated with the score (stresses the prefix growth).
+    uncertainty = rng.integers(0, 10, n).astype(float) if seed % 2 else scores * 0.5 + rng.random(n)
+    return scores, labels, uncertainty
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("method", ["nearest", "strict", "interpolate"])
+def test_fast_curve_equals_naive_sklearn_recompute_exactly(seed, method):
+    scores, labels, uncertainty = random_case(seed)
+    fars = (1e-3, 5e-3, 1e-2, 5e-2, 0.2)
+    fractions = np.arange(0.0, 0.95, 0.05)
+    fast = reject_curve(scores, labels, uncertainty, fars, fractions, tar_method=method)
+    naive = reject_curve_naive(scores, labels, uncertainty, fars, fractions, tar_method=method)
+    np.testing.assert_array_equal(fast.tar, naive)
+
+
+def test_fraction_zero_is_the_plain_tar_at_far():
+    scores, labels, uncertainty = random_case(3)
+    fpr, tpr, _ = roc_points(labels, scores)
+    curve = reject_curve(scores, labels, uncertainty, (1e-2, 1e-1), [0.0])
+    assert curve.tar[0].tolist() == list(tar_at_far(fpr, tpr, (1e-2, 1e-1)).values())
+
+
+def test_hand_made_example_rejecting_the_uncertain_impostor_raises_tar():
+    # Genuine scores 0.9, 0.8, 0.7, 0.4; impostors 0.95 (very uncertain), 0.5, 0.3, 0.2, 0.1.
+    scores = np.array([0.9, 0.8, 0.7, 0.4, 0.95, 0.5, 0.3, 0.2, 0.1])
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0])
+    uncertainty = np.array([0.1, 0.2, 0.3, 0.4, 9.0, 0.5, 0.6, 0.7, 0.8])
+    # All pairs: at FAR 0 the nearest point is (0, 0) -> TAR 0 (the impostor outranks everyone).
+    # Reject 1/9 of the pairs: the 0.95 impostor goes; genuine 0.9, 0.8, 0.7 precede every
+    # impostor -> point (0, 3/4) is nearest FAR 0.
+    curve = reject_curve(scores, labels, uncertainty, fars=[0.0], fractions=[0.0, 1 / 9])
+    assert curve.n_rejected.tolist() == [0, 1]
+    assert curve.tar[:, 0].tolist() == [0.0, 0.75]
+    assert curve.n_impostor_kept.tolist() == [5, 4] and curve.n_genuine_kept.tolist() == [4, 4]
+
+
+def test_rejection_order_is_most_uncertain_first_ties_by_index():
+    u = np.array([1.0, 3.0, 3.0, 2.0, 3.0, 0.0])
+    assert rejection_order(u).tolist() == [1, 2, 4, 3, 0, 5]
+    assert [rejected_count(f, 100) for f in (0.07, 0.29, 0.5)] == [7, 29, 50]
+
+
+def test_pair_uncertainty_combines_in_both_spaces():
+    u1, u2 = np.array([1.0, 4.0]), np.array([3.0, 4.0])
+    np.testing.assert_allclose(pair_uncertainty(u1, u2, "mean"), [2.0, 4.0])
+    np.testing.assert_allclose(pair_uncertainty(u1, u2, "max"), [3.0, 4.0])
+    np.testing.assert_allclose(pair_uncertainty(u1, u2, "harmonic"), [1.5, 4.0])
+    np.testing.assert_allclose(pair_uncertainty(u1, u2, "product"), [3.0, 16.0])
+    # ScaleFace scales s = 1/u: mean scale (1 + 1/3)/2 = 2/3 -> uncertainty 1.5.
+    np.testing.assert_allclose(pair_uncertainty(u1, u2, "mean", space="confidence"), [1.5, 4.0])
+    # Harmonic mean of the scales ranks exactly like the mean of the uncertainties.
+    np.testing.assert_allclose(pair_uncertainty(u1, u2, "harmonic", space="confidence"),
+                               pair_uncertainty(u1, u2, "mean"))
+    with pytest.raises(InputError, match="positive"):
+        pair_uncertainty(np.array([-1.0]), np.array([1.0]), "mean", space="confidence")
+    with pytest.raises(ConfigError, match="pair_uncertainty"):
+        pair_uncertainty(u1, u2, "median")
+
+
+def test_template_uncertainty_mean_min_harmonic():
+    u = np.array([1.0, 3.0, 2.0, 4.0])
+    tids = np.array([7, 7, 5, 5])
+    ids, mean = template_uncertainty(u, tids, "mean")
+    assert ids.tolist() == [5, 7] and mean.tolist() == [3.0, 2.0]
+    assert template_uncertainty(u, tids, "min")[1].tolist() == [2.0, 1.0]
+    np.testing.assert_allclose(template_uncertainty(u, tids, "harmonic")[1], [8 / 3, 1.5])
+
+
+def test_reject_curve_validates_fractions():
+    with pytest.raises(ConfigError, match="reject_fractions"):
+        reject_curve(np.arange(4.0), np.array([0, 1, 0, 1]), np.ones(4), fractions=[1.0])
+
+
+def test_run_evaluate_reject_on_pairs_and_ijb_templates(tmp_path):
+    rng = np.random.default_rng(0)
+    n_pairs = 400
+    same = rng.random(n_pairs) < 0.5
+    a = rng.standard_normal((n_pairs, 8))
+    b = np.where(same[:, None], a, rng.standard_normal((n_pairs, 8)))
+    emb = np.empty((2 * n_pairs, 8), dtype=np.float32)
+    emb[0::2] = a + 0.5 * rng.standard_normal(a.shape)
+    emb[1::2] = b + 0.5 * rng.standard_normal(a.shape)
+    unc = rng.uniform(0.5, 2.0, 2 * n_pairs).astype(np.float32)
+    np.savez(tmp_path / "p.npz", image=np.array([f"{i}.jpg" for i in range(2 * n_pairs)]), embedding=emb,
+             issame=same, uncertainty=unc, uncertainty_kind=np.array("scaleface_inv_scale"))
+    out = run_evaluate_reject(tmp_path / "p.npz", tmp_path / "r.json", csv_out=tmp_path / "r.csv",
+                              how="harmonic", space="confidence", fractions=[0.0, 0.1, 0.2])
+    assert json.loads((tmp_path / "r.json").read_text()) == out
+    assert out["protocol"] == "reject_pairs" and out["fractions"] == [0.0, 0.1, 0.2]
+    assert out["n_rejected"] == [0, 40, 80] and len(out["tar_at_far"]["1e-04"]) == 3
+    assert out["settings"]["uncertainty_kind"] == "scaleface_inv_scale"
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0].startswith("fraction,n_rejected,n_genuine_kept,n_impostor_kept,TAR@FAR=1e-04") and len(lines) == 4
+
+    root, images, e, _, arrays = random_ijb(tmp_path / "ijb", seed=7)
+    unc = rng.uniform(0.5, 2.0, images.size).astype(np.float32)
+    np.savez(tmp_path / "i.npz", image=images, embedding=e, uncertainty=unc)
+    out = run_evaluate_reject(tmp_path / "i.npz", tmp_path / "ri.json", ijb_dir=root, fractions=[0.0, 0.3])
+    assert out["protocol"] == "reject_ijb_templates" and out["n_pairs"] == len(arrays["labels"])
+    assert out["settings"]["flags"] == "N1D1F1" and out["settings"]["template_uncertainty"] == "mean"
+    np.savez(tmp_path / "nounc.npz", image=images, embedding=e)
+    with pytest.raises(InputError, match="'uncertainty'"):
+        run_evaluate_reject(tmp_path / "nounc.npz", tmp_path / "x.json", ijb_dir=root)
