@@ -41,12 +41,12 @@ rule models:
 
 rule embeddings:
     input:
-        expand("embeddings/{model}/{testset}.npz", model=MODELS, testset=IJB_SETS),
+        expand("embeddings/{variant}/{testset}.npz", variant=VARIANTS, testset=IJB_SETS),
 
 
 rule metrics:
     input:
-        expand("results/metrics/{model}/{ijb}.json", model=MODELS, ijb=IJB_SETS),
+        expand("results/metrics/{variant}/{ijb}.json", variant=VARIANTS, ijb=IJB_SETS),
 
 
 rule tables:

@@ -127,7 +127,8 @@ def test_pair_scores_are_chunked_dot_products():
     feats = rng.standard_normal((3, 8)).astype(np.float32)
     pairs = rng.choice(ids, size=(25, 2))
     want = np.array([feats[list(ids).index(a)] @ feats[list(ids).index(b)] for a, b in pairs])
-    np.testing.assert_allclose(pair_scores(ids, feats, pairs, chunk=4), want, rtol=1e-5)
+    for method in ("gram", "gather", "auto"):
+        np.testing.assert_allclose(pair_scores(ids, feats, pairs, chunk=4, method=method), want, rtol=1e-5)
     with pytest.raises(InputError, match="template 99"):
         pair_scores(ids, feats, np.array([[10, 99]]))
 
@@ -213,3 +214,16 @@ def test_embeddings_may_be_stored_in_another_order_or_with_a_directory_prefix(tm
     prefixed = np.array([f"loose_crop/{name}" for name in images[perm]])
     moved = evaluate_ijb(load_embeddings(save_embeddings(tmp_path / "b.npz", prefixed, emb[perm])), protocol).scores
     np.testing.assert_allclose(moved, base, rtol=1e-6)
+
+
+def test_gram_pair_scores_span_several_template_blocks(monkeypatch):
+    import facetrust.evaluate.ijb as ijb_module
+
+    monkeypatch.setattr(ijb_module, "GRAM_SLAB_BYTES", 4 * 50 * 7)  # 7 templates per block
+    rng = np.random.default_rng(1)
+    ids = rng.permutation(50) + 1000
+    feats = rng.standard_normal((50, 6)).astype(np.float32)
+    pairs = rng.choice(ids, size=(300, 2))
+    rows = {t: k for k, t in enumerate(ids)}
+    want = np.array([feats[rows[a]] @ feats[rows[b]] for a, b in pairs])
+    np.testing.assert_allclose(pair_scores(ids, feats, pairs, method="gram"), want, rtol=1e-5, atol=1e-6)

@@ -209,7 +209,8 @@ def test_pfe_head_starts_at_small_variance_and_uncertainty_is_the_harmonic_mean(
 def test_embedding_norm_baseline_marks_small_norms_uncertain_and_magface_is_the_same_score():
     emb = torch.tensor([[3.0, 4.0], [0.3, 0.4], [30.0, 40.0]])
     u = baseline_uncertainty("emb_norm", emb)
-    assert torch.allclose(u, torch.tensor([-5.0, -0.5, -50.0]))
+    assert torch.allclose(u, torch.tensor([1 / 5.0, 1 / 0.5, 1 / 50.0]))
+    assert u[1] > u[0] > u[2] > 0  # the smallest norm is the least certain
     assert torch.equal(baseline_uncertainty("magface", emb), u)
 
 

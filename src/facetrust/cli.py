@@ -94,12 +94,21 @@ def cmd_train(args) -> None:
 
 
 def cmd_fit_head(args) -> None:
-    from facetrust.config import load_params
-    from facetrust.train.entry import fit_uncertainty_head
+    from facetrust.config import load_params, model_params
+    from facetrust.errors import ConfigError
+    from facetrust.train.fit_head import fit_head
 
     params = load_params(args.params)
+    model_params(params, args.model)
+    if args.head not in params["heads"]:
+        raise ConfigError(f"{args.params}: heads.{args.head}: no such head; configured: "
+                          f"{', '.join(sorted(params['heads'])) or 'none'}")
+    head = dict(params["heads"][args.head])
+    method = head.pop("method")
     _set_threads(args.threads or params.get("threads"))
-    print(fit_uncertainty_head(args.model, args.head, params, Path(args.backbone), Path(args.out)))
+    model_dir = Path(args.backbone) if args.backbone else Path("models") / args.model
+    train_set = Path(args.train_set or params["datasets"]["train"])
+    print(fit_head(method, model_dir, train_set, Path(args.out), {**head, "seed": params["seed"]}))
 
 
 def cmd_embed(args) -> None:
@@ -107,7 +116,8 @@ def cmd_embed(args) -> None:
 
     _set_threads(args.threads)
     summary = run_embed(Path(args.model), Path(args.testset), Path(args.out), batch_size=args.batch_size,
-                        flip=not args.no_flip, head_dir=Path(args.head) if args.head else None)
+                        flip=not args.no_flip, head_dir=Path(args.head) if args.head else None,
+                        uncertainty=args.uncertainty)
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -161,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one synth size option")
     p.set_defaults(func=cmd_synth)
 
+    from facetrust.data.fetch import add_fetch_parser
+
+    add_fetch_parser(sub)
+
     p = sub.add_parser("data", help="inspect, dump or verify a .rec/.idx, .bin or IJB directory")
     p.add_argument("action", choices=["inspect", "dump", "verify"])
     p.add_argument("path")
@@ -188,9 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("fit-head", help="fit an uncertainty head (PFE, SCF, SCF-G) on a frozen backbone")
-    p.add_argument("--model", required=True, help="name of the head model under `uncertainty:` in params")
-    p.add_argument("--head", required=True, help="head method")
-    p.add_argument("--backbone", required=True, help="trained model directory")
+    p.add_argument("--model", required=True, help="name under `models:` whose frozen backbone the head reads")
+    p.add_argument("--head", required=True, help="name under `heads:` in params (method and settings)")
+    p.add_argument("--backbone", help="trained model directory (default models/<model>)")
+    p.add_argument("--train-set", help="training RecordIO directory (default: params datasets.train)")
     p.add_argument("--params", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int)
@@ -200,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="trained model directory")
     p.add_argument("--testset", required=True, help=".bin pair set or aligned directory")
     p.add_argument("--out", required=True, help="embeddings .npz")
-    p.add_argument("--head", help="uncertainty head directory")
+    p.add_argument("--head", help="fitted uncertainty head directory (fit-head output)")
+    p.add_argument("--uncertainty", choices=["none", "emb_norm", "magface", "entropy", "scale"],
+                   help="baseline uncertainty from the model itself (when no --head)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--threads", type=int)

@@ -65,25 +65,58 @@ class _TestSet:
             yield np.stack([self.decode(i) for i in range(start, min(start + batch_size, len(self)))])
 
 
-@torch.no_grad()
-def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int = 256, flip: bool = True,
-              head_dir: Path | None = None) -> dict:
-    """Embed every image of ``testset`` with the model in ``model_dir``; returns a summary dict."""
-    from facetrust.train.checkpoint import load_model
-    from facetrust.train.dataset import fit_to_size, to_tensor
+UNCERTAINTY_KINDS = ("emb_norm", "magface", "entropy", "scale")
 
-    backbone, config, _extras = load_model(model_dir)
-    backbone.eval()
-    input_size = tuple(config["input_size"])
-    head = None
+
+def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict, extras: dict):
+    """A function (embedding, feature_map) -> uncertainty (N,) float32 (larger = less certain), and its kind.
+
+    Heads fitted by ``fit-head`` (PFE, SCF, SCF-G) read the feature map; the baselines use the
+    model itself: the embedding norm (emb_norm, magface), the classifier entropy (entropy) or the
+    ScaleFace scale predictor (scale: uncertainty = 1/s)."""
     if head_dir is not None:
         from facetrust.train.fit_head import load_head, predict_uncertainty
 
         head = load_head(head_dir)
-        head_method = head.method
+
+        def from_head(embedding, feature_map):
+            uncertainty, _ = predict_uncertainty(head, head.method, embedding, feature_map)
+            return np.asarray(uncertainty, dtype=np.float32)
+
+        return from_head, head.method
+    if kind in (None, "none"):
+        return None, None
+    if kind not in UNCERTAINTY_KINDS:
+        raise InputError(f"embed: unknown uncertainty {kind!r}; allowed: {', '.join(UNCERTAINTY_KINDS)}")
+    from facetrust.models.uncertainty.baselines import baseline_uncertainty
+    from facetrust.train.checkpoint import build_heads
+
+    margin_head, scale_head = build_heads(config, extras)
+    if kind == "scale":
+        if scale_head is None:
+            raise InputError(f"{extras['path']}: uncertainty 'scale' needs a ScaleFace model (head kind scaleface)")
+        return (lambda embedding, feature_map: (1.0 / scale_head(feature_map)).float().numpy()), "scale"
+    centres = margin_head.weight.detach() if kind == "entropy" else None
+    scale = float(config["head"].get("s", 64.0))
+    return (lambda embedding, feature_map: baseline_uncertainty(kind, embedding, centres, scale).float().numpy()), kind
+
+
+@torch.no_grad()
+def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int = 256, flip: bool = True,
+              head_dir: Path | None = None, uncertainty: str | None = None) -> dict:
+    """Embed every image of ``testset`` with the model in ``model_dir``; returns a summary dict.
+
+    Uncertainty (optional) comes from a fitted head (``head_dir``) or a baseline ``uncertainty``
+    kind; it is computed on the original (unflipped) image."""
+    from facetrust.train.checkpoint import load_model
+    from facetrust.train.dataset import fit_to_size, to_tensor
+
+    backbone, config, extras = load_model(model_dir)
+    backbone.eval()
+    input_size = tuple(config["input_size"])
+    estimate, uncertainty_kind = _uncertainty_estimator(uncertainty, head_dir, config, extras)
     data = _TestSet(Path(testset))
     originals, fused, uncertainties = [], [], []
-    uncertainty_kind = None
     for images in tqdm(data.batches(batch_size), total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}",
                        unit="batch"):
         inputs = torch.stack([to_tensor(fit_to_size(image, input_size)) for image in images])
@@ -92,10 +125,8 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
         if flip:
             flipped = backbone(torch.flip(inputs, dims=[3])).float().numpy()
             fused.append(originals[-1] + flipped)
-        if head is not None:
-            uncertainty, _ = predict_uncertainty(head, head_method, embedding, feature_map)
-            uncertainties.append(np.asarray(uncertainty, dtype=np.float32))
-            uncertainty_kind = head_method
+        if estimate is not None:
+            uncertainties.append(estimate(embedding, feature_map))
     embedding_original = np.concatenate(originals).astype(np.float32)
     arrays = {
         "image": np.asarray(data.names, dtype=str),

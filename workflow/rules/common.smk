@@ -7,6 +7,17 @@ import yaml
 
 SYNTH_DIR = "data/synth"
 MODELS = sorted(config["models"])
+# A variant = a trained model + an optional uncertainty estimate (head or the model's own) + a
+# template pooling. Without a `variants` section every model is one variant.
+VARIANTS = config["variants"] or {model: {"model": model} for model in MODELS}
+for _name, _variant in VARIANTS.items():
+    _variant.setdefault("uncertainty", "none")
+    _variant.setdefault("pooling", "mean")
+    if _variant["model"] not in config["models"]:
+        raise ValueError(f"variants.{_name}.model: {_variant['model']!r} is not a key of models")
+    if "head" in _variant and _variant["head"] not in config["heads"]:
+        raise ValueError(f"variants.{_name}.head: {_variant['head']!r} is not a key of heads")
+HEADS = sorted(config["heads"])
 PAIR_SETS = sorted(config["datasets"]["pairs"])
 IJB_SETS = sorted(config["datasets"]["ijb"])
 TEST_SETS = PAIR_SETS + IJB_SETS
@@ -15,6 +26,8 @@ THREADS = config["threads"]
 
 wildcard_constraints:
     model="|".join(MODELS),
+    variant="|".join(VARIANTS),
+    head="|".join(HEADS) or "no_heads",
     ijb="|".join(IJB_SETS),
     pairs="|".join(PAIR_SETS),
     testset="|".join(TEST_SETS),
@@ -69,5 +82,32 @@ def model_resources(wildcards, key, default):
     return config["models"][wildcards.model].get("resources", {}).get(key, default)
 
 
-def table_models(section):
-    return config["report"][section]["models"] or MODELS
+def variant_model(wildcards):
+    return VARIANTS[wildcards.variant]["model"]
+
+
+def variant_inputs(wildcards):
+    """The checkpoint a variant embeds with, plus its fitted head if it has one."""
+    variant = VARIANTS[wildcards.variant]
+    inputs = [f"models/{variant['model']}/checkpoint.pt"]
+    if "head" in variant:
+        inputs.append(f"models/{variant['model']}/heads/{variant['head']}/head.pt")
+    return inputs
+
+
+def variant_uncertainty_args(wildcards):
+    variant = VARIANTS[wildcards.variant]
+    if "head" in variant:
+        return f"--head models/{variant['model']}/heads/{variant['head']}"
+    if variant["uncertainty"] != "none":
+        return f"--uncertainty {variant['uncertainty']}"
+    return ""
+
+
+def variant_label(name):
+    variant = VARIANTS[name]
+    return variant.get("method") or config["models"][variant["model"]].get("method", name)
+
+
+def table_variants(section):
+    return config["report"][section]["variants"] or sorted(VARIANTS)

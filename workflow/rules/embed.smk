@@ -3,23 +3,26 @@
 
 rule embed:
     input:
-        checkpoint="models/{model}/checkpoint.pt",
+        model=variant_inputs,
         testset=testset_input,
     output:
-        "embeddings/{model}/{testset}.npz",
+        "embeddings/{variant}/{testset}.npz",
     params:
+        model=lambda wildcards: f"models/{variant_model(wildcards)}",
+        uncertainty=variant_uncertainty_args,
         testset=testset_path,
         batch_size=config["embed"]["batch_size"],
         flip="" if config["embed"]["flip"] else "--no-flip",
     log:
-        "logs/embed/{model}/{testset}.log",
+        "logs/embed/{variant}/{testset}.log",
     benchmark:
-        "logs/benchmark/embed/{model}/{testset}.tsv"
+        "logs/benchmark/embed/{variant}/{testset}.tsv"
     threads: THREADS
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=60,
     shell:
-        "facetrust embed --model models/{wildcards.model} --testset {params.testset} --out {output}"
-        " --batch-size {params.batch_size} {params.flip} --threads {threads} > {log} 2>&1"
+        "facetrust embed --model {params.model} {params.uncertainty} --testset {params.testset}"
+        " --out {output} --batch-size {params.batch_size} {params.flip} --threads {threads}"
+        " > {log} 2>&1"

@@ -3,11 +3,11 @@
 
 rule evaluate_ijb:
     input:
-        embeddings="embeddings/{model}/{ijb}.npz",
+        embeddings="embeddings/{variant}/{ijb}.npz",
         meta=ijb_meta,
     output:
-        metrics="results/metrics/{model}/{ijb}.json",
-        roc="results/roc/{model}/{ijb}.csv",
+        metrics="results/metrics/{variant}/{ijb}.json",
+        roc="results/roc/{variant}/{ijb}.csv",
     params:
         ijb_dir=ijb_dir,
         fars=",".join(str(far) for far in config["evaluate"]["fars"]),
@@ -21,10 +21,11 @@ rule evaluate_ijb:
             if on
         ),
         tar_method=config["evaluate"]["tar_method"],
+        pooling=lambda wildcards: VARIANTS[wildcards.variant]["pooling"],
     log:
-        "logs/evaluate/{model}/{ijb}.log",
+        "logs/evaluate/{variant}/{ijb}.log",
     benchmark:
-        "logs/benchmark/evaluate/{model}/{ijb}.tsv"
+        "logs/benchmark/evaluate/{variant}/{ijb}.tsv"
     threads: 1
     resources:
         mem_mb=8000,
@@ -32,4 +33,4 @@ rule evaluate_ijb:
     shell:
         "facetrust evaluate ijb --embeddings {input.embeddings} --protocol {params.ijb_dir}"
         " --name {wildcards.ijb} --out {output.metrics} --roc {output.roc} --fars {params.fars}"
-        " {params.flags} --tar-method {params.tar_method} > {log} 2>&1"
+        " {params.flags} --tar-method {params.tar_method} --pooling {params.pooling} > {log} 2>&1"

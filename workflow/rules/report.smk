@@ -4,21 +4,21 @@
 rule ijbc_table:
     input:
         lambda wildcards: expand(
-            "results/metrics/{model}/{ijb}.json",
-            model=table_models("ijbc_table"),
+            "results/metrics/{variant}/{ijb}.json",
+            variant=table_variants("ijbc_table"),
             ijb=config["report"]["ijbc_table"]["test_set"],
         ),
     output:
         report("results/ijbc_table.csv", caption="../report/ijbc_table.rst", category="Tables"),
     params:
-        methods=lambda wildcards: [
-            config["models"][m].get("method", m) for m in table_models("ijbc_table")
-        ],
+        methods=lambda wildcards: [variant_label(v) for v in table_variants("ijbc_table")],
         backbones=lambda wildcards: [
-            config["models"][m]["backbone"] for m in table_models("ijbc_table")
+            config["models"][VARIANTS[v]["model"]]["backbone"]
+            for v in table_variants("ijbc_table")
         ],
         train_sets=lambda wildcards: [
-            config["models"][m]["train_set"] for m in table_models("ijbc_table")
+            config["models"][VARIANTS[v]["model"]]["train_set"]
+            for v in table_variants("ijbc_table")
         ],
         test_set=config["report"]["ijbc_table"]["test_set"],
     log:

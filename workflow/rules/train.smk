@@ -30,3 +30,28 @@ rule train:
     shell:
         "{params.launcher} train --model {wildcards.model} --params {params.config_file}"
         " --out models/{wildcards.model} --threads {threads} > {log} 2>&1"
+
+
+rule fit_head:
+    input:
+        checkpoint="models/{model}/checkpoint.pt",
+        rec=f"{train_dir()}/train.rec",
+    output:
+        "models/{model}/heads/{head}/head.pt",
+    params:
+        head=lambda wildcards: config["heads"][wildcards.head],
+        seed=config["seed"],
+        config_file=PARAMS_FILE,
+    log:
+        "logs/fit_head/{model}/{head}.log",
+    benchmark:
+        "logs/benchmark/fit_head/{model}/{head}.tsv"
+    threads: THREADS
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "facetrust fit-head --model {wildcards.model} --head {wildcards.head}"
+        " --params {params.config_file} --out models/{wildcards.model}/heads/{wildcards.head}"
+        " --threads {threads} > {log} 2>&1"

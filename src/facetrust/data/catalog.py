@@ -29,9 +29,9 @@ _INSIGHTFACE_TERMS = (
     "you accept the terms of the original data set"
 )
 _IJB_SOURCE = (
-    "IJB-B/IJB-C: request a licence from NIST (IARPA Janus Benchmark); the aligned-crop test "
-    "package IJB_release.tar (IJBB/, IJBC/ with loose_crop/ and meta/) is linked from "
-    "github.com/deepinsight/insightface, page recognition/_evaluation_/ijb"
+    "the InsightFace IJB test package, linked from github.com/deepinsight/insightface, page "
+    "recognition/_evaluation_/ijb (IJBB/ and IJBC/, each with loose_crop/ and meta/), after "
+    "obtaining the IARPA Janus Benchmark licence from NIST"
 )
 _IJB_TERMS = "NIST IJB licence agreement required; do not redistribute"
 _TRAINING_PACK_DIRS = ("faces_emore", "faces_webface_112x112", "ms1m-retinaface-t1")
@@ -167,7 +167,7 @@ def get_entry(name: str) -> DatasetEntry:
     """The catalog entry called ``name`` (case-insensitive, '-' = '_'); InputError lists the known names."""
     key = name.strip().lower().replace("-", "_")
     if key not in CATALOG:
-        raise InputError(f"fetch: unknown data set {name!r}; known: {', '.join(CATALOG)} (or pass a URL)")
+        raise InputError(f"unknown data set {name!r}; known: {', '.join(CATALOG)} (or pass a URL)")
     return CATALOG[key]
 
 

@@ -98,7 +98,7 @@ def fetch(
         if url is None:
             raise ManualDownloadRequired(entry.instructions(out_dir))
         sha256 = sha256 or entry.sha256
-        filename = filename or entry.archive or (entry.files[0] if entry.kind == "bin" else None)
+        filename = filename or _catalog_filename(entry, url)
 
     dest = out_dir / _safe_filename(filename or _url_basename(url), url)
     download(url, dest, sha256=sha256, resume=resume, timeout=timeout, retries=retries,
@@ -117,6 +117,18 @@ def fetch(
             + ", ".join(entry.missing(out_dir))
         )
     return found
+
+
+def _catalog_filename(entry: DatasetEntry, url: str) -> str:
+    """The URL's own file name when it says what the file is (an archive, or the set's file),
+    else the catalog's archive name: mirrors often serve ``.../download?id=…``."""
+    try:
+        name = _url_basename(url)
+    except InputError:
+        name = ""
+    if name and (archive_kind(name) is not None or name in entry.files):
+        return name
+    return entry.archive or entry.files[0]
 
 
 def _url_basename(url: str) -> str:
@@ -426,7 +438,7 @@ def cmd_fetch(args) -> None:
         print(catalog_table())
         return
     if not args.dataset or not args.out:
-        raise InputError("fetch: give DATASET (a catalog name or URL) and --out DIR, or --list")
+        raise InputError("give DATASET (a catalog name or URL) and --out DIR, or --list")
     path = fetch(
         args.dataset, args.out, url=args.url, sha256=args.sha256, filename=args.filename,
         resume=not args.no_resume, timeout=args.timeout, retries=args.retries, extract=not args.no_extract,

@@ -270,5 +270,6 @@ def plot_uncertainty_histograms(embeddings_npz: str | Path, quality_csv: str | P
             axes.set_ylabel("density")
             axes.set_title("by known quality")
             axes.legend(loc="best", fontsize="small")
-        figure.suptitle(title or f"Uncertainty: {Path(embeddings_npz).parent.name}/{Path(embeddings_npz).stem}")
+        source = Path(embeddings_npz)
+        figure.suptitle(title or f"Uncertainty: {source.parent.name + '/' if source.parent.name else ''}{source.stem}")
         return save_figure(figure, out_png)

@@ -173,8 +173,8 @@ def margin_claims(table: pd.DataFrame, *, baseline_method: str = "Softmax",
     summaries = []
     for test_set, outcomes in outcomes_by_set.items():
         verdict = verdict_of(outcomes)
-        summaries.append(Claim(f'"Angular margins beat plain softmax" on {test_set}: {verdict} '
-                               f"({sum(outcomes)} of {len(outcomes)} angular-margin models beat {baseline_method}).",
+        summaries.append(Claim(f'"Angular margins beat plain softmax" on {test_set}: {sum(outcomes)} of '
+                               f"{len(outcomes)} angular-margin models beat {baseline_method}.",
                                verdict))
     return summaries + claims
 
@@ -326,14 +326,15 @@ def variant_claims(table: pd.DataFrame, variant: str = "SCF") -> list[Claim]:
             raised = delta > 0
             outcomes.append(raised)
             far = column[len(TAR_PREFIX):]
+            name = f"{base['method']} {row['method']}" if str(row["method"]).lstrip().startswith("+") else row["method"]
             claims.append(Claim(
-                f"On {row['test_set']}, {row['method']} {'raises' if raised else 'does not raise'} TAR@FAR={far} over "
+                f"On {row['test_set']}, {name} {'raises' if raised else 'does not raise'} TAR@FAR={far} over "
                 f"{base['method']} ({row['backbone']}): {percent(row[column])}% vs {percent(base[column])}% "
                 f"({points(delta)}{_published_delta(base['method'], variant, column)}).",
                 HELD if raised else NOT_HELD))
     verdict = verdict_of(outcomes)
-    summary = Claim(f'"+{variant} raises TAR over its base": {verdict} ({sum(outcomes)} of {len(outcomes)} '
-                    f"base × FAR comparisons).", verdict)
+    summary = Claim(f'"+{variant} raises TAR over its base": it did in {sum(outcomes)} of {len(outcomes)} '
+                    f"base × FAR comparisons.", verdict)
     return [summary] + claims
 
 
@@ -355,7 +356,7 @@ def _our_full_table(ours: pd.DataFrame) -> str:
     rows = [[our_source(r["test_set"]), r["method"], r["backbone"], r["train_set"], *(percent(r[c]) for c in columns)]
             for _, r in ours.iterrows()]
     return markdown_table(["source", "method", "backbone", "train set",
-                           *(f"FAR={float(c[len(TAR_PREFIX):]):g}" for c in columns)], rows)
+                           *(f"FAR={c[len(TAR_PREFIX):]}" for c in columns)], rows)
 
 
 def write_scf_report(tables: Sequence[str | Path], out_md: str | Path, *, figures: Sequence[str | Path] = (),
@@ -433,7 +434,7 @@ def reject_claims(curves: Mapping[str, dict], fraction: float = 0.5) -> list[Cla
                                 NOT_CHECKED))
             continue
         outcomes = [r["tar_end"] > r["tar_start"] for r in usable]
-        details = ", ".join(f"FAR={float(r['far']):g}: {percent(r['tar_start'])}% → {percent(r['tar_end'])}%"
+        details = ", ".join(f"FAR={r['far']}: {percent(r['tar_start'])}% → {percent(r['tar_end'])}%"
                             for r in usable)
         first = usable[0]
         claims.append(Claim(
@@ -450,7 +451,8 @@ def quality_claims(quality_table: pd.DataFrame, alpha: float = 0.05) -> list[Cla
     claims = []
     for _, row in quality_table.iterrows():
         rho, p_value = row.get("spearman_degradation"), row.get("p_value")
-        kind = f", kind {row['uncertainty_kind']}" if isinstance(row.get("uncertainty_kind"), str) and row["uncertainty_kind"] else ""
+        kind_name = row.get("uncertainty_kind")
+        kind = f" (kind {kind_name})" if isinstance(kind_name, str) and kind_name else ""
         if not _finite(rho):
             claims.append(Claim(f"{row['method']}{kind}: no Spearman ρ (constant uncertainty or quality).", NOT_CHECKED))
             continue
@@ -469,19 +471,45 @@ def quality_claims(quality_table: pd.DataFrame, alpha: float = 0.05) -> list[Cla
 
 
 def _setting_rows(curves: Mapping[str, dict]) -> list[list[str]]:
+    """Rows (setting, published, ours) comparing the ScaleFace protocol with our reject curves."""
     first = next(iter(curves.values()))
     fractions = np.asarray(first["fractions"], dtype=float)
     step = float(np.round(np.median(np.diff(fractions)), 6)) if fractions.size > 1 else 0.0
+
+    def joined(values: Iterable) -> str:
+        return ", ".join(dict.fromkeys(str(v) for v in values if v not in (None, "")))
+
     ours = {
-        "test set": ", ".join(dict.fromkeys(str(c.get("testset", "")) for c in curves.values())),
-        "backbone": "see the model names (configured in params.yaml)",
+        "test set": joined(c.get("testset") for c in curves.values()),
+        "backbone": "methods " + ", ".join(f"{label} (uncertainty: {(c.get('settings') or {}).get('uncertainty_kind') or 'n/a'})"
+                                           for label, c in curves.items()),
         "rejected fraction": f"{fractions.min():g} to {fractions.max():g}, step {step:g}, most uncertain pairs first",
-        "FAR": ", ".join(f"{float(k):g}" for k in sorted(first["tar_at_far"], key=float)),
-        "pair confidence": ", ".join(dict.fromkeys(str((c.get("settings") or {}).get("pair_uncertainty", ""))
-                                                  for c in curves.values())),
+        "FAR": ", ".join(sorted(first["tar_at_far"], key=float)),
+        "pair confidence": joined((c.get("settings") or {}).get("pair_uncertainty") for c in curves.values()),
         "published result": "see the claims above",
     }
     return [[key, published.SCALEFACE_SETTING[key], ours[key]] for key in published.SCALEFACE_SETTING]
+
+
+def _reject_table(curves: Mapping[str, dict], fraction: float) -> str:
+    rows = []
+    for r in reject_rows(curves, fraction):
+        change = points(r["tar_end"] - r["tar_start"]) if _finite(r["tar_start"]) and _finite(r["tar_end"]) else "—"
+        rows.append([our_source(r["test_set"]), r["method"], r["n_pairs"], r["how"], r["far"], percent(r["tar_start"]),
+                     f"{r['fraction_end']:.0%}", percent(r["tar_end"]), change])
+    return markdown_table(["source", "method", "pairs", "pair uncertainty", "FAR", "TAR, none rejected (%)",
+                           "rejected", "TAR after rejecting (%)", "change"], rows)
+
+
+def _quality_table_markdown(quality: pd.DataFrame) -> str:
+    rho_columns = [c for c in quality.columns if c.startswith("spearman_")]
+    rows = []
+    for _, r in quality.iterrows():
+        p_value = f"{float(r['p_value']):.2g}" if _finite(r["p_value"]) else "—"
+        rows.append([our_source(r.get("test_set", "")), r["method"], r.get("uncertainty_kind", ""), int(r["n_images"]),
+                     *(number(r[c]) for c in rho_columns), p_value])
+    return markdown_table(["source", "method", "uncertainty kind", "images",
+                           *(c[len("spearman_"):] for c in rho_columns), "p"], rows)
 
 
 def write_scaleface_report(reject_curves: Mapping[str, str | Path], out_md: str | Path, *,
@@ -498,13 +526,6 @@ def write_scaleface_report(reject_curves: Mapping[str, str | Path], out_md: str 
     quality = read_quality_table(quality_table) if quality_table is not None else None
     track = (quality_claims(quality, alpha) if quality is not None
              else [Claim("No quality table was given, so this was not checked.", NOT_CHECKED)])
-    reject_table = markdown_table(
-        ["source", "method", "pairs", "pair uncertainty", "FAR", "TAR, none rejected (%)", "TAR, rejected (%)",
-         "fraction rejected", "change"],
-        [[our_source(r["test_set"]), r["method"], r["n_pairs"], r["how"], f"{float(r['far']):g}", percent(r["tar_start"]),
-          percent(r["tar_end"]), f"{r['fraction_end']:.0%}",
-          points(r["tar_end"] - r["tar_start"]) if _finite(r["tar_start"]) and _finite(r["tar_end"]) else "—"]
-         for r in reject_rows(curves, fraction)])
     sections = [
         "# ScaleFace: learned scale as uncertainty, reject verification",
         "Reject verification: the most uncertain fraction of pairs is removed and TAR@FAR is recomputed on "
@@ -516,15 +537,11 @@ def write_scaleface_report(reject_curves: Mapping[str, str | Path], out_md: str 
         "### Does uncertainty track quality?",
         "\n".join(c.markdown() for c in track),
         "## Reject verification: TAR with none and with the largest fraction rejected",
-        reject_table,
+        _reject_table(curves, fraction),
     ]
     if quality is not None:
-        rho_columns = [c for c in quality.columns if c.startswith("spearman_")]
         sections += ["## Uncertainty against the known quality (Spearman ρ; degradation = 1 − quality)",
-                     markdown_table(["source", "method", "uncertainty kind", "images", *[c[len("spearman_"):] for c in rho_columns], "p"],
-                                    [[our_source(r.get("test_set", "")), r["method"], r.get("uncertainty_kind", ""),
-                                      int(r["n_images"]), *(number(r[c]) for c in rho_columns), f"{float(r['p_value']):.2g}"
-                                      if _finite(r["p_value"]) else "—"] for _, r in quality.iterrows()])]
+                     _quality_table_markdown(quality)]
     sections += [
         f"## Setting: published ({published.SCALEFACE_SOURCE}) beside ours",
         markdown_table(["", f"published ({published.SCALEFACE_SOURCE}, IJB-C)", "ours"], _setting_rows(curves)),

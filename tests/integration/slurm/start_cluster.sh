@@ -36,6 +36,13 @@ if [ -e "$state" ]; then
     fi
     rm -rf "$state"
 fi
+# Another cluster (other STATE_DIR) on our ports would make a daemon fail late.
+for port in $port_base $((port_base + 1)) $((port_base + 2)) $((port_base + 3)); do
+    if ss -Hltn "sport = :$port" | grep -q .; then
+        echo "start_cluster.sh: port $port is in use (another cluster? stop it, or set FACETRUST_SLURM_PORT_BASE)" >&2
+        exit 2
+    fi
+done
 mkdir -p -m 700 "$state"
 touch "$marker"
 mkdir -p -m 700 "$state"/{etc,log,run,spool/ctld,spool/d,munge,mysql,dev}
@@ -65,6 +72,21 @@ fill "$here/slurmdbd.conf.in" "$state/etc/slurmdbd.conf"
 chmod 600 "$state/etc/slurmdbd.conf"   # slurmdbd refuses a readable password file
 # slurmdbd.conf and gres.conf are found next to SLURM_CONF.
 export SLURM_CONF="$state/etc/slurm.conf"
+# Inside a job the jobstep plugin runs `srun` with every SLURM_* variable but
+# a few removed, SLURM_CONF included, so srun only finds the config at the
+# default path: link it there (never over a config that is not ours).
+default_conf=/etc/slurm/slurm.conf
+if [ -e "$default_conf" ] || [ -L "$default_conf" ]; then
+    if [ -L "$default_conf" ] && [ -e "$(dirname "$(dirname "$(readlink "$default_conf")")")/.facetrust-slurm" ] \
+        || [ ! -e "$default_conf" ]; then
+        rm -f "$default_conf"
+    else
+        echo "start_cluster.sh: $default_conf exists and is not a facetrust test cluster's; refusing to replace it" >&2
+        exit 2
+    fi
+fi
+mkdir -p /etc/slurm
+ln -s "$SLURM_CONF" "$default_conf"
 
 wait_for() {  # wait_for SECONDS WHAT CMD...: poll CMD until it succeeds
     local seconds="$1" what="$2"; shift 2

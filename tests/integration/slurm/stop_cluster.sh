@@ -7,7 +7,11 @@
 set -uo pipefail
 
 state="${1:-${FACETRUST_SLURM_STATE:-/tmp/facetrust-slurm}}"
-[ -d "$state/run" ] || exit 0
+[ -d "$state/run" ] || # The link start_cluster.sh made at the default config path, if it is ours.
+if [ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" = "$state/etc/slurm.conf" ]; then
+    rm -f /etc/slurm/slurm.conf
+fi
+exit 0
 export SLURM_CONF="$state/etc/slurm.conf"
 
 pid_of() {  # pid_of PIDFILE EXPECTED_COMM: print the pid if that process still runs
@@ -46,4 +50,8 @@ for pid in $(pgrep -x slurmstepd 2>/dev/null); do
         kill -KILL "$pid" 2>/dev/null || true
     fi
 done
+# The link start_cluster.sh made at the default config path, if it is ours.
+if [ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" = "$state/etc/slurm.conf" ]; then
+    rm -f /etc/slurm/slurm.conf
+fi
 exit 0
