@@ -21,9 +21,17 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+REPORT_TARGETS = ["results/ijbc_table.csv", "results/reports/scf.md"]
+if config["report"]["verification_table"]["variants"]:
+    REPORT_TARGETS += ["results/verification_table.csv", "results/reports/sphereface.md"]
+if config["report"]["reject"]["variants"]:
+    REPORT_TARGETS += ["results/quality_table.csv", "results/reports/scaleface.md"]
+
+
+# Every table, figure and per-paper report (the main job is results/ijbc_table.csv).
 rule all:
     input:
-        "results/ijbc_table.csv",
+        REPORT_TARGETS,
     default_target: True
 
 
@@ -51,4 +59,4 @@ rule metrics:
 
 rule tables:
     input:
-        "results/ijbc_table.csv",
+        REPORT_TARGETS,

@@ -140,10 +140,17 @@ def cmd_evaluate(args) -> None:
     else:
         from facetrust.evaluate.reject import run_evaluate_reject
 
-        metrics = run_evaluate_reject(Path(args.embeddings), Path(args.protocol), args.name, Path(args.out),
-                                      how=args.how, fars=args.fars, fraction_step=args.fraction_step,
-                                      max_fraction=args.max_fraction)
-    print(json.dumps({k: v for k, v in metrics.items() if k in ("tar_at_far", "accuracy", "auc")}, indent=2))
+        import numpy as np
+
+        fractions = np.round(np.arange(0.0, args.max_fraction + 1e-9, args.fraction_step), 10)
+        metrics = run_evaluate_reject(
+            Path(args.embeddings), Path(args.out), ijb_dir=Path(args.protocol) if args.protocol else None,
+            name=args.name, csv_out=Path(args.csv) if args.csv else None, how=args.how, space=args.space,
+            fars=args.fars, fractions=fractions, flip=not args.no_flip, normalize_images=args.normalize_images,
+            use_detector_score=not args.no_detector_score, pooling=args.pooling, tar_method=args.tar_method,
+        )
+    print(json.dumps({k: v for k, v in metrics.items() if k in ("tar_at_far", "accuracy", "auc", "n_pairs")},
+                     indent=2))
 
 
 def cmd_report(args) -> None:
@@ -187,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="protocol name: meta/<name>_*.txt")
     p.add_argument("--out", required=True, help="output directory (aligned.rec/.idx, index.csv)")
     p.add_argument("--size", type=_size, default=(112, 112), help="output H,W (112,112 or 112,96 or scaled)")
-    p.add_argument("--detector", choices=["landmarks"], default="landmarks",
-                   help="landmarks: the set's own 5-point file")
+    p.add_argument("--detector", choices=["landmarks", "mtcnn"], default="landmarks",
+                   help="landmarks: the set's own 5-point file; mtcnn: re-detect with MTCNN "
+                        "(falls back to the set's points where no face is found)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_align)
 
@@ -237,13 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=["mean", "pfe", "kappa"])
     p.add_argument("--tar-method", default="nearest", choices=["nearest", "interpolate", "strict"])
     p.add_argument("--metric", default="cosine", choices=["cosine", "squared_l2"])
-    p.add_argument("--how", default="mean", choices=["mean", "max", "harmonic", "product"])
+    p.add_argument("--how", default="mean", choices=["mean", "max", "min", "harmonic", "product"],
+                   help="reject: pair uncertainty from its two members'")
+    p.add_argument("--space", default="uncertainty", choices=["uncertainty", "confidence"],
+                   help="reject: combine uncertainties u, or confidences 1/u (ScaleFace scales, SCF kappa)")
+    p.add_argument("--csv", help="reject: also write the curve as CSV")
     p.add_argument("--fraction-step", type=float, default=0.01)
     p.add_argument("--max-fraction", type=float, default=0.5)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("report", help="tables, figures and per-paper reports")
-    p.add_argument("kind", choices=["table"])
+    from facetrust.report.cli import add_report_parsers
+
+    report = sub.add_parser("report", help="tables, figures and per-paper reports")
+    report_kinds = report.add_subparsers(dest="kind", required=True, metavar="KIND")
+    p = report_kinds.add_parser("table", help="TAR@FAR table (ijbc_table.csv layout), one row per metrics file")
     p.add_argument("--metrics", nargs="+", required=True, help="metrics JSON files, one per row")
     p.add_argument("--method", nargs="+", help="method name per row")
     p.add_argument("--backbone", nargs="+", help="backbone per row")
@@ -251,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-set", help="test set name")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
+    add_report_parsers(report_kinds)
     return parser
 
 

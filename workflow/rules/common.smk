@@ -1,6 +1,6 @@
 # Helpers shared by the rules: the effective configuration file, names of models and test sets,
 # and input functions. No science here: that lives in src/facetrust.
-import hashlib
+import os
 from pathlib import Path
 
 import yaml
@@ -36,14 +36,14 @@ wildcard_constraints:
 def effective_params():
     """The merged configuration (params.yaml + --configfile/--config) as a file the CLI reads.
 
-    Named by its content hash, so a changed configuration is a new file and every job of one
-    run reads the same one; rules also declare the relevant section as `params`, so Snakemake
+    A fixed path, rewritten only when its content changes, so the path itself never looks like a
+    changed parameter; each rule declares the config sections it uses as `params`, so Snakemake
     reruns exactly the jobs whose settings changed."""
     text = yaml.safe_dump(config, sort_keys=True)
-    path = Path(".snakemake/facetrust") / f"params-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
-    if not path.exists():
+    path = Path(".snakemake/facetrust/params.yaml")
+    if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"params.{os.getpid()}.tmp")
         tmp.write_text(text)
         tmp.replace(path)
     return str(path)

@@ -16,7 +16,6 @@ rule synthesize:
     params:
         synth=config["synth"],
         seed=config["seed"],
-        config_file=PARAMS_FILE,
     log:
         "logs/synthesize.log",
     benchmark:
@@ -26,7 +25,7 @@ rule synthesize:
         mem_mb=4000,
         runtime=30,
     shell:
-        "facetrust synth --out {SYNTH_DIR} --params {params.config_file} > {log} 2>&1"
+        "facetrust synth --out {SYNTH_DIR} --params {PARAMS_FILE} > {log} 2>&1"
 
 
 rule decode:

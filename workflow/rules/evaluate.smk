@@ -34,3 +34,57 @@ rule evaluate_ijb:
         "facetrust evaluate ijb --embeddings {input.embeddings} --protocol {params.ijb_dir}"
         " --name {wildcards.ijb} --out {output.metrics} --roc {output.roc} --fars {params.fars}"
         " {params.flags} --tar-method {params.tar_method} --pooling {params.pooling} > {log} 2>&1"
+
+
+rule evaluate_pairs:
+    input:
+        embeddings="embeddings/{variant}/{pairs}.npz",
+    output:
+        metrics="results/metrics/{variant}/{pairs}.json",
+        roc="results/roc/{variant}/{pairs}.csv",
+    params:
+        metric=config["report"]["verification_table"]["metric"],
+        flip="" if config["evaluate"]["flip"] else "--no-flip",
+    log:
+        "logs/evaluate/{variant}/{pairs}.log",
+    benchmark:
+        "logs/benchmark/evaluate/{variant}/{pairs}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "facetrust evaluate pairs --embeddings {input.embeddings} --out {output.metrics}"
+        " --roc {output.roc} --metric {params.metric} {params.flip} > {log} 2>&1"
+
+
+rule evaluate_reject:
+    input:
+        embeddings="embeddings/{variant}/{ijb}.npz",
+        meta=ijb_meta,
+    output:
+        curve="results/reject/{variant}/{ijb}.json",
+        csv="results/reject/{variant}/{ijb}.csv",
+    params:
+        ijb_dir=ijb_dir,
+        how=config["report"]["reject"]["how"],
+        space=config["report"]["reject"]["space"],
+        fars=",".join(str(far) for far in config["report"]["reject"]["fars"]),
+        step=config["report"]["reject"]["fraction_step"],
+        max_fraction=config["report"]["reject"]["max_fraction"],
+        pooling=lambda wildcards: VARIANTS[wildcards.variant]["pooling"],
+        tar_method=config["evaluate"]["tar_method"],
+    log:
+        "logs/evaluate_reject/{variant}/{ijb}.log",
+    benchmark:
+        "logs/benchmark/evaluate_reject/{variant}/{ijb}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "facetrust evaluate reject --embeddings {input.embeddings} --protocol {params.ijb_dir}"
+        " --name {wildcards.ijb} --out {output.curve} --csv {output.csv} --how {params.how}"
+        " --space {params.space} --fars {params.fars} --fraction-step {params.step}"
+        " --max-fraction {params.max_fraction} --pooling {params.pooling}"
+        " --tar-method {params.tar_method} > {log} 2>&1"

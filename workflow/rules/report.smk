@@ -1,25 +1,35 @@
-# Tables and reports.
+# Tables, figures and per-paper reports. Row labels come from `variants` (method names).
+
+
+def _rows(section):
+    """(variants, method labels, backbones, train sets) of a report section, in table order."""
+    names = table_variants(section)
+    models = [config["models"][VARIANTS[v]["model"]] for v in names]
+    return (
+        names,
+        [variant_label(v) for v in names],
+        [m["backbone"] for m in models],
+        [m["train_set"] for m in models],
+    )
+
+
+def _reject_variants():
+    return config["report"]["reject"]["variants"]
 
 
 rule ijbc_table:
     input:
         lambda wildcards: expand(
             "results/metrics/{variant}/{ijb}.json",
-            variant=table_variants("ijbc_table"),
+            variant=_rows("ijbc_table")[0],
             ijb=config["report"]["ijbc_table"]["test_set"],
         ),
     output:
         report("results/ijbc_table.csv", caption="../report/ijbc_table.rst", category="Tables"),
     params:
-        methods=lambda wildcards: [variant_label(v) for v in table_variants("ijbc_table")],
-        backbones=lambda wildcards: [
-            config["models"][VARIANTS[v]["model"]]["backbone"]
-            for v in table_variants("ijbc_table")
-        ],
-        train_sets=lambda wildcards: [
-            config["models"][VARIANTS[v]["model"]]["train_set"]
-            for v in table_variants("ijbc_table")
-        ],
+        methods=lambda wildcards: _rows("ijbc_table")[1],
+        backbones=lambda wildcards: _rows("ijbc_table")[2],
+        train_sets=lambda wildcards: _rows("ijbc_table")[3],
         test_set=config["report"]["ijbc_table"]["test_set"],
     log:
         "logs/report/ijbc_table.log",
@@ -33,3 +43,217 @@ rule ijbc_table:
         "facetrust report table --metrics {input} --method {params.methods:q}"
         " --backbone {params.backbones:q} --train-set {params.train_sets:q}"
         " --test-set {params.test_set} --out {output} > {log} 2>&1"
+
+
+rule verification_table:
+    input:
+        metrics=lambda wildcards: expand(
+            "results/metrics/{variant}/{pairs}.json",
+            variant=_rows("verification_table")[0],
+            pairs=config["report"]["verification_table"]["test_set"],
+        ),
+        embeddings=lambda wildcards: expand(
+            "embeddings/{variant}/{pairs}.npz",
+            variant=_rows("verification_table")[0],
+            pairs=config["report"]["verification_table"]["test_set"],
+        ),
+    output:
+        report(
+            "results/verification_table.csv",
+            caption="../report/verification_table.rst",
+            category="Tables",
+        ),
+    params:
+        methods=lambda wildcards: _rows("verification_table")[1],
+        backbones=lambda wildcards: _rows("verification_table")[2],
+        train_sets=lambda wildcards: _rows("verification_table")[3],
+        test_set=config["report"]["verification_table"]["test_set"],
+        quality=f"{SYNTH_DIR}/quality.csv",
+    log:
+        "logs/report/verification_table.log",
+    benchmark:
+        "logs/benchmark/report/verification_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "facetrust report verification-table --metrics {input.metrics}"
+        " --embeddings {input.embeddings} --method {params.methods:q}"
+        " --backbone {params.backbones:q} --train-set {params.train_sets:q}"
+        " --test-set {params.test_set} --out {output} > {log} 2>&1"
+
+
+rule quality_table:
+    input:
+        embeddings=lambda wildcards: expand(
+            "embeddings/{variant}/{ijb}.npz",
+            variant=_reject_variants(),
+            ijb=config["report"]["reject"]["test_set"],
+        ),
+        quality=f"{SYNTH_DIR}/quality.csv",
+    output:
+        report("results/quality_table.csv", caption="../report/quality_table.rst", category="Tables"),
+    params:
+        methods=lambda wildcards: [variant_label(v) for v in _reject_variants()],
+    log:
+        "logs/report/quality_table.log",
+    benchmark:
+        "logs/benchmark/report/quality_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "facetrust report quality --embeddings {input.embeddings} --method {params.methods:q}"
+        " --quality {input.quality} --out {output} > {log} 2>&1"
+
+
+rule figure_roc:
+    input:
+        lambda wildcards: expand(
+            "results/roc/{variant}/{ijb}.csv",
+            variant=_rows("ijbc_table")[0],
+            ijb=wildcards.ijb,
+        ),
+    output:
+        report("results/figures/roc_{ijb}.png", caption="../report/roc.rst", category="Figures"),
+    params:
+        labels=lambda wildcards: _rows("ijbc_table")[1],
+    log:
+        "logs/report/roc_{ijb}.log",
+    benchmark:
+        "logs/benchmark/report/roc_{ijb}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "facetrust report roc --roc {input} --label {params.labels:q}"
+        " --title 'ROC, {wildcards.ijb}' --out {output} > {log} 2>&1"
+
+
+rule figure_reject:
+    input:
+        lambda wildcards: expand(
+            "results/reject/{variant}/{ijb}.json", variant=_reject_variants(), ijb=wildcards.ijb
+        ),
+    output:
+        report("results/figures/reject_{ijb}.png", caption="../report/reject.rst", category="Figures"),
+    params:
+        labels=lambda wildcards: [variant_label(v) for v in _reject_variants()],
+    log:
+        "logs/report/reject_{ijb}.log",
+    benchmark:
+        "logs/benchmark/report/reject_{ijb}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "facetrust report reject-plot --reject {input} --label {params.labels:q}"
+        " --title 'Reject verification, {wildcards.ijb}' --out {output} > {log} 2>&1"
+
+
+rule figure_histograms:
+    input:
+        embeddings="embeddings/{variant}/{ijb}.npz",
+        quality=f"{SYNTH_DIR}/quality.csv",
+        meta=ijb_meta,
+    output:
+        report(
+            "results/figures/uncertainty_{variant}_{ijb}.png",
+            caption="../report/histograms.rst",
+            category="Figures",
+        ),
+    params:
+        ijb_dir=ijb_dir,
+        label=lambda wildcards: variant_label(wildcards.variant),
+    log:
+        "logs/report/uncertainty_{variant}_{ijb}.log",
+    benchmark:
+        "logs/benchmark/report/uncertainty_{variant}_{ijb}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "facetrust report histograms --embeddings {input.embeddings} --quality {input.quality}"
+        " --protocol {params.ijb_dir} --name {wildcards.ijb} --title {params.label:q}"
+        " --out {output} > {log} 2>&1"
+
+
+rule report_sphereface:
+    input:
+        table="results/verification_table.csv",
+    output:
+        report("results/reports/sphereface.md", category="Reports"),
+    params:
+        baseline=config["report"]["sphereface"]["baseline"],
+        margins=config["report"]["sphereface"]["margin_methods"],
+        depth_method=config["report"]["sphereface"]["depth_method"],
+        depth=config["report"]["sphereface"]["depth_backbones"],
+    log:
+        "logs/report/sphereface.log",
+    benchmark:
+        "logs/benchmark/report/sphereface.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "facetrust report sphereface --verification-table {input.table}"
+        " --baseline {params.baseline:q} --margin-methods {params.margins:q}"
+        " --depth-method {params.depth_method:q} --depth-backbones {params.depth}"
+        " --out {output} > {log} 2>&1"
+
+
+rule report_scf:
+    input:
+        table="results/ijbc_table.csv",
+        roc=lambda wildcards: f"results/figures/roc_{config['report']['ijbc_table']['test_set']}.png",
+    output:
+        report("results/reports/scf.md", category="Reports"),
+    log:
+        "logs/report/scf.log",
+    benchmark:
+        "logs/benchmark/report/scf.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "facetrust report scf --table {input.table} --figure {input.roc} --out {output} > {log} 2>&1"
+
+
+rule report_scaleface:
+    input:
+        reject=lambda wildcards: expand(
+            "results/reject/{variant}/{ijb}.json",
+            variant=_reject_variants(),
+            ijb=config["report"]["reject"]["test_set"],
+        ),
+        quality_table="results/quality_table.csv",
+        figures=lambda wildcards: [
+            f"results/figures/reject_{config['report']['reject']['test_set']}.png"
+        ]
+        + expand(
+            "results/figures/uncertainty_{variant}_{ijb}.png",
+            variant=_reject_variants(),
+            ijb=config["report"]["reject"]["test_set"],
+        ),
+    output:
+        report("results/reports/scaleface.md", category="Reports"),
+    params:
+        labels=lambda wildcards: [variant_label(v) for v in _reject_variants()],
+    log:
+        "logs/report/scaleface.log",
+    benchmark:
+        "logs/benchmark/report/scaleface.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "facetrust report scaleface --reject {input.reject} --label {params.labels:q}"
+        " --quality-table {input.quality_table} --figure {input.figures} --out {output} > {log} 2>&1"

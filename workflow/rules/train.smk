@@ -12,7 +12,6 @@ rule train:
     params:
         model=lambda wildcards: config["models"][wildcards.model],
         seed=config["seed"],
-        config_file=PARAMS_FILE,
         launcher=lambda wildcards, resources: (
             f"torchrun --standalone --nproc_per_node={resources.gpu} -m facetrust.cli"
             if resources.gpu > 1
@@ -28,7 +27,7 @@ rule train:
         mem_mb=lambda wildcards: model_resources(wildcards, "mem_mb", 8000),
         runtime=lambda wildcards: model_resources(wildcards, "runtime_min", 120),
     shell:
-        "{params.launcher} train --model {wildcards.model} --params {params.config_file}"
+        "{params.launcher} train --model {wildcards.model} --params {PARAMS_FILE}"
         " --out models/{wildcards.model} --threads {threads} > {log} 2>&1"
 
 
@@ -41,7 +40,6 @@ rule fit_head:
     params:
         head=lambda wildcards: config["heads"][wildcards.head],
         seed=config["seed"],
-        config_file=PARAMS_FILE,
     log:
         "logs/fit_head/{model}/{head}.log",
     benchmark:
@@ -53,5 +51,5 @@ rule fit_head:
         runtime=120,
     shell:
         "facetrust fit-head --model {wildcards.model} --head {wildcards.head}"
-        " --params {params.config_file} --out models/{wildcards.model}/heads/{wildcards.head}"
+        " --params {PARAMS_FILE} --out models/{wildcards.model}/heads/{wildcards.head}"
         " --threads {threads} > {log} 2>&1"

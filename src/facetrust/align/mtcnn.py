@@ -88,7 +88,9 @@ class MTCNNDetector:
         try:
             from facenet_pytorch import MTCNN
         except ImportError as error:
-            raise ConfigError(f"align.method=mtcnn needs the facenet-pytorch package ({INSTALL_HINT}): {error}") from None
+            raise ConfigError(
+                f"align.method=mtcnn needs the facenet-pytorch package ({INSTALL_HINT}): {error}"
+            ) from None
         if min_face_size < 12:
             raise ConfigError(f"MTCNN min_face_size={min_face_size}: must be >= 12 (P-Net's window)")
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
@@ -123,7 +125,8 @@ class MTCNNDetector:
         order = np.argsort(-scores, kind="stable")
         return [DetectedFace(boxes[i].copy(), float(scores[i]), points[i].copy()) for i in order]
 
-    def detect_landmarks(self, image: np.ndarray, *, min_score: float = CONFIDENT_SCORE) -> tuple[np.ndarray, float] | None:
+    def detect_landmarks(self, image: np.ndarray, *,
+                         min_score: float = CONFIDENT_SCORE) -> tuple[np.ndarray, float] | None:
         """The subject's five landmarks (5, 2) and score in a loose crop, or ``None`` without a face.
 
         IJB-style loose crops are cut around the annotated subject, so other people may appear

@@ -3,8 +3,13 @@
 Output directory:
   aligned.rec / aligned.idx   key i = the i-th image of the protocol; IRHeader label = detector
                               score, id = i; payload = PNG of the aligned crop (lossless)
-  index.csv                   image, detector_score (protocol order)
+  index.csv                   image, detector_score, landmark_source (protocol order)
   manifest.json               counts, output size, method
+
+Landmark methods: ``landmarks`` uses the set's own 5-point file and detector scores; ``mtcnn``
+re-detects every loose crop with MTCNN (:mod:`facetrust.align.mtcnn`) and records MTCNN's score;
+a crop where MTCNN finds no face falls back to the set's own landmarks and score
+(``landmark_source`` = ``given``), so no image of the protocol is dropped.
 """
 
 from __future__ import annotations
@@ -22,39 +27,57 @@ from tqdm import tqdm
 from facetrust.align.warp import align_face
 from facetrust.data import recordio
 from facetrust.data.ijb import read_ijb_protocol
-from facetrust.errors import InputError
+from facetrust.errors import ConfigError, InputError
 from facetrust.io import atomic_path, write_text_atomic
 
 CHUNK = 256  # images per worker task: big enough to amortise process hand-off
+METHODS = ("landmarks", "mtcnn")
 
 
-def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, output_size) -> list[bytes]:
+def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores: np.ndarray, output_size,
+                 method: str) -> list[tuple[bytes, float, str]]:
+    """Align one chunk; per image: (PNG payload, detector score, landmark source)."""
+    detector = None
+    if method == "mtcnn":
+        from facetrust.align.mtcnn import default_detector
+
+        detector = default_detector(threads=1)  # one per worker process; processes give the parallelism
     encoded = []
-    for name, points in zip(names, landmarks):
+    for name, points, score in zip(names, landmarks, scores):
         path = Path(crop_dir) / name
         try:
             with Image.open(path) as image:
                 pixels = np.asarray(image.convert("RGB"))
         except (OSError, ValueError) as error:
             raise InputError(f"{path}: cannot decode image: {error}") from None
+        source = "given"
+        if detector is not None:
+            detected = detector.detect_landmarks(pixels)
+            if detected is not None:
+                points, score = detected
+                source = "mtcnn"
         aligned = align_face(pixels, points, output_size)
         buffer = io.BytesIO()
         Image.fromarray(aligned).save(buffer, format="PNG")
-        encoded.append(buffer.getvalue())
+        # float32 like the 5-point file, so the RecordIO label and index.csv hold the same value
+        encoded.append((buffer.getvalue(), float(np.float32(score)), source))
     return encoded
 
 
 def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112), method: str = "landmarks",
               threads: int = 1) -> dict:
     """Align every image of protocol ``name`` under ``ijb_dir``; returns the manifest dict."""
-    if method != "landmarks":
-        raise InputError(f"align: unknown landmark method {method!r}; allowed: landmarks")
+    if method not in METHODS:
+        raise ConfigError(f"align.method: unknown landmark method {method!r}; allowed: {', '.join(METHODS)}")
     protocol = read_ijb_protocol(ijb_dir, name)
     crop_dir = Path(ijb_dir) / "loose_crop"
     names = list(protocol.images)
     out_dir.mkdir(parents=True, exist_ok=True)
-    chunks = [(str(crop_dir), names[i : i + CHUNK], protocol.landmarks[i : i + CHUNK], tuple(output_size))
+    chunks = [(str(crop_dir), names[i : i + CHUNK], protocol.landmarks[i : i + CHUNK],
+               protocol.detector_scores[i : i + CHUNK], tuple(output_size), method)
               for i in range(0, len(names), CHUNK)]
+    scores = np.zeros(len(names), dtype=np.float32)
+    sources: list[str] = []
     progress = tqdm(total=len(names), desc=f"align {name}", unit="img")
     with recordio.IndexedRecordIOWriter(out_dir / "aligned.idx", out_dir / "aligned.rec") as writer:
         executor = ProcessPoolExecutor(max_workers=threads) if threads > 1 else None
@@ -63,9 +86,11 @@ def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112)
                        else (_align_chunk(*chunk) for chunk in chunks))
             key = 0
             for encoded in results:
-                for payload in encoded:
-                    header = recordio.IRHeader(0, float(protocol.detector_scores[key]), key, 0)
+                for payload, score, source in encoded:
+                    header = recordio.IRHeader(0, score, key, 0)
                     writer.write_idx(key, recordio.pack(header, payload))
+                    scores[key] = score
+                    sources.append(source)
                     key += 1
                 progress.update(len(encoded))
         finally:
@@ -73,8 +98,9 @@ def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112)
                 executor.shutdown()
     progress.close()
     with atomic_path(out_dir / "index.csv") as tmp:
-        pd.DataFrame({"image": names, "detector_score": protocol.detector_scores}).to_csv(tmp, index=False)
+        pd.DataFrame({"image": names, "detector_score": scores, "landmark_source": sources}).to_csv(tmp, index=False)
     manifest = {"name": name, "images": len(names), "output_size": list(output_size), "method": method,
+                "detected": sources.count("mtcnn"), "given_landmarks": sources.count("given"),
                 "source": str(ijb_dir)}
     write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest

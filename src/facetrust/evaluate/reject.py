@@ -266,6 +266,8 @@ def reject_curve(
     uncertainty = np.asarray(pair_uncertainty, dtype=np.float64)
     if not (scores.ndim == 1 and scores.shape == labels.shape == uncertainty.shape):
         raise InputError(f"scores {scores.shape}, labels {labels.shape}, uncertainty {uncertainty.shape} must match")
+    if not np.isin(labels, (0, 1)).all():
+        raise InputError("labels must be 1 (genuine) or 0 (impostor)")
     if not np.isfinite(scores).all() or np.isnan(uncertainty).any():
         raise InputError("scores must be finite and uncertainties not NaN")
     fractions = np.asarray(fractions, dtype=np.float64)

@@ -7,11 +7,9 @@
 set -uo pipefail
 
 state="${1:-${FACETRUST_SLURM_STATE:-/tmp/facetrust-slurm}}"
-[ -d "$state/run" ] || # The link start_cluster.sh made at the default config path, if it is ours.
-if [ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" = "$state/etc/slurm.conf" ]; then
-    rm -f /etc/slurm/slurm.conf
+if [ ! -d "$state/run" ]; then
+    exit 0
 fi
-exit 0
 export SLURM_CONF="$state/etc/slurm.conf"
 
 pid_of() {  # pid_of PIDFILE EXPECTED_COMM: print the pid if that process still runs
@@ -44,7 +42,7 @@ stop_daemon "$state/run/slurmctld.pid" slurmctld
 stop_daemon "$state/run/slurmdbd.pid" slurmdbd
 stop_daemon "$state/run/mariadbd.pid.launch" mariadbd
 stop_daemon "$state/run/munged.pid" munged
-# Job steps outlive slurmd; end the ones whose spool is ours.
+# Job steps outlive slurmd; end the ones that belong to this cluster.
 for pid in $(pgrep -x slurmstepd 2>/dev/null); do
     if grep -qs -- "$state" "/proc/$pid/environ" "/proc/$pid/cmdline"; then
         kill -KILL "$pid" 2>/dev/null || true

@@ -1,0 +1,68 @@
+"""The whole DAG on a tiny configuration: synthesize -> decode/align -> train -> embed ->
+evaluate -> table, run by Snakemake exactly as `make run` runs it (only smaller)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "tiny_params.yaml"
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    shutil.copy(TINY, workdir / "params.yaml")
+    result = snakemake(workdir, "--cores", "2", "results/ijbc_table.csv")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_dry_run_lists_the_chain_of_rules(tmp_path):
+    shutil.copy(TINY, tmp_path / "params.yaml")
+    result = snakemake(tmp_path, "-n", "results/ijbc_table.csv")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for rule in ("synthesize", "decode", "align", "train", "embed", "evaluate_ijb", "ijbc_table"):
+        assert f"rule {rule}:" in result.stdout, rule
+
+
+def test_a_bad_params_key_stops_the_workflow_with_its_name(tmp_path):
+    (tmp_path / "params.yaml").write_text(TINY.read_text() + "\nevaluat: {}\n")
+    result = snakemake(tmp_path, "-n", "results/ijbc_table.csv")
+    assert result.returncode != 0
+    assert "'evaluat' was unexpected" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_writes_the_ijbc_table(tiny_run):
+    table = pd.read_csv(tiny_run / "results" / "ijbc_table.csv")
+    assert list(table.columns[:4]) == ["method", "backbone", "train_set", "test_set"]
+    assert table["method"].tolist() == ["ArcFace"]
+    tar = table.filter(like="TAR@FAR=").iloc[0]
+    assert ((tar >= 0) & (tar <= 1)).all()
+    assert tar.is_monotonic_increasing  # TAR cannot fall as the FAR grows
+    for path in ("data/synth/train/train.rec", "data/manifests/train.json", "models/arcface/checkpoint.pt",
+                 "embeddings/arcface/synth_ijbc.npz", "results/metrics/arcface/synth_ijbc.json",
+                 "logs/train/arcface.log", "logs/benchmark/train/arcface.tsv"):
+        assert (tiny_run / path).exists(), path
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_is_up_to_date_after_a_run(tiny_run):
+    result = snakemake(tiny_run, "-n", "results/ijbc_table.csv")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
