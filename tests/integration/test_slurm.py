@@ -69,6 +69,12 @@ def _records(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+def _megabytes(req_mem: str) -> int:
+    """sacct's ReqMem ("4000M", "8G") in MB."""
+    factor = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[req_mem[-1]]
+    return round(float(req_mem[:-1]) * factor)
+
+
 def test_toy_workflow_runs_every_job_through_sbatch_with_gpus_and_retries(
     slurm_cluster, test_profile, tmp_path
 ):
@@ -91,26 +97,27 @@ def test_toy_workflow_runs_every_job_through_sbatch_with_gpus_and_retries(
     assert set(job_ids) < submitted, f"not every job was submitted with sbatch: {submitted}"
     assert len(submitted) == 4, f"expected 3 jobs and one retry, submitted {submitted}"
 
-    # The profile's set-resources give `train` a GPU; the others get none.
+    # The GPU job sees its GPU; the others see none.
     assert facts["train.cuda_visible_devices"] != "none", facts
     assert facts["prepare.cuda_visible_devices"] == "none", facts
 
-    # `prepare` failed once on purpose; its retry asked for more memory
-    # (profile: mem_mb = N * attempt) and SLURM granted it.
-    first_mem = int((work / "prepare.first_attempt").read_text().strip())
-    assert int(facts["prepare.mem_per_node"]) == 2 * first_mem, facts
-
-    # Accounting knows every allocation: the failed try and the three jobs.
+    # Accounting knows every allocation: the three jobs and `prepare`'s
+    # first try, which failed on purpose.
     records = {r["JobIDRaw"]: r for r in slurm_cluster.sacct(sorted(submitted))}
     assert {records[j]["State"] for j in job_ids} == {"COMPLETED"}, records
-    (failed_try,) = submitted - set(job_ids)
-    assert records[failed_try]["State"] == "FAILED", records
+    first_try = (work / "prepare.first_attempt").read_text().strip()
+    assert submitted == set(job_ids) | {first_try}, submitted
+    assert records[first_try]["State"] == "FAILED", records
+    # The retry asked for twice the memory (profile: mem_mb = N * attempt).
+    first_mem = _megabytes(records[first_try]["ReqMem"])
+    assert _megabytes(records[facts["prepare.job_id"]]["ReqMem"]) == 2 * first_mem, records
+    # The profile's set-resources give `train` a GPU and nothing else one.
     assert "gres/gpu=1" in records[facts["train.job_id"]]["ReqTRES"], records
     assert "gres/gpu" not in records[facts["prepare.job_id"]]["ReqTRES"], records
 
     # SLURM logs of successful jobs are kept where the profile puts them.
     for rule in ("prepare", "train", "report"):
-        assert list((work / "logs" / "slurm" / rule).rglob("*.log")), f"no SLURM log for {rule}"
+        assert list((work / "logs" / "slurm" / f"rule_{rule}").rglob("*.log")), f"no SLURM log for {rule}"
 
 
 def _copy_project(dest: Path) -> Path:

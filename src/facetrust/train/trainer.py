@@ -190,10 +190,15 @@ def train(
     log = log or _logger.info
     out_dir = Path(out_dir)
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    # Process-wide settings changed for the run are put back afterwards (tests and notebooks
+    # call train() inside a longer-lived process).
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     info = init_distributed(device)
     try:
         return _train(config, Path(rec_dir), out_dir, resume, log, info)
     finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
         if owns_group:
             cleanup_distributed()
 

@@ -46,7 +46,7 @@ class SlurmCluster:
         env["SLURM_CONF"] = str(self.slurm_conf)
         return env
 
-    def sacct(self, job_ids: list[str], fields: str = "JobIDRaw,JobName,State,ReqTRES") -> list[dict]:
+    def sacct(self, job_ids: list[str], fields: str = "JobIDRaw,JobName,State,ReqMem,ReqTRES") -> list[dict]:
         """Accounting records (allocations only, no steps) of ``job_ids``, one dict per job."""
         out = subprocess.run(
             ["sacct", "-X", "-n", "-P", "-o", fields, "-j", ",".join(job_ids)],
