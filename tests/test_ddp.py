@@ -57,6 +57,32 @@ def _sync_bn_worker(rank: int, world_size: int, port: int, x: torch.Tensor, out_
         dist.destroy_process_group()
 
 
+def test_gloo_sync_batchnorm_in_a_group_of_one_is_exactly_batchnorm(tmp_path):
+    import torch.distributed as dist
+
+    from facetrust.train.distributed import DistInfo, GlooSyncBatchNorm, convert_sync_batchnorm
+
+    x = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 + 0.5
+    reference = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
+    synced = convert_sync_batchnorm(
+        nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), DistInfo(world_size=2))
+    synced.load_state_dict(reference.state_dict())
+    assert isinstance(synced[1], GlooSyncBatchNorm) and synced.state_dict().keys() == reference.state_dict().keys()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        out_ref, out_sync = reference(x), synced(x)
+        (out_ref * x).sum().backward()
+        (out_sync * x).sum().backward()
+    finally:
+        dist.destroy_process_group()
+    assert torch.allclose(out_sync, out_ref, atol=1e-5)
+    assert torch.allclose(synced[0].weight.grad, reference[0].weight.grad, atol=1e-4)
+    assert torch.allclose(synced[1].weight.grad, reference[1].weight.grad, atol=1e-4)
+    assert torch.allclose(synced[1].running_var, reference[1].running_var, atol=1e-6)
+    assert torch.allclose(synced[1].running_mean, reference[1].running_mean, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_gloo_sync_batchnorm_matches_batchnorm_on_the_whole_batch(tmp_path):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(8, 3, 4, 4, generator=generator) * 3 + 1

@@ -281,3 +281,12 @@ def test_contact_sheet_is_a_png_grid_of_faces_and_loose_crops(bench, tmp_path):
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert image.size == (2 * 40, 5 * 40)  # 3 identity rows + 2 rows of loose crops
+
+
+def test_rerun_with_fewer_images_leaves_no_stale_loose_crops(tmp_path):
+    synthesize(tmp_path, TINY, SEED)
+    smaller = dataclasses.replace(TINY, ijb_identities=3, ijb_impostor_pairs=5)
+    synthesize(tmp_path, smaller, SEED)
+    listed = read_ijb_protocol(tmp_path / "ijb" / "synth_ijbc").images
+    on_disk = sorted(p.name for p in (tmp_path / "ijb" / "synth_ijbc" / "loose_crop").iterdir())
+    assert sorted(listed) == on_disk

@@ -234,3 +234,22 @@ def test_run_train_reads_the_model_from_params(rec_dir, tmp_path):
                                   "train": {"epochs": 1, "batch_size": 8}}}}
     path = run_train(params, "tiny", tmp_path)
     assert _load(path)["config"]["head"]["kind"] == "cosface"
+
+
+def test_scale_head_on_a_frozen_trained_model_leaves_the_model_untouched(rec_dir, tmp_path):
+    base = train(tiny_config(epochs=1), rec_dir, tmp_path / "base")
+    config = tiny_config(epochs=1, head={"kind": "scaleface", "m": 0.3, "s_max": 32.0, "hidden": 8},
+                         init_from=str(tmp_path / "base"), freeze_backbone=True, freeze_head=True)
+    scaled = _load(train(config, rec_dir, tmp_path / "scale"))
+    trained = _load(base)
+    assert_same_tree(scaled["backbone"], trained["backbone"])  # weights and BN statistics
+    assert torch.equal(scaled["head"]["weight"], trained["head"]["weight"])
+    # only the scale head is in the optimizer, and it moved
+    assert len(scaled["optimizer"]["param_groups"][0]["params"]) == len(scaled["scale_head"]) - 3
+    fresh = _load(train(dict(config, epochs=1, max_steps=1, lr=1e-12), rec_dir, tmp_path / "fresh"))
+    assert not torch.equal(fresh["scale_head"]["mlp.1.weight"], scaled["scale_head"]["mlp.1.weight"])
+
+
+def test_freezing_needs_a_model_to_start_from():
+    with pytest.raises(ConfigError, match="init_from"):
+        TrainConfig.from_dict(tiny_config(freeze_backbone=True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -90,7 +91,9 @@ def cmd_train(args) -> None:
     params = load_params(args.params)
     model_params(params, args.model)  # names the configured models if absent
     _set_threads(args.threads or params.get("threads"))
-    print(run_train(params, args.model, Path(args.out), resume=args.resume, rec_dir=args.train_set))
+    checkpoint = run_train(params, args.model, Path(args.out), resume=args.resume, rec_dir=args.train_set)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; one prints
+        print(checkpoint)
 
 
 def cmd_fit_head(args) -> None:

@@ -4,7 +4,7 @@ Arrays written:
   image               str (N): ``<set>/<index>`` for .bin sets, the protocol's image name for IJB
   embedding           float32 (N, D), not normalised; original + mirrored (InsightFace F1) when
                       flip is on, else the original alone
-  embedding_original  float32 (N, D), the original image alone (F0 at evaluation time)
+  embedding_noflip  float32 (N, D), the original image alone (F0 at evaluation time)
   detector_score      float32 (N) for aligned IJB sets
   issame              bool (N/2) for .bin pair sets (pairs are images 2k, 2k+1)
   uncertainty, uncertainty_kind  when a head (or the model's own estimate) provides one
@@ -127,11 +127,11 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
             fused.append(originals[-1] + flipped)
         if estimate is not None:
             uncertainties.append(estimate(embedding, feature_map))
-    embedding_original = np.concatenate(originals).astype(np.float32)
+    embedding_noflip = np.concatenate(originals).astype(np.float32)
     arrays = {
         "image": np.asarray(data.names, dtype=str),
-        "embedding": np.concatenate(fused).astype(np.float32) if flip else embedding_original,
-        "embedding_original": embedding_original,
+        "embedding": np.concatenate(fused).astype(np.float32) if flip else embedding_noflip,
+        "embedding_noflip": embedding_noflip,
         "flip": np.asarray(flip),
         **data.extra,
     }
@@ -141,5 +141,5 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     with atomic_path(out_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-    return {"images": len(data), "dim": int(embedding_original.shape[1]), "flip": flip, "out": str(out_path),
+    return {"images": len(data), "dim": int(embedding_noflip.shape[1]), "flip": flip, "out": str(out_path),
             "uncertainty_kind": uncertainty_kind}

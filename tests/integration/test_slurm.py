@@ -111,7 +111,7 @@ def test_toy_workflow_runs_every_job_through_sbatch_with_gpus_and_retries(
     # The retry asked for twice the memory (profile: mem_mb = N * attempt).
     first_mem = _megabytes(records[first_try]["ReqMem"])
     assert _megabytes(records[facts["prepare.job_id"]]["ReqMem"]) == 2 * first_mem, records
-    # The profile's set-resources give `train` a GPU and nothing else one.
+    # `train`'s gpu=1 became --gpus=1; nothing else asked for one.
     assert "gres/gpu=1" in records[facts["train.job_id"]]["ReqTRES"], records
     assert "gres/gpu" not in records[facts["prepare.job_id"]]["ReqTRES"], records
 
@@ -128,7 +128,7 @@ def _copy_project(dest: Path) -> Path:
 @pytest.mark.skipif(not TINY_PARAMS.exists(), reason=f"{TINY_PARAMS.relative_to(REPO)} does not exist yet")
 @pytest.mark.skipif(not (REPO / "Snakefile").exists(), reason="the pipeline's Snakefile does not exist yet")
 def test_tiny_pipeline_on_slurm_gives_the_same_table_as_a_local_run(slurm_cluster, test_profile, tmp_path):
-    target_args = ["--configfile", str(TINY_PARAMS), TABLE]
+    target_args = [TABLE, "--configfile", str(TINY_PARAMS)]
 
     local = _copy_project(tmp_path / "local")
     local_proc = cluster_mod.run_snakemake(
@@ -143,7 +143,11 @@ def test_tiny_pipeline_on_slurm_gives_the_same_table_as_a_local_run(slurm_cluste
         cwd=on_slurm, env=slurm_cluster.client_env(), timeout_s=1800, log_path=tmp_path / "slurm.log",
     )
     assert slurm_proc.returncode == 0, slurm_proc.stdout[-4000:]
-    assert "SLURM jobid" in slurm_proc.stdout, "no job went through sbatch"
+    # Every rule of the run went through sbatch (the pipeline has no
+    # localrules): each has its SLURM log directory.
+    rules_run = set(re.findall(r"^rule (\w+):$", slurm_proc.stdout, flags=re.MULTILINE))
+    rules_on_slurm = {p.name.removeprefix("rule_") for p in (on_slurm / "logs" / "slurm").iterdir()}
+    assert rules_run and rules_run == rules_on_slurm, f"ran: {rules_run}; via sbatch: {rules_on_slurm}"
 
     local_table = (local / TABLE).read_text()
     slurm_table = (on_slurm / TABLE).read_text()

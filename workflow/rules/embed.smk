@@ -23,6 +23,6 @@ rule embed:
         mem_mb=8000,
         runtime=60,
     shell:
-        "facetrust embed --model {params.model} {params.uncertainty} --testset {params.testset}"
+        "OMP_NUM_THREADS={threads} facetrust embed --model {params.model} {params.uncertainty} --testset {params.testset}"
         " --out {output} --batch-size {params.batch_size} {params.flip} --threads {threads}"
         " > {log} 2>&1"

@@ -27,7 +27,7 @@ rule train:
         mem_mb=lambda wildcards: model_resources(wildcards, "mem_mb", 8000),
         runtime=lambda wildcards: model_resources(wildcards, "runtime_min", 120),
     shell:
-        "{params.launcher} train --model {wildcards.model} --params {PARAMS_FILE}"
+        "OMP_NUM_THREADS={threads} {params.launcher} train --model {wildcards.model} --params {PARAMS_FILE}"
         " --out models/{wildcards.model} --threads {threads} > {log} 2>&1"
 
 
@@ -50,6 +50,6 @@ rule fit_head:
         mem_mb=8000,
         runtime=120,
     shell:
-        "facetrust fit-head --model {wildcards.model} --head {wildcards.head}"
+        "OMP_NUM_THREADS={threads} facetrust fit-head --model {wildcards.model} --head {wildcards.head}"
         " --params {PARAMS_FILE} --out models/{wildcards.model}/heads/{wildcards.head}"
         " --threads {threads} > {log} 2>&1"

@@ -44,6 +44,13 @@ class TrainConfig:
     threads: int | None = None
     max_steps: int | None = None
     log_every: int = 50
+    # Start from a trained model (a training output directory or its checkpoint.pt): its backbone,
+    # and its head weights when they have the same shape.  With freeze_backbone / freeze_head those
+    # parts stay fixed (eval-mode BatchNorm, no gradient): ScaleFace's scale head on a frozen
+    # recognition model.
+    init_from: str | None = None
+    freeze_backbone: bool = False
+    freeze_head: bool = False
 
     def __post_init__(self) -> None:
         self.input_size = _size(self.input_size)
@@ -77,6 +84,11 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"train config {key!r} must be >= 1 or null, got {value!r}")
+        if (self.freeze_backbone or self.freeze_head) and self.init_from is None:
+            raise ConfigError("train config 'freeze_backbone'/'freeze_head' need 'init_from' (a trained model)")
+        if self.freeze_backbone and self.freeze_head and self.head.get("kind") != "scaleface":
+            raise ConfigError("train config freezes the backbone and the head: nothing left to train "
+                              "(only kind 'scaleface' adds a trainable scale head)")
         if self.lr_schedule == "step" and sorted(self.milestones) != self.milestones:
             raise ConfigError(f"train config 'milestones' must be increasing, got {self.milestones}")
 

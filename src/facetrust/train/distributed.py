@@ -106,9 +106,11 @@ class _AllReduceSum(torch.autograd.Function):
 class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the whole global batch, on any backend.
 
-    Each process sums (count, Σx, Σx²) per channel; a differentiable all-reduce
-    (:class:`_AllReduceSum`, whose backward all-reduces the gradients) gives the global mean and biased variance used to normalise, and the unbiased variance for
-    the running estimate, as ``nn.BatchNorm`` does.  Same state dict as BatchNorm{1,2}d.
+    Two differentiable all-reduces (:class:`_AllReduceSum`, whose backward all-reduces the
+    gradients): (count, Σx) per channel gives the global mean, then Σ(x − mean)² the global
+    biased variance used to normalise (two passes: no E[x²] − mean² cancellation); the running
+    variance gets the unbiased estimate, as ``nn.BatchNorm`` does.  Same state dict as
+    BatchNorm{1,2}d.
     In eval mode, or outside a process group, it is plain BatchNorm.
     """
 
@@ -121,13 +123,14 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(input)
         dims = [0] + list(range(2, input.dim()))
-        count = torch.tensor(float(input.numel() // input.shape[1]), dtype=input.dtype)
-        stats = torch.cat([count.reshape(1), input.sum(dims), (input * input).sum(dims)])
-        stats = _AllReduceSum.apply(stats)
         channels = input.shape[1]
-        total = stats[0]
-        mean = stats[1 : 1 + channels] / total
-        var = (stats[1 + channels :] / total - mean * mean).clamp_min(0)  # biased, for normalising
+        shape = [1, channels] + [1] * (input.dim() - 2)
+        count = torch.tensor([float(input.numel() // channels)], dtype=input.dtype, device=input.device)
+        sums = _AllReduceSum.apply(torch.cat([count, input.sum(dims)]))
+        total = sums[0]
+        mean = sums[1:] / total
+        centred = input - mean.reshape(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / total  # biased, for normalising
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -135,8 +138,7 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 unbiased = var * total / (total - 1).clamp_min(1)
                 self.running_mean.mul_(1 - momentum).add_(momentum * mean)
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
-        shape = [1, channels] + [1] * (input.dim() - 2)
-        out = (input - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        out = centred * torch.rsqrt(var.reshape(shape) + self.eps)
         if self.affine:
             out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
         return out

@@ -72,23 +72,52 @@ class TrainModel(nn.Module):
     """Backbone + margin head (+ ScaleFace scale head) as one module, so DDP syncs them all.
 
     ``forward(images, labels) -> (logits, extra_loss)``; embeddings reach the head unnormalised
-    (MagFace needs their norm; the heads normalise themselves)."""
+    (MagFace needs their norm; the heads normalise themselves).  Parts named in ``frozen``
+    ("backbone", "head") get no gradient and stay in eval mode (fixed BatchNorm statistics)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, scale_head: nn.Module | None = None):
+    def __init__(self, backbone: nn.Module, head: nn.Module, scale_head: nn.Module | None = None,
+                 frozen: tuple[str, ...] = ()):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.scale_head = scale_head
+        self.frozen = tuple(frozen)
+        for name in self.frozen:
+            getattr(self, name).requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor):
-        if self.scale_head is None:
-            embeddings = self.backbone(images)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and "backbone" not in self.frozen):
+            if self.scale_head is None:
+                embeddings, feature_map = self.backbone(images), None
+            else:
+                embeddings, feature_map = self.backbone(images, return_feature_map=True)
+        if feature_map is None:
             logits = self.head(embeddings, labels)
         else:
-            embeddings, feature_map = self.backbone(images, return_feature_map=True)
             logits = self.head(embeddings, labels, scale=self.scale_head(feature_map))
         extra = self.head.extra_loss() if hasattr(self.head, "extra_loss") else logits.new_zeros(())
         return logits, extra
+
+
+def _initialise_from(model: TrainModel, source: str, log) -> None:
+    """Copy the backbone (strictly) and, where shapes agree, the head weights of a trained model."""
+    state = load_checkpoint(source)
+    try:
+        model.backbone.load_state_dict(state["backbone"], strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"train config 'init_from' {source}: backbone does not fit: {exc}") from None
+    head_state = model.head.state_dict()
+    shared = {k: v for k, v in (state.get("head") or {}).items()
+              if k in head_state and head_state[k].shape == v.shape}
+    head_state.update(shared)
+    model.head.load_state_dict(head_state)
+    log(f"initialised from {source}: backbone, head tensors {sorted(shared) or 'none'}")
 
 
 def build_heads(config: Mapping, num_classes: int, feature_map_shape) -> tuple[nn.Module, nn.Module | None]:
@@ -224,7 +253,14 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
 
     backbone = build_backbone_from_config(config.to_dict())
     head, scale_head = build_heads(config.to_dict(), num_classes, backbone.feature_map_shape)
-    model = TrainModel(backbone, head, scale_head).to(info.device)
+    frozen = tuple(name for name, flag in (("backbone", config.freeze_backbone),
+                                           ("head", config.freeze_head)) if flag)
+    model = TrainModel(backbone, head, scale_head, frozen)
+    checkpoint_file = out_dir / CHECKPOINT_NAME
+    resuming = resume and checkpoint_file.is_file()
+    if config.init_from is not None and not resuming:  # a resumed run has the weights already
+        _initialise_from(model, config.init_from, log)
+    model.to(info.device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -233,9 +269,8 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
     fp16 = bool(config.backbone_options.get("fp16")) and info.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
-    checkpoint_file = out_dir / CHECKPOINT_NAME
     epoch, step = 0, 0
-    if resume and checkpoint_file.is_file():
+    if resuming:
         state = load_checkpoint(checkpoint_file)
         saved = TrainConfig.from_dict(state["config"])
         mismatch = config.differs_from(saved)
@@ -397,7 +432,8 @@ def _load_config_arg(value: str) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m facetrust.train.trainer --config JSON --rec DIR --out DIR [--resume]``."""
-    parser = argparse.ArgumentParser(prog="python -m facetrust.train.trainer", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m facetrust.train.trainer",
+                                     description="Train a backbone + margin head (also under torchrun).")
     parser.add_argument("--config", required=True, help="TrainConfig as a JSON file or a JSON string")
     parser.add_argument("--rec", required=True, help="directory holding train.rec, train.idx, property")
     parser.add_argument("--out", required=True, help="output directory (checkpoint.pt, config.json, train_log.csv)")

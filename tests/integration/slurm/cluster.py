@@ -108,10 +108,9 @@ def stop_cluster(state_dir: Path = DEFAULT_STATE_DIR) -> None:
 def sized_profile(profile_dir: Path, out_dir: Path, cluster: SlurmCluster, init_seconds: int = 3) -> Path:
     """Copy of the profile in ``profile_dir`` whose requests fit the test node.
 
-    Every key stays as shipped; only sizes are capped, by wrapping each
-    expression in ``min(...)`` so that it still grows with ``attempt``:
-    memory at a quarter of the node (a retry at twice the memory still fits),
-    CPUs per GPU at the node's CPUs. The first status check comes after
+    Every key stays as shipped; only sizes are capped, by wrapping each memory
+    expression in ``min(...)`` so that it still grows with ``attempt`` (a
+    quarter of the node per attempt), and CPUs per GPU at the node's CPUs. The first status check comes after
     ``init_seconds`` instead of the real-cluster default. Returns ``out_dir``.
     """
     config = yaml.safe_load((profile_dir / "config.yaml").read_text())
@@ -125,8 +124,10 @@ def sized_profile(profile_dir: Path, out_dir: Path, cluster: SlurmCluster, init_
             fitted["cpus_per_gpu"] = min(int(fitted["cpus_per_gpu"]), cluster.cpus)
         return fitted
 
-    config["default-resources"] = fit(config.get("default-resources", {}))
-    config["set-resources"] = {rule: fit(res) for rule, res in config.get("set-resources", {}).items()}
+    if "default-resources" in config:
+        config["default-resources"] = fit(config["default-resources"])
+    if "set-resources" in config:
+        config["set-resources"] = {rule: fit(res) for rule, res in config["set-resources"].items()}
     config["slurm-init-seconds-before-status-checks"] = init_seconds
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -146,6 +147,9 @@ def run_snakemake(
     snakemake = Path(sys.executable).parent / "snakemake"
     if not snakemake.exists():
         snakemake = Path(shutil.which("snakemake") or "snakemake")
+    # Rules call `facetrust` from PATH, as in an activated venv (and on the
+    # nodes, which inherit this environment through sbatch --export=ALL).
+    env = dict(env, PATH=f"{snakemake.parent}{os.pathsep}{env.get('PATH', '')}")
     with open(log_path, "w") as log:
         proc = subprocess.Popen([str(snakemake), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

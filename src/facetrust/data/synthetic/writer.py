@@ -221,6 +221,10 @@ def _write_ijb(out_dir: Path, config: SynthConfig, seed: int, first_identity: in
             rows.append(_QualityRow(IJB_NAME, f"{IJB_NAME}/{name}", ident, image.degradation, image.quality))
             bar.update()
     bar.close()
+    # crops of an earlier, larger run in the same directory would survive and change its hash
+    for stale in crops.glob("*.jpg"):
+        if not stale.stem.isdigit() or int(stale.stem) > number:
+            stale.unlink()
 
     template_identity = np.zeros(tid, dtype=np.int64)  # index = tid - 1
     for ident, template, _, _ in plan:
