@@ -14,9 +14,26 @@ PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "slurm" / "config.y
 # Resources the SLURM plugin (2.x) or Snakemake itself understand; anything else
 # would silently do nothing on the cluster.
 KNOWN_RESOURCES = {
-    "mem_mb", "mem_mb_per_cpu", "mem", "runtime", "disk_mb", "tmpdir", "gpu", "gpu_model", "gres",
-    "cpus_per_task", "cpus_per_gpu", "tasks", "tasks_per_gpu", "nodes", "slurm_partition",
-    "slurm_account", "slurm_extra", "constraint", "qos", "clusters",
+    "mem_mb",
+    "mem_mb_per_cpu",
+    "mem",
+    "runtime",
+    "disk_mb",
+    "tmpdir",
+    "gpu",
+    "gpu_model",
+    "gres",
+    "cpus_per_task",
+    "cpus_per_gpu",
+    "tasks",
+    "tasks_per_gpu",
+    "nodes",
+    "slurm_partition",
+    "slurm_account",
+    "slurm_extra",
+    "constraint",
+    "qos",
+    "clusters",
 }
 
 

@@ -144,7 +144,8 @@ def test_regenerated_figures_tables_and_reports_equal_the_originals(ci_from_cach
 def test_dvc_metrics_show_prints_the_tar_and_accuracy_table(ci_from_cache):
     _, second, _ = ci_from_cache
     shown = run(second, "dvc", "metrics", "show", "--json").stdout
-    metrics = json.loads(shown)["workspace"]["data"]
+    (workspace,) = json.loads(shown).values()  # one revision: the workspace
+    metrics = workspace["data"]
     rows = {Path(path).stem: data["data"] for path, data in metrics.items()}
     assert sorted(rows) == ["arcface", "arcface_scf"]
     for row in rows.values():

@@ -26,13 +26,27 @@ SLURM_DIR = Path(__file__).resolve().parent / "slurm"
 PROFILE = REPO / "profiles" / "slurm"
 TINY_PARAMS = REPO / "tests" / "data" / "tiny_params.yaml"
 TABLE = "results/ijbc_table.csv"
-# Copied for the pipeline runs; outputs and local state stay behind.
-NOT_COPIED = (".git", ".venv*", ".snakemake", ".dvc", "data", "models", "embeddings", "logs",
-              "results", "benchmarks", "dvc-remote", "__pycache__", "*.egg-info", ".pytest_cache")
+# Top-level paths left out of the copies of the project: outputs, caches and
+# local state (the pipeline's rules call the installed `facetrust`).
+NOT_COPIED_TOP = {
+    ".git",
+    ".snakemake",
+    ".dvc",
+    "data",
+    "models",
+    "embeddings",
+    "logs",
+    "results",
+    "benchmarks",
+    "dvc-remote",
+    ".pytest_cache",
+}
 
 
 def _load_cluster_module():
-    spec = importlib.util.spec_from_file_location("facetrust_slurm_cluster", SLURM_DIR / "cluster.py")
+    spec = importlib.util.spec_from_file_location(
+        "facetrust_slurm_cluster", SLURM_DIR / "cluster.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -82,9 +96,18 @@ def test_toy_workflow_runs_every_job_through_sbatch_with_gpus_and_retries(
     work.mkdir()
     log = tmp_path / "snakemake.log"
     proc = cluster_mod.run_snakemake(
-        ["-s", str(SLURM_DIR / "toy" / "Snakefile"), "--directory", str(work),
-         "--profile", str(test_profile)],
-        cwd=work, env=slurm_cluster.client_env(), timeout_s=300, log_path=log,
+        [
+            "-s",
+            str(SLURM_DIR / "toy" / "Snakefile"),
+            "--directory",
+            str(work),
+            "--profile",
+            str(test_profile),
+        ],
+        cwd=work,
+        env=slurm_cluster.client_env(),
+        timeout_s=300,
+        log_path=log,
     )
     assert proc.returncode == 0, proc.stdout[-4000:]
     facts = _records((work / "report.txt").read_text())
@@ -117,37 +140,61 @@ def test_toy_workflow_runs_every_job_through_sbatch_with_gpus_and_retries(
 
     # SLURM logs of successful jobs are kept where the profile puts them.
     for rule in ("prepare", "train", "report"):
-        assert list((work / "logs" / "slurm" / f"rule_{rule}").rglob("*.log")), f"no SLURM log for {rule}"
+        assert list(
+            (work / "logs" / "slurm" / f"rule_{rule}").rglob("*.log")
+        ), f"no SLURM log for {rule}"
 
 
 def _copy_project(dest: Path) -> Path:
-    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(*NOT_COPIED), symlinks=True)
+    """Copy of the checkout at ``dest`` without its outputs, caches and venvs."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
+        if Path(directory) == REPO:
+            skipped |= {n for n in names if n in NOT_COPIED_TOP or n.startswith(".venv")}
+        return skipped
+
+    shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
     return dest
 
 
-@pytest.mark.skipif(not TINY_PARAMS.exists(), reason=f"{TINY_PARAMS.relative_to(REPO)} does not exist yet")
-@pytest.mark.skipif(not (REPO / "Snakefile").exists(), reason="the pipeline's Snakefile does not exist yet")
-def test_tiny_pipeline_on_slurm_gives_the_same_table_as_a_local_run(slurm_cluster, test_profile, tmp_path):
+@pytest.mark.skipif(
+    not TINY_PARAMS.exists(), reason=f"{TINY_PARAMS.relative_to(REPO)} does not exist yet"
+)
+@pytest.mark.skipif(
+    not (REPO / "Snakefile").exists(), reason="the pipeline's Snakefile does not exist yet"
+)
+def test_tiny_pipeline_on_slurm_gives_the_same_table_as_a_local_run(
+    slurm_cluster, test_profile, tmp_path
+):
     target_args = [TABLE, "--configfile", str(TINY_PARAMS)]
 
     local = _copy_project(tmp_path / "local")
     local_proc = cluster_mod.run_snakemake(
-        ["--cores", "2", *target_args], cwd=local, env=slurm_cluster.client_env(),
-        timeout_s=900, log_path=tmp_path / "local.log",
+        ["--cores", "2", *target_args],
+        cwd=local,
+        env=slurm_cluster.client_env(),
+        timeout_s=900,
+        log_path=tmp_path / "local.log",
     )
     assert local_proc.returncode == 0, local_proc.stdout[-4000:]
 
     on_slurm = _copy_project(tmp_path / "slurm")
     slurm_proc = cluster_mod.run_snakemake(
         ["--profile", str(test_profile), "--max-threads", str(slurm_cluster.cpus), *target_args],
-        cwd=on_slurm, env=slurm_cluster.client_env(), timeout_s=1800, log_path=tmp_path / "slurm.log",
+        cwd=on_slurm,
+        env=slurm_cluster.client_env(),
+        timeout_s=1800,
+        log_path=tmp_path / "slurm.log",
     )
     assert slurm_proc.returncode == 0, slurm_proc.stdout[-4000:]
     # Every rule of the run went through sbatch (the pipeline has no
     # localrules): each has its SLURM log directory.
     rules_run = set(re.findall(r"^rule (\w+):$", slurm_proc.stdout, flags=re.MULTILINE))
     rules_on_slurm = {p.name.removeprefix("rule_") for p in (on_slurm / "logs" / "slurm").iterdir()}
-    assert rules_run and rules_run == rules_on_slurm, f"ran: {rules_run}; via sbatch: {rules_on_slurm}"
+    assert (
+        rules_run and rules_run == rules_on_slurm
+    ), f"ran: {rules_run}; via sbatch: {rules_on_slurm}"
 
     local_table = (local / TABLE).read_text()
     slurm_table = (on_slurm / TABLE).read_text()

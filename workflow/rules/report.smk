@@ -257,3 +257,31 @@ rule report_scaleface:
     shell:
         "facetrust report scaleface --reject {input.reject} --label {params.labels:q}"
         " --quality-table {input.quality_table} --figure {input.figures} --out {output} > {log} 2>&1"
+
+
+rule quality_split:
+    input:
+        embeddings=lambda wildcards: expand(
+            "embeddings/{variant}/{ijb}.npz",
+            variant=_rows("ijbc_table")[0],
+            ijb=config["report"]["ijbc_table"]["test_set"],
+        ),
+        quality=f"{SYNTH_DIR}/quality.csv",
+    output:
+        report("results/quality_split.csv", caption="../report/quality_split.rst", category="Tables"),
+    params:
+        methods=lambda wildcards: _rows("ijbc_table")[1],
+        ijb=config["report"]["ijbc_table"]["test_set"],
+        ijb_dir=lambda wildcards: config["datasets"]["ijb"][config["report"]["ijbc_table"]["test_set"]],
+    log:
+        "logs/report/quality_split.log",
+    benchmark:
+        "logs/benchmark/report/quality_split.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "facetrust report quality-split --embeddings {input.embeddings} --method {params.methods:q}"
+        " --protocol {params.ijb_dir} --name {params.ijb} --quality {input.quality}"
+        " --out {output} > {log} 2>&1"

@@ -65,6 +65,14 @@ def cmd_verification_table(args) -> None:
     print(table.to_string(index=False))
 
 
+def cmd_quality_split(args) -> None:
+    from facetrust.report.quality_split import write_quality_split
+
+    table = write_quality_split(labelled(args.embeddings, args.method, "--method"), args.protocol, args.name,
+                                args.quality, Path(args.out), fars=args.fars)
+    print(table.to_string(index=False))
+
+
 def cmd_quality(args) -> None:
     from facetrust.report.quality import uncertainty_quality_table
 
@@ -132,6 +140,16 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--quality", help="quality.csv (identities for the angular Fisher score)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=cmd_verification_table)
+
+    p = sub.add_parser("quality-split", help="TAR@FAR over IJB pairs split by known quality (low/middle/high third)")
+    p.add_argument("--embeddings", nargs="+", required=True, help="IJB embeddings .npz, one per method")
+    p.add_argument("--method", nargs="+", help="method per file (default: the file's folder name)")
+    p.add_argument("--protocol", required=True, help="IJB directory")
+    p.add_argument("--name", required=True, help="IJB protocol name")
+    p.add_argument("--quality", required=True, help="data/synth/quality.csv")
+    p.add_argument("--fars", type=_fars, default=[1e-4, 1e-3, 1e-2, 1e-1])
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(func=cmd_quality_split)
 
     p = sub.add_parser("quality", help="Spearman table: uncertainty against the known degradation")
     p.add_argument("--embeddings", nargs="+", required=True, help="embeddings .npz with 'uncertainty', one per method")

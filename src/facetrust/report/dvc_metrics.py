@@ -151,6 +151,7 @@ def write_dvc_view(metrics_dir: str | Path, roc_dir: str | Path, reject_dir: str
 def main(argv: list[str] | None = None) -> int:
     """``python -m facetrust.report.dvc_metrics`` (the same options as ``facetrust report dvc-metrics``)."""
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(description="DVC view of the results: metrics table and curves")
     add_arguments(parser)
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_dvc_view(args.metrics, args.roc, args.reject, args.out):
             print(path)
     except InputError as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -46,11 +46,17 @@ class SlurmCluster:
         env["SLURM_CONF"] = str(self.slurm_conf)
         return env
 
-    def sacct(self, job_ids: list[str], fields: str = "JobIDRaw,JobName,State,ReqMem,ReqTRES") -> list[dict]:
+    def sacct(
+        self, job_ids: list[str], fields: str = "JobIDRaw,JobName,State,ReqMem,ReqTRES"
+    ) -> list[dict]:
         """Accounting records (allocations only, no steps) of ``job_ids``, one dict per job."""
         out = subprocess.run(
             ["sacct", "-X", "-n", "-P", "-o", fields, "-j", ",".join(job_ids)],
-            env=self.client_env(), check=True, capture_output=True, text=True, timeout=30,
+            env=self.client_env(),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
         ).stdout
         names = fields.split(",")
         return [dict(zip(names, line.split("|"))) for line in out.splitlines() if line.strip()]
@@ -74,20 +80,28 @@ def install_packages(timeout_s: float = 900) -> None:
         [str(HERE / "install.sh")], capture_output=True, text=True, timeout=timeout_s
     )
     if proc.returncode != 0:
-        raise ClusterError(f"install.sh failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+        raise ClusterError(
+            f"install.sh failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
+        )
 
 
 def start_cluster(state_dir: Path = DEFAULT_STATE_DIR, timeout_s: float = 300) -> SlurmCluster:
     """Start (or restart) the cluster in ``state_dir`` and wait until its node is idle."""
     proc = subprocess.run(
         [str(HERE / "start_cluster.sh"), str(state_dir)],
-        capture_output=True, text=True, timeout=timeout_s,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     if proc.returncode != 0:
         stop_cluster(state_dir)
-        raise ClusterError(f"start_cluster.sh failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+        raise ClusterError(
+            f"start_cluster.sh failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
+        )
     values = dict(
-        line.split("=", 1) for line in (state_dir / "cluster.env").read_text().splitlines() if "=" in line
+        line.split("=", 1)
+        for line in (state_dir / "cluster.env").read_text().splitlines()
+        if "=" in line
     )
     return SlurmCluster(
         state_dir=state_dir,
@@ -105,7 +119,9 @@ def stop_cluster(state_dir: Path = DEFAULT_STATE_DIR) -> None:
     subprocess.run([str(HERE / "stop_cluster.sh"), str(state_dir)], timeout=120, check=False)
 
 
-def sized_profile(profile_dir: Path, out_dir: Path, cluster: SlurmCluster, init_seconds: int = 3) -> Path:
+def sized_profile(
+    profile_dir: Path, out_dir: Path, cluster: SlurmCluster, init_seconds: int = 3
+) -> Path:
     """Copy of the profile in ``profile_dir`` whose requests fit the test node.
 
     Every key stays as shipped; only sizes are capped, by wrapping each memory
@@ -151,7 +167,9 @@ def run_snakemake(
     # nodes, which inherit this environment through sbatch --export=ALL).
     env = dict(env, PATH=f"{snakemake.parent}{os.pathsep}{env.get('PATH', '')}")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(snakemake), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(snakemake), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -164,4 +182,3 @@ def run_snakemake(
             with open(log_path, "a") as log_tail:
                 log_tail.write(f"\n[run_snakemake] timed out after {timeout_s} s; interrupted\n")
     return subprocess.CompletedProcess(proc.args, proc.returncode, log_path.read_text(), "")
-

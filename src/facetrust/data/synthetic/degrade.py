@@ -30,7 +30,7 @@ from PIL import Image, ImageFilter
 from facetrust.data.synthetic.config import SynthConfig
 
 _KINDS = ("blur", "noise", "resolution", "occlusion", "jpeg")
-# Which degradation an image with a strong degradation surely has (others: 30 % each).
+# Which degradation dominates an image (its "main" kind).
 _STRONG_KIND_WEIGHTS = np.array([0.3, 0.2, 0.25, 0.15, 0.1])
 JPEG_KNEE = 70  # JPEG quality at and above which compression costs no quality
 
@@ -63,47 +63,39 @@ def quality_score(blur_sigma, noise_std, resolution, jpeg_quality, occlusion, im
 
 
 def sample_degradation(rng: np.random.Generator, config: SynthConfig) -> Degradation:
-    """Draw a degradation: mild for most images, strong for ``strong_degradation_fraction``.
+    """Draw a degradation with a continuous severity; strong for ``strong_degradation_fraction``.
 
-    A strongly degraded image has one degradation (drawn by ``_STRONG_KIND_WEIGHTS``) at 45-100 %
-    of its configured extreme and each other one strong with probability 0.3, so the low end of
-    quality really destroys identity information.
+    Severity ``s`` is uniform in [0.5, 1] for a strongly degraded image and ``0.5 * u**1.5``
+    (mostly mild) otherwise.  One main kind (drawn by ``_STRONG_KIND_WEIGHTS``) gets level ``s``;
+    blur, noise and resolution also get a secondary level ``s * U(0, 0.5)``, and on a strongly
+    degraded image each other kind is strong too with probability 0.3.  Level 1 is the configured
+    extreme (``blur_sigma_max``, ``noise_std_max``, ``resolution_min``, ``occlusion_max``, the low
+    end of ``jpeg_quality_range``), so the low end of quality really destroys identity
+    information while quality still spans [0, 1] continuously.
     """
     size = config.image_size
     jpeg_low, jpeg_high = config.jpeg_quality_range
-    strong = set()
-    if rng.random() < config.strong_degradation_fraction:
-        strong.add(_KINDS[int(rng.choice(len(_KINDS), p=_STRONG_KIND_WEIGHTS))])
-        strong.update(k for k in _KINDS if rng.random() < 0.3)
-    draws = rng.uniform(size=5)  # one draw per kind, consumed whatever the branch
-
-    if "blur" in strong:
-        blur = config.blur_sigma_max * (0.45 + 0.55 * draws[0])
-    else:
-        blur = config.blur_sigma_max * 0.2 * draws[0] if draws[0] < 0.5 else 0.0
-    if "noise" in strong:
-        noise = config.noise_std_max * (0.45 + 0.55 * draws[1])
-    else:
-        noise = config.noise_std_max * 0.15 * draws[1]
-    span = size - config.resolution_min
-    if "resolution" in strong:
-        resolution = config.resolution_min + span * 0.3 * draws[2]
-    else:
-        resolution = size if draws[2] < 0.6 else size - span * 0.4 * (draws[2] - 0.6) / 0.4
-    if "occlusion" in strong:
-        occlusion = config.occlusion_max * (0.5 + 0.5 * draws[3])
-    else:
-        occlusion = config.occlusion_max * 0.3 * (draws[3] - 0.8) / 0.2 if draws[3] > 0.8 else 0.0
-    if "jpeg" in strong:
-        jpeg = jpeg_low + min(15, jpeg_high - jpeg_low) * draws[4]
-    else:
-        jpeg = max(jpeg_low, min(JPEG_KNEE, jpeg_high)) + (jpeg_high - max(jpeg_low, min(JPEG_KNEE, jpeg_high))) * draws[4]
+    knee = max(jpeg_low, min(JPEG_KNEE, jpeg_high))
+    strong = rng.random() < config.strong_degradation_fraction
+    severity = 0.5 + 0.5 * rng.random() if strong else 0.5 * rng.random() ** 1.5
+    main = int(rng.choice(len(_KINDS), p=_STRONG_KIND_WEIGHTS))
+    # fixed number of draws whatever the branch, so later draws do not shift with the branch
+    secondary = severity * 0.5 * rng.random(len(_KINDS))
+    extra_strong = severity * (0.5 + 0.5 * rng.random(len(_KINDS)))
+    extra_chosen = rng.random(len(_KINDS)) < 0.3
+    level = secondary.copy()
+    level[[_KINDS.index("occlusion"), _KINDS.index("jpeg")]] = 0.0  # only as a main/strong kind
+    if strong:
+        level = np.where(extra_chosen, extra_strong, level)
+    level[main] = severity
+    blur, noise, resolution, occlusion, jpeg = level.tolist()
+    jpeg_quality = knee - jpeg * (knee - jpeg_low) if jpeg > 0 else knee + (jpeg_high - knee) * rng.random()
     return Degradation(
-        blur_sigma=round(float(blur), 3),
-        noise_std=round(float(noise), 2),
-        resolution=int(round(resolution)),
-        jpeg_quality=int(round(jpeg)),
-        occlusion=round(float(occlusion), 3),
+        blur_sigma=round(config.blur_sigma_max * blur, 3),
+        noise_std=round(config.noise_std_max * noise, 2),
+        resolution=int(round(size - resolution * (size - config.resolution_min))),
+        jpeg_quality=int(round(jpeg_quality)),
+        occlusion=round(config.occlusion_max * occlusion, 3),
     )
 
 

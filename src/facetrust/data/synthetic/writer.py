@@ -17,6 +17,7 @@ identities, then the IJB identities), so the sets are identity-disjoint by const
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 from dataclasses import dataclass
@@ -206,8 +207,7 @@ def _write_ijb(out_dir: Path, config: SynthConfig, seed: int, first_identity: in
         for frame in range(frames):
             rng = keyed_rng(seed, STREAM_IJB, media, frame + 1)
             if frame:  # a later video frame: same scene, slightly moved
-                shot = type(shot)(perturb_nuisance(rng, base_nuisance), shot.centre, shot.side,
-                                  shot.angle, shot.degradation)
+                shot = dataclasses.replace(shot, nuisance=perturb_nuisance(rng, base_nuisance))
             image = render_loose(params, shot, rng, config)
             number += 1
             name = f"{number}.jpg"
@@ -246,8 +246,8 @@ def _write_ijb(out_dir: Path, config: SynthConfig, seed: int, first_identity: in
     write_text_atomic(meta / f"{IJB_NAME}_face_tid_mid.txt", "\n".join(face_lines) + "\n")
     write_text_atomic(meta / f"{IJB_NAME}_name_5pts_score.txt", "\n".join(point_lines) + "\n")
     write_text_atomic(meta / f"{IJB_NAME}_template_pair_label.txt", pair_text.getvalue())
-    write_text_atomic(meta / f"{IJB_NAME}_template_identity.txt",
-                      "".join(f"{t + 1} {first_identity + i}\n" for t, i in enumerate(template_identity.tolist())))
+    truth = "".join(f"{t + 1} {first_identity + i}\n" for t, i in enumerate(template_identity.tolist()))
+    write_text_atomic(meta / f"{IJB_NAME}_template_identity.txt", truth)
     return {"identities": config.ijb_identities, "templates": tid, "media": mid, "images": number,
             "genuine_pairs": len(genuine), "impostor_pairs": len(impostor)}
 
