@@ -63,3 +63,24 @@ def test_unknown_model_lists_the_configured_ones(params):
     validated = validate_params(copy.deepcopy(params))
     with pytest.raises(ConfigError, match="no such model; configured: "):
         model_params(validated, "not_a_model")
+
+
+def test_synth_schema_describes_every_synth_config_field_with_its_default():
+    import dataclasses
+
+    from facetrust.config import schema
+    from facetrust.data.synthetic import SynthConfig
+
+    properties = schema()["properties"]["synth"]["properties"]
+    fields = {f.name: f.default for f in dataclasses.fields(SynthConfig)}
+    assert set(properties) == set(fields)
+    for name, default in fields.items():
+        expected = list(default) if isinstance(default, tuple) else default
+        assert properties[name]["default"] == expected, name
+        assert properties[name]["description"], name
+
+
+def test_unknown_synth_key_is_named(params):
+    params["synth"] = {"train_identites": 3}
+    with pytest.raises(ConfigError, match="'train_identites' was unexpected"):
+        validate_params(params)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,3 +93,26 @@ def test_dvc_accepts_the_stages_and_orders_them_as_the_pipeline(tmp_path):
     for edge in [("data", "train"), ("train", "embed"), ("embed", "evaluate"), ("evaluate", "report"),
                  ("embed", "report"), ("data", "report"), ("evaluate", "dvc_view")]:
         assert edge in edges, edge
+
+
+def _summary(workdir: Path, *targets: str) -> dict[str, str]:
+    """{output file: rule} of every job Snakemake would run for ``targets`` (nothing is run)."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    result = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                             "--summary", *targets], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("\t") for line in result.stdout.splitlines()[1:] if "\t" in line]
+    return {row[0]: row[2] for row in rows}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params", ["params.yaml", "tests/data/tiny_params_full.yaml"])
+def test_upstream_named_targets_cover_every_input_of_the_tables(params, tmp_path):
+    """The report stage runs only the report rules, so every file of another rule that the
+    tables, figures and reports need must be built by the data/models/embeddings/metrics
+    targets of the upstream DVC stages (e.g. fitted heads, pair-set embeddings, reject curves)."""
+    shutil.copy(REPO / params, tmp_path / "params.yaml")
+    report_rules = set(snakemake_call("report")[0])
+    needed = {f for f, rule in _summary(tmp_path, "tables").items() if rule not in report_rules}
+    built = set(_summary(tmp_path, *sorted(NAMED_TARGETS - {"tables"})))
+    assert needed and not needed - built, sorted(needed - built)[:10]
