@@ -8,7 +8,7 @@ CORES ?= all
 TARGET ?= results/ijbc_table.csv
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install install-test mxnet-reference all-reports dag install-profile lint
+.PHONY: run test install install-test mxnet-reference all-reports dag install-profile lint slurm-deps
 
 ## run: create .venv, install pinned deps, run the main job on the embedded default
 run: install
@@ -50,6 +50,10 @@ mxnet-reference: .venv-mxnet/.installed
 	test -x .venv-mxnet/bin/python || $(PYTHON) -m venv .venv-mxnet
 	.venv-mxnet/bin/pip install --quiet mxnet==1.9.1 'numpy<1.24'
 	touch $@
+
+## slurm-deps: Debian packages of the single-node SLURM test cluster (root; the test installs them too)
+slurm-deps:
+	tests/integration/slurm/install.sh
 
 ## dag: the rule graph of the main job as PNG (needs graphviz `dot`)
 dag: install

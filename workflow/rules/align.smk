@@ -18,8 +18,8 @@ rule align:
         "logs/benchmark/align/{ijb}.tsv"
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=grow(4000),
+        runtime=grow(120),
     shell:
         "facetrust align --in {params.ijb_dir} --name {wildcards.ijb} --out data/aligned/{wildcards.ijb}"
         " --size {params.size} --detector {params.method} --threads {threads} > {log} 2>&1"

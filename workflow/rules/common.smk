@@ -78,8 +78,20 @@ def testset_path(wildcards):
     return config["datasets"]["pairs"][wildcards.testset]
 
 
-def model_resources(wildcards, key, default):
-    return config["models"][wildcards.model].get("resources", {}).get(key, default)
+def model_resources(key, default):
+    """A train job's resource from its model's `resources` section; memory and runtime grow
+    with the retry attempt (the SLURM profile retries failed jobs)."""
+
+    def resource(wildcards, attempt):
+        value = config["models"][wildcards.model].get("resources", {}).get(key, default)
+        return value if key == "gpus" else value * attempt
+
+    return resource
+
+
+def grow(base):
+    """A resource that grows with the retry attempt: base on the first try, 2x base on the second..."""
+    return lambda wildcards, attempt: base * attempt
 
 
 def variant_model(wildcards):

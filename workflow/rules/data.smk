@@ -22,8 +22,8 @@ rule synthesize:
         "logs/benchmark/synthesize.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=grow(4000),
+        runtime=grow(30),
     shell:
         "facetrust synth --out {SYNTH_DIR} --params {PARAMS_FILE} > {log} 2>&1"
 
@@ -42,7 +42,7 @@ rule decode:
         "logs/benchmark/decode.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=grow(2000),
+        runtime=grow(60),
     shell:
         "facetrust data verify {params.train_dir} --out {output.manifest} > {log} 2>&1"

@@ -20,8 +20,8 @@ rule embed:
     threads: THREADS
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=grow(8000),
+        runtime=grow(60),
     shell:
         "OMP_NUM_THREADS={threads} facetrust embed --model {params.model} {params.uncertainty} --testset {params.testset}"
         " --out {output} --batch-size {params.batch_size} {params.flip} --threads {threads}"

@@ -28,8 +28,8 @@ rule evaluate_ijb:
         "logs/benchmark/evaluate/{variant}/{ijb}.tsv"
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=grow(8000),
+        runtime=grow(60),
     shell:
         "facetrust evaluate ijb --embeddings {input.embeddings} --protocol {params.ijb_dir}"
         " --name {wildcards.ijb} --out {output.metrics} --roc {output.roc} --fars {params.fars}"
@@ -51,8 +51,8 @@ rule evaluate_pairs:
         "logs/benchmark/evaluate/{variant}/{pairs}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=grow(4000),
+        runtime=grow(30),
     shell:
         "facetrust evaluate pairs --embeddings {input.embeddings} --out {output.metrics}"
         " --roc {output.roc} --metric {params.metric} {params.flip} > {log} 2>&1"
@@ -80,8 +80,8 @@ rule evaluate_reject:
         "logs/benchmark/evaluate_reject/{variant}/{ijb}.tsv"
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=grow(8000),
+        runtime=grow(60),
     shell:
         "facetrust evaluate reject --embeddings {input.embeddings} --protocol {params.ijb_dir}"
         " --name {wildcards.ijb} --out {output.curve} --csv {output.csv} --how {params.how}"

@@ -37,8 +37,8 @@ rule ijbc_table:
         "logs/benchmark/report/ijbc_table.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=grow(1000),
+        runtime=grow(10),
     shell:
         "facetrust report table --metrics {input} --method {params.methods:q}"
         " --backbone {params.backbones:q} --train-set {params.train_sets:q}"
@@ -75,8 +75,8 @@ rule verification_table:
         "logs/benchmark/report/verification_table.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grow(2000),
+        runtime=grow(10),
     shell:
         "facetrust report verification-table --metrics {input.metrics}"
         " --embeddings {input.embeddings} --method {params.methods:q}"
@@ -102,8 +102,8 @@ rule quality_table:
         "logs/benchmark/report/quality_table.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grow(2000),
+        runtime=grow(10),
     shell:
         "facetrust report quality --embeddings {input.embeddings} --method {params.methods:q}"
         " --quality {input.quality} --out {output} > {log} 2>&1"
@@ -126,8 +126,8 @@ rule figure_roc:
         "logs/benchmark/report/roc_{ijb}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grow(2000),
+        runtime=grow(10),
     shell:
         "facetrust report roc --roc {input} --label {params.labels:q}"
         " --title 'ROC, {wildcards.ijb}' --out {output} > {log} 2>&1"
@@ -148,8 +148,8 @@ rule figure_reject:
         "logs/benchmark/report/reject_{ijb}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grow(2000),
+        runtime=grow(10),
     shell:
         "facetrust report reject-plot --reject {input} --label {params.labels:q}"
         " --title 'Reject verification, {wildcards.ijb}' --out {output} > {log} 2>&1"
@@ -175,8 +175,8 @@ rule figure_histograms:
         "logs/benchmark/report/uncertainty_{variant}_{ijb}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grow(2000),
+        runtime=grow(10),
     shell:
         "facetrust report histograms --embeddings {input.embeddings} --quality {input.quality}"
         " --protocol {params.ijb_dir} --name {wildcards.ijb} --title {params.label:q}"
@@ -199,8 +199,8 @@ rule report_sphereface:
         "logs/benchmark/report/sphereface.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=grow(1000),
+        runtime=grow(10),
     shell:
         "facetrust report sphereface --verification-table {input.table}"
         " --baseline {params.baseline:q} --margin-methods {params.margins:q}"
@@ -220,8 +220,8 @@ rule report_scf:
         "logs/benchmark/report/scf.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=grow(1000),
+        runtime=grow(10),
     shell:
         "facetrust report scf --table {input.table} --figure {input.roc} --out {output} > {log} 2>&1"
 
@@ -252,8 +252,8 @@ rule report_scaleface:
         "logs/benchmark/report/scaleface.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=grow(1000),
+        runtime=grow(10),
     shell:
         "facetrust report scaleface --reject {input.reject} --label {params.labels:q}"
         " --quality-table {input.quality_table} --figure {input.figures} --out {output} > {log} 2>&1"
@@ -279,8 +279,8 @@ rule quality_split:
         "logs/benchmark/report/quality_split.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=grow(4000),
+        runtime=grow(10),
     shell:
         "facetrust report quality-split --embeddings {input.embeddings} --method {params.methods:q}"
         " --protocol {params.ijb_dir} --name {params.ijb} --quality {input.quality}"

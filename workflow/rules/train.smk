@@ -23,9 +23,9 @@ rule train:
         "logs/benchmark/train/{model}.tsv"
     threads: THREADS
     resources:
-        gpu=lambda wildcards: model_resources(wildcards, "gpus", 1),
-        mem_mb=lambda wildcards: model_resources(wildcards, "mem_mb", 8000),
-        runtime=lambda wildcards: model_resources(wildcards, "runtime_min", 120),
+        gpu=model_resources("gpus", 1),
+        mem_mb=model_resources("mem_mb", 8000),
+        runtime=model_resources("runtime_min", 120),
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} train --model {wildcards.model} --params {PARAMS_FILE}"
         " --out models/{wildcards.model} --threads {threads} > {log} 2>&1"
@@ -47,8 +47,8 @@ rule fit_head:
     threads: THREADS
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=grow(8000),
+        runtime=grow(120),
     shell:
         "OMP_NUM_THREADS={threads} facetrust fit-head --model {wildcards.model} --head {wildcards.head}"
         " --params {PARAMS_FILE} --out models/{wildcards.model}/heads/{wildcards.head}"
