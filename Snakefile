@@ -22,10 +22,15 @@ include: "workflow/rules/report.smk"
 
 
 REPORT_TARGETS = ["results/ijbc_table.csv", "results/reports/scf.md"]
-if config["datasets"]["source"] == "synth":  # known quality exists only for the synthetic benchmark
+if (
+    config["datasets"]["source"] == "synth"
+):  # known quality exists only for the synthetic benchmark
     REPORT_TARGETS.append("results/quality_split.csv")
 if config["report"]["verification_table"]["variants"]:
-    REPORT_TARGETS += ["results/verification_table.csv", "results/reports/sphereface.md"]
+    REPORT_TARGETS += [
+        "results/verification_table.csv",
+        "results/reports/sphereface.md",
+    ]
 if config["report"]["reject"]["variants"]:
     REPORT_TARGETS += ["results/quality_table.csv", "results/reports/scaleface.md"]
 

@@ -36,7 +36,7 @@ UPSTREAM_STAGES = ("data", "train", "embed", "evaluate")
 REPORT_RULES_FILE = REPO / "workflow" / "rules" / "report.smk"
 # Everything the figures stage writes, compared byte for byte between the two clones.
 REPORT_OUTPUTS = ("results/figures", "results/reports", "results/ijbc_table.csv",
-                  "results/verification_table.csv", "results/quality_table.csv")
+                  "results/verification_table.csv", "results/quality_table.csv", "results/quality_split.csv")
 
 
 def _env() -> dict[str, str]:
@@ -119,8 +119,8 @@ def test_figures_stage_pulls_and_regenerates_without_upstream_stages(ci_from_cac
     ran = snakemake_rules_run(second)
     allowed = report_rules() | {"tables"}
     assert ran and set(ran) <= allowed, f"rules outside the report stage ran: {set(ran) - allowed}"
-    for rule in ("figure_roc", "figure_reject", "figure_histograms", "ijbc_table", "report_scf",
-                 "report_sphereface", "report_scaleface"):
+    for rule in ("figure_roc", "figure_reject", "figure_histograms", "ijbc_table", "quality_split",
+                 "report_scf", "report_sphereface", "report_scaleface"):
         assert rule in ran, rule
     # No synthesis, decoding, alignment, training, head fitting, embedding or evaluation: their
     # rule logs were never written, and their inputs were never even downloaded.

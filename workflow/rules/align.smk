@@ -17,6 +17,8 @@ rule align:
     benchmark:
         "logs/benchmark/align/{ijb}.tsv"
     threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(4000),
         runtime=grow(120),

@@ -14,9 +14,13 @@ for _name, _variant in VARIANTS.items():
     _variant.setdefault("uncertainty", "none")
     _variant.setdefault("pooling", "mean")
     if _variant["model"] not in config["models"]:
-        raise ValueError(f"variants.{_name}.model: {_variant['model']!r} is not a key of models")
+        raise ValueError(
+            f"variants.{_name}.model: {_variant['model']!r} is not a key of models"
+        )
     if "head" in _variant and _variant["head"] not in config["heads"]:
-        raise ValueError(f"variants.{_name}.head: {_variant['head']!r} is not a key of heads")
+        raise ValueError(
+            f"variants.{_name}.head: {_variant['head']!r} is not a key of heads"
+        )
 HEADS = sorted(config["heads"])
 PAIR_SETS = sorted(config["datasets"]["pairs"])
 IJB_SETS = sorted(config["datasets"]["ijb"])
@@ -62,7 +66,10 @@ def ijb_dir(wildcards):
 
 def ijb_meta(wildcards):
     root = ijb_dir(wildcards)
-    return [f"{root}/meta/{wildcards.ijb}_{part}.txt" for part in ("face_tid_mid", "name_5pts_score", "template_pair_label")]
+    return [
+        f"{root}/meta/{wildcards.ijb}_{part}.txt"
+        for part in ("face_tid_mid", "name_5pts_score", "template_pair_label")
+    ]
 
 
 def testset_input(wildcards):
@@ -118,8 +125,26 @@ def variant_uncertainty_args(wildcards):
 
 def variant_label(name):
     variant = VARIANTS[name]
-    return variant.get("method") or config["models"][variant["model"]].get("method", name)
+    return variant.get("method") or config["models"][variant["model"]].get(
+        "method", name
+    )
 
 
 def table_variants(section):
     return config["report"][section]["variants"] or sorted(VARIANTS)
+
+
+def _rows(section):
+    """(variants, method labels, backbones, train sets) of a report section, in table order."""
+    names = table_variants(section)
+    models = [config["models"][VARIANTS[v]["model"]] for v in names]
+    return (
+        names,
+        [variant_label(v) for v in names],
+        [m["backbone"] for m in models],
+        [m["train_set"] for m in models],
+    )
+
+
+def _reject_variants():
+    return config["report"]["reject"]["variants"]

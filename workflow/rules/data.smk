@@ -16,16 +16,20 @@ rule synthesize:
     params:
         synth=config["synth"],
         seed=config["seed"],
+        config_file=PARAMS_FILE,
+        out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         "logs/synthesize.log",
     benchmark:
         "logs/benchmark/synthesize.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(4000),
         runtime=grow(30),
     shell:
-        "facetrust synth --out {SYNTH_DIR} --params {PARAMS_FILE} > {log} 2>&1"
+        "facetrust synth --out {params.out_dir} --params {params.config_file} > {log} 2>&1"
 
 
 rule decode:
@@ -35,12 +39,14 @@ rule decode:
     output:
         manifest="data/manifests/train.json",
     params:
-        train_dir=train_dir(),
+        train_dir=lambda wildcards, input: os.path.dirname(input.rec),
     log:
         "logs/decode.log",
     benchmark:
         "logs/benchmark/decode.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(2000),
         runtime=grow(60),

@@ -18,6 +18,8 @@ rule embed:
     benchmark:
         "logs/benchmark/embed/{variant}/{testset}.tsv"
     threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         gpu=1,
         mem_mb=grow(8000),

@@ -27,6 +27,8 @@ rule evaluate_ijb:
     benchmark:
         "logs/benchmark/evaluate/{variant}/{ijb}.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(8000),
         runtime=grow(60),
@@ -50,6 +52,8 @@ rule evaluate_pairs:
     benchmark:
         "logs/benchmark/evaluate/{variant}/{pairs}.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(4000),
         runtime=grow(30),
@@ -79,6 +83,8 @@ rule evaluate_reject:
     benchmark:
         "logs/benchmark/evaluate_reject/{variant}/{ijb}.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(8000),
         runtime=grow(60),

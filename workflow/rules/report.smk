@@ -1,22 +1,6 @@
 # Tables, figures and per-paper reports. Row labels come from `variants` (method names).
 
 
-def _rows(section):
-    """(variants, method labels, backbones, train sets) of a report section, in table order."""
-    names = table_variants(section)
-    models = [config["models"][VARIANTS[v]["model"]] for v in names]
-    return (
-        names,
-        [variant_label(v) for v in names],
-        [m["backbone"] for m in models],
-        [m["train_set"] for m in models],
-    )
-
-
-def _reject_variants():
-    return config["report"]["reject"]["variants"]
-
-
 rule ijbc_table:
     input:
         lambda wildcards: expand(
@@ -25,7 +9,11 @@ rule ijbc_table:
             ijb=config["report"]["ijbc_table"]["test_set"],
         ),
     output:
-        report("results/ijbc_table.csv", caption="../report/ijbc_table.rst", category="Tables"),
+        report(
+            "results/ijbc_table.csv",
+            caption="../report/ijbc_table.rst",
+            category="Tables",
+        ),
     params:
         methods=lambda wildcards: _rows("ijbc_table")[1],
         backbones=lambda wildcards: _rows("ijbc_table")[2],
@@ -36,6 +24,8 @@ rule ijbc_table:
     benchmark:
         "logs/benchmark/report/ijbc_table.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(1000),
         runtime=grow(10),
@@ -74,6 +64,8 @@ rule verification_table:
     benchmark:
         "logs/benchmark/report/verification_table.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(2000),
         runtime=grow(10),
@@ -93,7 +85,11 @@ rule quality_table:
         ),
         quality=f"{SYNTH_DIR}/quality.csv",
     output:
-        report("results/quality_table.csv", caption="../report/quality_table.rst", category="Tables"),
+        report(
+            "results/quality_table.csv",
+            caption="../report/quality_table.rst",
+            category="Tables",
+        ),
     params:
         methods=lambda wildcards: [variant_label(v) for v in _reject_variants()],
     log:
@@ -101,6 +97,8 @@ rule quality_table:
     benchmark:
         "logs/benchmark/report/quality_table.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(2000),
         runtime=grow(10),
@@ -117,7 +115,11 @@ rule figure_roc:
             ijb=wildcards.ijb,
         ),
     output:
-        report("results/figures/roc_{ijb}.png", caption="../report/roc.rst", category="Figures"),
+        report(
+            "results/figures/roc_{ijb}.png",
+            caption="../report/roc.rst",
+            category="Figures",
+        ),
     params:
         labels=lambda wildcards: _rows("ijbc_table")[1],
     log:
@@ -125,6 +127,8 @@ rule figure_roc:
     benchmark:
         "logs/benchmark/report/roc_{ijb}.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(2000),
         runtime=grow(10),
@@ -136,10 +140,16 @@ rule figure_roc:
 rule figure_reject:
     input:
         lambda wildcards: expand(
-            "results/reject/{variant}/{ijb}.json", variant=_reject_variants(), ijb=wildcards.ijb
+            "results/reject/{variant}/{ijb}.json",
+            variant=_reject_variants(),
+            ijb=wildcards.ijb,
         ),
     output:
-        report("results/figures/reject_{ijb}.png", caption="../report/reject.rst", category="Figures"),
+        report(
+            "results/figures/reject_{ijb}.png",
+            caption="../report/reject.rst",
+            category="Figures",
+        ),
     params:
         labels=lambda wildcards: [variant_label(v) for v in _reject_variants()],
     log:
@@ -147,6 +157,8 @@ rule figure_reject:
     benchmark:
         "logs/benchmark/report/reject_{ijb}.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(2000),
         runtime=grow(10),
@@ -174,6 +186,8 @@ rule figure_histograms:
     benchmark:
         "logs/benchmark/report/uncertainty_{variant}_{ijb}.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(2000),
         runtime=grow(10),
@@ -198,6 +212,8 @@ rule report_sphereface:
     benchmark:
         "logs/benchmark/report/sphereface.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(1000),
         runtime=grow(10),
@@ -219,6 +235,8 @@ rule report_scf:
     benchmark:
         "logs/benchmark/report/scf.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(1000),
         runtime=grow(10),
@@ -251,6 +269,8 @@ rule report_scaleface:
     benchmark:
         "logs/benchmark/report/scaleface.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(1000),
         runtime=grow(10),
@@ -268,16 +288,24 @@ rule quality_split:
         ),
         quality=f"{SYNTH_DIR}/quality.csv",
     output:
-        report("results/quality_split.csv", caption="../report/quality_split.rst", category="Tables"),
+        report(
+            "results/quality_split.csv",
+            caption="../report/quality_split.rst",
+            category="Tables",
+        ),
     params:
         methods=lambda wildcards: _rows("ijbc_table")[1],
         ijb=config["report"]["ijbc_table"]["test_set"],
-        ijb_dir=lambda wildcards: config["datasets"]["ijb"][config["report"]["ijbc_table"]["test_set"]],
+        ijb_dir=lambda wildcards: config["datasets"]["ijb"][
+            config["report"]["ijbc_table"]["test_set"]
+        ],
     log:
         "logs/report/quality_split.log",
     benchmark:
         "logs/benchmark/report/quality_split.tsv"
     threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(4000),
         runtime=grow(10),

@@ -12,6 +12,7 @@ rule train:
     params:
         model=lambda wildcards: config["models"][wildcards.model],
         seed=config["seed"],
+        config_file=PARAMS_FILE,
         launcher=lambda wildcards, resources: (
             f"torchrun --standalone --nproc_per_node={resources.gpu} -m facetrust.cli"
             if resources.gpu > 1
@@ -22,12 +23,14 @@ rule train:
     benchmark:
         "logs/benchmark/train/{model}.tsv"
     threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         gpu=model_resources("gpus", 1),
         mem_mb=model_resources("mem_mb", 8000),
         runtime=model_resources("runtime_min", 120),
     shell:
-        "OMP_NUM_THREADS={threads} {params.launcher} train --model {wildcards.model} --params {PARAMS_FILE}"
+        "OMP_NUM_THREADS={threads} {params.launcher} train --model {wildcards.model} --params {params.config_file}"
         " --out models/{wildcards.model} --threads {threads} > {log} 2>&1"
 
 
@@ -40,16 +43,19 @@ rule fit_head:
     params:
         head=lambda wildcards: config["heads"][wildcards.head],
         seed=config["seed"],
+        config_file=PARAMS_FILE,
     log:
         "logs/fit_head/{model}/{head}.log",
     benchmark:
         "logs/benchmark/fit_head/{model}/{head}.tsv"
     threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
     resources:
         gpu=1,
         mem_mb=grow(8000),
         runtime=grow(120),
     shell:
         "OMP_NUM_THREADS={threads} facetrust fit-head --model {wildcards.model} --head {wildcards.head}"
-        " --params {PARAMS_FILE} --out models/{wildcards.model}/heads/{wildcards.head}"
+        " --params {params.config_file} --out models/{wildcards.model}/heads/{wildcards.head}"
         " --threads {threads} > {log} 2>&1"
