@@ -148,3 +148,11 @@ def _rows(section):
 
 def _reject_variants():
     return config["report"]["reject"]["variants"]
+
+
+def identity_source(wildcards):
+    """quality.csv holds the identities of the synthetic pair set (angular Fisher score); real
+    .bin sets carry none, so the score is left out there."""
+    return (
+        [f"{SYNTH_DIR}/quality.csv"] if config["datasets"]["source"] == "synth" else []
+    )

@@ -47,6 +47,7 @@ rule verification_table:
             variant=_rows("verification_table")[0],
             pairs=config["report"]["verification_table"]["test_set"],
         ),
+        quality=identity_source,
     output:
         report(
             "results/verification_table.csv",
@@ -58,7 +59,9 @@ rule verification_table:
         backbones=lambda wildcards: _rows("verification_table")[2],
         train_sets=lambda wildcards: _rows("verification_table")[3],
         test_set=config["report"]["verification_table"]["test_set"],
-        quality=f"{SYNTH_DIR}/quality.csv",
+        quality=lambda wildcards, input: (
+            f"--quality {input.quality}" if input.quality else ""
+        ),
     log:
         "logs/report/verification_table.log",
     benchmark:
@@ -73,7 +76,7 @@ rule verification_table:
         "facetrust report verification-table --metrics {input.metrics}"
         " --embeddings {input.embeddings} --method {params.methods:q}"
         " --backbone {params.backbones:q} --train-set {params.train_sets:q}"
-        " --test-set {params.test_set} --out {output} > {log} 2>&1"
+        " --test-set {params.test_set} {params.quality} --out {output} > {log} 2>&1"
 
 
 rule quality_table:
