@@ -49,19 +49,45 @@ rule data:
         expand("data/aligned/{ijb}/index.csv", ijb=IJB_SETS),
 
 
+# Fitted uncertainty heads: one per (model, head) pair that a variant uses.
+HEAD_FILES = sorted(
+    {
+        f"models/{v['model']}/heads/{v['head']}/head.pt"
+        for v in VARIANTS.values()
+        if "head" in v
+    }
+)
+
+
 rule models:
     input:
         expand("models/{model}/checkpoint.pt", model=MODELS),
+        HEAD_FILES,
 
 
 rule embeddings:
     input:
-        expand("embeddings/{variant}/{testset}.npz", variant=VARIANTS, testset=IJB_SETS),
+        expand("embeddings/{variant}/{ijb}.npz", variant=VARIANTS, ijb=IJB_SETS),
+        expand(
+            "embeddings/{variant}/{pairs}.npz",
+            variant=config["report"]["verification_table"]["variants"],
+            pairs=config["report"]["verification_table"]["test_set"],
+        ),
 
 
 rule metrics:
     input:
         expand("results/metrics/{variant}/{ijb}.json", variant=VARIANTS, ijb=IJB_SETS),
+        expand(
+            "results/metrics/{variant}/{pairs}.json",
+            variant=config["report"]["verification_table"]["variants"],
+            pairs=config["report"]["verification_table"]["test_set"],
+        ),
+        expand(
+            "results/reject/{variant}/{ijb}.json",
+            variant=config["report"]["reject"]["variants"],
+            ijb=config["report"]["reject"]["test_set"],
+        ),
 
 
 rule tables:

@@ -126,9 +126,21 @@ def cmd_scaleface(args) -> None:
 # --------------------------------------------------------------------------- parsers
 
 
+def cmd_dvc_metrics(args) -> None:
+    from facetrust.report.dvc_metrics import write_dvc_view
+
+    for path in write_dvc_view(args.metrics, args.roc, args.reject, args.out):
+        print(path)
+
+
 def add_report_parsers(report_subparsers) -> None:
     """Register the report kinds above on ``report_subparsers`` (``p.add_subparsers(dest="kind")``)."""
+    from facetrust.report.dvc_metrics import add_arguments as add_dvc_metrics_arguments
+
     sub = report_subparsers
+    p = sub.add_parser("dvc-metrics", help="flat per-variant metrics and plot data that `dvc metrics/plots` read")
+    add_dvc_metrics_arguments(p)
+    p.set_defaults(func=cmd_dvc_metrics)
 
     p = sub.add_parser("verification-table", help="pair-set verification table (10-fold accuracy, AFS, VAL)")
     p.add_argument("--metrics", nargs="+", required=True, help="pair-set metrics JSON files, one per row")
