@@ -292,3 +292,14 @@ def test_rerun_with_fewer_images_leaves_no_stale_loose_crops(tmp_path):
     listed = read_ijb_protocol(tmp_path / "ijb" / "synth_ijbc").images
     on_disk = sorted(p.name for p in (tmp_path / "ijb" / "synth_ijbc" / "loose_crop").iterdir())
     assert sorted(listed) == on_disk
+
+
+def test_identity_spread_pulls_people_towards_the_population_mean():
+    wide = [identity_of(SEED, i, 1.0) for i in range(40)]
+    narrow = [identity_of(SEED, i, 0.5) for i in range(40)]
+    assert [p.hair_style for p in wide] == [p.hair_style for p in narrow]  # same draws
+    for field in ("face_half_width", "eye_width", "nose_width", "brow_thickness"):
+        ratio = np.std([getattr(p, field) for p in narrow]) / np.std([getattr(p, field) for p in wide])
+        assert ratio == pytest.approx(0.5, rel=1e-6), field
+    skin_spread = np.std([p.skin for p in narrow], axis=0) / np.std([p.skin for p in wide], axis=0)
+    assert np.all(skin_spread < 0.6)

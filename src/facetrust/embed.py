@@ -95,7 +95,9 @@ def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict
     if kind == "scale":
         if scale_head is None:
             raise InputError(f"{extras['path']}: uncertainty 'scale' needs a ScaleFace model (head kind scaleface)")
-        return (lambda embedding, feature_map: (1.0 / scale_head(feature_map)).float().numpy()), "scale"
+        # ScaleFace: the predicted scale s is the confidence; a collapsed head (s -> 0) must not give inf.
+        return (lambda embedding, feature_map: (1.0 / scale_head(feature_map).double().clamp_min(1e-12))
+                .float().numpy()), "scale"
     centres = margin_head.weight.detach() if kind == "entropy" else None
     scale = float(config["head"].get("s", 64.0))
     return (lambda embedding, feature_map: baseline_uncertainty(kind, embedding, centres, scale).float().numpy()), kind

@@ -156,3 +156,9 @@ def identity_source(wildcards):
     return (
         [f"{SYNTH_DIR}/quality.csv"] if config["datasets"]["source"] == "synth" else []
     )
+
+
+def init_checkpoint(wildcards):
+    """The checkpoint a model starts from (`train.init_from`, e.g. ScaleFace's frozen ArcFace)."""
+    source = config["models"][wildcards.model]["train"].get("init_from")
+    return [f"{source}/checkpoint.pt"] if source else []

@@ -6,6 +6,7 @@ rule train:
     input:
         rec=f"{train_dir()}/train.rec",
         manifest="data/manifests/train.json",
+        init=init_checkpoint,
     output:
         checkpoint="models/{model}/checkpoint.pt",
         log_csv="models/{model}/train_log.csv",

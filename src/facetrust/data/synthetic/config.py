@@ -39,6 +39,9 @@ class SynthConfig:
     loose_rotation_deg: float = 20.0  # max |in-plane rotation| of the face in a loose crop
     supersample: int = 2  # drawing resolution factor before the box downsampling
 
+    # --- identities --------------------------------------------------------------------------
+    identity_spread: float = 0.85  # 1 = full parameter ranges; smaller = people more alike, harder
+
     # --- training set (InsightFace RecordIO) ----------------------------------------------
     train_identities: int = 400
     train_images_per_identity: IntRange = (20, 30)
@@ -105,6 +108,8 @@ class SynthConfig:
         for name in ("blur_sigma_max", "noise_std_max", "ijb_landmark_noise_px", "loose_rotation_deg"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"synth.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.identity_spread <= 1.0:
+            raise ConfigError(f"synth.identity_spread: must lie in (0, 1], got {self.identity_spread}")
         if self.ijb_impostor_pairs < 0:
             raise ConfigError("synth.ijb_impostor_pairs: must be >= 0")
 

@@ -86,21 +86,31 @@ class Identity:
     cheek_blush: float
 
 
-def _colour_between(rng: np.random.Generator, palette: np.ndarray, jitter: float) -> tuple:
+def _colour_between(rng: np.random.Generator, palette: np.ndarray, jitter: float,
+                    spread: float = 1.0) -> tuple:
     position = rng.uniform(0, len(palette) - 1)
     low = int(np.floor(position))
     high = min(low + 1, len(palette) - 1)
     colour = palette[low] + (position - low) * (palette[high] - palette[low])
     colour = colour + rng.normal(0, jitter, 3)
+    colour = palette.mean(axis=0) + spread * (colour - palette.mean(axis=0))
     return tuple(float(c) for c in np.clip(colour, 0, 255))
 
 
-def sample_identity(rng: np.random.Generator) -> Identity:
-    """Draw one person.  Parameters are continuous so that identities are numerous and close."""
-    u = rng.uniform
+def sample_identity(rng: np.random.Generator, spread: float = 1.0) -> Identity:
+    """Draw one person.  Parameters are continuous so that identities are numerous and close.
+
+    ``spread`` in (0, 1] shrinks every continuous parameter and colour towards the population
+    mean (1 = the full ranges below): smaller = people look more alike = a harder benchmark.
+    The draws themselves do not depend on ``spread``.
+    """
+    def u(low: float, high: float) -> float:
+        middle = (low + high) / 2
+        return middle + spread * (rng.uniform(low, high) - middle)
+
     off = IDENTITY_LANDMARK_OFFSET_MAX
-    skin = _colour_between(rng, _SKIN_TONES, 8.0)
-    hair = _colour_between(rng, _HAIR_COLOURS, 10.0)
+    skin = _colour_between(rng, _SKIN_TONES, 8.0, spread)
+    hair = _colour_between(rng, _HAIR_COLOURS, 10.0, spread)
     has_mole = rng.random() < 0.25
     mole = (float(u(28, 84)), float(u(55, 100))) if has_mole else None
     skin_arr = np.array(skin)
@@ -116,7 +126,7 @@ def sample_identity(rng: np.random.Generator) -> Identity:
         eye_width=float(u(6.0, 9.5)),
         eye_open=float(u(2.2, 4.2)),
         eye_tilt=float(u(-0.15, 0.2)),
-        iris_colour=_colour_between(rng, _IRIS_COLOURS, 10.0),
+        iris_colour=_colour_between(rng, _IRIS_COLOURS, 10.0, spread),
         brow_gap=float(u(7.0, 12.0)),
         brow_thickness=float(u(1.5, 4.5)),
         brow_angle=float(u(-0.25, 0.3)),

@@ -29,9 +29,9 @@ def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), *(int(k) for k in keys)])
 
 
-def identity_of(seed: int, identity: int) -> Identity:
+def identity_of(seed: int, identity: int, spread: float = 1.0) -> Identity:
     """The parameters of global identity number ``identity`` (same for every set)."""
-    return sample_identity(keyed_rng(seed, STREAM_IDENTITY, identity))
+    return sample_identity(keyed_rng(seed, STREAM_IDENTITY, identity), spread)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def _write_train(out_dir: Path, config: SynthConfig, seed: int, rows: list[_Qual
     def samples() -> Iterator[tuple[int, bytes]]:
         key = 1  # InsightFace sets: image records are keys 1 .. A-1, in the order written
         for label in range(config.train_identities):
-            identity = identity_of(seed, label)
+            identity = identity_of(seed, label, config.identity_spread)
             for index in range(int(counts[label])):
                 image = render_aligned(identity, keyed_rng(seed, STREAM_TRAIN, label, index), config)
                 rows.append(_QualityRow("train", f"train/{key}", label, image.degradation, image.quality))
@@ -120,7 +120,7 @@ def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: 
         members = first_identity + np.flatnonzero(fold_of == fold)
         pool: dict[tuple[int, int], RenderedImage] = {}
         for ident in members.tolist():
-            params = identity_of(seed, ident)
+            params = identity_of(seed, ident, config.identity_spread)
             for index in range(k):
                 pool[ident, index] = render_aligned(params, keyed_rng(seed, STREAM_PAIRS, ident, index), config)
                 bar.update()
@@ -201,7 +201,7 @@ def _write_ijb(out_dir: Path, config: SynthConfig, seed: int, first_identity: in
     number = 0
     bar = _progress(sum(p[3] for p in plan), "synth ijb")
     for ident, template, media, frames in plan:
-        params = identity_of(seed, ident)
+        params = identity_of(seed, ident, config.identity_spread)
         shot = sample_shot(params, keyed_rng(seed, STREAM_IJB, media, 0), config)
         base_nuisance = shot.nuisance
         for frame in range(frames):
