@@ -162,3 +162,14 @@ def init_checkpoint(wildcards):
     """The checkpoint a model starts from (`train.init_from`, e.g. ScaleFace's frozen ArcFace)."""
     source = config["models"][wildcards.model]["train"].get("init_from")
     return [f"{source}/checkpoint.pt"] if source else []
+
+
+def base_variants(section):
+    """The variants of a table that are a model's own embeddings (no fitted head): one per model."""
+    seen, names = set(), []
+    for name in table_variants(section):
+        model = VARIANTS[name]["model"]
+        if "head" not in VARIANTS[name] and model not in seen:
+            seen.add(model)
+            names.append(name)
+    return names

@@ -286,7 +286,7 @@ rule quality_split:
     input:
         embeddings=lambda wildcards: expand(
             "embeddings/{variant}/{ijb}.npz",
-            variant=_rows("ijbc_table")[0],
+            variant=base_variants("ijbc_table"),
             ijb=config["report"]["ijbc_table"]["test_set"],
         ),
         quality=f"{SYNTH_DIR}/quality.csv",
@@ -297,7 +297,9 @@ rule quality_split:
             category="Tables",
         ),
     params:
-        methods=lambda wildcards: _rows("ijbc_table")[1],
+        methods=lambda wildcards: [
+            variant_label(v) for v in base_variants("ijbc_table")
+        ],
         ijb=config["report"]["ijbc_table"]["test_set"],
         ijb_dir=lambda wildcards: config["datasets"]["ijb"][
             config["report"]["ijbc_table"]["test_set"]
