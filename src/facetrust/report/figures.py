@@ -33,13 +33,15 @@ _RC = {"svg.hashsalt": "facetrust", "svg.fonttype": "path", "pdf.compression": 6
 
 @contextlib.contextmanager
 def new_figure(n_panels: int = 1, *, panel_size: tuple[float, float] = (5.0, 4.0)) -> Iterator[tuple[Figure, list]]:
-    """A figure with ``n_panels`` axes side by side, drawn under matplotlib's defaults."""
+    """A figure with ``n_panels`` axes, at most three per row, drawn under matplotlib's defaults."""
+    columns = min(n_panels, 3)
+    rows = -(-n_panels // columns)
     with matplotlib.rc_context():
         matplotlib.rcdefaults()
         matplotlib.rcParams.update(_RC)
-        figure = Figure(figsize=(panel_size[0] * n_panels, panel_size[1]), dpi=DPI, layout="constrained")
+        figure = Figure(figsize=(panel_size[0] * columns, panel_size[1] * rows), dpi=DPI, layout="constrained")
         FigureCanvasAgg(figure)
-        axes = [figure.add_subplot(1, n_panels, k + 1) for k in range(n_panels)]
+        axes = [figure.add_subplot(rows, columns, k + 1) for k in range(n_panels)]
         yield figure, axes
 
 
