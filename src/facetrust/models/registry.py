@@ -42,6 +42,16 @@ def build_backbone(name: str, embedding_size: int = 512, **options) -> nn.Module
     return _BACKBONES[name](embedding_size=embedding_size, **options)
 
 
+def checked_geometry(width: int, embedding_size: int, input_size) -> tuple[int, int]:
+    """Validate the constructor arguments every backbone shares; returns ``(height, width)`` in px."""
+    if width < 1 or embedding_size < 1:
+        raise ConfigError(f"backbone width and embedding_size must be >= 1, got {width}, {embedding_size}")
+    height, width_px = (int(s) for s in input_size)
+    if height < 1 or width_px < 1:
+        raise ConfigError(f"backbone input_size must be positive, got {input_size!r}")
+    return height, width_px
+
+
 def _import_all() -> None:
     # Importing the package registers every backbone module it lists.
     import facetrust.models.backbones  # noqa: F401

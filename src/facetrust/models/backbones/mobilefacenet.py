@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.models.registry import register_backbone
+from facetrust.models.registry import checked_geometry, register_backbone
 
 # (expansion t, out channels as a multiple of width, repeats n, first stride s): Table 1
 BOTTLENECK_SETTINGS = ((2, 1, 5, 2), (4, 2, 1, 2), (2, 2, 6, 1), (4, 2, 1, 2), (2, 2, 2, 1))
@@ -97,11 +97,7 @@ class MobileFaceNet(nn.Module):
         in_channels: int = 3,
     ):
         super().__init__()
-        if width < 1 or embedding_size < 1:
-            raise ConfigError(f"backbone width and embedding_size must be >= 1, got {width}, {embedding_size}")
-        height, width_px = (int(s) for s in input_size)
-        if height < 1 or width_px < 1:
-            raise ConfigError(f"backbone input_size must be positive, got {input_size!r}")
+        height, width_px = checked_geometry(width, embedding_size, input_size)
         self.input_size = (height, width_px)
 
         layers = [conv_bn(in_channels, width, 3, 2), conv_bn(width, width, 3, 1, groups=width)]

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.models.registry import register_backbone
+from facetrust.models.registry import checked_geometry, register_backbone
 
 SPHERE20_UNITS = (1, 2, 4, 1)
 _ACTIVATIONS = ("prelu", "relu")
@@ -90,11 +90,7 @@ class MobileNetSphereFace(nn.Module):
             raise ConfigError(f"backbone activation {activation!r} not allowed; allowed: {', '.join(_ACTIVATIONS)}")
         if len(units) != 4 or any(u < 0 for u in units):
             raise ConfigError(f"backbone units must be 4 non-negative counts, got {units!r}")
-        if width < 1 or embedding_size < 1:
-            raise ConfigError(f"backbone width and embedding_size must be >= 1, got {width}, {embedding_size}")
-        height, width_px = (int(s) for s in input_size)
-        if height < 1 or width_px < 1:
-            raise ConfigError(f"backbone input_size must be positive, got {input_size!r}")
+        height, width_px = checked_geometry(width, embedding_size, input_size)
         self.input_size = (height, width_px)
         channels = [width * 2**i for i in range(4)]
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.models.registry import register_backbone
+from facetrust.models.registry import checked_geometry, register_backbone
 
 
 def _halve(size: int) -> int:
@@ -94,14 +94,9 @@ class IRSEResNet(nn.Module):
         super().__init__()
         if len(units) != 4 or any(u < 1 for u in units):
             raise ConfigError(f"backbone units must be 4 positive counts, got {units!r}")
-        if width < 1 or embedding_size < 1 or se_reduction < 1:
-            raise ConfigError(
-                "backbone width, embedding_size and se_reduction must be >= 1, "
-                f"got {width}, {embedding_size}, {se_reduction}"
-            )
-        height, width_px = (int(s) for s in input_size)
-        if height < 1 or width_px < 1:
-            raise ConfigError(f"backbone input_size must be positive, got {input_size!r}")
+        if se_reduction < 1:
+            raise ConfigError(f"backbone se_reduction must be >= 1, got {se_reduction}")
+        height, width_px = checked_geometry(width, embedding_size, input_size)
         self.input_size = (height, width_px)
         channels = [width * 2**i for i in range(4)]
 
