@@ -24,7 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from facetrust.errors import ConfigError, InputError
+from facetrust.errors import ConfigError
+from facetrust.models.backbones.sphere import FlattenFCNet
 from facetrust.models.registry import checked_geometry, register_backbone
 
 SPHERE20_UNITS = (1, 2, 4, 1)
@@ -68,7 +69,7 @@ class SeparableResidualUnit(nn.Module):
         return x + self.body(x)
 
 
-class MobileNetSphereFace(nn.Module):
+class MobileNetSphereFace(FlattenFCNet):
     """See the module docstring; ``forward(x)`` gives the (N, embedding_size) embedding.
 
     ``forward(x, return_feature_map=True)`` also gives the last stage's map (N, 8*width, h, w);
@@ -124,12 +125,6 @@ class MobileNetSphereFace(nn.Module):
         nn.init.xavier_uniform_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, x: torch.Tensor, return_feature_map: bool = False):
-        if tuple(x.shape[-2:]) != self.input_size:
-            raise InputError(f"{type(self).__name__} built for input {self.input_size}, got {tuple(x.shape[-2:])}")
-        feature_map = self.body(x)
-        embedding = self.fc(self.dropout(torch.flatten(feature_map, 1)))
-        return (embedding, feature_map) if return_feature_map else embedding
 
 
 @register_backbone("mobilenet_sphereface")

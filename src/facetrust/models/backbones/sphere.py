@@ -80,7 +80,21 @@ class SphereStage(nn.Sequential):
         super().__init__(*layers)
 
 
-class SphereNet(nn.Module):
+class FlattenFCNet(nn.Module):
+    """SphereFace-style head: conv ``body`` -> flatten -> (dropout) -> ``fc`` embedding.
+
+    Subclasses set ``input_size``, ``body``, ``dropout`` and ``fc``; the flatten fixes the input size."""
+
+    def forward(self, x: torch.Tensor, return_feature_map: bool = False):
+        if tuple(x.shape[-2:]) != self.input_size:
+            # fc5's input size is fixed by input_size; a wrong crop would fail later, less clearly.
+            raise InputError(f"{type(self).__name__} built for input {self.input_size}, got {tuple(x.shape[-2:])}")
+        feature_map = self.body(x)
+        embedding = self.fc(self.dropout(torch.flatten(feature_map, 1)))
+        return (embedding, feature_map) if return_feature_map else embedding
+
+
+class SphereNet(FlattenFCNet):
     """SphereFace residual CNN; ``forward(x)`` gives the (N, embedding_size) fc5 output.
 
     ``forward(x, return_feature_map=True)`` also gives the last stage's output map
@@ -117,13 +131,6 @@ class SphereNet(nn.Module):
         caffe_xavier_(self.fc.weight)  # prototxt fc5: xavier, bias 0
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, x: torch.Tensor, return_feature_map: bool = False):
-        if tuple(x.shape[-2:]) != self.input_size:
-            # fc5's input size is fixed by input_size; a wrong crop would fail later, less clearly.
-            raise InputError(f"{type(self).__name__} built for input {self.input_size}, got {tuple(x.shape[-2:])}")
-        feature_map = self.body(x)
-        embedding = self.fc(self.dropout(torch.flatten(feature_map, 1)))
-        return (embedding, feature_map) if return_feature_map else embedding
 
 
 def _make_factory(name: str):
