@@ -344,7 +344,20 @@ class _ForkSafeFile:
         return {"path": self.path, "_handle": None, "_pid": None}
 
 
-class RecordIOReader:
+class _Reader:
+    """Readers own one fork-safe file handle; ``with`` closes it."""
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RecordIOReader(_Reader):
     """Read a ``.rec`` file by a sequential scan (no ``.idx`` needed).
 
     Iterating yields ``(offset, record)`` pairs in file order: ``offset`` is where the record's
@@ -369,14 +382,6 @@ class RecordIOReader:
         """The record whose first part starts at ``offset``."""
         return read_record_at(self._file.handle, offset, self.path)[0]
 
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def read_idx(idx_path: str | os.PathLike) -> tuple[list[int], dict[int, int]]:
@@ -414,7 +419,7 @@ def read_idx(idx_path: str | os.PathLike) -> tuple[list[int], dict[int, int]]:
     return keys, offsets
 
 
-class IndexedRecordIOReader:
+class IndexedRecordIOReader(_Reader):
     """Random access to a ``.rec`` through its ``.idx``, like ``MXIndexedRecordIO(..., 'r')``.
 
     ``keys`` lists the keys in ``.idx`` order; ``read_idx(key)`` returns the record bytes.
@@ -477,14 +482,6 @@ class IndexedRecordIOReader:
         for key in self.keys:
             yield key, self.read_idx(key)
 
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def write_indexed(
