@@ -35,6 +35,20 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """Parse a JSON file; InputError names the file when it is missing (``<path>: <what> missing``)
+    or malformed (``<path>: not valid JSON: …``)."""
+    from facetrust.errors import InputError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} missing") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON: {error}") from None
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

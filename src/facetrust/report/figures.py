@@ -9,7 +9,6 @@ byte-identical files (PNG, PDF or SVG, chosen by the output suffix).
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -19,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.io import atomic_path
+from facetrust.io import atomic_path, read_json
 
 DPI = 120
 # Metadata keys that carry a date or a version, per format: None drops them.
@@ -120,12 +119,7 @@ def plot_roc(curves: Mapping[str, str | Path], out_png: str | Path, title: str =
 def read_reject(path: str | Path) -> dict:
     """A reject-verification JSON of ``evaluate reject`` (``fractions``, ``tar_at_far`` lists)."""
     path = Path(path)
-    try:
-        curve = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: reject curve file missing") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON: {error}") from None
+    curve = read_json(path, "reject curve file")
     fractions = curve.get("fractions")
     tars = curve.get("tar_at_far")
     if not isinstance(fractions, list) or not isinstance(tars, dict):

@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
 from facetrust.errors import InputError
-from facetrust.io import atomic_path
+from facetrust.io import atomic_path, read_json
 
 ID_COLUMNS = ["method", "backbone", "train_set", "test_set"]
 
@@ -21,12 +20,7 @@ ID_COLUMNS = ["method", "backbone", "train_set", "test_set"]
 def read_metrics(path: str | Path) -> dict:
     """A metrics JSON file; InputError naming the file when it is missing or malformed."""
     path = Path(path)
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: metrics file missing") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON: {error}") from None
+    metrics = read_json(path, "metrics file")
     if not isinstance(metrics.get("tar_at_far"), dict):
         raise InputError(f"{path}: no 'tar_at_far' map")
     return metrics
