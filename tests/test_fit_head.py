@@ -11,14 +11,10 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.train.fit_head import (
-    fit_head,
-    fit_head_on_features,
-    identity_batches,
-    load_head,
-    predict_uncertainty,
-    resolve_config,
-)
+from facetrust.models.artifacts import load_uncertainty_head as load_head
+from facetrust.models.uncertainty.methods import predict_uncertainty
+from facetrust.train.batches import identity_batches
+from facetrust.train.fit_head import fit_head, fit_head_on_features, resolve_config
 
 FAST = {"epochs": 30, "batch_size": 64, "lr": 3e-3, "hidden": [32], "device": "cpu"}
 
@@ -140,7 +136,7 @@ def _write_tiny_recordio(rec_dir, classes=4, per_class=6, size=32, seed=0):
 
 def _write_tiny_checkpoint(model_dir, classes=4):
     from facetrust.models import build_backbone
-    from facetrust.train.checkpoint import save_checkpoint
+    from facetrust.models.artifacts import save_checkpoint
     from facetrust.train.config import TrainConfig
 
     config = TrainConfig(

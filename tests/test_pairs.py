@@ -115,7 +115,7 @@ def test_run_evaluate_pairs_writes_plain_json_and_needs_issame(tmp_path):
     np.savez(tmp_path / "lfw.npz", image=images, embedding=interleaved, issame=same)
     metrics = run_evaluate_pairs(tmp_path / "lfw.npz", tmp_path / "m.json", roc_out=tmp_path / "roc.npz")
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
-    assert metrics["testset"] == "lfw" and metrics["n_pairs"] == 600
+    assert metrics["test_set"] == "lfw" and metrics["n_pairs"] == 600
     assert metrics["accuracy"] == pytest.approx(ten_fold_accuracy(e1, e2, same).accuracy)
     assert set(metrics["val_at_far"]) == {"1e-03"} and "1e-04" in metrics["tar_at_far"]
     assert metrics["settings"]["flags"] == "F1" and metrics["settings"]["metric"] == "squared_l2"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.train.checkpoint import build_heads, load_checkpoint, load_model
+from facetrust.models.artifacts import load_checkpoint, load_margin, load_model
 from facetrust.train.config import TrainConfig
 from facetrust.train.dataset import RecordDataset, fit_to_size, to_tensor
 from facetrust.train.schedule import LRSchedule
@@ -180,7 +180,7 @@ def test_load_model_returns_the_trained_backbone_in_eval_mode(rec_dir, tmp_path)
     assert config["backbone"] == "iresnet" and extras["num_classes"] == 4
     state = _load(tmp_path / "checkpoint.pt")
     assert all(torch.equal(v, state["backbone"][k]) for k, v in backbone.state_dict().items())
-    head, scale_head = build_heads(config, extras)
+    head, scale_head = load_margin(config, extras)
     assert scale_head is None and head.weight.shape == (4, 16)
 
 
@@ -202,7 +202,7 @@ def test_scaleface_trains_a_scale_head_on_the_feature_map(rec_dir, tmp_path):
     state = _load(path)
     assert state["scale_head"] is not None
     backbone, config_dict, extras = load_model(tmp_path)
-    head, scale_head = build_heads(config_dict, extras)
+    head, scale_head = load_margin(config_dict, extras)
     dataset = RecordDataset(rec_dir, (16, 16), flip=False)
     images = torch.stack([dataset[i][0] for i in range(0, 32, 4)])
     with torch.no_grad():

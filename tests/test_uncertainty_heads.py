@@ -1,6 +1,7 @@
 """SCF, SCF-G and PFE heads, losses, scores and pooling; the head-free baselines."""
 
 import math
+import types
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ from facetrust.errors import ConfigError
 from facetrust.models.uncertainty import (
     PFEHead,
     SCFHead,
-    baseline_uncertainty,
     bessel_ratio,
     classifier_entropy,
     kappa_weighted_pool,
@@ -206,12 +206,19 @@ def test_pfe_head_starts_at_small_variance_and_uncertainty_is_the_harmonic_mean(
 # ---------------------------------------------------------------- baselines
 
 
+def _model_uncertainty(kind, embeddings, margin=None, config=None):
+    """A registered model uncertainty evaluated on ``embeddings`` (no feature map needed)."""
+    from facetrust.models.uncertainty.methods import MODEL_UNCERTAINTIES
+
+    return torch.from_numpy(MODEL_UNCERTAINTIES.get(kind)(config or {}, {}, margin, None)(embeddings, None))
+
+
 def test_embedding_norm_baseline_marks_small_norms_uncertain_and_magface_is_the_same_score():
     emb = torch.tensor([[3.0, 4.0], [0.3, 0.4], [30.0, 40.0]])
-    u = baseline_uncertainty("emb_norm", emb)
+    u = _model_uncertainty("emb_norm", emb)
     assert torch.allclose(u, torch.tensor([1 / 5.0, 1 / 0.5, 1 / 50.0]))
     assert u[1] > u[0] > u[2] > 0  # the smallest norm is the least certain
-    assert torch.equal(baseline_uncertainty("magface", emb), u)
+    assert torch.equal(_model_uncertainty("magface", emb), u)
 
 
 def test_classifier_entropy_is_low_at_a_centre_and_high_between_centres():
@@ -221,7 +228,8 @@ def test_classifier_entropy_is_low_at_a_centre_and_high_between_centres():
     low, high = classifier_entropy(torch.cat([at_centre, between]), centres, scale=16.0)
     assert 0 <= low < 1e-3 and high == pytest.approx(math.log(2), rel=1e-3)
     assert classifier_entropy(torch.zeros(1, 4) + 1, centres, scale=16.0).item() == pytest.approx(math.log(4))
-    with pytest.raises(ConfigError, match="class centres"):
-        baseline_uncertainty("entropy", at_centre)
-    with pytest.raises(ConfigError, match="allowed"):
-        baseline_uncertainty("nope", at_centre)
+    margin = types.SimpleNamespace(weight=centres)
+    registered = _model_uncertainty("entropy", torch.cat([at_centre, between]), margin, {"head": {"s": 16.0}})
+    assert torch.allclose(registered, torch.stack([low, high]))
+    with pytest.raises(ConfigError, match="allowed: emb_norm, magface, entropy, scale"):
+        _model_uncertainty("nope", at_centre)

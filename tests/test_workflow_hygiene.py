@@ -1,4 +1,4 @@
-"""Snakemake hygiene (STYLE.md): `snakemake --lint` and `snakefmt --check` are clean, and every
+"""Snakemake hygiene (docs/ARCHITECTURE.md "Rules"): `snakemake --lint` and `snakefmt --check` are clean, and every
 rule declares a log, a benchmark, threads and resources."""
 
 import subprocess

@@ -1,4 +1,4 @@
-"""The ``facetrust`` command: one subcommand per pipeline stage (DESIGN.md "CLI").
+"""The ``facetrust`` command: one subcommand per pipeline stage (docs/ARCHITECTURE.md "CLI").
 
 Every Snakemake rule calls exactly one of these, so each stage can be run, tested and debugged
 without Snakemake. Exit codes: 0 success, 1 a failed run, 2 bad input or usage; the message names
@@ -15,6 +15,16 @@ import sys
 from pathlib import Path
 
 from facetrust.errors import InputError
+from facetrust.registry import LazyChoices
+
+# CLI choices come from the registries (facetrust.registry), like the params schema's enums.
+MARGIN_CHOICES = LazyChoices("facetrust.models.margins:MARGINS")
+UNCERTAINTY_HEAD_CHOICES = LazyChoices("facetrust.models.uncertainty.methods:UNCERTAINTY_HEADS")
+MODEL_UNCERTAINTY_CHOICES = LazyChoices("none", "facetrust.models.uncertainty.methods:MODEL_UNCERTAINTIES")
+POOLING_CHOICES = LazyChoices("facetrust.evaluate.fusion:POOLINGS")
+PAIR_DISTANCE_CHOICES = LazyChoices("facetrust.evaluate.pairs:PAIR_DISTANCES")
+BACKBONE_CHOICES = LazyChoices("facetrust.models.registry:BACKBONES")
+TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS")
 
 log = logging.getLogger("facetrust")
 
@@ -91,13 +101,13 @@ def cmd_train(args) -> None:
     params = load_params(args.params)
     model_params(params, args.model)  # names the configured models if absent
     _set_threads(args.threads or params.get("threads"))
-    checkpoint = run_train(params, args.model, Path(args.out), resume=args.resume, rec_dir=args.train_set)
+    checkpoint = run_train(params, args.model, Path(args.out), resume=args.resume, rec_dir=args.train_data)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; one prints
         print(checkpoint)
 
 
 def cmd_fit_head(args) -> None:
-    from facetrust.config import load_params, model_params
+    from facetrust.config import load_params, model_params, path_of
     from facetrust.errors import ConfigError
     from facetrust.train.fit_head import fit_head
 
@@ -109,8 +119,8 @@ def cmd_fit_head(args) -> None:
     head = dict(params["heads"][args.head])
     method = head.pop("method")
     _set_threads(args.threads or params.get("threads"))
-    model_dir = Path(args.backbone) if args.backbone else Path("models") / args.model
-    train_set = Path(args.train_set or params["datasets"]["train"])
+    model_dir = Path(args.backbone or path_of("model_dir", model=args.model))
+    train_set = Path(args.train_data or params["datasets"]["train"])
     print(fit_head(method, model_dir, train_set, Path(args.out), {**head, "seed": params["seed"]}))
 
 
@@ -149,11 +159,23 @@ def cmd_evaluate(args) -> None:
         metrics = run_evaluate_reject(
             Path(args.embeddings), Path(args.out), ijb_dir=Path(args.protocol) if args.protocol else None,
             name=args.name, csv_out=Path(args.csv) if args.csv else None, how=args.how, space=args.space,
-            fars=args.fars, fractions=fractions, flip=not args.no_flip, normalize_images=args.normalize_images,
+            template_how=args.template_how, fars=args.fars, fractions=fractions, flip=not args.no_flip,
+            normalize_images=args.normalize_images,
             use_detector_score=not args.no_detector_score, pooling=args.pooling, tar_method=args.tar_method,
         )
     print(json.dumps({k: v for k, v in metrics.items() if k in ("tar_at_far", "accuracy", "auc", "n_pairs")},
                      indent=2))
+
+
+def cmd_methods(args) -> None:
+    """Print every registry: what `--model`/params names each kind of method can take."""
+    kinds = {
+        "backbones": BACKBONE_CHOICES, "margins": MARGIN_CHOICES, "uncertainty heads (fit-head)": UNCERTAINTY_HEAD_CHOICES,
+        "model uncertainties (embed --uncertainty)": MODEL_UNCERTAINTY_CHOICES, "template poolings": POOLING_CHOICES,
+        "pair distances": PAIR_DISTANCE_CHOICES, "TAR readings": TAR_METHOD_CHOICES,
+    }
+    for kind, choices in kinds.items():
+        print(f"{kind}: {', '.join(choices)}")
 
 
 def cmd_report(args) -> None:
@@ -181,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one synth size option")
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("methods", help="list the registered methods of every kind (backbones, margins, ...)")
+    p.set_defaults(func=cmd_methods)
+
     from facetrust.data.fetch import add_fetch_parser
 
     add_fetch_parser(sub)
@@ -206,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a backbone with its margin head (DDP-aware under torchrun)")
     p.add_argument("--model", required=True, help="name under `models:` in params")
     p.add_argument("--params", required=True)
-    p.add_argument("--train-set", help="training RecordIO directory (default: params datasets.train)")
+    p.add_argument("--train-data", "--train-set", dest="train_data",
+                   help="training RecordIO directory (default: params datasets.train; --train-set is the old name)")
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     p.add_argument("--threads", type=int)
@@ -216,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="name under `models:` whose frozen backbone the head reads")
     p.add_argument("--head", required=True, help="name under `heads:` in params (method and settings)")
     p.add_argument("--backbone", help="trained model directory (default models/<model>)")
-    p.add_argument("--train-set", help="training RecordIO directory (default: params datasets.train)")
+    p.add_argument("--train-data", "--train-set", dest="train_data",
+                   help="training RecordIO directory (default: params datasets.train; --train-set is the old name)")
     p.add_argument("--params", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int)
@@ -224,11 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="embed a test set (flip kept separately), with optional uncertainty")
     p.add_argument("--model", required=True, help="trained model directory")
-    p.add_argument("--testset", required=True, help=".bin pair set or aligned directory")
+    p.add_argument("--test-set", "--testset", dest="testset", required=True,
+                   help=".bin pair set or aligned directory (--testset is the old name)")
     p.add_argument("--out", required=True, help="embeddings .npz")
     p.add_argument("--head", help="fitted uncertainty head directory (fit-head output)")
-    p.add_argument("--uncertainty", choices=["none", "emb_norm", "magface", "entropy", "scale"],
-                   help="baseline uncertainty from the model itself (when no --head)")
+    p.add_argument("--uncertainty", choices=MODEL_UNCERTAINTY_CHOICES, metavar="KIND",
+                   help="the model's own uncertainty (when no --head): %(choices)s")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--threads", type=int)
@@ -245,13 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize-images", action="store_true", help="N0: L2-normalise image features")
     p.add_argument("--no-detector-score", action="store_true", help="D0: ignore detector scores")
     p.add_argument("--no-flip", action="store_true", help="F0: original images only")
-    p.add_argument("--pooling", default="mean", choices=["mean", "pfe", "kappa"])
-    p.add_argument("--tar-method", default="nearest", choices=["nearest", "interpolate", "strict"])
-    p.add_argument("--metric", default="cosine", choices=["cosine", "squared_l2"])
+    p.add_argument("--pooling", default="mean", choices=POOLING_CHOICES, metavar="POOLING",
+                   help="IJB template pooling: %(choices)s")
+    p.add_argument("--tar-method", default="nearest", choices=TAR_METHOD_CHOICES, metavar="METHOD",
+                   help="how TAR is read off the ROC: %(choices)s")
+    p.add_argument("--metric", default="cosine", choices=PAIR_DISTANCE_CHOICES, metavar="DISTANCE",
+                   help="pairs: pair distance for the 10-fold accuracy: %(choices)s")
     p.add_argument("--how", default="mean", choices=["mean", "max", "min", "harmonic", "product"],
                    help="reject: pair uncertainty from its two members'")
     p.add_argument("--space", default="uncertainty", choices=["uncertainty", "confidence"],
                    help="reject: combine uncertainties u, or confidences 1/u (ScaleFace scales, SCF kappa)")
+    p.add_argument("--template-how", default="mean", choices=["mean", "min", "harmonic"],
+                   help="reject (IJB): template uncertainty from its images'")
     p.add_argument("--csv", help="reject: also write the curve as CSV")
     p.add_argument("--fraction-step", type=float, default=0.01)
     p.add_argument("--max-fraction", type=float, default=0.5)

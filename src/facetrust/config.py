@@ -18,10 +18,46 @@ import yaml
 from facetrust.errors import ConfigError
 
 
-def schema() -> dict:
-    """The params schema as a dict."""
+def schema_file() -> dict:
+    """The params schema exactly as the file ``params.schema.yaml`` writes it."""
     text = resources.files("facetrust.schemas").joinpath("params.schema.yaml").read_text()
     return yaml.safe_load(text)
+
+
+# Schema locations whose ``enum`` is the name list of a registry: (key path, registry getter).
+# ``*`` steps into ``additionalProperties`` (a map of user-named entries).
+def _registry_enums() -> list[tuple[tuple[str, ...], list[str]]]:
+    from facetrust.evaluate.fusion import POOLINGS
+    from facetrust.evaluate.pairs import PAIR_DISTANCES
+    from facetrust.models.margins import MARGINS
+    from facetrust.models.uncertainty.methods import MODEL_UNCERTAINTIES, UNCERTAINTY_HEADS
+
+    return [
+        (("models", "*", "head", "kind"), MARGINS.names()),
+        (("heads", "*", "method"), UNCERTAINTY_HEADS.names()),
+        (("variants", "*", "uncertainty"), ["none", *MODEL_UNCERTAINTIES.names()]),
+        (("variants", "*", "pooling"), POOLINGS.names()),
+        (("evaluate", "pairs", "metric"), PAIR_DISTANCES.names()),
+    ]
+
+
+def schema_node(tree: dict, path: tuple[str, ...]) -> dict:
+    """The sub-schema at ``path`` (``*`` = the ``additionalProperties`` schema of a map)."""
+    node = tree
+    for part in path:
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+        if "$ref" in node and part != path[-1]:
+            node = tree["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def schema() -> dict:
+    """The params schema, with the enums of registered methods taken from their registries
+    (so the schema, the CLI choices and the registries cannot disagree)."""
+    tree = schema_file()
+    for path, names in _registry_enums():
+        schema_node(tree, path)["enum"] = list(names)
+    return tree
 
 
 def _with_defaults(validator_class):
@@ -82,3 +118,89 @@ def model_params(params: dict, model: str) -> dict[str, Any]:
     if model not in models:
         raise ConfigError(f"params: models.{model}: no such model; configured: {', '.join(sorted(models))}")
     return models[model]
+
+
+# ------------------------------------------------------------------ variants, rows and paths
+# Where each stage writes, relative to the working directory (the rules' outputs).  One template
+# per artifact, so a path is spelled once (the rules and the CLI defaults read these).
+PATHS = {
+    "model_dir": "models/{model}",
+    "checkpoint": "models/{model}/checkpoint.pt",
+    "head_dir": "models/{model}/heads/{head}",
+    "head_file": "models/{model}/heads/{head}/head.pt",
+    "embeddings": "embeddings/{variant}/{test_set}.npz",
+    "metrics": "results/metrics/{variant}/{test_set}.json",
+    "roc": "results/roc/{variant}/{test_set}.csv",
+    "reject": "results/reject/{variant}/{test_set}.json",
+    "reject_csv": "results/reject/{variant}/{test_set}.csv",
+}
+
+
+def path_of(artifact: str, **fields: str) -> str:
+    """The path of ``artifact`` (a key of :data:`PATHS`) with its fields filled in."""
+    return PATHS[artifact].format(**fields)
+
+
+def resolve_variants(params: dict) -> dict[str, dict[str, Any]]:
+    """``variants`` with defaults filled in (``uncertainty: none``, ``pooling: mean``); without a
+    ``variants`` section every model is one variant.  ConfigError names a variant whose ``model`` or
+    ``head`` is not configured."""
+    models, heads = params.get("models") or {}, params.get("heads") or {}
+    variants = params.get("variants") or {model: {"model": model} for model in sorted(models)}
+    resolved = {}
+    for name, variant in variants.items():
+        variant = {"uncertainty": "none", "pooling": "mean", **variant}
+        if variant["model"] not in models:
+            raise ConfigError(f"params: variants.{name}.model: {variant['model']!r} is not a key of models; "
+                              f"configured: {', '.join(sorted(models))}")
+        if "head" in variant and variant["head"] not in heads:
+            raise ConfigError(f"params: variants.{name}.head: {variant['head']!r} is not a key of heads; "
+                              f"configured: {', '.join(sorted(heads)) or 'none'}")
+        resolved[name] = variant
+    return resolved
+
+
+def check_report_variants(params: dict, variants: dict[str, dict]) -> None:
+    """Every variant a report section names must exist (ConfigError naming the section and key)."""
+    for section, settings in (params.get("report") or {}).items():
+        for name in (settings or {}).get("variants") or []:
+            if name not in variants:
+                raise ConfigError(f"params: report.{section}.variants: {name!r} is not a key of variants; "
+                                  f"configured: {', '.join(sorted(variants))}")
+
+
+def variant_label(params: dict, variants: dict[str, dict], name: str) -> str:
+    """A variant's row name in tables: its ``method``, else its model's ``method``, else its name."""
+    variant = variants[name]
+    return variant.get("method") or params["models"][variant["model"]].get("method", name)
+
+
+def table_variants(params: dict, variants: dict[str, dict], section: str) -> list[str]:
+    """The variants of report section ``section``, in table order (empty: every variant, sorted)."""
+    return list(params["report"][section]["variants"] or sorted(variants))
+
+
+def table_rows(params: dict, variants: dict[str, dict], section: str) -> tuple[list, list, list, list]:
+    """(variants, method labels, backbones, train sets) of a report section, in table order."""
+    names = table_variants(params, variants, section)
+    models = [params["models"][variants[v]["model"]] for v in names]
+    return (names, [variant_label(params, variants, v) for v in names], [m["backbone"] for m in models],
+            [m["train_set"] for m in models])
+
+
+def base_variants(params: dict, variants: dict[str, dict], section: str) -> list[str]:
+    """The variants of a table that are a model's own embeddings (no fitted head): one per model."""
+    seen, names = set(), []
+    for name in table_variants(params, variants, section):
+        model = variants[name]["model"]
+        if "head" not in variants[name] and model not in seen:
+            seen.add(model)
+            names.append(name)
+    return names
+
+
+def ijb_flags(evaluate: dict) -> list[str]:
+    """The ``facetrust evaluate`` flags of the configured IJB convention (N, D, F)."""
+    return [flag for flag, on in (("--normalize-images", evaluate["normalize_images"]),
+                                  ("--no-detector-score", not evaluate["use_detector_score"]),
+                                  ("--no-flip", not evaluate["flip"])) if on]

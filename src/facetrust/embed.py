@@ -1,4 +1,4 @@
-"""The ``embed`` stage: batched extraction with flip fusion, to the embeddings ``.npz`` (DESIGN.md).
+"""The ``embed`` stage: batched extraction with flip fusion, to the embeddings ``.npz`` (docs/FORMATS.md).
 
 Arrays written:
   image               str (N): ``<set>/<index>`` for .bin sets, the protocol's image name for IJB
@@ -65,19 +65,17 @@ class _TestSet:
             yield np.stack([self.decode(i) for i in range(start, min(start + batch_size, len(self)))])
 
 
-UNCERTAINTY_KINDS = ("emb_norm", "magface", "entropy", "scale")
-
-
 def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict, extras: dict):
     """A function (embedding, feature_map) -> uncertainty (N,) float32 (larger = less certain), and its kind.
 
-    Heads fitted by ``fit-head`` (PFE, SCF, SCF-G) read the feature map; the baselines use the
-    model itself: the embedding norm (emb_norm, magface), the classifier entropy (entropy) or the
-    ScaleFace scale predictor (scale: uncertainty = 1/s)."""
-    if head_dir is not None:
-        from facetrust.train.fit_head import load_head, predict_uncertainty
+    A head fitted by ``fit-head`` (``head_dir``; PFE, SCF, SCF-G) reads the feature map; otherwise
+    ``kind`` names one of the model's own estimates
+    (:data:`facetrust.models.uncertainty.methods.MODEL_UNCERTAINTIES`)."""
+    from facetrust.models.artifacts import load_margin, load_uncertainty_head
+    from facetrust.models.uncertainty.methods import MODEL_UNCERTAINTIES, predict_uncertainty
 
-        head = load_head(head_dir)
+    if head_dir is not None:
+        head = load_uncertainty_head(head_dir)
 
         def from_head(embedding, feature_map):
             uncertainty, _ = predict_uncertainty(head, head.method, embedding, feature_map)
@@ -86,21 +84,8 @@ def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict
         return from_head, head.method
     if kind in (None, "none"):
         return None, None
-    if kind not in UNCERTAINTY_KINDS:
-        raise InputError(f"embed: unknown uncertainty {kind!r}; allowed: {', '.join(UNCERTAINTY_KINDS)}")
-    from facetrust.models.uncertainty.baselines import baseline_uncertainty
-    from facetrust.train.checkpoint import build_heads
-
-    margin_head, scale_head = build_heads(config, extras)
-    if kind == "scale":
-        if scale_head is None:
-            raise InputError(f"{extras['path']}: uncertainty 'scale' needs a ScaleFace model (head kind scaleface)")
-        # ScaleFace: the predicted scale s is the confidence; a collapsed head (s -> 0) must not give inf.
-        return (lambda embedding, feature_map: (1.0 / scale_head(feature_map).double().clamp_min(1e-12))
-                .float().numpy()), "scale"
-    centres = margin_head.weight.detach() if kind == "entropy" else None
-    scale = float(config["head"].get("s", 64.0))
-    return (lambda embedding, feature_map: baseline_uncertainty(kind, embedding, centres, scale).float().numpy()), kind
+    factory = MODEL_UNCERTAINTIES.get(kind)  # an unknown kind fails before the model's heads are built
+    return factory(config, extras, *load_margin(config, extras)), kind
 
 
 @torch.no_grad()
@@ -110,8 +95,8 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
 
     Uncertainty (optional) comes from a fitted head (``head_dir``) or a baseline ``uncertainty``
     kind; it is computed on the original (unflipped) image."""
-    from facetrust.train.checkpoint import load_model
-    from facetrust.train.dataset import fit_to_size, to_tensor
+    from facetrust.data.transforms import fit_to_size, to_tensor
+    from facetrust.models.artifacts import load_model
 
     backbone, config, extras = load_model(model_dir)
     backbone.eval()

@@ -5,22 +5,14 @@ from pathlib import Path
 
 import yaml
 
+from facetrust import config as fc
+
 SYNTH_DIR = "data/synth"
 MODELS = sorted(config["models"])
 # A variant = a trained model + an optional uncertainty estimate (head or the model's own) + a
-# template pooling. Without a `variants` section every model is one variant.
-VARIANTS = config["variants"] or {model: {"model": model} for model in MODELS}
-for _name, _variant in VARIANTS.items():
-    _variant.setdefault("uncertainty", "none")
-    _variant.setdefault("pooling", "mean")
-    if _variant["model"] not in config["models"]:
-        raise ValueError(
-            f"variants.{_name}.model: {_variant['model']!r} is not a key of models"
-        )
-    if "head" in _variant and _variant["head"] not in config["heads"]:
-        raise ValueError(
-            f"variants.{_name}.head: {_variant['head']!r} is not a key of heads"
-        )
+# template pooling (facetrust.config.resolve_variants: defaults, and errors that name the key).
+VARIANTS = fc.resolve_variants(config)
+fc.check_report_variants(config, VARIANTS)
 HEADS = sorted(config["heads"])
 PAIR_SETS = sorted(config["datasets"]["pairs"])
 IJB_SETS = sorted(config["datasets"]["ijb"])
@@ -108,42 +100,35 @@ def variant_model(wildcards):
 def variant_inputs(wildcards):
     """The checkpoint a variant embeds with, plus its fitted head if it has one."""
     variant = VARIANTS[wildcards.variant]
-    inputs = [f"models/{variant['model']}/checkpoint.pt"]
+    inputs = [fc.path_of("checkpoint", model=variant["model"])]
     if "head" in variant:
-        inputs.append(f"models/{variant['model']}/heads/{variant['head']}/head.pt")
+        inputs.append(
+            fc.path_of("head_file", model=variant["model"], head=variant["head"])
+        )
     return inputs
 
 
 def variant_uncertainty_args(wildcards):
     variant = VARIANTS[wildcards.variant]
     if "head" in variant:
-        return f"--head models/{variant['model']}/heads/{variant['head']}"
+        head_dir = fc.path_of("head_dir", model=variant["model"], head=variant["head"])
+        return f"--head {head_dir}"
     if variant["uncertainty"] != "none":
         return f"--uncertainty {variant['uncertainty']}"
     return ""
 
 
 def variant_label(name):
-    variant = VARIANTS[name]
-    return variant.get("method") or config["models"][variant["model"]].get(
-        "method", name
-    )
+    return fc.variant_label(config, VARIANTS, name)
 
 
 def table_variants(section):
-    return config["report"][section]["variants"] or sorted(VARIANTS)
+    return fc.table_variants(config, VARIANTS, section)
 
 
 def _rows(section):
     """(variants, method labels, backbones, train sets) of a report section, in table order."""
-    names = table_variants(section)
-    models = [config["models"][VARIANTS[v]["model"]] for v in names]
-    return (
-        names,
-        [variant_label(v) for v in names],
-        [m["backbone"] for m in models],
-        [m["train_set"] for m in models],
-    )
+    return fc.table_rows(config, VARIANTS, section)
 
 
 def _reject_variants():
@@ -161,15 +146,14 @@ def identity_source(wildcards):
 def init_checkpoint(wildcards):
     """The checkpoint a model starts from (`train.init_from`, e.g. ScaleFace's frozen ArcFace)."""
     source = config["models"][wildcards.model]["train"].get("init_from")
-    return [f"{source}/checkpoint.pt"] if source else []
+    return [str(Path(source) / "checkpoint.pt")] if source else []
 
 
 def base_variants(section):
     """The variants of a table that are a model's own embeddings (no fitted head): one per model."""
-    seen, names = set(), []
-    for name in table_variants(section):
-        model = VARIANTS[name]["model"]
-        if "head" not in VARIANTS[name] and model not in seen:
-            seen.add(model)
-            names.append(name)
-    return names
+    return fc.base_variants(config, VARIANTS, section)
+
+
+def ijb_flags():
+    """The configured IJB convention (N, D, F flags) as `facetrust evaluate` options."""
+    return " ".join(fc.ijb_flags(config["evaluate"]))

@@ -11,15 +11,7 @@ rule evaluate_ijb:
     params:
         ijb_dir=ijb_dir,
         fars=",".join(str(far) for far in config["evaluate"]["fars"]),
-        flags=" ".join(
-            flag
-            for flag, on in (
-                ("--normalize-images", config["evaluate"]["normalize_images"]),
-                ("--no-detector-score", not config["evaluate"]["use_detector_score"]),
-                ("--no-flip", not config["evaluate"]["flip"]),
-            )
-            if on
-        ),
+        flags=ijb_flags(),
         tar_method=config["evaluate"]["tar_method"],
         pooling=lambda wildcards: VARIANTS[wildcards.variant]["pooling"],
     log:
@@ -45,7 +37,7 @@ rule evaluate_pairs:
         metrics="results/metrics/{variant}/{pairs}.json",
         roc="results/roc/{variant}/{pairs}.csv",
     params:
-        metric=config["report"]["verification_table"]["metric"],
+        metric=config["evaluate"]["pairs"]["metric"],
         flip="" if config["evaluate"]["flip"] else "--no-flip",
     log:
         "logs/evaluate/{variant}/{pairs}.log",
@@ -71,11 +63,11 @@ rule evaluate_reject:
         csv="results/reject/{variant}/{ijb}.csv",
     params:
         ijb_dir=ijb_dir,
-        how=config["report"]["reject"]["how"],
-        space=config["report"]["reject"]["space"],
-        fars=",".join(str(far) for far in config["report"]["reject"]["fars"]),
-        step=config["report"]["reject"]["fraction_step"],
-        max_fraction=config["report"]["reject"]["max_fraction"],
+        how=config["evaluate"]["reject"]["how"],
+        space=config["evaluate"]["reject"]["space"],
+        fars=",".join(str(far) for far in config["evaluate"]["reject"]["fars"]),
+        step=config["evaluate"]["reject"]["fraction_step"],
+        max_fraction=config["evaluate"]["reject"]["max_fraction"],
         pooling=lambda wildcards: VARIANTS[wildcards.variant]["pooling"],
         tar_method=config["evaluate"]["tar_method"],
     log:

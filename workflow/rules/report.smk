@@ -304,6 +304,8 @@ rule quality_split:
         ijb_dir=lambda wildcards: config["datasets"]["ijb"][
             config["report"]["ijbc_table"]["test_set"]
         ],
+        flags=ijb_flags(),
+        tar_method=config["evaluate"]["tar_method"],
     log:
         "logs/report/quality_split.log",
     benchmark:
@@ -317,4 +319,4 @@ rule quality_split:
     shell:
         "facetrust report quality-split --embeddings {input.embeddings} --method {params.methods:q}"
         " --protocol {params.ijb_dir} --name {params.ijb} --quality {input.quality}"
-        " --out {output} > {log} 2>&1"
+        " {params.flags} --tar-method {params.tar_method} --out {output} > {log} 2>&1"

@@ -7,7 +7,7 @@ be stable; ``fetch`` then prints :meth:`DatasetEntry.instructions` (where to get
 put it, what layout is expected, how to verify it) and exits 2, and ``--url URL [--sha256 HEX]``
 downloads from any mirror the user has access to.
 
-Layout facts (REFERENCES.md "Data formats"): an InsightFace training pack unzips to one directory
+Layout facts (docs/FORMATS.md "RecordIO"): an InsightFace training pack unzips to one directory
 holding ``train.rec``, ``train.idx``, ``property`` (``num_classes,h,w``) and the ``.bin``
 verification sets; the InsightFace IJB test package holds ``IJBB/`` and ``IJBC/``, each with
 ``loose_crop/`` and ``meta/<name>_{face_tid_mid,name_5pts_score,template_pair_label}.txt``.

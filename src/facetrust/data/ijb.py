@@ -1,6 +1,6 @@
 """IJB-B / IJB-C 1:1 verification protocol reader.
 
-The release layout (REFERENCES.md, DESIGN.md "File formats"), all space separated, no header:
+The release layout (docs/FORMATS.md "IJB-B/C"), all space separated, no header:
 
 - ``meta/<name>_face_tid_mid.txt``        ``image template_id media_id``
 - ``meta/<name>_name_5pts_score.txt``     ``image x1 y1 … x5 y5 detector_score``

@@ -1,6 +1,6 @@
 """InsightFace training sets: ``train.rec`` + ``train.idx`` + ``property`` ("num_classes,h,w").
 
-Layout (InsightFace ``recognition/`` datasets, REFERENCES.md "Data formats"):
+Layout (InsightFace ``recognition/`` datasets, docs/FORMATS.md "RecordIO"):
 
 * key 0: header record ``IRHeader(flag=2, label=(A, B))``;
 * keys ``1 .. A-1``: images, a scalar float label (the class), id = the key;

@@ -197,7 +197,7 @@ def iter_dump(path: str | os.PathLike) -> Iterator[dict]:
 
 
 def dump_jsonl(path: str | os.PathLike, stream: TextIO) -> int:
-    """Write one JSON object per line to ``stream`` (DESIGN.md ``data dump --jsonl``).
+    """Write one JSON object per line to ``stream`` (docs/FORMATS.md ``data dump --jsonl``).
 
     RecordIO: ``{"key", "flag", "label", "id", "id2", "payload_sha256"}`` with ``label`` always a
     list of floats and the hash over the bytes after the IRHeader and its labels; ``key`` is the

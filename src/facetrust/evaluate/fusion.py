@@ -8,7 +8,7 @@ Three kinds of fusion live here, because every evaluation protocol needs them:
 - **confidence from uncertainty**: the embeddings file stores ``uncertainty`` with *larger = less
   certain*; methods whose natural quantity is a confidence read it back as ``1 / uncertainty``.
 
-Embeddings file (DESIGN.md, contract): ``image`` (str, N), ``embedding`` (float32 N×D, not
+Embeddings file (docs/FORMATS.md, contract): ``image`` (str, N), ``embedding`` (float32 N×D, not
 normalised, original + flipped summed = F1), optional ``embedding_noflip`` (float32 N×D, the
 original image only; needed for F0), optional ``uncertainty`` (float32 N, > 0, larger = less
 certain) with ``uncertainty_kind`` (str), optional ``uncertainty_per_dim`` (float32 N×D, PFE σ²),
@@ -34,9 +34,14 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from facetrust.errors import ConfigError, InputError
+from facetrust.errors import InputError
+from facetrust.registry import Registry
 
-POOLINGS = ("mean", "pfe", "kappa")
+# Template poolings: how image features (and uncertainties) become one template feature.
+POOLINGS: Registry[str] = Registry("template pooling")
+POOLINGS.register("mean")("InsightFace eval_ijbc.py: media mean, template sum, L2 (N/D/F flags apply)")
+POOLINGS.register("pfe")("PFE precision-weighted fusion of unit image features (sigma^2)")
+POOLINGS.register("kappa")("SCF kappa-weighted sum of unit image features (Eq. 14)")
 
 
 @dataclass
@@ -173,6 +178,6 @@ def kappa_fuse(mu: np.ndarray, kappa: np.ndarray, group_index: np.ndarray, n_gro
 
 
 def check_pooling(pooling: str) -> str:
-    if pooling not in POOLINGS:
-        raise ConfigError(f"pooling: {pooling!r} is not one of {list(POOLINGS)}")
+    """``pooling`` when it is a registered template pooling; ConfigError naming the allowed ones."""
+    POOLINGS.get(pooling)
     return pooling

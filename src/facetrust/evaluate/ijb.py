@@ -1,6 +1,6 @@
 """IJB-B/C 1:1 verification: template features, pair scores, TAR at FAR.
 
-Default = InsightFace ``eval_ijbc.py`` (DESIGN.md, REFERENCES.md), named by its flags:
+Default = InsightFace ``eval_ijbc.py`` (docs/FORMATS.md "Conventions"), named by its flags:
 
 - **F1**: the image feature is original + flipped embedding summed (``embedding``); F0 reads
   ``embedding_noflip``;
@@ -47,6 +47,7 @@ from facetrust.evaluate.roc import (
     tar_table,
     write_roc,
 )
+from facetrust.formats import metrics_record
 from facetrust.io import write_json_atomic
 
 PAIR_CHUNK = 16384  # pairs per gather batch: 2 × 16384 × 512 float32 = 64 MiB
@@ -281,20 +282,16 @@ def evaluate_ijb(
     labels = protocol.labels
     fpr, tpr, thresholds = roc_points(labels, scores)
     n_genuine = int(np.count_nonzero(labels))
-    metrics = {
-        "testset": protocol.name,
-        "protocol": "ijb_1to1",
-        "tar_at_far": tar_table(tar_at_far(fpr, tpr, fars, method=tar_method)),
-        "auc": plain_float(area_under_curve(fpr, tpr)),
-        "n_pairs": int(labels.size),
-        "n_genuine": n_genuine,
-        "n_impostor": int(labels.size - n_genuine),
-        "n_templates": int(template_ids.size),
-        "n_images": int(protocol.images.size),
-        "settings": ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
-                                 flip=embeddings.flip, pooling=pooling, tar_method=tar_method),
-        "embeddings": str(embeddings.path),
-    }
+    metrics = metrics_record(
+        protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=n_genuine,
+        settings=ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
+                              flip=embeddings.flip, pooling=pooling, tar_method=tar_method),
+        embeddings=embeddings.path,
+        tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method=tar_method)),
+        auc=plain_float(area_under_curve(fpr, tpr)),
+        n_templates=int(template_ids.size),
+        n_images=int(protocol.images.size),
+    )
     return IJBResult(metrics, scores, labels, template_ids, features, (fpr, tpr, thresholds))
 
 

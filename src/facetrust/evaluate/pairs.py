@@ -32,9 +32,10 @@ from facetrust.evaluate.roc import (
     tar_table,
     write_roc,
 )
+from facetrust.formats import metrics_record
 from facetrust.io import write_json_atomic
+from facetrust.registry import Registry
 
-METRICS = ("squared_l2", "cosine")
 ACCURACY_STEP = 0.01  # InsightFace: np.arange(0, 4, 0.01)
 VAL_STEP = 0.001  # InsightFace: np.arange(0, 4, 0.001) for VAL@FAR
 
@@ -99,16 +100,27 @@ class TenFoldResult:
     thresholds: np.ndarray
 
 
+# Pair distances in the "same iff below" sense, on L2-normalised features (float64).
+PAIR_DISTANCES: Registry = Registry("pair distance")
+
+
+@PAIR_DISTANCES.register("squared_l2")
+def _squared_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    diff = a - b
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+@PAIR_DISTANCES.register("cosine")
+def _minus_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return -np.einsum("ij,ij->i", a, b)
+
+
 def pair_distance(emb1: np.ndarray, emb2: np.ndarray, metric: str) -> np.ndarray:
     """Distance in the "same iff below" sense: squared L2 of unit features, or minus the cosine."""
-    if metric not in METRICS:
-        raise ConfigError(f"metric: {metric!r} is not one of {list(METRICS)}")
+    distance = PAIR_DISTANCES.get(metric)
     a = l2_normalize(np.asarray(emb1, dtype=np.float64))
     b = l2_normalize(np.asarray(emb2, dtype=np.float64))
-    if metric == "squared_l2":
-        diff = a - b
-        return np.einsum("ij,ij->i", diff, diff)
-    return -np.einsum("ij,ij->i", a, b)
+    return distance(a, b)
 
 
 def _grid(metric: str, step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -241,24 +253,19 @@ def run_evaluate_pairs(
     cosine = -pair_distance(emb1, emb2, "cosine")
     fpr, tpr, thresholds = roc_points(issame.astype(np.int8), cosine)
     key = far_key(val_far)
-    metrics = {
-        "testset": testset or Path(embeddings_path).stem,
-        "protocol": "pairs_10fold",
-        "accuracy": plain_float(result.accuracy),
-        "accuracy_std": plain_float(result.accuracy_std),
-        "fold_accuracies": [plain_float(a) for a in result.fold_accuracies],
-        "fold_thresholds": [plain_float(t) for t in result.fold_thresholds],
-        "val_at_far": {key: plain_float(result.val)},
-        "val_std_at_far": {key: plain_float(result.val_std)},
-        "far_achieved": {key: plain_float(result.far)},
-        "tar_at_far": tar_table(tar_at_far(fpr, tpr, fars, method="nearest")),
-        "auc": plain_float(area_under_curve(fpr, tpr)),
-        "n_pairs": int(issame.size),
-        "n_genuine": int(issame.sum()),
-        "n_impostor": int(issame.size - issame.sum()),
-        "settings": pairs_settings(flip=flip, metric=metric, n_folds=n_folds),
-        "embeddings": str(embeddings_path),
-    }
+    metrics = metrics_record(
+        testset or Path(embeddings_path).stem, "pairs_10fold", n_pairs=issame.size, n_genuine=issame.sum(),
+        settings=pairs_settings(flip=flip, metric=metric, n_folds=n_folds), embeddings=embeddings_path,
+        accuracy=plain_float(result.accuracy),
+        accuracy_std=plain_float(result.accuracy_std),
+        fold_accuracies=[plain_float(a) for a in result.fold_accuracies],
+        fold_thresholds=[plain_float(t) for t in result.fold_thresholds],
+        val_at_far={key: plain_float(result.val)},
+        val_std_at_far={key: plain_float(result.val_std)},
+        far_achieved={key: plain_float(result.far)},
+        tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method="nearest")),
+        auc=plain_float(area_under_curve(fpr, tpr)),
+    )
     write_json_atomic(out_json, metrics)
     if roc_out is not None:
         write_roc(roc_out, fpr, tpr, thresholds)

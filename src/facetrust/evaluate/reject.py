@@ -36,6 +36,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from facetrust.errors import ConfigError, InputError
+from facetrust.formats import metrics_record, tar_column
 from facetrust.evaluate.roc import TAR_METHODS, far_key, plain_float, roc_points, tar_at_far
 from facetrust.io import atomic_path, write_json_atomic
 
@@ -166,7 +167,7 @@ class RejectCurve:
             "n_impostor_kept": self.n_impostor_kept,
         })
         for j, far in enumerate(self.fars):
-            frame[f"TAR@FAR={far_key(far)}"] = self.tar[:, j]
+            frame[tar_column(far)] = self.tar[:, j]
         return frame
 
     def to_json(self) -> dict:
@@ -397,14 +398,8 @@ def run_evaluate_reject(
         protocol_name = "reject_pairs"
     curve = reject_curve(scores, labels, pair_uncertainty(u1, u2, how, space), fars, fractions,
                          tar_method=tar_method, progress=True)
-    metrics = {
-        "testset": testset,
-        "protocol": protocol_name,
-        "n_pairs": int(labels.size),
-        **curve.to_json(),
-        "settings": settings,
-        "embeddings": str(embeddings_path),
-    }
+    metrics = metrics_record(testset, protocol_name, n_pairs=labels.size, n_genuine=np.count_nonzero(labels),
+                             settings=settings, embeddings=embeddings_path, **curve.to_json())
     write_json_atomic(out_json, metrics)
     if csv_out is not None:
         write_reject_csv(csv_out, curve)

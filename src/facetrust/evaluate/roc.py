@@ -1,6 +1,6 @@
 """ROC points and TAR at FAR, with the conventions written down.
 
-Default convention (InsightFace ``eval_ijbc.py``, DESIGN.md): the ROC is
+Default convention (InsightFace ``eval_ijbc.py``, docs/FORMATS.md "Conventions"): the ROC is
 ``sklearn.metrics.roc_curve(labels, scores)`` with its defaults (``drop_intermediate=True``), and
 TAR at a target FAR is the TPR of the ROC point whose FPR is nearest the target, ties broken
 towards the larger TPR.  Two other readings are options and are recorded in the metrics file:
@@ -14,7 +14,6 @@ towards the larger TPR.  Two other readings are options and are recorded in the 
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -22,27 +21,11 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from facetrust.errors import ConfigError, InputError
+from facetrust.formats import TAR_METHODS, far_key, plain_float  # noqa: F401 (re-exported)
 from facetrust.io import atomic_path
 
 DEFAULT_IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-TAR_METHODS = ("nearest", "interpolate", "strict")
 SKLEARN_CONVENTION = "sklearn.metrics.roc_curve(drop_intermediate=True)"
-
-
-def far_key(far: float) -> str:
-    """Format a FAR as a metrics key: ``1e-06``, ``5e-04``, ``2.5e-04`` (shortest exact mantissa)."""
-    far = float(far)
-    for digits in range(0, 8):
-        key = f"{far:.{digits}e}"
-        if float(key) == far:
-            return key
-    return repr(far)
-
-
-def plain_float(value) -> float | None:
-    """A JSON-safe float: numpy scalars become Python floats, NaN and inf become ``None``."""
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def roc_points(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,33 +13,29 @@ from typing import Callable
 import torch.nn as nn
 
 from facetrust.errors import ConfigError
+from facetrust.registry import Registry
 
-_BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+def _import_all() -> None:
+    # Importing the package registers every backbone module it lists.
+    import facetrust.models.backbones  # noqa: F401
+
+
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", loader=_import_all, sort=True)
 
 
 def register_backbone(name: str):
     """Decorator: register a factory ``f(embedding_size=512, input_size=(H, W), dropout=0.0, **options)``."""
-
-    def decorator(factory):
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} registered twice")
-        _BACKBONES[name] = factory
-        return factory
-
-    return decorator
+    return BACKBONES.register(name)
 
 
 def available_backbones() -> list[str]:
-    _import_all()
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def build_backbone(name: str, embedding_size: int = 512, **options) -> nn.Module:
     """Build the backbone registered as ``name``; unknown names raise ConfigError listing the allowed ones."""
-    _import_all()
-    if name not in _BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}; allowed: {', '.join(sorted(_BACKBONES))}")
-    return _BACKBONES[name](embedding_size=embedding_size, **options)
+    return BACKBONES.get(name)(embedding_size=embedding_size, **options)
 
 
 def checked_geometry(width: int, embedding_size: int, input_size) -> tuple[int, int]:
@@ -51,7 +47,3 @@ def checked_geometry(width: int, embedding_size: int, input_size) -> tuple[int, 
         raise ConfigError(f"backbone input_size must be positive, got {input_size!r}")
     return height, width_px
 
-
-def _import_all() -> None:
-    # Importing the package registers every backbone module it lists.
-    import facetrust.models.backbones  # noqa: F401

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from facetrust.errors import InputError
+from facetrust.formats import TAR_METHODS
 
 
 def _fars(text: str) -> list[float]:
@@ -46,6 +47,14 @@ def labelled(paths: Sequence[str], labels: Sequence[str] | None, flag: str) -> d
     if duplicated:
         raise InputError(f"report: labels {duplicated} repeat; give one distinct {flag} per file")
     return dict(zip(names, paths))
+
+
+def add_ijb_convention_arguments(parser) -> None:
+    """The IJB 1:1 convention flags (InsightFace N1 D1 F1, nearest-FPR TAR by default)."""
+    parser.add_argument("--normalize-images", action="store_true", help="N0: L2-normalise image features")
+    parser.add_argument("--no-detector-score", action="store_true", help="D0: ignore detector scores")
+    parser.add_argument("--no-flip", action="store_true", help="F0: original images only")
+    parser.add_argument("--tar-method", default="nearest", choices=list(TAR_METHODS))
 
 
 def _print_claims(claims) -> None:
@@ -68,8 +77,10 @@ def cmd_verification_table(args) -> None:
 def cmd_quality_split(args) -> None:
     from facetrust.report.quality_split import write_quality_split
 
+    convention = {"normalize_images": args.normalize_images, "use_detector_score": not args.no_detector_score,
+                  "flip": not args.no_flip, "tar_method": args.tar_method}
     table = write_quality_split(labelled(args.embeddings, args.method, "--method"), args.protocol, args.name,
-                                args.quality, Path(args.out), fars=args.fars)
+                                args.quality, Path(args.out), fars=args.fars, convention=convention)
     print(table.to_string(index=False))
 
 
@@ -160,6 +171,7 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--name", required=True, help="IJB protocol name")
     p.add_argument("--quality", required=True, help="data/synth/quality.csv")
     p.add_argument("--fars", type=_fars, default=[1e-4, 1e-3, 1e-2, 1e-1])
+    add_ijb_convention_arguments(p)
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=cmd_quality_split)
 
@@ -199,8 +211,8 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--verification-table", required=True, help="results/verification_table.csv")
     p.add_argument("--figure", nargs="+", help="figures to link (paths; linked relative to the report)")
     p.add_argument("--baseline", default="Softmax", help="method name of the plain-softmax model")
-    p.add_argument("--margin-methods", nargs="+", default=["A-Softmax", "SphereFace", "CosFace", "ArcFace"],
-                   help="method names counted as angular margins")
+    p.add_argument("--margin-methods", nargs="+", default=None,
+                   help="method names counted as angular margins (default: the report's DEFAULT_MARGIN_METHODS)")
     p.add_argument("--depth-method", default="A-Softmax", help="method of the depth pair")
     p.add_argument("--depth-backbones", nargs=2, default=["sphere4", "sphere20"], metavar=("SHALLOW", "DEEP"))
     p.add_argument("--out", required=True, help="Markdown report to write")

@@ -5,7 +5,7 @@ DVC prints one row per metrics file with every numeric leaf as a column, and dra
 file and field. The evaluation outputs are richer than that (settings, per-fold lists, one file
 per variant and test set), so this module writes a small view of them, read from the workflow's
 own layout (``results/metrics/<variant>/<testset>.json``, ``results/roc/<variant>/<testset>.csv``,
-``results/reject/<variant>/<ijb>.json``; DESIGN.md "Metrics"):
+``results/reject/<variant>/<ijb>.json``; docs/FORMATS.md "Metrics files"):
 
 * ``<out>/metrics/<variant>.json`` — ``{testset: {"TAR@FAR=1e-03": …, "auc": …, "accuracy": …}}``,
   so ``dvc metrics show`` prints one row per variant: the TAR@FAR table (IJB sets) and the
@@ -19,12 +19,12 @@ own layout (``results/metrics/<variant>/<testset>.json``, ``results/roc/<variant
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from facetrust.errors import InputError
+from facetrust.formats import read_metrics, tar_column
 from facetrust.io import atomic_path, write_json_atomic
 
 # Scalar keys of a metrics JSON that belong in the table (pair sets add the 10-fold accuracy).
@@ -48,7 +48,7 @@ def flat_metrics(metrics: Mapping, source: str = "metrics") -> dict[str, float]:
     tar = metrics.get("tar_at_far", {})
     if not isinstance(tar, Mapping):
         raise InputError(f"{source}: 'tar_at_far' is not a map from FAR to TAR")
-    flat = {f"TAR@FAR={far}": float(tar[far]) for far in sorted(tar, key=_far_order) if _finite(tar[far])}
+    flat = {tar_column(far): float(tar[far]) for far in sorted(tar, key=_far_order) if _finite(tar[far])}
     flat.update({key: float(metrics[key]) for key in SCALAR_KEYS if _finite(metrics.get(key))})
     return flat
 
@@ -60,10 +60,7 @@ def _variant_files(root: Path, suffix: str) -> Iterable[tuple[str, str, Path]]:
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not a readable JSON file ({error})") from error
+    return read_metrics(path)
 
 
 def collect_metrics(metrics_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:

@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.io import atomic_path, read_json
+from facetrust.formats import read_metrics
+from facetrust.io import atomic_path
 
 DPI = 120
 # Metadata keys that carry a date or a version, per format: None drops them.
@@ -119,7 +120,7 @@ def plot_roc(curves: Mapping[str, str | Path], out_png: str | Path, title: str =
 def read_reject(path: str | Path) -> dict:
     """A reject-verification JSON of ``evaluate reject`` (``fractions``, ``tar_at_far`` lists)."""
     path = Path(path)
-    curve = read_json(path, "reject curve file")
+    curve = read_metrics(path, "reject curve file")
     fractions = curve.get("fractions")
     tars = curve.get("tar_at_far")
     if not isinstance(fractions, list) or not isinstance(tars, dict):

@@ -28,13 +28,14 @@ import numpy as np
 import pandas as pd
 
 from facetrust.errors import InputError
+from facetrust.formats import far_of_column, tar_column, test_set_of
+from facetrust.formats import tar_columns as _tar_columns_of
 from facetrust.io import write_text_atomic
 from facetrust.report import published
 from facetrust.report.verification import VAL_FAR_KEY, read_table
 
 HELD, PARTLY, NOT_HELD, NOT_CHECKED = "held", "partly held", "did not hold", "not checked"
 DEFAULT_MARGIN_METHODS = ("A-Softmax", "SphereFace", "CosFace", "ArcFace")
-TAR_PREFIX = "TAR@FAR="
 
 
 @dataclass(frozen=True)
@@ -240,12 +241,13 @@ def sphereface_markdown(table: pd.DataFrame, claims: Sequence[Claim], *, figures
 
 
 def write_sphereface_report(verification_table: str | Path, out_md: str | Path, *, figures: Sequence[str | Path] = (),
-                            baseline_method: str = "Softmax", margin_methods: Sequence[str] = DEFAULT_MARGIN_METHODS,
+                            baseline_method: str = "Softmax", margin_methods: Sequence[str] | None = None,
                             depth_method: str = "A-Softmax",
                             depth_backbones: tuple[str, str] = ("sphere4", "sphere20")) -> list[Claim]:
     """Write ``sphereface.md`` from ``verification_table.csv``; returns the checked claims."""
     table = read_table(verification_table, required=["method", "backbone", "train_set", "test_set", "accuracy"])
-    claims = margin_claims(table, baseline_method=baseline_method, margin_methods=margin_methods)
+    claims = margin_claims(table, baseline_method=baseline_method,
+                           margin_methods=margin_methods or DEFAULT_MARGIN_METHODS)
     claims += depth_claim(table, method=depth_method, backbones=tuple(depth_backbones))
     text = sphereface_markdown(table, claims, figures_md=figure_links(figures, out_md),
                                inputs=[verification_table, *figures])
@@ -258,7 +260,7 @@ def write_sphereface_report(verification_table: str | Path, out_md: str | Path, 
 
 def tar_columns(table: pd.DataFrame) -> list[str]:
     """``TAR@FAR=…`` columns of a table, FAR ascending."""
-    return sorted((c for c in table.columns if c.startswith(TAR_PREFIX)), key=lambda c: float(c[len(TAR_PREFIX):]))
+    return _tar_columns_of(table.columns)
 
 
 def split_variant(method: str) -> tuple[str | None, str] | None:
@@ -325,7 +327,7 @@ def variant_claims(table: pd.DataFrame, variant: str = "SCF") -> list[Claim]:
             delta = float(row[column]) - float(base[column])
             raised = delta > 0
             outcomes.append(raised)
-            far = column[len(TAR_PREFIX):]
+            far = far_of_column(column)
             name = f"{base['method']} {row['method']}" if str(row["method"]).lstrip().startswith("+") else row["method"]
             claims.append(Claim(
                 f"On {row['test_set']}, {name} {'raises' if raised else 'does not raise'} TAR@FAR={far} over "
@@ -339,7 +341,7 @@ def variant_claims(table: pd.DataFrame, variant: str = "SCF") -> list[Claim]:
 
 
 def _scf_published_table(ours: pd.DataFrame) -> str:
-    columns = ["TAR@FAR=1e-05", "TAR@FAR=1e-04"]
+    columns = [tar_column(1e-5), tar_column(1e-4)]
     rows = []
     for row in published.scf_rows() + published.insightface_rows():
         rows.append([row.label, row.test_set, row.method, row.backbone, row.train_set,
@@ -356,7 +358,7 @@ def _our_full_table(ours: pd.DataFrame) -> str:
     rows = [[our_source(r["test_set"]), r["method"], r["backbone"], r["train_set"], *(percent(r[c]) for c in columns)]
             for _, r in ours.iterrows()]
     return markdown_table(["source", "method", "backbone", "train set",
-                           *(f"FAR={c[len(TAR_PREFIX):]}" for c in columns)], rows)
+                           *(f"FAR={far_of_column(c)}" for c in columns)], rows)
 
 
 def write_scf_report(tables: Sequence[str | Path], out_md: str | Path, *, figures: Sequence[str | Path] = (),
@@ -414,7 +416,7 @@ def reject_rows(curves: Mapping[str, dict], fraction: float = 0.5) -> list[dict]
         for far in sorted(curve["tar_at_far"], key=float):
             fractions, tar = reject_series(curve, far, label)
             start, end = _fraction_index(fractions, 0.0), _fraction_index(fractions, fraction)
-            rows.append({"method": label, "test_set": curve.get("testset", ""), "far": far,
+            rows.append({"method": label, "test_set": test_set_of(curve), "far": far,
                          "n_pairs": curve.get("n_pairs"), "how": (curve.get("settings") or {}).get("pair_uncertainty", ""),
                          "fraction_start": float(fractions[start]), "fraction_end": float(fractions[end]),
                          "tar_start": tar[start], "tar_end": tar[end]})
@@ -480,7 +482,7 @@ def _setting_rows(curves: Mapping[str, dict]) -> list[list[str]]:
         return ", ".join(dict.fromkeys(str(v) for v in values if v not in (None, "")))
 
     ours = {
-        "test set": joined(c.get("testset") for c in curves.values()),
+        "test set": joined(test_set_of(c) for c in curves.values()),
         "backbone": "methods " + ", ".join(f"{label} (uncertainty: {(c.get('settings') or {}).get('uncertainty_kind') or 'n/a'})"
                                            for label, c in curves.items()),
         "rejected fraction": f"{fractions.min():g} to {fractions.max():g}, step {step:g}, most uncertain pairs first",

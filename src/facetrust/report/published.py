@@ -22,6 +22,8 @@ from typing import Mapping
 
 import numpy as np
 
+from facetrust.formats import tar_column
+
 
 @dataclass(frozen=True)
 class PublishedRow:
@@ -90,7 +92,7 @@ def scf_rows(test_set: str | None = None) -> list[PublishedRow]:
             continue
         for method, values in _SCF_README.items():
             rows.append(PublishedRow("SCF", SCF_SOURCE, name, "MS1M", "ResNet100", method,
-                                     {"TAR@FAR=1e-05": values[position], "TAR@FAR=1e-04": values[position + 1]},
+                                     {tar_column(1e-5): values[position], tar_column(1e-4): values[position + 1]},
                                      "README trains with --dataset ms1m"))
     return rows
 
@@ -108,7 +110,7 @@ _ARCFACE_TORCH = (
 def insightface_rows() -> list[PublishedRow]:
     """ArcFace (arcface_torch) IJB-C rows, TAR in percent at FAR 1e-5 and 1e-4 (N1 D1 F1)."""
     return [PublishedRow("ArcFace", INSIGHTFACE_SOURCE, "IJB-C", train_set, backbone, "ArcFace",
-                         {"TAR@FAR=1e-05": tar_5, "TAR@FAR=1e-04": tar_4}, "eval_ijbc.py defaults N1 D1 F1")
+                         {tar_column(1e-5): tar_5, tar_column(1e-4): tar_4}, "eval_ijbc.py defaults N1 D1 F1")
             for train_set, backbone, tar_4, tar_5 in _ARCFACE_TORCH]
 
 

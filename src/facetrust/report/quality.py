@@ -6,7 +6,7 @@
 pair set (the embeddings file's ``image`` is the same string) and ``synth_ijbc/<n>.jpg`` for the
 IJB set (the embeddings file holds ``<n>.jpg``, the protocol's own name).
 
-A good uncertainty (larger = less certain, DESIGN.md) rises with the degradation, so each
+A good uncertainty (larger = less certain, docs/FORMATS.md) rises with the degradation, so each
 method is scored by the Spearman rank correlation between its uncertainty and
 
 * ``degradation`` = 1 − quality (all degradations at once),

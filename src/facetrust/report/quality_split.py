@@ -17,11 +17,14 @@ import pandas as pd
 from facetrust.data.ijb import read_ijb_protocol
 from facetrust.evaluate.fusion import load_embeddings
 from facetrust.evaluate.ijb import evaluate_ijb
-from facetrust.evaluate.roc import far_key, roc_points, tar_at_far
+from facetrust.evaluate.roc import roc_points, tar_at_far
+from facetrust.formats import tar_column
 from facetrust.io import atomic_path
 from facetrust.report.quality import quality_rows, read_quality
 
 GROUPS = ("low", "middle", "high")
+# InsightFace eval_ijbc.py: N1 D1 F1, nearest-FPR TAR (the `evaluate` defaults of params.yaml).
+DEFAULT_CONVENTION = {"normalize_images": False, "use_detector_score": True, "flip": True, "tar_method": "nearest"}
 
 
 def pair_quality(protocol, image_quality: np.ndarray) -> np.ndarray:
@@ -34,11 +37,17 @@ def pair_quality(protocol, image_quality: np.ndarray) -> np.ndarray:
 
 
 def quality_split_rows(method: str, embeddings_path, ijb_dir, name: str, quality: pd.DataFrame, *,
-                       fars: Sequence[float], pooling: str = "mean") -> list[dict]:
-    """One row per quality group: method, group, pair-quality range, pair counts, TAR@FAR."""
+                       fars: Sequence[float], pooling: str = "mean", convention: Mapping | None = None) -> list[dict]:
+    """One row per quality group: method, group, pair-quality range, pair counts, TAR@FAR.
+
+    ``convention``: the IJB evaluation settings (``normalize_images``, ``use_detector_score``,
+    ``flip``, ``tar_method``), the ``evaluate`` section of params; InsightFace's by default."""
+    convention = {**DEFAULT_CONVENTION, **(convention or {})}
     protocol = read_ijb_protocol(ijb_dir, name)
-    embeddings = load_embeddings(embeddings_path, flip=True)
-    result = evaluate_ijb(embeddings, protocol, fars=fars, pooling=pooling)
+    embeddings = load_embeddings(embeddings_path, flip=convention["flip"])
+    result = evaluate_ijb(embeddings, protocol, fars=fars, pooling=pooling,
+                          normalize_images=convention["normalize_images"],
+                          use_detector_score=convention["use_detector_score"], tar_method=convention["tar_method"])
     image_quality = quality_rows(protocol.images, quality, set_name=protocol.name,
                                  source=str(embeddings_path))["quality"].to_numpy(np.float64)
     # evaluate_ijb scores the protocol's pairs in protocol order.
@@ -54,19 +63,21 @@ def quality_split_rows(method: str, embeddings_path, ijb_dir, name: str, quality
                "impostor": int((1 - labels).sum())}
         if row["genuine"] and row["impostor"]:
             fpr, tpr, _ = roc_points(labels, scores)
-            row.update({f"TAR@FAR={key}": value for key, value in tar_at_far(fpr, tpr, fars).items()})
+            row.update({tar_column(key): value for key, value in tar_at_far(fpr, tpr, fars, convention["tar_method"]).items()})
         else:
-            row.update({f"TAR@FAR={far_key(far)}": None for far in fars})
+            row.update({tar_column(far): None for far in fars})
         rows.append(row)
     return rows
 
 
 def write_quality_split(embeddings: Mapping[str, str | Path], ijb_dir, name: str, quality_csv, out_csv, *,
-                        fars: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1), pooling: str = "mean") -> pd.DataFrame:
+                        fars: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1), pooling: str = "mean",
+                        convention: Mapping | None = None) -> pd.DataFrame:
     """The table for every method, written atomically to ``out_csv``."""
     quality = read_quality(quality_csv)
     rows = [row for method, path in embeddings.items()
-            for row in quality_split_rows(method, path, ijb_dir, name, quality, fars=fars, pooling=pooling)]
+            for row in quality_split_rows(method, path, ijb_dir, name, quality, fars=fars, pooling=pooling,
+                                          convention=convention)]
     table = pd.DataFrame(rows)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

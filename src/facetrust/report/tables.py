@@ -1,4 +1,4 @@
-"""Result tables from metrics files (DESIGN.md "Tables").
+"""Result tables from metrics files (docs/FORMATS.md "Tables").
 
 ``results/ijbc_table.csv``: one row per method, columns
 ``method,backbone,train_set,test_set,TAR@FAR=1e-06,…,TAR@FAR=1e-01``.
@@ -12,7 +12,9 @@ from typing import Sequence
 import pandas as pd
 
 from facetrust.errors import InputError
-from facetrust.io import atomic_path, read_json
+from facetrust.formats import TAR_AT_FAR, tar_column, test_set_of
+from facetrust.formats import read_metrics as _read_metrics
+from facetrust.io import atomic_path
 
 ID_COLUMNS = ["method", "backbone", "train_set", "test_set"]
 
@@ -20,8 +22,8 @@ ID_COLUMNS = ["method", "backbone", "train_set", "test_set"]
 def read_metrics(path: str | Path) -> dict:
     """A metrics JSON file; InputError naming the file when it is missing or malformed."""
     path = Path(path)
-    metrics = read_json(path, "metrics file")
-    if not isinstance(metrics.get("tar_at_far"), dict):
+    metrics = _read_metrics(path)
+    if not isinstance(metrics.get(TAR_AT_FAR), dict):
         raise InputError(f"{path}: no 'tar_at_far' map")
     return metrics
 
@@ -38,9 +40,9 @@ def tar_table(rows: Sequence[dict]) -> pd.DataFrame:
         record = {column: row[column] for column in ID_COLUMNS}
         for key in far_keys:
             value = row["tar_at_far"].get(key)
-            record[f"TAR@FAR={key}"] = None if value is None else round(float(value), 6)
+            record[tar_column(key)] = None if value is None else round(float(value), 6)
         records.append(record)
-    return pd.DataFrame.from_records(records, columns=ID_COLUMNS + [f"TAR@FAR={key}" for key in far_keys])
+    return pd.DataFrame.from_records(records, columns=ID_COLUMNS + [tar_column(key) for key in far_keys])
 
 
 def write_tar_table(metrics_paths: Sequence[str], out: Path, *, methods=None, backbones=None, train_sets=None,
@@ -57,7 +59,7 @@ def write_tar_table(metrics_paths: Sequence[str], out: Path, *, methods=None, ba
             "method": methods[i] if methods else metrics.get("method", Path(path).parent.name),
             "backbone": backbones[i] if backbones else metrics.get("backbone", ""),
             "train_set": train_sets[i] if train_sets else metrics.get("train_set", ""),
-            "test_set": test_set or metrics.get("testset", Path(path).stem),
+            "test_set": test_set or test_set_of(metrics, Path(path).stem),
             "tar_at_far": metrics["tar_at_far"],
         })
     table = tar_table(rows)

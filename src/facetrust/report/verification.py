@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from facetrust.errors import InputError
+from facetrust.formats import test_set_of
 from facetrust.io import atomic_path
 from facetrust.report.tables import ID_COLUMNS, read_metrics
 
@@ -62,7 +63,7 @@ def verification_row(metrics_path: str | Path, *, method: str | None = None, bac
         "method": method or metrics.get("method", Path(metrics_path).parent.name),
         "backbone": backbone or metrics.get("backbone", ""),
         "train_set": train_set or metrics.get("train_set", ""),
-        "test_set": test_set or metrics.get("testset", Path(metrics_path).stem),
+        "test_set": test_set or test_set_of(metrics, Path(metrics_path).stem),
         "accuracy": round(float(metrics["accuracy"]), 6),
         "accuracy_std": None if metrics.get("accuracy_std") is None else round(float(metrics["accuracy_std"]), 6),
         "angular_fisher_score": None if fisher is None else round(float(fisher), 6),

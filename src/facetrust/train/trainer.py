@@ -9,7 +9,7 @@ Entry points:
 * ``python -m facetrust.train.trainer --config CONFIG.json --rec DIR --out DIR [--resume]``,
   also under ``torchrun --nproc_per_node=K``.
 
-Outputs in ``out_dir``: ``checkpoint.pt`` (see :mod:`facetrust.train.checkpoint`; rewritten
+Outputs in ``out_dir``: ``checkpoint.pt`` (see :mod:`facetrust.models.artifacts`; rewritten
 atomically at every epoch end), ``config.json``, ``train_log.csv`` (epoch, step, loss, accuracy,
 lr, images_per_s; accuracy = arg-max of the margin logits, so it reads below the plain accuracy).
 
@@ -22,28 +22,25 @@ checkpoint, and a resumed run ends bit-identical to an uninterrupted one (same t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.io import atomic_path, write_json_atomic
-from facetrust.train.checkpoint import (
+from facetrust.io import write_json_atomic
+from facetrust.models.artifacts import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     build_backbone_from_config,
+    build_margin,
     load_checkpoint,
     save_checkpoint,
 )
@@ -58,145 +55,24 @@ from facetrust.train.distributed import (
     init_distributed,
     wrap_ddp,
 )
+from facetrust.train.parts import (
+    LOG_NAME,
+    TrainCsvLog,
+    TrainModel,
+    initialise_from,
+    restore_rng,
+    rng_state,
+    seed_everything,
+    set_determinism,
+)
 from facetrust.train.schedule import LRSchedule
 
-LOG_NAME = "train_log.csv"
-LOG_COLUMNS = ("epoch", "step", "loss", "accuracy", "lr", "images_per_s")
-# Head options that configure ScaleFace's scale predictor rather than the margin head itself.
-SCALE_HEAD_OPTIONS = ("s_max", "hidden", "activation")
 
 _logger = logging.getLogger("facetrust.train")
 
 
-class TrainModel(nn.Module):
-    """Backbone + margin head (+ ScaleFace scale head) as one module, so DDP syncs them all.
-
-    ``forward(images, labels) -> (logits, extra_loss)``; embeddings reach the head unnormalised
-    (MagFace needs their norm; the heads normalise themselves).  Parts named in ``frozen``
-    ("backbone", "head") get no gradient and stay in eval mode (fixed BatchNorm statistics)."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module, scale_head: nn.Module | None = None,
-                 frozen: tuple[str, ...] = ()):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.scale_head = scale_head
-        self.frozen = tuple(frozen)
-        for name in self.frozen:
-            getattr(self, name).requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for name in self.frozen:
-            getattr(self, name).eval()
-        return self
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor):
-        with torch.set_grad_enabled(torch.is_grad_enabled() and "backbone" not in self.frozen):
-            if self.scale_head is None:
-                embeddings, feature_map = self.backbone(images), None
-            else:
-                embeddings, feature_map = self.backbone(images, return_feature_map=True)
-        if feature_map is None:
-            logits = self.head(embeddings, labels)
-        else:
-            logits = self.head(embeddings, labels, scale=self.scale_head(feature_map))
-        extra = self.head.extra_loss() if hasattr(self.head, "extra_loss") else logits.new_zeros(())
-        return logits, extra
-
-
-def _initialise_from(model: TrainModel, source: str, log) -> None:
-    """Copy the backbone (strictly) and, where shapes agree, the head weights of a trained model."""
-    state = load_checkpoint(source)
-    try:
-        model.backbone.load_state_dict(state["backbone"], strict=True)
-    except RuntimeError as exc:
-        raise ConfigError(f"train config 'init_from' {source}: backbone does not fit: {exc}") from None
-    head_state = model.head.state_dict()
-    shared = {k: v for k, v in (state.get("head") or {}).items()
-              if k in head_state and head_state[k].shape == v.shape}
-    head_state.update(shared)
-    model.head.load_state_dict(head_state)
-    log(f"initialised from {source}: backbone, head tensors {sorted(shared) or 'none'}")
-
-
-def build_heads(config: Mapping, num_classes: int, feature_map_shape) -> tuple[nn.Module, nn.Module | None]:
-    """``(margin head, ScaleHead or None)`` for a TrainConfig dict: ``head = {kind, **options}``.
-
-    For ``kind: scaleface`` the options ``s_max``, ``hidden``, ``activation`` go to
-    ``ScaleHead(feature_map_shape, ...)``, the rest to ``build_head``.  The head's initial
-    weights come from ``seed`` (the config's, unless the head options set their own)."""
-    from facetrust.models.margins import ScaleHead, build_head
-
-    options = dict(config["head"])
-    kind = options.pop("kind")
-    options.setdefault("seed", int(config.get("seed", 0)))
-    scale_head = None
-    if kind == "scaleface":
-        scale_options = {key: options.pop(key) for key in SCALE_HEAD_OPTIONS if key in options}
-        scale_head = ScaleHead(tuple(feature_map_shape), **scale_options)
-    else:
-        stray = sorted(set(SCALE_HEAD_OPTIONS) & set(options))
-        if stray:
-            raise ConfigError(f"head option(s) {', '.join(stray)} only apply to kind 'scaleface', not {kind!r}")
-    head = build_head(kind, int(config["embedding_size"]), int(num_classes), **options)
-    return head, scale_head
-
-
 def _quiet(message: str) -> None:
     """The log of ranks other than 0: they stay silent."""
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _set_determinism(device: torch.device) -> None:
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
-    else:  # GPU runs are repeatable up to non-deterministic CUDA kernels (atomics in backward)
-        torch.backends.cudnn.benchmark = False
-
-
-class _CsvLog:
-    """``train_log.csv`` on rank 0: rows are appended and flushed as training goes."""
-
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
-        kept: list[list[str]] = []
-        if resume_step is not None and path.is_file():
-            # Drop rows that a killed run logged after its last checkpoint: they will be redone.
-            with path.open(newline="") as handle:
-                rows = list(csv.reader(handle))[1:]
-            kept = [row for row in rows if row and int(row[1]) <= resume_step]
-        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(LOG_COLUMNS)
-            writer.writerows(kept)
-        self.handle = path.open("a", newline="")
-        self.writer = csv.writer(self.handle)
-
-    def write(self, epoch: int, step: int, loss: float, accuracy: float, lr: float, images_per_s: float):
-        self.writer.writerow([epoch, step, f"{loss:.6f}", f"{accuracy:.6f}", f"{lr:.8g}", f"{images_per_s:.1f}"])
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def train(
@@ -224,6 +100,10 @@ def train(
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     info = init_distributed(device)
     try:
+        if config.freeze_backbone and config.freeze_head:  # only ScaleFace's scale predictor trains
+            from facetrust.train.scale_head import ScaleHeadTrainer
+
+            return ScaleHeadTrainer(config, rec_dir, out_dir, resume=resume, log=log, info=info).fit()
         return _train(config, Path(rec_dir), out_dir, resume, log, info)
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -242,8 +122,8 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
         log = _quiet
     if config.threads:
         torch.set_num_threads(config.threads)
-    _set_determinism(info.device)
-    _seed_everything(config.seed)
+    set_determinism(info.device)
+    seed_everything(config.seed)
 
     dataset = RecordDataset(rec_dir, config.input_size, flip=config.flip_augment, seed=config.seed)
     num_classes = dataset.num_classes
@@ -252,14 +132,14 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
         raise InputError(f"{rec_dir}: {len(dataset)} images, fewer than one batch of {config.batch_size}")
 
     backbone = build_backbone_from_config(config.to_dict())
-    head, scale_head = build_heads(config.to_dict(), num_classes, backbone.feature_map_shape)
+    head, scale_head = build_margin(config.to_dict(), num_classes, backbone.feature_map_shape)
     frozen = tuple(name for name, flag in (("backbone", config.freeze_backbone),
                                            ("head", config.freeze_head)) if flag)
     model = TrainModel(backbone, head, scale_head, frozen)
     checkpoint_file = out_dir / CHECKPOINT_NAME
     resuming = resume and checkpoint_file.is_file()
     if config.init_from is not None and not resuming:  # a resumed run has the weights already
-        _initialise_from(model, config.init_from, log)
+        initialise_from(model, config.init_from, log)
     model.to(info.device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
@@ -284,14 +164,14 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
         schedule.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        _restore_rng(state["rng"], info.device)
+        restore_rng(state["rng"], info.device)
         epoch, step = int(state["epoch"]), int(state["step"])
         log(f"resuming {checkpoint_file} at epoch {epoch}, step {step}")
 
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / CONFIG_NAME, config.to_dict())
-    csv_log = _CsvLog(out_dir / LOG_NAME, step if resume else None) if info.is_main else None
+    csv_log = TrainCsvLog(out_dir / LOG_NAME, step if resume else None) if info.is_main else None
 
     model = convert_sync_batchnorm(model, info)
     ddp_model = wrap_ddp(model, info)
@@ -317,7 +197,7 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
             "step": step,
             "num_classes": num_classes,
             "feature_map_shape": list(model.backbone.feature_map_shape),
-            "rng": _rng_state(info.device),
+            "rng": rng_state(info.device),
             "config": config.to_dict(),
         }
 

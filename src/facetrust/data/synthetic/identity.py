@@ -2,7 +2,7 @@
 
 An :class:`Identity` fixes who a face is (shape, colours, hair, accessories); a
 :class:`Nuisance` fixes how one picture of that person looks (pose, expression, light,
-background).  Lengths are in the canonical 112x112 ArcFace frame (REFERENCES.md "Alignment"),
+background).  Lengths are in the canonical 112x112 ArcFace frame (docs/FORMATS.md "Alignment"),
 where the five landmarks sit at :data:`ARCFACE_TEMPLATE_112` up to small identity offsets
 (:data:`IDENTITY_LANDMARK_OFFSET_MAX`) and the pose nuisance.
 """

@@ -1,6 +1,6 @@
 """Write the embedded synthetic benchmark in the real formats.
 
-Layout under ``out_dir`` (DESIGN.md "The embedded synthetic benchmark"; the pipeline relies on it)::
+Layout under ``out_dir`` (docs/FORMATS.md "Synthetic benchmark"; the pipeline relies on it)::
 
     train/            train.rec, train.idx, property   (InsightFace RecordIO, aligned crops)
     pairs/synth_lfw.bin                                (LFW-style .bin, 10 ordered folds)

@@ -6,7 +6,7 @@ Training: ``loss = F.cross_entropy(head(emb, labels, scale=s), labels) + head.ex
 
 from facetrust.models.margins.angular import angular_target, chebyshev_cos_multiple, safe_arccos
 from facetrust.models.margins.head import AngularMargin, MarginHead
-from facetrust.models.margins.kinds import HEAD_KINDS, available_heads, build_head
+from facetrust.models.margins.kinds import MARGINS, available_heads, build_head
 from facetrust.models.margins.magface import MagFaceMargin, MagFaceRegulariser
 from facetrust.models.margins.scale import FeatureNormScale, FixedScale, PerSampleScale, ScaleHead
 from facetrust.models.margins.schedules import LambdaAnnealing
@@ -15,7 +15,7 @@ __all__ = [
     "AngularMargin",
     "FeatureNormScale",
     "FixedScale",
-    "HEAD_KINDS",
+    "MARGINS",
     "LambdaAnnealing",
     "MagFaceMargin",
     "MagFaceRegulariser",

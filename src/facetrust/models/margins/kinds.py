@@ -38,20 +38,28 @@ from facetrust.models.margins.head import AngularMargin, MarginHead
 from facetrust.models.margins.magface import MagFaceMargin, MagFaceRegulariser
 from facetrust.models.margins.scale import FeatureNormScale, FixedScale, PerSampleScale
 from facetrust.models.margins.schedules import LambdaAnnealing
+from facetrust.registry import Registry
+
+
+# kind -> a factory of MarginHead parts; the factory's keyword arguments are the kind's options.
+MARGINS: Registry[Callable[..., dict[str, Any]]] = Registry("margin head")
 
 
 def _arcface_extension(easy_margin: bool) -> str:
     return "easy" if easy_margin else "linear"
 
 
+@MARGINS.register("softmax")
 def _softmax() -> dict[str, Any]:
     return {"logits": "linear"}
 
 
+@MARGINS.register("normface")
 def _normface(s: float = 64.0) -> dict[str, Any]:
     return {"scale": FixedScale(s)}
 
 
+@MARGINS.register("sphereface")
 def _sphereface(
     m: int = 4, base: float = 1000.0, gamma: float = 0.12, power: float = 1.0, lambda_min: float = 5.0
 ) -> dict[str, Any]:
@@ -64,14 +72,17 @@ def _sphereface(
     }
 
 
+@MARGINS.register("cosface")
 def _cosface(s: float = 64.0, m: float = 0.35) -> dict[str, Any]:
     return {"margin": AngularMargin(m3=m), "scale": FixedScale(s)}
 
 
+@MARGINS.register("arcface")
 def _arcface(s: float = 64.0, m: float = 0.5, easy_margin: bool = False) -> dict[str, Any]:
     return {"margin": AngularMargin(m2=m, extension=_arcface_extension(easy_margin)), "scale": FixedScale(s)}
 
 
+@MARGINS.register("combined")
 def _combined(
     s: float = 64.0,
     m1: float = 1.0,
@@ -85,10 +96,12 @@ def _combined(
     return {"margin": AngularMargin(m1=m1, m2=m2, m3=m3, extension=extension), "scale": FixedScale(s)}
 
 
+@MARGINS.register("scaleface")
 def _scaleface(m: float = 0.5, easy_margin: bool = False) -> dict[str, Any]:
     return {"margin": AngularMargin(m2=m, extension=_arcface_extension(easy_margin)), "scale": PerSampleScale()}
 
 
+@MARGINS.register("magface")
 def _magface(
     s: float = 64.0,
     l_a: float = 10.0,
@@ -105,32 +118,18 @@ def _magface(
     }
 
 
-HEAD_KINDS: dict[str, Callable[..., dict[str, Any]]] = {
-    "softmax": _softmax,
-    "normface": _normface,
-    "sphereface": _sphereface,
-    "cosface": _cosface,
-    "arcface": _arcface,
-    "combined": _combined,
-    "scaleface": _scaleface,
-    "magface": _magface,
-}
-
-
 def available_heads() -> list[str]:
     """The kinds ``build_head`` accepts."""
-    return list(HEAD_KINDS)
+    return MARGINS.names()
 
 
 def build_head(kind: str, embedding_size: int, num_classes: int, **options: Any) -> MarginHead:
     """A :class:`MarginHead` for ``kind`` (see the module table); ``options`` override its defaults.
 
     Unknown kinds or options raise ConfigError naming the allowed ones."""
-    if kind not in HEAD_KINDS:
-        raise ConfigError(f"unknown margin head {kind!r}; allowed: {', '.join(HEAD_KINDS)}")
+    factory = MARGINS.get(kind)
     seed = options.pop("seed", 0)
     detach_margin = options.pop("detach_margin", False)
-    factory = HEAD_KINDS[kind]
     allowed = factory.__code__.co_varnames[: factory.__code__.co_argcount]
     unknown = sorted(set(options) - set(allowed))
     if unknown:

@@ -1,12 +1,7 @@
 """Uncertainty heads fitted on a frozen backbone (PFE, SCF, SCF-G), their losses and scores,
 the stable vMF normaliser they rest on, and head-free baselines."""
 
-from facetrust.models.uncertainty.baselines import (
-    BASELINE_KINDS,
-    baseline_uncertainty,
-    classifier_entropy,
-    embedding_norm_uncertainty,
-)
+from facetrust.models.uncertainty.baselines import classifier_entropy, embedding_norm_uncertainty
 from facetrust.models.uncertainty.bessel import bessel_ratio, log_iv, log_vmf_normalizer
 from facetrust.models.uncertainty.pfe import PFEHead, mls_loss, mls_score, pfe_fuse, pfe_uncertainty
 from facetrust.models.uncertainty.scf import (
@@ -19,8 +14,6 @@ from facetrust.models.uncertainty.scf import (
 )
 
 __all__ = [
-    "BASELINE_KINDS",
-    "baseline_uncertainty",
     "classifier_entropy",
     "embedding_norm_uncertainty",
     "bessel_ratio",

@@ -5,16 +5,14 @@
 - ``magface``: the same 1/||f|| for a MagFace-trained backbone, where the norm is trained to be the
   quality (MagFace clamps it to [10, 110]); a separate kind so the files say which model it came from;
 - ``entropy``: entropy of softmax(s cos theta) against the trained classifier weights (class centres).
+
+They are registered by name in :mod:`facetrust.models.uncertainty.methods`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from facetrust.errors import ConfigError
-
-BASELINE_KINDS = ("emb_norm", "magface", "entropy")
 
 
 def embedding_norm_uncertainty(embeddings: torch.Tensor) -> torch.Tensor:
@@ -33,16 +31,3 @@ def classifier_entropy(embeddings: torch.Tensor, class_centres: torch.Tensor, sc
     logits = scale * F.normalize(embeddings, dim=1) @ F.normalize(class_centres, dim=1).T
     log_p = F.log_softmax(logits, dim=1)
     return -(log_p.exp() * log_p).sum(dim=1)
-
-
-def baseline_uncertainty(
-    kind: str, embeddings: torch.Tensor, class_centres: torch.Tensor | None = None, scale: float = 64.0
-) -> torch.Tensor:
-    """Dispatch on ``kind`` in BASELINE_KINDS; ``entropy`` needs ``class_centres``."""
-    if kind in ("emb_norm", "magface"):
-        return embedding_norm_uncertainty(embeddings)
-    if kind == "entropy":
-        if class_centres is None:
-            raise ConfigError("uncertainty kind 'entropy' needs the classifier weights (class centres)")
-        return classifier_entropy(embeddings, class_centres, scale)
-    raise ConfigError(f"unknown baseline uncertainty kind {kind!r}; allowed: {', '.join(BASELINE_KINDS)}")

@@ -1,0 +1,48 @@
+"""Image preprocessing shared by training, embedding and explanation: crop/resize to a model's
+input size, and the pixel normalisation the models were trained with."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+# InsightFace arcface_torch (dataset.py): ToTensor() then Normalize(mean=0.5, std=0.5), i.e.
+# (x - 127.5) / 127.5 -> [-1, 1].  (The older MXNet recipes used (x - 127.5) / 128.)
+PIXEL_MEAN = 127.5
+PIXEL_SCALE = 127.5
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 H x W x 3 RGB -> float32 3 x H x W in [-1, 1] (InsightFace normalisation)."""
+    array = (image.astype(np.float32) - PIXEL_MEAN) / PIXEL_SCALE
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def fit_to_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Centre-crop ``image`` to the aspect ratio of ``size`` = (height, width), then resize to it.
+
+    A 112x112 ArcFace crop becomes a 112x96 SphereFace crop by dropping 8 columns each side
+    (the 96x112 template is the 112x112 one shifted by 8 px, docs/FORMATS.md "Alignment"), with no
+    resampling.  Other sizes are resized with PIL's bilinear filter (antialiased when shrinking).
+    """
+    target_h, target_w = (int(v) for v in size)
+    height, width = image.shape[:2]
+    if (height, width) == (target_h, target_w):
+        return image
+    # Crop the longer side so that height/width == target_h/target_w (integer rounding).
+    if height * target_w > width * target_h:
+        crop_h = round(width * target_h / target_w)
+        top = (height - crop_h) // 2
+        image = image[top : top + crop_h]
+    elif height * target_w < width * target_h:
+        crop_w = round(height * target_w / target_h)
+        left = (width - crop_w) // 2
+        image = image[:, left : left + crop_w]
+    if image.shape[:2] == (target_h, target_w):
+        return np.ascontiguousarray(image)
+    from PIL import Image
+
+    resized = Image.fromarray(np.ascontiguousarray(image)).resize((target_w, target_h), Image.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)

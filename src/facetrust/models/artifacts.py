@@ -1,0 +1,269 @@
+"""Saved models: training checkpoints and fitted uncertainty heads, written and read in one place.
+
+Every stage that *uses* a trained model (embed, fit-head, evaluate with a model score, explain)
+loads it from here, so those stages depend on :mod:`facetrust.models`, never on
+:mod:`facetrust.train`.  Files are plain dicts of tensors and JSON-like values, read with
+``torch.load(weights_only=True)`` so loading never runs pickled code.
+
+Training checkpoint (``<model_dir>/checkpoint.pt``)::
+
+    format            "facetrust-train-checkpoint"
+    version           1
+    backbone, head    state dicts (InsightFace key layout for iResNets); ``head`` is the margin head
+    scale_head        state dict of ScaleFace's scale predictor, or None
+    optimizer         SGD state dict;  scheduler {"step": n};  scaler (AMP) state dict or {}
+    epoch             completed epochs;  step  optimisation steps done
+    num_classes, feature_map_shape, rng {"torch": ByteTensor, "cuda": [ByteTensor, ...]}
+    config            TrainConfig.to_dict()
+
+Fitted uncertainty head (``<head_dir>/head.pt``)::
+
+    format "facetrust-uncertainty-head", version 1, method, config (the resolved fit config),
+    feature_map_shape, embedding_size, state_dict
+
+(The key ``head`` of a checkpoint is the margin head; it keeps that name so that every checkpoint
+written so far still loads.)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from facetrust.errors import ConfigError, InputError
+from facetrust.io import atomic_path
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.json"
+CHECKPOINT_FORMAT = "facetrust-train-checkpoint"
+CHECKPOINT_VERSION = 1
+_REQUIRED = ("backbone", "config", "epoch", "step", "num_classes")
+
+UNCERTAINTY_HEAD_NAME = "head.pt"
+UNCERTAINTY_HEAD_FORMAT = "facetrust-uncertainty-head"
+UNCERTAINTY_HEAD_VERSION = 1
+
+# Margin-head options that configure ScaleFace's scale predictor rather than the margin itself.
+SCALE_PREDICTOR_OPTIONS = ("s_max", "hidden", "activation")
+
+
+# ------------------------------------------------------------------------------------ files
+
+
+def _save(path: Path, payload: dict) -> Path:
+    # Serialised in memory first: torch's zip archive names its folder after the file it writes
+    # to, and the temporary file's random name would make every save differ in bytes.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return path
+
+
+def _load(path: Path, what: str, writer: str, map_location, missing: str | None = None) -> dict:
+    """``torch.load(weights_only=True)`` of ``path``; InputError naming the file otherwise.
+
+    ``what`` names the kind of file (``checkpoint``, ``head file``).  torch's own message for a
+    refused payload advises loading with ``weights_only=False``; that is never the right advice
+    for a file of unknown origin, so only the first line of its reason is relayed."""
+    if not path.is_file():
+        raise InputError(f"{path}: no {missing or what} (expected {path.name} written by '{writer}')")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = [line for line in str(exc).splitlines() if "WeightsUnpickler error" in line or "Unsupported" in line]
+        reason = detail[-1].strip() if detail else "it holds objects other than tensors and plain values"
+        raise InputError(f"{path}: not a loadable {what}: refused by the weights-only loader ({reason}); "
+                         f"it may hold code, and is never loaded otherwise") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise InputError(f"{path}: not a loadable {what} ({type(exc).__name__}: {reason})") from None
+    if not isinstance(payload, dict):
+        raise InputError(f"{path}: not a facetrust {what} (a {type(payload).__name__}, not a dict)")
+    return payload
+
+
+# ------------------------------------------------------------------------- training checkpoints
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` (plus format/version) to ``path`` atomically; returns the path."""
+    return _save(Path(path), {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload})
+
+
+def checkpoint_path(model_dir: str | os.PathLike) -> Path:
+    """``model_dir/checkpoint.pt``, or ``model_dir`` itself when it is a file."""
+    model_dir = Path(model_dir)
+    return model_dir if model_dir.is_file() else model_dir / CHECKPOINT_NAME
+
+
+def load_checkpoint(model_dir: str | os.PathLike, map_location="cpu") -> dict:
+    """The checkpoint dict of ``model_dir`` (or a checkpoint file).
+
+    Raises InputError naming the file when it is missing, not loadable with ``weights_only=True``
+    (e.g. arbitrary pickled objects), or not a facetrust training checkpoint."""
+    path = checkpoint_path(model_dir)
+    payload = _load(path, "checkpoint", "facetrust train", map_location)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a facetrust training checkpoint (missing format {CHECKPOINT_FORMAT!r})")
+    missing = [key for key in _REQUIRED if key not in payload]
+    if missing:
+        raise InputError(f"{path}: checkpoint lacks key(s) {', '.join(missing)}")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise InputError(f"{path}: checkpoint version {payload.get('version')!r}, this facetrust reads "
+                         f"{CHECKPOINT_VERSION}")
+    return payload
+
+
+def build_backbone_from_config(config: Mapping[str, Any]) -> nn.Module:
+    """The (untrained) backbone that a TrainConfig dict describes."""
+    from facetrust.models.registry import build_backbone
+
+    return build_backbone(
+        config["backbone"],
+        embedding_size=int(config["embedding_size"]),
+        input_size=tuple(config["input_size"]),
+        **dict(config.get("backbone_options") or {}),
+    )
+
+
+def build_margin(config: Mapping[str, Any], num_classes: int, feature_map_shape) -> tuple[nn.Module, nn.Module | None]:
+    """``(margin head, ScaleFace scale predictor or None)``, untrained, for a TrainConfig dict.
+
+    ``config["head"] = {kind, **options}``.  For ``kind: scaleface`` the options ``s_max``,
+    ``hidden``, ``activation`` go to ``ScaleHead(feature_map_shape, ...)``, the rest to the margin.
+    The margin's initial weights come from ``seed`` (the config's, unless the head options set one)."""
+    from facetrust.models.margins import ScaleHead, build_head
+
+    options = dict(config["head"])
+    kind = options.pop("kind")
+    options.setdefault("seed", int(config.get("seed", 0)))
+    scale_predictor = None
+    if kind == "scaleface":
+        scale_options = {key: options.pop(key) for key in SCALE_PREDICTOR_OPTIONS if key in options}
+        scale_predictor = ScaleHead(tuple(feature_map_shape), **scale_options)
+    else:
+        stray = sorted(set(SCALE_PREDICTOR_OPTIONS) & set(options))
+        if stray:
+            raise ConfigError(f"head option(s) {', '.join(stray)} only apply to kind 'scaleface', not {kind!r}")
+    margin = build_head(kind, int(config["embedding_size"]), int(num_classes), **options)
+    return margin, scale_predictor
+
+
+def load_model(model_dir: str | os.PathLike, map_location="cpu") -> tuple[nn.Module, dict, dict]:
+    """``(backbone in eval mode, config dict, extras)`` from a training output directory.
+
+    ``extras``: ``head`` (margin) and ``scale_head`` state dicts (``scale_head`` None unless
+    ScaleFace), ``num_classes``, ``feature_map_shape``, ``epoch``, ``step``, ``path``.  Rebuild the
+    margin and scale predictor with :func:`load_margin` when the class centres or scales are needed."""
+    payload = load_checkpoint(model_dir, map_location)
+    path = checkpoint_path(model_dir)
+    config = payload["config"]
+    if not isinstance(config, Mapping):
+        raise InputError(f"{path}: checkpoint key 'config' is a {type(config).__name__}, not a mapping")
+    config = dict(config)
+    try:
+        backbone = build_backbone_from_config(config)
+    except KeyError as exc:
+        raise InputError(f"{path}: checkpoint config lacks key {exc}") from None
+    try:
+        backbone.load_state_dict(payload["backbone"], strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: backbone weights do not fit {config['backbone']!r}: {exc}") from None
+    backbone.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+    extras = {
+        "head": payload.get("head"),
+        "scale_head": payload.get("scale_head"),
+        "num_classes": int(payload["num_classes"]),
+        "feature_map_shape": tuple(payload.get("feature_map_shape") or backbone.feature_map_shape),
+        "epoch": int(payload["epoch"]),
+        "step": int(payload["step"]),
+        "path": str(path),
+    }
+    return backbone, config, extras
+
+
+def load_margin(config: Mapping[str, Any], extras: Mapping[str, Any]) -> tuple[nn.Module, nn.Module | None]:
+    """``(margin head, scale predictor or None)`` of a loaded model with its trained weights, in eval mode."""
+    margin, scale_predictor = build_margin(config, extras["num_classes"], extras["feature_map_shape"])
+    margin.load_state_dict(extras["head"], strict=True)
+    margin.eval()
+    if scale_predictor is not None:
+        scale_predictor.load_state_dict(extras["scale_head"], strict=True)
+        scale_predictor.eval()
+    return margin, scale_predictor
+
+
+def class_centres(extras: Mapping[str, Any]) -> torch.Tensor:
+    """The classifier weights (num_classes, D) of a loaded model (the margin head's ``weight``),
+    or an InputError naming the checkpoint."""
+    state = extras.get("head") or {}
+    weight = state.get("weight") if isinstance(state, Mapping) else None
+    if weight is None:
+        raise InputError(f"{extras.get('path', 'checkpoint')}: checkpoint has no margin head 'weight' "
+                         f"(the class centres)")
+    return weight.detach().float().cpu()
+
+
+def load_frozen_backbone(model_dir: str | os.PathLike) -> tuple[nn.Module, tuple[int, int], torch.Tensor]:
+    """``(backbone in eval mode without gradients, input_size (H, W), class centres)`` of a trained model."""
+    backbone, config, extras = load_model(model_dir)
+    backbone.requires_grad_(False)
+    return backbone, tuple(config["input_size"]), class_centres(extras)
+
+
+# ---------------------------------------------------------------------- fitted uncertainty heads
+
+
+def uncertainty_head_path(head_dir: str | os.PathLike) -> Path:
+    """``head_dir/head.pt``, or ``head_dir`` itself when it is a file."""
+    path = Path(head_dir)
+    return path if path.is_file() else path / UNCERTAINTY_HEAD_NAME
+
+
+def save_uncertainty_head(out_dir: str | os.PathLike, method: str, head: nn.Module, config: Mapping[str, Any],
+                          feature_map_shape, embedding_size: int) -> Path:
+    """Write ``out_dir/head.pt`` atomically; returns its path."""
+    payload = {
+        "format": UNCERTAINTY_HEAD_FORMAT,
+        "version": UNCERTAINTY_HEAD_VERSION,
+        "method": method,
+        "config": dict(config),
+        "feature_map_shape": [int(s) for s in feature_map_shape],
+        "embedding_size": int(embedding_size),
+        "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+    }
+    return _save(Path(out_dir) / UNCERTAINTY_HEAD_NAME, payload)
+
+
+def load_uncertainty_head(head_dir: str | os.PathLike, map_location="cpu") -> nn.Module:
+    """The head saved in ``head_dir/head.pt`` (or that file), in eval mode, with attributes
+    ``method`` (str) and ``fit_config`` (dict).  InputError naming the file when it is missing,
+    not loadable with ``weights_only=True`` or not a head file."""
+    from facetrust.models.uncertainty.methods import FITTED_METHODS
+
+    path = uncertainty_head_path(head_dir)
+    payload = _load(path, "head file", "facetrust fit-head", map_location, missing="uncertainty head")
+    if payload.get("format") != UNCERTAINTY_HEAD_FORMAT:
+        raise InputError(f"{path}: not a facetrust uncertainty head (missing format {UNCERTAINTY_HEAD_FORMAT!r})")
+    method = payload.get("method")
+    if payload.get("version") != UNCERTAINTY_HEAD_VERSION or method not in FITTED_METHODS:
+        raise InputError(
+            f"{path}: head version {payload.get('version')!r} / method {method!r} not readable "
+            f"(version {UNCERTAINTY_HEAD_VERSION}, methods {', '.join(FITTED_METHODS.names())})"
+        )
+    config = dict(payload["config"])
+    head = FITTED_METHODS.get(method).build(payload["feature_map_shape"], int(payload["embedding_size"]), config)
+    try:
+        head.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: head weights do not fit a {method!r} head: {exc}") from None
+    head.method = method
+    head.fit_config = config
+    return head.eval()
