@@ -14,6 +14,10 @@ import numpy as np
 from facetrust.data.synthetic.config import SynthConfig
 from facetrust.data.synthetic.degrade import Degradation, OccluderBox, degrade_with_occluder, sample_degradation
 from facetrust.data.synthetic.identity import Identity, Nuisance, sample_identity, sample_nuisance
+
+#: The "no nuisance" scene of :func:`render_clean`: frontal, neutral, even light, grey background.
+NEUTRAL_BACKGROUND = (128.0, 128.0, 128.0)
+NEUTRAL_CLOTHES = (90.0, 90.0, 90.0)
 from facetrust.data.synthetic.render import render_face
 
 # Streams of the keyed generators (the first key after the seed).
@@ -55,6 +59,22 @@ def render_aligned(identity: Identity, rng: np.random.Generator, config: SynthCo
     pixels, landmarks = render_face(identity, nuisance, to_pixel, (size, size), config.supersample)
     jpeg, effective, occluder = degrade_with_occluder(pixels, degradation, (0.0, 0.0, float(size)), size, rng)
     return RenderedImage(jpeg, effective, effective.quality(size), landmarks, occluder)
+
+
+def render_clean(seed: int, identity: int, config: SynthConfig) -> np.ndarray:
+    """The ``image_size`` aligned crop of global identity ``identity`` with no nuisance and no
+    degradation (frontal, neutral expression, even light, grey background; glasses when the
+    identity usually wears them): what the class "looks like", e.g. beside a model inversion.
+    Uses no random stream of the benchmark, so it changes no written image."""
+    params = identity_of(seed, identity, config.identity_spread)
+    nuisance = Nuisance(yaw=0.0, roll=0.0, shift=(0.0, 0.0), scale=1.0, smile=0.0, mouth_open=0.0,
+                        brow_raise=0.0, eye_closure=0.0, glasses_on=params.glasses > 0.5,
+                        light_direction=0.0, light_strength=0.0, brightness=1.0, colour_cast=(1.0, 1.0, 1.0),
+                        background=NEUTRAL_BACKGROUND, background_seed=0, clothes=NEUTRAL_CLOTHES)
+    size = config.image_size
+    to_pixel = np.array([[size / 112.0, 0.0, 0.0], [0.0, size / 112.0, 0.0]])
+    pixels, _ = render_face(params, nuisance, to_pixel, (size, size), config.supersample)
+    return pixels
 
 
 @dataclass(frozen=True)
