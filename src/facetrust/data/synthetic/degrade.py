@@ -99,6 +99,35 @@ def sample_degradation(rng: np.random.Generator, config: SynthConfig) -> Degrada
     )
 
 
+#: An occluder's pixel box ``(x0, y0, x1, y1)``: it covers columns x0..x1-1 and rows y0..y1-1.
+OccluderBox = tuple[int, int, int, int]
+
+
+def _draw_occluder(pixels: np.ndarray, occlusion: float, face_box: tuple[float, float, float],
+                   rng: np.random.Generator) -> OccluderBox | None:
+    """Paint a textured patch of ``occlusion`` x the face square's area in place; return its box.
+
+    The box is clipped to the image; None when nothing is painted (the clipped patch is empty).
+    """
+    height, width, _ = pixels.shape
+    x0, y0, side = face_box
+    area = occlusion * side * side
+    aspect = float(np.exp(rng.uniform(-0.7, 0.7)))
+    pw, ph = np.sqrt(area * aspect), np.sqrt(area / aspect)
+    pw, ph = min(pw, side), min(ph, side)
+    cx = x0 + pw / 2 + rng.uniform() * (side - pw)
+    cy = y0 + ph / 2 + rng.uniform() * (side - ph)
+    xa, xb = int(round(cx - pw / 2)), int(round(cx + pw / 2))
+    ya, yb = int(round(cy - ph / 2)), int(round(cy + ph / 2))
+    xa, xb, ya, yb = max(xa, 0), min(xb, width), max(ya, 0), min(yb, height)
+    if not (xb > xa and yb > ya):
+        return None
+    colour = rng.uniform(0, 255, 3)
+    texture = rng.normal(0, 18, (yb - ya, xb - xa, 1))
+    pixels[ya:yb, xa:xb] = np.clip(colour + texture, 0, 255).astype(np.uint8)
+    return xa, ya, xb, yb
+
+
 def apply_degradation(
     pixels: np.ndarray,
     degradation: Degradation,
@@ -111,27 +140,32 @@ def apply_degradation(
     ``face_box`` is ``(x0, y0, side)`` of the face square (the aligned frame) in this image's
     pixels.  Order follows the imaging chain: occluder in the scene, optical blur, sensor
     resolution, sensor noise, compression.  ``effective`` equals ``degradation`` except that
-    the resolution is capped at the face's own size in the image.
+    the resolution is capped at the face's own size in the image.  :func:`degrade_with_occluder`
+    also returns where the occluder went.
+    """
+    jpeg, effective, _ = degrade_with_occluder(pixels, degradation, face_box, image_size, rng)
+    return jpeg, effective
+
+
+def degrade_with_occluder(
+    pixels: np.ndarray,
+    degradation: Degradation,
+    face_box: tuple[float, float, float],
+    image_size: int,
+    rng: np.random.Generator,
+) -> tuple[bytes, Degradation, OccluderBox | None]:
+    """:func:`apply_degradation` plus the occluder's box in this image's pixels (None: no occluder).
+
+    Same random draws in the same order, so the image bytes are those of :func:`apply_degradation`.
     """
     height, width, _ = pixels.shape
-    x0, y0, side = face_box
+    side = face_box[2]
     gain = side / float(image_size)  # image px per aligned-frame px
     out = pixels
+    occluder = None
     if degradation.occlusion > 0:
         out = out.copy()
-        area = degradation.occlusion * side * side
-        aspect = float(np.exp(rng.uniform(-0.7, 0.7)))
-        pw, ph = np.sqrt(area * aspect), np.sqrt(area / aspect)
-        pw, ph = min(pw, side), min(ph, side)
-        cx = x0 + pw / 2 + rng.uniform() * (side - pw)
-        cy = y0 + ph / 2 + rng.uniform() * (side - ph)
-        xa, xb = int(round(cx - pw / 2)), int(round(cx + pw / 2))
-        ya, yb = int(round(cy - ph / 2)), int(round(cy + ph / 2))
-        xa, xb, ya, yb = max(xa, 0), min(xb, width), max(ya, 0), min(yb, height)
-        if xb > xa and yb > ya:
-            colour = rng.uniform(0, 255, 3)
-            texture = rng.normal(0, 18, (yb - ya, xb - xa, 1))
-            out[ya:yb, xa:xb] = np.clip(colour + texture, 0, 255).astype(np.uint8)
+        occluder = _draw_occluder(out, degradation.occlusion, face_box, rng)
     image = Image.fromarray(out)
     if degradation.blur_sigma > 0:
         image = image.filter(ImageFilter.GaussianBlur(radius=degradation.blur_sigma * gain))
@@ -150,4 +184,4 @@ def apply_degradation(
     if effective_resolution != degradation.resolution:
         effective = Degradation(degradation.blur_sigma, degradation.noise_std, effective_resolution,
                                 degradation.jpeg_quality, degradation.occlusion)
-    return buffer.getvalue(), effective
+    return buffer.getvalue(), effective, occluder

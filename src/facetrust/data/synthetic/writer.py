@@ -8,6 +8,8 @@ Layout under ``out_dir`` (docs/FORMATS.md "Synthetic benchmark"; the pipeline re
     ijb/synth_ijbc/meta/synth_ijbc_face_tid_mid.txt, _name_5pts_score.txt,
                         _template_pair_label.txt, _template_identity.txt (extra ground truth)
     quality.csv       one row per image of every set: known degradations and quality
+    occluders.csv     one row per image of every set: the occluder's box, if any (aligned crop;
+                      layout in :mod:`facetrust.data.synthetic.occluders`)
     manifest.json     counts, config, seed
 
 Identities are numbered globally (train ``0..T-1`` = the class labels, then the pair
@@ -41,10 +43,12 @@ from facetrust.data.synthetic.images import (
     detector_score,
     identity_of,
     keyed_rng,
+    loose_box_in_aligned_frame,
     render_aligned,
     render_loose,
     sample_shot,
 )
+from facetrust.data.synthetic.occluders import OCCLUDER_COLUMNS, OCCLUDERS_NAME, occluder_cells
 from facetrust.errors import ConfigError
 from facetrust.io import atomic_path, write_json_atomic, write_text_atomic
 
@@ -62,6 +66,11 @@ class _QualityRow:
     identity: int
     degradation: Degradation
     quality: float
+    occluder: tuple | None = None  # box in the aligned crop (x0, y0, x1, y1), None: no occluder
+    occluder_loose: tuple | None = None  # exact box in an IJB loose crop
+
+    def occluder_cells(self) -> list[str]:
+        return occluder_cells(self.set, self.image, self.occluder, self.occluder_loose)
 
     def cells(self) -> list[str]:
         d = self.degradation
@@ -89,7 +98,8 @@ def _write_train(out_dir: Path, config: SynthConfig, seed: int, rows: list[_Qual
             identity = identity_of(seed, label, config.identity_spread)
             for index in range(int(counts[label])):
                 image = render_aligned(identity, keyed_rng(seed, STREAM_TRAIN, label, index), config)
-                rows.append(_QualityRow("train", f"train/{key}", label, image.degradation, image.quality))
+                rows.append(_QualityRow("train", f"train/{key}", label, image.degradation, image.quality,
+                                        image.occluder))
                 key += 1
                 bar.update()
                 yield label, image.jpeg
@@ -141,7 +151,7 @@ def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: 
             for ident, index in (a, b):
                 image = pool[int(ident), int(index)]
                 rows.append(_QualityRow(PAIR_SET_NAME, f"{PAIR_SET_NAME}/{len(bins)}", int(ident),
-                                        image.degradation, image.quality))
+                                        image.degradation, image.quality, image.occluder))
                 bins.append(image.jpeg)
             issame.append(number < half)
     bar.close()
@@ -218,7 +228,10 @@ def _write_ijb(out_dir: Path, config: SynthConfig, seed: int, first_identity: in
             detected = image.landmarks + rng.normal(0.0, noise * shot.side / 112.0, (5, 2))
             face_lines.append(f"{name} {template} {media}")
             point_lines.append(name + "".join(f" {v:.3f}" for v in detected.ravel()) + f" {score:.6f}")
-            rows.append(_QualityRow(IJB_NAME, f"{IJB_NAME}/{name}", ident, image.degradation, image.quality))
+            aligned_box = (None if image.occluder is None
+                           else loose_box_in_aligned_frame(image.occluder, shot, config.image_size))
+            rows.append(_QualityRow(IJB_NAME, f"{IJB_NAME}/{name}", ident, image.degradation, image.quality,
+                                    aligned_box, image.occluder))
             bar.update()
     bar.close()
     # crops of an earlier, larger run in the same directory would survive and change its hash
@@ -275,6 +288,11 @@ def synthesize(out_dir: str | os.PathLike, config: SynthConfig | None = None, se
     writer.writerow(QUALITY_COLUMNS)
     writer.writerows(row.cells() for row in rows)
     write_text_atomic(out_dir / "quality.csv", quality.getvalue())
+    occluders = io.StringIO()
+    writer = csv.writer(occluders, lineterminator="\n")
+    writer.writerow(OCCLUDER_COLUMNS)
+    writer.writerows(row.occluder_cells() for row in rows)
+    write_text_atomic(out_dir / OCCLUDERS_NAME, occluders.getvalue())
     values = np.array([row.quality for row in rows])
     manifest = {
         "format_version": FORMAT_VERSION,

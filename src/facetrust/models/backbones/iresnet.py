@@ -16,14 +16,18 @@ checkpoint trained there loads here with ``strict=True`` (and the other way roun
         .downsample.1  BatchNorm2d(out)
     bn2              BatchNorm2d(8w) on the last map   -> ``feature_map``
     dropout          Dropout (no parameters)
-    fc               Linear(8w * h * w_, embedding_size)   h, w_ = input size / 16 (rounded up)
+    fc               Linear(8w * h * w_, embedding_size)   h, w_ = input size / 16 (rounded up;
+                                                           / 8 with ``last_stage_stride=1``)
     features         BatchNorm1d(embedding_size), weight fixed to 1 (not trained), as there
 
 Block counts: r18 (2,2,2,2), r34 (3,4,6,3), r50 (3,4,14,3), r100 (3,13,30,3), r200 (6,26,60,6).
 Differences from the reference, all outside the state dict: ``width`` scales every channel count
 (InsightFace fixes 64), ``layers`` overrides the block counts (generic ``"iresnet"``), and the fc
 input follows ``input_size`` (InsightFace hard-codes 7x7, i.e. 112x112) so 112x96 SphereFace crops
-and small synthetic images (32x32, 48x48) work.  ``fp16`` runs the convolutional trunk under CUDA
+and small synthetic images (32x32, 48x48) work.  ``last_stage_stride=1`` (default 2) keeps the
+last stage at the resolution of the third, doubling the side of ``feature_map``: 6x6 instead of
+3x3 at 48x48, the grid that xCos (Lin et al., arXiv 2003.05383) explains on; the state-dict keys
+stay the same (only the fc input grows), and at 112x112 the default gives xCos's own 7x7.  ``fp16`` runs the convolutional trunk under CUDA
 autocast and the fc in float32, as InsightFace does; it is ignored on the CPU.
 """
 
@@ -78,10 +82,10 @@ class IBasicBlock(nn.Module):
         return out + identity
 
 
-def _stage_output_size(size: int, num_stages: int = 4) -> int:
+def _stage_output_size(size: int, strides: Sequence[int] = (2, 2, 2, 2)) -> int:
     # A 3x3 conv with padding 1 and stride 2 (and the 1x1 stride-2 shortcut) maps n -> ceil(n / 2).
-    for _ in range(num_stages):
-        size = math.ceil(size / 2)
+    for stride in strides:
+        size = math.ceil(size / stride)
     return size
 
 
@@ -101,6 +105,7 @@ class IResNet(nn.Module):
         dropout: float = 0.0,
         width: int = 64,
         fp16: bool = False,
+        last_stage_stride: int = 2,
     ):
         super().__init__()
         layers = tuple(int(n) for n in layers)
@@ -108,6 +113,9 @@ class IResNet(nn.Module):
             raise ConfigError(f"iresnet: 'layers' must be 4 positive block counts, got {layers!r}")
         if int(width) < 1:
             raise ConfigError(f"iresnet: 'width' must be a positive channel count, got {width!r}")
+        if last_stage_stride not in (1, 2):
+            raise ConfigError(f"iresnet: 'last_stage_stride' must be 1 or 2, got {last_stage_stride!r}")
+        strides = (2, 2, 2, int(last_stage_stride))
         height, width_px = _parse_input_size(input_size)
         self.fp16 = bool(fp16)
         self.layers_config = layers
@@ -119,13 +127,13 @@ class IResNet(nn.Module):
         in_channels = width
         for index, num_blocks in enumerate(layers):
             channels = width * 2**index
-            blocks = [IBasicBlock(in_channels, channels, stride=2)]
+            blocks = [IBasicBlock(in_channels, channels, stride=strides[index])]
             blocks += [IBasicBlock(channels, channels) for _ in range(num_blocks - 1)]
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
             in_channels = channels
         self.bn2 = nn.BatchNorm2d(in_channels, eps=_BN_EPS)
         self.dropout = nn.Dropout(p=float(dropout))
-        map_h, map_w = _stage_output_size(height), _stage_output_size(width_px)
+        map_h, map_w = _stage_output_size(height, strides), _stage_output_size(width_px, strides)
         self.feature_map_shape = (in_channels, map_h, map_w)
         self.fc = nn.Linear(in_channels * map_h * map_w, embedding_size)
         self.features = nn.BatchNorm1d(embedding_size, eps=_BN_EPS)
@@ -180,26 +188,27 @@ def _build(
     width: int = 64,
     layers: Sequence[int] | None = None,
     fp16: bool = False,
+    last_stage_stride: int = 2,
     **options,
 ) -> IResNet:
     if options:
         raise ConfigError(
             f"{name}: unknown option(s) {', '.join(sorted(options))}; "
-            "allowed: embedding_size, input_size, dropout, width, layers, fp16"
+            "allowed: embedding_size, input_size, dropout, width, layers, fp16, last_stage_stride"
         )
     layers = default_layers if layers is None else layers
     if layers is None:
         raise ConfigError(f"{name}: 'layers' (4 block counts, e.g. [2, 2, 2, 2]) is required")
-    return IResNet(layers, embedding_size, input_size, dropout, width, fp16)
+    return IResNet(layers, embedding_size, input_size, dropout, width, fp16, last_stage_stride)
 
 
 def _register_depth(depth: int) -> None:
     name = f"iresnet{depth}"
 
     def factory(embedding_size=512, input_size=(112, 112), dropout=0.0, width=64, layers=None,
-                fp16=False, **options):
+                fp16=False, last_stage_stride=2, **options):
         return _build(DEPTH_LAYERS[depth], name, embedding_size, input_size, dropout, width,
-                      layers, fp16, **options)
+                      layers, fp16, last_stage_stride, **options)
 
     factory.__name__ = name
     factory.__doc__ = f"iResNet-{depth}: block counts {DEPTH_LAYERS[depth]} unless ``layers`` is given."
@@ -212,6 +221,7 @@ for _depth in DEPTH_LAYERS:
 
 @register_backbone("iresnet")
 def iresnet(embedding_size=512, input_size=(112, 112), dropout=0.0, width=64, layers=None,
-            fp16=False, **options):
+            fp16=False, last_stage_stride=2, **options):
     """Generic iResNet with explicit ``layers`` (4 block counts), e.g. a small (2,2,2,2) width-8 net."""
-    return _build(None, "iresnet", embedding_size, input_size, dropout, width, layers, fp16, **options)
+    return _build(None, "iresnet", embedding_size, input_size, dropout, width, layers, fp16,
+                  last_stage_stride, **options)

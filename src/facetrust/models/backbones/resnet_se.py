@@ -11,6 +11,8 @@ squeeze-and-excitation gate (Hu et al., CVPR 2018) with reduction 16 on the resi
 The shortcut is identity (subsampled by a 1x1 max-pool when the stride is 2) when the width is
 unchanged, else conv1x1 (stride s) + BN.  Stages: resnet18_se (2,2,2,2), ir_se50 (3,4,14,3).
 Input 112x112 by default; the flatten size is computed from ``input_size``.
+``last_stage_stride=1`` (default 2) keeps the last stage at the third stage's resolution (the
+same module keys), for a finer xCos grid at small inputs (6x6 at 48x48 instead of 3x3).
 ``feature_map`` is the last stage's output, before the output layer's BN2d.
 
 The seed's ResNet-18 (a 1-channel 128x128 variant with a plain ResNet block) is served by
@@ -90,12 +92,16 @@ class IRSEResNet(nn.Module):
         width: int = 64,
         in_channels: int = 3,
         se_reduction: int = 16,
+        last_stage_stride: int = 2,
     ):
         super().__init__()
         if len(units) != 4 or any(u < 1 for u in units):
             raise ConfigError(f"backbone units must be 4 positive counts, got {units!r}")
         if se_reduction < 1:
             raise ConfigError(f"backbone se_reduction must be >= 1, got {se_reduction}")
+        if last_stage_stride not in (1, 2):
+            raise ConfigError(f"backbone last_stage_stride must be 1 or 2, got {last_stage_stride!r}")
+        strides = (2, 2, 2, int(last_stage_stride))
         height, width_px = checked_geometry(width, embedding_size, input_size)
         self.input_size = (height, width_px)
         channels = [width * 2**i for i in range(4)]
@@ -107,12 +113,13 @@ class IRSEResNet(nn.Module):
         )
         stages = []
         previous = width
-        for out_channels, count in zip(channels, units):
-            stage = [IRSEUnit(previous, out_channels, 2, se_reduction)]
+        for out_channels, count, stride in zip(channels, units, strides):
+            stage = [IRSEUnit(previous, out_channels, stride, se_reduction)]
             stage += [IRSEUnit(out_channels, out_channels, 1, se_reduction) for _ in range(count - 1)]
             stages.append(nn.Sequential(*stage))
             previous = out_channels
-            height, width_px = _halve(height), _halve(width_px)
+            if stride == 2:
+                height, width_px = _halve(height), _halve(width_px)
         self.body = nn.Sequential(*stages)
         self.feature_map_shape = (channels[-1], height, width_px)
         self.output_layer = nn.Sequential(

@@ -1,0 +1,221 @@
+"""How faithful is a map?  Deletion / insertion curves and known-truth localisation.
+
+**Deletion / insertion** (xSSAB's replacement protocol, Huber et al., WACV 2024; RISE's deletion
+and insertion, Petsiuk et al., BMVC 2018).  A map (h, w) over face 1 of each pair ranks its cells
+(pixels when h, w = H, W; the cells of a grid map otherwise, each covering the pixels whose
+centres fall in it).  For every fraction f of ``fractions`` (default 0, 0.05, …, 0.95) the top
+round(f·h·w) cells are replaced by the ``replacement`` image (deletion; default zeros = mid-grey),
+or face 1 starts as the replacement and gets the top cells back (insertion); face 2 is fixed.
+Tracked per pair: the cosine; per fraction: FNMR = share of genuine pairs below ``threshold`` and
+FMR = share of impostor pairs at or above it, the threshold being fixed once on the intact set.
+Areas (trapezoid over the fractions, divided by their span, so an area is a mean level):
+``cosine_genuine``, ``cosine_impostor``, ``fnmr``, ``fmr``.  For genuine pairs rank by the
+*similarity* map (a faithful map makes FNMR rise early: a large deletion area), for impostors by
+the *dissimilarity* map (FMR rises early); :func:`random_maps` gives the random-order baseline.
+
+**Known-truth localisation**: genuine pairs whose face 1 carries a recorded occluder box
+(``occluders.csv`` of the synthetic benchmark).  Per pair, with D the non-negative
+dissimilarity map upsampled (nearest) to the crop: mass ratio = Σ_box D / Σ D; box share =
+box pixels / crop pixels (what a map spread evenly would score); pointing game = share of D's
+maximal pixels that lie in the box (1 or 0 for a unique maximum).
+
+Every summary comes with a percentile bootstrap confidence interval over pairs
+(:func:`bootstrap_ci`, seeded; genuine and impostor pairs resampled separately).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from facetrust.errors import ConfigError, InputError
+
+FRACTIONS = tuple(round(0.05 * k, 2) for k in range(20))  # 0 .. 0.95
+MODES = ("deletion", "insertion")
+
+
+def bootstrap_ci(statistic: Callable[[np.ndarray], float], groups: Sequence[np.ndarray], *, seed: int = 0,
+                 n_boot: int = 1000, level: float = 0.95) -> tuple[float, float, float]:
+    """``(estimate, low, high)``: ``statistic(indices)`` on all items and its percentile interval
+    over ``n_boot`` resamples; each array of ``groups`` (item indices) is resampled with
+    replacement within itself (stratified), from ``numpy.random.default_rng(seed)``."""
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise ConfigError(f"bootstrap: need 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
+    groups = [np.asarray(g, dtype=np.int64) for g in groups if len(g)]
+    if not groups:
+        raise InputError("bootstrap: no items to resample")
+    rng = np.random.default_rng(seed)
+    estimate = float(statistic(np.concatenate(groups)))
+    values = np.array([statistic(np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups]))
+                       for _ in range(n_boot)], dtype=np.float64)
+    tail = (1.0 - level) / 2.0
+    low, high = np.nanquantile(values, [tail, 1.0 - tail])
+    return estimate, float(low), float(high)
+
+
+def area(fractions: Sequence[float], values: np.ndarray) -> float:
+    """Normalised area under a curve: trapezoid over ``fractions`` divided by their span."""
+    x = np.asarray(fractions, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2.0 / (x[-1] - x[0]))
+
+
+def random_maps(count: int, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """(count, h, w) uniform random maps: the random-order baseline."""
+    return np.random.default_rng(seed).random((count, *shape))
+
+
+def cell_index(map_shape: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
+    """(H, W) index of the map cell (row-major) that holds each pixel centre."""
+    (h, w), (height, width) = map_shape, image_size
+    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
+    return rows[:, None] * w + cols[None, :]
+
+
+def upsample(values: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map at the (H, W) pixel grid, nearest cell (a cell's value on each of its pixels)."""
+    values = np.asarray(values, dtype=np.float64)
+    return values.ravel()[cell_index(values.shape, image_size)]
+
+
+@dataclass
+class CurveResult:
+    """Deletion or insertion curves of one ordering over a set of pairs."""
+
+    mode: str
+    fractions: np.ndarray  # (F,)
+    cosine: np.ndarray  # (P, F)
+    issame: np.ndarray  # (P,) bool
+    threshold: float
+
+    def rates(self, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``fnmr`` and ``fmr`` per fraction (NaN without genuine / impostor pairs)."""
+        indices = np.arange(self.issame.size) if indices is None else indices
+        cosine, same = self.cosine[indices], self.issame[indices]
+        genuine, impostor = cosine[same], cosine[~same]
+        nan = np.full(self.fractions.size, np.nan)
+        return {"fnmr": (genuine < self.threshold).mean(axis=0) if len(genuine) else nan,
+                "fmr": (impostor >= self.threshold).mean(axis=0) if len(impostor) else nan}
+
+    def areas(self, indices: np.ndarray | None = None) -> dict[str, float]:
+        indices = np.arange(self.issame.size) if indices is None else indices
+        same = self.issame[indices]
+        rates = self.rates(indices)
+        out = {name: area(self.fractions, rates[name]) for name in ("fnmr", "fmr")}
+        for name, chosen in (("cosine_genuine", same), ("cosine_impostor", ~same)):
+            rows = self.cosine[indices][chosen]
+            out[name] = area(self.fractions, rows.mean(axis=0)) if len(rows) else float("nan")
+        return out
+
+    def area_intervals(self, *, seed: int = 0, n_boot: int = 1000, level: float = 0.95) -> dict[str, tuple]:
+        """``{area name: (estimate, low, high)}`` with a stratified bootstrap over pairs."""
+        groups = [np.flatnonzero(self.issame), np.flatnonzero(~self.issame)]
+        names = ("cosine_genuine", "cosine_impostor", "fnmr", "fmr")
+        return {name: bootstrap_ci(lambda idx, n=name: self.areas(idx)[n], groups, seed=seed,
+                                   n_boot=n_boot, level=level) for name in names}
+
+
+def _edited_faces(image: torch.Tensor, replacement: torch.Tensor, order: np.ndarray, cells: np.ndarray,
+                  counts: Sequence[int], mode: str) -> torch.Tensor:
+    """(F, 3, H, W): face 1 with the first ``counts[j]`` cells of ``order`` replaced / inserted."""
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)  # position of each cell in the ordering
+    pixel_rank = torch.from_numpy(rank[cells])
+    edited = []
+    for count in counts:
+        chosen = (pixel_rank < count).unsqueeze(0)
+        if mode == "deletion":
+            edited.append(torch.where(chosen, replacement, image))
+        else:
+            edited.append(torch.where(chosen, image, replacement))
+    return torch.stack(edited)
+
+
+def deletion_curves(embed: Callable[[torch.Tensor], torch.Tensor], images1: torch.Tensor, images2: torch.Tensor,
+                    maps: np.ndarray, issame, threshold: float, *, mode: str = "deletion",
+                    fractions: Sequence[float] = FRACTIONS, replacement: torch.Tensor | None = None,
+                    progress: bool = True) -> CurveResult:
+    """Deletion (or insertion) curves of ``maps`` (P, h, w) over face 1 of the pairs (module
+    docstring).  ``images1``/``images2`` are (P, 3, H, W) normalised tensors; ``embed`` runs in
+    eval mode under ``no_grad``; ties in a map keep row-major order."""
+    if mode not in MODES:
+        raise ConfigError(f"faithfulness mode {mode!r} not allowed; allowed: {', '.join(MODES)}")
+    maps = np.asarray(maps, dtype=np.float64)
+    issame = np.asarray(issame, dtype=bool)
+    if maps.ndim != 3 or maps.shape[0] != images1.shape[0] or images1.shape != images2.shape \
+            or issame.shape != (images1.shape[0],):
+        raise InputError(f"faithfulness: maps {maps.shape}, images {tuple(images1.shape)} / "
+                         f"{tuple(images2.shape)} and labels {issame.shape} do not describe the same pairs")
+    fractions = np.asarray(fractions, dtype=np.float64)
+    size = tuple(images1.shape[2:])
+    replacement = torch.zeros_like(images1[0]) if replacement is None else replacement.to(images1)
+    cells = cell_index(maps.shape[1:], size)
+    counts = [int(round(f * maps[0].size)) for f in fractions]  # top round(f · h·w) cells
+    cosine = np.empty((maps.shape[0], fractions.size))
+    with torch.no_grad():
+        references = F.normalize(embed(images2), dim=1)
+        for k in tqdm(range(maps.shape[0]), desc=f"{mode} curves", unit="pair", leave=False, disable=not progress):
+            order = np.argsort(-maps[k].ravel(), kind="stable")
+            faces = _edited_faces(images1[k], replacement, order, cells, counts, mode)
+            cosine[k] = (F.normalize(embed(faces), dim=1) @ references[k]).double().numpy()
+    return CurveResult(mode, fractions, cosine, issame, float(threshold))
+
+
+def threshold_at_fmr(scores, issame, fmr: float = 1e-2) -> float:
+    """The smallest threshold whose FMR (impostor scores >= it) is at most ``fmr`` on these pairs."""
+    impostor = np.sort(np.asarray(scores, dtype=np.float64)[~np.asarray(issame, dtype=bool)])
+    if impostor.size == 0:
+        raise InputError("threshold: no impostor pairs")
+    allowed = int(np.floor(fmr * impostor.size))  # impostors that may lie at or above it
+    return float(np.nextafter(impostor[-1], np.inf)) if allowed == 0 else float(impostor[impostor.size - allowed])
+
+
+@dataclass
+class Localisation:
+    """Per-pair localisation numbers and their summaries (see the module docstring)."""
+
+    mass_ratio: np.ndarray  # (P,) NaN where the map is all zero
+    box_share: np.ndarray  # (P,)
+    pointing: np.ndarray  # (P,)
+
+    def summary(self, *, seed: int = 0, n_boot: int = 1000, level: float = 0.95) -> dict[str, object]:
+        """Mean mass ratio and pointing game with bootstrap CIs, the chance levels, the lift."""
+        valid = np.flatnonzero(np.isfinite(self.mass_ratio))
+        mass = bootstrap_ci(lambda i: float(np.mean(self.mass_ratio[i])), [valid], seed=seed, n_boot=n_boot,
+                            level=level)
+        lift = bootstrap_ci(lambda i: float(np.mean(self.mass_ratio[i]) / np.mean(self.box_share[i])), [valid],
+                            seed=seed, n_boot=n_boot, level=level)
+        pointing = bootstrap_ci(lambda i: float(np.mean(self.pointing[i])), [valid], seed=seed, n_boot=n_boot,
+                                level=level)
+        return {"pairs": int(valid.size), "empty_maps": int(self.mass_ratio.size - valid.size),
+                "mass_ratio": mass, "box_share": float(np.mean(self.box_share[valid])),
+                "mass_lift": lift, "pointing": pointing}
+
+
+def localisation(dissimilarity_maps: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int]) -> Localisation:
+    """Mass ratio, box share and pointing game of non-negative ``dissimilarity_maps`` (P, h, w)
+    against occluder ``boxes`` (P, 4: x0, y0, x1, y1 in the pixels of the (H, W) crop)."""
+    from facetrust.data.synthetic.occluders import box_mask
+
+    maps = np.asarray(dissimilarity_maps, dtype=np.float64)
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if maps.ndim != 3 or boxes.shape != (maps.shape[0], 4):
+        raise InputError(f"localisation: {maps.shape} maps but boxes of shape {boxes.shape}")
+    if (maps < 0).any():
+        raise InputError("localisation: dissimilarity maps must be non-negative")
+    mass, share, pointing = (np.empty(maps.shape[0]) for _ in range(3))
+    for k in range(maps.shape[0]):
+        pixels = upsample(maps[k], image_size)
+        inside = box_mask(boxes[k], image_size)
+        total = pixels.sum()
+        share[k] = inside.mean()
+        mass[k] = pixels[inside].sum() / total if total > 0 else np.nan
+        peak = pixels == pixels.max()
+        pointing[k] = (peak & inside).sum() / peak.sum()
+    return Localisation(mass, share, pointing)

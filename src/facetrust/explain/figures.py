@@ -1,0 +1,177 @@
+"""Figures of explanations: xCos pairs, similarity maps, inversion grids (matplotlib, Agg).
+
+* :func:`plot_xcos_pairs` — one row per pair as the xCos repository draws it (ntubiolin/xcos,
+  ``visualize_xcos_one_example``): both aligned faces with the grid, the cosine map in a
+  diverging palette (RdBu) centred on the decision threshold over [-1, 1], the attention map
+  (YlGn), and the xCos value with the decision (and the truth when known).
+* :func:`plot_pair_map` — a training-free map: both faces, the similarity and the dissimilarity
+  evidence over face 1.
+* :func:`plot_inversion_grid` — inverted images of each class beside its clean rendering.
+
+Drawn on a bare ``Figure`` under matplotlib's default rc settings at a fixed DPI with the date
+metadata dropped, so the same inputs give byte-identical PNGs (as ``facetrust.report.figures``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from facetrust.errors import ConfigError, InputError
+from facetrust.io import atomic_path
+
+DPI = 120
+
+
+def to_uint8(image) -> np.ndarray:
+    """A normalised (3, H, W) tensor/array in [-1, 1] (or an H x W x 3 uint8 array) as uint8 HxWx3."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise InputError(f"figure: expected a (3, H, W) image, got shape {image.shape}")
+    return np.clip(np.rint(image.transpose(1, 2, 0) * 127.5 + 127.5), 0, 255).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def _figure(rows: int, columns: int, panel: float = 2.4) -> Iterator[tuple[Figure, np.ndarray]]:
+    """A rows x columns figure drawn (and saved, inside the block) under matplotlib's defaults."""
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        figure = Figure(figsize=(panel * columns, panel * rows + 0.4), dpi=DPI, layout="constrained")
+        FigureCanvasAgg(figure)
+        yield figure, np.asarray(figure.subplots(rows, columns, squeeze=False))
+
+
+def _save(figure: Figure, out_path: str | Path) -> Path:
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".png":
+        raise ConfigError(f"figure {str(out_path)!r}: suffix must be .png")
+    with atomic_path(out_path) as tmp:
+        figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    return out_path
+
+
+def _face_with_grid(ax, image: np.ndarray, grid_shape: tuple[int, int], title: str) -> None:
+    height, width = image.shape[:2]
+    ax.imshow(image, extent=(0, width, height, 0), interpolation="nearest")
+    rows, cols = grid_shape
+    for k in range(1, rows):
+        ax.axhline(k * height / rows, color="white", linewidth=0.6, alpha=0.8)
+    for k in range(1, cols):
+        ax.axvline(k * width / cols, color="white", linewidth=0.6, alpha=0.8)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _annotated_map(ax, values: np.ndarray, cmap: str, norm, title: str, fmt: str) -> None:
+    image = ax.imshow(values, cmap=cmap, norm=norm, interpolation="nearest")
+    if values.size <= 64:  # the numbers stay legible up to 8x8
+        for (row, col), value in np.ndenumerate(values):
+            ax.text(col, row, format(value, fmt), ha="center", va="center", fontsize=6)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+
+
+def plot_xcos_pairs(pairs: Sequence[Mapping], threshold: float, out_path: str | Path) -> Path:
+    """One row per pair: each mapping holds ``image1``, ``image2`` (see :func:`to_uint8`),
+    ``cosine_map``, ``attention`` (h, w), ``xcos`` and optionally ``issame`` (bool) and
+    ``title`` (str).  The decision is "same" when xCos >= ``threshold``."""
+    if not pairs:
+        raise InputError("xcos figure: no pairs to draw")
+    norm = TwoSlopeNorm(vmin=-1.0, vcenter=float(np.clip(threshold, -0.99, 0.99)), vmax=1.0)
+    with _figure(len(pairs), 4) as (figure, axes):
+        for row, pair in zip(axes, pairs):
+            _draw_xcos_row(row, pair, threshold, norm)
+        return _save(figure, out_path)
+
+
+def _draw_xcos_row(row, pair: Mapping, threshold: float, norm) -> None:
+    """One pair's four panels: the faces with the grid, the cosine map, the attention."""
+    cos_map = np.asarray(pair["cosine_map"], dtype=np.float64)
+    attention = np.asarray(pair["attention"], dtype=np.float64)
+    same = float(pair["xcos"]) >= threshold
+    verdict = f"{'>=' if same else '<'} {threshold:.3f}: {'same' if same else 'different'}"
+    if "issame" in pair:
+        truth = "genuine" if pair["issame"] else "impostor"
+        verdict += f"\ntruth {truth}: {'correct' if same == bool(pair['issame']) else 'WRONG'}"
+    _face_with_grid(row[0], to_uint8(pair["image1"]), cos_map.shape, pair.get("title", "face 1"))
+    _face_with_grid(row[1], to_uint8(pair["image2"]), cos_map.shape, "face 2")
+    _annotated_map(row[2], cos_map, "RdBu", norm, f"cosine map (centre {threshold:.3f})", ".2f")
+    _annotated_map(row[3], attention, "YlGn", None, "attention", ".2f")
+    row[0].set_ylabel(f"xCos {float(pair['xcos']):.3f} {verdict}", fontsize=8)
+
+
+def _overlay(ax, face: np.ndarray, evidence: np.ndarray, cmap: str, title: str) -> None:
+    grey = face.mean(axis=2)
+    height, width = grey.shape
+    ax.imshow(grey, cmap="gray", extent=(0, width, height, 0), interpolation="nearest")
+    peak = float(evidence.max())
+    # the faintest 5 % stay transparent so the face shows through where the map says nothing
+    shown = np.ma.masked_less_equal(evidence, 0.05 * peak)
+    image = ax.imshow(shown, cmap=cmap, alpha=0.7, extent=(0, width, height, 0), interpolation="nearest",
+                      vmin=0.0, vmax=peak if peak > 0 else 1.0)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_pair_map(image1, image2, similarity: np.ndarray, dissimilarity: np.ndarray, out_path: str | Path, *,
+                  cosine: float, method: str, box: Sequence[float] | None = None) -> Path:
+    """Face 1, face 2, face 1 with its similarity evidence (greens) and its dissimilarity evidence
+    (reds); ``box`` (x0, y0, x1, y1, face-1 pixels) outlines a known occluder."""
+    face1, face2 = to_uint8(image1), to_uint8(image2)
+    with _figure(1, 4) as (figure, axes):
+        _draw_map_row(axes[0], face1, face2, similarity, dissimilarity, method, box)
+        figure.suptitle(f"cosine {cosine:.3f}", fontsize=10)
+        return _save(figure, out_path)
+
+
+def _draw_map_row(row, face1, face2, similarity, dissimilarity, method: str, box) -> None:
+    for ax, face, title in ((row[0], face1, "face 1 (explained)"), (row[1], face2, "face 2")):
+        height, width = face.shape[:2]
+        ax.imshow(face, extent=(0, width, height, 0), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _overlay(row[2], face1, np.asarray(similarity, dtype=np.float64), "Greens", f"{method}: similarity")
+    _overlay(row[3], face1, np.asarray(dissimilarity, dtype=np.float64), "Reds", f"{method}: dissimilarity")
+    if box is not None:
+        x0, y0, x1, y1 = box
+        for ax in (row[0], row[3]):
+            # every panel uses extent (0, W, H, 0): pixel c spans [c, c + 1], as the box edges do
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.2))
+
+
+def plot_inversion_grid(images: Mapping[int, Sequence], clean: Mapping[int, np.ndarray], out_path: str | Path, *,
+                        captions: Mapping[int, str] | None = None) -> Path:
+    """One row per class: its clean rendering, then its inverted images (``images[class]``)."""
+    if not images:
+        raise InputError("inversion figure: no classes to draw")
+    columns = 1 + max(len(v) for v in images.values())
+    with _figure(len(images), columns, panel=1.6) as (figure, axes):
+        for row, (label, inverted) in zip(axes, images.items()):
+            panels = [(to_uint8(clean[label]), f"class {label}: clean")] if label in clean else [(None, "")]
+            panels += [(to_uint8(image), (captions or {}).get(label, "inverted") if k == 0 else "")
+                       for k, image in enumerate(inverted)]
+            for ax, (picture, title) in zip(row, panels + [(None, "")] * (columns - len(panels))):
+                if picture is not None:
+                    ax.imshow(picture, interpolation="nearest")
+                ax.set_title(title, fontsize=8)
+                ax.axis("off")
+        return _save(figure, out_path)

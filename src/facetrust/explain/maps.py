@@ -1,0 +1,171 @@
+"""Training-free similarity maps for any embedding model ``embed(images) -> (N, D)``.
+
+Both maps explain face 1 of a pair (x1, x2) with face 2 held fixed (swap the faces for the other
+map); images are normalised tensors (3, H, W) as the model reads them, and the *baseline* b is
+the "removed" image (default zeros = mid-grey after the (x - 127.5)/127.5 normalisation).
+Each returns a :class:`PairMap` with two non-negative (H, W) evidence maps, ``similarity``
+(where face 1 supports the match) and ``dissimilarity`` (where it argues against it), and the
+signed maps they come from in ``contributions``.
+
+**Gradient map** (:func:`gradient_map`; xSSAB, Huber et al., WACV 2024, for the similarity /
+dissimilarity split; integrated gradients, Sundararajan et al., ICML 2017, for completeness).
+With ê = f/‖f‖ the cosine is cos(x, x2) = Σ_k ê(x)_k ê2_k.  The dimensions split by the sign of
+their contribution at x1: S+ = {k : ê1_k ê2_k >= t/D}, S- = the rest (t = ``split_threshold``,
+xSSAB's thr/d; 0 by default), so that cos = F+(x) + F-(x) with F±(x) = Σ_{k∈S±} ê(x)_k ê2_k.
+For each part, integrated gradients along x(α) = b + α(x1 − b) (midpoint rule, ``steps``)::
+
+    IG±[c, p] = (x1 − b)[c, p] · mean_α ∂F±/∂x[c, p](x(α))
+    contributions["similar_dims"][p]    = Σ_c IG+[c, p]
+    contributions["dissimilar_dims"][p] = Σ_c IG-[c, p]
+
+and **Σ_p similar_dims + Σ_p dissimilar_dims = cos(x1, x2) − cos(b, x2)** (completeness, exact
+as steps → ∞; ``completeness_gap`` is the left side minus the right side for the steps used).
+Evidence: ``similarity = max(similar_dims, 0)`` (pixels that raise the agreeing dimensions),
+``dissimilarity = max(−dissimilar_dims, 0)`` (pixels that push the disagreeing dimensions further
+apart).  ``steps=1`` is gradient × (input − baseline) at the midpoint.
+
+**Perturbation map** (:func:`perturbation_map`; RISE, Petsiuk et al., BMVC 2018, with
+CorrRISE's (WACV 2024) signed similarity / dissimilarity reading).  ``num_masks`` random masks
+M_i: a ``cells`` x ``cells`` grid of Bernoulli(``keep_probability``) cells, bilinearly upsampled
+to (cells + 1) cell sizes and cropped at a random shift (RISE).  Face 1 becomes
+b + M_i ⊙ (x1 − b) and scores s_i = cos(f(·), f(x2)).  Per pixel the least-squares slope of the
+score on how much of that pixel is kept::
+
+    contributions["slope"][p] = Σ_i (M_i(p) − M̄(p)) (s_i − s̄) / Σ_i (M_i(p) − M̄(p))²
+
+i.e. the estimated change of the pair's cosine when pixel p goes from removed to kept (for
+binary masks, the mean score with p kept minus with p removed).  ``similarity = max(slope, 0)``,
+``dissimilarity = max(−slope, 0)``.  Masks come from ``numpy.random.default_rng(seed)``; scores
+are computed in batches of ``batch_size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from facetrust.errors import ConfigError, InputError
+
+EmbedFn = Callable[[torch.Tensor], torch.Tensor]
+MAP_METHODS = ("gradient", "perturbation")
+
+
+@dataclass
+class PairMap:
+    """Explanation of face 1 of a pair (see the module docstring for every field's definition)."""
+
+    method: str
+    similarity: np.ndarray  # (H, W) >= 0
+    dissimilarity: np.ndarray  # (H, W) >= 0
+    cosine: float  # cos(x1, x2)
+    contributions: dict[str, np.ndarray] = field(default_factory=dict)  # signed (H, W) maps
+    baseline_cosine: float | None = None  # cos(b, x2) (gradient map)
+    completeness_gap: float | None = None  # gradient map: Σ contributions − (cosine − baseline_cosine)
+
+
+def _check_pair(image1: torch.Tensor, image2: torch.Tensor) -> None:
+    if image1.dim() != 3 or image1.shape != image2.shape:
+        raise InputError(f"maps: expected two (3, H, W) images of one shape, got {tuple(image1.shape)} "
+                         f"and {tuple(image2.shape)}")
+
+
+def _unit(embed: EmbedFn, images: torch.Tensor) -> torch.Tensor:
+    return F.normalize(embed(images), dim=1)
+
+
+def gradient_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, *,
+                 baseline: torch.Tensor | None = None, steps: int = 16,
+                 split_threshold: float = 0.0) -> PairMap:
+    """The integrated-gradient map of the pair's cosine, split into the similar and dissimilar
+    embedding dimensions (module docstring).  ``embed`` must be differentiable (eval mode)."""
+    _check_pair(image1, image2)
+    if steps < 1:
+        raise ConfigError(f"gradient map: steps must be >= 1, got {steps}")
+    baseline = torch.zeros_like(image1) if baseline is None else baseline.to(image1)
+    with torch.no_grad():
+        reference = _unit(embed, image2.unsqueeze(0))[0]
+        endpoints = _unit(embed, torch.stack([image1, baseline]))
+    contribution = endpoints[0] * reference
+    similar = contribution >= split_threshold / contribution.numel()  # S+ at x1 (xSSAB's split)
+    alphas = (torch.arange(steps, dtype=image1.dtype) + 0.5) / steps
+    delta = image1 - baseline
+    path = (baseline + alphas.view(-1, 1, 1, 1) * delta).requires_grad_(True)
+    products = _unit(embed, path) * reference  # (steps, D)
+    parts = {}
+    for name, dims in (("similar_dims", similar), ("dissimilar_dims", ~similar)):
+        (gradient,) = torch.autograd.grad(products[:, dims].sum(), path, retain_graph=True)
+        parts[name] = (delta * gradient.mean(dim=0)).sum(dim=0).double().numpy()
+    cosine, baseline_cosine = float(contribution.sum()), float((endpoints[1] * reference).sum())
+    gap = float(sum(part.sum() for part in parts.values()) - (cosine - baseline_cosine))
+    return PairMap(
+        method="gradient",
+        similarity=np.maximum(parts["similar_dims"], 0.0),
+        dissimilarity=np.maximum(-parts["dissimilar_dims"], 0.0),
+        cosine=cosine,
+        contributions=parts,
+        baseline_cosine=baseline_cosine,
+        completeness_gap=gap,
+    )
+
+
+def rise_masks(num_masks: int, size: tuple[int, int], *, cells: int = 7, keep_probability: float = 0.5,
+               seed: int = 0) -> torch.Tensor:
+    """(num_masks, H, W) float32 soft masks in [0, 1] (RISE): upsampled random cell grids, shifted."""
+    if num_masks < 2 or cells < 1 or not 0.0 < keep_probability < 1.0:
+        raise ConfigError(f"perturbation map: need num_masks >= 2, cells >= 1, 0 < keep_probability < 1; "
+                          f"got {num_masks}, {cells}, {keep_probability}")
+    height, width = size
+    rng = np.random.default_rng(seed)
+    grid = (rng.random((num_masks, 1, cells, cells)) < keep_probability).astype(np.float32)
+    cell_h, cell_w = -(-height // cells), -(-width // cells)
+    up = F.interpolate(torch.from_numpy(grid), size=((cells + 1) * cell_h, (cells + 1) * cell_w),
+                       mode="bilinear", align_corners=False)[:, 0].clamp_(0.0, 1.0)  # rounding past 1
+    dy = rng.integers(0, cell_h, num_masks)
+    dx = rng.integers(0, cell_w, num_masks)
+    return torch.stack([up[i, dy[i]:dy[i] + height, dx[i]:dx[i] + width] for i in range(num_masks)])
+
+
+def perturbation_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, *, num_masks: int = 1000,
+                     cells: int = 7, keep_probability: float = 0.5, batch_size: int = 128, seed: int = 0,
+                     baseline: torch.Tensor | None = None, progress: bool = True) -> PairMap:
+    """The RISE-style slope map of the pair's cosine on kept pixels of face 1 (module docstring)."""
+    _check_pair(image1, image2)
+    baseline = torch.zeros_like(image1) if baseline is None else baseline.to(image1)
+    masks = rise_masks(num_masks, tuple(image1.shape[1:]), cells=cells, keep_probability=keep_probability,
+                       seed=seed)
+    scores = []
+    with torch.no_grad():
+        reference = _unit(embed, image2.unsqueeze(0))[0]
+        cosine = float((_unit(embed, image1.unsqueeze(0))[0] * reference).sum())
+        delta = image1 - baseline
+        for start in tqdm(range(0, num_masks, batch_size), desc="perturbation map", unit="batch",
+                          leave=False, disable=not progress):
+            chunk = masks[start:start + batch_size].unsqueeze(1)
+            scores.append((_unit(embed, baseline + chunk * delta) * reference).sum(dim=1))
+    score = torch.cat(scores).double()
+    centred_masks = masks.double() - masks.double().mean(dim=0)
+    centred_scores = (score - score.mean()).view(-1, 1, 1)
+    variance = (centred_masks**2).sum(dim=0)
+    slope = (centred_masks * centred_scores).sum(dim=0) / variance.clamp_min(1e-12)
+    slope = slope.numpy()
+    return PairMap(
+        method="perturbation",
+        similarity=np.maximum(slope, 0.0),
+        dissimilarity=np.maximum(-slope, 0.0),
+        cosine=cosine,
+        contributions={"slope": slope},
+    )
+
+
+def pair_map(method: str, embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, **options) -> PairMap:
+    """:func:`gradient_map` or :func:`perturbation_map` by name (``MAP_METHODS``)."""
+    if method == "gradient":
+        return gradient_map(embed, image1, image2, **options)
+    if method == "perturbation":
+        return perturbation_map(embed, image1, image2, **options)
+    raise ConfigError(f"map method {method!r} not allowed; allowed: {', '.join(MAP_METHODS)}")
