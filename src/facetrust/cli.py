@@ -290,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-fraction", type=float, default=0.5)
     p.set_defaults(func=cmd_evaluate)
 
+    from facetrust.explain.cli import add_explain_parsers
+
+    add_explain_parsers(sub)
+
     from facetrust.report.cli import add_report_parsers
 
     report = sub.add_parser("report", help="tables, figures and per-paper reports")

@@ -1,24 +1,20 @@
-"""``facetrust explain map|invert`` (not yet registered in ``facetrust.cli``).
-
-Models load with :func:`facetrust.train.checkpoint.load_model` for now; the artifacts layer of the
-restructuring will take its place.  ``explain xcos`` waits for the xCos checkpoint format that
-the hook-based trainer will write.
-"""
+"""``facetrust explain map|invert``: explanations of any trained model (loaded through
+:mod:`facetrust.models.artifacts`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
 from facetrust.errors import InputError
 
 
-def _load_image(path: Path, input_size) -> torch.Tensor:
-    from facetrust.train.dataset import fit_to_size, to_tensor
+def _load_image(path: Path, input_size):
+    """An aligned face image file as the model's input tensor (3, H, W)."""
+    import numpy as np
+    from PIL import Image
+
+    from facetrust.data.transforms import fit_to_size, to_tensor
 
     try:
         with Image.open(path) as image:
@@ -32,7 +28,9 @@ def run_map(args: argparse.Namespace) -> Path:
     """Draw a gradient or perturbation map of face IMG1 against IMG2 to ``--out``."""
     from facetrust.explain.figures import plot_pair_map
     from facetrust.explain.maps import pair_map
-    from facetrust.train.checkpoint import load_model
+    import torch
+
+    from facetrust.models.artifacts import load_model
 
     torch.manual_seed(args.seed)
     backbone, config, _ = load_model(args.model)
@@ -49,10 +47,10 @@ def run_invert(args: argparse.Namespace) -> Path:
     synthetic rendering when ``--synth-seed`` is given)."""
     from facetrust.explain.figures import plot_inversion_grid
     from facetrust.explain.inversion import InversionConfig, invert
-    from facetrust.train.checkpoint import build_heads, load_model
+    from facetrust.models.artifacts import load_margin, load_model
 
     backbone, config, extras = load_model(args.model)
-    head, _ = build_heads(config, extras)
+    head, _ = load_margin(config, extras)
     inversion = InversionConfig(iterations=args.iterations, images_per_class=args.per_class, seed=args.seed,
                                 bn_weight=args.bn_weight)
     result = invert(backbone, head, args.classes, tuple(config["input_size"]), inversion)
