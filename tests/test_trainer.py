@@ -253,3 +253,26 @@ def test_scale_head_on_a_frozen_trained_model_leaves_the_model_untouched(rec_dir
 def test_freezing_needs_a_model_to_start_from():
     with pytest.raises(ConfigError, match="init_from"):
         TrainConfig.from_dict(tiny_config(freeze_backbone=True))
+
+
+@pytest.mark.parametrize("stop_after_steps", [4, 6])  # an epoch end, and inside epoch 2
+def test_frozen_scale_head_resumes_to_an_identical_checkpoint(rec_dir, tmp_path, stop_after_steps):
+    """The scale predictor trains on the frozen-backbone trainer (train.scale_head); a killed run
+    resumed ends bit-identical to an uninterrupted one, like the backbone trainer."""
+    train(tiny_config(epochs=1), rec_dir, tmp_path / "base")
+    config = tiny_config(epochs=2, head={"kind": "scaleface", "m": 0.3, "s_max": 32.0, "hidden": 8},
+                         init_from=str(tmp_path / "base"), freeze_backbone=True, freeze_head=True)
+    full = train(config, rec_dir, tmp_path / "full")
+    interrupted = train(dict(config, max_steps=stop_after_steps), rec_dir, tmp_path / "resumed")
+    assert _load(interrupted)["step"] == stop_after_steps
+    resumed = train(config, rec_dir, tmp_path / "resumed", resume=True)
+    assert_same_tree(_load(full), _load(resumed))
+    assert [r["step"] for r in _log_rows(tmp_path / "resumed")] == [r["step"] for r in _log_rows(tmp_path / "full")]
+
+
+def test_frozen_scale_head_checkpoint_is_the_same_bytes_twice(rec_dir, tmp_path):
+    train(tiny_config(epochs=1), rec_dir, tmp_path / "base")
+    config = tiny_config(epochs=1, head={"kind": "scaleface", "m": 0.3, "s_max": 32.0, "hidden": 8},
+                         init_from=str(tmp_path / "base"), freeze_backbone=True, freeze_head=True)
+    a, b = (train(config, rec_dir, tmp_path / name) for name in ("a", "b"))
+    assert a.read_bytes() == b.read_bytes()

@@ -25,6 +25,6 @@ rule embed:
         mem_mb=grow(8000),
         runtime=grow(60),
     shell:
-        "OMP_NUM_THREADS={threads} facetrust embed --model {params.model} {params.uncertainty} --testset {params.testset}"
+        "OMP_NUM_THREADS={threads} facetrust embed --model {params.model} {params.uncertainty} --test-set {params.testset}"
         " --out {output} --batch-size {params.batch_size} {params.flip} --threads {threads}"
         " > {log} 2>&1"
