@@ -276,3 +276,16 @@ def test_frozen_scale_head_checkpoint_is_the_same_bytes_twice(rec_dir, tmp_path)
                          init_from=str(tmp_path / "base"), freeze_backbone=True, freeze_head=True)
     a, b = (train(config, rec_dir, tmp_path / name) for name in ("a", "b"))
     assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("torn", ["5,", "5,4", "2,3,0.5,0.1,0.0", "x,y,z,0,0,0"])
+def test_resume_after_a_torn_log_line_keeps_only_complete_rows(rec_dir, tmp_path, torn):
+    full = train(tiny_config(), rec_dir, tmp_path / "full")
+    train(tiny_config(max_steps=4), rec_dir, tmp_path / "resumed")
+    with (tmp_path / "resumed" / "train_log.csv").open("a") as handle:
+        handle.write(torn)  # a kill in the middle of writing a row: no newline, columns missing
+    resumed = train(tiny_config(), rec_dir, tmp_path / "resumed", resume=True)
+    assert_same_tree(_load(full), _load(resumed))
+    full_rows, resumed_rows = _log_rows(tmp_path / "full"), _log_rows(tmp_path / "resumed")
+    assert [r["step"] for r in resumed_rows] == [r["step"] for r in full_rows]
+    assert all(len(r) == len(full_rows[0]) and None not in r.values() for r in resumed_rows)

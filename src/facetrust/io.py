@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -56,3 +57,56 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _signature(path: Path):
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@contextlib.contextmanager
+def outputs_together(*paths: str | os.PathLike | None) -> Iterator[None]:
+    """A stage's output files appear together or not at all.
+
+    Each file is still written atomically (:func:`atomic_path`); when the block raises, every one
+    of ``paths`` that the block created or replaced is removed, so no set of outputs is left half
+    made (a metrics file without its ROC file, a head without its log).  ``None`` entries are
+    skipped (optional outputs)."""
+    targets = [Path(p) for p in paths if p is not None]
+    before = {path: _signature(path) for path in targets}
+    try:
+        yield
+    except BaseException:
+        for path in targets:
+            if path.is_file() and _signature(path) != before[path]:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def staged_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging directory beside ``out_dir``; on success it replaces ``out_dir`` in
+    one rename (the old tree, if any, is removed afterwards), on an error it is deleted and
+    ``out_dir`` is left as it was.  For stages whose output is a whole directory tree."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

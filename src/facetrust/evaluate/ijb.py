@@ -48,7 +48,7 @@ from facetrust.evaluate.roc import (
     write_roc,
 )
 from facetrust.formats import metrics_record
-from facetrust.io import write_json_atomic
+from facetrust.io import outputs_together, write_json_atomic
 
 PAIR_CHUNK = 16384  # pairs per gather batch: 2 × 16384 × 512 float32 = 64 MiB
 GRAM_SLAB_BYTES = 64 << 20  # one block × T slab of template dot products
@@ -322,7 +322,8 @@ def run_evaluate_ijb(
     result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
                           use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
                           progress=True)
-    write_json_atomic(out_json, result.metrics)
-    if roc_out is not None:
-        write_roc(roc_out, *result.roc)
+    with outputs_together(out_json, roc_out):
+        write_json_atomic(out_json, result.metrics)
+        if roc_out is not None:
+            write_roc(roc_out, *result.roc)
     return result.metrics

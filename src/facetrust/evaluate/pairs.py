@@ -33,7 +33,7 @@ from facetrust.evaluate.roc import (
     write_roc,
 )
 from facetrust.formats import metrics_record
-from facetrust.io import write_json_atomic
+from facetrust.io import outputs_together, write_json_atomic
 from facetrust.registry import Registry
 
 ACCURACY_STEP = 0.01  # InsightFace: np.arange(0, 4, 0.01)
@@ -266,7 +266,8 @@ def run_evaluate_pairs(
         tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method="nearest")),
         auc=plain_float(area_under_curve(fpr, tpr)),
     )
-    write_json_atomic(out_json, metrics)
-    if roc_out is not None:
-        write_roc(roc_out, fpr, tpr, thresholds)
+    with outputs_together(out_json, roc_out):
+        write_json_atomic(out_json, metrics)
+        if roc_out is not None:
+            write_roc(roc_out, fpr, tpr, thresholds)
     return metrics

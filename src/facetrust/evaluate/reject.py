@@ -38,7 +38,7 @@ from tqdm import tqdm
 from facetrust.errors import ConfigError, InputError
 from facetrust.formats import metrics_record, tar_column
 from facetrust.evaluate.roc import TAR_METHODS, far_key, plain_float, roc_points, tar_at_far
-from facetrust.io import atomic_path, write_json_atomic
+from facetrust.io import atomic_path, outputs_together, write_json_atomic
 
 REJECT_FARS = (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2)  # ScaleFace
 DEFAULT_FRACTIONS = tuple(np.round(np.arange(0.0, 0.5 + 1e-9, 0.01), 10))
@@ -400,7 +400,8 @@ def run_evaluate_reject(
                          tar_method=tar_method, progress=True)
     metrics = metrics_record(testset, protocol_name, n_pairs=labels.size, n_genuine=np.count_nonzero(labels),
                              settings=settings, embeddings=embeddings_path, **curve.to_json())
-    write_json_atomic(out_json, metrics)
-    if csv_out is not None:
-        write_reject_csv(csv_out, curve)
+    with outputs_together(out_json, csv_out):
+        write_json_atomic(out_json, metrics)
+        if csv_out is not None:
+            write_reject_csv(csv_out, curve)
     return metrics

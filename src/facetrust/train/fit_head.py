@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.models.artifacts import load_frozen_backbone, save_uncertainty_head
+from facetrust.io import outputs_together
+from facetrust.models.artifacts import UNCERTAINTY_HEAD_NAME, load_frozen_backbone, save_uncertainty_head
 from facetrust.models.uncertainty.methods import UNCERTAINTY_HEADS, FittedMethod
 from facetrust.models.uncertainty.scf import cos_to_centre
 from facetrust.train.batches import identity_batches, shuffled_batches
@@ -190,7 +191,9 @@ def fit_head_on_features(method: str, embeddings, feature_maps, labels, class_ce
     if config.get("method", method) != method:
         raise ConfigError(f"fit-head: method {method!r} but config 'method' is {config['method']!r}")
     config["method"] = method
-    return UncertaintyHeadTrainer(method, embeddings, feature_maps, labels, class_centres, out_dir, config).fit()
+    trainer = UncertaintyHeadTrainer(method, embeddings, feature_maps, labels, class_centres, out_dir, config)
+    with outputs_together(trainer.out_dir / UNCERTAINTY_HEAD_NAME, trainer.out_dir / LOG_NAME):
+        return trainer.fit()
 
 
 def fit_head(method: str, model_dir: str | os.PathLike, rec_dir: str | os.PathLike, out_dir: str | os.PathLike,

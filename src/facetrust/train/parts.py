@@ -84,6 +84,26 @@ def set_determinism(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def _complete_row(row: list[str]) -> bool:
+    """A full log row: every column present and numeric (a kill can tear the last line)."""
+    if len(row) != len(LOG_COLUMNS):
+        return False
+    try:
+        int(row[0]), int(row[1])
+        [float(value) for value in row[2:]]
+    except ValueError:
+        return False
+    return True
+
+
+def _rows_up_to(path: Path, resume_step: int) -> list[list[str]]:
+    """The log rows of ``path`` up to the checkpoint's step: rows a killed run logged after its
+    last checkpoint are redone, and a torn last line (``5,`` or ``5,4``) is dropped."""
+    with path.open(newline="", errors="replace") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return [row for row in rows if _complete_row(row) and int(row[1]) <= resume_step]
+
+
 class TrainCsvLog:
     """``train_log.csv`` on rank 0: rows are appended and flushed as training goes."""
 
@@ -91,10 +111,7 @@ class TrainCsvLog:
         self.path = path
         kept: list[list[str]] = []
         if resume_step is not None and path.is_file():
-            # Drop rows that a killed run logged after its last checkpoint: they will be redone.
-            with path.open(newline="") as handle:
-                rows = list(csv.reader(handle))[1:]
-            kept = [row for row in rows if row and int(row[1]) <= resume_step]
+            kept = _rows_up_to(path, resume_step)
         with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(LOG_COLUMNS)

@@ -71,6 +71,10 @@ from facetrust.train.schedule import LRSchedule
 _logger = logging.getLogger("facetrust.train")
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite (exit code 1: a failed run, not bad input)."""
+
+
 def _quiet(message: str) -> None:
     """The log of ranks other than 0: they stay silent."""
 
@@ -99,12 +103,21 @@ def train(
     # call train() inside a longer-lived process).
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     info = init_distributed(device)
+    checkpoint_file = out_dir / CHECKPOINT_NAME
+    had_checkpoint = checkpoint_file.is_file()
     try:
         if config.freeze_backbone and config.freeze_head:  # only ScaleFace's scale predictor trains
             from facetrust.train.scale_head import ScaleHeadTrainer
 
             return ScaleHeadTrainer(config, rec_dir, out_dir, resume=resume, log=log, info=info).fit()
         return _train(config, Path(rec_dir), out_dir, resume, log, info)
+    except BaseException:
+        # A run that failed before its first checkpoint leaves no config.json or header-only log;
+        # once a checkpoint exists, it and its log are the state to resume from and stay.
+        if info.is_main and not had_checkpoint and not checkpoint_file.is_file():
+            for name in (CONFIG_NAME, LOG_NAME):
+                (out_dir / name).unlink(missing_ok=True)
+        raise
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)
@@ -248,7 +261,12 @@ def _run_epoch(model, loader, optimizer, schedule, scaler, info, config, epoch, 
         lr = schedule.current_lr
         optimizer.zero_grad(set_to_none=True)
         logits, extra = model(images, labels)
-        loss = F.cross_entropy(logits.float(), labels) + extra
+        cross_entropy = F.cross_entropy(logits.float(), labels)
+        loss = cross_entropy + extra
+        if not torch.isfinite(loss):  # stop before a NaN update; the last epoch's checkpoint stays
+            raise TrainingDiverged(f"training diverged at step {step + 1} (epoch {epoch + 1}): loss {loss.item()} = "
+                                   f"cross-entropy {cross_entropy.item()} + extra {float(extra)}; lower 'lr' or "
+                                   f"resume from the last checkpoint")
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

@@ -50,7 +50,7 @@ from facetrust.data.synthetic.images import (
 )
 from facetrust.data.synthetic.occluders import OCCLUDER_COLUMNS, OCCLUDERS_NAME, occluder_cells
 from facetrust.errors import ConfigError
-from facetrust.io import atomic_path, write_json_atomic, write_text_atomic
+from facetrust.io import atomic_path, staged_directory, write_json_atomic, write_text_atomic
 
 IJB_NAME = "synth_ijbc"
 PAIR_SET_NAME = "synth_lfw"
@@ -275,8 +275,13 @@ def synthesize(out_dir: str | os.PathLike, config: SynthConfig | None = None, se
     to ``manifest.json``.
     """
     config = config or SynthConfig()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Written into a staging directory that replaces ``out_dir`` in one rename: a failure part-way
+    # (a bad size option, a full disk) leaves no half-made benchmark behind.
+    with staged_directory(out_dir) as staging:
+        return _synthesize(staging, config, seed)
+
+
+def _synthesize(out_dir: Path, config: SynthConfig, seed: int) -> dict:
     rows: list[_QualityRow] = []
     counts = {"train": _write_train(out_dir, config, seed, rows)}
     counts["pairs"] = _write_pairs(out_dir, config, seed, config.train_identities, rows)
