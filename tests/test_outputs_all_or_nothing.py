@@ -107,3 +107,21 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_checkpoint(r
     log = (tmp_path / "model" / "train_log.csv").read_text()
     assert "nan" not in log.lower()
     json.loads((tmp_path / "model" / "config.json").read_text())
+
+
+def test_npz_files_are_the_same_bytes_for_the_same_arrays_and_load_like_savez(tmp_path):
+    import time
+
+    from facetrust.io import write_npz
+
+    arrays = {"image": np.array(["a/0", "a/1"]), "embedding": np.arange(6, dtype=np.float32).reshape(2, 3),
+              "flip": np.asarray(True), "uncertainty_kind": np.asarray("scf")}
+    write_npz(tmp_path / "a.npz", arrays)
+    time.sleep(2.1)  # numpy's savez would stamp the members with a later time
+    write_npz(tmp_path / "b.npz", arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    np.savez(tmp_path / "ref.npz", **arrays)
+    with np.load(tmp_path / "a.npz") as ours, np.load(tmp_path / "ref.npz") as reference:
+        assert list(ours.keys()) == list(reference.keys())
+        for key in arrays:
+            assert ours[key].dtype == reference[key].dtype and np.array_equal(ours[key], reference[key])

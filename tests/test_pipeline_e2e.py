@@ -66,3 +66,38 @@ def test_tiny_pipeline_is_up_to_date_after_a_run(tiny_run):
     result = snakemake(tiny_run, "-n", "results/ijbc_table.csv")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    """sha256 of every output file of a run; logs hold timings (images/s, seconds) and are left out."""
+    import hashlib
+
+    hashes = {}
+    for top in ("data", "models", "embeddings", "results", "provenance"):
+        for path in sorted((root / top).rglob("*")):
+            if path.is_file() and not path.name.endswith("_log.csv"):
+                hashes[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+@pytest.mark.slow
+def test_the_same_seed_twice_gives_the_same_bytes_for_every_output(tiny_run, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny_again")
+    shutil.copy(TINY, workdir / "params.yaml")
+    result = snakemake(workdir, "--cores", "2", "results/ijbc_table.csv")
+    assert result.returncode == 0, result.stderr[-4000:]
+    first, second = _hashes(tiny_run), _hashes(workdir)
+    assert any(name.endswith("checkpoint.pt") for name in first) and any(name.endswith(".npz") for name in first)
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+
+
+@pytest.mark.slow
+def test_the_tiny_pipeline_numbers_are_the_committed_ones(tiny_run):
+    """A change that moves a number is a visible, deliberate diff of tests/data/tiny_expected_ijbc_table.csv."""
+    table = pd.read_csv(tiny_run / "results" / "ijbc_table.csv")
+    expected = pd.read_csv(REPO / "tests" / "data" / "tiny_expected_ijbc_table.csv")
+    assert list(table.columns) == list(expected.columns)
+    assert table.iloc[:, :4].equals(expected.iloc[:, :4])
+    numbers, reference = table.iloc[:, 4:].to_numpy(float), expected.iloc[:, 4:].to_numpy(float)
+    assert abs(numbers - reference).max() <= 1e-6, f"\n{table}\nexpected\n{expected}"

@@ -66,6 +66,7 @@ def cmd_synth(args) -> None:
         overrides[key] = json.loads(value) if value[:1] in "[{0123456789-tf" else value
     config = SynthConfig.from_dict(overrides)
     seed = args.seed if args.seed is not None else params.get("seed", 2026)
+    args.seed = seed  # recorded in the provenance sidecar
     summary = synthesize(Path(args.out), config, seed=seed)
     print(json.dumps(summary, indent=2, default=str))
 
@@ -310,6 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _record_provenance(args, argv: list[str]) -> None:
+    """A sidecar record of what made ``--out`` (facetrust.provenance), on rank 0 only."""
+    out = getattr(args, "out", None)
+    if out is None or os.environ.get("RANK", "0") != "0" or not Path(out).exists():
+        return
+    from facetrust.provenance import write_sidecar
+
+    seed = getattr(args, "seed", None)
+    if seed is None and getattr(args, "params", None):
+        import yaml
+
+        try:
+            seed = (yaml.safe_load(Path(args.params).read_text()) or {}).get("seed")
+        except (OSError, yaml.YAMLError, AttributeError):
+            seed = None
+    write_sidecar(out, argv, seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -317,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         args.func(args)
+        _record_provenance(args, argv if argv is not None else sys.argv[1:])
     except InputError as error:
         print(f"facetrust {args.command}: error: {error}", file=sys.stderr)
         return 2

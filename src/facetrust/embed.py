@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from facetrust.errors import InputError
-from facetrust.io import atomic_path
+from facetrust.io import write_npz
 
 
 class _TestSet:
@@ -125,8 +125,6 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     if uncertainties:
         arrays["uncertainty"] = np.concatenate(uncertainties)
         arrays["uncertainty_kind"] = np.asarray(uncertainty_kind)
-    with atomic_path(out_path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+    write_npz(out_path, arrays)
     return {"images": len(data), "dim": int(embedding_noflip.shape[1]), "flip": flip, "out": str(out_path),
             "uncertainty_kind": uncertainty_kind}

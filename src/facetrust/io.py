@@ -110,3 +110,24 @@ def staged_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     os.replace(staging, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# The fixed timestamp of every member of the .npz files we write: numpy's savez stamps members
+# with the current time, so two identical runs would differ in bytes.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict) -> None:
+    """``np.savez`` (uncompressed, same members and layout) written atomically, byte-identical for
+    equal arrays: members carry a fixed timestamp and are written in the order given."""
+    import zipfile
+
+    import numpy as np
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, value in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+                info.external_attr = 0o600 << 16
+                with archive.open(info, mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)

@@ -22,7 +22,7 @@ from sklearn.metrics import roc_curve
 
 from facetrust.errors import ConfigError, InputError
 from facetrust.formats import TAR_METHODS, far_key, plain_float  # noqa: F401 (re-exported)
-from facetrust.io import atomic_path
+from facetrust.io import atomic_path, write_npz
 
 DEFAULT_IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 SKLEARN_CONVENTION = "sklearn.metrics.roc_curve(drop_intermediate=True)"
@@ -104,8 +104,8 @@ def write_roc(path: str | Path, fpr, tpr, thresholds, n_points: int = 2000) -> N
     path = Path(path)
     fpr, tpr, thresholds = downsample_roc(fpr, tpr, thresholds, n_points)
     if path.suffix == ".npz":
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, fpr=fpr.astype(np.float64), tpr=tpr.astype(np.float64), threshold=thresholds.astype(np.float64))
+        write_npz(path, {"fpr": fpr.astype(np.float64), "tpr": tpr.astype(np.float64),
+                         "threshold": thresholds.astype(np.float64)})
     elif path.suffix == ".csv":
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
