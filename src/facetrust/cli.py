@@ -343,6 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"facetrust {args.command}: interrupted", file=sys.stderr)
         return 1
+    except OSError as error:  # the machine, not the input: a read-only or full disk, a missing device
+        # a failed write() names no file: the stage's output is the place to look
+        where = error.filename or getattr(args, "out", None)
+        where = f" {where}" if where else ""
+        print(f"facetrust {args.command}: error: cannot write or read{where}: {error.strerror or error}",
+              file=sys.stderr)
+        log.debug("facetrust %s failed", args.command, exc_info=True)
+        return 1
     except Exception:
         log.exception("facetrust %s failed", args.command)
         return 1

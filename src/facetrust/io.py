@@ -73,8 +73,9 @@ def outputs_together(*paths: str | os.PathLike | None) -> Iterator[None]:
 
     Each file is still written atomically (:func:`atomic_path`); when the block raises, every one
     of ``paths`` that the block created or replaced is removed, so no set of outputs is left half
-    made (a metrics file without its ROC file, a head without its log).  ``None`` entries are
-    skipped (optional outputs)."""
+    made (a metrics file without its ROC file, a head without its log); a directory among ``paths``
+    that the block created is removed when it is left empty.  ``None`` entries are skipped
+    (optional outputs)."""
     targets = [Path(p) for p in paths if p is not None]
     before = {path: _signature(path) for path in targets}
     try:
@@ -84,6 +85,9 @@ def outputs_together(*paths: str | os.PathLike | None) -> Iterator[None]:
             if path.is_file() and _signature(path) != before[path]:
                 with contextlib.suppress(OSError):
                     path.unlink()
+            elif path.is_dir() and before[path] is None:  # a directory the block made, left empty
+                with contextlib.suppress(OSError):
+                    path.rmdir()
         raise
 
 

@@ -210,7 +210,12 @@ def fit_head(method: str, model_dir: str | os.PathLike, rec_dir: str | os.PathLi
     backbone, input_size, centres = load_frozen_backbone(model_dir)
     dataset = RecordDataset(rec_dir, input_size, flip=False, seed=int(resolved["seed"]))
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with outputs_together(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return _fit_head_in(method, backbone, dataset, out_dir, resolved, centres)
+
+
+def _fit_head_in(method, backbone, dataset, out_dir: Path, resolved: dict, centres) -> Path:
     cache_dir = Path(tempfile.mkdtemp(prefix=".features.", dir=out_dir))
     try:
         embeddings, feature_maps, labels = extract_features(

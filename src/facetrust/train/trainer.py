@@ -104,7 +104,7 @@ def train(
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     info = init_distributed(device)
     checkpoint_file = out_dir / CHECKPOINT_NAME
-    had_checkpoint = checkpoint_file.is_file()
+    had_checkpoint, had_dir = checkpoint_file.is_file(), out_dir.is_dir()
     try:
         if config.freeze_backbone and config.freeze_head:  # only ScaleFace's scale predictor trains
             from facetrust.train.scale_head import ScaleHeadTrainer
@@ -117,6 +117,8 @@ def train(
         if info.is_main and not had_checkpoint and not checkpoint_file.is_file():
             for name in (CONFIG_NAME, LOG_NAME):
                 (out_dir / name).unlink(missing_ok=True)
+            if not had_dir and out_dir.is_dir() and not any(out_dir.iterdir()):
+                out_dir.rmdir()
         raise
     finally:
         torch.use_deterministic_algorithms(deterministic)
