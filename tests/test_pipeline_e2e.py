@@ -101,3 +101,30 @@ def test_the_tiny_pipeline_numbers_are_the_committed_ones(tiny_run):
     assert table.iloc[:, :4].equals(expected.iloc[:, :4])
     numbers, reference = table.iloc[:, 4:].to_numpy(float), expected.iloc[:, 4:].to_numpy(float)
     assert abs(numbers - reference).max() <= 1e-6, f"\n{table}\nexpected\n{expected}"
+
+
+@pytest.mark.slow
+def test_after_kill_9_of_snakemake_unlock_then_rerun_incomplete_finishes_the_job(tmp_path):
+    """The README's troubleshooting sequence: `--rerun-incomplete` alone stops on the lock the killed
+    run left; `--unlock` then `--rerun-incomplete` finishes, and the table is the uninterrupted one."""
+    import signal
+    import time
+
+    shutil.copy(TINY, tmp_path / "params.yaml")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    run = subprocess.Popen([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1",
+                            "results/ijbc_table.csv"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (tmp_path / "logs" / "train" / "arcface.log").exists():
+        time.sleep(0.5)
+    assert (tmp_path / "logs" / "train" / "arcface.log").exists(), "the train job never started"
+    os.killpg(run.pid, signal.SIGKILL)  # Snakemake and the job it was running, as `kill -9` of a session
+    run.wait()
+    again = snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", "results/ijbc_table.csv")
+    assert again.returncode != 0 and "locked" in (again.stdout + again.stderr).lower()
+    assert snakemake(tmp_path, "--unlock").returncode == 0
+    finished = snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", "results/ijbc_table.csv")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    expected = pd.read_csv(REPO / "tests" / "data" / "tiny_expected_ijbc_table.csv")
+    assert pd.read_csv(tmp_path / "results" / "ijbc_table.csv").equals(expected)
