@@ -250,7 +250,9 @@ def load_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
     raw_bins, raw_issame = (_materialise(v) for v in loaded)
     if not isinstance(raw_bins, (list, tuple)):
         raise InputError(f"{path}: bins is {type(raw_bins).__name__}, expected a list of bytes")
-    if not isinstance(raw_issame, (list, tuple, np.ndarray)) or np.ndim(raw_issame) != 1:
+    # np.ndim would build an array from a ragged list (ValueError); a list is one-dimensional here
+    # and its items are checked one by one below.
+    if not (isinstance(raw_issame, (list, tuple)) or (isinstance(raw_issame, np.ndarray) and raw_issame.ndim == 1)):
         raise InputError(f"{path}: issame is {type(raw_issame).__name__}, expected a list of bool")
     bins = [_as_bytes(item, path, i) for i, item in enumerate(raw_bins)]
     issame = [_as_bool(item, path, i) for i, item in enumerate(list(raw_issame))]
