@@ -35,6 +35,7 @@ import resource
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             stats = fuzz_target(name, examples)
-        except Exception as error:  # an escape: Hypothesis has printed the shrunk input
+        except Exception as error:  # an escape: the traceback's notes hold the shrunk input
+            traceback.print_exc()
             print(f"{name}: FAILED: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
         total += stats["count"]

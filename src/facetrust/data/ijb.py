@@ -184,7 +184,7 @@ def _bad_rows(landmarks: np.ndarray, scores: np.ndarray) -> dict[int, str]:
         reasons[int(row)] = "landmarks are degenerate (all five points coincide)"
     # D1 weighting multiplies each feature by its score: 0 erases it, a negative score flips it
     for row in np.flatnonzero(~(np.isfinite(scores) & (scores > 0))):
-        reasons.setdefault(int(row), f"detector score {scores[row]!r} is not a positive finite number")
+        reasons.setdefault(int(row), f"detector score {float(scores[row])!r} is not a positive finite number")
     return reasons
 
 
@@ -282,7 +282,7 @@ def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None, on_bad_image
 
     keep = np.ones(images.size, dtype=bool)
     for row, reason in sorted(_bad_rows(landmarks, detector_scores).items()):
-        policy.handle(InputError(f"{pts_path}: line {landmark_lines[row]}: image {images[row]!r}: {reason}"))
+        policy.handle(InputError(f"{pts_path}: line {landmark_lines[row]}: image {str(images[row])!r}: {reason}"))
         keep[row] = False
     pairs, labels = _pairs_with_images(pair_path, tid_path, pair, np.unique(template_ids),
                                        np.unique(template_ids[keep]), policy)

@@ -75,8 +75,9 @@ def _decode_jpeg(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
             simplejpeg.decode_jpeg(payload, colorspace="CMYK", strict=True)  # only to check the data
             return _decode_pil(payload, where, max_pixels)
         return simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True)
-    except ValueError as exc:
-        raise InputError(f"{where}: corrupt JPEG data: {exc}") from None
+    except ValueError as exc:  # libjpeg's own words start "Corrupt JPEG data: ..." for most
+        text = str(exc)
+        raise InputError(f"{where}: {text if text.startswith('Corrupt JPEG') else 'corrupt JPEG data: ' + text}") from None
 
 
 def _decode_pil(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
@@ -89,6 +90,10 @@ def _decode_pil(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
                 return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except InputError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{where}: {exc} (at most {max_pixels} pixels allowed)") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{where}: cannot decode image: not an image in a format Pillow reads") from None
     except Exception as exc:  # PIL raises many types for a broken file (OSError, SyntaxError, ...)
         raise InputError(f"{where}: cannot decode image: {exc}") from None
 

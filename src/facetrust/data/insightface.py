@@ -112,16 +112,13 @@ def read_property(path: str | os.PathLike) -> tuple[int, int, int]:
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read property file: {exc.strerror or exc}") from None
-    text = raw.decode("ascii", errors="replace").strip()
     try:
-        if len(raw) > 256 or "\ufffd" in text:
-            raise ValueError
-        values = tuple(int(v) for v in text.split(","))
+        values = tuple(int(v) for v in raw.decode("ascii").strip().split(","))
         if len(values) != 3 or min(values) < 1:
             raise ValueError
-    except ValueError:
+    except ValueError:  # UnicodeDecodeError included: the file is not ASCII text
         raise InputError(
-            f"{path}: expected 'num_classes,height,width' (positive integers), got {text[:80]!r}"
+            f"{path}: expected 'num_classes,height,width' (positive integers), got {raw[:80]!r}"
         ) from None
     return values
 
@@ -154,8 +151,8 @@ def label_of(header: IRHeader, where: str, num_classes: int | None = None) -> in
     integer below ``num_classes`` (when given): NaN, inf, 1e30, -1 and 2.5 are refused.
     """
     value = header.label if header.flag == 0 else (header.label[0] if header.label else math.nan)
-    if not (math.isfinite(value) and value == int(value) and value >= 0):
-        raise InputError(f"{where}: label {value!r} is not a class index (a non-negative integer)")
+    if not (math.isfinite(value) and value == int(value) and 0 <= value <= _MAX_FLOAT32_INT):
+        raise InputError(f"{where}: label {value!r} is not a class index (an integer in [0, 2^24])")
     label = int(value)
     if num_classes is not None and label >= num_classes:
         raise InputError(f"{where}: label {label} is outside 0..{num_classes - 1} "
