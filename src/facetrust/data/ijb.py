@@ -119,8 +119,10 @@ def _parse(path: Path, kinds: list[type], sep: str) -> tuple[pd.DataFrame | None
     # '"x.jpg' is a name, neither a missing value nor a quote.
     nan_words = {i: ["nan", "NaN", "NAN", "-nan", "+nan"] for i, k in enumerate(kinds) if k is float}
     try:
-        table = pd.read_csv(path, sep=sep, header=None, dtype=dtypes, engine="c", quoting=csv.QUOTE_NONE,
-                            keep_default_na=False, na_values=nan_words or None, encoding="utf-8")
+        # pandas tries an int column through float first: "inf" warns before it is refused
+        with np.errstate(invalid="ignore"):
+            table = pd.read_csv(path, sep=sep, header=None, dtype=dtypes, engine="c", quoting=csv.QUOTE_NONE,
+                                keep_default_na=False, na_values=nan_words or None, encoding="utf-8")
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: file is empty") from None
     except (ValueError, OverflowError, TypeError, pd.errors.ParserError) as exc:
