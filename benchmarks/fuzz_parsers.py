@@ -16,7 +16,8 @@ Three targets, each fed by Hypothesis (property-based generation with mutation o
 
 A case passes when it returns or raises :class:`facetrust.errors.InputError`; anything else is
 reported with the input that caused it (Hypothesis shrinks it) and the script exits 1.  Each case
-is timed (limit 1 s) and the peak memory of the process is checked (limit 200 MB above the
+is timed (limit 1 s of CPU time: the wall time of a shared machine also counts others' work;
+both are printed) and the peak memory of the process is checked (limit 200 MB above the
 baseline; one process runs every case, so the peak bounds every single case).  Generation is
 derandomised: the same command gives the same cases.
 
@@ -241,7 +242,7 @@ def fuzz_target(name: str, examples: int) -> dict:
 
     An exception other than InputError propagates (after Hypothesis shrinks the input)."""
     strategy, target = TARGETS[name]
-    stats = {"target": name, "count": 0, "max_time_s": 0.0}
+    stats = {"target": name, "count": 0, "max_time_s": 0.0, "max_wall_s": 0.0}
     # a RAM disk where there is one: every case writes its files
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-", dir=scratch) as tmp:
@@ -250,13 +251,14 @@ def fuzz_target(name: str, examples: int) -> dict:
                   print_blob=True)
         @given(strategy)
         def check(case):
-            start = time.perf_counter()
+            # CPU time is the limit (a shared machine's stalls are not the parser's); wall is shown
+            start_cpu, start_wall = time.process_time(), time.perf_counter()
             target(case, Path(tmp))
-            elapsed = time.perf_counter() - start
+            elapsed = time.process_time() - start_cpu
             stats["count"] += 1
-            if elapsed > stats["max_time_s"]:
-                stats["max_time_s"] = elapsed
-            assert elapsed <= TIME_LIMIT_S, f"{name}: one case took {elapsed:.2f} s (limit {TIME_LIMIT_S} s)"
+            stats["max_time_s"] = max(stats["max_time_s"], elapsed)
+            stats["max_wall_s"] = max(stats["max_wall_s"], time.perf_counter() - start_wall)
+            assert elapsed <= TIME_LIMIT_S, f"{name}: one case took {elapsed:.2f} s of CPU (limit {TIME_LIMIT_S} s)"
 
         check()
     return stats
@@ -280,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: FAILED: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
         total += stats["count"]
-        print(f"{name:9s} inputs {stats['count']:7d}  max time per input {stats['max_time_s'] * 1e3:8.1f} ms  "
-              f"wall {time.perf_counter() - start:7.1f} s")
+        print(f"{name:9s} inputs {stats['count']:7d}  max CPU time per input {stats['max_time_s'] * 1e3:7.1f} ms "
+              f"(wall {stats['max_wall_s'] * 1e3:7.1f} ms)  total wall {time.perf_counter() - start:7.1f} s")
     growth = _peak_rss_mb() - baseline
     print(f"total     inputs {total:7d}  peak memory {_peak_rss_mb():.0f} MB "
           f"({growth:.0f} MB above the {baseline:.0f} MB at start; limit {MEMORY_LIMIT_MB:.0f} MB)")
