@@ -10,6 +10,9 @@ Landmark methods: ``landmarks`` uses the set's own 5-point file and detector sco
 re-detects every loose crop with MTCNN (:mod:`facetrust.align.mtcnn`) and records MTCNN's score;
 a crop where MTCNN finds no face falls back to the set's own landmarks and score
 (``landmark_source`` = ``given``), so no image of the protocol is dropped.
+
+A bad image (see :func:`run_align`) stops the stage naming the file and its meta line
+(``on_bad_image: fail``, the default) or is left out and counted (``skip``).
 """
 
 from __future__ import annotations
@@ -26,82 +29,131 @@ from tqdm import tqdm
 
 from facetrust.align.warp import align_face
 from facetrust.data import recordio
-from facetrust.data.ijb import read_ijb_protocol
+from facetrust.data.ijb import NAME_5PTS_SCORE, read_ijb_protocol
+from facetrust.data.images import BadImagePolicy, read_image_file
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import atomic_path, write_text_atomic
 
 CHUNK = 256  # images per worker task: big enough to amortise process hand-off
 METHODS = ("landmarks", "mtcnn")
+# A landmark more than this fraction of the image's size beyond its border is not a face in it:
+# the warp would sample outside the image and give a black crop.
+LANDMARK_MARGIN = 0.25
+
+
+def landmarks_problem(points: np.ndarray, height: int, width: int) -> str | None:
+    """Why five landmarks (5, 2; x, y) cannot align an ``height`` x ``width`` image, or None."""
+    points = np.asarray(points, dtype=np.float64)
+    if not np.isfinite(points).all():
+        return "landmarks are not finite numbers"
+    margin_x, margin_y = LANDMARK_MARGIN * width, LANDMARK_MARGIN * height
+    outside = ((points[:, 0] < -margin_x) | (points[:, 0] > width - 1 + margin_x)
+               | (points[:, 1] < -margin_y) | (points[:, 1] > height - 1 + margin_y))
+    if outside.any():
+        x, y = points[int(np.flatnonzero(outside)[0])]
+        return (f"landmark ({x:.6g}, {y:.6g}) lies far outside the {width}x{height} image "
+                f"(more than {LANDMARK_MARGIN:.0%} of its size beyond the border)")
+    return None
+
+
+def _align_one(path: Path, points: np.ndarray, score: float, output_size, detector) -> tuple[bytes, float, str]:
+    """Align one loose crop: (PNG payload, detector score, landmark source); InputError if bad."""
+    pixels = read_image_file(path)
+    source = "given"
+    if detector is not None:
+        detected = detector.detect_landmarks(pixels)
+        if detected is not None:
+            points, score = detected
+            source = "mtcnn"
+    problem = landmarks_problem(points, *pixels.shape[:2])
+    if problem:
+        raise InputError(problem)
+    aligned = align_face(pixels, points, output_size)
+    buffer = io.BytesIO()
+    Image.fromarray(aligned).save(buffer, format="PNG")
+    # float32 like the 5-point file, so the RecordIO label and index.csv hold the same value
+    return buffer.getvalue(), float(np.float32(score)), source
 
 
 def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores: np.ndarray, output_size,
-                 method: str) -> list[tuple[bytes, float, str]]:
-    """Align one chunk; per image: (PNG payload, detector score, landmark source)."""
+                 method: str, wheres: list[str]) -> list[tuple[bytes, float, str] | str]:
+    """Align one chunk; per image its (PNG payload, detector score, landmark source), or the
+    message of its InputError (the parent applies the on_bad_image policy)."""
     detector = None
     if method == "mtcnn":
         from facetrust.align.mtcnn import default_detector
 
         detector = default_detector(threads=1)  # one per worker process; processes give the parallelism
-    encoded = []
-    for name, points, score in zip(names, landmarks, scores):
+    encoded: list[tuple[bytes, float, str] | str] = []
+    for name, points, score, where in zip(names, landmarks, scores, wheres):
         path = Path(crop_dir) / name
         try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
-        except (OSError, ValueError) as error:
-            raise InputError(f"{path}: cannot decode image: {error}") from None
-        source = "given"
-        if detector is not None:
-            detected = detector.detect_landmarks(pixels)
-            if detected is not None:
-                points, score = detected
-                source = "mtcnn"
-        aligned = align_face(pixels, points, output_size)
-        buffer = io.BytesIO()
-        Image.fromarray(aligned).save(buffer, format="PNG")
-        # float32 like the 5-point file, so the RecordIO label and index.csv hold the same value
-        encoded.append((buffer.getvalue(), float(np.float32(score)), source))
+            encoded.append(_align_one(path, points, score, output_size, detector))
+        except InputError as error:
+            message = str(error)
+            # decoding errors name the file already; landmark errors get the file and meta line
+            encoded.append(message if message.startswith(str(path)) else f"{path} ({where}): {message}")
     return encoded
 
 
 def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112), method: str = "landmarks",
-              threads: int = 1) -> dict:
-    """Align every image of protocol ``name`` under ``ijb_dir``; returns the manifest dict."""
+              threads: int = 1, on_bad_image: str = "fail") -> dict:
+    """Align every image of protocol ``name`` under ``ijb_dir``; returns the manifest dict.
+
+    A bad image (unreadable, a decompression bomb, corrupt JPEG data, landmarks far outside it,
+    unusable landmarks or detector score in the meta files) raises InputError naming the file and
+    meta line (``on_bad_image="fail"``), or is left out, logged and counted (``"skip"``: the
+    manifest then adds ``on_bad_image``, ``skipped``, ``skipped_examples`` and ``skipped_images``).
+    """
     if method not in METHODS:
         raise ConfigError(f"align.method: unknown landmark method {method!r}; allowed: {', '.join(METHODS)}")
-    protocol = read_ijb_protocol(ijb_dir, name)
+    policy = BadImagePolicy(on_bad_image, stage=f"align {name}", key="align.on_bad_image")
+    protocol = read_ijb_protocol(ijb_dir, name, on_bad_image=on_bad_image)
     crop_dir = Path(ijb_dir) / "loose_crop"
     names = list(protocol.images)
+    pts_name = NAME_5PTS_SCORE.format(name=protocol.name)
+    wheres = [f"{pts_name} line {line}" for line in protocol.landmark_lines]
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [(str(crop_dir), names[i : i + CHUNK], protocol.landmarks[i : i + CHUNK],
-               protocol.detector_scores[i : i + CHUNK], tuple(output_size), method)
+               protocol.detector_scores[i : i + CHUNK], tuple(output_size), method, wheres[i : i + CHUNK])
               for i in range(0, len(names), CHUNK)]
-    scores = np.zeros(len(names), dtype=np.float32)
-    sources: list[str] = []
+    kept, scores, sources, skipped = [], [], [], list(protocol.skipped)
     progress = tqdm(total=len(names), desc=f"align {name}", unit="img")
     with recordio.IndexedRecordIOWriter(out_dir / "aligned.idx", out_dir / "aligned.rec") as writer:
         executor = ProcessPoolExecutor(max_workers=threads) if threads > 1 else None
         try:
             results = (executor.map(_align_chunk, *zip(*chunks)) if executor
                        else (_align_chunk(*chunk) for chunk in chunks))
-            key = 0
+            position = 0
             for encoded in results:
-                for payload, score, source in encoded:
-                    header = recordio.IRHeader(0, score, key, 0)
-                    writer.write_idx(key, recordio.pack(header, payload))
-                    scores[key] = score
+                for result in encoded:
+                    image = names[position]
+                    position += 1
+                    if isinstance(result, str):
+                        policy.handle(InputError(result))
+                        skipped.append(image)
+                        continue
+                    payload, score, source = result
+                    key = len(kept)
+                    writer.write_idx(key, recordio.pack(recordio.IRHeader(0, score, key, 0), payload))
+                    kept.append(image)
+                    scores.append(score)
                     sources.append(source)
-                    key += 1
                 progress.update(len(encoded))
         finally:
             if executor:
-                executor.shutdown()
+                executor.shutdown(cancel_futures=True)
     progress.close()
+    policy.log_total()
     with atomic_path(out_dir / "index.csv") as tmp:
-        pd.DataFrame({"image": names, "detector_score": scores, "landmark_source": sources}).to_csv(tmp, index=False)
-    manifest = {"name": name, "images": len(names), "output_size": list(output_size), "method": method,
+        pd.DataFrame({"image": kept, "detector_score": np.asarray(scores, dtype=np.float32),
+                      "landmark_source": sources}).to_csv(tmp, index=False)
+    manifest = {"name": name, "images": len(kept), "output_size": list(output_size), "method": method,
                 "detected": sources.count("mtcnn"), "given_landmarks": sources.count("given"),
                 "source": str(ijb_dir)}
+    if policy.skips:
+        manifest.update(policy.summary())
+        manifest.update(skipped=len(skipped), skipped_images=skipped)
     write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
