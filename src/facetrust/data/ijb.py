@@ -9,7 +9,8 @@ The release layout (REFERENCES.md, DESIGN.md "File formats"), all space separate
 
 Parsing is vectorised through the pandas C parser, so IJB-C (469,375 images, 15,658,489 pairs)
 reads in seconds.  Only when the fast path rejects a file do we walk it line by line, to name the
-first bad line in the error.
+first bad line in the error.  Large protocols are parsed once: the decoded arrays are cached by the
+files' content hashes (:mod:`facetrust.data.ijb_cache`), which later runs map in well under a second.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from facetrust.errors import InputError
 
@@ -80,8 +80,10 @@ def _first_bad_line(path: Path, kinds: list[type]) -> str:
     return "unparseable content"
 
 
-def _parse(path: Path, kinds: list[type], sep: str) -> pd.DataFrame | None:
-    """The table parsed with ``sep``, or None when it does not parse cleanly into ``kinds``."""
+def _parse(path: Path, kinds: list[type], sep: str):
+    """The table parsed with ``sep`` (a DataFrame), or None when it does not parse cleanly into ``kinds``."""
+    import pandas as pd
+
     dtypes = {i: (object if k is str else (np.int64 if k is int else np.float64)) for i, k in enumerate(kinds)}
     try:
         table = pd.read_csv(path, sep=sep, header=None, dtype=dtypes, engine="c")
@@ -94,7 +96,7 @@ def _parse(path: Path, kinds: list[type], sep: str) -> pd.DataFrame | None:
     return table
 
 
-def _read_table(path: Path, kinds: list[type]) -> pd.DataFrame:
+def _read_table(path: Path, kinds: list[type]):
     """Read a headerless whitespace-separated table whose columns have the given Python types."""
     if not path.is_file():
         raise InputError(f"{path}: protocol file not found")
@@ -108,25 +110,40 @@ def _read_table(path: Path, kinds: list[type]) -> pd.DataFrame:
 
 
 def _check_unique(path: Path, names: np.ndarray) -> None:
+    import pandas as pd
+
     dup = pd.Index(names).duplicated()
     if dup.any():
         line = int(np.flatnonzero(dup)[0]) + 1
         raise InputError(f"{path}: line {line}: image {str(names[line - 1])!r} listed twice")
 
 
-def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None) -> IJBProtocol:
+def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None, *, cache: bool = True) -> IJBProtocol:
     """Read the three meta files of protocol ``name`` (``"ijbc"``, ``"ijbb"``) under ``ijb_dir``.
 
     Raises :class:`InputError` naming the file and line for a missing file, a wrong field count,
     a non-numeric field, an image listed in one image file and not the other, a duplicated image,
-    a label other than 0/1, or a pair whose template has no image.
+    a label other than 0/1, or a pair whose template has no image.  ``cache`` lets a large
+    protocol be served from (and stored into) the decoded-protocol cache
+    (:func:`facetrust.data.ijb_cache.cached_protocol`); the result is the same either way.
     """
     ijb_dir = Path(ijb_dir)
     name = name or find_protocol_name(ijb_dir)
     meta = ijb_dir / "meta"
-    tid_path = meta / FACE_TID_MID.format(name=name)
-    pts_path = meta / NAME_5PTS_SCORE.format(name=name)
-    pair_path = meta / TEMPLATE_PAIR_LABEL.format(name=name)
+    paths = tuple(meta / pattern.format(name=name) for pattern in (FACE_TID_MID, NAME_5PTS_SCORE, TEMPLATE_PAIR_LABEL))
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"{path}: protocol file not found")
+    if cache:
+        from facetrust.data.ijb_cache import cached_protocol
+
+        return cached_protocol(paths, name, lambda: _parse_protocol(name, *paths))
+    return _parse_protocol(name, *paths)
+
+
+def _parse_protocol(name: str, tid_path: Path, pts_path: Path, pair_path: Path) -> IJBProtocol:
+    """Parse and check the three text files (see :func:`read_ijb_protocol`)."""
+    import pandas as pd
 
     tid = _read_table(tid_path, [str, int, int])
     pts = _read_table(pts_path, [str] + [float] * 11)
