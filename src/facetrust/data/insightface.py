@@ -12,7 +12,6 @@ InsightFace's own test: record 0 with ``flag > 0`` is the header, otherwise ther
 
 from __future__ import annotations
 
-import io
 import os
 from functools import cached_property
 from pathlib import Path
@@ -194,17 +193,17 @@ class InsightFaceRecord:
 
     def decode(self, i: int) -> tuple[np.ndarray, int]:
         """Image ``i`` decoded to RGB (np.uint8, H x W x 3) and its class."""
-        from PIL import Image
+        from facetrust.data.decode import decode_rgb
 
         payload, label = self.read(i)
-        try:
-            with Image.open(io.BytesIO(payload)) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        except Exception as exc:  # PIL raises several types for a broken image
-            raise InputError(
-                f"{self.reader.rec_path} key {int(self.image_keys[i])}: cannot decode image: {exc}"
-            ) from None
-        return array, label
+        return decode_rgb(payload, f"{self.reader.rec_path} key {int(self.image_keys[i])}"), label
+
+    def decode_tensor(self, i: int):
+        """Image ``i`` decoded to RGB as a 3 x H x W uint8 ``torch.Tensor``, and its class."""
+        from facetrust.data.decode import decode_rgb_tensor
+
+        payload, label = self.read(i)
+        return decode_rgb_tensor(payload, f"{self.reader.rec_path} key {int(self.image_keys[i])}"), label
 
     def close(self) -> None:
         self.reader.close()

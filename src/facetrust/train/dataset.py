@@ -16,17 +16,29 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from facetrust.data.insightface import InsightFaceRecord
+from facetrust.train.flip_coins import flip_coins
 
 # InsightFace arcface_torch (dataset.py): ToTensor() then Normalize(mean=0.5, std=0.5), i.e.
 # (x - 127.5) / 127.5 -> [-1, 1].  (The older MXNet recipes used (x - 127.5) / 128.)
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 127.5
+COIN_BLOCK = 4096  # flip coins drawn per block of sample indices (a few µs per block)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 H x W x 3 RGB -> float32 3 x H x W in [-1, 1] (InsightFace normalisation)."""
-    array = (image.astype(np.float32) - PIXEL_MEAN) / PIXEL_SCALE
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return normalize_chw(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+
+
+def normalize_chw(image: torch.Tensor) -> torch.Tensor:
+    """uint8 3 x H x W (any strides) -> contiguous float32 (x - 127.5) / 127.5.
+
+    One conversion pass and two in-place float32 passes; the floats equal numpy's
+    ``(x.astype(np.float32) - 127.5) / 127.5`` (the same two IEEE operations per pixel).
+    """
+    out = torch.empty(image.shape, dtype=torch.float32)
+    out.copy_(image)
+    return out.sub_(PIXEL_MEAN).div_(PIXEL_SCALE)
 
 
 def fit_to_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -89,12 +101,30 @@ class RecordDataset(Dataset):
         return len(self.source)
 
     def flips(self, index: int) -> bool:
-        """Whether sample ``index`` is mirrored this epoch: a coin from Generator(seed, epoch, index)."""
+        """Whether sample ``index`` is mirrored this epoch: a coin from Generator(seed, epoch, index).
+
+        Coins are drawn for a block of ``COIN_BLOCK`` indices at once (:func:`flip_coins`, the same
+        bits as one Generator per sample at a fiftieth of the cost) and kept for the epoch.
+        """
         if not self.flip:
             return False
-        return bool(np.random.default_rng([self.seed, self.epoch, int(index)]).random() < 0.5)
+        index = int(index)
+        coins = getattr(self, "_coins", None)
+        if coins is None or coins["drawn_for"] != (self.seed, self.epoch):
+            coins = self._coins = {"drawn_for": (self.seed, self.epoch)}
+        block = index // COIN_BLOCK
+        if block not in coins:
+            coins[block] = flip_coins(self.seed, self.epoch, np.arange(block * COIN_BLOCK, (block + 1) * COIN_BLOCK))
+        return bool(coins[block][index - block * COIN_BLOCK])
 
     def __getitem__(self, index: int):
+        if hasattr(self.source, "decode_tensor"):
+            image, label = self.source.decode_tensor(int(index))
+            if tuple(image.shape[1:]) != self.input_size:
+                image = torch.from_numpy(fit_to_size(image.permute(1, 2, 0).numpy(), self.input_size)).permute(2, 0, 1)
+            if self.flips(index):
+                image = image.flip(2)
+            return normalize_chw(image), torch.tensor(int(label), dtype=torch.int64)
         image, label = self.source.decode(int(index))
         image = fit_to_size(image, self.input_size)
         if self.flips(index):
