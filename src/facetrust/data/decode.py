@@ -6,18 +6,37 @@ per-image Python work (plugin probing, marker parsing, ``convert``, array export
 faster on 112×112 faces.  Its pixels are PIL's: both run libjpeg-turbo's default (accurate
 integer IDCT, fancy upsampling), which ``tests/test_decode.py`` checks on the synthetic faces and
 on natural images.  Everything else (PNG, CMYK JPEGs, what libjpeg refuses) goes through PIL's
-``convert("RGB")``, as before.
+``convert("RGB")``, as before.  torchvision 0.29 deprecates its image decoders in favour of
+TorchCodec; where ``torchvision.io.decode_jpeg`` is gone, every image goes through PIL (same
+pixels, slower).
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 
 from facetrust.errors import InputError
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_decode_jpeg = None  # torchvision.io.decode_jpeg once looked up; False when unavailable
+
+
+def _jpeg_decoder():
+    global _decode_jpeg
+    if _decode_jpeg is None:
+        try:
+            from torchvision.io import decode_jpeg
+
+            # Deprecated since torchvision 0.29 (TorchCodec supersedes it); the pinned release has it.
+            warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                                    category=DeprecationWarning)
+            _decode_jpeg = decode_jpeg
+        except ImportError:
+            _decode_jpeg = False
+    return _decode_jpeg
 
 
 def _pil_rgb(payload: bytes, where: str) -> np.ndarray:
@@ -37,9 +56,8 @@ def decode_rgb_tensor(payload: bytes, where: str = "image"):
     """
     import torch
 
-    if payload[:3] == _JPEG_MAGIC:
-        from torchvision.io import decode_jpeg
-
+    decode_jpeg = _jpeg_decoder() if payload[:3] == _JPEG_MAGIC else False
+    if decode_jpeg:
         try:
             image = decode_jpeg(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
         except RuntimeError:
