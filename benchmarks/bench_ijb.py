@@ -208,7 +208,7 @@ def main() -> None:
         print(f"scaling (wall): {points}; exponent {result['scaling']['exponent_wall']:.2f} "
               f"(CPU {result['scaling']['exponent_cpu']:.2f})")
         stages = result["stages"]
-        print(f"stages: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s")))
+        print("stages: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s")))
         print(f"floor: {stages['floor_flops'] / 1e9:.1f} GFLOP at {result['sgemm_gflops']:.0f} GFLOP/s + one pass "
               f"= {result['floor_s']:.2f} s; ours scores {stages['score_flops'] / 1e9:.1f} GFLOP; "
               f"whole run {ours['wall_s'] / result['floor_s']:.1f}x the floor")

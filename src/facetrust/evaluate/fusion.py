@@ -147,7 +147,7 @@ def confidence_from_uncertainty(uncertainty: np.ndarray, what: str = "uncertaint
     return 1.0 / uncertainty
 
 
-def group_matrix(group_index: np.ndarray, n_groups: int, weights: np.ndarray | None = None) -> sp.csr_matrix:
+def group_matrix(group_index: np.ndarray, n_groups: int, weights: np.ndarray | None = None):
     """Sparse (n_groups × N) matrix with ``weights[i]`` at (group_index[i], i): ``M @ X`` sums rows by group."""
     import scipy.sparse as sp
 
