@@ -217,9 +217,9 @@ def test_embeddings_may_be_stored_in_another_order_or_with_a_directory_prefix(tm
 
 
 def test_gram_pair_scores_span_several_template_blocks(monkeypatch):
-    import facetrust.evaluate.ijb as ijb_module
+    import facetrust.evaluate.pair_scoring as scoring
 
-    monkeypatch.setattr(ijb_module, "GRAM_SLAB_BYTES", 4 * 50 * 7)  # 7 templates per block
+    monkeypatch.setattr(scoring, "GRAM_SLAB_BYTES", 4 * 50 * 7)  # 7 templates per block
     rng = np.random.default_rng(1)
     ids = rng.permutation(50) + 1000
     feats = rng.standard_normal((50, 6)).astype(np.float32)

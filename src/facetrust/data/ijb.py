@@ -242,7 +242,8 @@ def _pairs_with_images(pair_path: Path, tid_path: Path, pair: pd.DataFrame, all_
     return pairs, labels
 
 
-def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None, on_bad_image: str = "fail") -> IJBProtocol:
+def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None, on_bad_image: str = "fail", *,
+                      cache: bool = True) -> IJBProtocol:
     """Read the three meta files of protocol ``name`` (``"ijbc"``, ``"ijbb"``) under ``ijb_dir``.
 
     Raises :class:`InputError` naming the file and line for a missing file, a wrong field count,
@@ -252,15 +253,24 @@ def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None, on_bad_image
     A row with unusable landmarks (NaN, infinite, all five points equal) or detector score (not
     positive and finite) is an error under ``on_bad_image="fail"``; under ``"skip"`` the image is
     left out, logged and listed in ``skipped``, and so are the pairs of a template left empty.
+    ``cache``: under ``on_bad_image="fail"`` a large protocol that passed every check is served
+    from (and stored into) the decoded-protocol cache (:func:`facetrust.data.ijb_cache.cached_protocol`,
+    keyed by the files' content); the result is the same either way.
     """
     ijb_dir = Path(ijb_dir)
     name = name or find_protocol_name(ijb_dir)
     policy = BadImagePolicy(on_bad_image, stage=f"IJB protocol {name}")
     meta = ijb_dir / "meta"
-    tid_path = meta / FACE_TID_MID.format(name=name)
-    pts_path = meta / NAME_5PTS_SCORE.format(name=name)
-    pair_path = meta / TEMPLATE_PAIR_LABEL.format(name=name)
+    paths = tuple(meta / pattern.format(name=name) for pattern in (FACE_TID_MID, NAME_5PTS_SCORE, TEMPLATE_PAIR_LABEL))
+    if cache and on_bad_image == "fail" and all(path.is_file() for path in paths):
+        from facetrust.data.ijb_cache import cached_protocol
 
+        return cached_protocol(paths, name, lambda: _parse_protocol(name, *paths, policy), IJBProtocol)
+    return _parse_protocol(name, *paths, policy)
+
+
+def _parse_protocol(name: str, tid_path: Path, pts_path: Path, pair_path: Path, policy: BadImagePolicy) -> IJBProtocol:
+    """Parse and check the three text files (see :func:`read_ijb_protocol`)."""
     tid = _read_table(tid_path, [str, int, int])
     pts = _read_table(pts_path, [str] + [float] * 11)
     pair = _read_table(pair_path, [int, int, int])

@@ -67,8 +67,10 @@ def _check_pixels(height: int, width: int, where: str, max_pixels: int) -> None:
 def _decode_jpeg(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
     try:
         height, width, colorspace, _subsampling = simplejpeg.decode_jpeg_header(payload)
-    except ValueError as exc:
-        raise InputError(f"{where}: not a decodable JPEG: {exc}") from None
+    except ValueError:
+        # libjpeg-turbo's header reader refuses some valid files (e.g. CMYK JPEGs without a
+        # subsampling it knows); Pillow reads those, checking the size from the header first.
+        return _decode_pil(payload, where, max_pixels)
     _check_pixels(height, width, where, max_pixels)
     try:
         if colorspace in _PIL_JPEG_COLORSPACES:

@@ -275,5 +275,12 @@ class InsightFaceRecord:
         payload, label = self.read(i)
         return decode_image(payload, self.reader.rec_path, f"key {int(self.image_keys[i])}"), label
 
+    def decode_tensor(self, i: int):
+        """Image ``i`` as a 3 x H x W uint8 ``torch.Tensor`` (the training sample path), and its class."""
+        import torch
+
+        image, label = self.decode(i)
+        return torch.from_numpy(image).permute(2, 0, 1), label
+
     def close(self) -> None:
         self.reader.close()
