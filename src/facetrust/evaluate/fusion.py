@@ -166,10 +166,11 @@ def weighted_group_sum(group_index: np.ndarray, n_groups: int, weights: np.ndarr
     """Σ_i weights[i]·x[i] over the rows of each group, float64 (n_groups, D).
 
     The same floats as ``group_matrix(group_index, n_groups, weights) @ x.astype(np.float64)``:
-    the rows are put in group order (stable, so each group keeps its row order) and the sparse
-    product is taken a block of whole groups at a time, so only ``block_rows`` rows are converted
-    to float64 at once and each block is one pass over contiguous full-width rows (the product
-    adds a group's terms one by one in row order, whichever block it runs in).
+    the sparse product is taken a block of whole groups at a time, so only ``block_rows`` rows are
+    converted to float64 at once and each block is one pass over contiguous full-width rows (the
+    product adds a group's terms one by one in row order, whichever block it runs in).  Rows of a
+    group must be contiguous (IJB lists a template's images together, in any template order); if
+    they are not, rows are first put in group order (stable, keeping each group's row order).
     """
     import scipy.sparse as sp
 
@@ -180,11 +181,12 @@ def weighted_group_sum(group_index: np.ndarray, n_groups: int, weights: np.ndarr
     if n == 0:
         return out
     order = None
-    if not bool((group_index[1:] >= group_index[:-1]).all()):
+    starts = np.flatnonzero(np.r_[True, group_index[1:] != group_index[:-1]])
+    if starts.size != np.unique(group_index[starts]).size:  # some group's rows are not contiguous
         order = np.argsort(group_index, kind="stable")
         group_index = group_index[order]
         x = np.asarray(x)  # rows are gathered out of order: read a streamed matrix whole
-    starts = np.flatnonzero(np.r_[True, group_index[1:] != group_index[:-1]])
+        starts = np.flatnonzero(np.r_[True, group_index[1:] != group_index[:-1]])
     bounds = np.append(starts, n)
     groups = group_index[starts]
     block_first = np.unique(np.searchsorted(starts, np.arange(0, n, block_rows), side="right") - 1)

@@ -118,7 +118,8 @@ def template_features(
             image_weight = image_weight * np.asarray(detector_scores, dtype=np.float64)
         image_weight = _mean_pooling_weights(template_index, media_ids, image_weight)
         pooled = weighted_group_sum(template_index, n_templates, image_weight, embeddings)
-        return unique_ids, l2_normalize(pooled).astype(np.float32)
+        pooled /= np.maximum(np.sqrt(np.einsum("ij,ij->i", pooled, pooled)), 1e-12)[:, None]  # l2_normalize, in place
+        return unique_ids, pooled.astype(np.float32)
 
     if uncertainty is None:
         raise InputError(f"pooling={pooling!r} needs per-image uncertainty")

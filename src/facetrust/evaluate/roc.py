@@ -86,7 +86,9 @@ def _roc_from_sorted_classes(genuine: np.ndarray, scores: np.ndarray):
     np.not_equal(impostor[1:], impostor[:-1], out=new_run[1:])
     run_start = np.flatnonzero(new_run)  # ascending runs of equal impostor scores
     del new_run
-    run_count = np.diff(run_start, append=n_impostor)
+    run_count = np.empty_like(run_start)  # run lengths, without np.diff's concatenated copy
+    np.subtract(run_start[1:], run_start[:-1], out=run_count[:-1])
+    run_count[-1] = n_impostor - run_start[-1]
     n_runs = run_start.size
     # Genuine values: either on an impostor run (shared) or inserted before run ``run_at``.
     genuine_values, genuine_counts = _value_runs(genuine_sorted)
