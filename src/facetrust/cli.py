@@ -193,7 +193,7 @@ def cmd_import_model(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from facetrust.models.onnx_model import run_export_onnx
+    from facetrust.models.export import run_export_onnx
 
     _set_threads(args.threads)
     summary = run_export_onnx(Path(args.model), Path(args.out), feature_map=args.feature_map, opset=args.opset,

@@ -86,7 +86,9 @@ def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict
     if kind in (None, "none"):
         return None, None
     factory = MODEL_UNCERTAINTIES.get(kind)  # an unknown kind fails before the model's heads are built
-    return factory(config, extras, *load_margin(config, extras)), kind
+    # a pretrained backbone comes without its margin head: the estimates that need it say so
+    margin_parts = load_margin(config, extras) if extras.get("head") is not None else (None, None)
+    return factory(config, extras, *margin_parts), kind
 
 
 @torch.no_grad()

@@ -183,4 +183,6 @@ def ijb_table_test_set(section):
 
 def ijbb_rows():
     """Rows of results/ijbb_table.csv: its own `variants`, else those of ijbc_table."""
-    return _rows("ijbb_table" if config["report"]["ijbb_table"]["variants"] else "ijbc_table")
+    return _rows(
+        "ijbb_table" if config["report"]["ijbb_table"]["variants"] else "ijbc_table"
+    )

@@ -109,6 +109,9 @@ def infer_iresnet(state: Mapping[str, torch.Tensor], path: Path | str = "state d
         if key not in state:
             raise InputError(f"{path}: key {key!r} missing: not an InsightFace iResNet state dict "
                              f"(keys start {', '.join(list(state)[:4])})")
+    if state["conv1.weight"].dim() != 4 or state["fc.weight"].dim() != 2:
+        raise InputError(f"{path}: conv1.weight / fc.weight have shapes {tuple(state['conv1.weight'].shape)} / "
+                         f"{tuple(state['fc.weight'].shape)}: not an iResNet's")
     blocks = [set() for _ in range(4)]
     for key in state:
         match = _LAYER_KEY.match(key)

@@ -154,6 +154,9 @@ MODEL_UNCERTAINTIES.register("magface")(_feature_norm)
 @MODEL_UNCERTAINTIES.register("entropy")
 def _entropy(config, extras, margin, scale_predictor) -> Estimator:
     """Entropy of softmax(s·cos θ) against the trained class centres (the margin head's weight)."""
+    if margin is None:
+        raise InputError(f"{extras['path']}: uncertainty 'entropy' needs the class centres, which a pretrained "
+                         f"backbone file does not hold")
     centres = margin.weight.detach()
     scale = float(config["head"].get("s", 64.0))
     return lambda embedding, feature_map: classifier_entropy(embedding, centres, scale).float().numpy()
