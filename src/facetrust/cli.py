@@ -90,7 +90,7 @@ def cmd_align(args) -> None:
 
     summary = run_align(
         Path(args.ijb), args.name, Path(args.out), output_size=args.size,
-        method=args.detector, threads=args.threads,
+        method=args.detector, threads=args.threads, no_face=args.no_face, min_score=args.min_score,
     )
     print(json.dumps(summary, indent=2, default=str))
 
@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=["landmarks", "mtcnn"], default="landmarks",
                    help="landmarks: the set's own 5-point file; mtcnn: re-detect with MTCNN "
                         "(falls back to the set's points where no face is found)")
+    p.add_argument("--no-face", choices=["landmarks", "error"], default="landmarks",
+                   help="mtcnn: where no face is found, use the set's own points (landmarks) or stop (error)")
+    p.add_argument("--min-score", type=float, default=0.9,
+                   help="mtcnn: faces this confident are subject candidates (the one nearest the centre wins)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_align)
 
