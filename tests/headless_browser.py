@@ -5,6 +5,7 @@ screenshots.  Used by the report tests; Chromium comes from Debian's package (`m
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -24,19 +25,28 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _above_nine(fd: int) -> int:
+    """``fd`` moved to a number above 9, so that redirecting the child's fds 3 and 4 cannot
+    overwrite one pipe end with the other."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
+
+
 class Browser:
     """One Chromium process with one page; ``errors`` collects console errors and exceptions."""
 
     def __init__(self, executable: str, timeout: float = 60.0):
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="facetrust-chromium-")
-        to_browser_r, self._to_browser = os.pipe()
-        self._from_browser, from_browser_w = os.pipe()
+        to_browser_r, self._to_browser = (_above_nine(fd) for fd in os.pipe())
+        self._from_browser, from_browser_w = (_above_nine(fd) for fd in os.pipe())
 
         # The DevTools pipe: the browser reads fd 3 and writes fd 4; the shell puts our pipe ends there.
         command = " ".join(shlex.quote(a) for a in [executable, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}",
                                                       "about:blank"])
-        self.process = subprocess.Popen(["sh", "-c", f"exec {command} 3<&{to_browser_r} 4>&{from_browser_w}"],
+        # bash, not sh: dash redirects single-digit fds only, and our pipe ends sit above 9
+        self.process = subprocess.Popen(["bash", "-c", f"exec {command} 3<&{to_browser_r} 4>&{from_browser_w}"],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         pass_fds=(to_browser_r, from_browser_w))
         os.close(to_browser_r)
