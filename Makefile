@@ -8,7 +8,7 @@ CORES ?= all
 TARGET ?= results/ijbc_table.csv
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install install-test mxnet-reference all-reports dag install-profile lint slurm-deps browser-deps
+.PHONY: run test install install-test mxnet-reference all-reports dag install-profile lint slurm-deps bench browser-deps
 
 ## run: create .venv, install pinned deps, run the main job on the embedded default
 run: install
@@ -42,6 +42,12 @@ install-test: $(VENV)/.installed-test
 $(VENV)/.installed-test: $(VENV)/.installed envs/requirements-test.txt
 	$(BIN)/pip install --quiet -r envs/requirements-test.txt
 	touch $@
+
+## bench: every benchmark beside its reference (IJB-C-scale 1:1, reject curve, RecordIO decode vs MXNet,
+##        CPU throughput, Bessel, GPU iResNet-50 when a GPU is present); one table of figures and ratios.
+##        One BLAS/OpenMP thread; about 10-15 min on 2 cores (the first run also generates 1.2 GB of data).
+bench: install mxnet-reference
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run_all.py
 
 ## mxnet-reference: real MXNet (1.9.1, numpy<1.24) in its own venv, the RecordIO reference of the tests
 mxnet-reference: .venv-mxnet/.installed

@@ -134,3 +134,38 @@ def test_truncated_bin_is_input_error(tmp_path):
     (tmp_path / "cut.bin").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"cut\.bin: not a safe"):
         load_bin(tmp_path / "cut.bin")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x80\x02Nr" + struct.pack("<I", 400_000_000) + b".", "memo index 400000000 at byte 3 is impossible"),
+        (b"\x80\x02" + b"N0" * 5 + b"h\x0e.", "memo index 14 but the stream has only 13 opcodes"),
+        (b"\x80\x04\x95" + struct.pack("<Q", 1 << 40) + b"N.", "frame of 1099511627776 bytes"),
+        (b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"abc.", "expected 1099511627776 bytes in a bytes8"),
+        (b"", "empty file"),
+    ],
+)
+def test_sizes_in_the_pickle_are_bounded_by_the_file_size(tmp_path, data, message):
+    path = tmp_path / "bomb.bin"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=message):
+        load_bin(path)
+
+
+def test_a_pickle_cannot_rewrite_the_stand_ins_for_later_loads(tmp_path):
+    # GLOBAL numpy.ndarray, then BUILD with a slot state {'__init__': None}: setattr on the class
+    evil = b"\x80\x02cnumpy\nndarray\nN}X\x08\x00\x00\x00__init__Ns\x86b."
+    path = tmp_path / "poison.bin"
+    path.write_bytes(evil)
+    with pytest.raises(InputError, match="may not set attribute '__init__'"):
+        load_bin(path)
+    write_bin(tmp_path / "ok.bin", BINS, ISSAME)
+    assert load_bin(tmp_path / "ok.bin") == (BINS, ISSAME)
+
+
+def test_ragged_issame_is_input_error_not_value_error(tmp_path):
+    path = tmp_path / "ragged.bin"
+    path.write_bytes(pickle.dumps(([b"a", b"b"], [[], ()]), protocol=0))
+    with pytest.raises(InputError, match=r"issame\[0\] is \[\], expected a bool"):
+        load_bin(path)

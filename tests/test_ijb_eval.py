@@ -217,9 +217,9 @@ def test_embeddings_may_be_stored_in_another_order_or_with_a_directory_prefix(tm
 
 
 def test_gram_pair_scores_span_several_template_blocks(monkeypatch):
-    import facetrust.evaluate.ijb as ijb_module
+    import facetrust.evaluate.pair_scoring as scoring
 
-    monkeypatch.setattr(ijb_module, "GRAM_SLAB_BYTES", 4 * 50 * 7)  # 7 templates per block
+    monkeypatch.setattr(scoring, "GRAM_SLAB_BYTES", 4 * 50 * 7)  # 7 templates per block
     rng = np.random.default_rng(1)
     ids = rng.permutation(50) + 1000
     feats = rng.standard_normal((50, 6)).astype(np.float32)
@@ -227,3 +227,21 @@ def test_gram_pair_scores_span_several_template_blocks(monkeypatch):
     rows = {t: k for k, t in enumerate(ids)}
     want = np.array([feats[rows[a]] @ feats[rows[b]] for a, b in pairs])
     np.testing.assert_allclose(pair_scores(ids, feats, pairs, method="gram"), want, rtol=1e-5, atol=1e-6)
+
+
+def test_skip_policy_drops_bad_rows_and_the_pairs_of_emptied_templates(tmp_path):
+    write_ijb_dir(tmp_path, "ijbc", ["1.jpg", "2.jpg", "3.jpg", "4.jpg"], [5, 5, 6, 7], [50, 51, 60, 70],
+                  [0.9, 0.0, float("nan"), 0.8], [(5, 6), (5, 7), (6, 7)], [0, 1, 0])
+    with pytest.raises(InputError, match=r"name_5pts_score.txt: line 2: image '2.jpg': detector score 0.0"):
+        read_ijb_protocol(tmp_path, "ijbc")
+    p = read_ijb_protocol(tmp_path, "ijbc", on_bad_image="skip")
+    assert p.images.tolist() == ["1.jpg", "4.jpg"] and p.skipped == ("2.jpg", "3.jpg")
+    assert p.pairs.tolist() == [[5, 7]] and p.labels.tolist() == [1]  # template 6 lost its only image
+    assert p.landmark_lines.tolist() == [1, 4]
+
+
+def test_image_names_that_leave_loose_crop_are_refused_in_any_policy(tmp_path):
+    write_ijb_dir(tmp_path, "ijbc", ["a/1.jpg", "a/../../2.jpg"], [5, 6], [50, 60], [1, 1], [(5, 6)], [0])
+    for policy in ("fail", "skip"):
+        with pytest.raises(InputError, match=r"face_tid_mid.txt: line 2: image name 'a/../../2.jpg'"):
+            read_ijb_protocol(tmp_path, "ijbc", on_bad_image=policy)

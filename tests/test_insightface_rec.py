@@ -129,3 +129,28 @@ def test_insightface_record_works_in_dataloader_workers(tmp_path):
     loader = torch.utils.data.DataLoader(_Images(record), batch_size=2, num_workers=2)
     labels = torch.cat([batch[1] for batch in loader]).tolist()
     assert labels == LABELS
+
+
+@pytest.mark.parametrize("label", [float("nan"), 1e30, -1.0, 2.5])
+def test_labels_that_are_not_class_indices_are_refused_even_without_property(tmp_path, label):
+    with IndexedRecordIOWriter(tmp_path / "train.idx", tmp_path / "train.rec") as writer:
+        for key, value in enumerate([0.0, label]):
+            writer.write_idx(key, pack(IRHeader(0, value, key, 0), jpeg(COLOURS[0])))
+    dataset = InsightFaceRecord(tmp_path)  # no header, no property: num_classes comes from labels
+    with pytest.raises(InputError, match="train.rec key 1: label .* is not a class index"):
+        dataset.labels
+    with pytest.raises(InputError, match="key 1: label"):
+        dataset.read(1)
+
+
+def test_header_that_leaves_records_out_is_refused(tmp_path):
+    write_insightface_dataset(tmp_path, samples(), num_classes=4, image_size=(12, 10))
+    with IndexedRecordIOWriter(tmp_path / "x.idx", tmp_path / "x.rec") as writer:
+        reader = IndexedRecordIOReader(tmp_path / "train.idx", tmp_path / "train.rec")
+        for key, record in reader:  # header (7, 11) becomes (3, 5): images 3..6 would vanish
+            writer.write_idx(key, pack(IRHeader(2, (3.0, 5.0), 0, 0), b"") if key == 0 else record)
+        reader.close()
+    (tmp_path / "x.idx").replace(tmp_path / "train.idx")
+    (tmp_path / "x.rec").replace(tmp_path / "train.rec")
+    with pytest.raises(InputError, match=r"header \(A=3, B=5\) covers keys 0..4, but the index has 6 more"):
+        InsightFaceRecord(tmp_path)

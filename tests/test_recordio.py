@@ -213,3 +213,21 @@ def test_indexed_reader_pickles_without_handle_and_works_after_fork(tmp_path):
     child.join(timeout=30)
     assert got == records[9]
     assert reader.read_idx(1) == records[1]  # the parent's handle still works
+
+
+def test_damaged_length_word_is_refused_before_allocating(tmp_path):
+    import tracemalloc
+
+    rec = tmp_path / "x.rec"
+    with RecordIOWriter(rec) as writer:
+        writer.write(b"a" * 16)
+    data = bytearray(rec.read_bytes())
+    data[4:8] = struct.pack("<I", (1 << 29) - 1)  # a 512 MB record in a 24-byte file
+    rec.write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=r"length 536870911 at offset 0 runs past the end of the file"):
+            list(RecordIOReader(rec))
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    finally:
+        tracemalloc.stop()

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from facetrust.errors import InputError
+from facetrust.errors import ConfigError, InputError
 from facetrust.registry import LazyChoices
 
 # CLI choices come from the registries (facetrust.registry), like the params schema's enums.
@@ -62,8 +62,13 @@ def cmd_synth(args) -> None:
     params = load_params(args.params) if args.params else {"synth": {}, "seed": 2026}
     overrides = dict(params.get("synth", {}))
     for item in args.set or []:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "[{0123456789-tf" else value
+        key, equals, value = item.partition("=")
+        if not key or not equals:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value) if value[:1] in "[{0123456789-tf" else value
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--set {item!r}: synth.{key}: value is not valid JSON: {error}") from None
     config = SynthConfig.from_dict(overrides)
     seed = args.seed if args.seed is not None else params.get("seed", 2026)
     args.seed = seed  # recorded in the provenance sidecar
@@ -81,7 +86,7 @@ def cmd_data(args) -> None:
     elif args.action == "verify":
         from facetrust.data.verify import verify_dataset
 
-        summary = verify_dataset(args.path, args.out)
+        summary = verify_dataset(args.path, args.out, on_bad_image=args.on_bad_image)
         print(json.dumps(summary, indent=2, default=str))
 
 
@@ -90,7 +95,8 @@ def cmd_align(args) -> None:
 
     summary = run_align(
         Path(args.ijb), args.name, Path(args.out), output_size=args.size,
-        method=args.detector, threads=args.threads, no_face=args.no_face, min_score=args.min_score,
+        method=args.detector, threads=args.threads, on_bad_image=args.on_bad_image, no_face=args.no_face,
+        min_score=args.min_score,
     )
     print(json.dumps(summary, indent=2, default=str))
 
@@ -249,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--jsonl", action="store_true", help="dump: one JSON object per record (the only format)")
     p.add_argument("--out", help="verify: manifest JSON to write")
+    p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
+                   help="verify: stop at the first bad record (fail) or count, log and skip it")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("align", help="5-point alignment of IJB-style loose crops onto the ArcFace template")
@@ -264,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=0.9,
                    help="mtcnn: faces this confident are subject candidates (the one nearest the centre wins)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
+                   help="a bad loose crop, landmark row or detector score: stop (fail) or leave the "
+                        "image out, counted and logged in manifest.json (skip)")
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("train", help="train a backbone with its margin head (DDP-aware under torchrun)")

@@ -104,9 +104,13 @@ def load_params(path: str | Path) -> dict:
     """Read and validate a params file; every problem raises ConfigError naming the file and key."""
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such params file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read params file: {error.strerror or error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return validate_params(params, source=str(path))

@@ -5,6 +5,10 @@ Real files were written by Python 2 (``str`` images, so loading needs ``encoding
 Python 3, some with ``issame`` as a numpy bool array.  A pickle can run any callable it names, so
 the loader's ``find_class`` hands out no real callable at all: only harmless stand-ins for the
 few globals such files name (see ``_ALLOWED``); everything else is refused, never executed.
+Before unpickling, the opcode stream is scanned (``pickletools.genops``, which allocates nothing it
+does not read) and every size the unpickler would allocate by is bounded by the file's size: memo
+indices, frame lengths and byte-string lengths.  A 9-byte file naming memo slot 400,000,000 is
+refused at once instead of costing gigabytes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
+import reprlib
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +38,15 @@ _NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
 _NUMPY_NUMERIC = ("numpy.core.numeric", "numpy._core.numeric")
 
 
-class _Dtype:
+class _FrozenClass(type):
+    """Metaclass of the stand-ins: a pickle's BUILD opcode may set attributes on any object it can
+    name, so a stand-in class must not let a file rewrite it for the files loaded after it."""
+
+    def __setattr__(cls, name, value):
+        raise pickle.UnpicklingError(f"a .bin file may not set attribute {name!r} on {cls.__name__}")
+
+
+class _Dtype(metaclass=_FrozenClass):
     """Stand-in for ``numpy.dtype(name, align, copy)``: only whitelisted dtypes, state checked."""
 
     def __init__(self, name, align=False, copy=True):
@@ -48,7 +62,7 @@ class _Dtype:
             raise pickle.UnpicklingError("numpy dtype state with fields is not allowed in a .bin file")
 
 
-class _Array:
+class _Array(metaclass=_FrozenClass):
     """Stand-in for ``numpy.core.multiarray._reconstruct(ndarray, shape, dtype)`` + its state."""
 
     def __init__(self, subtype, shape, dtype):
@@ -72,7 +86,7 @@ class _Array:
         self.array = np.frombuffer(bytes(raw), dtype=dtype.dtype).reshape(shape)
 
 
-class _NdarrayClass:
+class _NdarrayClass(metaclass=_FrozenClass):
     """Stand-in for ``numpy.ndarray`` as the first argument of ``_reconstruct``."""
 
 
@@ -110,16 +124,66 @@ def _empty_bytes(*args):
     return b""
 
 
+class _StandInFunction:
+    """A stand-in function that a pickle cannot modify (BUILD on a plain function could set its
+    ``__defaults__`` or ``__kwdefaults__`` for every later load)."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function):
+        object.__setattr__(self, "_function", function)
+
+    def __setattr__(self, name, value):
+        raise pickle.UnpicklingError(f"a .bin file may not set attribute {name!r} on a stand-in")
+
+    def __call__(self, *args, **kwargs):
+        return self._function(*args, **kwargs)
+
+
 _ALLOWED = {
     **{(module, "_reconstruct"): _Array for module in _NUMPY_CORE},
-    **{(module, "scalar"): _scalar for module in _NUMPY_CORE},
-    **{(module, "_frombuffer"): _frombuffer for module in _NUMPY_NUMERIC},
+    **{(module, "scalar"): _StandInFunction(_scalar) for module in _NUMPY_CORE},
+    **{(module, "_frombuffer"): _StandInFunction(_frombuffer) for module in _NUMPY_NUMERIC},
     ("numpy", "ndarray"): _NdarrayClass,
     ("numpy", "dtype"): _Dtype,
-    ("_codecs", "encode"): _codecs_encode,
-    ("builtins", "bytes"): _empty_bytes,
-    ("__builtin__", "bytes"): _empty_bytes,
+    ("_codecs", "encode"): _StandInFunction(_codecs_encode),
+    ("builtins", "bytes"): _StandInFunction(_empty_bytes),
+    ("__builtin__", "bytes"): _StandInFunction(_empty_bytes),
 }
+
+# Opcodes that store into or read from the memo at an explicit index (MEMOIZE uses len(memo)).
+_MEMO_INDEX_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
+
+
+def _check_opcodes(data: bytes) -> None:
+    """Scan the pickle's opcodes without building anything; raise UnpicklingError for a memo
+    index, frame or byte string that the file's size cannot account for.
+
+    The C unpickler sizes its memo table by the largest index it is given (16 bytes a slot) and
+    allocates a counted byte string before reading it; ``genops`` only reads what is there.  A
+    writer numbers memo slots 0, 1, 2, ..., one per opcode at most, so an index at or above the
+    number of opcodes in the stream cannot come from a real writer.
+    """
+    size = len(data)
+    opcodes = 0
+    largest_index = -1
+    try:
+        for opcode, arg, pos in pickletools.genops(data):
+            opcodes += 1
+            if opcode.name in _MEMO_INDEX_OPCODES:
+                index = int(arg)
+                if not 0 <= index < size:
+                    raise pickle.UnpicklingError(
+                        f"memo index {index} at byte {pos} is impossible in a {size}-byte file")
+                largest_index = max(largest_index, index)
+            elif opcode.name == "FRAME" and arg > size - pos - 9:  # 9 = opcode + 8-byte length
+                raise pickle.UnpicklingError(
+                    f"frame of {arg} bytes at byte {pos} runs past the end of the {size}-byte file")
+    except ValueError as exc:  # genops: a truncated argument, an unknown opcode
+        raise pickle.UnpicklingError(str(exc)) from None
+    if largest_index >= opcodes:
+        raise pickle.UnpicklingError(
+            f"memo index {largest_index} but the stream has only {opcodes} opcodes")
 
 
 class _BinUnpickler(pickle.Unpickler):
@@ -150,10 +214,14 @@ def _as_bytes(item, path: Path, index: int) -> bytes:
     raise InputError(f"{path}: image {index} is {type(item).__name__}, expected bytes")
 
 
+_short_repr = reprlib.Repr()
+_short_repr.maxlevel, _short_repr.maxstring, _short_repr.maxother = 2, 40, 40
+
+
 def _as_bool(item, path: Path, index: int) -> bool:
     if isinstance(item, (bool, np.bool_)) or (isinstance(item, int) and item in (0, 1)):
         return bool(item)
-    raise InputError(f"{path}: issame[{index}] is {item!r}, expected a bool")
+    raise InputError(f"{path}: issame[{index}] is {_short_repr.repr(item)}, expected a bool")
 
 
 def load_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
@@ -167,18 +235,24 @@ def load_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read .bin set: {exc}") from None
+    if not data:
+        raise InputError(f"{path}: empty file, not a .bin verification set")
     try:
+        _check_opcodes(data)
         # encoding='bytes': Python 2 str (the images) must stay bytes; Python 3 pickles unaffected.
         loaded = _BinUnpickler(io.BytesIO(data), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError) as exc:
+            IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError,
+            RecursionError) as exc:
         raise InputError(f"{path}: not a safe .bin verification set: {exc}") from None
     if not (isinstance(loaded, (tuple, list)) and len(loaded) == 2):
         raise InputError(f"{path}: expected a pickled (bins, issame) pair, got {type(loaded).__name__}")
     raw_bins, raw_issame = (_materialise(v) for v in loaded)
     if not isinstance(raw_bins, (list, tuple)):
         raise InputError(f"{path}: bins is {type(raw_bins).__name__}, expected a list of bytes")
-    if not isinstance(raw_issame, (list, tuple, np.ndarray)) or np.ndim(raw_issame) != 1:
+    # np.ndim would build an array from a ragged list (ValueError); a list is one-dimensional here
+    # and its items are checked one by one below.
+    if not (isinstance(raw_issame, (list, tuple)) or (isinstance(raw_issame, np.ndarray) and raw_issame.ndim == 1)):
         raise InputError(f"{path}: issame is {type(raw_issame).__name__}, expected a list of bool")
     bins = [_as_bytes(item, path, i) for i, item in enumerate(raw_bins)]
     issame = [_as_bool(item, path, i) for i, item in enumerate(list(raw_issame))]

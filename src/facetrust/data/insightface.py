@@ -12,7 +12,7 @@ InsightFace's own test: record 0 with ``flag > 0`` is the header, otherwise ther
 
 from __future__ import annotations
 
-import io
+import math
 import os
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
+from facetrust.data.images import decode_image
 from facetrust.errors import InputError
 from facetrust.io import write_text_atomic
 from facetrust.data.recordio import (
@@ -102,19 +103,61 @@ def write_insightface_dataset(
 
 
 def read_property(path: str | os.PathLike) -> tuple[int, int, int]:
-    """Parse a ``property`` file: ``(num_classes, height, width)``."""
+    """Parse a ``property`` file: ``(num_classes, height, width)``, each a positive integer.
+
+    Raises :class:`InputError` naming the file for anything else (including non-ASCII bytes).
+    """
     path = Path(path)
-    text = path.read_text().strip()
     try:
-        num_classes, height, width = (int(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"{path}: expected 'num_classes,height,width', got {text[:80]!r}") from None
-    return num_classes, height, width
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read property file: {exc.strerror or exc}") from None
+    try:
+        values = tuple(int(v) for v in raw.decode("ascii").strip().split(","))
+        if len(values) != 3 or min(values) < 1:
+            raise ValueError
+    except ValueError:  # UnicodeDecodeError included: the file is not ASCII text
+        raise InputError(
+            f"{path}: expected 'num_classes,height,width' (positive integers), got {raw[:80]!r}"
+        ) from None
+    return values
 
 
-def _label_of(header: IRHeader) -> int:
-    # InsightFace: an array label on an image record holds the class first.
-    return int(header.label if header.flag == 0 else header.label[0])
+def _as_key(value: float, what: str, where: str) -> int:
+    """A header float that must hold a non-negative integer exactly (float32 holds up to 2^24)."""
+    if not (math.isfinite(value) and value == int(value) and 0 <= value <= _MAX_FLOAT32_INT):
+        raise InputError(f"{where}: {what} is {value!r}, not an integer in [0, 2^24]")
+    return int(value)
+
+
+def header_range(head: IRHeader, where: str) -> tuple[int, int]:
+    """``(A, B)`` of an InsightFace header record (``flag >= 2``): image keys ``1..A-1``, identity
+    keys ``A..B-1``.  Raises :class:`InputError` naming ``where`` unless ``1 <= A <= B`` are
+    integers (a NaN, 1e30 or 2.5 in the header is refused here)."""
+    if head.flag < 2:
+        raise InputError(f"{where}: flag {head.flag} and label {head.label}: not an InsightFace "
+                         "header (A, B) with 1 <= A <= B")
+    first_identity = _as_key(head.label[0], "header A (first identity key)", where)
+    end = _as_key(head.label[1], "header B (end of identity keys)", where)
+    if not 1 <= first_identity <= end:
+        raise InputError(f"{where}: header (A={first_identity}, B={end}) is not 1 <= A <= B")
+    return first_identity, end
+
+
+def label_of(header: IRHeader, where: str, num_classes: int | None = None) -> int:
+    """The class of an image record: its scalar label, or the first of its labels (InsightFace).
+
+    Raises :class:`InputError` naming ``where`` for a label that is not a finite non-negative
+    integer below ``num_classes`` (when given): NaN, inf, 1e30, -1 and 2.5 are refused.
+    """
+    value = header.label if header.flag == 0 else (header.label[0] if header.label else math.nan)
+    if not (math.isfinite(value) and value == int(value) and 0 <= value <= _MAX_FLOAT32_INT):
+        raise InputError(f"{where}: label {value!r} is not a class index (an integer in [0, 2^24])")
+    label = int(value)
+    if num_classes is not None and label >= num_classes:
+        raise InputError(f"{where}: label {label} is outside 0..{num_classes - 1} "
+                         f"({num_classes} classes)")
+    return label
 
 
 class InsightFaceRecord:
@@ -141,23 +184,41 @@ class InsightFaceRecord:
 
     def _find_image_keys(self) -> np.ndarray:
         if 0 in self.reader:
-            head = unpack_header(self.reader.read_idx(0), f"{self.reader.rec_path} key 0")
+            where = f"{self.reader.rec_path} key 0"
+            head = unpack_header(self.reader.read_idx(0), where)
             if head.flag > 0:
-                first_identity, end = (int(v) for v in head.label[:2]) if head.flag >= 2 else (0, 0)
-                if head.flag < 2 or not 1 <= first_identity <= end:
-                    raise InputError(
-                        f"{self.reader.rec_path}: key 0 has flag {head.flag} and label "
-                        f"{head.label}: not an InsightFace header (A, B) with 1 <= A <= B"
-                    )
-                missing = [k for k in range(1, end) if k not in self.reader]
-                if missing:
-                    raise InputError(
-                        f"{self.reader.idx_path}: header (A={first_identity}, B={end}) needs keys "
-                        f"1..{end - 1}; {len(missing)} missing, first {missing[0]}"
-                    )
-                self.header = (first_identity, end)
-                return np.arange(1, first_identity, dtype=np.int64)
-        return np.asarray(self.reader.keys, dtype=np.int64)
+                self.header = header_range(head, where)
+                self._check_header_covers_index()
+                return np.arange(1, self.header[0], dtype=np.int64)
+        keys = np.asarray(self.reader.keys, dtype=np.int64)
+        if keys.size == 0:
+            raise InputError(f"{self.reader.idx_path}: no records (an empty training set)")
+        return keys
+
+    def _check_header_covers_index(self) -> None:
+        """The header must account for every record: no key of 1..B-1 missing, no key outside,
+        and identity records (keys A..B-1) that are identity records, not images it would drop."""
+        first_identity, end = self.header
+        where = f"{self.reader.idx_path}: header (A={first_identity}, B={end})"
+        keys = self.reader.keys
+        present = sum(1 for k in keys if 1 <= k < end)
+        if present < end - 1:
+            # at most len(keys) + 1 probes: the loop stops at the first key absent
+            first = next(k for k in range(1, end) if k not in self.reader)
+            raise InputError(f"{where} needs keys 1..{end - 1}; {end - 1 - present} missing, first {first}")
+        outside = [k for k in keys if not 0 <= k < end]
+        if outside:
+            raise InputError(f"{where} covers keys 0..{end - 1}, but the index has {len(outside)} more "
+                             f"(first {outside[0]}): those records would be silently dropped")
+        if first_identity == 1:
+            raise InputError(f"{where}: no image records (an empty training set)")
+        for key in range(first_identity, end):
+            head = unpack_header(self.reader.read_prefix(key, IR_HEADER_SIZE + 8),
+                                 f"{self.reader.rec_path} key {key}")
+            if head.flag < 2:
+                raise InputError(
+                    f"{self.reader.rec_path} key {key}: an image record (flag {head.flag}) where "
+                    f"{where} puts identity records: the header would drop it from training")
 
     @property
     def num_classes(self) -> int:
@@ -177,34 +238,49 @@ class InsightFaceRecord:
         labels = np.empty(len(self.image_keys), dtype=np.int64)
         # flag <= 1 for image records in practice; 8 extra bytes cover a 2-float label.
         prefix = IR_HEADER_SIZE + 8
+        known = self._declared_classes()
         for i, key in enumerate(self.image_keys.tolist()):
-            head = unpack_header(self.reader.read_prefix(key, prefix),
-                                 f"{self.reader.rec_path} key {key}")
-            labels[i] = _label_of(head)
+            where = f"{self.reader.rec_path} key {key}"
+            labels[i] = label_of(unpack_header(self.reader.read_prefix(key, prefix), where), where, known)
         return labels
+
+    def _declared_classes(self) -> int | None:
+        """The number of classes ``property`` or the header declares (None when neither does)."""
+        if self.property is not None:
+            return self.property[0]
+        if self.header is not None:
+            return self.header[1] - self.header[0]
+        return None
 
     def __len__(self) -> int:
         return len(self.image_keys)
 
     def read(self, i: int) -> tuple[bytes, int]:
-        """The encoded image of image ``i`` and its class."""
+        """The encoded image of image ``i`` and its class.
+
+        Raises :class:`InputError` naming the file and key for a label that is not a class index
+        (NaN, inf, negative, non-integral, at or above the declared number of classes).
+        """
         key = int(self.image_keys[i])
-        header, payload = unpack(self.reader.read_idx(key), f"{self.reader.rec_path} key {key}")
-        return payload, _label_of(header)
+        where = f"{self.reader.rec_path} key {key}"
+        header, payload = unpack(self.reader.read_idx(key), where)
+        return payload, label_of(header, where, self._declared_classes())
 
     def decode(self, i: int) -> tuple[np.ndarray, int]:
-        """Image ``i`` decoded to RGB (np.uint8, H x W x 3) and its class."""
-        from PIL import Image
+        """Image ``i`` decoded to RGB (np.uint8, H x W x 3) and its class.
 
+        Raises :class:`InputError` naming the file and key for a bad label or a bad image
+        (:func:`facetrust.data.images.decode_image`: decompression bombs, corrupt JPEG data).
+        """
         payload, label = self.read(i)
-        try:
-            with Image.open(io.BytesIO(payload)) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        except Exception as exc:  # PIL raises several types for a broken image
-            raise InputError(
-                f"{self.reader.rec_path} key {int(self.image_keys[i])}: cannot decode image: {exc}"
-            ) from None
-        return array, label
+        return decode_image(payload, self.reader.rec_path, f"key {int(self.image_keys[i])}"), label
+
+    def decode_tensor(self, i: int):
+        """Image ``i`` as a 3 x H x W uint8 ``torch.Tensor`` (the training sample path), and its class."""
+        import torch
+
+        image, label = self.decode(i)
+        return torch.from_numpy(image).permute(2, 0, 1), label
 
     def close(self) -> None:
         self.reader.close()

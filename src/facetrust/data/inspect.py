@@ -8,15 +8,16 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Iterator, TextIO
 
 from facetrust.errors import InputError
 from facetrust.data.binset import load_bin
-from facetrust.data.insightface import PROPERTY_NAME, read_property
+from facetrust.data.images import decode_image
+from facetrust.data.insightface import PROPERTY_NAME, header_range, read_property
 from facetrust.data.recordio import IndexedRecordIOReader, RecordIOReader, unpack
 
 
@@ -64,8 +65,11 @@ def _inspect_recordio(rec: Path, idx: Path | None) -> dict:
         head, _ = unpack(record, f"{rec} key {key}")
         keys.append(key)
         flag_counts[head.flag] = flag_counts.get(head.flag, 0) + 1
-        if key == 0 and head.flag >= 2:  # InsightFace header record
-            header = (int(head.label[0]), int(head.label[1]))
+        if key == 0 and head.flag >= 2:  # InsightFace header record, if its range is valid
+            try:
+                header = header_range(head, f"{rec} key 0")
+            except InputError as error:  # a plain RecordIO file may hold anything at key 0
+                summary["header_problem"] = str(error)
     summary["records"] = len(keys)
     summary["keys"] = {"min": min(keys), "max": max(keys)} if keys else None
     summary["flags"] = {str(flag): n for flag, n in sorted(flag_counts.items())}
@@ -91,16 +95,10 @@ def _inspect_recordio(rec: Path, idx: Path | None) -> dict:
 
 
 def _inspect_bin(path: Path) -> dict:
-    from PIL import Image
-
     bins, issame = load_bin(path)
     first_size = None
     if bins:
-        try:
-            with Image.open(io.BytesIO(bins[0])) as image:
-                first_size = [image.height, image.width]  # (h, w), as property files
-        except Exception as exc:
-            raise InputError(f"{path}: image 0 cannot be decoded: {exc}") from None
+        first_size = list(decode_image(bins[0], path, "image 0").shape[:2])  # (h, w), as property files
     return {
         "format": "bin",
         "path": str(path),
@@ -114,7 +112,7 @@ def _inspect_bin(path: Path) -> dict:
 
 def _read_columns(path: Path, min_columns: int) -> list[list[str]]:
     rows = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="replace") as handle:
         for line_no, line in enumerate(handle, start=1):
             fields = line.split()
             if not fields:
@@ -176,6 +174,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# JSON has no NaN or infinity; a label that is one is written as this string (float() reads it back).
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _json_label(value: float) -> float | str:
+    return value if math.isfinite(value) else _NON_FINITE[repr(value)]
+
+
 def iter_dump(path: str | os.PathLike) -> Iterator[dict]:
     """The objects :func:`dump_jsonl` writes, one per record (RecordIO) or image (``.bin``)."""
     path = Path(path)
@@ -184,7 +190,8 @@ def iter_dump(path: str | os.PathLike) -> Iterator[dict]:
         rec, idx = recordio
         for key, record in _iter_recordio(rec, idx):
             head, payload = unpack(record, f"{rec} key {key}")
-            labels = [float(head.label)] if head.flag == 0 else [float(v) for v in head.label]
+            labels = [head.label] if head.flag == 0 else list(head.label)
+            labels = [_json_label(float(v)) for v in labels]
             yield {"key": key, "flag": head.flag, "label": labels, "id": head.id,
                    "id2": head.id2, "payload_sha256": _sha256(payload)}
     elif path.suffix == ".bin" and path.is_file():
@@ -200,12 +207,13 @@ def dump_jsonl(path: str | os.PathLike, stream: TextIO) -> int:
     """Write one JSON object per line to ``stream`` (docs/FORMATS.md ``data dump --jsonl``).
 
     RecordIO: ``{"key", "flag", "label", "id", "id2", "payload_sha256"}`` with ``label`` always a
-    list of floats and the hash over the bytes after the IRHeader and its labels; ``key`` is the
+    list of floats (a NaN or infinite label, which JSON cannot hold, is the string ``"NaN"``,
+    ``"Infinity"`` or ``"-Infinity"``, as ``float()`` reads them) and the hash over the bytes after the IRHeader and its labels; ``key`` is the
     ``.idx`` key, or the record ordinal for a ``.rec`` without ``.idx``.  ``.bin``:
     ``{"index", "pair", "issame", "payload_sha256"}``.  Returns the number of lines written.
     """
     count = 0
     for obj in iter_dump(path):
-        stream.write(json.dumps(obj) + "\n")
+        stream.write(json.dumps(obj, allow_nan=False) + "\n")
         count += 1
     return count

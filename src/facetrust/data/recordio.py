@@ -148,6 +148,16 @@ def _read_exact(handle: BinaryIO, n: int) -> bytes:
     return data if data is not None else b""
 
 
+def _file_size(handle: BinaryIO) -> int:
+    try:
+        return os.fstat(handle.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # an in-memory stream
+        position = handle.tell()
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(position)
+        return size
+
+
 def read_record_at(
     handle: BinaryIO, offset: int, path: str | os.PathLike, key: int | None = None
 ) -> tuple[bytes, int]:
@@ -158,6 +168,9 @@ def read_record_at(
     continuation part out of order, an unknown cflag.
     """
     where = f"{path}: record" + (f" key {key}" if key is not None else "") + f" at offset {offset}"
+    # read(n) allocates n bytes before it reads: a damaged length word (up to 512 MB) must be
+    # checked against what the file holds first.
+    size = _file_size(handle)
     handle.seek(offset)
     parts: list[bytes] = []
     pos = offset
@@ -183,11 +196,12 @@ def read_record_at(
                 f"expected {what}"
             )
         padded = (length + 3) & ~3
-        body = _read_exact(handle, padded)
+        left = size - pos - _FRAME.size
+        body = _read_exact(handle, padded) if padded <= left else b""
         if len(body) < padded:
             raise InputError(
                 f"{where}: length {length} at offset {pos} runs past the end of the file "
-                f"(only {len(body)} bytes left)"
+                f"(only {max(left, 0)} bytes left)"
             )
         parts.append(body[:length])
         pos += _FRAME.size + padded

@@ -16,8 +16,18 @@ PIXEL_SCALE = 127.5
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 H x W x 3 RGB -> float32 3 x H x W in [-1, 1] (InsightFace normalisation)."""
-    array = (image.astype(np.float32) - PIXEL_MEAN) / PIXEL_SCALE
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return normalize_chw(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+
+
+def normalize_chw(image: torch.Tensor) -> torch.Tensor:
+    """uint8 3 x H x W (any strides) -> contiguous float32 (x - 127.5) / 127.5.
+
+    One conversion pass and two in-place float32 passes; the floats equal numpy's
+    ``(x.astype(np.float32) - 127.5) / 127.5`` (the same two IEEE operations per pixel).
+    """
+    out = torch.empty(image.shape, dtype=torch.float32)
+    out.copy_(image)
+    return out.sub_(PIXEL_MEAN).div_(PIXEL_SCALE)
 
 
 def fit_to_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:

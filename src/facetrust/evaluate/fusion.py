@@ -28,13 +28,14 @@ MagFace        1 / ‖f‖                              feature norm
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from facetrust.errors import InputError
+from facetrust.npz import StoredRows, load_npz, npz_keys, stored_rows
 from facetrust.registry import Registry
 
 # Template poolings: how image features (and uncertainties) become one template feature.
@@ -48,12 +49,14 @@ POOLINGS.register("kappa")("SCF kappa-weighted sum of unit image features (Eq. 1
 class EmbeddingsFile:
     """The arrays of one embeddings ``.npz`` that evaluation reads, F0/F1 already chosen.
 
-    ``features`` is ``embedding`` (F1) or ``embedding_noflip`` (F0).  Optional arrays are None.
+    ``features`` is ``embedding`` (F1) or ``embedding_noflip`` (F0), an array or, when loaded
+    with ``stream=True``, a :class:`~facetrust.npz.StoredRows` (``np.asarray`` reads it whole).
+    Optional arrays are None.
     """
 
     path: Path
     images: np.ndarray
-    features: np.ndarray
+    features: np.ndarray | StoredRows
     flip: bool
     uncertainty: np.ndarray | None
     uncertainty_kind: str | None
@@ -62,8 +65,8 @@ class EmbeddingsFile:
     issame: np.ndarray | None
 
 
-def _optional(data, key: str, path: Path, rows: int, ndim: int) -> np.ndarray | None:
-    if key not in data.files:
+def _optional(data: dict, key: str, path: Path, rows: int, ndim: int) -> np.ndarray | None:
+    if key not in data:
         return None
     value = np.asarray(data[key])
     if value.ndim != ndim or value.shape[0] != rows:
@@ -71,45 +74,72 @@ def _optional(data, key: str, path: Path, rows: int, ndim: int) -> np.ndarray | 
     return value
 
 
-def load_embeddings(path: str | Path, *, flip: bool = True) -> EmbeddingsFile:
+def first_non_finite_row(features: np.ndarray) -> int | None:
+    """Index of the first row of ``features`` (N, D) holding NaN or inf, or None.
+
+    One BLAS pass of row sums finds the suspects (NaN and inf propagate into a sum; huge finite
+    values may overflow it, so suspects are confirmed element-wise) without an N×D temporary.
+    """
+    if features.dtype not in (np.float32, np.float64) or features.size == 0:
+        finite = np.isfinite(features).reshape(features.shape[0], -1).all(axis=1)
+        return None if finite.all() else int(np.flatnonzero(~finite)[0])
+    sums = features @ np.ones(features.shape[1], dtype=features.dtype)
+    for row in np.flatnonzero(~np.isfinite(sums)):
+        if not np.isfinite(features[row]).all():
+            return int(row)
+    return None
+
+
+def load_embeddings(path: str | Path, *, flip: bool = True, stream: bool = False) -> EmbeddingsFile:
     """Read an embeddings ``.npz`` without pickles; ``flip=False`` selects ``embedding_noflip`` (F0).
 
-    Raises :class:`InputError` naming the file and key for a missing or mis-shaped array.
+    ``stream=True`` leaves an uncompressed feature matrix on disk (:class:`~facetrust.npz.StoredRows`,
+    read a block at a time by :func:`weighted_group_sum`); its rows are checked as they are read.
+    Raises :class:`InputError` naming the file and key for a missing or mis-shaped array, or the
+    row of a non-finite feature.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: embeddings file not found")
+    key = "embedding" if flip else "embedding_noflip"
+    optional = ("uncertainty", "uncertainty_kind", "uncertainty_per_dim", "detector_score", "issame")
     try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise InputError(f"{path}: not a readable .npz without pickles ({error})") from None
-    with data:
-        key = "embedding" if flip else "embedding_noflip"
+        files = npz_keys(path)
         for required in ("image", key):
-            if required not in data.files:
+            if required not in files:
                 hint = " (F0 evaluation needs the unflipped features)" if required == "embedding_noflip" else ""
                 raise InputError(f"{path}: missing key {required!r}{hint}")
+        data = load_npz(path, ["image"] + [name for name in optional if name in files])
         images = np.asarray(data["image"]).astype(str)
-        features = np.asarray(data[key])
-        if features.ndim != 2 or features.shape[0] != images.shape[0]:
-            raise InputError(f"{path}: key {key!r} has shape {features.shape}, expected ({images.shape[0]}, D)")
-        if not np.isfinite(features).all():
-            bad = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
-            raise InputError(f"{path}: key {key!r} row {bad} ({str(images[bad])!r}) is not finite")
-        n = images.shape[0]
-        kind = str(data["uncertainty_kind"]) if "uncertainty_kind" in data.files else None
-        issame = np.asarray(data["issame"]).astype(bool) if "issame" in data.files else None
-        return EmbeddingsFile(
-            path=path,
-            images=images,
-            features=features,
-            flip=flip,
-            uncertainty=_optional(data, "uncertainty", path, n, 1),
-            uncertainty_kind=kind,
-            uncertainty_per_dim=_optional(data, "uncertainty_per_dim", path, n, 2),
-            detector_score=_optional(data, "detector_score", path, n, 1),
-            issame=issame,
-        )
+
+        def refuse_non_finite(start: int, block: np.ndarray) -> None:
+            bad = first_non_finite_row(block)
+            if bad is not None:
+                raise InputError(f"{path}: key {key!r} row {start + bad} ({str(images[start + bad])!r}) is not finite")
+
+        features = stored_rows(path, key, refuse_non_finite) if stream else None
+        if features is None:
+            features = np.asarray(load_npz(path, [key])[key])
+            if features.ndim == 2 and features.shape[0] == images.shape[0]:
+                refuse_non_finite(0, features)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable .npz without pickles ({error})") from None
+    if features.ndim != 2 or features.shape[0] != images.shape[0]:
+        raise InputError(f"{path}: key {key!r} has shape {features.shape}, expected ({images.shape[0]}, D)")
+    n = images.shape[0]
+    kind = str(data["uncertainty_kind"]) if "uncertainty_kind" in data else None
+    issame = np.asarray(data["issame"]).astype(bool) if "issame" in data else None
+    return EmbeddingsFile(
+        path=path,
+        images=images,
+        features=features,
+        flip=flip,
+        uncertainty=_optional(data, "uncertainty", path, n, 1),
+        uncertainty_kind=kind,
+        uncertainty_per_dim=_optional(data, "uncertainty_per_dim", path, n, 2),
+        detector_score=_optional(data, "detector_score", path, n, 1),
+        issame=issame,
+    )
 
 
 def confidence_from_uncertainty(uncertainty: np.ndarray, what: str = "uncertainty") -> np.ndarray:
@@ -122,11 +152,58 @@ def confidence_from_uncertainty(uncertainty: np.ndarray, what: str = "uncertaint
     return 1.0 / uncertainty
 
 
-def group_matrix(group_index: np.ndarray, n_groups: int, weights: np.ndarray | None = None) -> sp.csr_matrix:
+def group_matrix(group_index: np.ndarray, n_groups: int, weights: np.ndarray | None = None):
     """Sparse (n_groups × N) matrix with ``weights[i]`` at (group_index[i], i): ``M @ X`` sums rows by group."""
+    import scipy.sparse as sp
+
     n = group_index.size
     data = np.ones(n, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
     return sp.csr_matrix((data, (group_index, np.arange(n))), shape=(n_groups, n))
+
+
+def weighted_group_sum(group_index: np.ndarray, n_groups: int, weights: np.ndarray, x: np.ndarray,
+                       block_rows: int = 8192) -> np.ndarray:
+    """Σ_i weights[i]·x[i] over the rows of each group, float64 (n_groups, D).
+
+    The same floats as ``group_matrix(group_index, n_groups, weights) @ x.astype(np.float64)``:
+    the sparse product is taken a block of whole groups at a time, so only ``block_rows`` rows are
+    converted to float64 at once and each block is one pass over contiguous full-width rows (the
+    product adds a group's terms one by one in row order, whichever block it runs in).  Rows of a
+    group must be contiguous (IJB lists a template's images together, in any template order); if
+    they are not, rows are first put in group order (stable, keeping each group's row order).
+    """
+    import scipy.sparse as sp
+
+    group_index = np.asarray(group_index)
+    weights = np.asarray(weights, dtype=np.float64)
+    out = np.zeros((n_groups, x.shape[1]), dtype=np.float64)
+    n = group_index.size
+    if n == 0:
+        return out
+    order = None
+    starts = np.flatnonzero(np.r_[True, group_index[1:] != group_index[:-1]])
+    if starts.size != np.unique(group_index[starts]).size:  # some group's rows are not contiguous
+        order = np.argsort(group_index, kind="stable")
+        group_index = group_index[order]
+        x = np.asarray(x)  # rows are gathered out of order: read a streamed matrix whole
+        starts = np.flatnonzero(np.r_[True, group_index[1:] != group_index[:-1]])
+    bounds = np.append(starts, n)
+    groups = group_index[starts]
+    block_first = np.unique(np.searchsorted(starts, np.arange(0, n, block_rows), side="right") - 1)
+    block_first = np.append(block_first, starts.size)
+    most_rows = int(np.diff(bounds[block_first]).max())
+    buffer = np.empty((most_rows, x.shape[1]), dtype=np.float64)  # reused: no new pages per block
+    read_buffer = np.empty((most_rows, x.shape[1]), dtype=x.dtype) if isinstance(x, StoredRows) else None
+    for g0, g1 in zip(block_first[:-1], block_first[1:]):
+        r0, r1 = bounds[g0], bounds[g1]
+        rows = slice(r0, r1) if order is None else order[r0:r1]
+        members = sp.csr_matrix((weights[rows], np.arange(r1 - r0), bounds[g0 : g1 + 1] - r0),
+                                shape=(g1 - g0, r1 - r0))
+        block = buffer[: r1 - r0]
+        source = x[rows] if read_buffer is None else x.read_into(r0, read_buffer[: r1 - r0])
+        np.copyto(block, source)  # float32 -> float64, exactly as astype
+        out[groups[g0:g1]] = members @ block
+    return out
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -21,9 +21,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import auc as area_under_curve
-from tqdm import tqdm
 
 from facetrust.data.ijb import IJBProtocol, read_ijb_protocol
 from facetrust.errors import ConfigError, InputError
@@ -31,16 +28,18 @@ from facetrust.evaluate.fusion import (
     EmbeddingsFile,
     check_pooling,
     confidence_from_uncertainty,
-    group_matrix,
     kappa_fuse,
     l2_normalize,
     load_embeddings,
     pfe_fuse,
     row_norms,
+    weighted_group_sum,
 )
+from facetrust.evaluate.pair_scoring import pair_scores
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
+    area_under_curve,
     plain_float,
     roc_points,
     tar_at_far,
@@ -49,22 +48,12 @@ from facetrust.evaluate.roc import (
 )
 from facetrust.formats import metrics_record
 from facetrust.io import outputs_together, write_json_atomic
-
-PAIR_CHUNK = 16384  # pairs per gather batch: 2 × 16384 × 512 float32 = 64 MiB
-GRAM_SLAB_BYTES = 64 << 20  # one block × T slab of template dot products
+from facetrust.npz import StoredRows
 
 
 def mode_flags(normalize_images: bool, use_detector_score: bool, flip: bool) -> str:
     """InsightFace test-mode name, e.g. ``"N1D1F1"`` (N1 = features *not* normalised)."""
     return f"N{0 if normalize_images else 1}D{int(bool(use_detector_score))}F{int(bool(flip))}"
-
-
-def _sparse_times_dense(matrix, dense: np.ndarray, chunk_cols: int = 64) -> np.ndarray:
-    """``matrix @ dense`` in float64, a few columns at a time so no full float64 copy is made."""
-    out = np.empty((matrix.shape[0], dense.shape[1]), dtype=np.float64)
-    for start in range(0, dense.shape[1], chunk_cols):
-        out[:, start : start + chunk_cols] = matrix @ dense[:, start : start + chunk_cols].astype(np.float64)
-    return out
 
 
 def _mean_pooling_weights(template_index, media_ids, weights) -> np.ndarray:
@@ -94,7 +83,8 @@ def template_features(
     """Pool image features (N, D) into L2-normalised template features.
 
     Returns ``(template_ids_unique, features)``: sorted unique template ids (T,) and float32
-    features (T, D), row k for ``template_ids_unique[k]``.
+    features (T, D), row k for ``template_ids_unique[k]``.  ``embeddings`` may be a
+    :class:`~facetrust.npz.StoredRows` (mean pooling then reads it a block at a time).
 
     ``pooling="mean"`` (InsightFace): x_i ← x_i/‖x_i‖ if ``normalize_images`` (N0); x_i ← s_i·x_i
     with the detector score if ``use_detector_score`` (D1); x_i ← w_i·x_i with ``weights``; then
@@ -105,7 +95,8 @@ def template_features(
     the precision / κ there; N and D are not used.
     """
     check_pooling(pooling)
-    embeddings = np.asarray(embeddings)
+    if not (pooling == "mean" and isinstance(embeddings, StoredRows)):  # mean pooling streams rows
+        embeddings = np.asarray(embeddings)
     template_ids = np.asarray(template_ids)
     media_ids = np.asarray(media_ids)
     n = embeddings.shape[0]
@@ -126,8 +117,9 @@ def template_features(
                 raise InputError("use_detector_score=True (D1) needs detector scores")
             image_weight = image_weight * np.asarray(detector_scores, dtype=np.float64)
         image_weight = _mean_pooling_weights(template_index, media_ids, image_weight)
-        pooled = _sparse_times_dense(group_matrix(template_index, n_templates, image_weight), embeddings)
-        return unique_ids, l2_normalize(pooled).astype(np.float32)
+        pooled = weighted_group_sum(template_index, n_templates, image_weight, embeddings)
+        pooled /= np.maximum(np.sqrt(np.einsum("ij,ij->i", pooled, pooled)), 1e-12)[:, None]  # l2_normalize, in place
+        return unique_ids, pooled.astype(np.float32)
 
     if uncertainty is None:
         raise InputError(f"pooling={pooling!r} needs per-image uncertainty")
@@ -144,56 +136,6 @@ def template_features(
     return unique_ids, kappa_fuse(unit, kappa, template_index, n_templates).astype(np.float32)
 
 
-def _rows_of(template_ids: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
-    rows = pd.Index(template_ids).get_indexer(wanted)
-    if (rows < 0).any():
-        bad = int(np.flatnonzero(rows < 0)[0])
-        raise InputError(f"{what}: pair {bad} names template {wanted[bad]} that has no feature")
-    return rows
-
-
-def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarray, *, chunk: int = PAIR_CHUNK,
-                method: str = "auto", progress: bool = False) -> np.ndarray:
-    """Dot product of the two template features of every pair, (P,) float32.
-
-    ``method="gather"`` gathers both features of ``chunk`` pairs at a time (memory-bound: IJB-C
-    moves 64 GB).  ``method="gram"`` sorts the pairs by first template and, for a block of
-    templates at a time, computes their dot products with all templates by one matrix product
-    (BLAS) and picks the pairs out: T²·D flops instead of P·D gathered floats, which wins when
-    templates are few for the number of pairs (IJB-B/C: T² ≈ 34·P).  ``"auto"`` picks gram
-    when T² ≤ 64·P.  Both give float32 dot products (summation order differs in the last bit).
-    """
-    pairs = np.asarray(pairs)
-    if pairs.ndim != 2 or pairs.shape[1] != 2:
-        raise InputError(f"pairs must be (P, 2), got {pairs.shape}")
-    if method not in ("auto", "gram", "gather"):
-        raise ConfigError(f"pair_scores method: {method!r} is not one of ['auto', 'gram', 'gather']")
-    rows1 = _rows_of(template_ids, pairs[:, 0], "pairs")
-    rows2 = _rows_of(template_ids, pairs[:, 1], "pairs")
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    n_templates = features.shape[0]
-    scores = np.empty(pairs.shape[0], dtype=np.float32)
-    if method == "gram" or (method == "auto" and n_templates**2 <= 64 * pairs.shape[0]):
-        order = np.argsort(rows1, kind="stable")
-        sorted_rows1 = rows1[order]
-        block = max(1, min(n_templates, GRAM_SLAB_BYTES // (4 * n_templates)))
-        starts = range(0, n_templates, block)
-        for start in tqdm(starts, desc="pair scores (gram)", unit="block", disable=not progress):
-            lo, hi = np.searchsorted(sorted_rows1, [start, start + block])
-            if lo == hi:
-                continue
-            slab = features[start : start + block] @ features.T
-            chosen = order[lo:hi]
-            scores[chosen] = slab[rows1[chosen] - start, rows2[chosen]]
-        return scores
-    starts = range(0, pairs.shape[0], chunk)
-    for start in tqdm(starts, desc="pair scores", unit="chunk", disable=not progress):
-        stop = start + chunk
-        first, second = features[rows1[start:stop]], features[rows2[start:stop]]
-        scores[start:stop] = (first[:, None, :] @ second[:, :, None])[:, 0, 0]  # batched dot, BLAS
-    return scores
-
-
 def align_images(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str | Path) -> np.ndarray:
     """Row of ``embedded`` for every name in ``wanted``; names may also match by basename.
 
@@ -201,6 +143,8 @@ def align_images(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str 
     """
     if embedded.shape == wanted.shape and np.array_equal(embedded, wanted):
         return np.arange(wanted.size)
+    import pandas as pd
+
     rows = pd.Index(embedded).get_indexer(wanted) if pd.Index(embedded).is_unique else None
     if rows is None or (rows < 0).any():
         # Embeddings written with a directory prefix ("loose_crop/1.jpg") still match "1.jpg".
@@ -318,7 +262,7 @@ def run_evaluate_ijb(
         raise ConfigError(f"tar_method: {tar_method!r} is not one of ['nearest', 'interpolate', 'strict']")
     check_pooling(pooling)
     protocol = read_ijb_protocol(ijb_dir, name)
-    embeddings = load_embeddings(embeddings_path, flip=flip)
+    embeddings = load_embeddings(embeddings_path, flip=flip, stream=True)
     result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
                           use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
                           progress=True)

@@ -3,10 +3,12 @@
 For each fraction f the ``floor(f · P)`` pairs with the largest pair uncertainty are removed (ties:
 the earlier pair first) and TAR at each FAR is read off ``sklearn.metrics.roc_curve`` of the kept
 pairs with the nearest-FPR convention (``evaluate.roc``).  The result is bit-identical to that
-naive recompute, but the scores are sorted once:
+naive recompute, but nothing is sorted in full:
 
-1. sort all pairs by score once; give every pair its removal rank (position in the uncertainty
-   order), so "kept at f" is ``rank >= floor(f · P)``;
+1. select the top of the score order the largest FAR needs (``np.partition``, then a sort of those
+   pairs only); give every pair a stand-in for its removal rank (position in the uncertainty
+   order) that compares with every ``floor(f · P)`` as the rank would (:func:`threshold_ranks`:
+   a partition at those counts, no argsort), so "kept at f" is ``rank >= floor(f · P)``;
 2. the ROC of the kept pairs is the cumulative count of kept genuine / impostor pairs at the end
    of every group of equal scores that still holds a kept pair, thinned exactly as sklearn's
    ``drop_intermediate`` does;
@@ -129,6 +131,44 @@ def rejection_order(uncertainty: np.ndarray) -> np.ndarray:
     return np.sort(run_id * np.int64(order.size) + order) % order.size
 
 
+def threshold_ranks(uncertainty: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """For every pair a stand-in Y for its removal rank r (position in :func:`rejection_order`)
+    with ``Y >= n  ⇔  r >= n`` for each ``n`` in ``thresholds``: Y = the largest threshold ≤ r (or 0).
+
+    No sort of all pairs: one selection (``np.partition`` at the thresholds) gives the last value
+    removed at each threshold, a binary search places every pair between them, and only pairs
+    tied with one of those values are ordered by index (the tie rule of :func:`rejection_order`).
+    """
+    neg = -np.asarray(uncertainty, dtype=np.float64)  # removal order: ascending neg, then index
+    n_pairs = neg.size
+    cuts = np.unique(np.asarray(thresholds, dtype=np.int64))
+    cuts = cuts[(cuts > 0) & (cuts <= n_pairs)]
+    if cuts.size == 0:
+        return np.zeros(n_pairs, dtype=np.int64)
+    last_removed = np.partition(neg, cuts - 1)[cuts - 1]  # non-decreasing with the threshold
+    values = np.unique(last_removed)
+    slot = np.searchsorted(values, neg)  # boundary values below each pair
+    tied = values[np.minimum(slot, values.size - 1)] == neg
+    # Pairs strictly before each boundary value in the removal order.
+    before = np.cumsum(np.bincount(slot, minlength=values.size + 1))[: values.size]
+    before -= np.bincount(slot[tied], minlength=values.size)
+    # Thresholds whose last removed value is below each pair: from its slot, without a second search.
+    kept_for = np.r_[np.searchsorted(last_removed, values), last_removed.size][slot]
+    tied_pairs = np.flatnonzero(tied)  # ascending index: the tie order
+    if tied_pairs.size:
+        value_of = slot[tied_pairs]
+        order = np.argsort(value_of, kind="stable")
+        tied_pairs, value_of = tied_pairs[order], value_of[order]
+        starts = np.flatnonzero(np.r_[True, value_of[1:] != value_of[:-1]])
+        for first, stop in zip(starts, np.r_[starts[1:], tied_pairs.size]):
+            k = value_of[first]
+            lo, hi = np.searchsorted(last_removed, values[k], "left"), np.searchsorted(last_removed, values[k], "right")
+            # At threshold j with this last value, the first (cut_j - before) tied pairs are removed.
+            tie_rank = np.arange(stop - first)
+            kept_for[tied_pairs[first:stop]] += np.searchsorted(cuts[lo:hi] - before[k], tie_rank, side="right")
+    return np.r_[0, cuts][kept_for]
+
+
 def descending_score_order(scores: np.ndarray) -> np.ndarray:
     """Indices that sort ``scores`` from largest to smallest (order inside ties unspecified).
 
@@ -183,19 +223,34 @@ class RejectCurve:
 
 
 class _SortedPairs:
-    """Pairs sorted once by descending score, with removal ranks and score-group ends."""
+    """The top pairs by descending score (whole groups of equal scores), with removal ranks.
 
-    def __init__(self, scores: np.ndarray, labels: np.ndarray, removal_rank: np.ndarray):
-        order = descending_score_order(scores)  # ties in any order: only group ends matter
+    Only the top ``limit`` pairs (and every pair tied with the last of them) are sorted: a
+    selection (``np.partition``, linear time) finds them, so the cost is O(P + K log K) for the K
+    pairs the largest target FAR needs instead of a sort of all P pairs.  ``size`` is the number of
+    pairs held; ``complete`` says whether they are all P pairs.
+    """
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray, removal_rank: np.ndarray, limit: int | None = None):
+        n_pairs = scores.size
+        if limit is None or limit >= n_pairs:
+            chosen = None
+            order = descending_score_order(scores)  # ties in any order: only group ends matter
+        else:
+            cutoff = np.partition(scores, n_pairs - limit)[n_pairs - limit]
+            chosen = np.flatnonzero(scores >= cutoff)  # the top `limit` pairs and all ties of the last
+            order = chosen[descending_score_order(scores[chosen])]
+        self.total = n_pairs
         sorted_scores = scores[order]
         self.genuine = labels[order].astype(bool)
         self.rank = removal_rank[order]
-        self.size = scores.size
-        # Last position of every run of equal scores (sklearn: np.where(np.diff(y_score))).
-        self.group_ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), self.size - 1]
+        self.size = order.size
+        self.complete = self.size == n_pairs
+        # Runs of equal scores (sklearn: np.where(np.diff(y_score))): last position, run of each pair.
+        new_group = np.diff(sorted_scores) != 0
+        self.group_ends = np.r_[np.flatnonzero(new_group), self.size - 1]
+        self.group_id = np.r_[0, np.cumsum(new_group, dtype=np.int32)]
         self.impostor_cumsum = np.cumsum(~self.genuine)
-        # One cumulative sum yields both counts: a genuine pair adds 2**32 + 1, an impostor 1.
-        self.packed_weight = np.where(self.genuine, np.int64(2**32 + 1), np.int64(1))
 
     def prefix_end(self, impostors_needed: int) -> int:
         """Smallest prefix length ending on a score group that holds ``impostors_needed`` impostors."""
@@ -211,32 +266,33 @@ class _SortedPairs:
         Only points whose ``drop_intermediate`` fate is known are returned; ``complete`` says
         whether the prefix is the whole set (then the curve is exactly sklearn's).
         """
-        kept = self.rank[:length] >= n_rejected
-        packed = np.cumsum(self.packed_weight[:length] * kept)
-        ends = self.group_ends[: int(np.searchsorted(self.group_ends, length - 1, side="right"))]
-        packed_at_end = packed[ends]
-        kept_at_end = packed_at_end & np.int64(0xFFFFFFFF)
-        # A group with no kept pair is no ROC point of the kept set.
-        present = np.diff(kept_at_end, prepend=0) > 0
-        tps = (packed_at_end >> 32)[present]
-        fps = kept_at_end[present] - tps
-        complete = length >= self.size
+        complete = length >= self.size and self.complete
+        kept = np.flatnonzero(self.rank[:length] >= n_rejected)
+        genuine = self.genuine[kept]
+        group = self.group_id[kept]
+        # Each group of equal scores holding a kept pair is one point, at its last kept pair.
+        ends = np.flatnonzero(np.r_[group[1:] != group[:-1], kept.size > 0])
+        tps = np.cumsum(genuine)[ends]
+        fps = ends + 1 - tps
         if complete:
-            if tps.size > 2:  # sklearn: drop_intermediate only when more than two points
-                inner = (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)
-                keep = np.concatenate([[True], inner, [True]])
-                tps, fps = tps[keep], fps[keep]
-        elif tps.size >= 2:
-            # The last point's fate needs the next group: leave it out.
-            inner = (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)
-            keep = np.concatenate([[True], inner])
-            tps, fps = tps[:-1][keep], fps[:-1][keep]
+            if tps.size > 2:  # sklearn's drop_intermediate: keep the ends and every change of step
+                keep = np.r_[True, self._step_changes(fps, tps), True]
+                fps, tps = fps[keep], tps[keep]
+        elif tps.size >= 2:  # the last point's fate needs the next group: leave it out
+            keep = np.r_[True, self._step_changes(fps, tps)]
+            fps, tps = fps[:-1][keep], tps[:-1][keep]
         else:
-            tps, fps = tps[:0], fps[:0]
+            fps, tps = fps[:0], tps[:0]
         zero = np.zeros(1)
         fpr = np.concatenate([zero, fps]) / float(n_impostor)
         tpr = np.concatenate([zero, tps]) / float(n_genuine)
         return fpr, tpr, complete
+
+    @staticmethod
+    def _step_changes(fps: np.ndarray, tps: np.ndarray) -> np.ndarray:
+        """For points 1 .. n-2: does the step after differ from the step before (np.diff(·, 2) != 0)?"""
+        step_f, step_t = np.diff(fps), np.diff(tps)
+        return (step_f[1:] != step_f[:-1]) | (step_t[1:] != step_t[:-1])
 
 
 def _prefix_suffices(fpr: np.ndarray, far_max: float) -> bool:
@@ -279,18 +335,20 @@ def reject_curve(
     n_pairs = scores.size
     genuine = labels.astype(bool)
 
-    removal = rejection_order(uncertainty)
-    rank = np.empty(n_pairs, dtype=np.int64)
-    rank[removal] = np.arange(n_pairs)
-    genuine_removed = np.r_[0, np.cumsum(genuine[removal])]  # genuine among the first k removed
-    pairs = _SortedPairs(scores, genuine, rank)
-
     n_rejected = np.array([rejected_count(f, n_pairs) for f in fractions], dtype=np.int64)
-    n_genuine_kept = int(genuine.sum()) - genuine_removed[n_rejected]
+    rank = threshold_ranks(uncertainty, n_rejected)  # kept at fraction i  ⇔  rank >= n_rejected[i]
+    genuine_removed = np.searchsorted(np.sort(rank[genuine]), n_rejected)
+    n_genuine = int(genuine.sum())
+    impostors_needed = int(np.ceil(far_max * (n_pairs - n_genuine) * 1.1)) + 16
+    # Enough pairs to hold the impostors the largest FAR needs, whatever the genuine pairs among them,
+    # and twice that: the large fractions reject about half of them.
+    pairs = _SortedPairs(scores, genuine, rank, limit=2 * impostors_needed + n_genuine)
+
+    n_genuine_kept = n_genuine - genuine_removed
     n_impostor_kept = (n_pairs - n_rejected) - n_genuine_kept
     tar = np.full((fractions.size, len(fars)), np.nan)
     # Start from the prefix that would serve the unrejected set, with slack; grow on demand.
-    length = pairs.prefix_end(int(np.ceil(far_max * (n_pairs - genuine.sum()) * 1.1)) + 16)
+    length = pairs.prefix_end(impostors_needed)
     for i in tqdm(range(fractions.size), desc="reject fractions", disable=not progress):
         if n_genuine_kept[i] == 0 or n_impostor_kept[i] == 0:
             continue
@@ -299,7 +357,10 @@ def reject_curve(
                                                   int(n_impostor_kept[i]))
             if complete or _prefix_suffices(fpr, far_max):
                 break
-            length = pairs.prefix_end(int(pairs.impostor_cumsum[length - 1]) * 2 + 16)
+            wanted = int(pairs.impostor_cumsum[length - 1]) * 2 + 16
+            if length >= pairs.size and not pairs.complete:  # select more of the score order
+                pairs = _SortedPairs(scores, genuine, rank, limit=wanted + n_genuine)
+            length = pairs.prefix_end(wanted)
         tar[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())
     return RejectCurve(fractions, n_rejected, n_genuine_kept, n_impostor_kept, fars, tar, tar_method)
 

@@ -16,7 +16,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from facetrust.data.insightface import InsightFaceRecord
-from facetrust.data.transforms import fit_to_size, to_tensor
+from facetrust.data.transforms import fit_to_size, normalize_chw, to_tensor
+from facetrust.train.flip_coins import flip_coins
+
+COIN_BLOCK = 4096  # flip coins drawn per block of sample indices (a few µs per block)
 
 class RecordDataset(Dataset):
     """``dataset[i] -> (image tensor 3 x H x W in [-1, 1], label int64 tensor)``.
@@ -50,12 +53,30 @@ class RecordDataset(Dataset):
         return len(self.source)
 
     def flips(self, index: int) -> bool:
-        """Whether sample ``index`` is mirrored this epoch: a coin from Generator(seed, epoch, index)."""
+        """Whether sample ``index`` is mirrored this epoch: a coin from Generator(seed, epoch, index).
+
+        Coins are drawn for a block of ``COIN_BLOCK`` indices at once (:func:`flip_coins`, the same
+        bits as one Generator per sample at a fiftieth of the cost) and kept for the epoch.
+        """
         if not self.flip:
             return False
-        return bool(np.random.default_rng([self.seed, self.epoch, int(index)]).random() < 0.5)
+        index = int(index)
+        coins = getattr(self, "_coins", None)
+        if coins is None or coins["drawn_for"] != (self.seed, self.epoch):
+            coins = self._coins = {"drawn_for": (self.seed, self.epoch)}
+        block = index // COIN_BLOCK
+        if block not in coins:
+            coins[block] = flip_coins(self.seed, self.epoch, np.arange(block * COIN_BLOCK, (block + 1) * COIN_BLOCK))
+        return bool(coins[block][index - block * COIN_BLOCK])
 
     def __getitem__(self, index: int):
+        if hasattr(self.source, "decode_tensor"):
+            image, label = self.source.decode_tensor(int(index))
+            if tuple(image.shape[1:]) != self.input_size:
+                image = torch.from_numpy(fit_to_size(image.permute(1, 2, 0).numpy(), self.input_size)).permute(2, 0, 1)
+            if self.flips(index):
+                image = image.flip(2)
+            return normalize_chw(image), torch.tensor(int(label), dtype=torch.int64)
         image, label = self.source.decode(int(index))
         image = fit_to_size(image, self.input_size)
         if self.flips(index):

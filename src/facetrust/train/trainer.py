@@ -166,21 +166,7 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
 
     epoch, step = 0, 0
     if resuming:
-        state = load_checkpoint(checkpoint_file)
-        saved = TrainConfig.from_dict(state["config"])
-        mismatch = config.differs_from(saved)
-        if mismatch:
-            raise ConfigError(f"{checkpoint_file}: cannot resume, config differs in {', '.join(mismatch)}")
-        model.backbone.load_state_dict(state["backbone"])
-        model.head.load_state_dict(state["head"])
-        if model.scale_head is not None:
-            model.scale_head.load_state_dict(state["scale_head"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"], info.device)
-        epoch, step = int(state["epoch"]), int(state["step"])
+        epoch, step = _resume(checkpoint_file, config, model, optimizer, schedule, scaler, info.device)
         log(f"resuming {checkpoint_file} at epoch {epoch}, step {step}")
 
     if info.is_main:
@@ -190,15 +176,7 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
 
     model = convert_sync_batchnorm(model, info)
     ddp_model = wrap_ddp(model, info)
-    if info.distributed:
-        sampler = SkippingSampler(DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
-                                                     shuffle=True, seed=config.seed, drop_last=True))
-    else:
-        sampler = EpochSampler(len(dataset), config.seed)
-    loader_generator = torch.Generator()
-    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                        num_workers=config.num_workers, worker_init_fn=worker_init,
-                        generator=loader_generator, pin_memory=info.device.type == "cuda")
+    sampler, loader, loader_generator = _loader(dataset, config, info, local_batch)
 
     def payload() -> dict:
         return {
@@ -243,6 +221,38 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
         save_checkpoint(checkpoint_file, payload())
     barrier(info)
     return checkpoint_file
+
+
+def _resume(checkpoint_file: Path, config: TrainConfig, model, optimizer, schedule, scaler, device) -> tuple[int, int]:
+    """Load the state of ``checkpoint_file`` into the run's objects; returns ``(epoch, step)``."""
+    state = load_checkpoint(checkpoint_file)
+    mismatch = config.differs_from(TrainConfig.from_dict(state["config"]))
+    if mismatch:
+        raise ConfigError(f"{checkpoint_file}: cannot resume, config differs in {', '.join(mismatch)}")
+    model.backbone.load_state_dict(state["backbone"])
+    model.head.load_state_dict(state["head"])
+    if model.scale_head is not None:
+        model.scale_head.load_state_dict(state["scale_head"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"], device)
+    return int(state["epoch"]), int(state["step"])
+
+
+def _loader(dataset, config: TrainConfig, info: DistInfo, local_batch: int):
+    """``(sampler, loader, generator)``: shuffled per epoch from the seed (DistributedSampler under DDP)."""
+    if info.distributed:
+        sampler = SkippingSampler(DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                                     shuffle=True, seed=config.seed, drop_last=True))
+    else:
+        sampler = EpochSampler(len(dataset), config.seed)
+    loader_generator = torch.Generator()
+    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
+                        num_workers=config.num_workers, worker_init_fn=worker_init,
+                        generator=loader_generator, pin_memory=info.device.type == "cuda")
+    return sampler, loader, loader_generator
 
 
 def _run_epoch(model, loader, optimizer, schedule, scaler, info, config, epoch, step, stop_at,

@@ -1,0 +1,226 @@
+"""Benchmark: IJB-C-scale 1:1 verification, ``facetrust evaluate ijb`` vs the InsightFace way.
+
+On a generated protocol of IJB-C's exact size (``ijbc_synth.py``: 469,375 images, 23,124
+templates, 15,658,489 pairs, d = 512, cached under ``--work``) it runs, side by side:
+
+- **ours**: the whole ``facetrust evaluate ijb`` process (imports, decoded-protocol cache, streamed
+  embeddings, pooling, pair scores, ROC, metrics and ROC files), best of ``--repeat``; the one-time
+  text parsing (first run on a protocol, before the cache exists) is measured separately;
+- **reference**: ``ijb_reference.py``, the InsightFace ``eval_ijbc.py`` algorithm; the figure
+  compared is its pair scoring + ROC alone (its parsing, loading and pooling are reported too).
+
+It checks that TAR@FAR and AUC agree, prints wall and CPU time, peak memory and the ratio, the
+scaling exponent of ours over 1/8 … 1× the pairs, and the distance to the floor (2·P·d flops at
+the measured sgemm rate + one pass over the scores).  Results go to ``results/ijbc_1to1.json``.
+
+    python benchmarks/bench_ijb.py [--repeat 3] [--quick] [--compare-src DIR]
+
+``--compare-src DIR`` also runs another checkout's ``src`` on the same inputs and checks that the
+metrics and ROC files are byte-identical (how the fast path was verified against the old one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import ijbc_synth
+from harness import add_common_arguments, best_of, child_env, results_dir, run_measured, table, write_result
+
+SCALES = (0.125, 0.25, 0.5, 1.0)
+
+
+def ours_command(protocol: Path, embeddings: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "facetrust.cli", "evaluate", "ijb", "--embeddings", str(embeddings),
+            "--protocol", str(protocol), "--name", ijbc_synth.NAME, "--out", str(out / "metrics.json"),
+            "--roc", str(out / "roc.csv")]
+
+
+def run_ours(protocol: Path, embeddings: Path, out: Path, cache: Path, repeat: int) -> dict:
+    """Best of ``repeat`` warm runs (the protocol cache filled by one untimed run first)."""
+    env = child_env(FACETRUST_CACHE_DIR=str(cache))
+    command = ours_command(protocol, embeddings, out)
+    cold = run_measured(command, env)
+    best = best_of([run_measured(command, env) for _ in range(repeat)])
+    best["cold_wall_s"] = cold["wall_s"]
+    best["metrics"] = json.loads((out / "metrics.json").read_text())
+    return best
+
+
+def parse_seconds(protocol: Path) -> float:
+    """Seconds to parse the protocol text (no cache), in a fresh process, imports excluded."""
+    code = ("import time,sys; from facetrust.data.ijb import read_ijb_protocol; t=time.perf_counter(); "
+            f"read_ijb_protocol(sys.argv[1], {ijbc_synth.NAME!r}, cache=False); print(time.perf_counter()-t)")
+    return float(run_measured([sys.executable, "-c", code, str(protocol)])["stdout"].split()[-1])
+
+
+def run_reference(protocol: Path, embeddings: Path, out: Path) -> dict:
+    command = [sys.executable, str(Path(__file__).with_name("ijb_reference.py")), "--protocol", str(protocol),
+               "--name", ijbc_synth.NAME, "--embeddings", str(embeddings), "--out", str(out / "reference.json")]
+    run = run_measured(command)
+    result = json.loads((out / "reference.json").read_text())
+    result.update({key: run[key] for key in ("wall_s", "cpu_s", "max_rss_mib")})
+    return result
+
+
+def stage_breakdown(protocol: Path, embeddings: Path, cache: Path) -> dict:
+    """Seconds per stage of ours, in one process (``--stages`` mode of this script)."""
+    run = run_measured([sys.executable, __file__, "--stages", str(protocol), str(embeddings)],
+                       child_env(FACETRUST_CACHE_DIR=str(cache)))
+    return json.loads(run["stdout"].splitlines()[-1])
+
+
+def stages_main(protocol: str, embeddings: str) -> None:
+    """Time each stage of ``run_evaluate_ijb`` in this process; print JSON (seconds, flops)."""
+    start = time.perf_counter()
+    from facetrust.data.ijb import read_ijb_protocol
+    from facetrust.evaluate.fusion import load_embeddings
+    from facetrust.evaluate.ijb import template_features
+    from facetrust.evaluate.pair_scoring import pair_scores, template_rows
+    from facetrust.evaluate.roc import roc_points
+
+    times = {"imports_s": time.perf_counter() - start}
+
+    def stage(name, function, *args, **kwargs):
+        begin = time.perf_counter()
+        value = function(*args, **kwargs)
+        times[name] = time.perf_counter() - begin
+        return value
+
+    p = stage("protocol_cached_s", read_ijb_protocol, protocol, ijbc_synth.NAME)
+    e = stage("open_embeddings_s", load_embeddings, embeddings, stream=True)
+    ids, features = stage("pool_s", template_features, e.features, p.template_ids, p.media_ids, p.detector_scores)
+    scores = stage("scores_s", pair_scores, ids, features, p.pairs)
+    stage("roc_s", roc_points, p.labels, scores)
+    begin = time.perf_counter()
+    np.count_nonzero(scores >= np.float32(0.3))
+    times["one_pass_s"] = time.perf_counter() - begin
+    rows = template_rows(ids, p.pairs)
+    used = [np.unique(rows[:, j]).size for j in (0, 1)]
+    times["score_flops"] = 2.0 * used[0] * used[1] * features.shape[1]
+    times["floor_flops"] = 2.0 * p.pairs.shape[0] * features.shape[1]
+    print(json.dumps(times))
+
+
+def sgemm_gflops() -> float:
+    """Single-thread float32 GEMM rate (GFLOP/s) of this machine's BLAS, best of 5."""
+    code = ("import numpy as np,time; a=np.ones((1024,512),np.float32); b=np.ones((512,8192),np.float32); a@b; "
+            "t=min((lambda s: (a@b, time.perf_counter()-s)[1])(time.perf_counter()) for _ in range(5)); "
+            "print(2*1024*8192*512/t/1e9)")
+    return float(run_measured([sys.executable, "-c", code])["stdout"].split()[-1])
+
+
+def agreement(ours: dict, reference: dict) -> dict:
+    """TAR@FAR and AUC of ours vs the reference; differences in genuine pairs."""
+    n_genuine = reference["n_genuine"]
+    rows = {}
+    for far, ref in reference["tar_at_far"].items():
+        mine = ours["tar_at_far"][far]
+        rows[far] = {"ours": mine, "reference": ref, "reference_float32_scores": reference["tar_at_far_float32_scores"][far],
+                     "pairs_apart": round(abs(mine - ref) * n_genuine)}
+    return {"tar_at_far": rows, "equal_at_every_far": all(r["pairs_apart"] == 0 for r in rows.values()),
+            "equal_to_float32_reference": all(r["ours"] == r["reference_float32_scores"] for r in rows.values()),
+            "auc_difference": abs(ours["auc"] - reference["auc"])}
+
+
+def scaling(root: Path, embeddings: Path, work: Path, repeat: int, seed: int) -> dict:
+    """Wall time of ours at each fraction of the pairs, and the fitted exponent of time vs pairs."""
+    points = []
+    for fraction in SCALES:
+        protocol = ijbc_synth.subset(root, fraction, seed)
+        run = run_ours(protocol, embeddings, work / f"out-{fraction:g}", work / "cache", repeat)
+        points.append({"fraction": fraction, "pairs": run["metrics"]["n_pairs"], "wall_s": run["wall_s"],
+                       "cpu_s": run["cpu_s_min"]})
+    pairs = np.log([p["pairs"] for p in points])
+    return {"points": points, "exponent_wall": float(np.polyfit(pairs, np.log([p["wall_s"] for p in points]), 1)[0]),
+            "exponent_cpu": float(np.polyfit(pairs, np.log([p["cpu_s"] for p in points]), 1)[0])}
+
+
+def compare_sources(other_src: Path, protocol: Path, embeddings: Path, ours_out: Path, work: Path) -> bool:
+    out = work / "out-other"
+    out.mkdir(parents=True, exist_ok=True)
+    env = child_env(PYTHONPATH=str(other_src), FACETRUST_CACHE_DIR="off")
+    run_measured(ours_command(protocol, embeddings, out), env)
+    return all(filecmp.cmp(ours_out / name, out / name, shallow=False) for name in ("metrics.json", "roc.csv"))
+
+
+def report(result: dict) -> str:
+    ours, ref = result["ours"], result["reference"]
+    rows = [
+        ["reference scoring + ROC (InsightFace way)", f"{ref['times']['scoring_roc_s']:.1f} s",
+         f"{ref['times']['scoring_roc_cpu_s']:.1f} s", ""],
+        ["reference whole process", f"{ref['wall_s']:.1f} s", f"{ref['cpu_s']:.1f} s", f"{ref['max_rss_mib']:.0f} MiB"],
+        ["ours: whole `facetrust evaluate ijb`", f"{ours['wall_s']:.2f} s", f"{ours['cpu_s_min']:.2f} s",
+         f"{ours['max_rss_mib']:.0f} MiB"],
+        ["ours: one-time protocol text parsing", f"{result['parse_s']:.2f} s", "", ""],
+        ["ratio reference scoring+ROC / ours", f"{result['ratio_wall']:.1f}x", f"{result['ratio_cpu']:.1f}x", ""],
+    ]
+    return table(rows, ["", "wall", "CPU", "peak RSS"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare-src", type=Path, help="another checkout's src/ to byte-compare outputs with")
+    parser.add_argument("--stages", nargs=2, metavar=("PROTOCOL", "EMBEDDINGS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stages:
+        return stages_main(*args.stages)
+    sizes = ijbc_synth.QUICK if args.quick else ijbc_synth.Sizes()
+    repeat = 1 if args.quick else args.repeat
+    begin = time.perf_counter()
+    root = ijbc_synth.ensure(args.work, sizes, args.seed)
+    embeddings = root / "embeddings.npz"
+    work = args.work / f"{root.name}-bench"
+    print(f"protocol {root} ({time.perf_counter() - begin:.0f} s to generate or find)", flush=True)
+
+    ours = run_ours(root, embeddings, work / "out-1", work / "cache", repeat)
+    reference = run_reference(root, embeddings, work)
+    agree = agreement(ours["metrics"], reference)
+    result = {"sizes": json.loads((root / "summary.json").read_text()), "repeat": repeat,
+              "ours": {k: v for k, v in ours.items() if k != "metrics"}, "reference": reference,
+              "agreement": agree, "parse_s": parse_seconds(root)}
+    result["ratio_wall"] = reference["times"]["scoring_roc_s"] / ours["wall_s"]
+    result["ratio_cpu"] = reference["times"]["scoring_roc_cpu_s"] / ours["cpu_s_min"]
+    result["peak_rss_ratio"] = reference["max_rss_mib"] / ours["max_rss_mib"]
+    if args.compare_src:
+        result["byte_identical_to_compare_src"] = compare_sources(args.compare_src, root, embeddings, work / "out-1", work)
+    if not args.quick:
+        result["stages"] = stage_breakdown(root, embeddings, work / "cache")
+        result["sgemm_gflops"] = sgemm_gflops()
+        stages = result["stages"]
+        result["floor_s"] = stages["floor_flops"] / (result["sgemm_gflops"] * 1e9) + stages["one_pass_s"]
+        result["scaling"] = scaling(root, embeddings, work, repeat, args.seed)
+    print(report(result))
+    for far, row in agree["tar_at_far"].items():
+        print(f"TAR@FAR={far}: ours {row['ours']:.6f}  reference {row['reference']:.6f}  "
+              f"(float32 scores {row['reference_float32_scores']:.6f})  pairs apart {row['pairs_apart']}")
+    print(f"AUC difference {agree['auc_difference']:.2e}; TAR equal at every FAR: {agree['equal_at_every_far']}")
+    if "scaling" in result:
+        points = ", ".join(f"{p['pairs']:,}: {p['wall_s']:.2f} s" for p in result["scaling"]["points"])
+        print(f"scaling (wall): {points}; exponent {result['scaling']['exponent_wall']:.2f} "
+              f"(CPU {result['scaling']['exponent_cpu']:.2f})")
+        stages = result["stages"]
+        print("stages: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s")))
+        print(f"floor: {stages['floor_flops'] / 1e9:.1f} GFLOP at {result['sgemm_gflops']:.0f} GFLOP/s + one pass "
+              f"= {result['floor_s']:.2f} s; ours scores {stages['score_flops'] / 1e9:.1f} GFLOP; "
+              f"whole run {ours['wall_s'] / result['floor_s']:.1f}x the floor")
+    if "byte_identical_to_compare_src" in result:
+        print(f"metrics and ROC files byte-identical to {args.compare_src}: {result['byte_identical_to_compare_src']}")
+    path = write_result("ijbc_1to1" if not args.quick else "ijbc_1to1_quick", result,
+                        results_dir(args) if not args.quick else work)
+    print(f"wrote {path}")
+    worst = max(row["pairs_apart"] for row in agree["tar_at_far"].values())
+    if worst > 1 or agree["auc_difference"] > 1e-6 or result.get("byte_identical_to_compare_src") is False:
+        raise SystemExit("ours and the reference disagree beyond float32 rounding")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""What every benchmark script shares: timing a subprocess with its own resource usage, the
+machine description, the results file and a plain-text table.
+
+Each benchmark runs ours and the reference side by side in one run and reports wall time (best
+of ``--repeat``), CPU time and peak memory.  The machines these run on are often shared: ratios of
+runs made back to back are more telling than absolute seconds, and CPU time (user + system) is
+less disturbed by other load than wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+WORK_DIR = BENCH_DIR / "runs"  # git-ignored: generated data and caches
+
+
+def child_env(**extra: str) -> dict:
+    """The environment for measured subprocesses: this checkout's package first, one BLAS/OpenMP thread."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH", "")]))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
+    env.update(extra)
+    return env
+
+
+def run_measured(command: list[str], env: dict | None = None, check: bool = True) -> dict:
+    """Run ``command``; return its wall, user and system seconds and its own peak RSS (MiB), via wait4."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env or child_env(), stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if check and process.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed ({process.returncode}):\n{stderr[-4000:]}")
+    return {"wall_s": wall, "user_s": usage.ru_utime, "sys_s": usage.ru_stime, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "max_rss_mib": usage.ru_maxrss / 1024, "stdout": stdout, "stderr": stderr}
+
+
+def best_of(runs: list[dict]) -> dict:
+    """The run with the least wall time (the least disturbed by other load), plus the list's size."""
+    best = dict(min(runs, key=lambda run: run["wall_s"]))
+    best["runs"] = len(runs)
+    best["cpu_s_min"] = min(run["cpu_s"] for run in runs)
+    return {key: value for key, value in best.items() if key not in ("stdout", "stderr")}
+
+
+def machine() -> dict:
+    """Where the figures were measured: CPU model, cores, memory, Python and library versions."""
+    import numpy as np
+
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "platform": platform.platform()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal"))
+        info["memory_gib"] = round(mem_kb / 2**20, 1)
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    except (OSError, StopIteration):
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = sorted({f"{lib.get('internal_api')} {lib.get('version')} ({lib.get('architecture')})"
+                               for lib in threadpool_info() if lib.get("user_api") == "blas"})
+    except ImportError:
+        pass
+    info["threads"] = os.environ.get("OMP_NUM_THREADS", "unset")
+    return info
+
+
+def write_result(name: str, payload: dict, results_dir: Path = RESULTS_DIR) -> Path:
+    """Write ``results_dir/<name>.json`` (atomically) with the machine added; return its path."""
+    from facetrust.io import write_json_atomic
+
+    path = Path(results_dir) / f"{name}.json"
+    write_json_atomic(path, {"benchmark": name, "machine": machine(),
+                             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **payload})
+    return path
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    """A Markdown table (what the README copies)."""
+    text = [[str(cell) for cell in row] for row in [header] + rows]
+    widths = [max(len(row[j]) for row in text) for j in range(len(header))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in text]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines)
+
+
+def results_dir(args) -> Path:
+    """Where this run writes its JSON: benchmarks/results, or a scratch folder in --quick mode."""
+    return Path(args.results) if getattr(args, "results", None) else RESULTS_DIR
+
+
+def add_common_arguments(parser) -> None:
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, agreement checks only (CI)")
+    parser.add_argument("--repeat", type=int, default=3, help="time each side this often, keep the best wall time")
+    parser.add_argument("--work", type=Path, default=WORK_DIR, help="generated data and caches (git-ignored)")
+    parser.add_argument("--results", type=Path, help="results folder (default benchmarks/results)")

@@ -1,0 +1,170 @@
+"""Decoding untrusted encoded images: bounded in pixels, strict about corrupt data.
+
+Every stage that turns image bytes into pixels (``data verify``, training, ``align``, ``embed``)
+calls :func:`decode_image`, so one place decides what a bad image is:
+
+* a **decompression bomb** (a few kilobytes that declare gigapixels) is refused from its header,
+  before any pixel is allocated: at most :data:`MAX_IMAGE_PIXELS` pixels.  PIL's own
+  ``Image.MAX_IMAGE_PIXELS`` only warns (and errors at twice the limit), so it is not relied on;
+* a **JPEG with corrupt scan data** is refused.  libjpeg treats a broken entropy-coded segment as
+  a recoverable warning ("Corrupt JPEG data: premature end of data segment") and returns a
+  partly grey image; Pillow discards those warnings.  JPEGs are therefore decoded by libjpeg-turbo
+  through ``simplejpeg`` with ``strict=True``, which raises on them; its default settings (accurate
+  integer IDCT, fancy upsampling) give the same pixels as Pillow's decoder;
+* anything else the decoder cannot read (truncated, not an image) is refused.
+
+Each refusal is an :class:`~facetrust.errors.InputError` naming the file and the record.  What a
+stage does with it is the ``on_bad_image`` policy (:class:`BadImagePolicy`): ``fail`` (default)
+stops at the first one, ``skip`` leaves the image out, counts it and logs it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from facetrust.errors import ConfigError, InputError
+
+# 50 megapixels (150 MB as 8-bit RGB): above any face photograph or video frame in the IJB, LFW or
+# MS1M releases (IJB-C stills are at most a few tens of megapixels), far below what exhausts memory.
+MAX_IMAGE_PIXELS = 50_000_000
+# An encoded image file larger than this is refused before it is read (4 bytes per allowed pixel:
+# more than any real codec needs, even uncompressed).
+MAX_IMAGE_FILE_BYTES = 4 * MAX_IMAGE_PIXELS
+
+_JPEG_SOI = b"\xff\xd8\xff"
+# JPEG colour spaces libjpeg-turbo cannot turn into RGB itself; Pillow converts those.
+_PIL_JPEG_COLORSPACES = ("CMYK", "YCCK")
+
+ON_BAD_IMAGE = ("fail", "skip")
+
+log = logging.getLogger("facetrust.data")
+
+
+def _where(source: str | os.PathLike, record: str | int | None) -> str:
+    if record is None:
+        return str(source)
+    return f"{source} {'record ' + str(record) if isinstance(record, int) else record}"
+
+
+def _check_pixels(height: int, width: int, where: str, max_pixels: int) -> None:
+    if height <= 0 or width <= 0:
+        raise InputError(f"{where}: image declares size {width}x{height}")
+    if height * width > max_pixels:
+        raise InputError(
+            f"{where}: image declares {width}x{height} = {height * width} pixels, more than the "
+            f"{max_pixels} allowed (a decompression bomb?)"
+        )
+
+
+def _decode_jpeg(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
+    try:
+        height, width, colorspace, _subsampling = simplejpeg.decode_jpeg_header(payload)
+    except ValueError:
+        # libjpeg-turbo's header reader refuses some valid files (e.g. CMYK JPEGs without a
+        # subsampling it knows); Pillow reads those, checking the size from the header first.
+        return _decode_pil(payload, where, max_pixels)
+    _check_pixels(height, width, where, max_pixels)
+    try:
+        if colorspace in _PIL_JPEG_COLORSPACES:
+            simplejpeg.decode_jpeg(payload, colorspace="CMYK", strict=True)  # only to check the data
+            return _decode_pil(payload, where, max_pixels)
+        return simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True)
+    except ValueError as exc:  # libjpeg's own words start "Corrupt JPEG data: ..." for most
+        text = str(exc)
+        raise InputError(f"{where}: {text if text.startswith('Corrupt JPEG') else 'corrupt JPEG data: ' + text}") from None
+
+
+def _decode_pil(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (not raises) between MAX_IMAGE_PIXELS and twice that: make it an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(payload)) as image:
+                _check_pixels(image.height, image.width, where, max_pixels)
+                return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{where}: {exc} (at most {max_pixels} pixels allowed)") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{where}: cannot decode image: not an image in a format Pillow reads") from None
+    except Exception as exc:  # PIL raises many types for a broken file (OSError, SyntaxError, ...)
+        raise InputError(f"{where}: cannot decode image: {exc}") from None
+
+
+def decode_image(payload: bytes, source: str | os.PathLike, record: str | int | None = None, *,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an encoded image (JPEG, PNG, any format Pillow reads) to RGB ``uint8`` H x W x 3.
+
+    ``source`` and ``record`` name the image in errors (``"train.rec", "key 12"``; an int record
+    reads ``record 12``).  Raises :class:`InputError` for more than ``max_pixels`` pixels (checked
+    from the header, before decoding), for JPEG scan data that libjpeg reports as corrupt, and for
+    anything the decoders cannot read.
+    """
+    where = _where(source, record)
+    payload = bytes(payload)
+    if payload[:3] == _JPEG_SOI:
+        return _decode_jpeg(payload, where, max_pixels)
+    return _decode_pil(payload, where, max_pixels)
+
+
+def read_image_file(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read and :func:`decode_image` an image file; InputError names the file when it is missing,
+    unreadable, larger than :data:`MAX_IMAGE_FILE_BYTES` or a bad image."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise InputError(f"{path}: {size} bytes, more than the {MAX_IMAGE_FILE_BYTES} an image may have")
+        payload = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read image: {exc.strerror or exc}") from None
+    return decode_image(payload, path, max_pixels=max_pixels)
+
+
+class BadImagePolicy:
+    """The ``on_bad_image`` policy of one stage: ``fail`` re-raises, ``skip`` counts and logs.
+
+    ``policy.handle(error)`` raises ``error`` under ``fail``; under ``skip`` it logs a warning
+    naming the input and returns, and :attr:`skipped` counts it.  :meth:`summary` is what a
+    manifest records: ``{"on_bad_image", "skipped", "skipped_examples"}`` (the first few messages).
+    """
+
+    EXAMPLES = 20
+
+    def __init__(self, policy: str = "fail", stage: str = "facetrust", key: str = "on_bad_image"):
+        if policy not in ON_BAD_IMAGE:
+            raise ConfigError(f"{key}: {policy!r} is not one of {', '.join(ON_BAD_IMAGE)}")
+        self.policy = policy
+        self.stage = stage
+        self.skipped = 0
+        self.examples: list[str] = []
+
+    @property
+    def skips(self) -> bool:
+        return self.policy == "skip"
+
+    def handle(self, error: InputError) -> None:
+        """Raise ``error`` (``fail``) or count and log it as a skipped input (``skip``)."""
+        if self.policy == "fail":
+            raise error
+        self.skipped += 1
+        if len(self.examples) < self.EXAMPLES:
+            self.examples.append(str(error))
+        log.warning("%s: skipping bad input (on_bad_image: skip): %s", self.stage, error)
+
+    def summary(self) -> dict:
+        return {"on_bad_image": self.policy, "skipped": self.skipped, "skipped_examples": list(self.examples)}
+
+    def log_total(self) -> None:
+        """Log the number of skipped inputs once at the end of a stage (nothing when none)."""
+        if self.skipped:
+            log.warning("%s: %d bad inputs skipped (on_bad_image: skip)", self.stage, self.skipped)

@@ -1,0 +1,303 @@
+"""The bad-input table: every bad input is refused with exit 2, the file and record/line/key named,
+and no traceback; a few rows show the ``on_bad_image: skip`` policy instead (exit 0, counted).
+
+Each row is (id, what the user did, argv builder, exit code, words the message must hold).  The
+README's "Troubleshooting" section lists the same rows; ``test_readme_lists_every_case`` keeps the
+two in step.  Commands run in-process through ``facetrust.cli.main`` (a subprocess costs ~1.5 s).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+import bad_input_fixtures as fx
+from facetrust.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+NAN, INF = float("nan"), float("inf")
+
+
+def _verify(root: Path) -> list[str]:
+    return ["data", "verify", str(root)]
+
+
+def _align(root: Path, tmp: Path, *extra: str) -> list[str]:
+    return ["align", "--in", str(root), "--name", "ijbx", "--out", str(tmp / "aligned"), *extra]
+
+
+def _ijb_edit(file_key: str, old: str, new: str):
+    """An IJB directory with one meta file edited, aligned."""
+    def build(tmp: Path) -> list[str]:
+        root = fx.ijb_dir(tmp / "ijb")
+        fx.edit(root / "meta" / f"ijbx_{file_key}.txt", old, new)
+        return _align(root, tmp)
+    return build
+
+
+def _ijb_both_names(old: str, new: str):
+    def build(tmp: Path) -> list[str]:
+        root = fx.ijb_dir(tmp / "ijb")
+        for key in ("face_tid_mid", "name_5pts_score"):
+            fx.edit(root / "meta" / f"ijbx_{key}.txt", old, new)
+        return _align(root, tmp)
+    return build
+
+
+def _empty(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def _missing_crop(tmp: Path) -> list[str]:
+    root = fx.ijb_dir(tmp / "ijb")
+    (root / "loose_crop" / "3.jpg").unlink()
+    return _align(root, tmp)
+
+
+def _ijb_not_utf8(tmp: Path) -> list[str]:
+    root = fx.ijb_dir(tmp / "ijb")
+    path = root / "meta" / "ijbx_face_tid_mid.txt"
+    path.write_bytes(path.read_bytes().replace(b"2.jpg", b"2\xff.jpg", 1))
+    return _align(root, tmp)
+
+
+def _recordio_truncated(tmp: Path) -> list[str]:
+    root = fx.good_training_set(tmp / "set")
+    rec = root / "train.rec"
+    rec.write_bytes(rec.read_bytes()[:-30])
+    return ["data", "dump", str(root), "--jsonl"]
+
+
+def _recordio_bad_magic(tmp: Path) -> list[str]:
+    root = fx.good_training_set(tmp / "set")
+    data = bytearray((root / "train.rec").read_bytes())
+    data[0:4] = b"RIFF"
+    (root / "train.rec").write_bytes(bytes(data))
+    return _verify(root)
+
+
+def _bad_idx_line(tmp: Path) -> list[str]:
+    root = fx.good_training_set(tmp / "set")
+    fx.edit(root / "train.idx", "1\t", "one\t")
+    return _verify(root)
+
+
+def _params(text: bytes):
+    def build(tmp: Path) -> list[str]:
+        (tmp / "params.yaml").write_bytes(text)
+        return ["synth", "--params", str(tmp / "params.yaml"), "--out", str(tmp / "synth")]
+    return build
+
+
+def _checkpoint(payload: bytes):
+    def build(tmp: Path) -> list[str]:
+        (tmp / "model").mkdir()
+        (tmp / "model" / "checkpoint.pt").write_bytes(payload)
+        fx.bin_with_images(tmp / "pairs.bin", [fx.jpeg(0), fx.jpeg(1)])
+        return ["embed", "--model", str(tmp / "model"), "--testset", str(tmp / "pairs.bin"),
+                "--out", str(tmp / "e.npz")]
+    return build
+
+
+def _shell_pickle() -> bytes:
+    import pickle
+
+    return pickle.dumps({"format": "facetrust-train-checkpoint", "x": fx._RunsShell("/tmp/never")}, protocol=2)
+
+
+# (id, what the user did, build(tmp) -> argv, exit code, words in the message)
+CASES = [
+    # --- RecordIO framing and training sets (data verify / dump / inspect; training reads the same)
+    ("rec-truncated", "a `.rec` cut short", _recordio_truncated, 2, ["train.rec", "key 6", "past the end of the file"]),
+    ("rec-bad-magic", "a `.rec` that is not RecordIO", _recordio_bad_magic, 2, ["train.rec", "bad magic", "key 0"]),
+    ("idx-bad-line", "a malformed `.idx` line", _bad_idx_line, 2, ["train.idx", "line 2"]),
+    ("rec-empty", "an empty `.rec/.idx` (an empty training set)",
+     lambda t: _verify(fx.empty_training_set(t / "set")), 2, ["train.idx", "no records"]),
+    ("label-nan", "a NaN label in an image record",
+     lambda t: _verify(fx.training_set(t / "set", labels=(0, NAN, 1, 1))), 2, ["train.rec key 2", "label nan"]),
+    ("label-huge", "a 1e30 label", lambda t: _verify(fx.training_set(t / "set", labels=(0, 0, 1e30, 1))), 2,
+     ["train.rec key 3", "label 1.0000000150474662e+30"]),
+    ("label-negative", "a negative label", lambda t: _verify(fx.training_set(t / "set", labels=(-1, 0, 1, 1))), 2,
+     ["train.rec key 1", "label -1.0"]),
+    ("label-fraction", "a non-integral label", lambda t: _verify(fx.training_set(t / "set", labels=(0, 0, 1, 2.5))),
+     2, ["train.rec key 4", "label 2.5"]),
+    ("label-range", "a label at or above the number of classes",
+     lambda t: _verify(fx.training_set(t / "set", labels=(0, 0, 1, 7))), 2, ["train.rec key 4", "outside 0..1"]),
+    ("header-nan", "NaN in header record 0", lambda t: _verify(fx.training_set(t / "set", header=(NAN, 7.0))), 2,
+     ["train.rec key 0", "header A", "nan"]),
+    ("header-drops", "a header record 0 whose range drops images",
+     lambda t: _verify(fx.training_set(t / "set", header=(2.0, 4.0))), 2,
+     ["train.idx", "header (A=2, B=4)", "silently dropped"]),
+    ("header-identity-images", "image records where the header puts identities",
+     lambda t: _verify(fx.training_set(t / "set", identity_flag=0)), 2, ["train.rec key 5", "an image record"]),
+    ("property-binary", "a non-UTF-8 `property`",
+     lambda t: _verify(fx.training_set(t / "set", property_text=b"\xff\xfe2,32,32")), 2,
+     ["property", "num_classes,height,width"]),
+    ("image-jpeg-bomb", "a decompression-bomb JPEG in a `.rec`",
+     lambda t: _verify(fx.training_set(t / "set", payloads=[fx.jpeg(0), fx.jpeg_bomb(), fx.jpeg(2), fx.jpeg(3)])),
+     2, ["train.rec key 2", "decompression bomb"]),
+    ("image-png-bomb", "a decompression-bomb PNG in a `.rec`",
+     lambda t: _verify(fx.training_set(t / "set", payloads=[fx.png_bomb(), fx.jpeg(1), fx.jpeg(2), fx.jpeg(3)])),
+     2, ["train.rec key 1", "decompression bomb"]),
+    ("image-corrupt-scan", "a JPEG with corrupt scan data",
+     lambda t: _verify(fx.training_set(t / "set", payloads=[fx.jpeg(0), fx.jpeg(1), fx.corrupt_jpeg(), fx.jpeg(3)])),
+     2, ["train.rec key 3", "Corrupt JPEG data"]),
+    ("image-undecodable", "an image record that is not an image",
+     lambda t: _verify(fx.training_set(t / "set", payloads=[b"GIF89a?", fx.jpeg(1), fx.jpeg(2), fx.jpeg(3)])),
+     2, ["train.rec key 1", "cannot decode image"]),
+    ("verify-skip", "`data verify --on-bad-image skip` with a corrupt JPEG",
+     lambda t: _verify(fx.training_set(t / "set", payloads=[fx.jpeg(0), fx.jpeg(1), fx.corrupt_jpeg(), fx.jpeg(3)]))
+     + ["--on-bad-image", "skip"], 0, ['"skipped": 1', "key 3", "Corrupt JPEG data"]),
+    # --- .bin verification sets
+    ("bin-code-execution", "a `.bin` whose pickle runs a command",
+     lambda t: ["data", "inspect", str(fx.code_execution_bin(t / "evil.bin"))], 2, ["evil.bin", "system is not allowed"]),
+    ("bin-memo-bomb", "a 9-byte `.bin` naming memo slot 400,000,000",
+     lambda t: ["data", "inspect", str(fx.memo_bomb_bin(t / "memo.bin"))], 2, ["memo.bin", "memo index 400000000"]),
+    ("bin-empty", "an empty `.bin`", lambda t: ["data", "inspect", str(_empty(t / "empty.bin"))], 2,
+     ["empty.bin", "empty file"]),
+    ("bin-bomb-image", "a decompression bomb inside a `.bin`",
+     lambda t: ["data", "inspect", str(fx.bin_with_images(t / "lfw.bin", [fx.jpeg_bomb(), fx.jpeg(1)]))], 2,
+     ["lfw.bin image 0", "decompression bomb"]),
+    # --- IJB meta files and loose crops (align; evaluate reads the same meta files)
+    ("ijb-dotdot", "an IJB image name with `../`", _ijb_both_names("2.jpg", "../../2.jpg"), 2,
+     ["ijbx_face_tid_mid.txt", "line 2", "leaves loose_crop/"]),
+    ("ijb-absolute", "an absolute IJB image name", _ijb_both_names("3.jpg", "/etc/passwd"), 2,
+     ["ijbx_face_tid_mid.txt", "line 3", "absolute"]),
+    ("ijb-20-digit-id", "a 20-digit template id", _ijb_edit("face_tid_mid", "2.jpg 5 ", "2.jpg 12345678901234567890 "),
+     2, ["ijbx_face_tid_mid.txt", "line 2, column 2", "64-bit integer range"]),
+    ("ijb-not-int", "a non-numeric template id", _ijb_edit("face_tid_mid", "2.jpg 5 ", "2.jpg five "), 2,
+     ["ijbx_face_tid_mid.txt", "line 2, column 2", "'five' is not int"]),
+    ("ijb-columns", "a wrong number of columns", _ijb_edit("face_tid_mid", "2.jpg 5 51", "2.jpg 5"), 2,
+     ["ijbx_face_tid_mid.txt", "line 2", "expected 3 fields"]),
+    ("ijb-not-utf8", "a meta file that is not UTF-8", _ijb_not_utf8, 2,
+     ["ijbx_face_tid_mid.txt", "line 2", "not UTF-8"]),
+    ("ijb-missing-image", "an image in one meta file and not the other",
+     _ijb_edit("name_5pts_score", "2.jpg", "9.jpg"), 2, ["ijbx_face_tid_mid.txt", "line 2", "'2.jpg' is not in"]),
+    ("ijb-pair-label", "a pair label other than 0/1", _ijb_edit("template_pair_label", "5 6 0", "5 6 2"), 2,
+     ["ijbx_template_pair_label.txt", "line 1", "label 2 is not 0 or 1"]),
+    ("ijb-pair-template", "a pair naming a template without images",
+     _ijb_edit("template_pair_label", "5 6 0", "5 99 0"), 2, ["ijbx_template_pair_label.txt", "line 1", "template 99"]),
+    ("ijb-landmark-nan", "NaN landmarks", _ijb_edit("name_5pts_score", "2.jpg 23.1500", "2.jpg nan"), 2,
+     ["ijbx_name_5pts_score.txt", "line 2", "landmarks are not finite"]),
+    ("ijb-landmark-degenerate", "degenerate landmarks (all five points equal)",
+     lambda t: _align(fx.ijb_dir(t / "ijb", landmarks=[fx.LANDMARKS, [30.0] * 10, fx.LANDMARKS]), t), 2,
+     ["ijbx_name_5pts_score.txt", "line 2", "degenerate"]),
+    ("ijb-landmark-outside", "landmarks far outside the image",
+     lambda t: _align(fx.ijb_dir(t / "ijb", landmarks=[fx.LANDMARKS, fx.LANDMARKS + 1000, fx.LANDMARKS]), t), 2,
+     ["loose_crop/2.jpg", "ijbx_name_5pts_score.txt line 2", "far outside the 64x64 image"]),
+    ("ijb-score-zero", "a detector score of 0", lambda t: _align(fx.ijb_dir(t / "ijb", scores=(0.9, 0.0, 0.7)), t), 2,
+     ["ijbx_name_5pts_score.txt", "line 2", "detector score 0.0"]),
+    ("ijb-score-negative", "a negative detector score",
+     lambda t: _align(fx.ijb_dir(t / "ijb", scores=(0.9, 0.8, -0.5)), t), 2,
+     ["ijbx_name_5pts_score.txt", "line 3", "detector score -0.5"]),
+    ("ijb-score-inf", "an infinite detector score",
+     lambda t: _align(fx.ijb_dir(t / "ijb", scores=(INF, 0.8, 0.7)), t), 2,
+     ["ijbx_name_5pts_score.txt", "line 1", "detector score inf"]),
+    ("ijb-crop-missing", "a loose crop that does not exist", _missing_crop, 2, ["loose_crop/3.jpg", "cannot read image"]),
+    ("ijb-crop-corrupt", "a loose crop with corrupt JPEG data",
+     lambda t: _align(fx.ijb_dir(t / "ijb", crops=[fx.jpeg(10, 64), fx.corrupt_jpeg(3, 64), fx.jpeg(12, 64)]), t), 2,
+     ["loose_crop/2.jpg", "Corrupt JPEG data"]),
+    ("ijb-crop-bomb", "a decompression-bomb loose crop",
+     lambda t: _align(fx.ijb_dir(t / "ijb", crops=[fx.jpeg(10, 64), fx.png_bomb(), fx.jpeg(12, 64)]), t), 2,
+     ["loose_crop/2.jpg", "decompression bomb"]),
+    ("align-skip", "`align --on-bad-image skip` with a zero score and a corrupt crop",
+     lambda t: _align(fx.ijb_dir(t / "ijb", crops=[fx.jpeg(10, 64), fx.jpeg(11, 64), fx.corrupt_jpeg(3, 64)],
+                                 scores=(0.9, 0.0, 0.7)), t, "--on-bad-image", "skip"), 0,
+     ['"skipped": 2', '"images": 1']),
+    # --- configuration and usage
+    ("params-missing", "a params file that does not exist",
+     lambda t: ["synth", "--params", str(t / "nope.yaml"), "--out", str(t / "s")], 2, ["nope.yaml", "no such params file"]),
+    ("params-yaml", "a params file that is not YAML", _params(b"seed: [1,\n"), 2, ["params.yaml", "not valid YAML"]),
+    ("params-not-utf8", "a non-UTF-8 `params.yaml`", _params(b"seed: 1\nname: \xff\xfe\n"), 2,
+     ["params.yaml", "not UTF-8"]),
+    ("params-unknown-key", "an unknown key in `params.yaml`", _params(b"sed: 1\n"), 2,
+     ["params.yaml", "sed", "allowed keys"]),
+    ("params-bad-enum", "a value outside the allowed ones",
+     _params((REPO / "params.yaml").read_bytes().replace(b"method: landmarks", b"method: dlib", 1)), 2,
+     ["params.yaml", "align.method", "'dlib' is not one of"]),
+    ("unknown-model", "`train --model` naming no configured model",
+     lambda t: ["train", "--model", "no_such_model", "--params", str(REPO / "params.yaml"), "--out", str(t / "m")], 2,
+     ["models.no_such_model", "configured"]),
+    ("synth-set-json", "`synth --set x=[3,`", lambda t: ["synth", "--out", str(t / "s"), "--set", "x=[3,"], 2,
+     ["--set 'x=[3,'", "not valid JSON"]),
+    ("synth-set-key", "`synth --set` with an unknown key",
+     lambda t: ["synth", "--out", str(t / "s"), "--set", "faces=3"], 2, ["synth.faces", "unknown key"]),
+    # --- checkpoints (read with weights_only=True; never executed)
+    ("checkpoint-garbage", "a `checkpoint.pt` that is not a checkpoint", _checkpoint(b"not a checkpoint"), 2,
+     ["checkpoint.pt"]),
+    ("checkpoint-pickle", "a `checkpoint.pt` whose pickle runs a command", _checkpoint(_shell_pickle()), 2,
+     ["checkpoint.pt"]),
+]
+
+
+@pytest.mark.parametrize("case, what, build, exit_code, words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_table(tmp_path, capsys, case, what, build, exit_code, words):
+    argv = build(tmp_path)
+    start = time.perf_counter()
+    code = main(argv)
+    elapsed = time.perf_counter() - start
+    out, err = capsys.readouterr()
+    message = err + out
+    assert code == exit_code, f"{case}: exit {code}, expected {exit_code}\n{message[-2000:]}"
+    assert "Traceback" not in message
+    for word in words:
+        assert word in message, f"{case}: {word!r} not in the message:\n{message[-2000:]}"
+    assert elapsed < 20, f"{case}: {elapsed:.1f} s (a hang?)"
+    if exit_code == 2:
+        assert "error:" in err
+        assert not (tmp_path / "aligned" / "aligned.rec").exists()  # nothing half-written
+
+
+def test_memo_bomb_is_refused_fast_in_little_memory(tmp_path):
+    import resource
+
+    from facetrust.data.binset import load_bin
+    from facetrust.errors import InputError
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="memo index 400000000"):
+        load_bin(fx.memo_bomb_bin(tmp_path / "memo.bin"))
+    assert time.perf_counter() - start < 0.1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # kB: under 50 MB
+
+
+def test_code_execution_bin_never_runs(tmp_path):
+    path = fx.code_execution_bin(tmp_path / "evil.bin")
+    assert main(["data", "inspect", str(path)]) == 2
+    assert not path.with_suffix(".pwned").exists()
+
+
+def test_dump_writes_non_finite_labels_as_strict_json(tmp_path, capsys):
+    root = fx.training_set(tmp_path / "set", labels=(0, NAN, INF, -INF))
+    assert main(["data", "dump", str(root), "--jsonl"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def strict(token):  # json.loads calls this for NaN/Infinity; strict JSON has neither
+        raise AssertionError(f"bare {token} in the dump")
+
+    rows = [json.loads(line, parse_constant=strict) for line in lines]
+    assert [row["label"] for row in rows[1:5]] == [[0.0], ["NaN"], ["Infinity"], ["-Infinity"]]
+    assert math.isnan(float(rows[2]["label"][0])) and float(rows[4]["label"][0]) == -INF
+
+
+def test_skip_policy_counts_and_leaves_the_bad_images_out(tmp_path, capsys):
+    root = fx.ijb_dir(tmp_path / "ijb", crops=[fx.jpeg(10, 64), fx.corrupt_jpeg(3, 64), fx.jpeg(12, 64)])
+    assert main(_align(root, tmp_path, "--on-bad-image", "skip")) == 0
+    manifest = json.loads((tmp_path / "aligned" / "manifest.json").read_text())
+    assert manifest["skipped"] == 1 and manifest["skipped_images"] == ["2.jpg"]
+    assert manifest["images"] == 2 and "Corrupt JPEG data" in manifest["skipped_examples"][0]
+    index = (tmp_path / "aligned" / "index.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in index[1:]] == ["1.jpg", "3.jpg"]
+
+
+def test_readme_lists_every_case():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Troubleshooting"):]
+    for case, what, _build, exit_code, _words in CASES:
+        assert f"| {what} | {exit_code} |" in section, f"README troubleshooting lacks the row for {case}: {what}"

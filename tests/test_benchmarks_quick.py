@@ -1,0 +1,25 @@
+"""Every benchmark script runs in its quick mode (tiny sizes, agreement checks only), so they cannot rot.
+
+No timing is asserted: the scripts check that ours and the reference agree and exit non-zero
+when they do not.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("only", ["ijb", "reject", "decode", "throughput", "bessel", "gpu"])
+def test_benchmark_quick_mode_agrees_with_its_reference(tmp_path, only):
+    env = dict(os.environ, OMP_NUM_THREADS="1", FACETRUST_CACHE_DIR=str(tmp_path / "cache"))
+    run = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--only", only, "--work",
+                          str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"== {only}: exit 0" in run.stdout

@@ -1,0 +1,120 @@
+"""The fast evaluation paths give exactly the floats of the straightforward ones they replace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import auc, roc_curve
+
+import facetrust.data.ijb_cache as ijb_cache
+import facetrust.evaluate.pair_scoring as scoring
+from facetrust.data.ijb import read_ijb_protocol
+from facetrust.errors import InputError
+from facetrust.evaluate.fusion import group_matrix, load_embeddings, weighted_group_sum
+from facetrust.evaluate.ijb import template_features
+from facetrust.evaluate.reject import rejection_order, threshold_ranks
+from facetrust.evaluate.roc import area_under_curve, roc_points
+from facetrust.npz import load_npz
+from ijb_protocol_fixture import random_ijb
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_roc_points_equal_sklearn_bit_for_bit_with_ties_and_signed_zeros(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    labels = (rng.random(n) < rng.uniform(0.1, 0.9)).astype(rng.choice([np.int8, np.int64, bool]))
+    if labels.all() or not labels.any():
+        labels[0] = not labels[0]
+    scores = rng.integers(-3, 4, n).astype(rng.choice([np.float32, np.float64])) + 2 * (seed % 3 - 1) * labels
+    scores[scores == 0] = np.where(rng.random(int((scores == 0).sum())) < 0.5, -0.0, 0.0)
+    got, want = roc_points(labels, scores), roc_curve(labels, scores)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and np.array_equal(a, b) and np.array_equal(np.signbit(a), np.signbit(b))
+    assert area_under_curve(got[0], got[1]) == auc(want[0], want[1])
+
+
+def test_weighted_group_sum_equals_the_sparse_product_bit_for_bit():
+    rng = np.random.default_rng(0)
+    for grouped in (True, False):
+        groups = rng.integers(0, 50, 700)
+        groups = np.sort(groups) if grouped else groups
+        weights, x = rng.uniform(0, 2, 700), rng.standard_normal((700, 33)).astype(np.float32)
+        x[rng.random(700) < 0.1] = -0.0
+        want = group_matrix(groups, 55, weights) @ x.astype(np.float64)
+        got = weighted_group_sum(groups, 55, weights, x, block_rows=37)
+        assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_reuse_pair_scores_equal_the_gram_slabs_bit_for_bit(monkeypatch):
+    rng = np.random.default_rng(1)
+    ids = rng.permutation(4000)[:300] + 5
+    features = rng.standard_normal((300, 512)).astype(np.float32)
+    pairs = np.stack([rng.choice(ids[:40], 20000), rng.choice(ids, 20000)], axis=1)
+    monkeypatch.setattr(scoring, "GRAM_SLAB_BYTES", 4 * 300 * 100)  # gram blocks of 100 templates
+    gram = scoring.pair_scores(ids, features, pairs, method="gram")
+    reuse = scoring.pair_scores(ids, features, pairs, method="reuse")
+    shuffled = rng.permutation(len(pairs))
+    assert np.array_equal(reuse, gram)
+    assert np.array_equal(scoring.pair_scores(ids, features, pairs[shuffled], method="reuse"), gram[shuffled])
+    row = {t: k for k, t in enumerate(ids)}
+    first, second = features[[row[t] for t in pairs[:, 0]]], features[[row[t] for t in pairs[:, 1]]]
+    np.testing.assert_allclose(reuse, np.einsum("ij,ij->i", first, second), rtol=1e-5, atol=1e-4)
+    with pytest.raises(InputError, match="pair 0 names template 3"):
+        scoring.pair_scores(ids, features, np.array([[3, ids[0]]]), method="reuse")
+
+
+def test_threshold_ranks_compare_with_every_threshold_as_the_removal_rank():
+    rng = np.random.default_rng(2)
+    for ties in (False, True):
+        u = rng.integers(0, 4, 500).astype(float) if ties else rng.random(500)
+        thresholds = rng.integers(0, 501, 9)
+        rank = np.empty(500, np.int64)
+        rank[rejection_order(u)] = np.arange(500)
+        got = threshold_ranks(u, thresholds)
+        for t in thresholds:
+            assert np.array_equal(got >= t, rank >= t)
+
+
+def test_streamed_embeddings_pool_like_loaded_ones_and_name_a_non_finite_row(tmp_path):
+    root, images, emb, _, a = random_ijb(tmp_path / "ijb", seed=6)
+    path = tmp_path / "e.npz"
+    np.savez(path, image=images, embedding=emb)
+    streamed, loaded = load_embeddings(path, stream=True), load_embeddings(path)
+    args = (a["template_ids"], a["media_ids"], a["detector"])
+    assert np.array_equal(template_features(streamed.features, *args)[1], template_features(loaded.features, *args)[1])
+    emb[7, 3] = np.nan
+    np.savez(path, image=images, embedding=emb)
+    with pytest.raises(InputError, match=r"e.npz: key 'embedding' row 7 \('8.jpg'\) is not finite"):
+        template_features(load_embeddings(path, stream=True).features, *args)
+    with pytest.raises(InputError, match="row 7"):
+        load_embeddings(path)
+
+
+def test_npz_reader_equals_numpy_for_stored_and_compressed_members(tmp_path):
+    arrays = dict(a=np.arange(12.0).reshape(3, 4), s=np.array(["x", "yy"]), f=np.asfortranarray(np.ones((2, 3))),
+                  e=np.zeros((0, 4), np.float32))
+    for save in (np.savez, np.savez_compressed):
+        save(tmp_path / "x.npz", **arrays)
+        got = load_npz(tmp_path / "x.npz")
+        assert all(got[k].dtype == v.dtype and np.array_equal(got[k], v) for k, v in arrays.items())
+
+
+def test_protocol_cache_serves_the_parsed_arrays_and_follows_file_changes(tmp_path, monkeypatch):
+    root, *_ = random_ijb(tmp_path / "ijb", seed=7)
+    monkeypatch.setenv(ijb_cache.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(ijb_cache, "MIN_BYTES", 0)
+    parsed = read_ijb_protocol(root, cache=False)
+    first = read_ijb_protocol(root)  # parses and stores
+    entries = list((tmp_path / "cache" / "ijb").glob("*.npz"))
+    assert len(entries) == 1
+    cached = read_ijb_protocol(root)  # served from the entry
+    for field in ("images", "template_ids", "media_ids", "landmarks", "detector_scores", "pairs", "labels"):
+        want = getattr(parsed, field)
+        for got in (getattr(first, field), getattr(cached, field)):
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+    pairs_file = root / "meta" / "ijbx_template_pair_label.txt"
+    pairs_file.write_text(pairs_file.read_text().replace(" 0\n", " 1\n", 1))
+    assert read_ijb_protocol(root).labels.sum() == parsed.labels.sum() + 1  # new content, new entry
+    for entry in (tmp_path / "cache" / "ijb").glob("*.npz"):
+        entry.write_bytes(b"damaged")
+    assert np.array_equal(read_ijb_protocol(root).labels, read_ijb_protocol(root, cache=False).labels)  # re-parsed

@@ -1,0 +1,62 @@
+"""facetrust.data.images: bounded, strict decoding that gives Pillow's pixels for valid files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import bad_input_fixtures as fx
+from facetrust.data.images import BadImagePolicy, decode_image
+from facetrust.errors import ConfigError, InputError
+
+
+def _encode(pixels, fmt, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt, options", [
+    ("JPEG", {"quality": 75}), ("JPEG", {"quality": 95, "subsampling": 0}), ("JPEG", {"progressive": True}),
+    ("PNG", {}),
+])
+@pytest.mark.parametrize("grey", [False, True])
+def test_decoded_pixels_equal_pillows(fmt, options, grey):
+    rng = np.random.default_rng(3)
+    pixels = np.clip(np.cumsum(rng.normal(0, 8, (40, 36, 3)), axis=0) + 128, 0, 255).astype(np.uint8)
+    payload = _encode(pixels[..., 0] if grey else pixels, fmt, **options)
+    expected = np.asarray(Image.open(io.BytesIO(payload)).convert("RGB"))
+    decoded = decode_image(payload, "x")
+    assert decoded.dtype == np.uint8 and decoded.shape == (40, 36, 3)
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    payload = fx.jpeg(0, size=32)
+    assert decode_image(payload, "x", max_pixels=32 * 32).shape == (32, 32, 3)
+    with pytest.raises(InputError, match=r"x key 5: image declares 32x32 = 1024 pixels, more than the 1023"):
+        decode_image(payload, "x", "key 5", max_pixels=32 * 32 - 1)
+    with pytest.raises(InputError, match="more than the 1023 allowed"):
+        decode_image(_encode(np.zeros((32, 32, 3), np.uint8), "PNG"), "x", max_pixels=1023)
+
+
+def test_corrupt_scan_data_that_pillow_accepts_is_refused():
+    payload = fx.corrupt_jpeg()
+    Image.open(io.BytesIO(payload)).load()  # Pillow decodes it without a word
+    with pytest.raises(InputError, match="record 7: Corrupt JPEG data"):
+        decode_image(payload, "set.rec", 7)
+
+
+def test_policy_fail_raises_skip_counts():
+    error = InputError("a.rec key 1: bad")
+    with pytest.raises(InputError, match="key 1"):
+        BadImagePolicy("fail").handle(error)
+    policy = BadImagePolicy("skip", stage="test")
+    policy.handle(error)
+    policy.handle(error)
+    assert policy.summary() == {"on_bad_image": "skip", "skipped": 2, "skipped_examples": [str(error)] * 2}
+    with pytest.raises(ConfigError, match="on_bad_image: 'ignore' is not one of fail, skip"):
+        BadImagePolicy("ignore")
