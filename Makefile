@@ -8,7 +8,7 @@ CORES ?= all
 TARGET ?= results/ijbc_table.csv
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install install-test mxnet-reference all-reports dag install-profile lint slurm-deps bench
+.PHONY: run test install install-test mxnet-reference all-reports dag install-profile lint slurm-deps bench browser-deps
 
 ## run: create .venv, install pinned deps, run the main job on the embedded default
 run: install
@@ -26,7 +26,7 @@ all-reports: install
 	snakemake --cores $(CORES) all
 
 ## test: create .venv if missing, install test deps, run the whole suite
-test: install-test mxnet-reference
+test: install-test mxnet-reference browser-deps
 	$(BIN)/python -m pytest
 
 install: $(VENV)/.installed
@@ -60,6 +60,10 @@ mxnet-reference: .venv-mxnet/.installed
 ## slurm-deps: Debian packages of the single-node SLURM test cluster (root; the test installs them too)
 slurm-deps:
 	tests/integration/slurm/install.sh
+
+## browser-deps: headless Chromium (Debian package) that opens the Snakemake report in a test (root)
+browser-deps:
+	tests/browser/install.sh
 
 ## dag: the rule graph of the main job as PNG (needs graphviz `dot`)
 dag: install

@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/pretrained.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
@@ -26,6 +27,8 @@ if (
     config["datasets"]["source"] == "synth"
 ):  # known quality exists only for the synthetic benchmark
     REPORT_TARGETS.append("results/quality_split.csv")
+if config["report"]["ijbb_table"]["test_set"] in IJB_SETS:  # IJB-B beside IJB-C
+    REPORT_TARGETS.append("results/ijbb_table.csv")
 if config["report"]["verification_table"]["variants"]:
     REPORT_TARGETS += [
         "results/verification_table.csv",
@@ -45,7 +48,7 @@ rule all:
 # Named targets of the coarse DVC stages (dvc.yaml): one per stage of the picture.
 rule data:
     input:
-        "data/manifests/train.json",
+        ["data/manifests/train.json"] if needs_train_set() else [],
         expand("data/aligned/{ijb}/index.csv", ijb=IJB_SETS),
 
 
@@ -61,7 +64,7 @@ HEAD_FILES = sorted(
 
 rule models:
     input:
-        expand("models/{model}/checkpoint.pt", model=MODELS),
+        [fc.model_file(config, model) for model in MODELS],
         HEAD_FILES,
 
 

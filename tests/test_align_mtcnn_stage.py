@@ -62,3 +62,39 @@ def test_mtcnn_method_uses_detected_landmarks_and_falls_back_to_the_given_ones(l
 def test_unknown_landmark_method_is_a_config_error(loose_set, tmp_path):
     with pytest.raises(ConfigError, match="mtcnn"):
         run_align(loose_set, "ijbx", tmp_path / "x", method="retinaface")
+
+
+def test_cli_writes_the_face_choice_and_no_face_policies(loose_set, tmp_path, capsys):
+    from facetrust.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["align", "--in", str(loose_set), "--name", "ijbx", "--out", str(out), "--detector", "mtcnn"]) == 0
+    index = pd.read_csv(out / "index.csv")
+    assert list(index.columns) == ["image", "detector_score", "landmark_source", "faces_found", "face_choice"]
+    assert index["face_choice"].tolist() == ["nearest_centre", "nearest_centre", "no_face"]
+    assert index["faces_found"].tolist()[2] == 0 and min(index["faces_found"].tolist()[:2]) >= 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "nearest the image centre" in manifest["face_choice"] and "own five points" in manifest["no_face"]
+    # --no-face error: the blank crop stops the run, naming it, and nothing is left behind
+    strict = tmp_path / "strict"
+    code = main(["align", "--in", str(loose_set), "--name", "ijbx", "--out", str(strict), "--detector", "mtcnn",
+                 "--no-face", "error"])
+    assert code == 2 and "blank.jpg" in capsys.readouterr().err
+    assert not (strict / "index.csv").exists()
+
+
+def test_batched_detection_equals_one_image_at_a_time():
+    import skimage.data
+
+    detector = default_detector()
+    faces = [np.asarray(Image.fromarray(np.round(p * 255).astype(np.uint8)).resize((100, 100)).convert("RGB"))
+             for p in skimage.data.lfw_subset()[95:105]]  # faces and non-faces
+    faces.append(skimage.data.astronaut())  # another size: its own batch
+    batched = detector.detect_faces_batch(faces, batch_size=4)
+    for image, together in zip(faces, batched):
+        alone = detector.detect_faces(image)
+        assert len(alone) == len(together)
+        for a, b in zip(alone, together):
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+            assert abs(a.score - b.score) < 1e-5
+    assert sum(bool(found) for found in batched) >= 5

@@ -95,7 +95,8 @@ def cmd_align(args) -> None:
 
     summary = run_align(
         Path(args.ijb), args.name, Path(args.out), output_size=args.size,
-        method=args.detector, threads=args.threads, on_bad_image=args.on_bad_image,
+        method=args.detector, threads=args.threads, on_bad_image=args.on_bad_image, no_face=args.no_face,
+        min_score=args.min_score,
     )
     print(json.dumps(summary, indent=2, default=str))
 
@@ -173,6 +174,39 @@ def cmd_evaluate(args) -> None:
                      indent=2))
 
 
+def cmd_import_model(args) -> None:
+    from facetrust.models.artifacts import import_pretrained
+
+    if not args.path and not (args.params and args.model):
+        raise InputError("import-model: give --path FILE, or --model NAME with --params FILE")
+    if args.params:
+        from facetrust.config import load_params, model_params
+        from facetrust.errors import ConfigError
+
+        settings = dict(model_params(load_params(args.params), args.model))
+        if settings.get("source") != "pretrained":
+            raise ConfigError(f"{args.params}: models.{args.model}.source: not 'pretrained' (a model trained here "
+                              f"needs no import)")
+        path = args.path or settings["path"]
+    else:
+        settings = {key: value for key, value in (("input_size", args.input_size),) if value}
+        path = args.path
+    if args.channels or args.mean is not None or args.std is not None:
+        settings["input"] = {**settings.get("input", {}), **{k: v for k, v in (
+            ("channels", args.channels), ("mean", args.mean), ("std", args.std)) if v is not None}}
+    descriptor = import_pretrained(Path(path), Path(args.out), settings)
+    print(json.dumps(descriptor, indent=2))
+
+
+def cmd_export(args) -> None:
+    from facetrust.models.export import run_export_onnx
+
+    _set_threads(args.threads)
+    summary = run_export_onnx(Path(args.model), Path(args.out), feature_map=args.feature_map, opset=args.opset,
+                              tolerance=args.tolerance)
+    print(json.dumps(summary, indent=2))
+
+
 def cmd_methods(args) -> None:
     """Print every registry: what `--model`/params names each kind of method can take."""
     kinds = {
@@ -233,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=["landmarks", "mtcnn"], default="landmarks",
                    help="landmarks: the set's own 5-point file; mtcnn: re-detect with MTCNN "
                         "(falls back to the set's points where no face is found)")
+    p.add_argument("--no-face", choices=["landmarks", "error"], default="landmarks",
+                   help="mtcnn: where no face is found, use the set's own points (landmarks) or stop (error)")
+    p.add_argument("--min-score", type=float, default=0.9,
+                   help="mtcnn: faces this confident are subject candidates (the one nearest the centre wins)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
                    help="a bad loose crop, landmark row or detector score: stop (fail) or leave the "
@@ -261,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit_head)
 
     p = sub.add_parser("embed", help="embed a test set (flip kept separately), with optional uncertainty")
-    p.add_argument("--model", required=True, help="trained model directory")
+    p.add_argument("--model", required=True,
+                   help="model directory (trained or imported), arcface_torch backbone.pth or .onnx file")
     p.add_argument("--test-set", "--testset", dest="testset", required=True,
                    help=".bin pair set or aligned directory (--testset is the old name)")
     p.add_argument("--out", required=True, help="embeddings .npz")
@@ -272,6 +311,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("import-model", help="check a model trained elsewhere (arcface_torch backbone.pth, .onnx) "
+                                            "and record it as a model directory")
+    p.add_argument("--model", help="name under `models:` in --params (source: pretrained)")
+    p.add_argument("--params", help="params.yaml giving the model's path, input_size and input convention")
+    p.add_argument("--path", help="the model file (default: models.<model>.path)")
+    p.add_argument("--input-size", type=_size, help="H,W the model takes (default: 112,112; ONNX: its input shape)")
+    p.add_argument("--channels", choices=["rgb", "bgr"], help="channel order the model expects (default rgb)")
+    p.add_argument("--mean", type=float, help="pixel mean the model subtracts (default 127.5)")
+    p.add_argument("--std", type=float, help="pixel std the model divides by (default 127.5)")
+    p.add_argument("--out", required=True, help="model directory: pretrained.json is written there")
+    p.set_defaults(func=cmd_import_model)
+
+    export = sub.add_parser("export", help="export a model to another format (onnx)")
+    export_kinds = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    p = export_kinds.add_parser("onnx", help="ONNX with a dynamic batch axis, checked against PyTorch")
+    p.add_argument("--model", required=True, help="model directory, checkpoint or arcface_torch backbone.pth")
+    p.add_argument("--out", required=True, help="the .onnx file")
+    p.add_argument("--feature-map", action="store_true",
+                   help="also output the last feature map (what PFE, SCF, ScaleFace and xCos read)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest accepted |onnx - torch| / max|torch| (the file is not written above it)")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="evaluate embeddings: pairs (10-fold), ijb (1:1), reject (curves)")
     p.add_argument("protocol_kind", choices=["pairs", "ijb", "reject"])

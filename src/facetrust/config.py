@@ -130,6 +130,7 @@ def model_params(params: dict, model: str) -> dict[str, Any]:
 PATHS = {
     "model_dir": "models/{model}",
     "checkpoint": "models/{model}/checkpoint.pt",
+    "pretrained": "models/{model}/pretrained.json",
     "head_dir": "models/{model}/heads/{head}",
     "head_file": "models/{model}/heads/{head}/head.pt",
     "embeddings": "embeddings/{variant}/{test_set}.npz",
@@ -143,6 +144,22 @@ PATHS = {
 def path_of(artifact: str, **fields: str) -> str:
     """The path of ``artifact`` (a key of :data:`PATHS`) with its fields filled in."""
     return PATHS[artifact].format(**fields)
+
+
+def is_pretrained(params: dict, model: str) -> bool:
+    """Whether ``models.<model>`` is a file trained elsewhere (``source: pretrained``)."""
+    return params["models"][model].get("source", "train") == "pretrained"
+
+
+def model_file(params: dict, model: str) -> str:
+    """The file that stands for a model downstream: its training checkpoint, or for a pretrained
+    model the descriptor ``facetrust import-model`` writes (both in ``models/<model>/``)."""
+    return path_of("pretrained" if is_pretrained(params, model) else "checkpoint", model=model)
+
+
+def backbone_label(model: dict) -> str:
+    """A model's backbone column in tables: ``backbone``, else (a pretrained file) the file's name."""
+    return model.get("backbone") or Path(model["path"]).name
 
 
 def resolve_variants(params: dict) -> dict[str, dict[str, Any]]:
@@ -188,7 +205,7 @@ def table_rows(params: dict, variants: dict[str, dict], section: str) -> tuple[l
     """(variants, method labels, backbones, train sets) of a report section, in table order."""
     names = table_variants(params, variants, section)
     models = [params["models"][variants[v]["model"]] for v in names]
-    return (names, [variant_label(params, variants, v) for v in names], [m["backbone"] for m in models],
+    return (names, [variant_label(params, variants, v) for v in names], [backbone_label(m) for m in models],
             [m["train_set"] for m in models])
 
 

@@ -78,17 +78,23 @@ def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict
             uncertainty, _ = predict_uncertainty(head, head.method, embedding, feature_map)
             return np.asarray(uncertainty, dtype=np.float32)
 
+        from_head.reads_feature_map = True  # every fitted head reads the feature map
         return from_head, head.method
     if kind in (None, "none"):
         return None, None
     factory = MODEL_UNCERTAINTIES.get(kind)  # an unknown kind fails before the model's heads are built
-    return factory(config, extras, *load_margin(config, extras)), kind
+    # a pretrained backbone comes without its margin head: the estimates that need it say so
+    margin_parts = load_margin(config, extras) if extras.get("head") is not None else (None, None)
+    return factory(config, extras, *margin_parts), kind
 
 
 @torch.no_grad()
 def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int = 256, flip: bool = True,
               head_dir: Path | None = None, uncertainty: str | None = None) -> dict:
     """Embed every image of ``testset`` with the model in ``model_dir``; returns a summary dict.
+
+    ``model_dir``: anything :func:`facetrust.models.artifacts.load_model` takes (a trained or
+    imported model's directory, an arcface_torch ``backbone.pth``, an ``.onnx`` file).
 
     Uncertainty (optional) comes from a fitted head (``head_dir``) or a baseline ``uncertainty``
     kind; it is computed on the original (unflipped) image."""
@@ -99,12 +105,16 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     backbone.eval()
     input_size = tuple(config["input_size"])
     estimate, uncertainty_kind = _uncertainty_estimator(uncertainty, head_dir, config, extras)
+    reads_map = bool(getattr(estimate, "reads_feature_map", False))
     data = _TestSet(Path(testset))
     originals, fused, uncertainties = [], [], []
     for images in tqdm(data.batches(batch_size), total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}",
                        unit="batch"):
         inputs = torch.stack([to_tensor(fit_to_size(image, input_size)) for image in images])
-        embedding, feature_map = backbone(inputs, return_feature_map=True)
+        if reads_map:
+            embedding, feature_map = backbone(inputs, return_feature_map=True)
+        else:  # an ONNX model may have no feature map output
+            embedding, feature_map = backbone(inputs), None
         originals.append(embedding.float().numpy())
         if flip:
             flipped = backbone(torch.flip(inputs, dims=[3])).float().numpy()

@@ -12,6 +12,7 @@ rule align:
         ijb_dir=ijb_dir,
         size=lambda wildcards: ",".join(str(v) for v in config["align"]["output_size"]),
         method=config["align"]["method"],
+        no_face=config["align"]["no_face"],
     log:
         "logs/align/{ijb}.log",
     benchmark:
@@ -24,4 +25,5 @@ rule align:
         runtime=grow(120),
     shell:
         "facetrust align --in {params.ijb_dir} --name {wildcards.ijb} --out data/aligned/{wildcards.ijb}"
-        " --size {params.size} --detector {params.method} --threads {threads} > {log} 2>&1"
+        " --size {params.size} --detector {params.method} --no-face {params.no_face}"
+        " --threads {threads} > {log} 2>&1"

@@ -18,6 +18,9 @@ PAIR_SETS = sorted(config["datasets"]["pairs"])
 IJB_SETS = sorted(config["datasets"]["ijb"])
 TEST_SETS = PAIR_SETS + IJB_SETS
 THREADS = config["threads"]
+# Models trained elsewhere (`source: pretrained`): imported, never trained (pretrained.smk).
+PRETRAINED_MODELS = [m for m in MODELS if fc.is_pretrained(config, m)]
+TRAINED_MODELS = [m for m in MODELS if m not in PRETRAINED_MODELS]
 
 
 wildcard_constraints:
@@ -98,9 +101,10 @@ def variant_model(wildcards):
 
 
 def variant_inputs(wildcards):
-    """The checkpoint a variant embeds with, plus its fitted head if it has one."""
+    """The model file a variant embeds with (checkpoint, or a pretrained model's descriptor), plus
+    its fitted head if it has one."""
     variant = VARIANTS[wildcards.variant]
-    inputs = [fc.path_of("checkpoint", model=variant["model"])]
+    inputs = [fc.model_file(config, variant["model"])]
     if "head" in variant:
         inputs.append(
             fc.path_of("head_file", model=variant["model"], head=variant["head"])
@@ -157,3 +161,28 @@ def base_variants(section):
 def ijb_flags():
     """The configured IJB convention (N, D, F flags) as `facetrust evaluate` options."""
     return " ".join(fc.ijb_flags(config["evaluate"]))
+
+
+def model_file(wildcards):
+    """A model's checkpoint, or the descriptor of a pretrained one (facetrust.config.model_file)."""
+    return fc.model_file(config, wildcards.model)
+
+
+def pretrained_path(wildcards):
+    return config["models"][wildcards.model]["path"]
+
+
+def needs_train_set():
+    """Whether anything reads the training set: a model trained here or a fitted head."""
+    return bool(TRAINED_MODELS) or any("head" in v for v in VARIANTS.values())
+
+
+def ijb_table_test_set(section):
+    return config["report"][section]["test_set"]
+
+
+def ijbb_rows():
+    """Rows of results/ijbb_table.csv: its own `variants`, else those of ijbc_table."""
+    return _rows(
+        "ijbb_table" if config["report"]["ijbb_table"]["variants"] else "ijbc_table"
+    )

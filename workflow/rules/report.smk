@@ -320,3 +320,37 @@ rule quality_split:
         "facetrust report quality-split --embeddings {input.embeddings} --method {params.methods:q}"
         " --protocol {params.ijb_dir} --name {params.ijb} --quality {input.quality}"
         " {params.flags} --tar-method {params.tar_method} --out {output} > {log} 2>&1"
+
+
+rule ijbb_table:
+    input:
+        lambda wildcards: expand(
+            "results/metrics/{variant}/{ijb}.json",
+            variant=ijbb_rows()[0],
+            ijb=config["report"]["ijbb_table"]["test_set"],
+        ),
+    output:
+        report(
+            "results/ijbb_table.csv",
+            caption="../report/ijbb_table.rst",
+            category="Tables",
+        ),
+    params:
+        methods=lambda wildcards: ijbb_rows()[1],
+        backbones=lambda wildcards: ijbb_rows()[2],
+        train_sets=lambda wildcards: ijbb_rows()[3],
+        test_set=config["report"]["ijbb_table"]["test_set"],
+    log:
+        "logs/report/ijbb_table.log",
+    benchmark:
+        "logs/benchmark/report/ijbb_table.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(1000),
+        runtime=grow(10),
+    shell:
+        "facetrust report table --metrics {input} --method {params.methods:q}"
+        " --backbone {params.backbones:q} --train-set {params.train_sets:q}"
+        " --test-set {params.test_set} --out {output} > {log} 2>&1"

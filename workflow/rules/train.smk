@@ -37,7 +37,7 @@ rule train:
 
 rule fit_head:
     input:
-        checkpoint="models/{model}/checkpoint.pt",
+        model=model_file,
         rec=f"{train_dir()}/train.rec",
     output:
         "models/{model}/heads/{head}/head.pt",

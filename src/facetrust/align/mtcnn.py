@@ -34,6 +34,8 @@ THRESHOLDS = (0.6, 0.7, 0.7)
 PYRAMID_FACTOR = 0.709
 # A face at least this confident counts as "the subject" candidate in loose crops.
 CONFIDENT_SCORE = 0.9
+# Same-sized images detected together (facenet-pytorch stacks them; the results equal one by one).
+BATCH_SIZE = 32
 
 INSTALL_HINT = "pip install --no-deps facenet-pytorch==2.5.3"
 
@@ -109,21 +111,28 @@ class MTCNNDetector:
         An image smaller than ``min_face_size`` on its short side holds no searchable face and
         yields ``[]``, as does an image where no window passes the three thresholds.
         """
+        return self.detect_faces_batch([image], batch_size=1)[0]
+
+    def detect_faces_batch(self, images, batch_size: int = BATCH_SIZE) -> list[list[DetectedFace]]:
+        """:meth:`detect_faces` of each image, run in batches of same-sized images (the cascade
+        stacks a batch into one tensor).  Batches are formed in input order, so the same list of
+        images always gives the same batches and the same detections."""
         import torch
 
-        image = _as_rgb_uint8(image)
-        if min(image.shape[:2]) < self.min_face_size:
-            return []
+        images = [_as_rgb_uint8(image) for image in images]
+        results: list[list[DetectedFace]] = [[] for _ in images]
+        by_shape: dict[tuple, list[int]] = {}
+        for index, image in enumerate(images):
+            if min(image.shape[:2]) >= self.min_face_size:  # smaller: no searchable face
+                by_shape.setdefault(image.shape, []).append(index)
         with _torch_threads(self.threads), torch.no_grad():
-            boxes, scores, points = self._mtcnn.detect(image, landmarks=True)
-        if boxes is None:
-            return []
-        # numpy 2: facenet-pytorch hands back object arrays; make them plain float64.
-        boxes = np.asarray(boxes.astype(float), dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(scores.astype(float), dtype=np.float64).reshape(-1)
-        points = np.asarray(points.astype(float), dtype=np.float64).reshape(-1, 5, 2)
-        order = np.argsort(-scores, kind="stable")
-        return [DetectedFace(boxes[i].copy(), float(scores[i]), points[i].copy()) for i in order]
+            for indices in by_shape.values():
+                for start in range(0, len(indices), batch_size):
+                    batch = indices[start : start + batch_size]
+                    boxes, scores, points = self._mtcnn.detect(np.stack([images[i] for i in batch]), landmarks=True)
+                    for i, b, s, p in zip(batch, boxes, scores, points):
+                        results[i] = _faces(b, s, p)
+        return results
 
     def detect_landmarks(self, image: np.ndarray, *,
                          min_score: float = CONFIDENT_SCORE) -> tuple[np.ndarray, float] | None:
@@ -134,19 +143,42 @@ class MTCNNDetector:
         lies nearest the image centre is the subject; when no face is that confident, the
         highest-scoring detection is returned (its low score tells the caller).
         """
-        faces = self.detect_faces(image)
-        if not faces:
-            return None
-        confident = [face for face in faces if face.score >= min_score]
-        if not confident:
-            best = faces[0]
-        else:
-            height, width = np.asarray(image).shape[:2]
-            # Pixel-centre convention: the image centre is ((W-1)/2, (H-1)/2).
-            centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
-            distances = [float(np.hypot(*((face.box[:2] + face.box[2:]) / 2.0 - centre))) for face in confident]
-            best = confident[int(np.argmin(distances))]  # argmin keeps the higher score on ties
-        return best.landmarks.copy(), best.score
+        chosen = choose_subject(self.detect_faces(image), np.asarray(image).shape, min_score)
+        return None if chosen is None else (chosen[0].landmarks.copy(), chosen[0].score)
+
+
+def _faces(boxes, scores, points) -> list[DetectedFace]:
+    """One image's detections from facenet-pytorch's arrays, highest score first."""
+    if boxes is None:
+        return []
+    # numpy 2: facenet-pytorch hands back object arrays; make them plain float64.
+    boxes = np.asarray(boxes.astype(float), dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores.astype(float), dtype=np.float64).reshape(-1)
+    points = np.asarray(points.astype(float), dtype=np.float64).reshape(-1, 5, 2)
+    order = np.argsort(-scores, kind="stable")
+    return [DetectedFace(boxes[i].copy(), float(scores[i]), points[i].copy()) for i in order]
+
+
+#: How :func:`choose_subject` picked a face (written per image by the align stage).
+NEAREST_CENTRE, HIGHEST_SCORE = "nearest_centre", "highest_score"
+FACE_CHOICE_POLICY = (f"{NEAREST_CENTRE}: among faces with score >= min_score, the one whose box centre is nearest "
+                      f"the image centre; {HIGHEST_SCORE}: no face that confident, the best-scored detection")
+
+
+def choose_subject(faces: list[DetectedFace], image_shape, min_score: float = CONFIDENT_SCORE
+                   ) -> tuple[DetectedFace, str] | None:
+    """The subject of a loose crop among ``faces`` (highest score first) and the rule that chose it
+    (:data:`FACE_CHOICE_POLICY`), or None without a face."""
+    if not faces:
+        return None
+    confident = [face for face in faces if face.score >= min_score]
+    if not confident:
+        return faces[0], HIGHEST_SCORE
+    height, width = image_shape[:2]
+    # Pixel-centre convention: the image centre is ((W-1)/2, (H-1)/2).
+    centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+    distances = [float(np.hypot(*((face.box[:2] + face.box[2:]) / 2.0 - centre))) for face in confident]
+    return confident[int(np.argmin(distances))], NEAREST_CENTRE  # argmin keeps the higher score on ties
 
 
 @functools.lru_cache(maxsize=4)

@@ -7,9 +7,13 @@ Output directory:
   manifest.json               counts, output size, method
 
 Landmark methods: ``landmarks`` uses the set's own 5-point file and detector scores; ``mtcnn``
-re-detects every loose crop with MTCNN (:mod:`facetrust.align.mtcnn`) and records MTCNN's score;
-a crop where MTCNN finds no face falls back to the set's own landmarks and score
-(``landmark_source`` = ``given``), so no image of the protocol is dropped.
+re-detects every loose crop with MTCNN (:mod:`facetrust.align.mtcnn`, batched over same-sized
+crops) and records MTCNN's score.  Its two policies are written down: ``index.csv`` gets
+``faces_found`` and ``face_choice`` per image (the subject rule of
+:func:`facetrust.align.mtcnn.choose_subject`, or ``no_face``), and ``manifest.json`` states both
+rules.  By default (``no_face="landmarks"``) a crop where MTCNN finds no face falls back to the
+set's own landmarks and score (``landmark_source`` = ``given``), so no image of the protocol is
+dropped; ``no_face="error"`` stops instead.
 
 A bad image (see :func:`run_align`) stops the stage naming the file and its meta line
 (``on_bad_image: fail``, the default) or is left out and counted (``skip``).
@@ -39,6 +43,9 @@ METHODS = ("landmarks", "mtcnn")
 # A landmark more than this fraction of the image's size beyond its border is not a face in it:
 # the warp would sample outside the image and give a black crop.
 LANDMARK_MARGIN = 0.25
+#: What the align stage does with a loose crop where MTCNN finds no face.
+NO_FACE_POLICIES = {"landmarks": "the set's own five points and detector score (landmark_source given)",
+                    "error": "stop with an error naming the image"}
 
 
 def landmarks_problem(points: np.ndarray, height: int, width: int) -> str | None:
@@ -56,39 +63,62 @@ def landmarks_problem(points: np.ndarray, height: int, width: int) -> str | None
     return None
 
 
-def _align_one(path: Path, points: np.ndarray, score: float, output_size, detector) -> tuple[bytes, float, str]:
-    """Align one loose crop: (PNG payload, detector score, landmark source); InputError if bad."""
-    pixels = read_image_file(path)
-    source = "given"
-    if detector is not None:
-        detected = detector.detect_landmarks(pixels)
-        if detected is not None:
-            points, score = detected
-            source = "mtcnn"
+def _align_one(path: Path, pixels: np.ndarray, points: np.ndarray, score: float, output_size) -> tuple[bytes, float]:
+    """Align one decoded loose crop: (PNG payload, detector score as float32); InputError if bad."""
     problem = landmarks_problem(points, *pixels.shape[:2])
     if problem:
         raise InputError(problem)
-    aligned = align_face(pixels, points, output_size)
     buffer = io.BytesIO()
-    Image.fromarray(aligned).save(buffer, format="PNG")
+    Image.fromarray(align_face(pixels, points, output_size)).save(buffer, format="PNG")
     # float32 like the 5-point file, so the RecordIO label and index.csv hold the same value
-    return buffer.getvalue(), float(np.float32(score)), source
+    return buffer.getvalue(), float(np.float32(score))
+
+
+def _landmark_choices(paths, pixels, landmarks, scores, method: str, no_face: str, min_score: float) -> list:
+    """Per image (points, score, record): the set's points (record: ``("given",)``), or with MTCNN
+    its subject (:func:`facetrust.align.mtcnn.choose_subject`; record: source, faces found, face
+    choice) detected in batches of same-sized crops, else the ``no_face`` policy.  Images that did
+    not decode (None) stay None."""
+    if method != "mtcnn":
+        return [(points, score, ("given",)) for points, score in zip(landmarks, scores)]
+    from facetrust.align.mtcnn import choose_subject, default_detector
+
+    detector = default_detector(threads=1)  # one per worker process; processes give the parallelism
+    decoded = [i for i, image in enumerate(pixels) if image is not None]
+    faces = dict(zip(decoded, detector.detect_faces_batch([pixels[i] for i in decoded])))
+    chosen = []
+    for i, (path, points, score) in enumerate(zip(paths, landmarks, scores)):
+        subject = choose_subject(faces[i], pixels[i].shape, min_score) if i in faces else None
+        if subject is not None:
+            chosen.append((subject[0].landmarks, subject[0].score, ("mtcnn", len(faces[i]), subject[1])))
+        elif i in faces and no_face == "error":
+            raise InputError(f"{path}: MTCNN finds no face (align --no-face error)")
+        else:
+            chosen.append((points, score, ("given", 0, "no_face")))
+    return chosen
 
 
 def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores: np.ndarray, output_size,
-                 method: str, wheres: list[str]) -> list[tuple[bytes, float, str] | str]:
-    """Align one chunk; per image its (PNG payload, detector score, landmark source), or the
-    message of its InputError (the parent applies the on_bad_image policy)."""
-    detector = None
-    if method == "mtcnn":
-        from facetrust.align.mtcnn import default_detector
-
-        detector = default_detector(threads=1)  # one per worker process; processes give the parallelism
-    encoded: list[tuple[bytes, float, str] | str] = []
-    for name, points, score, where in zip(names, landmarks, scores, wheres):
-        path = Path(crop_dir) / name
+                 method: str, wheres: list[str], no_face: str = "landmarks", min_score: float = 0.9) -> list:
+    """Align one chunk; per image its (PNG payload, detector score, landmark source[, faces found,
+    face choice] — the last two with MTCNN), or the message of its InputError (the parent applies
+    the on_bad_image policy)."""
+    paths = [Path(crop_dir) / name for name in names]
+    pixels, errors = [], {}
+    for i, path in enumerate(paths):
         try:
-            encoded.append(_align_one(path, points, score, output_size, detector))
+            pixels.append(read_image_file(path))
+        except InputError as error:
+            pixels.append(None)
+            errors[i] = str(error)
+    chosen = _landmark_choices(paths, pixels, landmarks, scores, method, no_face, min_score)
+    encoded: list = []
+    for i, (path, where, (points, score, record)) in enumerate(zip(paths, wheres, chosen)):
+        if i in errors:
+            encoded.append(errors[i])
+            continue
+        try:
+            encoded.append((*_align_one(path, pixels[i], points, score, output_size), *record))
         except InputError as error:
             message = str(error)
             # decoding errors name the file already; landmark errors get the file and meta line
@@ -97,16 +127,23 @@ def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores:
 
 
 def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112), method: str = "landmarks",
-              threads: int = 1, on_bad_image: str = "fail") -> dict:
+              threads: int = 1, on_bad_image: str = "fail", no_face: str = "landmarks",
+              min_score: float = 0.9) -> dict:
     """Align every image of protocol ``name`` under ``ijb_dir``; returns the manifest dict.
 
     A bad image (unreadable, a decompression bomb, corrupt JPEG data, landmarks far outside it,
     unusable landmarks or detector score in the meta files) raises InputError naming the file and
     meta line (``on_bad_image="fail"``), or is left out, logged and counted (``"skip"``: the
     manifest then adds ``on_bad_image``, ``skipped``, ``skipped_examples`` and ``skipped_images``).
+
+    With ``method="mtcnn"``, ``index.csv`` also records per image how many faces MTCNN found and
+    which rule chose the subject (``nearest_centre``, ``highest_score``, ``no_face``); ``no_face``
+    says what happens without a face: ``landmarks`` (the set's own points) or ``error``.
     """
     if method not in METHODS:
         raise ConfigError(f"align.method: unknown landmark method {method!r}; allowed: {', '.join(METHODS)}")
+    if no_face not in NO_FACE_POLICIES:
+        raise ConfigError(f"align.no_face: {no_face!r}; allowed: {', '.join(NO_FACE_POLICIES)}")
     policy = BadImagePolicy(on_bad_image, stage=f"align {name}", key="align.on_bad_image")
     protocol = read_ijb_protocol(ijb_dir, name, on_bad_image=on_bad_image)
     crop_dir = Path(ijb_dir) / "loose_crop"
@@ -115,9 +152,10 @@ def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112)
     wheres = [f"{pts_name} line {line}" for line in protocol.landmark_lines]
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [(str(crop_dir), names[i : i + CHUNK], protocol.landmarks[i : i + CHUNK],
-               protocol.detector_scores[i : i + CHUNK], tuple(output_size), method, wheres[i : i + CHUNK])
+               protocol.detector_scores[i : i + CHUNK], tuple(output_size), method, wheres[i : i + CHUNK],
+               no_face, min_score)
               for i in range(0, len(names), CHUNK)]
-    kept, scores, sources, skipped = [], [], [], list(protocol.skipped)
+    kept, scores, records, skipped = [], [], [], list(protocol.skipped)
     progress = tqdm(total=len(names), desc=f"align {name}", unit="img")
     with recordio.IndexedRecordIOWriter(out_dir / "aligned.idx", out_dir / "aligned.rec") as writer:
         executor = ProcessPoolExecutor(max_workers=threads) if threads > 1 else None
@@ -133,24 +171,30 @@ def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112)
                         policy.handle(InputError(result))
                         skipped.append(image)
                         continue
-                    payload, score, source = result
+                    payload, score, *record = result
                     key = len(kept)
                     writer.write_idx(key, recordio.pack(recordio.IRHeader(0, score, key, 0), payload))
                     kept.append(image)
                     scores.append(score)
-                    sources.append(source)
+                    records.append(record)
                 progress.update(len(encoded))
         finally:
             if executor:
                 executor.shutdown(cancel_futures=True)
     progress.close()
     policy.log_total()
+    columns = ["landmark_source", "faces_found", "face_choice"] if method == "mtcnn" else ["landmark_source"]
     with atomic_path(out_dir / "index.csv") as tmp:
         pd.DataFrame({"image": kept, "detector_score": np.asarray(scores, dtype=np.float32),
-                      "landmark_source": sources}).to_csv(tmp, index=False)
+                      **{column: [r[k] for r in records] for k, column in enumerate(columns)}}).to_csv(tmp, index=False)
+    sources = [r[0] for r in records]
     manifest = {"name": name, "images": len(kept), "output_size": list(output_size), "method": method,
                 "detected": sources.count("mtcnn"), "given_landmarks": sources.count("given"),
                 "source": str(ijb_dir)}
+    if method == "mtcnn":
+        from facetrust.align.mtcnn import FACE_CHOICE_POLICY
+
+        manifest.update(face_choice=FACE_CHOICE_POLICY, min_score=float(min_score), no_face=NO_FACE_POLICIES[no_face])
     if policy.skips:
         manifest.update(policy.summary())
         manifest.update(skipped=len(skipped), skipped_images=skipped)

@@ -1,16 +1,22 @@
 """Five-point face alignment: a least-squares similarity transform onto the ArcFace template.
 
-InsightFace aligns every face by estimating the similarity transform (rotation, uniform scale,
-translation) that maps the five detected landmarks onto a fixed 112×112 template and warping with
-border value 0. SphereFace's 112×96 crops use the same template shifted 8 px left. Pixel coordinates
-follow the OpenCV convention (integer coordinates are pixel centres), so landmarks written by any
-detector in that convention land on the template.
+InsightFace aligns every face (``insightface.utils.face_align.norm_crop``) by estimating the
+similarity transform (rotation, uniform scale, translation) that maps the five detected landmarks
+onto a fixed 112×112 template with scikit-image's ``SimilarityTransform`` (Umeyama 1991) and
+warping with ``cv2.warpAffine`` (bilinear, border value 0).  We call the same two libraries, so a
+crop made here is the crop InsightFace makes, pixel for pixel (tests/test_align_insightface.py
+checks this on real photographs).  cv2's bilinear warp computes with fixed-point weights (1/32 px
+positions), which an exact bilinear interpolation differs from by up to a few grey levels.
+SphereFace's 112×96 crops use the same template shifted 8 px left.  Pixel coordinates follow the
+OpenCV convention (integer coordinates are pixel centres), so landmarks written by any detector in
+that convention land on the template.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from scipy import ndimage
+from skimage.transform import SimilarityTransform
 
 from facetrust.errors import InputError
 
@@ -45,7 +51,8 @@ def arcface_template(output_size: tuple[int, int] = (112, 112)) -> np.ndarray:
 
 
 def estimate_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (Umeyama 1991) with ``target ≈ M @ [x, y, 1]``.
+    """Least-squares similarity transform with ``target ≈ M @ [x, y, 1]`` (scikit-image's
+    ``SimilarityTransform``, Umeyama 1991: never a reflection).
 
     Returns the 2×3 matrix M. Both inputs are (K, 2) with K ≥ 2 non-coincident points.
     """
@@ -55,42 +62,20 @@ def estimate_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
         raise InputError(f"landmarks must be two (K, 2) arrays, got {source.shape} and {target.shape}")
     if not np.all(np.isfinite(source)):
         raise InputError("landmarks contain NaN or infinite values")
-    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
-    source_centred, target_centred = source - source_mean, target - target_mean
-    source_variance = (source_centred**2).sum() / len(source)
-    if source_variance <= 1e-12:
+    if ((source - source.mean(axis=0)) ** 2).sum() <= 1e-12:
         raise InputError("landmarks are degenerate (all points coincide)")
-    covariance = target_centred.T @ source_centred / len(source)
-    u, singular_values, vt = np.linalg.svd(covariance)
-    # Umeyama Eq. 39–43: flip the last axis if the best orthogonal map is a reflection.
-    sign = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[-1] = -1.0
-    rotation = u @ np.diag(sign) @ vt
-    scale = (singular_values * sign).sum() / source_variance
-    translation = target_mean - scale * rotation @ source_mean
-    return np.hstack([scale * rotation, translation[:, None]])
+    transform = SimilarityTransform.from_estimate(source, target)
+    if not transform:  # a FailedEstimation (poorly conditioned points) is falsy
+        raise InputError(f"landmarks are degenerate: {transform}")
+    return np.asarray(transform.params[:2, :], dtype=np.float64)
 
 
 def warp_affine(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
-    """Warp an H×W(×C) uint8 image by the 2×3 forward ``matrix`` (source → output), bilinear, border 0."""
+    """Warp an H×W(×C) uint8 image by the 2×3 forward ``matrix`` (source → output) with
+    ``cv2.warpAffine``: bilinear, border 0, as InsightFace's ``norm_crop``."""
     height, width = output_size
-    forward = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    inverse = np.linalg.inv(forward)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    source_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
-    source_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
-    coordinates = np.stack([source_y, source_x])
-    channels = image[..., None] if image.ndim == 2 else image
-    warped = np.stack(
-        [
-            ndimage.map_coordinates(channels[..., c].astype(np.float32), coordinates, order=1, mode="constant", cval=0.0)
-            for c in range(channels.shape[-1])
-        ],
-        axis=-1,
-    )
-    warped = np.clip(np.rint(warped), 0, 255).astype(np.uint8)
-    return warped[..., 0] if image.ndim == 2 else warped
+    return cv2.warpAffine(np.ascontiguousarray(image), np.asarray(matrix, dtype=np.float64), (int(width), int(height)),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, output_size: tuple[int, int] = (112, 112)) -> np.ndarray:

@@ -16,6 +16,16 @@ Training checkpoint (``<model_dir>/checkpoint.pt``)::
     num_classes, feature_map_shape, rng {"torch": ByteTensor, "cuda": [ByteTensor, ...]}
     config            TrainConfig.to_dict()
 
+Pretrained model (``<model_dir>/pretrained.json``, written by ``facetrust import-model``): a
+model trained elsewhere, by reference (docs/FORMATS.md "Pretrained models")::
+
+    format "facetrust-pretrained", version 1, file_format "arcface_torch" | "onnx",
+    path (as configured), sha256, config (backbone, backbone_options, embedding_size, input_size),
+    input {channels, mean, std}, feature_map (whether the model gives its feature map)
+
+``load_model`` also takes such a file directly: an arcface_torch ``backbone.pth`` (any iResNet
+depth, inferred from the keys; strict load) or an ``.onnx`` file.
+
 Fitted uncertainty head (``<head_dir>/head.pt``)::
 
     format "facetrust-uncertainty-head", version 1, method, config (the resolved fit config),
@@ -44,6 +54,10 @@ CONFIG_NAME = "config.json"
 CHECKPOINT_FORMAT = "facetrust-train-checkpoint"
 CHECKPOINT_VERSION = 1
 _REQUIRED = ("backbone", "config", "epoch", "step", "num_classes")
+
+PRETRAINED_NAME = "pretrained.json"
+PRETRAINED_FORMAT = "facetrust-pretrained"
+PRETRAINED_VERSION = 1
 
 UNCERTAINTY_HEAD_NAME = "head.pt"
 UNCERTAINTY_HEAD_FORMAT = "facetrust-uncertainty-head"
@@ -109,7 +123,10 @@ def load_checkpoint(model_dir: str | os.PathLike, map_location="cpu") -> dict:
     Raises InputError naming the file when it is missing, not loadable with ``weights_only=True``
     (e.g. arbitrary pickled objects), or not a facetrust training checkpoint."""
     path = checkpoint_path(model_dir)
-    payload = _load(path, "checkpoint", "facetrust train", map_location)
+    return _checked_checkpoint(_load(path, "checkpoint", "facetrust train", map_location), path)
+
+
+def _checked_checkpoint(payload: dict, path: Path) -> dict:
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a facetrust training checkpoint (missing format {CHECKPOINT_FORMAT!r})")
     missing = [key for key in _REQUIRED if key not in payload]
@@ -156,14 +173,33 @@ def build_margin(config: Mapping[str, Any], num_classes: int, feature_map_shape)
     return margin, scale_predictor
 
 
-def load_model(model_dir: str | os.PathLike, map_location="cpu") -> tuple[nn.Module, dict, dict]:
-    """``(backbone in eval mode, config dict, extras)`` from a training output directory.
+def load_model(model_dir: str | os.PathLike, map_location="cpu", settings: Mapping[str, Any] | None = None
+               ) -> tuple[nn.Module, dict, dict]:
+    """``(backbone in eval mode, config dict, extras)`` of a model.
 
+    ``model_dir``: a training output directory (``checkpoint.pt``), a pretrained model's directory
+    (``pretrained.json``), a checkpoint file, or a model trained elsewhere given as its file: an
+    arcface_torch ``backbone.pth`` or an ``.onnx`` file (``settings``: its ``input_size`` and
+    ``input`` convention, as under ``models.<name>`` in params).
     ``extras``: ``head`` (margin) and ``scale_head`` state dicts (``scale_head`` None unless
-    ScaleFace), ``num_classes``, ``feature_map_shape``, ``epoch``, ``step``, ``path``.  Rebuild the
-    margin and scale predictor with :func:`load_margin` when the class centres or scales are needed."""
-    payload = load_checkpoint(model_dir, map_location)
+    ScaleFace; both None for a pretrained model), ``num_classes``, ``feature_map_shape``, ``epoch``,
+    ``step``, ``path``, ``source`` (``train`` or ``pretrained``).  Rebuild the margin and scale
+    predictor with :func:`load_margin` when the class centres or scales are needed."""
+    path = Path(model_dir)
+    if not path.exists() and path.suffix.lower() in (".pth", ".pt", ".onnx"):
+        raise InputError(f"{path}: no such model file")
+    if path.is_dir() and not (path / CHECKPOINT_NAME).exists() and (path / PRETRAINED_NAME).exists():
+        return load_pretrained(path, map_location)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        return _load_pretrained_file(path, "onnx", dict(settings or {}), map_location)
+    payload = _load(checkpoint_path(path), "checkpoint", "facetrust train", map_location)
+    if path.is_file() and "format" not in payload:  # a plain state dict: trained elsewhere
+        return _load_pretrained_file(path, "arcface_torch", dict(settings or {}), map_location, payload)
     path = checkpoint_path(model_dir)
+    return _model_from_checkpoint(_checked_checkpoint(payload, path), path, map_location)
+
+
+def _model_from_checkpoint(payload: dict, path: Path, map_location) -> tuple[nn.Module, dict, dict]:
     config = payload["config"]
     if not isinstance(config, Mapping):
         raise InputError(f"{path}: checkpoint key 'config' is a {type(config).__name__}, not a mapping")
@@ -185,12 +221,95 @@ def load_model(model_dir: str | os.PathLike, map_location="cpu") -> tuple[nn.Mod
         "epoch": int(payload["epoch"]),
         "step": int(payload["step"]),
         "path": str(path),
+        "source": "train",
     }
     return backbone, config, extras
 
 
+# --------------------------------------------------------------------------- pretrained models
+
+
+def _load_pretrained_file(path: Path, file_format: str, settings: dict, map_location,
+                          payload: dict | None = None) -> tuple[nn.Module, dict, dict]:
+    """A model trained elsewhere from its file; see :mod:`facetrust.models.pretrained`."""
+    from facetrust.models import pretrained
+
+    convention = pretrained.input_convention(settings.get("input"))
+    if file_format == "onnx":
+        from facetrust.models.onnx_model import OnnxBackbone
+
+        backbone = OnnxBackbone(path, convention)
+        size = [int(v) for v in settings.get("input_size") or backbone.input_size]
+        if tuple(size) != tuple(backbone.input_size):
+            raise ConfigError(f"{path}: input_size {size} configured, the ONNX input is {list(backbone.input_size)}")
+        if settings.get("embedding_size") not in (None, backbone.embedding_size):
+            raise ConfigError(f"{path}: embedding_size {settings['embedding_size']} configured, the ONNX output "
+                              f"has {backbone.embedding_size}")
+        config = {"backbone": "onnx", "backbone_options": {}, "embedding_size": int(backbone.embedding_size),
+                  "input_size": size}
+    else:
+        state = pretrained.state_from_payload(payload, path) if payload is not None else pretrained.read_state_dict(path)
+        backbone, config = pretrained.load_arcface_torch(path, settings, state)
+        if convention != pretrained.OUR_INPUT:
+            backbone = pretrained.InputAdapter(backbone, convention).eval()
+        backbone.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
+    config.update(source="pretrained", file_format=file_format, input=convention)
+    extras = {"head": None, "scale_head": None, "num_classes": 0, "epoch": 0, "step": 0, "path": str(path),
+              "feature_map_shape": backbone.feature_map_shape, "source": "pretrained"}
+    return backbone, config, extras
+
+
+def import_pretrained(path: str | os.PathLike, out_dir: str | os.PathLike,
+                      settings: Mapping[str, Any] | None = None) -> dict:
+    """Check that ``path`` (arcface_torch ``.pth`` or ``.onnx``) loads with ``settings`` and write
+    ``out_dir/pretrained.json`` describing it (with its sha256); returns the descriptor."""
+    import json
+
+    from facetrust.models.pretrained import file_format, sha256_of
+
+    path, settings = Path(path), dict(settings or {})
+    kind = file_format(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such pretrained model file")
+    backbone, config, _ = _load_pretrained_file(path, kind, settings, "cpu")
+    descriptor = {
+        "format": PRETRAINED_FORMAT, "version": PRETRAINED_VERSION, "file_format": kind, "path": str(path),
+        "sha256": sha256_of(path), "input": config["input"], "feature_map": backbone.feature_map_shape is not None,
+        "config": {key: config[key] for key in ("backbone", "backbone_options", "embedding_size", "input_size")},
+    }
+    with atomic_path(Path(out_dir) / PRETRAINED_NAME) as tmp:
+        tmp.write_text(json.dumps(descriptor, indent=2, sort_keys=True) + "\n")
+    return descriptor
+
+
+def load_pretrained(model_dir: str | os.PathLike, map_location="cpu") -> tuple[nn.Module, dict, dict]:
+    """The model that ``model_dir/pretrained.json`` describes; InputError when the file it names
+    is missing or no longer has the recorded sha256."""
+    from facetrust.io import read_json
+    from facetrust.models.pretrained import sha256_of
+
+    descriptor_path = Path(model_dir) / PRETRAINED_NAME
+    descriptor = read_json(descriptor_path, "pretrained model descriptor")
+    if not isinstance(descriptor, dict) or descriptor.get("format") != PRETRAINED_FORMAT \
+            or descriptor.get("version") != PRETRAINED_VERSION:
+        raise InputError(f"{descriptor_path}: not a facetrust pretrained-model descriptor "
+                         f"(format {PRETRAINED_FORMAT!r}, version {PRETRAINED_VERSION})")
+    path = Path(descriptor["path"])
+    if not path.is_file():
+        raise InputError(f"{descriptor_path}: the model file {path} is missing")
+    if sha256_of(path) != descriptor["sha256"]:
+        raise InputError(f"{descriptor_path}: {path} changed since it was imported (sha256 differs); "
+                         f"run `facetrust import-model` again")
+    settings = {"input": descriptor["input"], **descriptor["config"]}
+    return _load_pretrained_file(path, descriptor["file_format"], settings, map_location)
+
+
 def load_margin(config: Mapping[str, Any], extras: Mapping[str, Any]) -> tuple[nn.Module, nn.Module | None]:
     """``(margin head, scale predictor or None)`` of a loaded model with its trained weights, in eval mode."""
+    if extras.get("head") is None:
+        raise InputError(f"{extras.get('path', 'model')}: a pretrained backbone has no margin head: what needs the "
+                         f"class centres or ScaleFace's scale (uncertainty entropy and scale, SCF fitting, "
+                         f"model inversion) cannot run on it; emb_norm, PFE and the maps can")
     margin, scale_predictor = build_margin(config, extras["num_classes"], extras["feature_map_shape"])
     margin.load_state_dict(extras["head"], strict=True)
     margin.eval()
@@ -211,11 +330,13 @@ def class_centres(extras: Mapping[str, Any]) -> torch.Tensor:
     return weight.detach().float().cpu()
 
 
-def load_frozen_backbone(model_dir: str | os.PathLike) -> tuple[nn.Module, tuple[int, int], torch.Tensor]:
-    """``(backbone in eval mode without gradients, input_size (H, W), class centres)`` of a trained model."""
+def load_frozen_backbone(model_dir: str | os.PathLike) -> tuple[nn.Module, tuple[int, int], torch.Tensor | None]:
+    """``(backbone in eval mode without gradients, input_size (H, W), class centres)`` of a model;
+    the centres are None for a pretrained backbone (it comes without its classifier)."""
     backbone, config, extras = load_model(model_dir)
     backbone.requires_grad_(False)
-    return backbone, tuple(config["input_size"]), class_centres(extras)
+    centres = class_centres(extras) if extras.get("source") != "pretrained" else None
+    return backbone, tuple(config["input_size"]), centres
 
 
 # ---------------------------------------------------------------------- fitted uncertainty heads

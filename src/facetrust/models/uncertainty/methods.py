@@ -27,7 +27,8 @@ from facetrust.models.uncertainty.pfe import PFEHead, mls_loss, pfe_uncertainty
 from facetrust.models.uncertainty.scf import SCFHead, initial_log_kappa, scf_g_loss, scf_loss, scf_uncertainty
 from facetrust.registry import Registry
 
-# (embedding (N, D) tensor, feature map (N, C, h, w) tensor) -> uncertainty (N,) float32 array
+# (embedding (N, D) tensor, feature map (N, C, h, w) tensor or None) -> uncertainty (N,) float32 array;
+# an estimator that reads the feature map has the attribute ``reads_feature_map = True``.
 Estimator = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
 
 
@@ -153,6 +154,9 @@ MODEL_UNCERTAINTIES.register("magface")(_feature_norm)
 @MODEL_UNCERTAINTIES.register("entropy")
 def _entropy(config, extras, margin, scale_predictor) -> Estimator:
     """Entropy of softmax(s·cos θ) against the trained class centres (the margin head's weight)."""
+    if margin is None:
+        raise InputError(f"{extras['path']}: uncertainty 'entropy' needs the class centres, which a pretrained "
+                         f"backbone file does not hold")
     centres = margin.weight.detach()
     scale = float(config["head"].get("s", 64.0))
     return lambda embedding, feature_map: classifier_entropy(embedding, centres, scale).float().numpy()
@@ -163,5 +167,9 @@ def _scaleface(config, extras, margin, scale_predictor) -> Estimator:
     """ScaleFace: the predicted scale s is the confidence, uncertainty 1/s."""
     if scale_predictor is None:
         raise InputError(f"{extras['path']}: uncertainty 'scale' needs a ScaleFace model (head kind scaleface)")
-    # a collapsed predictor (s -> 0) must not give inf
-    return lambda embedding, feature_map: (1.0 / scale_predictor(feature_map).double().clamp_min(1e-12)).float().numpy()
+    def estimate(embedding, feature_map):
+        # a collapsed predictor (s -> 0) must not give inf
+        return (1.0 / scale_predictor(feature_map).double().clamp_min(1e-12)).float().numpy()
+
+    estimate.reads_feature_map = True  # embed asks the backbone for its map only when an estimate reads it
+    return estimate
