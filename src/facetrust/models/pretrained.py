@@ -20,7 +20,6 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 import torch.nn as nn
 
