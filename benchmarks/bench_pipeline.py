@@ -1,0 +1,142 @@
+"""The embedded default pipeline as a whole: wall time, peak memory and the critical path.
+
+Reads a finished run's Snakemake log (``.snakemake/log/*.snakemake.log``: every job's rule,
+inputs, outputs and benchmark file) and the per-job benchmark files (``logs/benchmark/**.tsv``:
+seconds, max RSS), links each job to the jobs that produced its inputs, and prints
+
+- the run's wall time (first to last job timestamp) against the target (main job <= 15 min,
+  `all` <= 30 min on 2 cores), the sum of job times (what one core would take) and the peak RSS of
+  any one job (a job's own peak; jobs run two at a time on 2 cores);
+- the critical path: the chain of dependent jobs with the largest summed time, i.e. the jobs
+  that gate the run however many cores it gets.
+
+    .venv/bin/python benchmarks/bench_pipeline.py --workdir .           # after `make all-reports`
+    .venv/bin/python benchmarks/bench_pipeline.py --run --target all    # run it first, in a fresh dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TARGETS_MIN = {"results/ijbc_table.csv": 15.0, "all": 30.0}
+
+
+@dataclass
+class Job:
+    jobid: str
+    rule: str
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    benchmark: str | None = None
+    wildcards: str = ""
+    seconds: float = 0.0
+    max_rss_mb: float = 0.0
+
+
+def parse_log(path: Path) -> tuple[list[Job], list[dt.datetime]]:
+    """Jobs and the timestamps of a Snakemake log."""
+    jobs, stamps, current = [], [], None
+    for line in path.read_text().splitlines():
+        stamp = re.match(r"\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]", line)
+        if stamp:
+            stamps.append(dt.datetime.strptime(stamp.group(1), "%a %b %d %H:%M:%S %Y"))
+        rule = re.match(r"^(local)?rule (\w+):", line)
+        if rule:
+            current = Job(jobid="", rule=rule.group(2))
+            jobs.append(current)
+            continue
+        if current is None or not line.startswith("    "):
+            continue
+        key, _, value = line.strip().partition(": ")
+        if key in ("input", "output"):
+            getattr(current, key + "s").extend(v.strip() for v in value.split(","))
+        elif key == "jobid":
+            current.jobid = value
+        elif key == "benchmark":
+            current.benchmark = value
+        elif key == "wildcards":
+            current.wildcards = value
+    return [job for job in jobs if job.jobid], stamps
+
+
+def read_benchmark(job: Job, workdir: Path) -> None:
+    if job.benchmark and (workdir / job.benchmark).is_file():
+        with (workdir / job.benchmark).open() as handle:
+            row = next(csv.DictReader(handle, delimiter="\t"))
+        job.seconds = float(row["s"])
+        rss = row.get("max_rss", "NA")
+        job.max_rss_mb = float(rss) if rss not in ("NA", "-") else 0.0
+
+
+def critical_path(jobs: list[Job]) -> tuple[float, list[Job]]:
+    """The chain of dependent jobs with the largest summed time (jobs are logged in a valid order)."""
+    producer = {output: job for job in jobs for output in job.outputs}
+    best: dict[str, tuple[float, list[Job]]] = {}
+    for job in jobs:
+        parents = {producer[i].jobid: producer[i] for i in job.inputs if i in producer and producer[i] is not job}
+        before = max((best[p.jobid] for p in parents.values() if p.jobid in best), key=lambda b: b[0],
+                     default=(0.0, []))
+        best[job.jobid] = (before[0] + job.seconds, before[1] + [job])
+    return max(best.values(), key=lambda b: b[0])
+
+
+def run_pipeline(target: str) -> Path:
+    workdir = Path(tempfile.mkdtemp(prefix="bench_pipeline."))
+    shutil.copy(REPO / "params.yaml", workdir / "params.yaml")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", target],
+                   check=True, env=env)
+    return workdir
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=".", help="directory of a finished run")
+    parser.add_argument("--run", action="store_true", help="run the pipeline first in a fresh directory")
+    parser.add_argument("--target", default="all", choices=sorted(TARGETS_MIN))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "pipeline.json"))
+    args = parser.parse_args()
+    workdir = run_pipeline(args.target) if args.run else Path(args.workdir)
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        raise SystemExit(f"{workdir}: no Snakemake log (run the pipeline first, or pass --run)")
+    jobs, stamps = parse_log(logs[-1])
+    for job in jobs:
+        read_benchmark(job, workdir)
+    wall_min = (stamps[-1] - stamps[0]).total_seconds() / 60 if len(stamps) > 1 else 0.0
+    total, path = critical_path(jobs)
+    peak = max(jobs, key=lambda j: j.max_rss_mb)
+    target_min = TARGETS_MIN[args.target]
+    print(f"{len(jobs)} jobs, wall {wall_min:.1f} min (target {target_min:.0f} min, ratio {wall_min / target_min:.2f}); "
+          f"sum of job times {sum(j.seconds for j in jobs) / 60:.1f} min; "
+          f"peak RSS {peak.max_rss_mb:.0f} MB ({peak.rule} {peak.wildcards})")
+    print(f"critical path {total / 60:.1f} min:")
+    for job in path:
+        print(f"  {job.seconds:7.1f} s  {job.rule:<20} {job.wildcards}")
+    result = {"benchmark": "pipeline", "target": args.target, "log": logs[-1].name, "jobs": len(jobs),
+              "wall_min": round(wall_min, 2), "target_min": target_min,
+              "job_time_sum_min": round(sum(j.seconds for j in jobs) / 60, 2), "peak_rss_mb": round(peak.max_rss_mb),
+              "peak_rss_job": f"{peak.rule} {peak.wildcards}".strip(), "critical_path_min": round(total / 60, 2),
+              "critical_path": [f"{j.rule} {j.wildcards}".strip() for j in path],
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

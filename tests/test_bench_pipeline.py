@@ -1,0 +1,49 @@
+"""The pipeline benchmark's log reading and critical path, on a hand-made run."""
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "benchmarks" / "bench_pipeline.py")
+bench_pipeline = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_pipeline)
+
+LOG = """Building DAG of jobs...
+[Sat Nov 28 04:00:00 2026]
+localrule a:
+    output: x
+    jobid: 1
+    benchmark: b/a.tsv
+[Sat Nov 28 04:00:10 2026]
+localrule b:
+    input: x
+    output: y
+    jobid: 2
+    benchmark: b/b.tsv
+    wildcards: model=m1
+localrule c:
+    input: x
+    output: z
+    jobid: 3
+    benchmark: b/c.tsv
+localrule d:
+    input: y, z
+    output: w
+    jobid: 4
+    benchmark: b/d.tsv
+[Sat Nov 28 04:10:00 2026]
+"""
+
+
+def test_critical_path_is_the_longest_chain_of_dependent_jobs(tmp_path):
+    (tmp_path / "run.log").write_text(LOG)
+    (tmp_path / "b").mkdir()
+    for name, seconds, rss in (("a", 10, 100), ("b", 50, 300), ("c", 200, 900), ("d", 5, 50)):
+        (tmp_path / "b" / f"{name}.tsv").write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0\t{rss}\n")
+    jobs, stamps = bench_pipeline.parse_log(tmp_path / "run.log")
+    assert [j.rule for j in jobs] == ["a", "b", "c", "d"] and jobs[1].wildcards == "model=m1"
+    for job in jobs:
+        bench_pipeline.read_benchmark(job, tmp_path)
+    total, path = bench_pipeline.critical_path(jobs)
+    assert total == 215 and [j.rule for j in path] == ["a", "c", "d"]  # c (200 s) gates d, not b (50 s)
+    assert (stamps[-1] - stamps[0]).total_seconds() == 600
