@@ -110,6 +110,58 @@ def _shell_pickle() -> bytes:
     return pickle.dumps({"format": "facetrust-train-checkpoint", "x": fx._RunsShell("/tmp/never")}, protocol=2)
 
 
+def _npz(kind: str):
+    """``evaluate pairs`` on an embeddings file damaged in one way."""
+    def build(tmp: Path) -> list[str]:
+        import io
+        import zipfile
+
+        import numpy as np
+
+        path = tmp / "e.npz"
+        images = np.array(["a", "b", "c", "d"])
+        if kind == "empty":
+            path.write_bytes(b"")
+        elif kind == "truncated":
+            np.savez(path, image=images, embedding=np.ones((4, 8), np.float32), issame=np.array([True, False]))
+            path.write_bytes(path.read_bytes()[:200])
+        elif kind == "object":
+            with zipfile.ZipFile(path, "w") as archive:
+                for name, value in (("image", images), ("embedding", np.array([[1, "x"]] * 4, dtype=object))):
+                    buffer = io.BytesIO()
+                    np.lib.format.write_array(buffer, value, allow_pickle=True)
+                    archive.writestr(f"{name}.npy", buffer.getvalue())
+        else:
+            features = {"string": np.array([["a", "b"]] * 4), "nan": np.full((4, 8), np.nan, np.float32),
+                        "zero-dim": np.zeros((4, 0), np.float32)}[kind]
+            np.savez(path, image=images, embedding=features, issame=np.array([True, False]))
+        return ["evaluate", "pairs", "--embeddings", str(path), "--out", str(tmp / "m.json")]
+    return build
+
+
+def _nan_checkpoint(tmp: Path) -> list[str]:
+    import torch
+
+    from facetrust.models.artifacts import save_checkpoint
+    from facetrust.models.registry import build_backbone
+
+    backbone = build_backbone("iresnet", embedding_size=8, input_size=(16, 16), layers=[1, 1, 1, 1], width=4)
+    state = backbone.state_dict()
+    state["fc.weight"] = torch.full_like(state["fc.weight"], float("nan"))
+    config = {"backbone": "iresnet", "embedding_size": 8, "input_size": [16, 16],
+              "backbone_options": {"layers": [1, 1, 1, 1], "width": 4}, "head": {"kind": "arcface"}}
+    save_checkpoint(tmp / "model" / "checkpoint.pt", {"backbone": state, "config": config, "epoch": 1, "step": 1,
+                                                       "num_classes": 2})
+    fx.bin_with_images(tmp / "pairs.bin", [fx.jpeg(0), fx.jpeg(1)])
+    return ["embed", "--model", str(tmp / "model"), "--test-set", str(tmp / "pairs.bin"), "--out", str(tmp / "e.npz")]
+
+
+def _params_with(tmp: Path, text: str) -> Path:
+    path = tmp / "params.yaml"
+    path.write_text(text)
+    return path
+
+
 # (id, what the user did, build(tmp) -> argv, exit code, words in the message)
 CASES = [
     # --- RecordIO framing and training sets (data verify / dump / inspect; training reads the same)
@@ -231,7 +283,22 @@ CASES = [
     ("checkpoint-garbage", "a `checkpoint.pt` that is not a checkpoint", _checkpoint(b"not a checkpoint"), 2,
      ["checkpoint.pt"]),
     ("checkpoint-pickle", "a `checkpoint.pt` whose pickle runs a command", _checkpoint(_shell_pickle()), 2,
-     ["checkpoint.pt"]),
+     ["checkpoint.pt", "refused by the weights-only loader", "never loaded otherwise"]),
+    ("checkpoint-nan", "a `checkpoint.pt` with NaN weights", _nan_checkpoint, 2,
+     ["checkpoint.pt", "'fc.weight'", "NaN or infinite"]),
+    ("margin-out-of-range", "an ArcFace margin m = 100 in params", lambda t: ["train", "--model", "m", "--out", str(
+        t / "model"), "--params", str(_params_with(t, "models:\n  m: {backbone: iresnet, head: {kind: arcface, m: 100}}\n"))], 2,
+     ["margin head 'arcface'", "m = 100", "outside"]),
+    # --- embeddings files (evaluate reads them without pickles)
+    ("npz-empty", "an empty embeddings `.npz`", _npz("empty"), 2, ["e.npz", "not a readable .npz"]),
+    ("npz-truncated", "a truncated embeddings `.npz`", _npz("truncated"), 2, ["e.npz", "not a readable .npz"]),
+    ("npz-object", "an embeddings `.npz` holding a pickled object array", _npz("object"), 2,
+     ["e.npz", "Object arrays cannot be loaded"]),
+    ("npz-string", "string features in an embeddings `.npz`", _npz("string"), 2,
+     ["e.npz", "'embedding'", "floating-point"]),
+    ("npz-nan", "NaN features in an embeddings `.npz`", _npz("nan"), 2, ["e.npz", "row 0", "not finite"]),
+    ("npz-zero-dim", "zero-dimension features in an embeddings `.npz`", _npz("zero-dim"), 2,
+     ["e.npz", "(4, 0)", "D >= 1"]),
 ]
 
 

@@ -90,6 +90,15 @@ def first_non_finite_row(features: np.ndarray) -> int | None:
     return None
 
 
+def _check_feature_matrix(path: Path, key: str, features, n_images: int) -> None:
+    """A floating (N, D) matrix with D >= 1 and one row per image; InputError naming the key otherwise."""
+    dtype = getattr(features, "dtype", None)
+    if dtype is None or np.dtype(dtype).kind != "f":
+        raise InputError(f"{path}: key {key!r} has dtype {dtype}, expected floating-point features")
+    if len(features.shape) != 2 or features.shape[0] != n_images or features.shape[1] < 1:
+        raise InputError(f"{path}: key {key!r} has shape {tuple(features.shape)}, expected ({n_images}, D) with D >= 1")
+
+
 def load_embeddings(path: str | Path, *, flip: bool = True, stream: bool = False) -> EmbeddingsFile:
     """Read an embeddings ``.npz`` without pickles; ``flip=False`` selects ``embedding_noflip`` (F0).
 
@@ -120,12 +129,11 @@ def load_embeddings(path: str | Path, *, flip: bool = True, stream: bool = False
         features = stored_rows(path, key, refuse_non_finite) if stream else None
         if features is None:
             features = np.asarray(load_npz(path, [key])[key])
-            if features.ndim == 2 and features.shape[0] == images.shape[0]:
-                refuse_non_finite(0, features)
+            _check_feature_matrix(path, key, features, images.shape[0])
+            refuse_non_finite(0, features)
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise InputError(f"{path}: not a readable .npz without pickles ({error})") from None
-    if features.ndim != 2 or features.shape[0] != images.shape[0]:
-        raise InputError(f"{path}: key {key!r} has shape {features.shape}, expected ({images.shape[0]}, D)")
+    _check_feature_matrix(path, key, features, images.shape[0])
     n = images.shape[0]
     kind = str(data["uncertainty_kind"]) if "uncertainty_kind" in data else None
     issame = np.asarray(data["issame"]).astype(bool) if "issame" in data else None

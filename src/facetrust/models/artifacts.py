@@ -173,6 +173,15 @@ def build_margin(config: Mapping[str, Any], num_classes: int, feature_map_shape)
     return margin, scale_predictor
 
 
+def _check_finite(path: Path, part: str, state) -> None:
+    """Refuse a state dict holding NaN or infinite values (a diverged or damaged run), naming the tensor."""
+    if not isinstance(state, Mapping):
+        raise InputError(f"{path}: checkpoint key {part!r} is a {type(state).__name__}, not a state dict")
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise InputError(f"{path}: {part} tensor {key!r} holds NaN or infinite values (a diverged run?)")
+
+
 def load_model(model_dir: str | os.PathLike, map_location="cpu", settings: Mapping[str, Any] | None = None
                ) -> tuple[nn.Module, dict, dict]:
     """``(backbone in eval mode, config dict, extras)`` of a model.
@@ -208,9 +217,10 @@ def _model_from_checkpoint(payload: dict, path: Path, map_location) -> tuple[nn.
         backbone = build_backbone_from_config(config)
     except KeyError as exc:
         raise InputError(f"{path}: checkpoint config lacks key {exc}") from None
+    _check_finite(path, "backbone", payload["backbone"])
     try:
         backbone.load_state_dict(payload["backbone"], strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         raise InputError(f"{path}: backbone weights do not fit {config['backbone']!r}: {exc}") from None
     backbone.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
     extras = {

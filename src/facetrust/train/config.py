@@ -89,8 +89,21 @@ class TrainConfig:
         if self.freeze_backbone and self.freeze_head and self.head.get("kind") != "scaleface":
             raise ConfigError("train config freezes the backbone and the head: nothing left to train "
                               "(only kind 'scaleface' adds a trainable scale head)")
+        self._validate_margin()
         if self.lr_schedule == "step" and sorted(self.milestones) != self.milestones:
             raise ConfigError(f"train config 'milestones' must be increasing, got {self.milestones}")
+
+    def _validate_margin(self) -> None:
+        """The margin's kind and options, checked now rather than after the data is read: a tiny
+        head is built (its own seeded generator: the global RNG is not touched)."""
+        from facetrust.models.artifacts import SCALE_PREDICTOR_OPTIONS
+        from facetrust.models.margins import build_head
+
+        options = dict(self.head)
+        kind = options.pop("kind")
+        if kind == "scaleface":
+            options = {k: v for k, v in options.items() if k not in SCALE_PREDICTOR_OPTIONS}
+        build_head(kind, 2, 2, **options)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":

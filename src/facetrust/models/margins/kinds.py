@@ -29,6 +29,7 @@ Every kind accepts ``seed`` (default 0) for the weight initialisation.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -45,6 +46,19 @@ from facetrust.registry import Registry
 MARGINS: Registry[Callable[..., dict[str, Any]]] = Registry("margin head")
 
 
+def _check(kind: str, name: str, value: float, low: float, high: float, closed_high: bool = False) -> None:
+    """ConfigError naming the option when ``value`` is outside [low, high) (or [low, high])."""
+    inside = low <= value <= high if closed_high else low <= value < high
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and inside):
+        bracket = "]" if closed_high else ")"
+        raise ConfigError(f"margin head {kind!r}: option {name} = {value!r} is outside [{low:g}, {high:g}{bracket}")
+
+
+def _check_scale(kind: str, s: float) -> None:
+    if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+        raise ConfigError(f"margin head {kind!r}: option s = {s!r} must be a positive finite scale")
+
+
 def _arcface_extension(easy_margin: bool) -> str:
     return "easy" if easy_margin else "linear"
 
@@ -56,6 +70,7 @@ def _softmax() -> dict[str, Any]:
 
 @MARGINS.register("normface")
 def _normface(s: float = 64.0) -> dict[str, Any]:
+    _check_scale("normface", s)
     return {"scale": FixedScale(s)}
 
 
@@ -74,11 +89,15 @@ def _sphereface(
 
 @MARGINS.register("cosface")
 def _cosface(s: float = 64.0, m: float = 0.35) -> dict[str, Any]:
+    _check_scale("cosface", s)
+    _check("cosface", "m", m, 0.0, 2.0)  # an additive cosine margin: cos θ - m stays above -3
     return {"margin": AngularMargin(m3=m), "scale": FixedScale(s)}
 
 
 @MARGINS.register("arcface")
 def _arcface(s: float = 64.0, m: float = 0.5, easy_margin: bool = False) -> dict[str, Any]:
+    _check_scale("arcface", s)
+    _check("arcface", "m", m, 0.0, math.pi / 2)  # an angle in radians; published values 0.3-0.5
     return {"margin": AngularMargin(m2=m, extension=_arcface_extension(easy_margin)), "scale": FixedScale(s)}
 
 
@@ -91,6 +110,10 @@ def _combined(
     easy_margin: bool = False,
     extension: str | None = None,
 ) -> dict[str, Any]:
+    _check_scale("combined", s)
+    _check("combined", "m1", m1, 1.0, 4.0, closed_high=True)
+    _check("combined", "m2", m2, 0.0, math.pi / 2)
+    _check("combined", "m3", m3, 0.0, 2.0)
     if extension is None:
         extension = _arcface_extension(easy_margin) if m1 == 1 else "psi"
     return {"margin": AngularMargin(m1=m1, m2=m2, m3=m3, extension=extension), "scale": FixedScale(s)}
@@ -98,6 +121,7 @@ def _combined(
 
 @MARGINS.register("scaleface")
 def _scaleface(m: float = 0.5, easy_margin: bool = False) -> dict[str, Any]:
+    _check("scaleface", "m", m, 0.0, math.pi / 2)
     return {"margin": AngularMargin(m2=m, extension=_arcface_extension(easy_margin)), "scale": PerSampleScale()}
 
 
