@@ -84,3 +84,18 @@ def test_unknown_synth_key_is_named(params):
     params["synth"] = {"train_identites": 3}
     with pytest.raises(ConfigError, match="'train_identites' was unexpected"):
         validate_params(params)
+
+
+def test_an_unknown_backbone_fails_validation_naming_the_key_not_the_train_job():
+    import copy
+
+    import yaml
+
+    from facetrust.config import validate_params
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    broken = copy.deepcopy(params)
+    broken["models"]["arcface"]["backbone"] = "iresnt"
+    with pytest.raises(ConfigError, match=r"models\.arcface\.backbone: 'iresnt' is not a registered backbone"):
+        validate_params(broken)
+    validate_params(params)  # the embedded default passes

@@ -97,7 +97,21 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
         else:
             message = error.message
         raise ConfigError(f"{source}: {_key_path(error)}: {message}")
+    _check_backbones(params, source)
     return params
+
+
+def _check_backbones(params: dict, source: str) -> None:
+    """Every trained model names a registered backbone (so ``snakemake -n`` fails on a typo, not
+    the train job); pretrained files are checked against their weights when imported."""
+    from facetrust.models.registry import BACKBONES
+
+    for name, model in (params.get("models") or {}).items():
+        if model.get("source", "train") == "pretrained" or "backbone" not in model:
+            continue
+        if model["backbone"] not in BACKBONES:
+            raise ConfigError(f"{source}: models.{name}.backbone: {model['backbone']!r} is not a registered backbone; "
+                              f"allowed: {', '.join(BACKBONES.names())}")
 
 
 def load_params(path: str | Path) -> dict:

@@ -13,6 +13,7 @@ rule align:
         size=lambda wildcards: ",".join(str(v) for v in config["align"]["output_size"]),
         method=config["align"]["method"],
         no_face=config["align"]["no_face"],
+        on_bad_image=config["align"]["on_bad_image"],
     log:
         "logs/align/{ijb}.log",
     benchmark:
@@ -26,4 +27,4 @@ rule align:
     shell:
         "facetrust align --in {params.ijb_dir} --name {wildcards.ijb} --out data/aligned/{wildcards.ijb}"
         " --size {params.size} --detector {params.method} --no-face {params.no_face}"
-        " --threads {threads} > {log} 2>&1"
+        " --on-bad-image {params.on_bad_image} --threads {threads} > {log} 2>&1"

@@ -40,6 +40,7 @@ rule decode:
         manifest="data/manifests/train.json",
     params:
         train_dir=lambda wildcards, input: os.path.dirname(input.rec),
+        on_bad_image=config["align"]["on_bad_image"],
     log:
         "logs/decode.log",
     benchmark:
@@ -51,4 +52,5 @@ rule decode:
         mem_mb=grow(2000),
         runtime=grow(60),
     shell:
-        "facetrust data verify {params.train_dir} --out {output.manifest} > {log} 2>&1"
+        "facetrust data verify {params.train_dir} --out {output.manifest}"
+        " --on-bad-image {params.on_bad_image} > {log} 2>&1"
