@@ -236,3 +236,6 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--out", required=True, help="Markdown report to write")
     p.set_defaults(func=cmd_scaleface)
 
+    from facetrust.report.explain_cli import add_explain_report_parsers
+
+    add_explain_report_parsers(sub)
