@@ -34,7 +34,9 @@ rule evaluate_xcos:
         "results/explain/metrics/{xcos}/{pairs}.{score}.json",
     params:
         references=lambda wildcards: (
-            "--reference-key cosine standard_cosine" if wildcards.score == "xcos" else ""
+            "--reference-key cosine standard_cosine"
+            if wildcards.score == "xcos"
+            else ""
         ),
     log:
         "logs/explain/metrics/{xcos}/{pairs}.{score}.log",
@@ -94,7 +96,7 @@ rule invert:
         seed=config["seed"],
         config_file=PARAMS_FILE,
         verifier=lambda wildcards: f"models/{config['inversion']['verifier']}",
-        train_dir=train_dir(),
+        train_dir=lambda wildcards, input: os.path.dirname(input.rec),
     log:
         "logs/explain/invert/{model}.log",
     benchmark:
