@@ -112,7 +112,7 @@ def _draw_xcos_row(row, pair: Mapping, threshold: float, norm) -> None:
     _face_with_grid(row[0], to_uint8(pair["image1"]), cos_map.shape, pair.get("title", "face 1"))
     _face_with_grid(row[1], to_uint8(pair["image2"]), cos_map.shape, "face 2")
     _annotated_map(row[2], cos_map, "RdBu", norm, f"cosine map (centre {threshold:.3f})", ".2f")
-    _annotated_map(row[3], attention, "YlGn", None, "attention", ".2f")
+    _annotated_map(row[3], attention, "YlGn", None, "attention", ".3f")
     row[0].set_ylabel(f"xCos {float(pair['xcos']):.3f} {verdict}", fontsize=8)
 
 
@@ -179,21 +179,25 @@ def plot_inversion_grid(images: Mapping[int, Sequence], clean: Mapping[int, np.n
 
 def plot_faithfulness_curves(fractions: Sequence[float], curves: Mapping[str, Mapping[str, Mapping[str, Sequence]]],
                              out_path: str | Path, *, baselines: Sequence[str] = ()) -> Path:
-    """2 x 2 panels: deletion / insertion (rows) x FNMR of genuine / FMR of impostor pairs
-    (columns); one line per method (``curves[method][mode][rate]``), ``baselines`` dashed."""
+    """2 x 4 panels: deletion / insertion (rows) x FNMR of genuine pairs, FMR of impostor pairs (at
+    the fixed threshold) and the mean pair cosine of each (columns); one line per method
+    (``curves[method][mode][name]``), ``baselines`` dashed."""
     if not curves:
         raise InputError("faithfulness figure: no methods to draw")
     x = 100.0 * np.asarray(fractions, dtype=np.float64)
-    with _figure(2, 2, panel=3.4) as (figure, axes):
+    columns = (("fnmr", "FNMR, genuine pairs"), ("fmr", "FMR, impostor pairs"),
+               ("cosine_genuine", "mean cosine, genuine pairs"), ("cosine_impostor", "mean cosine, impostor pairs"))
+    with _figure(2, 4, panel=3.0) as (figure, axes):
         for row, mode in zip(axes, ("deletion", "insertion")):
-            for ax, (rate, pairs) in zip(row, (("fnmr", "genuine pairs"), ("fmr", "impostor pairs"))):
+            for ax, (rate, title) in zip(row, columns):
                 for method, modes in curves.items():
                     style = "--" if method in baselines else "-"
                     ax.plot(x, modes[mode][rate], style, label=method, linewidth=1.2)
                 ax.set_xlabel(f"share of face 1 {'removed' if mode == 'deletion' else 'restored'} (%)", fontsize=8)
-                ax.set_ylabel(rate.upper(), fontsize=8)
-                ax.set_title(f"{mode}, {pairs} ({rate.upper()} at the fixed threshold)", fontsize=8)
-                ax.set_ylim(-0.02, 1.02)
+                ax.set_ylabel(title.split(",")[0], fontsize=8)
+                ax.set_title(f"{mode}: {title}", fontsize=8)
+                if rate in ("fnmr", "fmr"):
+                    ax.set_ylim(-0.02, 1.02)
                 ax.tick_params(labelsize=7)
                 ax.grid(alpha=0.3)
         axes[0, 0].legend(fontsize=7, loc="best")

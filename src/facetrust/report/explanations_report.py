@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from facetrust.explain.method_maps import METHODS
 from facetrust.io import atomic_path, read_json, write_text_atomic
 from facetrust.report.papers import HELD, NOT_HELD, Claim, figure_links, inputs_section, markdown_table, number
 from facetrust.report.xcos_report import NOT_RESOLVED
@@ -110,6 +111,8 @@ def write_explanations_report(results_json: str | os.PathLike, examples_npz: str
     from facetrust.explain.figures import plot_faithfulness_curves, plot_method_maps
 
     result = read_json(results_json, "faithfulness results")
+    order = [m for m in METHODS if m in result["methods"]] + [m for m in result["methods"] if m not in METHODS]
+    result["methods"] = {m: result["methods"][m] for m in order}  # the methods' own order, not the file's
     table = explain_rows(result)
     with atomic_path(table_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
