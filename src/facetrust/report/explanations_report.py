@@ -134,7 +134,10 @@ def write_explanations_report(results_json: str | os.PathLike, examples_npz: str
         f"pairs, face 1 replaced by grey (or restored) 0–95 % in the map's order; FNMR/FMR at the threshold "
         f"{result['threshold']:.3f} (FMR {result['threshold_fmr']} on the whole set); areas are mean levels "
         "over the fractions. Localisation: genuine pairs with exactly one occluded face, the occluder box "
-        "known from the synthetic benchmark.",
+        "known from the synthetic benchmark. Each map is compared with the random order of its own "
+        "resolution. A pixel order taken from a gradient can move the score by more than the content it "
+        "removes (a few pixels chosen against the model act like an adversarial edit), which deletion and "
+        "insertion cannot tell from faithfulness; the known-truth localisation can.",
         "## Claims, checked on our data",
         "\n".join(claim.markdown() for claim in claims),
         "## Faithfulness and localisation per method (estimates; intervals in the CSV)",
