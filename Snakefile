@@ -20,6 +20,7 @@ include: "workflow/rules/pretrained.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/explain.smk"
 
 
 REPORT_TARGETS = ["results/ijbc_table.csv", "results/reports/scf.md"]
@@ -36,6 +37,14 @@ if config["report"]["verification_table"]["variants"]:
     ]
 if config["report"]["reject"]["variants"]:
     REPORT_TARGETS += ["results/quality_table.csv", "results/reports/scaleface.md"]
+# Explain line: xCos accuracy, faithfulness and localisation (known occluders: synthetic only),
+# inversion.
+if XCOS_MODELS:
+    REPORT_TARGETS.append("results/reports/xcos.md")
+    if config["datasets"]["source"] == "synth":
+        REPORT_TARGETS.append("results/reports/explanations.md")
+if INVERSION_MODEL:
+    REPORT_TARGETS.append("results/reports/inversion.md")
 
 
 # Every table, figure and per-paper report (the main job is results/ijbc_table.csv).
@@ -66,6 +75,7 @@ rule models:
     input:
         [fc.model_file(config, model) for model in MODELS],
         HEAD_FILES,
+        expand("models/{xcos}/xcos.pt", xcos=XCOS_MODELS),
 
 
 rule embeddings:
@@ -91,6 +101,12 @@ rule metrics:
             variant=config["report"]["reject"]["variants"],
             ijb=config["report"]["reject"]["test_set"],
         ),
+
+
+# The explain stage's scores, metrics, faithfulness results and inversions.
+rule explain:
+    input:
+        explain_outputs(),
 
 
 rule tables:

@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
 # The Snakefile's named targets, one per coarse stage.
-NAMED_TARGETS = {"data", "models", "embeddings", "metrics", "tables"}
+NAMED_TARGETS = {"data", "models", "embeddings", "metrics", "explain", "tables"}
 
 
 def snakemake_call(stage: str) -> tuple[list[str], list[str]]:
@@ -91,7 +91,8 @@ def test_dvc_accepts_the_stages_and_orders_them_as_the_pipeline(tmp_path):
     assert result.returncode == 0, result.stderr
     edges = set(re.findall(r'"(\w+)" -> "(\w+)"', result.stdout))
     for edge in [("data", "train"), ("train", "embed"), ("embed", "evaluate"), ("evaluate", "report"),
-                 ("embed", "report"), ("data", "report"), ("evaluate", "dvc_view")]:
+                 ("embed", "report"), ("data", "report"), ("evaluate", "dvc_view"), ("train", "explain"),
+                 ("explain", "report")]:
         assert edge in edges, edge
 
 

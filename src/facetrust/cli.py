@@ -113,6 +113,19 @@ def cmd_train(args) -> None:
         print(checkpoint)
 
 
+def cmd_train_xcos(args) -> None:
+    from facetrust.config import load_params, xcos_params
+    from facetrust.train.xcos import XCosConfig, train_xcos
+
+    params = load_params(args.params)
+    entry = xcos_params(params, args.name)
+    threads = args.threads or params.get("threads")
+    _set_threads(threads)
+    config = XCosConfig.from_entry(entry, seed=params["seed"], threads=threads)
+    train_set = Path(args.train_data or params["datasets"]["train"])
+    print(train_xcos(config, train_set, Path(args.out), log=log.info))
+
+
 def cmd_fit_head(args) -> None:
     from facetrust.config import load_params, model_params, path_of
     from facetrust.errors import ConfigError
@@ -142,6 +155,8 @@ def cmd_embed(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    if (args.embeddings is None) == (args.scores is None) or (args.scores and args.protocol_kind != "pairs"):
+        raise InputError("evaluate: give --embeddings, or --scores with the pairs protocol")
     if args.protocol_kind == "ijb":
         from facetrust.evaluate.ijb import run_evaluate_ijb
 
@@ -151,6 +166,12 @@ def cmd_evaluate(args) -> None:
             normalize_images=args.normalize_images, use_detector_score=not args.no_detector_score,
             flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method,
         )
+    elif args.protocol_kind == "pairs" and args.scores:
+        from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
+
+        metrics = run_evaluate_pair_scores(Path(args.scores), Path(args.out), score=args.score_key,
+                                           references=args.reference_key or (),
+                                           roc_out=Path(args.roc) if args.roc else None)
     elif args.protocol_kind == "pairs":
         from facetrust.evaluate.pairs import run_evaluate_pairs
 
@@ -287,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("train-xcos", help="train an xCos model (grid feature + attention) on a trained backbone")
+    p.add_argument("--name", required=True, help="name under `xcos:` in params (init_from, standard, settings)")
+    p.add_argument("--params", required=True)
+    p.add_argument("--train-data", dest="train_data",
+                   help="training RecordIO directory (default: params datasets.train)")
+    p.add_argument("--out", required=True, help="xCos model directory (xcos.pt, config.json, fit_log.csv)")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_train_xcos)
+
     p = sub.add_parser("fit-head", help="fit an uncertainty head (PFE, SCF, SCF-G) on a frozen backbone")
     p.add_argument("--model", required=True, help="name under `models:` whose frozen backbone the head reads")
     p.add_argument("--head", required=True, help="name under `heads:` in params (method and settings)")
@@ -339,7 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate embeddings: pairs (10-fold), ijb (1:1), reject (curves)")
     p.add_argument("protocol_kind", choices=["pairs", "ijb", "reject"])
-    p.add_argument("--embeddings", required=True)
+    p.add_argument("--embeddings", help="embeddings .npz (every protocol)")
+    p.add_argument("--scores", help="pairs: a pair scores file (e.g. xCos, 'facetrust explain score') instead "
+                                    "of embeddings")
+    p.add_argument("--score-key", default="xcos", help="pairs --scores: the score evaluated")
+    p.add_argument("--reference-key", nargs="+", help="pairs --scores: scores of the same file to compare with "
+                                                      "fold by fold (paired accuracy difference)")
     p.add_argument("--protocol", help="IJB directory (ijb, reject)")
     p.add_argument("--name", help="IJB protocol name (meta/<name>_*.txt)")
     p.add_argument("--out", required=True, help="metrics JSON")

@@ -138,6 +138,14 @@ def model_params(params: dict, model: str) -> dict[str, Any]:
     return models[model]
 
 
+def xcos_params(params: dict, name: str) -> dict[str, Any]:
+    """The ``xcos.<name>`` section; ConfigError lists the configured xCos models if absent."""
+    entries = params.get("xcos") or {}
+    if name not in entries:
+        raise ConfigError(f"params: xcos.{name}: no such xCos model; configured: {', '.join(sorted(entries)) or 'none'}")
+    return entries[name]
+
+
 # ------------------------------------------------------------------ variants, rows and paths
 # Where each stage writes, relative to the working directory (the rules' outputs).  One template
 # per artifact, so a path is spelled once (the rules and the CLI defaults read these).
@@ -152,6 +160,15 @@ PATHS = {
     "roc": "results/roc/{variant}/{test_set}.csv",
     "reject": "results/reject/{variant}/{test_set}.json",
     "reject_csv": "results/reject/{variant}/{test_set}.csv",
+    # explanations (facetrust explain …; docs/FORMATS.md "Explanation results")
+    "xcos_dir": "models/{xcos}",
+    "xcos_checkpoint": "models/{xcos}/xcos.pt",
+    "pair_scores": "results/explain/scores/{xcos}/{test_set}.npz",
+    "xcos_metrics": "results/explain/metrics/{xcos}/{test_set}.{score}.json",
+    "faithfulness": "results/explain/faithfulness/{xcos}/{test_set}.json",
+    "faithfulness_examples": "results/explain/faithfulness/{xcos}/{test_set}.examples.npz",
+    "inversion": "results/explain/inversion/{model}.json",
+    "inversion_images": "results/explain/inversion/{model}.npz",
 }
 
 
@@ -239,3 +256,42 @@ def ijb_flags(evaluate: dict) -> list[str]:
     return [flag for flag, on in (("--normalize-images", evaluate["normalize_images"]),
                                   ("--no-detector-score", not evaluate["use_detector_score"]),
                                   ("--no-flip", not evaluate["flip"])) if on]
+
+
+def explain_model(params: dict) -> str | None:
+    """The xCos model every map explains (``explain.model``, default the first of ``xcos``), or None."""
+    names = sorted(params.get("xcos") or {})
+    chosen = (params.get("explain") or {}).get("model")
+    return chosen or (names[0] if names else None)
+
+
+def check_explain(params: dict) -> None:
+    """The explanation sections name what exists: xCos names distinct from model names, their
+    ``init_from``/``standard`` trained models, ``explain.model`` an xCos model, ``explain.test_set``
+    a pair set, the inversion's model and verifier two different models (ConfigError naming the key)."""
+    models, xcos = params.get("models") or {}, params.get("xcos") or {}
+    model_dirs = {path_of("model_dir", model=m): m for m in models}
+    for name, entry in xcos.items():
+        if name in models:
+            raise ConfigError(f"params: xcos.{name}: the name is also a key of models; xCos models need their own")
+        for key in ("init_from", "standard"):
+            if str(entry[key]).rstrip("/") not in model_dirs:
+                raise ConfigError(f"params: xcos.{name}.{key}: {entry[key]!r} is not a trained model of this "
+                                  f"configuration; configured: {', '.join(sorted(model_dirs))}")
+    explain = params.get("explain") or {}
+    if xcos and explain_model(params) not in xcos:
+        raise ConfigError(f"params: explain.model: {explain.get('model')!r} is not a key of xcos; "
+                          f"configured: {', '.join(sorted(xcos))}")
+    if xcos and explain.get("test_set", "synth_lfw") not in (params.get("datasets") or {}).get("pairs", {}):
+        raise ConfigError(f"params: explain.test_set: {explain.get('test_set')!r} is not a key of datasets.pairs")
+    inversion = params.get("inversion") or {}
+    for key in ("model", "verifier"):
+        if inversion.get(key) is not None and inversion[key] not in models:
+            raise ConfigError(f"params: inversion.{key}: {inversion[key]!r} is not a key of models; "
+                              f"configured: {', '.join(sorted(models))}")
+    if (inversion.get("model") is None) != (inversion.get("verifier") is None):
+        raise ConfigError("params: inversion.model and inversion.verifier go together (the images are checked "
+                          "by the verifier)")
+    if inversion.get("model") is not None and inversion.get("model") == inversion.get("verifier"):
+        raise ConfigError("params: inversion.verifier must be a second, independently trained model, "
+                          "not inversion.model itself")

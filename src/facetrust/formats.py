@@ -53,6 +53,15 @@ UNCERTAINTY = "uncertainty"
 UNCERTAINTY_KIND = "uncertainty_kind"
 UNCERTAINTY_PER_DIM = "uncertainty_per_dim"
 
+# ---------------------------------------------------------------------------- pair scores files
+# ``results/explain/scores/<model>/<pair set>.npz``: scores that are not a function of two
+# embeddings (xCos), one float64 (P,) array per name in ``score_names``, with ``issame`` (P,) in
+# the pair order of the set; ``evaluate pairs --scores`` reads them (docs/FORMATS.md).
+SCORE_NAMES = "score_names"
+# A pair-scores metrics file adds, per reference score of the same file, the paired 10-fold
+# accuracy difference (this score minus the reference): fold differences, mean, std, interval.
+PAIRED_DIFFERENCES = "paired_differences"
+
 
 def far_key(far: float) -> str:
     """Format a FAR as a metrics key: ``1e-06``, ``5e-04``, ``2.5e-04`` (shortest exact mantissa)."""

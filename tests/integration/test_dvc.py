@@ -32,11 +32,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FULL_PARAMS = REPO / "tests" / "data" / "tiny_params_full.yaml"
-UPSTREAM_STAGES = ("data", "train", "embed", "evaluate")
+UPSTREAM_STAGES = ("data", "train", "embed", "evaluate", "explain")
 REPORT_RULES_FILE = REPO / "workflow" / "rules" / "report.smk"
 # Everything the figures stage writes, compared byte for byte between the two clones.
 REPORT_OUTPUTS = ("results/figures", "results/reports", "results/ijbc_table.csv",
-                  "results/verification_table.csv", "results/quality_table.csv", "results/quality_split.csv")
+                  "results/verification_table.csv", "results/quality_table.csv", "results/quality_split.csv",
+                  "results/xcos_table.csv", "results/explain_table.csv", "results/inversion_table.csv")
 
 
 def _env() -> dict[str, str]:

@@ -186,3 +186,38 @@ def ijbb_rows():
     return _rows(
         "ijbb_table" if config["report"]["ijbb_table"]["variants"] else "ijbc_table"
     )
+
+
+# Explanations (workflow/rules/explain.smk): xCos models, the explained pair set, the inversion.
+fc.check_explain(config)
+XCOS_MODELS = sorted(config["xcos"])
+EXPLAIN_MODEL = fc.explain_model(config)
+EXPLAIN_SET = config["explain"]["test_set"]
+INVERSION_MODEL = config["inversion"]["model"]
+XCOS_SCORES = ["xcos", "cosine", "standard_cosine"]
+
+
+wildcard_constraints:
+    xcos="|".join(XCOS_MODELS) or "no_xcos",
+    score="|".join(XCOS_SCORES),
+
+
+def xcos_model_checkpoint(wildcards, key):
+    """The training checkpoint an xCos model reads (`init_from` or `standard`)."""
+    return str(Path(config["xcos"][wildcards.xcos][key]) / "checkpoint.pt")
+
+
+def explain_outputs():
+    """Every file of the explain stage (the `explain` target)."""
+    files = []
+    for name in XCOS_MODELS:
+        files += expand(
+            fc.PATHS["xcos_metrics"], xcos=name, test_set=EXPLAIN_SET, score=XCOS_SCORES
+        )
+    if EXPLAIN_MODEL and config["datasets"]["source"] == "synth":  # known occluders
+        files.append(
+            fc.path_of("faithfulness", xcos=EXPLAIN_MODEL, test_set=EXPLAIN_SET)
+        )
+    if INVERSION_MODEL:
+        files.append(fc.path_of("inversion", model=INVERSION_MODEL))
+    return files

@@ -12,6 +12,7 @@ rule synthesize:
             part=["face_tid_mid", "name_5pts_score", "template_pair_label"],
         ),
         quality=f"{SYNTH_DIR}/quality.csv",
+        occluders=f"{SYNTH_DIR}/occluders.csv",
         manifest=f"{SYNTH_DIR}/manifest.json",
     params:
         synth=config["synth"],

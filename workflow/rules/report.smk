@@ -322,6 +322,119 @@ rule quality_split:
         " {params.flags} --tar-method {params.tar_method} --out {output} > {log} 2>&1"
 
 
+# Explain line (workflow/rules/explain.smk computes; these rules draw and write).
+rule report_xcos:
+    input:
+        metrics=lambda wildcards: expand(
+            "results/explain/metrics/{xcos}/{pairs}.{score}.json",
+            xcos=XCOS_MODELS,
+            pairs=EXPLAIN_SET,
+            score=XCOS_SCORES,
+        ),
+        scores=lambda wildcards: f"results/explain/scores/{EXPLAIN_MODEL}/{EXPLAIN_SET}.npz",
+        pairs=lambda wildcards: config["datasets"]["pairs"][EXPLAIN_SET],
+    output:
+        report=report("results/reports/xcos.md", category="Reports"),
+        table=report(
+            "results/xcos_table.csv",
+            caption="../report/xcos_table.rst",
+            category="Tables",
+        ),
+        figure=report(
+            "results/figures/xcos_pairs.png",
+            caption="../report/xcos_pairs.rst",
+            category="Figures",
+        ),
+    params:
+        models=XCOS_MODELS,
+        labels=[config["xcos"][m].get("method", m) for m in XCOS_MODELS],
+        margin=config["explain"]["accuracy_margin"],
+        per_kind=config["explain"]["figure_pairs"],
+    log:
+        "logs/report/xcos.log",
+    benchmark:
+        "logs/benchmark/report/xcos.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(2000),
+        runtime=grow(10),
+    shell:
+        "facetrust report xcos --metrics {input.metrics} --model {params.models}"
+        " --label {params.labels:q} --scores {input.scores} --test-set {input.pairs}"
+        " --pairs-per-kind {params.per_kind} --margin {params.margin} --table {output.table}"
+        " --figure {output.figure} --out {output.report} > {log} 2>&1"
+
+
+rule report_explanations:
+    input:
+        results=lambda wildcards: f"results/explain/faithfulness/{EXPLAIN_MODEL}/{EXPLAIN_SET}.json",
+        examples=lambda wildcards: f"results/explain/faithfulness/{EXPLAIN_MODEL}/{EXPLAIN_SET}.examples.npz",
+    output:
+        report=report("results/reports/explanations.md", category="Reports"),
+        table=report(
+            "results/explain_table.csv",
+            caption="../report/explain_table.rst",
+            category="Tables",
+        ),
+        curves=report(
+            "results/figures/explain_curves.png",
+            caption="../report/explain_curves.rst",
+            category="Figures",
+        ),
+        maps=report(
+            "results/figures/explain_maps.png",
+            caption="../report/explain_maps.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/report/explanations.log",
+    benchmark:
+        "logs/benchmark/report/explanations.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(2000),
+        runtime=grow(10),
+    shell:
+        "facetrust report explanations --results {input.results} --examples {input.examples}"
+        " --table {output.table} --curves {output.curves} --maps {output.maps}"
+        " --out {output.report} > {log} 2>&1"
+
+
+rule report_inversion:
+    input:
+        results=lambda wildcards: f"results/explain/inversion/{INVERSION_MODEL}.json",
+        images=lambda wildcards: f"results/explain/inversion/{INVERSION_MODEL}.npz",
+    output:
+        report=report("results/reports/inversion.md", category="Reports"),
+        table=report(
+            "results/inversion_table.csv",
+            caption="../report/inversion_table.rst",
+            category="Tables",
+        ),
+        figure=report(
+            "results/figures/inversion.png",
+            caption="../report/inversion.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/report/inversion.log",
+    benchmark:
+        "logs/benchmark/report/inversion.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(2000),
+        runtime=grow(10),
+    shell:
+        "facetrust report inversion --results {input.results} --images {input.images}"
+        " --table {output.table} --figure {output.figure} --out {output.report} > {log} 2>&1"
+
+
 rule ijbb_table:
     input:
         lambda wildcards: expand(

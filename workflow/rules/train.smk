@@ -60,3 +60,34 @@ rule fit_head:
         "OMP_NUM_THREADS={threads} facetrust fit-head --model {wildcards.model} --head {wildcards.head}"
         " --params {params.config_file} --out models/{wildcards.model}/heads/{wildcards.head}"
         " --threads {threads} > {log} 2>&1"
+
+
+# xCos (explain line): the xCos branch on a backbone initialised from a trained model, regressing
+# the cosine of a frozen, separately trained standard model.
+rule train_xcos:
+    input:
+        rec=f"{train_dir()}/train.rec",
+        manifest="data/manifests/train.json",
+        init=lambda wildcards: xcos_model_checkpoint(wildcards, "init_from"),
+        standard=lambda wildcards: xcos_model_checkpoint(wildcards, "standard"),
+    output:
+        checkpoint="models/{xcos}/xcos.pt",
+        log_csv="models/{xcos}/fit_log.csv",
+    params:
+        xcos=lambda wildcards: config["xcos"][wildcards.xcos],
+        seed=config["seed"],
+        config_file=PARAMS_FILE,
+    log:
+        "logs/train_xcos/{xcos}.log",
+    benchmark:
+        "logs/benchmark/train_xcos/{xcos}.tsv"
+    threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        gpu=1,
+        mem_mb=grow(8000),
+        runtime=grow(120),
+    shell:
+        "OMP_NUM_THREADS={threads} facetrust train-xcos --name {wildcards.xcos} --params {params.config_file}"
+        " --out models/{wildcards.xcos} --threads {threads} > {log} 2>&1"

@@ -139,8 +139,16 @@ def ten_fold_accuracy(emb1, emb2, issame, *, metric: str = "squared_l2", n_folds
     Returns mean accuracy, its population std, per-fold accuracies and chosen thresholds,
     VAL@``far_target`` (mean, std, achieved FAR) and the fold-averaged ROC over the threshold grid.
     """
+    return ten_fold_from_distance(pair_distance(emb1, emb2, metric), issame, metric=metric, n_folds=n_folds,
+                                  far_target=far_target)
+
+
+def ten_fold_from_distance(distance, issame, *, metric: str = "squared_l2", n_folds: int = 10,
+                           far_target: float = 1e-3) -> TenFoldResult:
+    """:func:`ten_fold_accuracy` of precomputed pair distances ("same iff below"; ``metric`` picks
+    the threshold grid: squared L2, or ``cosine`` for minus a score in [-1, 1] such as xCos)."""
     issame = np.asarray(issame, dtype=bool)
-    distance = pair_distance(emb1, emb2, metric)
+    distance = np.asarray(distance, dtype=np.float64)
     if distance.shape != issame.shape:
         raise InputError(f"{distance.size} pairs of features but {issame.size} labels")
     thresholds, shown = _grid(metric, ACCURACY_STEP)

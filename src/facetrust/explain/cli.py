@@ -1,9 +1,24 @@
-"""``facetrust explain map|invert``: explanations of any trained model (loaded through
-:mod:`facetrust.models.artifacts`)."""
+"""``facetrust explain xcos|score|map|faithfulness|invert``: explanations of trained models (loaded
+through :mod:`facetrust.models.artifacts`).
+
+========================  ===================================================================
+command                   what it writes
+========================  ===================================================================
+xcos IMG1 IMG2            the xCos picture of one pair (faces with the grid, cosine map, attention)
+score                     the pair scores file of a ``.bin`` set: xCos, cosine, standard cosine
+map IMG1 IMG2             a gradient or perturbation map of any model (or an xCos network)
+faithfulness              deletion/insertion and known-truth localisation of every method (JSON)
+invert                    ArcFace model inversion: a figure, or the stage's JSON + images
+========================  ===================================================================
+
+``--params`` (the merged params.yaml) supplies the ``explain`` / ``inversion`` settings and the
+``synth`` section; a command-line value, when given, wins.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from facetrust.errors import InputError
@@ -24,72 +39,217 @@ def _load_image(path: Path, input_size):
     return to_tensor(fit_to_size(pixels, input_size))
 
 
-def run_map(args: argparse.Namespace) -> Path:
-    """Draw a gradient or perturbation map of face IMG1 against IMG2 to ``--out``."""
-    from facetrust.explain.figures import plot_pair_map
-    from facetrust.explain.maps import pair_map
-    import torch
+def _params(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    from facetrust.config import load_params
 
-    from facetrust.models.artifacts import load_model
+    return load_params(path)
 
-    torch.manual_seed(args.seed)
-    backbone, config, _ = load_model(args.model)
+
+def load_embedder(model_dir: Path):
+    """``(embed function, input size)`` of a training output or an xCos model directory (its grid
+    feature is the xCos network's embedding)."""
+    from facetrust.models.artifacts import is_xcos_model, load_model
+
+    if is_xcos_model(model_dir):
+        from facetrust.explain.xcos import load_xcos
+
+        model, config, _ = load_xcos(model_dir)
+        return model.embedding, tuple(config["input_size"])
+    backbone, config, _ = load_model(model_dir)
+    return backbone, tuple(config["input_size"])
+
+
+def run_xcos(args: argparse.Namespace) -> Path:
+    """The xCos picture of IMG1 against IMG2 (decision at ``--threshold`` or the mean 10-fold
+    threshold of an xCos metrics file ``--metrics``)."""
+    from facetrust.explain.figures import plot_xcos_pairs
+    from facetrust.explain.xcos import explain_pair, load_xcos
+    from facetrust.formats import read_metrics
+
+    if (args.threshold is None) == (args.metrics is None):
+        raise InputError("explain xcos: give --threshold or --metrics (an xCos metrics file), one of them")
+    threshold = args.threshold
+    if threshold is None:
+        folds = read_metrics(args.metrics).get("fold_thresholds") or []
+        if not folds:
+            raise InputError(f"{args.metrics}: no 'fold_thresholds' (an 'evaluate pairs --scores' metrics file)")
+        threshold = sum(folds) / len(folds)
+    model, config, _ = load_xcos(args.model)
     size = tuple(config["input_size"])
     image1, image2 = _load_image(args.img1, size), _load_image(args.img2, size)
+    pair = {"image1": image1, "image2": image2, **explain_pair(model, image1, image2),
+            "title": f"{args.img1.name} vs {args.img2.name}"}
+    return plot_xcos_pairs([pair], threshold, args.out)
+
+
+def run_score(args: argparse.Namespace) -> dict:
+    from facetrust.explain.scores import run_xcos_scores
+
+    return run_xcos_scores(args.model, args.standard, args.test_set, args.out, batch_pairs=args.batch_pairs)
+
+
+def run_map(args: argparse.Namespace) -> Path:
+    """Draw a gradient or perturbation map of face IMG1 against IMG2 to ``--out``."""
+    import torch
+
+    from facetrust.explain.figures import plot_pair_map
+    from facetrust.explain.maps import pair_map
+
+    torch.manual_seed(args.seed)
+    embed, size = load_embedder(args.model)
+    image1, image2 = _load_image(args.img1, size), _load_image(args.img2, size)
     options = {"steps": args.steps} if args.method == "gradient" else {"num_masks": args.masks, "seed": args.seed}
-    result = pair_map(args.method, backbone, image1, image2, **options)
+    result = pair_map(args.method, embed, image1, image2, **options)
     return plot_pair_map(image1, image2, result.similarity, result.dissimilarity, args.out,
                          cosine=result.cosine, method=args.method)
 
 
-def run_invert(args: argparse.Namespace) -> Path:
-    """Invert the classes ``--classes`` of a trained model and draw them (beside the clean
-    synthetic rendering when ``--synth-seed`` is given)."""
+def run_faithfulness_command(args: argparse.Namespace) -> dict:
+    from facetrust.explain.faithfulness_stage import FaithfulnessSettings, run_faithfulness
+
+    params = _params(args.params)
+    settings = FaithfulnessSettings.from_section(params.get("explain") or {}, int(params.get("seed", args.seed)))
+    result = run_faithfulness(args.model, args.test_set, args.occluders, args.out, args.examples, settings)
+    return {"pairs": result["pairs"], "localisation_pairs": result["localisation_pairs"], "out": str(args.out)}
+
+
+def _inversion_config(args: argparse.Namespace, section: dict):
+    """InversionConfig from the params ``inversion`` section, command-line values winning."""
+    from facetrust.explain.inversion import InversionConfig
+
+    fields = {f for f in InversionConfig.__dataclass_fields__}
+    values = {k: (tuple(v) if k == "betas" else v) for k, v in section.items() if k in fields}
+    overrides = {"iterations": args.iterations, "images_per_class": args.per_class, "bn_weight": args.bn_weight,
+                 "seed": args.seed}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.setdefault("seed", 0)
+    return InversionConfig(**values)
+
+
+def _clean_renderings(classes, params: dict, synth_seed):
+    """Each class's clean synthetic rendering, from the params ``synth`` section and ``seed``."""
+    from facetrust.data.synthetic import SynthConfig
+    from facetrust.data.synthetic.images import render_clean
+
+    seed = synth_seed if synth_seed is not None else params.get("seed")
+    if seed is None or (params and (params.get("datasets") or {}).get("source", "synth") != "synth"):
+        return {}
+    config = SynthConfig.from_dict(params.get("synth") or {})
+    return {int(c): render_clean(int(seed), int(c), config) for c in classes}
+
+
+def run_invert(args: argparse.Namespace) -> dict:
+    """Invert classes of a trained model: a figure (``--out``), and with ``--verifier`` the stage's
+    JSON (``--results``) and images (``--images``), with ablations when ``--ablation``."""
     from facetrust.explain.figures import plot_inversion_grid
-    from facetrust.explain.inversion import InversionConfig, invert
+    from facetrust.explain.inversion import invert
+    from facetrust.explain.inversion_stage import real_class_images, run_inversion, write_inversion
     from facetrust.models.artifacts import load_margin, load_model
 
-    backbone, config, extras = load_model(args.model)
-    head, _ = load_margin(config, extras)
-    inversion = InversionConfig(iterations=args.iterations, images_per_class=args.per_class, seed=args.seed,
-                                bn_weight=args.bn_weight)
-    result = invert(backbone, head, args.classes, tuple(config["input_size"]), inversion)
-    images = {c: [img for img, label in zip(result["images"], result["labels"].tolist()) if label == c]
-              for c in args.classes}
-    clean = {}
-    if args.synth_seed is not None:
-        from facetrust.data.synthetic import SynthConfig
-        from facetrust.data.synthetic.images import render_clean
-
-        clean = {c: render_clean(args.synth_seed, c, SynthConfig()) for c in args.classes}
-    return plot_inversion_grid(images, clean, args.out)
+    params = _params(args.params)
+    section = dict(params.get("inversion") or {})
+    section.setdefault("seed", params.get("seed", 0))
+    classes = args.classes or section.get("classes")
+    if not classes:
+        raise InputError("explain invert: no classes (--classes, or inversion.classes in --params)")
+    config = _inversion_config(args, section)
+    backbone, model_config, extras = load_model(args.model)
+    head, _ = load_margin(model_config, extras)
+    size = tuple(model_config["input_size"])
+    clean = _clean_renderings(classes, params, args.synth_seed)
+    written = {}
+    if args.verifier is not None:
+        if args.train_data is None or args.results is None or args.images is None:
+            raise InputError("explain invert --verifier: also give --train-data, --results and --images")
+        verifier, verifier_config, verifier_extras = load_model(args.verifier)
+        verifier_head, _ = load_margin(verifier_config, verifier_extras)
+        verifier_size = tuple(verifier_config["input_size"])
+        real = real_class_images(args.train_data, classes, int(section.get("real_per_class", 8)), verifier_size)
+        summary, images = run_inversion((backbone, head, size), (verifier, verifier_head, verifier_size), real,
+                                        classes, config, ablation=args.ablation,
+                                        n_boot=int(section.get("bootstrap", 1000)))
+        summary.update(model=str(args.model), verifier=str(args.verifier))
+        write_inversion(summary, images, clean, args.results, args.images)
+        written.update(results=str(args.results), images=str(args.images))
+        result_images, labels = images["full"], images["labels"]
+    else:
+        run = invert(backbone, head, classes, size, config)
+        result_images, labels = run["images"].numpy(), run["labels"].numpy()
+    if args.out is not None:
+        grouped = {int(c): [img for img, label in zip(result_images, labels.tolist()) if label == c] for c in classes}
+        written["figure"] = str(plot_inversion_grid(grouped, clean, args.out))
+    return written
 
 
 def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
-    """Add ``explain`` with its ``map`` and ``invert`` subcommands; each sets ``func``."""
-    explain = subparsers.add_parser("explain", help="explanations: similarity maps, model inversion")
+    """Add ``explain`` with its subcommands; each sets ``func``."""
+    explain = subparsers.add_parser("explain", help="explanations: xCos, similarity maps, faithfulness, inversion")
     commands = explain.add_subparsers(dest="explain_command", required=True)
 
-    maps = commands.add_parser("map", help="gradient or perturbation similarity map of a pair")
-    maps.add_argument("img1", type=Path, help="the face explained (aligned crop)")
-    maps.add_argument("img2", type=Path, help="the face it is compared with")
-    maps.add_argument("--model", type=Path, required=True, help="trained model directory")
-    maps.add_argument("--method", choices=("gradient", "perturbation"), default="gradient")
-    maps.add_argument("--steps", type=int, default=16, help="integrated-gradient steps")
-    maps.add_argument("--masks", type=int, default=1000, help="random masks of the perturbation map")
-    maps.add_argument("--seed", type=int, default=0)
-    maps.add_argument("--out", type=Path, required=True, help="figure (.png)")
-    maps.set_defaults(func=run_map)
+    p = commands.add_parser("xcos", help="the xCos picture of a pair: grid, cosine map, attention, decision")
+    p.add_argument("img1", type=Path, help="first face (aligned crop)")
+    p.add_argument("img2", type=Path, help="second face (aligned crop)")
+    p.add_argument("--model", type=Path, required=True, help="xCos model directory (facetrust train-xcos)")
+    p.add_argument("--threshold", type=float, help="decision threshold on xCos (the cosine map's palette centre)")
+    p.add_argument("--metrics", type=Path, help="an xCos metrics file: its mean 10-fold threshold")
+    p.add_argument("--out", type=Path, required=True, help="figure (.png)")
+    p.set_defaults(func=_printing(run_xcos))
 
-    inv = commands.add_parser("invert", help="ArcFace model inversion of chosen classes")
-    inv.add_argument("--model", type=Path, required=True, help="trained model directory (with its margin head)")
-    inv.add_argument("--classes", type=int, nargs="+", required=True, help="class labels to invert")
-    inv.add_argument("--iterations", type=int, default=2000)
-    inv.add_argument("--per-class", type=int, default=4, help="images per class")
-    inv.add_argument("--bn-weight", type=float, default=0.05, help="λ of the BN statistics term (0: ablation)")
-    inv.add_argument("--seed", type=int, default=0)
-    inv.add_argument("--synth-seed", type=int, default=None,
-                     help="seed of the synthetic benchmark, to draw each class's clean rendering beside it")
-    inv.add_argument("--out", type=Path, required=True, help="figure (.png)")
-    inv.set_defaults(func=run_invert)
+    p = commands.add_parser("score", help="xCos, cosine of the same network and of a standard model, per pair")
+    p.add_argument("--model", type=Path, required=True, help="xCos model directory")
+    p.add_argument("--standard", type=Path, required=True, help="standard model directory (its cosine is a score)")
+    p.add_argument("--test-set", type=Path, required=True, help=".bin pair set")
+    p.add_argument("--batch-pairs", type=int, default=128)
+    p.add_argument("--out", type=Path, required=True, help="pair scores file (.npz)")
+    p.set_defaults(func=_printing(run_score))
+
+    p = commands.add_parser("map", help="gradient or perturbation similarity map of a pair")
+    p.add_argument("img1", type=Path, help="the face explained (aligned crop)")
+    p.add_argument("img2", type=Path, help="the face it is compared with")
+    p.add_argument("--model", type=Path, required=True, help="trained model or xCos model directory")
+    p.add_argument("--method", choices=("gradient", "perturbation"), default="gradient")
+    p.add_argument("--steps", type=int, default=16, help="integrated-gradient steps")
+    p.add_argument("--masks", type=int, default=1000, help="random masks of the perturbation map")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="figure (.png)")
+    p.set_defaults(func=_printing(run_map))
+
+    p = commands.add_parser("faithfulness", help="deletion/insertion and known-truth localisation of every method")
+    p.add_argument("--model", type=Path, required=True, help="xCos model directory (every map explains its network)")
+    p.add_argument("--test-set", type=Path, required=True, help=".bin pair set")
+    p.add_argument("--occluders", type=Path, required=True, help="occluders.csv of the synthetic benchmark")
+    p.add_argument("--params", type=Path, help="params file: its `explain` section and seed")
+    p.add_argument("--seed", type=int, default=0, help="without --params")
+    p.add_argument("--out", type=Path, required=True, help="results (.json)")
+    p.add_argument("--examples", type=Path, required=True, help="example maps for the report figure (.npz)")
+    p.set_defaults(func=_printing(run_faithfulness_command))
+
+    p = commands.add_parser("invert", help="ArcFace model inversion of chosen classes (with verifier checks)")
+    p.add_argument("--model", type=Path, required=True, help="trained model directory (with its margin head)")
+    p.add_argument("--classes", type=int, nargs="+", help="class labels to invert (default: inversion.classes)")
+    p.add_argument("--params", type=Path, help="params file: its `inversion` section, `synth` section and seed")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--per-class", type=int, help="images per class")
+    p.add_argument("--bn-weight", type=float, help="λ of the BN statistics term (0: ablation)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--synth-seed", type=int, default=None,
+                   help="seed of the synthetic benchmark, to draw each class's clean rendering (default: params seed)")
+    p.add_argument("--verifier", type=Path, help="a second, independently trained model that checks the images")
+    p.add_argument("--train-data", type=Path, help="training RecordIO directory (the classes' real images)")
+    p.add_argument("--ablation", action="store_true", help="also invert without the BN term and without the class term")
+    p.add_argument("--results", type=Path, help="with --verifier: the checks (.json)")
+    p.add_argument("--images", type=Path, help="with --verifier: the images (.npz)")
+    p.add_argument("--out", type=Path, help="figure (.png)")
+    p.set_defaults(func=_printing(run_invert))
     return explain
+
+
+def _printing(command):
+    """``command`` whose result is printed for the log (a summary dict as JSON, or the path)."""
+    def run(args: argparse.Namespace) -> None:
+        value = command(args)
+        print(json.dumps(value, indent=2, default=str) if isinstance(value, dict) else value)
+
+    return run

@@ -219,3 +219,37 @@ def localisation(dissimilarity_maps: np.ndarray, boxes: np.ndarray, image_size: 
         peak = pixels == pixels.max()
         pointing[k] = (peak & inside).sum() / peak.sum()
     return Localisation(mass, share, pointing)
+
+
+AREA_NAMES = ("cosine_genuine", "cosine_impostor", "fnmr", "fmr")
+
+
+def paired_area_difference(result: CurveResult, baseline: CurveResult, *, seed: int = 0, n_boot: int = 1000,
+                           level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """``{area name: (estimate, low, high)}`` of ``result``'s area minus ``baseline``'s over the same
+    pairs (e.g. a map against the random order), the pairs resampled together (stratified by
+    genuine/impostor) so the interval is a paired one."""
+    if result.issame.shape != baseline.issame.shape or (result.issame != baseline.issame).any() \
+            or result.mode != baseline.mode:
+        raise InputError("faithfulness: paired areas need the same pairs and mode")
+    groups = [np.flatnonzero(result.issame), np.flatnonzero(~result.issame)]
+    return {name: bootstrap_ci(lambda idx, n=name: result.areas(idx)[n] - baseline.areas(idx)[n], groups, seed=seed,
+                               n_boot=n_boot, level=level) for name in AREA_NAMES}
+
+
+def best_accuracy_threshold(scores, issame) -> float:
+    """The score threshold (same iff score >= it) with the highest accuracy on these pairs: the
+    midpoint between the two sorted scores where the best split falls (first one on ties)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    issame = np.asarray(issame, dtype=bool)
+    order = np.argsort(scores, kind="stable")
+    s, same = scores[order], issame[order]
+    # accepting everything from position i on: correct = genuine at >= i + impostors below i
+    genuine_from = np.concatenate([np.cumsum(same[::-1])[::-1], [0]])
+    impostor_below = np.concatenate([[0], np.cumsum(~same)])
+    best = int(np.argmax(genuine_from + impostor_below))
+    if best == 0:
+        return float(np.nextafter(s[0], -np.inf))
+    if best == s.size:
+        return float(np.nextafter(s[-1], np.inf))
+    return float((s[best - 1] + s[best]) / 2.0)

@@ -112,7 +112,7 @@ def _draw_xcos_row(row, pair: Mapping, threshold: float, norm) -> None:
     _face_with_grid(row[0], to_uint8(pair["image1"]), cos_map.shape, pair.get("title", "face 1"))
     _face_with_grid(row[1], to_uint8(pair["image2"]), cos_map.shape, "face 2")
     _annotated_map(row[2], cos_map, "RdBu", norm, f"cosine map (centre {threshold:.3f})", ".2f")
-    _annotated_map(row[3], attention, "YlGn", None, "attention", ".2f")
+    _annotated_map(row[3], attention, "YlGn", None, "attention", ".3f")
     row[0].set_ylabel(f"xCos {float(pair['xcos']):.3f} {verdict}", fontsize=8)
 
 
@@ -173,5 +173,84 @@ def plot_inversion_grid(images: Mapping[int, Sequence], clean: Mapping[int, np.n
                 if picture is not None:
                     ax.imshow(picture, interpolation="nearest")
                 ax.set_title(title, fontsize=8)
+                ax.axis("off")
+        return _save(figure, out_path)
+
+
+def plot_faithfulness_curves(fractions: Sequence[float], curves: Mapping[str, Mapping[str, Mapping[str, Sequence]]],
+                             out_path: str | Path, *, baselines: Sequence[str] = ()) -> Path:
+    """2 x 4 panels: deletion / insertion (rows) x FNMR of genuine pairs, FMR of impostor pairs (at
+    the fixed threshold) and the mean pair cosine of each (columns); one line per method
+    (``curves[method][mode][name]``), ``baselines`` dashed."""
+    if not curves:
+        raise InputError("faithfulness figure: no methods to draw")
+    x = 100.0 * np.asarray(fractions, dtype=np.float64)
+    columns = (("fnmr", "FNMR, genuine pairs"), ("fmr", "FMR, impostor pairs"),
+               ("cosine_genuine", "mean cosine, genuine pairs"), ("cosine_impostor", "mean cosine, impostor pairs"))
+    with _figure(2, 4, panel=3.0) as (figure, axes):
+        for row, mode in zip(axes, ("deletion", "insertion")):
+            for ax, (rate, title) in zip(row, columns):
+                for method, modes in curves.items():
+                    style = "--" if method in baselines else "-"
+                    ax.plot(x, modes[mode][rate], style, label=method, linewidth=1.2)
+                ax.set_xlabel(f"share of face 1 {'removed' if mode == 'deletion' else 'restored'} (%)", fontsize=8)
+                ax.set_ylabel(title.split(",")[0], fontsize=8)
+                ax.set_title(f"{mode}: {title}", fontsize=8)
+                if rate in ("fnmr", "fmr"):
+                    ax.set_ylim(-0.02, 1.02)
+                ax.tick_params(labelsize=7)
+                ax.grid(alpha=0.3)
+        axes[0, 0].legend(fontsize=7, loc="best")
+        return _save(figure, out_path)
+
+
+def plot_method_maps(images1, images2, boxes, maps: Mapping[str, np.ndarray], out_path: str | Path, *,
+                     titles: Sequence[str] | None = None) -> Path:
+    """One row per pair: face 1 with its occluder box, face 2, then each method's dissimilarity map
+    over face 1 (``maps[method]`` (P, h, w), upsampled to the face) with the box outlined."""
+    if not maps:
+        raise InputError("maps figure: no methods to draw")
+    count = len(images1)
+    from facetrust.explain.faithfulness import upsample
+
+    with _figure(count, 2 + len(maps), panel=1.9) as (figure, axes):
+        for k, row in enumerate(axes):
+            face1, face2 = to_uint8(images1[k]), to_uint8(images2[k])
+            size = face1.shape[:2]
+            panels = [(row[0], face1, (titles[k] if titles else "face 1") + " (occluded)"), (row[1], face2, "face 2")]
+            for ax, face, title in panels:
+                ax.imshow(face, extent=(0, size[1], size[0], 0), interpolation="nearest")
+                ax.set_title(title, fontsize=7)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            for ax, (method, values) in zip(row[2:], maps.items()):
+                _overlay(ax, face1, upsample(np.asarray(values[k]), size), "Reds", method)
+            x0, y0, x1, y1 = boxes[k]
+            for ax in (row[0], *row[2:]):
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.0))
+        return _save(figure, out_path)
+
+
+def plot_inversion_variants(clean: Mapping[int, np.ndarray], variants: Mapping[str, Mapping[int, Sequence]],
+                            out_path: str | Path) -> Path:
+    """One row per class: its clean rendering, then the images of each variant (``variants[name]
+    [class]``: full, no BN term, no class term), titled once per block."""
+    if not variants:
+        raise InputError("inversion figure: no variants to draw")
+    classes = list(next(iter(variants.values())))
+    per_variant = max(len(images) for v in variants.values() for images in v.values())
+    columns = 1 + per_variant * len(variants)
+    with _figure(len(classes), columns, panel=1.3) as (figure, axes):
+        for row, label in zip(axes, classes):
+            panels = [(to_uint8(clean[label]), f"class {label}: clean")] if label in clean else \
+                [(None, f"class {label}")]
+            for name, images in variants.items():
+                chosen = list(images[label])
+                panels += [(to_uint8(img), name if k == 0 else "") for k, img in enumerate(chosen)]
+                panels += [(None, "")] * (per_variant - len(chosen))
+            for ax, (picture, title) in zip(row, panels):
+                if picture is not None:
+                    ax.imshow(picture, interpolation="nearest")
+                ax.set_title(title, fontsize=7)
                 ax.axis("off")
         return _save(figure, out_path)

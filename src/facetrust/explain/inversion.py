@@ -203,15 +203,14 @@ def class_probabilities(backbone: nn.Module, head: nn.Module, images: torch.Tens
         return F.softmax(head(backbone(images)), dim=1)
 
 
-def verifier_checks(verifier: nn.Module, verifier_head: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                    real_images: Mapping[int, torch.Tensor]) -> dict[str, float]:
-    """Scores of inverted ``images`` (targets ``labels``) under a second model.
-
-    ``top1``: share classified as their target by the verifier's classifier; ``target_probability``:
-    mean softmax probability of the target; ``cosine_own`` / ``cosine_other``: mean cosine of an
-    image's verifier embedding to the normalised mean embedding of its class's real images /
-    of every other class in ``real_images`` ({class: (n, 3, H, W)}); ``own_nearest``: share of
-    images whose own class centre is the nearest of those classes.  Needs >= 2 classes there."""
+def verifier_scores(verifier: nn.Module, verifier_head: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    real_images: Mapping[int, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Per-image scores of inverted ``images`` (targets ``labels``) under a second model, (B,)
+    float64 arrays: ``top1`` (1 when the verifier's classifier picks the target), ``target_probability``
+    (its softmax probability of the target), ``cosine_own`` / ``cosine_other`` (cosine of the image's
+    verifier embedding to the normalised mean embedding of its class's real images / the mean over
+    the other classes of ``real_images`` = {class: (n, 3, H, W)}), ``own_nearest`` (1 when the own
+    class centre is the nearest of those classes).  Needs >= 2 classes in ``real_images``."""
     if len(real_images) < 2 or any(int(c) not in real_images for c in labels.tolist()):
         raise InputError("verifier checks: real images needed for every target class and at least one other")
     probabilities = class_probabilities(verifier, verifier_head, images)
@@ -224,13 +223,21 @@ def verifier_checks(verifier: nn.Module, verifier_head: nn.Module, images: torch
     own_column = torch.tensor([classes.index(int(c)) for c in labels])
     own = cosines.gather(1, own_column.view(-1, 1))[:, 0]
     others = (cosines.sum(1) - own) / (len(classes) - 1)
+    as_array = lambda t: t.double().cpu().numpy()  # noqa: E731
     return {
-        "top1": float((probabilities.argmax(1) == labels).double().mean()),
-        "target_probability": float(target.double().mean()),
-        "cosine_own": float(own.double().mean()),
-        "cosine_other": float(others.double().mean()),
-        "own_nearest": float((cosines.argmax(1) == own_column).double().mean()),
+        "top1": as_array(probabilities.argmax(1) == labels),
+        "target_probability": as_array(target),
+        "cosine_own": as_array(own),
+        "cosine_other": as_array(others),
+        "own_nearest": as_array(cosines.argmax(1) == own_column),
     }
+
+
+def verifier_checks(verifier: nn.Module, verifier_head: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    real_images: Mapping[int, torch.Tensor]) -> dict[str, float]:
+    """The means over images of :func:`verifier_scores` (``top1`` is then the top-1 rate)."""
+    return {name: float(values.mean()) for name, values in
+            verifier_scores(verifier, verifier_head, images, labels, real_images).items()}
 
 
 def ablation(backbone: nn.Module, head: nn.Module, verifier: nn.Module, verifier_head: nn.Module,

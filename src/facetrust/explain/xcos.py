@@ -221,3 +221,29 @@ def explain_pair(model: XCosModel, image1: torch.Tensor, image2: torch.Tensor) -
         "xcos": float(output.xcos[0]),
         "cosine": float(output.grid_cosine[0]),
     }
+
+
+def branch_state(model: XCosModel) -> dict[str, torch.Tensor]:
+    """The branch's own weights (``grid_conv.*``, ``attention.*``), without the backbone."""
+    return {key: value.detach().cpu() for key, value in model.state_dict().items()
+            if not key.startswith("backbone.")}
+
+
+def load_xcos(model_dir, map_location="cpu") -> tuple[XCosModel, dict, dict]:
+    """``(XCosModel in eval mode, config, extras)`` from a ``facetrust train-xcos`` output directory
+    (the checkpoint is read by :func:`facetrust.models.artifacts.load_xcos_checkpoint`)."""
+    from facetrust.models.artifacts import load_xcos_checkpoint
+
+    backbone, config, extras = load_xcos_checkpoint(model_dir, map_location)
+    model = XCosModel(backbone, extras["feature_map_shape"], grid_channels=int(config.get("grid_channels", GRID_CHANNELS)),
+                      temperature=float(config.get("temperature", 1.0)))
+    try:
+        missing, unexpected = model.load_state_dict(extras["branch"], strict=False)
+    except RuntimeError as exc:
+        raise InputError(f"{extras['path']}: xCos branch weights do not fit: {exc}") from None
+    missing = [key for key in missing if not key.startswith("backbone.")]
+    if missing or unexpected:
+        raise InputError(f"{extras['path']}: xCos branch weights do not fit: missing {missing}, unexpected {unexpected}")
+    if tuple(model.grid_shape) != tuple(extras["grid_shape"]):
+        raise InputError(f"{extras['path']}: grid {model.grid_shape} but the checkpoint says {extras['grid_shape']}")
+    return model.eval(), config, extras

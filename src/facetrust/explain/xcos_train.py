@@ -70,18 +70,20 @@ class OptimizerSet:
 
 def build_optimizers(model: XCosModel, head: nn.Module, *, lr: float = 1e-3, momentum: float = 0.9,
                      weight_decay: float = 4e-5, head_weight_decay: float = 4e-4,
-                     attention_lr: float = 1e-4, amsgrad: bool = True) -> OptimizerSet:
+                     attention_lr: float = 1e-4, amsgrad: bool = True,
+                     backbone_lr: float | None = None) -> OptimizerSet:
     """``OptimizerSet(sgd=..., adam=...)`` with the paper's groups (see the module docstring).
 
-    With a frozen backbone the SGD groups hold only the grid conv and the head."""
-    network = list(model.grid_conv.parameters())
+    ``backbone_lr`` (default ``lr``, as the paper) sets the backbone's own SGD group: a smaller
+    rate lets a short run train the new grid conv and head fast without undoing the backbone it
+    was initialised from.  With a frozen backbone the SGD groups hold only the grid conv and the
+    head."""
+    groups = [{"params": list(model.grid_conv.parameters()), "weight_decay": weight_decay},
+              {"params": [p for p in head.parameters() if p.requires_grad], "weight_decay": head_weight_decay}]
     if not model.freeze_backbone:
-        network = [p for p in model.backbone.parameters() if p.requires_grad] + network
-    sgd = torch.optim.SGD(
-        [{"params": network, "weight_decay": weight_decay},
-         {"params": [p for p in head.parameters() if p.requires_grad], "weight_decay": head_weight_decay}],
-        lr=lr, momentum=momentum,
-    )
+        groups.insert(0, {"params": [p for p in model.backbone.parameters() if p.requires_grad],
+                          "weight_decay": weight_decay, "lr": lr if backbone_lr is None else backbone_lr})
+    sgd = torch.optim.SGD(groups, lr=lr, momentum=momentum)
     adam = torch.optim.Adam(model.attention.parameters(), lr=attention_lr, amsgrad=amsgrad)
     return OptimizerSet(sgd=sgd, adam=adam)
 
@@ -142,12 +144,15 @@ def pair_batches(labels, batch_pairs: int, rng: np.random.Generator, *, genuine_
 
 def train_step(model: XCosModel, head: nn.Module, standard: nn.Module, optimizers: OptimizerSet,
                images1: torch.Tensor, images2: torch.Tensor, labels1: torch.Tensor, labels2: torch.Tensor,
-               *, identity_weight: float = 1.0, xcos_weight: float = 1.0) -> dict[str, float]:
+               *, identity_weight: float = 1.0, xcos_weight: float = 1.0,
+               standard_images: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
     """One step on a pair batch: target = frozen ``standard`` cosine, loss = :func:`xcos_loss`,
-    backward, step.  Returns ``{"loss", "identity", "xcos_mse", "xcos_mean", "target_mean"}``."""
+    backward, step.  ``standard_images``: the same pairs at the standard model's input size when it
+    differs from the xCos model's.  Returns ``{"loss", "identity", "xcos_mse", "xcos_mean",
+    "target_mean"}``."""
     model.train()
     head.train()
-    target = standard_cosine(standard, images1, images2)
+    target = standard_cosine(standard, *(standard_images or (images1, images2)))
     loss = xcos_loss(model, head, images1, images2, labels1, labels2, target,
                      identity_weight=identity_weight, xcos_weight=xcos_weight)
     optimizers.zero_grad()

@@ -31,6 +31,17 @@ Fitted uncertainty head (``<head_dir>/head.pt``)::
     format "facetrust-uncertainty-head", version 1, method, config (the resolved fit config),
     feature_map_shape, embedding_size, state_dict
 
+xCos checkpoint (``<xcos_dir>/xcos.pt``, written by ``facetrust train-xcos``)::
+
+    format "facetrust-xcos-checkpoint", version 1
+    backbone          state dict of the backbone the branch sits on (fine-tuned, or frozen)
+    branch            state dict of the xCos branch: ``grid_conv.*`` and ``attention.*``
+    head              state dict of the margin head on the flattened grid feature
+    config            the resolved xCos config: the backbone's (backbone, backbone_options,
+                      embedding_size, input_size) plus head, grid_channels, temperature,
+                      freeze_backbone, init_from, standard and the training settings
+    num_classes, feature_map_shape, grid_shape, epoch, step
+
 (The key ``head`` of a checkpoint is the margin head; it keeps that name so that every checkpoint
 written so far still loads.)
 """
@@ -62,6 +73,11 @@ PRETRAINED_VERSION = 1
 UNCERTAINTY_HEAD_NAME = "head.pt"
 UNCERTAINTY_HEAD_FORMAT = "facetrust-uncertainty-head"
 UNCERTAINTY_HEAD_VERSION = 1
+
+XCOS_CHECKPOINT_NAME = "xcos.pt"
+XCOS_CHECKPOINT_FORMAT = "facetrust-xcos-checkpoint"
+XCOS_CHECKPOINT_VERSION = 1
+_XCOS_REQUIRED = ("backbone", "branch", "head", "config", "num_classes", "grid_shape", "epoch", "step")
 
 # Margin-head options that configure ScaleFace's scale predictor rather than the margin itself.
 SCALE_PREDICTOR_OPTIONS = ("s_max", "hidden", "activation")
@@ -398,3 +414,66 @@ def load_uncertainty_head(head_dir: str | os.PathLike, map_location="cpu") -> nn
     head.method = method
     head.fit_config = config
     return head.eval()
+
+
+# ---------------------------------------------------------------------------- xCos checkpoints
+
+
+def xcos_checkpoint_path(model_dir: str | os.PathLike) -> Path:
+    """``model_dir/xcos.pt``, or ``model_dir`` itself when it is a file."""
+    path = Path(model_dir)
+    return path if path.is_file() else path / XCOS_CHECKPOINT_NAME
+
+
+def is_xcos_model(model_dir: str | os.PathLike) -> bool:
+    """Whether ``model_dir`` holds an xCos checkpoint (rather than a training checkpoint)."""
+    path = Path(model_dir)
+    return path.name == XCOS_CHECKPOINT_NAME if path.is_file() else (path / XCOS_CHECKPOINT_NAME).is_file()
+
+
+def save_xcos_checkpoint(model_dir: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+    """Write ``model_dir/xcos.pt`` (the layout in the module docstring) atomically; returns its path."""
+    missing = [key for key in _XCOS_REQUIRED if key not in payload]
+    if missing:
+        raise InputError(f"xcos checkpoint: payload lacks key(s) {', '.join(missing)}")
+    return _save(Path(model_dir) / XCOS_CHECKPOINT_NAME,
+                 {"format": XCOS_CHECKPOINT_FORMAT, "version": XCOS_CHECKPOINT_VERSION, **payload})
+
+
+def load_xcos_checkpoint(model_dir: str | os.PathLike, map_location="cpu") -> tuple[nn.Module, dict, dict]:
+    """``(backbone with its weights, in eval mode; config dict; extras)`` of an xCos checkpoint.
+
+    ``extras``: ``branch`` and ``head`` state dicts, ``num_classes``, ``feature_map_shape``,
+    ``grid_shape``, ``epoch``, ``step``, ``path``.  The branch module itself is
+    :class:`facetrust.explain.xcos.XCosModel` (built by :func:`facetrust.explain.xcos.load_xcos`).
+    InputError naming the file when it is missing, refused by the weights-only loader, not an xCos
+    checkpoint, or its backbone does not fit its config."""
+    path = xcos_checkpoint_path(model_dir)
+    payload = _load(path, "xCos checkpoint", "facetrust train-xcos", map_location)
+    if payload.get("format") != XCOS_CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a facetrust xCos checkpoint (missing format {XCOS_CHECKPOINT_FORMAT!r})")
+    missing = [key for key in _XCOS_REQUIRED if key not in payload]
+    if missing:
+        raise InputError(f"{path}: xCos checkpoint lacks key(s) {', '.join(missing)}")
+    if payload.get("version") != XCOS_CHECKPOINT_VERSION:
+        raise InputError(f"{path}: xCos checkpoint version {payload.get('version')!r}, this facetrust reads "
+                         f"{XCOS_CHECKPOINT_VERSION}")
+    config = dict(payload["config"])
+    try:
+        backbone = build_backbone_from_config(config)
+        backbone.load_state_dict(payload["backbone"], strict=True)
+    except KeyError as exc:
+        raise InputError(f"{path}: xCos checkpoint config lacks key {exc}") from None
+    except RuntimeError as exc:
+        raise InputError(f"{path}: backbone weights do not fit {config['backbone']!r}: {exc}") from None
+    extras = {
+        "branch": payload["branch"],
+        "head": payload["head"],
+        "num_classes": int(payload["num_classes"]),
+        "feature_map_shape": tuple(payload.get("feature_map_shape") or backbone.feature_map_shape),
+        "grid_shape": tuple(int(v) for v in payload["grid_shape"]),
+        "epoch": int(payload["epoch"]),
+        "step": int(payload["step"]),
+        "path": str(path),
+    }
+    return backbone.eval(), config, extras

@@ -14,6 +14,9 @@ histograms             uncertainty histograms (genuine/impostor; by quality bin)
 sphereface             ``results/reports/sphereface.md``
 scf                    ``results/reports/scf.md``
 scaleface              ``results/reports/scaleface.md``
+xcos                   ``results/reports/xcos.md``, ``results/xcos_table.csv``, the xCos pair figure
+explanations           ``results/reports/explanations.md``, ``results/explain_table.csv``, two figures
+inversion              ``results/reports/inversion.md``, ``results/inversion_table.csv``, the grid
 =====================  ======================================================================
 
 Lists given per file (``--label``, ``--method``, …) are parallel to the files; a missing label
@@ -236,3 +239,6 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--out", required=True, help="Markdown report to write")
     p.set_defaults(func=cmd_scaleface)
 
+    from facetrust.report.explain_cli import add_explain_report_parsers
+
+    add_explain_report_parsers(sub)

@@ -1,0 +1,135 @@
+"""The explain stages on a tiny synthetic benchmark with untrained models: xCos pair scores, the
+faithfulness stage, the inversion stage, and the reports written from their files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from explain_helpers import save_model, save_xcos_model, tiny_benchmark
+from facetrust.config import check_explain
+from facetrust.errors import ConfigError
+from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
+from facetrust.explain.faithfulness_stage import FaithfulnessSettings, run_faithfulness
+from facetrust.explain.method_maps import METHODS, MapSettings, grid_methods
+from facetrust.explain.xcos import load_xcos
+
+FAST = FaithfulnessSettings(pairs=6, localisation_pairs=3, bootstrap=30, examples=2,
+                            maps=MapSettings(steps=2, masks=12, cells=3, batch_size=12))
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain")
+    tiny_benchmark(root / "synth")
+    return {"root": root, "pairs": root / "synth" / "pairs" / "synth_lfw.bin",
+            "occluders": root / "synth" / "occluders.csv", "train": root / "synth" / "train",
+            "xcos": save_xcos_model(root / "xcos"), "standard": save_model(root / "standard", seed=1),
+            "verifier": save_model(root / "verifier", seed=2), "model": save_model(root / "model", seed=3)}
+
+
+def test_xcos_scores_file_holds_three_scores_and_the_maps_and_repeats(bench, tmp_path):
+    from facetrust.explain.scores import run_xcos_scores
+
+    summary = run_xcos_scores(bench["xcos"], bench["standard"], bench["pairs"], tmp_path / "a.npz")
+    run_xcos_scores(bench["xcos"], bench["standard"], bench["pairs"], tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with np.load(tmp_path / "a.npz") as data:
+        assert data["score_names"].tolist() == ["xcos", "cosine", "standard_cosine"]
+        assert data["xcos"].shape == data["issame"].shape == (summary["pairs"],)
+        assert data["attention"].shape == data["cosine_map"].shape == (summary["pairs"], 3, 3)
+        np.testing.assert_allclose(data["attention"].sum(axis=(1, 2)), 1.0, atol=1e-5)
+        np.testing.assert_allclose((data["attention"] * data["cosine_map"]).sum(axis=(1, 2)), data["xcos"], atol=1e-5)
+    metrics = run_evaluate_pair_scores(tmp_path / "a.npz", tmp_path / "m.json", score="xcos",
+                                       references=["cosine", "standard_cosine"])
+    assert set(metrics["paired_differences"]) == {"cosine", "standard_cosine"}
+
+
+def test_xcos_contribution_map_sums_to_xcos_minus_the_threshold(bench):
+    model, _, _ = load_xcos(bench["xcos"])
+    images = torch.randn(3, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    others = torch.randn(3, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    maps = grid_methods(model, images, others, 0.25, np.random.default_rng(0))
+    with torch.no_grad():
+        xcos = model(images, others).xcos.double().numpy()
+    np.testing.assert_allclose(maps["xcos_contribution"].support.sum(axis=(1, 2)), xcos - 0.25, atol=1e-6)
+    np.testing.assert_allclose(maps["cosine_map"].against, -maps["cosine_map"].support)
+    assert (maps["cosine_map"].dissimilarity >= 0).all()
+
+
+def test_faithfulness_stage_scores_every_method_against_its_random_order_and_the_boxes(bench, tmp_path):
+    result = run_faithfulness(bench["xcos"], bench["pairs"], bench["occluders"], tmp_path / "f.json",
+                              tmp_path / "f.npz", FAST)
+    assert list(result["methods"]) == list(METHODS)
+    assert result["pairs"] == {"genuine": 3, "impostor": 3} and result["localisation_pairs"] == 3
+    for method, entry in result["methods"].items():
+        assert ("vs_baseline" in entry["deletion"]) == (not method.startswith("random"))
+        assert len(entry["insertion"]["curves"]["fnmr"]) == len(result["fractions"])
+        estimate, low, high = entry["deletion"]["areas"]["fnmr"]
+        assert low <= estimate <= high
+        assert 0 < entry["localisation"]["box_share"] < 1
+    with np.load(tmp_path / "f.npz") as data:
+        assert data["images1"].shape == (2, 3, 24, 24) and data["dissimilarity_gradient"].shape == (2, 24, 24)
+        assert data["dissimilarity_cosine_map"].shape == (2, 3, 3)
+    again = run_faithfulness(bench["xcos"], bench["pairs"], bench["occluders"], tmp_path / "g.json",
+                             tmp_path / "g.npz", FAST)
+    assert json.dumps(again, sort_keys=True) == json.dumps(result, sort_keys=True)
+    # the report stage reads these files: table, both figures, claims with a verdict each
+    from facetrust.report.explanations_report import write_explanations_report
+
+    claims = write_explanations_report(tmp_path / "f.json", tmp_path / "f.npz", tmp_path / "e.md",
+                                       table_csv=tmp_path / "e.csv", curves_png=tmp_path / "c.png",
+                                       maps_png=tmp_path / "m.png")
+    assert claims and {c.verdict for c in claims} <= {"held", "did not hold", "not resolved"}
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "m.png").stat().st_size > 0
+    assert len((tmp_path / "e.csv").read_text().splitlines()) == 1 + len(METHODS)
+
+
+def test_inversion_stage_runs_the_ablations_and_the_report_reads_it(bench, tmp_path):
+    from explain_helpers import TINY_SYNTH
+    from facetrust.explain.cli import _clean_renderings
+    from facetrust.explain.inversion import InversionConfig
+    from facetrust.explain.inversion_stage import real_class_images, run_inversion, write_inversion
+    from facetrust.models.artifacts import load_margin, load_model
+    from facetrust.report.inversion_report import write_inversion_report
+
+    def parts(path):
+        backbone, config, extras = load_model(path)
+        return backbone, load_margin(config, extras)[0], tuple(config["input_size"])
+
+    classes = [0, 2]
+    real = real_class_images(bench["train"], classes, 2, (24, 24))
+    config = InversionConfig(iterations=3, images_per_class=2, warmup_iterations=1, seed=5)
+    summary, images = run_inversion(parts(bench["model"]), parts(bench["verifier"]), real, classes, config, n_boot=20)
+    assert set(summary["variants"]) == {"full", "no_bn", "no_class"}
+    assert set(summary["differences"]) == {"full_minus_no_bn", "full_minus_no_class"}
+    assert summary["chance"] == pytest.approx(1 / 6)
+    # the clean renderings follow the params' synth section (24 px here), not SynthConfig's defaults
+    clean = _clean_renderings(classes, {"seed": 3, "synth": TINY_SYNTH}, None)
+    assert clean[0].shape == (24, 24, 3)
+    write_inversion(summary | {"model": "m", "verifier": "v"}, images, clean, tmp_path / "i.json", tmp_path / "i.npz")
+    with np.load(tmp_path / "i.npz") as data:
+        assert data["images_full"].shape == (4, 3, 24, 24) and data["clean"].shape == (2, 24, 24, 3)
+        assert not np.array_equal(data["images_full"], data["images_no_bn"])
+    claims = write_inversion_report(tmp_path / "i.json", tmp_path / "i.npz", tmp_path / "i.md",
+                                    table_csv=tmp_path / "i.csv", figure_png=tmp_path / "i.png")
+    assert len(claims) == 4 and (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_explain_config_names_what_does_not_exist():
+    base = {"models": {"arcface": {}, "cosface": {}}, "datasets": {"pairs": {"synth_lfw": "x.bin"}},
+            "xcos": {"xcos": {"init_from": "models/arcface", "standard": "models/cosface"}},
+            "explain": {"test_set": "synth_lfw"}, "inversion": {"model": "arcface", "verifier": "cosface"}}
+    check_explain(base)
+    for change, message in [
+        ({"xcos": {"arcface": {"init_from": "models/arcface", "standard": "models/cosface"}}}, "also a key of models"),
+        ({"xcos": {"xcos": {"init_from": "models/magface", "standard": "models/cosface"}}}, "xcos.xcos.init_from"),
+        ({"inversion": {"model": "arcface", "verifier": "arcface"}}, "second, independently trained"),
+        ({"inversion": {"model": "arcface", "verifier": None}}, "go together"),
+        ({"explain": {"test_set": "lfw"}}, "explain.test_set"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            check_explain({**base, **change})

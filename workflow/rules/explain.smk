@@ -1,0 +1,114 @@
+# Explanations: xCos scores and their 10-fold accuracy, every map scored against known truth
+# (deletion/insertion, occluder localisation), and ArcFace model inversion checked by a verifier.
+
+
+rule xcos_scores:
+    input:
+        model="models/{xcos}/xcos.pt",
+        standard=lambda wildcards: xcos_model_checkpoint(wildcards, "standard"),
+        pairs=lambda wildcards: config["datasets"]["pairs"][wildcards.pairs],
+    output:
+        "results/explain/scores/{xcos}/{pairs}.npz",
+    params:
+        standard=lambda wildcards: config["xcos"][wildcards.xcos]["standard"],
+    log:
+        "logs/explain/scores/{xcos}/{pairs}.log",
+    benchmark:
+        "logs/benchmark/explain/scores/{xcos}/{pairs}.tsv"
+    threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        gpu=1,
+        mem_mb=grow(4000),
+        runtime=grow(30),
+    shell:
+        "OMP_NUM_THREADS={threads} facetrust explain score --model models/{wildcards.xcos}"
+        " --standard {params.standard} --test-set {input.pairs} --out {output} > {log} 2>&1"
+
+
+rule evaluate_xcos:
+    input:
+        "results/explain/scores/{xcos}/{pairs}.npz",
+    output:
+        "results/explain/metrics/{xcos}/{pairs}.{score}.json",
+    params:
+        references=lambda wildcards: (
+            "--reference-key cosine standard_cosine"
+            if wildcards.score == "xcos"
+            else ""
+        ),
+    log:
+        "logs/explain/metrics/{xcos}/{pairs}.{score}.log",
+    benchmark:
+        "logs/benchmark/explain/metrics/{xcos}/{pairs}.{score}.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(2000),
+        runtime=grow(10),
+    shell:
+        "facetrust evaluate pairs --scores {input} --score-key {wildcards.score}"
+        " {params.references} --out {output} > {log} 2>&1"
+
+
+rule explain_faithfulness:
+    input:
+        model="models/{xcos}/xcos.pt",
+        pairs=lambda wildcards: config["datasets"]["pairs"][wildcards.pairs],
+        occluders=f"{SYNTH_DIR}/occluders.csv",
+    output:
+        results="results/explain/faithfulness/{xcos}/{pairs}.json",
+        examples="results/explain/faithfulness/{xcos}/{pairs}.examples.npz",
+    params:
+        explain=config["explain"],
+        seed=config["seed"],
+        config_file=PARAMS_FILE,
+    log:
+        "logs/explain/faithfulness/{xcos}/{pairs}.log",
+    benchmark:
+        "logs/benchmark/explain/faithfulness/{xcos}/{pairs}.tsv"
+    threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        gpu=1,
+        mem_mb=grow(4000),
+        runtime=grow(60),
+    shell:
+        "OMP_NUM_THREADS={threads} facetrust explain faithfulness --model models/{wildcards.xcos}"
+        " --test-set {input.pairs} --occluders {input.occluders} --params {params.config_file}"
+        " --out {output.results} --examples {output.examples} > {log} 2>&1"
+
+
+rule invert:
+    input:
+        model="models/{model}/checkpoint.pt",
+        verifier=lambda wildcards: f"models/{config['inversion']['verifier']}/checkpoint.pt",
+        rec=f"{train_dir()}/train.rec",
+    output:
+        results="results/explain/inversion/{model}.json",
+        images="results/explain/inversion/{model}.npz",
+    params:
+        inversion=config["inversion"],
+        synth=config["synth"],
+        seed=config["seed"],
+        config_file=PARAMS_FILE,
+        verifier=lambda wildcards: f"models/{config['inversion']['verifier']}",
+        train_dir=lambda wildcards, input: os.path.dirname(input.rec),
+    log:
+        "logs/explain/invert/{model}.log",
+    benchmark:
+        "logs/benchmark/explain/invert/{model}.tsv"
+    threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        gpu=1,
+        mem_mb=grow(4000),
+        runtime=grow(60),
+    shell:
+        "OMP_NUM_THREADS={threads} facetrust explain invert --model models/{wildcards.model}"
+        " --verifier {params.verifier} --train-data {params.train_dir} --params {params.config_file}"
+        " --ablation --results {output.results} --images {output.images} > {log} 2>&1"
