@@ -113,7 +113,7 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
                      starting_error: float = 0.05, discard_limit: float = 0.2, random_draws: int = 10,
                      crfiqa_fmrs: Sequence[float] = (1e-3, 1e-4), seed: int = 0, bootstrap=None) -> dict:
     """EDC of one uncertainty file (module docstring); writes ``out_json`` and returns it."""
-    from facetrust.evaluate.bootstrap import bootstrap_statistic, percentile_interval
+    from facetrust.evaluate.bootstrap import bootstrap_statistic, percentile_interval, unit_description
     from facetrust.evaluate.fusion import load_embeddings
     from facetrust.evaluate.reject import method_space
     from facetrust.io import write_json_atomic
@@ -154,14 +154,14 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
                                                         weights=w), discard_limit) for q in rankings.values()])
 
         replicates = bootstrap_statistic(design, statistic, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed,
-                                         progress=True)
+                                         progress=True, within=bootstrap.within)
         keys = [(who, "fnmr") for who in rankings]
         values["pauc_ci"] = {}
         for j, (who, e) in enumerate(keys):
             values["pauc_ci"].setdefault(who, {})[e] = [plain_float(v) for v in
                                                         percentile_interval(replicates[:, j], bootstrap.level)]
         values["bootstrap"] = {"n_resamples": bootstrap.n_resamples, "seed": bootstrap.seed, "level": bootstrap.level,
-                               "unit": design.source, "design_digest": design.digest()}
+                               "unit": unit_description(design, bootstrap.within), "design_digest": design.digest()}
         if bootstrap.replicates_out is not None:
             from facetrust.io import atomic_path
 

@@ -366,7 +366,7 @@ def write_reject_csv(path: str | Path, curve: RejectCurve) -> None:
 
 def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fractions: Sequence[float], *,
                      tar_method: str = "nearest", n_resamples: int = 1000, seed: int = 0,
-                     progress: bool = False) -> np.ndarray:
+                     progress: bool = False, within: bool = False) -> np.ndarray:
     """(n_resamples, len(fractions), len(fars)) TAR replicates of the reject curve at ``fractions``.
 
     In a replicate (subjects and templates resampled, :mod:`facetrust.evaluate.bootstrap`) the most
@@ -393,7 +393,8 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
             out[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())
         return out.ravel()
 
-    flat = bootstrap_statistic(design, statistic, n_resamples=n_resamples, seed=seed, progress=progress)
+    flat = bootstrap_statistic(design, statistic, n_resamples=n_resamples, seed=seed, progress=progress,
+                               within=within)
     return flat.reshape(n_resamples, fractions.size, len(fars))
 
 
@@ -458,7 +459,7 @@ def run_evaluate_reject(
     (:class:`~facetrust.evaluate.bootstrap.BootstrapSettings`) adds TAR replicates with none and
     with the largest fraction rejected (``reject_tar_ci``), saved as ``tar`` and ``tar_rejected``.
     """
-    from facetrust.evaluate.bootstrap import interval_table, resolution_fields, write_replicates
+    from facetrust.evaluate.bootstrap import interval_table, resolution_fields, unit_description, write_replicates
     from facetrust.evaluate.fusion import load_embeddings
 
     embeddings = load_embeddings(embeddings_path, flip=flip)
@@ -486,11 +487,13 @@ def run_evaluate_reject(
     if bootstrap is not None and bootstrap.n_resamples > 0:
         compared = [float(curve.fractions[0]), float(curve.fractions[-1])]
         replicates = bootstrap_reject(design, scores, labels, pair_unc, fars, compared, tar_method=tar_method,
-                                      n_resamples=bootstrap.n_resamples, seed=bootstrap.seed, progress=True)
+                                      n_resamples=bootstrap.n_resamples, seed=bootstrap.seed, progress=True,
+                                      within=bootstrap.within)
         values["reject_tar_ci"] = {f"{fraction:g}": interval_table(fars, replicates[:, i], bootstrap.level)
                                    for i, fraction in enumerate(compared)}
         values["bootstrap"] = {"n_resamples": bootstrap.n_resamples, "seed": bootstrap.seed,
-                               "level": bootstrap.level, "unit": design.source, "fractions": compared,
+                               "level": bootstrap.level, "unit": unit_description(design, bootstrap.within),
+                               "fractions": compared,
                                "replicates": None if bootstrap.replicates_out is None else str(bootstrap.replicates_out)}
         if bootstrap.replicates_out is not None:
             write_replicates(bootstrap.replicates_out, fars=fars, tar=replicates[:, 0], design=design,

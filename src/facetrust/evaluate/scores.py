@@ -194,3 +194,22 @@ def pair_scores(score: str, templates: ScoredTemplates, pairs: np.ndarray, *, ch
         else:
             out[start : start + chunk] = mls(directions[a], unc[a], directions[b], unc[b])
     return out
+
+
+def image_pair_scores(score: str, embeddings) -> np.ndarray:
+    """``score`` of the image pairs (0, 1), (2, 3), … of a pair-set embeddings file (float64)."""
+    check_score(score)
+    unit = l2_normalize(np.asarray(embeddings.features, dtype=np.float64))
+    a, b = unit[0::2], unit[1::2]
+    if score == "cosine":
+        return np.einsum("ij,ij->i", a, b)
+    if score == "scf_vmf":
+        if embeddings.uncertainty is None:
+            raise InputError(f"{embeddings.path}: score scf_vmf needs key 'uncertainty' (1/kappa)")
+        kappa = confidence_from_uncertainty(embeddings.uncertainty, "uncertainty (1/kappa)")
+        return vmf_log_similarity(np.einsum("ij,ij->i", a, b), kappa[0::2], kappa[1::2], unit.shape[1])
+    sigma_sq = embeddings.uncertainty_per_dim if embeddings.uncertainty_per_dim is not None else embeddings.uncertainty
+    if sigma_sq is None:
+        raise InputError(f"{embeddings.path}: score pfe_mls needs key 'uncertainty_per_dim' or 'uncertainty' (sigma^2)")
+    sigma_sq = np.asarray(sigma_sq, dtype=np.float64)
+    return mls(a, sigma_sq[0::2], b, sigma_sq[1::2])
