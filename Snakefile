@@ -32,7 +32,11 @@ if config["report"]["verification_table"]["variants"]:
         "results/reports/sphereface.md",
     ]
 if config["report"]["reject"]["variants"]:
-    REPORT_TARGETS += ["results/quality_table.csv", "results/reports/scaleface.md"]
+    REPORT_TARGETS += [
+        "results/quality_table.csv",
+        "results/edc_table.csv",
+        "results/reports/scaleface.md",
+    ]
 
 
 # Every table, figure and per-paper report (the main job is results/ijbc_table.csv).
@@ -67,7 +71,11 @@ rule models:
 
 rule embeddings:
     input:
-        expand("embeddings/{variant}/{ijb}.npz", variant=VARIANTS, ijb=IJB_SETS),
+        expand(
+            "embeddings/{variant}/{ijb}.npz",
+            variant=fc.embedded_variants(VARIANTS),
+            ijb=IJB_SETS,
+        ),
         expand(
             "embeddings/{variant}/{pairs}.npz",
             variant=config["report"]["verification_table"]["variants"],

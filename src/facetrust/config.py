@@ -135,6 +135,11 @@ PATHS = {
     "roc": "results/roc/{variant}/{test_set}.csv",
     "reject": "results/reject/{variant}/{test_set}.json",
     "reject_csv": "results/reject/{variant}/{test_set}.csv",
+    "replicates": "results/bootstrap/{variant}/{test_set}.npz",
+    "reject_replicates": "results/bootstrap/reject/{variant}/{test_set}.npz",
+    "metrics_sphereface": "results/metrics_sphereface/{variant}/{test_set}.json",
+    "edc": "results/edc/{variant}/{test_set}.json",
+    "edc_replicates": "results/bootstrap/edc/{variant}/{test_set}.npz",
 }
 
 
@@ -189,7 +194,7 @@ def bootstrap_args(params: dict) -> list[str]:
     """``--bootstrap N --seed S --ci-level L`` from ``evaluate.bootstrap`` and the top-level seed."""
     settings = params["evaluate"]["bootstrap"]
     return ["--bootstrap", str(settings["n_resamples"]), "--seed", str(params["seed"]),
-            "--ci-level", str(settings["level"])]
+            "--ci-level", str(settings["level"])] + (["--bootstrap-within"] if settings["within"] else [])
 
 
 def check_report_variants(params: dict, variants: dict[str, dict]) -> None:

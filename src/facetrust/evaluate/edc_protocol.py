@@ -161,7 +161,8 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
             values["pauc_ci"].setdefault(who, {})[e] = [plain_float(v) for v in
                                                         percentile_interval(replicates[:, j], bootstrap.level)]
         values["bootstrap"] = {"n_resamples": bootstrap.n_resamples, "seed": bootstrap.seed, "level": bootstrap.level,
-                               "unit": unit_description(design, bootstrap.within), "design_digest": design.digest()}
+                               "unit": unit_description(design, bootstrap.within), "design_digest": design.digest(),
+                               "replicates": None if bootstrap.replicates_out is None else str(bootstrap.replicates_out)}
         if bootstrap.replicates_out is not None:
             from facetrust.io import atomic_path
 

@@ -244,8 +244,6 @@ def pair_units(path, images: np.ndarray, identities_csv=None):
     ``identity`` column when given (else the genuine-pair components)."""
     import pandas as pd
 
-    from facetrust.evaluate.bootstrap import cluster_design
-
     names, unit = np.unique(np.asarray(images).astype(str), return_inverse=True)
     pairs = unit.reshape(-1, 2)
     subjects = None
