@@ -22,11 +22,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facetrust.errors import InputError
+from facetrust.errors import ConfigError, InputError
 from facetrust.evaluate.fusion import l2_normalize
-from facetrust.evaluate.pairs import fold_indices
 
 SPHEREFACE_THRESHOLDS = 10000  # evaluation.m: getThreshold(..., 10000)
+
+
+def fold_indices(n: int, n_folds: int = 10) -> list[np.ndarray]:
+    """Test indices of each fold: contiguous blocks, the first ``n % n_folds`` one longer (= KFold, no shuffle)."""
+    if not 2 <= n_folds <= n:
+        raise ConfigError(f"n_folds: {n_folds} must be between 2 and the number of pairs ({n})")
+    sizes = np.full(n_folds, n // n_folds)
+    sizes[: n % n_folds] += 1
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    return [np.arange(edges[k], edges[k + 1]) for k in range(n_folds)]
 
 
 @dataclass

@@ -28,6 +28,7 @@ from sklearn.metrics import auc as area_under_curve
 
 from facetrust.errors import ConfigError, InputError
 from facetrust.evaluate.fusion import l2_normalize, load_embeddings
+from facetrust.evaluate.pair_protocols import fold_indices  # noqa: F401 (re-exported: evaluate.pairs.fold_indices)
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
@@ -44,16 +45,6 @@ from facetrust.registry import Registry
 
 ACCURACY_STEP = 0.01  # InsightFace: np.arange(0, 4, 0.01)
 VAL_STEP = 0.001  # InsightFace: np.arange(0, 4, 0.001) for VAL@FAR
-
-
-def fold_indices(n: int, n_folds: int = 10) -> list[np.ndarray]:
-    """Test indices of each fold: contiguous blocks, the first ``n % n_folds`` one longer (= KFold, no shuffle)."""
-    if not 2 <= n_folds <= n:
-        raise ConfigError(f"n_folds: {n_folds} must be between 2 and the number of pairs ({n})")
-    sizes = np.full(n_folds, n // n_folds)
-    sizes[: n % n_folds] += 1
-    edges = np.concatenate([[0], np.cumsum(sizes)])
-    return [np.arange(edges[k], edges[k + 1]) for k in range(n_folds)]
 
 
 def _counts_below(sorted_values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

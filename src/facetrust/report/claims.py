@@ -19,6 +19,30 @@ NOT_RESOLVED = "not resolved"
 
 
 @dataclass(frozen=True)
+class Claim:
+    """One checked claim: the sentence and its verdict (held / partly held / did not hold /
+    not resolved / not checked)."""
+
+    text: str
+    verdict: str
+
+    def markdown(self) -> str:
+        return f"- **{self.verdict}**: {self.text}"
+
+
+def finite(value) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def percent(value, digits: int = 2) -> str:
+    """A fraction as a percentage string; an em dash when missing."""
+    return f"{100.0 * float(value):.{digits}f}" if finite(value) else "—"
+
+
+@dataclass(frozen=True)
 class Comparison:
     """One paired comparison: the point difference a − b, its interval and the verdict."""
 

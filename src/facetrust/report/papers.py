@@ -17,10 +17,8 @@ Verdicts: ``held`` (every comparison went the claimed way), ``partly held``, ``d
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -32,21 +30,11 @@ from facetrust.formats import far_of_column, tar_column, test_set_of
 from facetrust.formats import tar_columns as _tar_columns_of
 from facetrust.io import write_text_atomic
 from facetrust.report import published
+from facetrust.report.claims import HELD, NOT_CHECKED, NOT_HELD, PARTLY, Claim, percent  # noqa: F401 (re-exported)
+from facetrust.report.claims import finite as _finite
 from facetrust.report.verification import VAL_FAR_KEY, read_table
 
-HELD, PARTLY, NOT_HELD, NOT_CHECKED = "held", "partly held", "did not hold", "not checked"
 DEFAULT_MARGIN_METHODS = ("A-Softmax", "SphereFace", "CosFace", "ArcFace")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One checked claim: the sentence and its verdict (held / partly held / did not hold / not checked)."""
-
-    text: str
-    verdict: str
-
-    def markdown(self) -> str:
-        return f"- **{self.verdict}**: {self.text}"
 
 
 def verdict_of(outcomes: Sequence[bool]) -> str:
@@ -64,18 +52,6 @@ def verdict_of(outcomes: Sequence[bool]) -> str:
 def normalise_method(name: str) -> str:
     """Method names compared without case, spaces, hyphens or underscores (A-Softmax = a_softmax)."""
     return re.sub(r"[\s\-_]+", "", str(name)).lower()
-
-
-def _finite(value) -> bool:
-    try:
-        return value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def percent(value, digits: int = 2) -> str:
-    """A fraction as a percentage string; an em dash when missing."""
-    return f"{100.0 * float(value):.{digits}f}" if _finite(value) else "—"
 
 
 def number(value, digits: int = 3) -> str:

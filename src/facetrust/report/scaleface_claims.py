@@ -33,7 +33,7 @@ def _reject_replicates(curve: dict):
 def reject_rise_claims(curves: Mapping[str, dict]) -> list:
     """Per method: TAR at the largest rejected fraction vs none, every FAR, paired intervals."""
     from facetrust.formats import far_key
-    from facetrust.report.papers import Claim, percent
+    from facetrust.report.claims import Claim, percent
 
     claims = []
     for method, curve in curves.items():
@@ -66,7 +66,7 @@ def reject_rise_claims(curves: Mapping[str, dict]) -> list:
 def edc_claims(table: pd.DataFrame) -> list:
     """FNM-EDC: each method against the random ranking, and ScaleFace against each other method."""
     from facetrust.report.edc import edc_pauc_replicates
-    from facetrust.report.papers import Claim
+    from facetrust.report.claims import Claim
 
     fnmr = table[(table["error"] == "fnmr") & (table["replicates"].fillna("") != "")]
     claims = []

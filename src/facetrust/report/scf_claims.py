@@ -83,7 +83,7 @@ def published_delta(base: str, variant: str, column: str) -> str:
 
 def controlled_claims(table: pd.DataFrame) -> dict[str, list]:
     """``{variant name: [summary Claim, per-FAR Claims…]}`` judged on the controlled pairs."""
-    from facetrust.report.papers import Claim, percent
+    from facetrust.report.claims import Claim, percent
 
     groups: dict[str, list] = {}
     verdicts: dict[str, list[str]] = {}
