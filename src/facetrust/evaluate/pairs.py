@@ -259,8 +259,8 @@ def _protocol_accuracy(protocol: str, embeddings, emb1, emb2, issame, score_valu
         return pair_protocols.sphereface_ten_fold(both[0::2], both[1::2], issame, n_folds=n_folds, weights=weights)
     if score_values is not None:
         return pair_protocols.score_ten_fold(score_values, issame, n_folds=n_folds, weights=weights)
-    if metric != "squared_l2" and weights is not None:
-        raise ConfigError("bootstrap of the InsightFace protocol reads the squared_l2 grid; the cosine grid is the same decisions")
+    # The cosine metric's grid c = 1 - t/2 makes the same decisions as the squared-L2 grid (module
+    # docstring), so the weighted replicates read the squared-L2 one for both.
     return pair_protocols.insightface_ten_fold_weighted(pair_distance(emb1, emb2, "squared_l2"), issame,
                                                         np.ones(issame.size) if weights is None else weights,
                                                         n_folds=n_folds)

@@ -463,7 +463,9 @@ def write_scf_report(tables: Sequence[str | Path], out_md: str | Path, *, figure
         "# SCF: spherical confidence learning, IJB 1:1 verification",
         intro + " Published rows: the SCF README (ResNet100) and the InsightFace arcface_torch README (ArcFace "
         "baselines). Published numbers are on IJB-B/IJB-C with large models; ours are on the configured test set, "
-        "so only the direction of each difference is compared.",
+        "so only the direction of each difference is compared. Our κ is the exact maximiser of the SCF objective "
+        "(a stable log-Bessel function); the official SCF code floors scipy's ive at 1e-6, which at d = 512 is "
+        "far above ive for typical κ, so its κ scale (and any κ value it reports) is not comparable with ours.",
         "## Claims, checked on our data",
         *sections,
     ]
@@ -636,7 +638,11 @@ def write_scaleface_report(reject_curves: Mapping[str, str | Path], out_md: str 
         "# ScaleFace: learned scale as uncertainty, reject verification",
         "Reject verification: the most uncertain fraction of pairs is removed and TAR@FAR is recomputed on "
         "the rest; a useful uncertainty makes the curve rise. The ScaleFace paper publishes these curves as "
-        "figures on IJB-C, so the published side below is its setting, beside ours.",
+        "figures on IJB-C, so the published side below is its setting, beside ours. Template uncertainty is "
+        "aggregated in each method's own space (ScaleFace averages the scales, PFE's reference sums σ²; the "
+        "space is recorded per curve). MagFace is trained with the official code's easy margin "
+        "(MagLinear(easy_margin=True)). A rise holds only where the paired 95 % bootstrap interval (subjects "
+        "resampled) of TAR(rejected) − TAR(none) excludes 0.",
         "## Claims, checked on our data",
         "### Do reject curves rise?",
         "\n".join(c.markdown() for c in rise),
