@@ -96,6 +96,16 @@ rule metrics:
             variant=config["report"]["reject"]["variants"],
             ijb=config["report"]["reject"]["test_set"],
         ),
+        expand(
+            "results/edc/{variant}/{ijb}.json",
+            variant=config["report"]["reject"]["variants"],
+            ijb=config["report"]["reject"]["test_set"],
+        ),
+        expand(
+            "results/metrics_sphereface/{variant}/{pairs}.json",
+            variant=config["evaluate"]["pairs"]["sphereface_variants"],
+            pairs=config["report"]["verification_table"]["test_set"],
+        ),
 
 
 rule tables:
