@@ -223,7 +223,7 @@ rule report_sphereface:
             + " ".join(input.paper_protocol)
             + " --paper-protocol-label "
             + " ".join(
-                f"'{variant_label(v)} ({VARIANTS[v]['model']})'"
+                f"'{variant_label(v)} ({config['models'][VARIANTS[v]['model']]['backbone']})'"
                 for v in config["evaluate"]["pairs"]["sphereface_variants"]
             )
             if input.paper_protocol

@@ -81,8 +81,9 @@ def plot_edc(edcs: Mapping[str, dict], out_path, *, title: str = "EDC") -> Path:
             start = float(first["starting_error_achieved"][error])
             for label, edc in edcs.items():
                 curve = edc["curves"]["method"][error]
+                kind = (edc.get("settings") or {}).get("uncertainty_kind") or "?"
                 ax.step(curve["discard"], curve["error"], where="post", lw=1.4,
-                        label=f"{label} (pAUC {edc['pauc']['method'][error]:.4f})")
+                        label=f"{label} [{kind}] (pAUC {edc['pauc']['method'][error]:.4f})")
             for who, style in (("random", dict(color="0.5", ls="--")), ("oracle", dict(color="k", ls=":"))):
                 if who in first["curves"]:
                     curve = first["curves"][who][error]
@@ -91,7 +92,7 @@ def plot_edc(edcs: Mapping[str, dict], out_path, *, title: str = "EDC") -> Path:
             ax.plot([0, start], [start, 0], color="0.7", lw=1, label="theoretical best")
             ax.axvline(limit, color="0.8", lw=1)
             ax.set_xlim(0, 0.5)
-            ax.set_ylim(0, start * 1.6)
+            ax.set_ylim(0, start * 2.0)  # room for the legend above the curves
             ax.set_xlabel("fraction of comparisons discarded (lowest pair quality first)")
             ax.set_ylabel(error.upper() + " at the fixed threshold")
             ax.set_title(f"{name}; pAUC to {limit:g} minus best")
