@@ -72,3 +72,27 @@ def test_crfiqa_variant_recomputes_the_threshold_on_the_kept_pairs():
     quality = np.array([4.0, 3.0, 2.0, 0.0, 5.0, 5.0, 5.0, 5.0])
     out = edc.crfiqa_erc(scores, labels, quality, [0.25], fractions=[0.0, 0.125])
     assert out["fnmr"]["2.5e-01"] == pytest.approx([0.25, 0.0])
+
+
+def test_evaluate_edc_on_a_protocol_writes_bounds_and_intervals(tmp_path):
+    import json
+
+    from ijb_protocol_fixture import random_ijb
+
+    from facetrust.evaluate.bootstrap import BootstrapSettings
+    from facetrust.evaluate.edc_protocol import run_evaluate_edc
+
+    root, images, embedding, noflip, _ = random_ijb(tmp_path / "ijb", seed=4)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "emb.npz"
+    np.savez(path, image=images, embedding=embedding, embedding_noflip=noflip,
+             uncertainty=rng.uniform(0.1, 1.0, images.size).astype(np.float32), uncertainty_kind=np.array("scale"))
+    metrics = run_evaluate_edc(path, tmp_path / "edc.json", ijb_dir=root, name="ijbx", starting_error=0.1,
+                               discard_limit=0.3, random_draws=3, crfiqa_fmrs=[0.1],
+                               bootstrap=BootstrapSettings(20, 1, 0.9, tmp_path / "edc.npz"))
+    assert set(metrics["pauc"]) == {"method", "random"}  # no quality.csv: no oracle
+    lo, hi = metrics["pauc_ci"]["method"]["fnmr"]
+    assert lo <= hi and metrics["settings"]["uncertainty_space"] == "confidence"
+    assert json.loads((tmp_path / "edc.json").read_text())["protocol"] == "edc"
+    with np.load(tmp_path / "edc.npz") as data:
+        assert data["pauc_method_fnmr"].shape == (20,)
