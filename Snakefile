@@ -36,7 +36,11 @@ if config["report"]["verification_table"]["variants"]:
         "results/reports/sphereface.md",
     ]
 if config["report"]["reject"]["variants"]:
-    REPORT_TARGETS += ["results/quality_table.csv", "results/reports/scaleface.md"]
+    REPORT_TARGETS += [
+        "results/quality_table.csv",
+        "results/edc_table.csv",
+        "results/reports/scaleface.md",
+    ]
 # Explain line: xCos accuracy, faithfulness and localisation (known occluders: synthetic only),
 # inversion.
 if XCOS_MODELS:
@@ -80,7 +84,11 @@ rule models:
 
 rule embeddings:
     input:
-        expand("embeddings/{variant}/{ijb}.npz", variant=VARIANTS, ijb=IJB_SETS),
+        expand(
+            "embeddings/{variant}/{ijb}.npz",
+            variant=fc.embedded_variants(VARIANTS),
+            ijb=IJB_SETS,
+        ),
         expand(
             "embeddings/{variant}/{pairs}.npz",
             variant=config["report"]["verification_table"]["variants"],
@@ -100,6 +108,16 @@ rule metrics:
             "results/reject/{variant}/{ijb}.json",
             variant=config["report"]["reject"]["variants"],
             ijb=config["report"]["reject"]["test_set"],
+        ),
+        expand(
+            "results/edc/{variant}/{ijb}.json",
+            variant=config["report"]["reject"]["variants"],
+            ijb=config["report"]["reject"]["test_set"],
+        ),
+        expand(
+            "results/metrics_sphereface/{variant}/{pairs}.json",
+            variant=config["evaluate"]["pairs"]["sphereface_variants"],
+            pairs=config["report"]["verification_table"]["test_set"],
         ),
 
 

@@ -131,6 +131,9 @@ def test_cli_choices_are_the_registries():
     assert choices("embed", "--uncertainty") == ["none", *MODEL_UNCERTAINTIES.names()]
     assert choices("evaluate", "--pooling") == POOLINGS.names()
     assert choices("evaluate", "--metric") == PAIR_DISTANCES.names()
+    from facetrust.evaluate.scores import SCORES
+
+    assert choices("evaluate", "--score") == SCORES.names()
 
 
 def test_a_registered_method_reaches_the_cli_and_the_schema(monkeypatch):

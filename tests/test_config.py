@@ -99,3 +99,16 @@ def test_an_unknown_backbone_fails_validation_naming_the_key_not_the_train_job()
     with pytest.raises(ConfigError, match=r"models\.arcface\.backbone: 'iresnt' is not a registered backbone"):
         validate_params(broken)
     validate_params(params)  # the embedded default passes
+
+
+def test_a_control_variant_evaluates_another_variants_embeddings(params):
+    from facetrust.config import embedded_variants, embeddings_variant, evaluate_args, resolve_variants
+
+    variants = resolve_variants(params)
+    assert embeddings_variant(variants, "arcface_kappa_control") == "arcface_scf"
+    assert "arcface_kappa_control" not in embedded_variants(variants)
+    assert evaluate_args(variants["arcface_kappa_vmf_control"]) == [
+        "--pooling", "kappa", "--score", "scf_vmf", "--constant-uncertainty", "mean"]
+    params["variants"]["bad"] = {"model": "arcface", "embeddings_of": "arcface_kappa_control"}
+    with pytest.raises(ConfigError, match="variants.bad.embeddings_of"):
+        resolve_variants(params)

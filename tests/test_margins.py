@@ -309,3 +309,12 @@ def test_half_precision_embeddings_get_float32_logits_with_the_margin():
     assert torch.allclose(logits, head(x.bfloat16().float(), y))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert head(x, y).dtype == torch.float32
+
+
+def test_magface_defaults_to_the_official_easy_margin():
+    """IrvingMeng/MagFace MagLinear(easy_margin=True): no margin where cos θ <= 0."""
+    theta = 2.0  # cos θ < 0 to the target class
+    easy, x, y = two_class_example("magface", radius=60.0, theta=theta, s=1.0)
+    strict, _, _ = two_class_example("magface", radius=60.0, theta=theta, s=1.0, easy_margin=False)
+    assert easy(x, y)[0, 0].item() == pytest.approx(math.cos(theta), abs=1e-9)
+    assert strict(x, y)[0, 0].item() != pytest.approx(math.cos(theta), abs=1e-3)

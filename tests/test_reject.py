@@ -138,3 +138,18 @@ def test_run_evaluate_reject_on_pairs_and_ijb_templates(tmp_path):
     np.savez(tmp_path / "nounc.npz", image=images, embedding=e)
     with pytest.raises(InputError, match="'uncertainty'"):
         run_evaluate_reject(tmp_path / "nounc.npz", tmp_path / "x.json", ijb_dir=root)
+
+
+def test_template_uncertainty_is_aggregated_in_the_chosen_space():
+    """ScaleFace averages the scales (confidence space); PFE sums sigma^2 (uncertainty space)."""
+    from facetrust.evaluate.reject import method_space, template_uncertainty_in_space
+
+    scales = np.array([2.0, 8.0, 4.0])
+    ids, u = template_uncertainty_in_space(1.0 / scales, np.array([1, 1, 2]), "mean", "confidence")
+    assert ids.tolist() == [1, 2] and u.tolist() == pytest.approx([1 / 5.0, 1 / 4.0])  # mean scale 5, not harmonic 3.2
+    _, u = template_uncertainty_in_space(1.0 / scales, np.array([1, 1, 2]), "mean", "uncertainty")
+    assert u.tolist() == pytest.approx([(0.5 + 0.125) / 2, 0.25])
+    _, u = template_uncertainty_in_space(1.0 / scales, np.array([1, 1, 2]), "min", "confidence")
+    assert u.tolist() == pytest.approx([1 / 8.0, 1 / 4.0])  # the most certain image
+    assert method_space("method", "scale") == "confidence" and method_space("method", "pfe") == "uncertainty"
+    assert method_space("confidence", "pfe") == "confidence"

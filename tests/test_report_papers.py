@@ -271,3 +271,35 @@ def test_report_cli_kinds_write_their_outputs(tmp_path):
     assert "scaleface on synth_ijbc" in (tmp_path / "scaleface.md").read_text()  # label = folder name
     with pytest.raises(InputError, match="--label has 2 values for 1 files"):
         run_report_cli(["scaleface", "--reject", str(curve), "--label", "a", "b", "--out", str(tmp_path / "x.md")])
+
+
+def test_scf_claims_are_judged_on_the_controlled_pair_with_paired_intervals(tmp_path):
+    """+SCF is compared with its control (same model, pooling, score, constant uncertainty), never
+    with the N1D1F1 base; the verdict follows the paired interval; unresolved FARs stay unresolved."""
+    import numpy as np
+
+    from facetrust.evaluate.bootstrap import cluster_design, write_replicates
+    from facetrust.report.papers import write_scf_report
+
+    design = cluster_design(np.array([[0, 1], [0, 2]]), np.array([1, 0]), None)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, (200, 2))
+    files = {}
+    for name, level in (("base", 0.60), ("scf", 0.50), ("control", 0.45)):
+        files[name] = tmp_path / f"{name}.npz"
+        tar = np.column_stack([level + noise[:, 0] * 10, level + noise[:, 1]])
+        write_replicates(files[name], fars=[1e-6, 1e-3], tar=tar, design=design, n_resamples=200, seed=1, level=0.95)
+    header = ("method,backbone,train_set,test_set,TAR@FAR=1e-06,TAR@FAR=1e-03,variant,model,pooling,score,control,"
+              "n_genuine,n_impostor,unresolved_fars,replicates\n")
+    rows = [f"ArcFace,r,s,t,0.6,0.6,arcface,arcface,mean,cosine,,10,100000,1e-06,{files['base']}",
+            f"ArcFace+SCF,r,s,t,0.5,0.5,arcface_scf,arcface,kappa,cosine,,10,100000,1e-06,{files['scf']}",
+            f"ArcFace [control],r,s,t,0.45,0.45,c,arcface,kappa,cosine,mean,10,100000,1e-06,{files['control']}"]
+    table = tmp_path / "ijbc_table.csv"
+    table.write_text(header + "\n".join(rows) + "\n")
+    claims = write_scf_report([table], tmp_path / "scf.md")
+    by_far = {c.text.split("TAR@FAR=")[1][:5]: c for c in claims if "vs its control" in c.text}
+    assert by_far["1e-03"].verdict == "held"  # +5 points, interval well above 0
+    assert by_far["1e-06"].verdict == "not resolved"  # FAR below 10/n_impostor
+    assert "ArcFace [control]" in by_far["1e-03"].text and "Uncontrolled" in by_far["1e-03"].text
+    text = (tmp_path / "scf.md").read_text()
+    assert "(unresolved)" in text and "which convention each used" in text

@@ -25,6 +25,7 @@ POOLING_CHOICES = LazyChoices("facetrust.evaluate.fusion:POOLINGS")
 PAIR_DISTANCE_CHOICES = LazyChoices("facetrust.evaluate.pairs:PAIR_DISTANCES")
 BACKBONE_CHOICES = LazyChoices("facetrust.models.registry:BACKBONES")
 TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS")
+SCORE_CHOICES = LazyChoices("facetrust.evaluate.scores:SCORES")
 
 log = logging.getLogger("facetrust")
 
@@ -154,6 +155,29 @@ def cmd_embed(args) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
+def _constant(text: str):
+    """``--constant-uncertainty``: a positive number or ``mean``."""
+    if text == "mean":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"constant uncertainty {text!r}: expected 'mean' or a positive number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"constant uncertainty {text!r} must be positive")
+    return value
+
+
+def _bootstrap_settings(args):
+    """Bootstrap settings of ``evaluate`` (None when ``--bootstrap 0``)."""
+    if not args.bootstrap:
+        return None
+    from facetrust.evaluate.bootstrap import BootstrapSettings
+
+    return BootstrapSettings(args.bootstrap, args.seed, args.ci_level, Path(args.replicates) if args.replicates else None,
+                             args.bootstrap_within)
+
+
 def cmd_evaluate(args) -> None:
     if (args.embeddings is None) == (args.scores is None) or (args.scores and args.protocol_kind != "pairs"):
         raise InputError("evaluate: give --embeddings, or --scores with the pairs protocol")
@@ -164,7 +188,8 @@ def cmd_evaluate(args) -> None:
             Path(args.embeddings), Path(args.protocol), args.name, Path(args.out),
             roc_out=Path(args.roc) if args.roc else None, fars=args.fars,
             normalize_images=args.normalize_images, use_detector_score=not args.no_detector_score,
-            flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method,
+            flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method, score=args.score,
+            constant_uncertainty=args.constant_uncertainty, bootstrap=_bootstrap_settings(args),
         )
     elif args.protocol_kind == "pairs" and args.scores:
         from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
@@ -177,7 +202,20 @@ def cmd_evaluate(args) -> None:
 
         metrics = run_evaluate_pairs(Path(args.embeddings), Path(args.out),
                                      roc_out=Path(args.roc) if args.roc else None,
-                                     flip=not args.no_flip, metric=args.metric)
+                                     flip=not args.no_flip, metric=args.metric, protocol=args.pairs_protocol,
+                                     score=args.score, identities_csv=args.identities,
+                                     bootstrap=_bootstrap_settings(args))
+    elif args.protocol_kind == "edc":
+        from facetrust.evaluate.edc_protocol import run_evaluate_edc
+
+        flags = {"normalize_images": args.normalize_images, "use_detector_score": not args.no_detector_score,
+                 "flip": not args.no_flip}
+        metrics = run_evaluate_edc(
+            Path(args.embeddings), Path(args.out), ijb_dir=Path(args.protocol) if args.protocol else None,
+            name=args.name, quality_csv=args.quality, template_how=args.template_how, space=args.space,
+            pooling=args.pooling, flags=flags, starting_error=args.starting_error, discard_limit=args.discard_limit,
+            random_draws=args.random_draws, crfiqa_fmrs=args.crfiqa_fmrs, seed=args.seed,
+            bootstrap=_bootstrap_settings(args))
     else:
         from facetrust.evaluate.reject import run_evaluate_reject
 
@@ -190,9 +228,11 @@ def cmd_evaluate(args) -> None:
             template_how=args.template_how, fars=args.fars, fractions=fractions, flip=not args.no_flip,
             normalize_images=args.normalize_images,
             use_detector_score=not args.no_detector_score, pooling=args.pooling, tar_method=args.tar_method,
+            score=args.score, bootstrap=_bootstrap_settings(args),
         )
-    print(json.dumps({k: v for k, v in metrics.items() if k in ("tar_at_far", "accuracy", "auc", "n_pairs")},
-                     indent=2))
+    print(json.dumps({k: v for k, v in metrics.items()
+                      if k in ("tar_at_far", "tar_at_far_ci", "accuracy", "accuracy_ci", "auc", "n_pairs", "pauc",
+                               "pauc_ci", "unresolved_fars")}, indent=2))
 
 
 def cmd_import_model(args) -> None:
@@ -245,7 +285,7 @@ def cmd_report(args) -> None:
     if args.kind == "table":
         table = tables.write_tar_table(args.metrics, Path(args.out), methods=args.method,
                                        backbones=args.backbone, train_sets=args.train_set,
-                                       test_set=args.test_set)
+                                       test_set=args.test_set, variants=args.variant, models=args.model)
         print(table.to_string(index=False))
 
 
@@ -367,8 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("evaluate", help="evaluate embeddings: pairs (10-fold), ijb (1:1), reject (curves)")
-    p.add_argument("protocol_kind", choices=["pairs", "ijb", "reject"])
+    p = sub.add_parser("evaluate", help="evaluate embeddings: pairs (10-fold), ijb (1:1), reject (curves), "
+                                        "edc (EDC, pAUC)")
+    p.add_argument("protocol_kind", choices=["pairs", "ijb", "reject", "edc"])
     p.add_argument("--embeddings", help="embeddings .npz (every protocol)")
     p.add_argument("--scores", help="pairs: a pair scores file (e.g. xCos, 'facetrust explain score') instead "
                                     "of embeddings")
@@ -389,12 +430,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how TAR is read off the ROC: %(choices)s")
     p.add_argument("--metric", default="cosine", choices=PAIR_DISTANCE_CHOICES, metavar="DISTANCE",
                    help="pairs: pair distance for the 10-fold accuracy: %(choices)s")
+    p.add_argument("--score", default="cosine", choices=SCORE_CHOICES, metavar="SCORE",
+                   help="comparison score: %(choices)s (scf_vmf needs pooling kappa/kappa_media, pfe_mls pooling pfe)")
+    p.add_argument("--constant-uncertainty", type=_constant, metavar="VALUE",
+                   help="ijb: control row, one kappa / sigma^2 for every image (a number, or 'mean' = the file's "
+                        "geometric mean)")
+    p.add_argument("--pairs-protocol", default="insightface", choices=["insightface", "sphereface"],
+                   help="pairs: InsightFace verification.py, or SphereFace's evaluation.m")
+    p.add_argument("--identities", help="pairs: quality.csv with each image's identity (bootstrap subjects)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="bootstrap replicates over subjects (0: none)")
+    p.add_argument("--bootstrap-within", action="store_true",
+                   help="also resample templates within subjects (two-stage, conservative)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and EDC random rankings)")
+    p.add_argument("--ci-level", type=float, default=0.95, help="bootstrap percentile interval level")
+    p.add_argument("--replicates", help="bootstrap replicates .npz to write (paired comparisons in reports)")
     p.add_argument("--how", default="mean", choices=["mean", "max", "min", "harmonic", "product"],
                    help="reject: pair uncertainty from its two members'")
-    p.add_argument("--space", default="uncertainty", choices=["uncertainty", "confidence"],
-                   help="reject: combine uncertainties u, or confidences 1/u (ScaleFace scales, SCF kappa)")
+    p.add_argument("--space", default="uncertainty", choices=["uncertainty", "confidence", "method"],
+                   help="reject, edc: combine and aggregate uncertainties u, confidences 1/u (ScaleFace scales, "
+                        "SCF kappa), or each method's own space")
     p.add_argument("--template-how", default="mean", choices=["mean", "min", "harmonic"],
-                   help="reject (IJB): template uncertainty from its images'")
+                   help="reject, edc (IJB): template uncertainty from its images', in the chosen space")
+    p.add_argument("--quality", help="edc: quality.csv (the oracle ranking by the known quality)")
+    p.add_argument("--starting-error", type=float, default=0.05, help="edc: error that fixes the threshold")
+    p.add_argument("--discard-limit", type=float, default=0.2, help="edc: pAUC up to this discarded fraction")
+    p.add_argument("--random-draws", type=int, default=10, help="edc: random rankings averaged")
+    p.add_argument("--crfiqa-fmrs", type=_fars, default=[1e-3, 1e-4], help="edc: FMRs of the CR-FIQA ERC variant")
     p.add_argument("--csv", help="reject: also write the curve as CSV")
     p.add_argument("--fraction-step", type=float, default=0.01)
     p.add_argument("--max-fraction", type=float, default=0.5)
@@ -414,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", nargs="+", help="backbone per row")
     p.add_argument("--train-set", nargs="+", help="training set per row")
     p.add_argument("--test-set", help="test set name")
+    p.add_argument("--variant", nargs="+", help="variant per row (detail column)")
+    p.add_argument("--model", nargs="+", help="trained model per row (detail column: pairs a row with its control)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
     add_report_parsers(report_kinds)

@@ -29,6 +29,7 @@ def schema_file() -> dict:
 def _registry_enums() -> list[tuple[tuple[str, ...], list[str]]]:
     from facetrust.evaluate.fusion import POOLINGS
     from facetrust.evaluate.pairs import PAIR_DISTANCES
+    from facetrust.evaluate.scores import SCORES
     from facetrust.models.margins import MARGINS
     from facetrust.models.uncertainty.methods import MODEL_UNCERTAINTIES, UNCERTAINTY_HEADS
 
@@ -37,6 +38,7 @@ def _registry_enums() -> list[tuple[tuple[str, ...], list[str]]]:
         (("heads", "*", "method"), UNCERTAINTY_HEADS.names()),
         (("variants", "*", "uncertainty"), ["none", *MODEL_UNCERTAINTIES.names()]),
         (("variants", "*", "pooling"), POOLINGS.names()),
+        (("variants", "*", "score"), SCORES.names()),
         (("evaluate", "pairs", "metric"), PAIR_DISTANCES.names()),
     ]
 
@@ -169,6 +171,11 @@ PATHS = {
     "faithfulness_examples": "results/explain/faithfulness/{xcos}/{test_set}.examples.npz",
     "inversion": "results/explain/inversion/{model}.json",
     "inversion_images": "results/explain/inversion/{model}.npz",
+    "replicates": "results/bootstrap/{variant}/{test_set}.npz",
+    "reject_replicates": "results/bootstrap/reject/{variant}/{test_set}.npz",
+    "metrics_sphereface": "results/metrics_sphereface/{variant}/{test_set}.json",
+    "edc": "results/edc/{variant}/{test_set}.json",
+    "edc_replicates": "results/bootstrap/edc/{variant}/{test_set}.npz",
 }
 
 
@@ -201,7 +208,7 @@ def resolve_variants(params: dict) -> dict[str, dict[str, Any]]:
     variants = params.get("variants") or {model: {"model": model} for model in sorted(models)}
     resolved = {}
     for name, variant in variants.items():
-        variant = {"uncertainty": "none", "pooling": "mean", **variant}
+        variant = {"uncertainty": "none", "pooling": "mean", "score": "cosine", **variant}
         if variant["model"] not in models:
             raise ConfigError(f"params: variants.{name}.model: {variant['model']!r} is not a key of models; "
                               f"configured: {', '.join(sorted(models))}")
@@ -209,7 +216,37 @@ def resolve_variants(params: dict) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"params: variants.{name}.head: {variant['head']!r} is not a key of heads; "
                               f"configured: {', '.join(sorted(heads)) or 'none'}")
         resolved[name] = variant
+    for name, variant in resolved.items():
+        source = variant.get("embeddings_of")
+        if source is not None and (source not in resolved or "embeddings_of" in resolved[source]):
+            raise ConfigError(f"params: variants.{name}.embeddings_of: {source!r} is not a variant that embeds; "
+                              f"configured: {', '.join(sorted(v for v in resolved if 'embeddings_of' not in resolved[v]))}")
     return resolved
+
+
+def embeddings_variant(variants: dict[str, dict], name: str) -> str:
+    """The variant whose embeddings file ``name`` evaluates: its ``embeddings_of``, else itself."""
+    return variants[name].get("embeddings_of", name)
+
+
+def embedded_variants(variants: dict[str, dict]) -> list[str]:
+    """The variants that are embedded (no ``embeddings_of``), in configuration order."""
+    return [name for name, variant in variants.items() if "embeddings_of" not in variant]
+
+
+def evaluate_args(variant: dict) -> list[str]:
+    """The ``facetrust evaluate ijb|reject`` options a variant adds: pooling, score, control."""
+    args = ["--pooling", variant.get("pooling", "mean"), "--score", variant.get("score", "cosine")]
+    if "constant_uncertainty" in variant:
+        args += ["--constant-uncertainty", str(variant["constant_uncertainty"])]
+    return args
+
+
+def bootstrap_args(params: dict) -> list[str]:
+    """``--bootstrap N --seed S --ci-level L`` from ``evaluate.bootstrap`` and the top-level seed."""
+    settings = params["evaluate"]["bootstrap"]
+    return ["--bootstrap", str(settings["n_resamples"]), "--seed", str(params["seed"]),
+            "--ci-level", str(settings["level"])] + (["--bootstrap-within"] if settings["within"] else [])
 
 
 def check_report_variants(params: dict, variants: dict[str, dict]) -> None:

@@ -221,3 +221,29 @@ def explain_outputs():
     if INVERSION_MODEL:
         files.append(fc.path_of("inversion", model=INVERSION_MODEL))
     return files
+
+
+def variant_embeddings(wildcards):
+    """The embeddings file a variant evaluates: its own, or its `embeddings_of` variant's (controls)."""
+    source = fc.embeddings_variant(VARIANTS, wildcards.variant)
+    test_set = getattr(wildcards, "ijb", None) or getattr(wildcards, "pairs")
+    return fc.path_of("embeddings", variant=source, test_set=test_set)
+
+
+def variant_evaluate_args(wildcards):
+    """Pooling, score and control options of a variant for `facetrust evaluate`."""
+    return " ".join(fc.evaluate_args(VARIANTS[wildcards.variant]))
+
+
+def bootstrap_args():
+    """`--bootstrap N --seed S --ci-level L` from `evaluate.bootstrap` (paired across variants)."""
+    return " ".join(fc.bootstrap_args(config))
+
+
+def identities_args():
+    """quality.csv as the identity list of the synthetic pair set (bootstrap subjects)."""
+    return (
+        f"--identities {SYNTH_DIR}/quality.csv"
+        if config["datasets"]["source"] == "synth"
+        else ""
+    )

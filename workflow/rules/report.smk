@@ -19,6 +19,8 @@ rule ijbc_table:
         backbones=lambda wildcards: _rows("ijbc_table")[2],
         train_sets=lambda wildcards: _rows("ijbc_table")[3],
         test_set=config["report"]["ijbc_table"]["test_set"],
+        variants=lambda wildcards: _rows("ijbc_table")[0],
+        models=lambda wildcards: [VARIANTS[v]["model"] for v in _rows("ijbc_table")[0]],
     log:
         "logs/report/ijbc_table.log",
     benchmark:
@@ -32,7 +34,8 @@ rule ijbc_table:
     shell:
         "facetrust report table --metrics {input} --method {params.methods:q}"
         " --backbone {params.backbones:q} --train-set {params.train_sets:q}"
-        " --test-set {params.test_set} --out {output} > {log} 2>&1"
+        " --test-set {params.test_set} --variant {params.variants} --model {params.models}"
+        " --out {output} > {log} 2>&1"
 
 
 rule verification_table:
@@ -203,6 +206,11 @@ rule figure_histograms:
 rule report_sphereface:
     input:
         table="results/verification_table.csv",
+        paper_protocol=lambda wildcards: expand(
+            "results/metrics_sphereface/{variant}/{pairs}.json",
+            variant=config["evaluate"]["pairs"]["sphereface_variants"],
+            pairs=config["report"]["verification_table"]["test_set"],
+        ),
     output:
         report("results/reports/sphereface.md", category="Reports"),
     params:
@@ -210,6 +218,17 @@ rule report_sphereface:
         margins=config["report"]["sphereface"]["margin_methods"],
         depth_method=config["report"]["sphereface"]["depth_method"],
         depth=config["report"]["sphereface"]["depth_backbones"],
+        paper_protocol=lambda wildcards, input: (
+            "--paper-protocol "
+            + " ".join(input.paper_protocol)
+            + " --paper-protocol-label "
+            + " ".join(
+                f"'{variant_label(v)} ({config['models'][VARIANTS[v]['model']]['backbone']})'"
+                for v in config["evaluate"]["pairs"]["sphereface_variants"]
+            )
+            if input.paper_protocol
+            else ""
+        ),
     log:
         "logs/report/sphereface.log",
     benchmark:
@@ -224,12 +243,17 @@ rule report_sphereface:
         "facetrust report sphereface --verification-table {input.table}"
         " --baseline {params.baseline:q} --margin-methods {params.margins:q}"
         " --depth-method {params.depth_method:q} --depth-backbones {params.depth}"
-        " --out {output} > {log} 2>&1"
+        " {params.paper_protocol} --out {output} > {log} 2>&1"
 
 
 rule report_scf:
     input:
         table="results/ijbc_table.csv",
+        replicates=lambda wildcards: expand(
+            "results/bootstrap/{variant}/{ijb}.npz",
+            variant=_rows("ijbc_table")[0],
+            ijb=config["report"]["ijbc_table"]["test_set"],
+        ),
         roc=lambda wildcards: f"results/figures/roc_{config['report']['ijbc_table']['test_set']}.png",
     output:
         report("results/reports/scf.md", category="Reports"),
@@ -255,8 +279,16 @@ rule report_scaleface:
             ijb=config["report"]["reject"]["test_set"],
         ),
         quality_table="results/quality_table.csv",
+        edc_table="results/edc_table.csv",
+        replicates=lambda wildcards: expand(
+            "results/bootstrap/{kind}/{variant}/{ijb}.npz",
+            kind=["reject", "edc"],
+            variant=_reject_variants(),
+            ijb=config["report"]["reject"]["test_set"],
+        ),
         figures=lambda wildcards: [
-            f"results/figures/reject_{config['report']['reject']['test_set']}.png"
+            f"results/figures/reject_{config['report']['reject']['test_set']}.png",
+            f"results/figures/edc_{config['report']['reject']['test_set']}.png",
         ]
         + expand(
             "results/figures/uncertainty_{variant}_{ijb}.png",
@@ -279,7 +311,45 @@ rule report_scaleface:
         runtime=grow(10),
     shell:
         "facetrust report scaleface --reject {input.reject} --label {params.labels:q}"
-        " --quality-table {input.quality_table} --figure {input.figures} --out {output} > {log} 2>&1"
+        " --quality-table {input.quality_table} --edc-table {input.edc_table}"
+        " --figure {input.figures} --out {output} > {log} 2>&1"
+
+
+rule edc_table:
+    input:
+        lambda wildcards: expand(
+            "results/edc/{variant}/{ijb}.json",
+            variant=_reject_variants(),
+            ijb=config["report"]["reject"]["test_set"],
+        ),
+    output:
+        table=report(
+            "results/edc_table.csv",
+            caption="../report/edc_table.rst",
+            category="Tables",
+        ),
+        figure=report(
+            f"results/figures/edc_{config['report']['reject']['test_set']}.png",
+            caption="../report/edc_table.rst",
+            category="Figures",
+        ),
+    params:
+        labels=lambda wildcards: [variant_label(v) for v in _reject_variants()],
+        test_set=config["report"]["reject"]["test_set"],
+    log:
+        "logs/report/edc_table.log",
+    benchmark:
+        "logs/benchmark/report/edc_table.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(2000),
+        runtime=grow(10),
+    shell:
+        "facetrust report edc --edc {input} --label {params.labels:q}"
+        " --figure {output.figure} --title 'EDC, {params.test_set}'"
+        " --out {output.table} > {log} 2>&1"
 
 
 rule quality_split:

@@ -311,3 +311,17 @@ def _parse_protocol(name: str, tid_path: Path, pts_path: Path, pair_path: Path, 
         landmark_lines=landmark_lines[keep],
         skipped=tuple(images[~keep].tolist()),
     )
+
+
+TEMPLATE_IDENTITY = "{name}_template_identity.txt"
+
+
+def read_template_identities(ijb_dir: str | Path, name: str) -> dict[int, int] | None:
+    """``{template id: subject id}`` from ``meta/<name>_template_identity.txt`` (two integer columns),
+    or None when the set has no such file (the public IJB-B/C 1:1 meta files do not; the synthetic
+    benchmark writes it).  InputError names the file and line of a malformed row."""
+    path = Path(ijb_dir) / "meta" / TEMPLATE_IDENTITY.format(name=name)
+    if not path.is_file():
+        return None
+    table = _read_table(path, [int, int])
+    return dict(zip(table[0].to_numpy(dtype=np.int64).tolist(), table[1].to_numpy(dtype=np.int64).tolist()))

@@ -43,6 +43,8 @@ POOLINGS: Registry[str] = Registry("template pooling")
 POOLINGS.register("mean")("InsightFace eval_ijbc.py: media mean, template sum, L2 (N/D/F flags apply)")
 POOLINGS.register("pfe")("PFE precision-weighted fusion of unit image features (sigma^2)")
 POOLINGS.register("kappa")("SCF kappa-weighted sum of unit image features (Eq. 14)")
+POOLINGS.register("kappa_media")(
+    "SCF README protocol: kappa as each unit image feature's weight inside the InsightFace media/template pipeline")
 
 
 @dataclass

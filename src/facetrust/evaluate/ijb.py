@@ -12,6 +12,12 @@ Default = InsightFace ``eval_ijbc.py`` (docs/FORMATS.md "Conventions"), named by
 Uncertainty-aware pooling (``pooling``) replaces the media step: ``"pfe"`` fuses all images of a
 template by precision (PFE), ``"kappa"`` sums κ-weighted unit features (SCF).  Both work on unit
 image features and ignore N and D; the metrics file records the flags that were in effect.
+``"kappa_media"`` is the SCF README's protocol: κ takes the detector score's place as the weight of
+each unit image feature *inside* the InsightFace media/template pipeline.
+
+``score`` (``evaluate.scores.SCORES``) compares templates by cosine (default) or by the papers' own
+scores (SCF Eq. 13, PFE's MLS); ``constant_uncertainty`` evaluates a pooling with κ ≡ 1 / σ² ≡ 1,
+the control row that isolates what the uncertainty itself adds.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from facetrust.evaluate.fusion import (
     EmbeddingsFile,
     check_pooling,
     confidence_from_uncertainty,
+    group_matrix,
     kappa_fuse,
     l2_normalize,
     load_embeddings,
@@ -133,6 +140,10 @@ def template_features(
         mu, _ = pfe_fuse(unit, sigma_sq, template_index, n_templates)
         return unique_ids, l2_normalize(mu).astype(np.float32)
     kappa = confidence_from_uncertainty(uncertainty, "uncertainty (1/kappa)") * image_weight
+    if pooling == "kappa_media":  # SCF README: κ in the detector score's place, media averaged
+        media_weight = _mean_pooling_weights(template_index, media_ids, kappa)
+        pooled = group_matrix(template_index, n_templates, media_weight) @ unit
+        return unique_ids, l2_normalize(pooled).astype(np.float32)
     return unique_ids, kappa_fuse(unit, kappa, template_index, n_templates).astype(np.float32)
 
 
@@ -170,10 +181,18 @@ class IJBResult:
     roc: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)
 
 
-def ijb_settings(*, normalize_images: bool, use_detector_score: bool, flip: bool, pooling: str, tar_method: str) -> dict:
+def ijb_settings(*, normalize_images: bool, use_detector_score: bool, flip: bool, pooling: str, tar_method: str,
+                 score: str = "cosine", constant_uncertainty=None) -> dict:
     """The settings block of the metrics file, with the flags that were in effect."""
     if pooling != "mean":  # uncertainty pooling works on unit features without detector scores
         normalize_images, use_detector_score = True, False
+    extra = {}
+    if score != "cosine" or constant_uncertainty:
+        from facetrust.evaluate.scores import score_description
+
+        extra = {"score": f"{score}: {score_description(score)}", "score_name": score}
+    if constant_uncertainty:
+        extra["uncertainty"] = f"constant (control): {constant_uncertainty}"
     return {
         "flags": mode_flags(normalize_images, use_detector_score, flip),
         "normalize_images": bool(normalize_images),
@@ -183,6 +202,8 @@ def ijb_settings(*, normalize_images: bool, use_detector_score: bool, flip: bool
         "tar_method": tar_method,
         "roc": SKLEARN_CONVENTION,
         "score": "dot product of L2-normalised template features",
+        "score_name": "cosine",
+        **extra,
     }
 
 
@@ -196,6 +217,8 @@ def evaluate_ijb(
     pooling: str = "mean",
     tar_method: str = "nearest",
     progress: bool = False,
+    score: str = "cosine",
+    constant_uncertainty=None,
 ) -> IJBResult:
     """Score every template pair of ``protocol`` with ``embeddings`` and read TAR at each FAR.
 
@@ -208,10 +231,17 @@ def evaluate_ijb(
     uncertainty = None
     if pooling == "pfe":
         uncertainty = embeddings.uncertainty_per_dim if embeddings.uncertainty_per_dim is not None else embeddings.uncertainty
-    elif pooling == "kappa":
+    elif pooling in ("kappa", "kappa_media"):
         uncertainty = embeddings.uncertainty
+    if constant_uncertainty and pooling != "mean":  # the control row: one κ / σ² for every image
+        from facetrust.evaluate.scores import constant_like
+
+        uncertainty = constant_like(uncertainty, embeddings.images.size, constant_uncertainty)
     if pooling != "mean" and uncertainty is None:
         raise InputError(f"{embeddings.path}: pooling={pooling!r} needs key 'uncertainty'")
+    if score != "cosine":
+        return _evaluate_ijb_score(embeddings, protocol, take, uncertainty, fars=fars, pooling=pooling,
+                                   tar_method=tar_method, score=score, constant_uncertainty=constant_uncertainty)
     template_ids, features = template_features(
         take(embeddings.features),
         protocol.template_ids,
@@ -229,7 +259,8 @@ def evaluate_ijb(
     metrics = metrics_record(
         protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=n_genuine,
         settings=ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
-                              flip=embeddings.flip, pooling=pooling, tar_method=tar_method),
+                              flip=embeddings.flip, pooling=pooling, tar_method=tar_method,
+                              constant_uncertainty=constant_uncertainty),
         embeddings=embeddings.path,
         tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method=tar_method)),
         auc=plain_float(area_under_curve(fpr, tpr)),
@@ -237,6 +268,31 @@ def evaluate_ijb(
         n_images=int(protocol.images.size),
     )
     return IJBResult(metrics, scores, labels, template_ids, features, (fpr, tpr, thresholds))
+
+
+def _evaluate_ijb_score(embeddings, protocol, take, uncertainty, *, fars, pooling, tar_method, score,
+                        constant_uncertainty) -> IJBResult:
+    """:func:`evaluate_ijb` with one of the papers' own scores (``evaluate.scores``)."""
+    from facetrust.evaluate import scores as scoring
+
+    templates = scoring.score_templates(score, pooling, take(embeddings.features), protocol.template_ids,
+                                        protocol.media_ids, take(uncertainty))
+    pair_score = scoring.pair_scores(score, templates, protocol.pairs)
+    labels = protocol.labels
+    fpr, tpr, thresholds = roc_points(labels, pair_score)
+    metrics = metrics_record(
+        protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=int(np.count_nonzero(labels)),
+        settings=ijb_settings(normalize_images=True, use_detector_score=False, flip=embeddings.flip,
+                              pooling=pooling, tar_method=tar_method, score=score,
+                              constant_uncertainty=constant_uncertainty),
+        embeddings=embeddings.path,
+        tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method=tar_method)),
+        auc=plain_float(area_under_curve(fpr, tpr)),
+        n_templates=int(templates.ids.size),
+        n_images=int(protocol.images.size),
+    )
+    return IJBResult(metrics, pair_score, labels, templates.ids, templates.directions.astype(np.float32),
+                     (fpr, tpr, thresholds))
 
 
 def run_evaluate_ijb(
@@ -252,11 +308,17 @@ def run_evaluate_ijb(
     flip: bool = True,
     pooling: str = "mean",
     tar_method: str = "nearest",
+    score: str = "cosine",
+    constant_uncertainty=None,
+    bootstrap=None,
 ) -> dict:
     """File-level IJB 1:1 evaluation: read, evaluate, write ``out_json`` (and ``roc_out``); return the metrics.
 
     ``name`` None infers it from ``ijb_dir/meta``.  ``roc_out`` ending ``.npz`` or ``.csv`` gets about
-    2000 ROC points log-spaced in FPR (TAR is computed on the full ROC).
+    2000 ROC points log-spaced in FPR (TAR is computed on the full ROC).  The metrics always flag
+    the FARs the impostor count cannot resolve; ``bootstrap`` (a
+    :class:`~facetrust.evaluate.bootstrap.BootstrapSettings`) adds percentile intervals over
+    subjects and templates and writes the replicates.
     """
     if tar_method not in ("nearest", "interpolate", "strict"):
         raise ConfigError(f"tar_method: {tar_method!r} is not one of ['nearest', 'interpolate', 'strict']")
@@ -265,7 +327,13 @@ def run_evaluate_ijb(
     embeddings = load_embeddings(embeddings_path, flip=flip, stream=True)
     result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
                           use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
-                          progress=True)
+                          progress=True, score=score, constant_uncertainty=constant_uncertainty)
+    from facetrust.evaluate import bootstrap as error_bars
+
+    result.metrics.update(error_bars.resolution_fields(fars, result.metrics["n_impostor"]))
+    if bootstrap is not None:
+        result.metrics.update(error_bars.tar_interval_fields(error_bars.ijb_design(ijb_dir, protocol),
+                                                             result.scores, fars, tar_method, bootstrap))
     with outputs_together(out_json, roc_out):
         write_json_atomic(out_json, result.metrics)
         if roc_out is not None:

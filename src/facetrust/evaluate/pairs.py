@@ -1,7 +1,7 @@
 """Verification on pair sets (LFW, CFP-FP, AgeDB-30 ``.bin``): 10-fold accuracy, VAL@FAR, TAR@FAR.
 
-Convention = InsightFace ``eval/verification.py`` (the SphereFace line reads LFW the same way):
-features L2-normalised (after flip fusion); squared L2 distance; a pair is called "same" when the
+Convention = InsightFace ``eval/verification.py``: features L2-normalised (after flip fusion,
+original + flipped summed); squared L2 distance; a pair is called "same" when the
 distance is *below* the threshold; thresholds 0, 0.01, …, 3.99; 10 contiguous folds in pair order
 (``KFold(10, shuffle=False)``); on each fold the threshold with the best accuracy on the other 9
 folds (first one on ties) is applied to it; accuracy = mean ± population std over folds.
@@ -9,6 +9,12 @@ folds (first one on ties) is applied to it; accuracy = mean ± population std ov
 ``metric="cosine"`` calls a pair "same" when the cosine is *above* c, over the grid c = 1 − t/2
 for the same t: on unit vectors ‖a − b‖² = 2 − 2 cos, so both metrics make the same decisions
 (up to rounding) and only the reported thresholds differ.
+
+SphereFace's own LFW protocol is **not** the same (concatenated original+flipped features, the
+training folds' mean subtracted, tied thresholds averaged on a 1e-4 grid):
+``protocol="sphereface"`` runs it (:mod:`facetrust.evaluate.pair_protocols`).  ``score`` other
+than cosine (SCF Eq. 13, PFE MLS on the images' own uncertainty) chooses the threshold among the
+training folds' score midpoints.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from sklearn.metrics import auc as area_under_curve
 
 from facetrust.errors import ConfigError, InputError
 from facetrust.evaluate.fusion import l2_normalize, load_embeddings
+from facetrust.evaluate.pair_protocols import fold_indices  # noqa: F401 (re-exported: evaluate.pairs.fold_indices)
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
@@ -38,16 +45,6 @@ from facetrust.registry import Registry
 
 ACCURACY_STEP = 0.01  # InsightFace: np.arange(0, 4, 0.01)
 VAL_STEP = 0.001  # InsightFace: np.arange(0, 4, 0.001) for VAL@FAR
-
-
-def fold_indices(n: int, n_folds: int = 10) -> list[np.ndarray]:
-    """Test indices of each fold: contiguous blocks, the first ``n % n_folds`` one longer (= KFold, no shuffle)."""
-    if not 2 <= n_folds <= n:
-        raise ConfigError(f"n_folds: {n_folds} must be between 2 and the number of pairs ({n})")
-    sizes = np.full(n_folds, n // n_folds)
-    sizes[: n % n_folds] += 1
-    edges = np.concatenate([[0], np.cumsum(sizes)])
-    return [np.arange(edges[k], edges[k + 1]) for k in range(n_folds)]
 
 
 def _counts_below(sorted_values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -238,6 +235,45 @@ def pair_embeddings(path, features: np.ndarray, issame: np.ndarray | None) -> tu
     return features[0::2], features[1::2], issame
 
 
+PAIR_PROTOCOLS = ("insightface", "sphereface")
+
+
+def pair_units(path, images: np.ndarray, identities_csv=None):
+    """Bootstrap design of a pair set: units = distinct images, subjects from ``quality.csv``'s
+    ``identity`` column when given (else the genuine-pair components)."""
+    import pandas as pd
+
+    names, unit = np.unique(np.asarray(images).astype(str), return_inverse=True)
+    pairs = unit.reshape(-1, 2)
+    subjects = None
+    if identities_csv is not None:
+        table = pd.read_csv(identities_csv)
+        known = dict(zip(table["image"].astype(str), table["identity"].astype(np.int64)))
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise InputError(f"{identities_csv}: no identity for image {missing[0]!r} of {path}")
+        subjects = {i: int(known[n]) for i, n in enumerate(names)}
+    return pairs, subjects
+
+
+def _protocol_accuracy(protocol: str, embeddings, emb1, emb2, issame, score_values, metric, n_folds, weights=None):
+    from facetrust.evaluate import pair_protocols
+
+    if protocol == "sphereface":
+        if embeddings.features is None or not embeddings.flip:
+            raise ConfigError("protocol sphereface needs flip fusion on (its features are original + flipped)")
+        noflip = load_embeddings(embeddings.path, flip=False).features
+        both = pair_protocols.concatenated_features(embeddings.features, noflip)
+        return pair_protocols.sphereface_ten_fold(both[0::2], both[1::2], issame, n_folds=n_folds, weights=weights)
+    if score_values is not None:
+        return pair_protocols.score_ten_fold(score_values, issame, n_folds=n_folds, weights=weights)
+    # The cosine metric's grid c = 1 - t/2 makes the same decisions as the squared-L2 grid (module
+    # docstring), so the weighted replicates read the squared-L2 one for both.
+    return pair_protocols.insightface_ten_fold_weighted(pair_distance(emb1, emb2, "squared_l2"), issame,
+                                                        np.ones(issame.size) if weights is None else weights,
+                                                        n_folds=n_folds)
+
+
 def run_evaluate_pairs(
     embeddings_path: str | Path,
     out_json: str | Path,
@@ -249,33 +285,93 @@ def run_evaluate_pairs(
     fars: Sequence[float] = DEFAULT_IJB_FARS,
     val_far: float = 1e-3,
     testset: str | None = None,
+    protocol: str = "insightface",
+    score: str = "cosine",
+    identities_csv: str | Path | None = None,
+    bootstrap=None,
 ) -> dict:
     """File-level pair-set evaluation; writes and returns the metrics (plain JSON).
 
-    ``tar_at_far`` is read off the ROC of all pairs (cosine score, InsightFace nearest point);
-    ``roc_out`` gets that ROC (``.npz`` / ``.csv``).
+    ``tar_at_far`` is read off the ROC of all pairs (the ``score``, InsightFace nearest point);
+    ``roc_out`` gets that ROC (``.npz`` / ``.csv``).  ``protocol="sphereface"`` replaces the 10-fold
+    accuracy by SphereFace's (``evaluate.pair_protocols``); a non-cosine ``score`` by the score's own
+    10-fold accuracy.  ``bootstrap`` adds intervals of the accuracy and TAR over identities
+    (``identities_csv`` = quality.csv) and the images within them.
     """
+    from facetrust.evaluate import bootstrap as error_bars
+
+    if protocol not in PAIR_PROTOCOLS:
+        raise ConfigError(f"pairs protocol: {protocol!r} is not one of {list(PAIR_PROTOCOLS)}")
     embeddings = load_embeddings(embeddings_path, flip=flip)
     emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
+    score_values = None
+    if score != "cosine":
+        from facetrust.evaluate.scores import image_pair_scores
+
+        score_values = image_pair_scores(score, embeddings)
     result = ten_fold_accuracy(emb1, emb2, issame, metric=metric, n_folds=n_folds, far_target=val_far)
-    cosine = -pair_distance(emb1, emb2, "cosine")
-    fpr, tpr, thresholds = roc_points(issame.astype(np.int8), cosine)
+    accuracy = result
+    if protocol == "sphereface" or score_values is not None:
+        accuracy = _protocol_accuracy(protocol, embeddings, emb1, emb2, issame, score_values, metric, n_folds)
+    similarity = -pair_distance(emb1, emb2, "cosine") if score_values is None else score_values
+    fpr, tpr, thresholds = roc_points(issame.astype(np.int8), similarity)
     key = far_key(val_far)
-    metrics = metrics_record(
-        testset or Path(embeddings_path).stem, "pairs_10fold", n_pairs=issame.size, n_genuine=issame.sum(),
-        settings=pairs_settings(flip=flip, metric=metric, n_folds=n_folds), embeddings=embeddings_path,
-        accuracy=plain_float(result.accuracy),
-        accuracy_std=plain_float(result.accuracy_std),
-        fold_accuracies=[plain_float(a) for a in result.fold_accuracies],
-        fold_thresholds=[plain_float(t) for t in result.fold_thresholds],
+    settings = pairs_settings(flip=flip, metric=metric, n_folds=n_folds)
+    settings.update(protocol=protocol, score_name=score)
+    if protocol == "sphereface":
+        settings.update(accuracy_thresholds="cosine of mean-subtracted concatenated features, -1:1:1e-4, tied "
+                                            "thresholds averaged (SphereFace evaluation.m)",
+                        features="[original; flipped] concatenated")
+    if score_values is not None:
+        settings["score"] = f"{score} of the two images"
+    values = dict(
+        accuracy=plain_float(accuracy.accuracy),
+        accuracy_std=plain_float(accuracy.accuracy_std),
+        fold_accuracies=[plain_float(a) for a in accuracy.fold_accuracies],
+        fold_thresholds=[plain_float(t) for t in accuracy.fold_thresholds],
         val_at_far={key: plain_float(result.val)},
         val_std_at_far={key: plain_float(result.val_std)},
         far_achieved={key: plain_float(result.far)},
         tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method="nearest")),
         auc=plain_float(area_under_curve(fpr, tpr)),
+        **error_bars.resolution_fields(fars, int(issame.size - issame.sum())),
     )
+    if bootstrap is not None and bootstrap.n_resamples > 0:
+        values.update(_pairs_bootstrap(embeddings, emb1, emb2, issame, similarity, protocol, score_values, metric,
+                                       n_folds, fars, identities_csv, bootstrap))
+    metrics = metrics_record(testset or Path(embeddings_path).stem, "pairs_10fold", n_pairs=issame.size,
+                             n_genuine=issame.sum(), settings=settings, embeddings=embeddings_path, **values)
     with outputs_together(out_json, roc_out):
         write_json_atomic(out_json, metrics)
         if roc_out is not None:
             write_roc(roc_out, fpr, tpr, thresholds)
     return metrics
+
+
+def _pairs_bootstrap(embeddings, emb1, emb2, issame, similarity, protocol, score_values, metric, n_folds, fars,
+                     identities_csv, settings) -> dict:
+    """Accuracy and TAR replicates over identities and their images; the metrics fields."""
+    from facetrust.evaluate import bootstrap as error_bars
+
+    pairs, subjects = pair_units(embeddings.path, embeddings.images, identities_csv)
+    design = error_bars.cluster_design(pairs, issame.astype(np.int8), subjects,
+                                       source="identities from quality.csv" if subjects else None)
+    sorted_scores = error_bars.SortedScores(similarity, issame.astype(np.int8))
+
+    def statistic(weights):
+        fold = _protocol_accuracy(protocol, embeddings, emb1, emb2, issame, score_values, metric, n_folds, weights)
+        fpr, tpr = sorted_scores.roc(weights, far_max=max(fars))
+        return np.r_[fold.accuracy, list(tar_at_far(fpr, tpr, fars, method="nearest").values())]
+
+    replicates = error_bars.bootstrap_statistic(design, statistic, n_resamples=settings.n_resamples,
+                                                seed=settings.seed, progress=True, within=settings.within)
+    if settings.replicates_out is not None:
+        error_bars.write_replicates(settings.replicates_out, fars=fars, tar=replicates[:, 1:], design=design,
+                                    n_resamples=settings.n_resamples, seed=settings.seed, level=settings.level,
+                                    extra={"accuracy": replicates[:, 0]})
+    return {"accuracy_ci": [plain_float(v) for v in error_bars.percentile_interval(replicates[:, 0], settings.level)],
+            "tar_at_far_ci": error_bars.interval_table(fars, replicates[:, 1:], settings.level),
+            "bootstrap": {"n_resamples": settings.n_resamples, "seed": settings.seed, "level": settings.level,
+                          "unit": error_bars.unit_description(design, settings.within),
+                          "n_subjects": design.n_subjects, "design_digest": design.digest(),
+                          "replicates": None if settings.replicates_out is None else str(settings.replicates_out)}}

@@ -22,8 +22,11 @@ two images' predicted scales s (confidences); with ``uncertainty = 1 / s`` that 
 inverted back.  ``how`` is ``"mean"``, ``"max"``, ``"min"``, ``"harmonic"`` or ``"product"``.
 
 Template-level variant (IJB): a template's uncertainty is the mean (or min, or harmonic mean) of
-its images' uncertainties (:func:`template_uncertainty`); template pairs are then rejected like
-image pairs.
+its images', taken **in the chosen space** (:func:`template_uncertainty_in_space`): in confidence
+space the template's confidence is the mean of its images' confidences (ScaleFace averages the
+scales), in uncertainty space the mean of their uncertainties (PFE's reference sums σ²).  Template
+pairs are then rejected like image pairs.  ``space="method"`` takes each method's own space
+(:data:`METHOD_SPACES`, keyed by the embeddings file's ``uncertainty_kind``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ DEFAULT_FRACTIONS = tuple(np.round(np.arange(0.0, 0.5 + 1e-9, 0.01), 10))
 PAIR_HOWS = ("mean", "max", "min", "harmonic", "product")
 SPACES = ("uncertainty", "confidence")
 TEMPLATE_HOWS = ("mean", "min", "harmonic")
+# The space each method's reference combines its uncertainty in: PFE sums sigma^2 (uncertainty);
+# SCF kappa, ScaleFace s, MagFace and feature norms are confidences; the classifier entropy is an
+# uncertainty.  Unknown kinds default to uncertainty.
+METHOD_SPACES = {"pfe": "uncertainty", "entropy": "uncertainty", "scf": "confidence", "scf_g": "confidence",
+                 "scale": "confidence", "magface": "confidence", "emb_norm": "confidence"}
 
 
 def _positive(values: np.ndarray, what: str) -> np.ndarray:
@@ -108,6 +116,30 @@ def template_uncertainty(image_uncertainty, template_ids, how: str = "mean") -> 
     out = np.full(unique_ids.size, np.inf)
     np.minimum.at(out, index, u)
     return unique_ids, out
+
+
+def method_space(space: str, uncertainty_kind: str | None) -> str:
+    """``space`` itself, or for ``"method"`` the space of ``uncertainty_kind`` (:data:`METHOD_SPACES`)."""
+    if space == "method":
+        return METHOD_SPACES.get(str(uncertainty_kind), "uncertainty")
+    if space not in SPACES:
+        raise ConfigError(f"uncertainty_space: {space!r} is not one of {list(SPACES) + ['method']}")
+    return space
+
+
+def template_uncertainty_in_space(image_uncertainty, template_ids, how: str = "mean",
+                                  space: str = "uncertainty") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`template_uncertainty` with the aggregation taken over confidences 1/u when
+    ``space="confidence"`` (then inverted back, so the result is still larger = less certain)."""
+    if space == "uncertainty":
+        return template_uncertainty(image_uncertainty, template_ids, how)
+    confidence = 1.0 / _positive(np.asarray(image_uncertainty, dtype=np.float64), "confidence space")
+    # "min" uncertainty = the most certain image = the max confidence: min of -c, negated.
+    if how == "min":
+        ids, negated = template_uncertainty(-confidence, template_ids, "min")
+        return ids, 1.0 / -negated
+    ids, pooled = template_uncertainty(confidence, template_ids, how)
+    return ids, 1.0 / pooled
 
 
 def rejected_count(fraction: float, n_pairs: int) -> int:
@@ -393,6 +425,72 @@ def write_reject_csv(path: str | Path, curve: RejectCurve) -> None:
             writer.writerow(["" if isinstance(v, float) and np.isnan(v) else v for v in row])
 
 
+def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fractions: Sequence[float], *,
+                     tar_method: str = "nearest", n_resamples: int = 1000, seed: int = 0,
+                     progress: bool = False, within: bool = False) -> np.ndarray:
+    """(n_resamples, len(fractions), len(fars)) TAR replicates of the reject curve at ``fractions``.
+
+    In a replicate (subjects and templates resampled, :mod:`facetrust.evaluate.bootstrap`) the most
+    uncertain pairs are removed until their weight would exceed ``fraction`` of the replicate's
+    total weight; TAR is read off the weighted ROC of the rest.
+    """
+    from facetrust.evaluate.bootstrap import SortedScores, bootstrap_statistic
+
+    removal = rejection_order(pair_unc)
+    sorted_scores = SortedScores(scores, labels)
+    fractions = np.asarray(fractions, dtype=np.float64)
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        removed_weight = np.cumsum(weights[removal])
+        out = np.full((fractions.size, len(fars)), np.nan)
+        for i, fraction in enumerate(fractions):
+            n_removed = int(np.searchsorted(removed_weight, fraction * removed_weight[-1] + 1e-9, side="right"))
+            kept = weights.copy()
+            kept[removal[:n_removed]] = 0.0
+            genuine = np.asarray(labels).astype(bool)
+            if kept[genuine].sum() == 0 or kept[~genuine].sum() == 0:
+                continue
+            fpr, tpr = sorted_scores.roc(kept, far_max=max(fars))
+            out[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())
+        return out.ravel()
+
+    flat = bootstrap_statistic(design, statistic, n_resamples=n_resamples, seed=seed, progress=progress,
+                               within=within)
+    return flat.reshape(n_resamples, fractions.size, len(fars))
+
+
+def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, space, fars, normalize_images,
+                   use_detector_score, pooling, tar_method, score):
+    """(scores, labels, u1, u2, test set, protocol name, settings, bootstrap design) of a reject run."""
+    from facetrust.evaluate.bootstrap import cluster_design, ijb_design
+    from facetrust.evaluate.pairs import pair_distance, pair_embeddings
+
+    if ijb_dir is None:
+        emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
+        n = issame.size
+        design = cluster_design(np.arange(2 * n).reshape(n, 2), issame.astype(np.int8))
+        return (-pair_distance(emb1, emb2, "cosine"), issame.astype(np.int8), embeddings.uncertainty[0::2],
+                embeddings.uncertainty[1::2], Path(embeddings_path).stem, "reject_pairs",
+                {"score": "cosine of L2-normalised image features"}, design)
+    from facetrust.data.ijb import read_ijb_protocol
+    from facetrust.evaluate.ijb import align_images, evaluate_ijb, ijb_settings
+
+    protocol = read_ijb_protocol(ijb_dir, name)
+    result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
+                          use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
+                          progress=True, score=score)
+    rows = align_images(embeddings.images, protocol.images, embeddings.path)
+    tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], protocol.template_ids, template_how,
+                                                space)
+    index = pd.Index(tids)
+    settings = ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
+                            flip=embeddings.flip, pooling=pooling, tar_method=tar_method, score=score)
+    settings.update(template_uncertainty=template_how, template_uncertainty_space=space)
+    return (result.scores, result.labels, t_unc[index.get_indexer(protocol.pairs[:, 0])],
+            t_unc[index.get_indexer(protocol.pairs[:, 1])], protocol.name, "reject_ijb_templates", settings,
+            ijb_design(ijb_dir, protocol))
+
+
 def run_evaluate_reject(
     embeddings_path: str | Path,
     out_json: str | Path,
@@ -410,57 +508,60 @@ def run_evaluate_reject(
     use_detector_score: bool = True,
     pooling: str = "mean",
     tar_method: str = "nearest",
+    score: str = "cosine",
+    bootstrap=None,
 ) -> dict:
     """File-level reject verification; writes ``out_json`` (+ ``csv_out``) and returns the JSON dict.
 
-    With ``ijb_dir`` the protocol is IJB 1:1 (template pairs scored as :func:`evaluate_ijb`,
-    template uncertainty by ``template_how``); without it the embeddings file is a pair set
-    (``issame``; cosine of L2-normalised features).  The file must hold ``uncertainty``.
+    With ``ijb_dir`` the protocol is IJB 1:1 (template pairs scored as :func:`evaluate_ijb` with
+    ``score``, template uncertainty by ``template_how`` in ``space``); without it the embeddings file
+    is a pair set (``issame``; cosine of L2-normalised features).  ``space="method"`` takes the
+    method's own space.  The file must hold ``uncertainty``.  ``bootstrap``
+    (:class:`~facetrust.evaluate.bootstrap.BootstrapSettings`) adds TAR replicates with none and
+    with the largest fraction rejected (``reject_tar_ci``), saved as ``tar`` and ``tar_rejected``.
     """
+    from facetrust.evaluate.bootstrap import interval_table, resolution_fields, unit_description, write_replicates
     from facetrust.evaluate.fusion import load_embeddings
-    from facetrust.evaluate.pairs import pair_distance, pair_embeddings
 
     embeddings = load_embeddings(embeddings_path, flip=flip)
     if embeddings.uncertainty is None:
         raise InputError(f"{embeddings.path}: missing key 'uncertainty' (reject verification ranks pairs by it)")
+    resolved_space = method_space(space, embeddings.uncertainty_kind)
+    scores, labels, u1, u2, testset, protocol_name, extra, design = _reject_inputs(
+        embeddings, embeddings_path, ijb_dir, name, template_how=template_how, space=resolved_space, fars=fars,
+        normalize_images=normalize_images, use_detector_score=use_detector_score, pooling=pooling,
+        tar_method=tar_method, score=score)
     settings = {
         "pair_uncertainty": how,
-        "uncertainty_space": space,
+        "uncertainty_space": resolved_space,
+        "uncertainty_space_setting": space,
         "uncertainty_kind": embeddings.uncertainty_kind,
         "rejection": "floor(fraction * n_pairs) most uncertain pairs removed, ties the earlier pair first",
         "tar_method": tar_method,
         "flip": bool(flip),
+        **extra,
     }
-    if ijb_dir is not None:
-        from facetrust.data.ijb import read_ijb_protocol
-        from facetrust.evaluate.ijb import align_images, evaluate_ijb, ijb_settings
-
-        protocol = read_ijb_protocol(ijb_dir, name)
-        result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
-                              use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
-                              progress=True)
-        rows = align_images(embeddings.images, protocol.images, embeddings.path)
-        tids, t_unc = template_uncertainty(embeddings.uncertainty[rows], protocol.template_ids, template_how)
-        index = pd.Index(tids)
-        u1 = t_unc[index.get_indexer(protocol.pairs[:, 0])]
-        u2 = t_unc[index.get_indexer(protocol.pairs[:, 1])]
-        scores, labels, testset = result.scores, result.labels, protocol.name
-        settings.update(ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
-                                     flip=flip, pooling=pooling, tar_method=tar_method))
-        settings["template_uncertainty"] = template_how
-        protocol_name = "reject_ijb_templates"
-    else:
-        emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
-        scores = -pair_distance(emb1, emb2, "cosine")
-        labels = issame.astype(np.int8)
-        u1, u2 = embeddings.uncertainty[0::2], embeddings.uncertainty[1::2]
-        testset = Path(embeddings_path).stem
-        settings["score"] = "cosine of L2-normalised image features"
-        protocol_name = "reject_pairs"
-    curve = reject_curve(scores, labels, pair_uncertainty(u1, u2, how, space), fars, fractions,
-                         tar_method=tar_method, progress=True)
-    metrics = metrics_record(testset, protocol_name, n_pairs=labels.size, n_genuine=np.count_nonzero(labels),
-                             settings=settings, embeddings=embeddings_path, **curve.to_json())
+    pair_unc = pair_uncertainty(u1, u2, how, resolved_space)
+    curve = reject_curve(scores, labels, pair_unc, fars, fractions, tar_method=tar_method, progress=True)
+    n_genuine = int(np.count_nonzero(labels))
+    values = {**curve.to_json(), **resolution_fields(fars, labels.size - n_genuine)}
+    if bootstrap is not None and bootstrap.n_resamples > 0:
+        compared = [float(curve.fractions[0]), float(curve.fractions[-1])]
+        replicates = bootstrap_reject(design, scores, labels, pair_unc, fars, compared, tar_method=tar_method,
+                                      n_resamples=bootstrap.n_resamples, seed=bootstrap.seed, progress=True,
+                                      within=bootstrap.within)
+        values["reject_tar_ci"] = {f"{fraction:g}": interval_table(fars, replicates[:, i], bootstrap.level)
+                                   for i, fraction in enumerate(compared)}
+        values["bootstrap"] = {"n_resamples": bootstrap.n_resamples, "seed": bootstrap.seed,
+                               "level": bootstrap.level, "unit": unit_description(design, bootstrap.within),
+                               "fractions": compared,
+                               "replicates": None if bootstrap.replicates_out is None else str(bootstrap.replicates_out)}
+        if bootstrap.replicates_out is not None:
+            write_replicates(bootstrap.replicates_out, fars=fars, tar=replicates[:, 0], design=design,
+                             n_resamples=bootstrap.n_resamples, seed=bootstrap.seed, level=bootstrap.level,
+                             extra={"tar_rejected": replicates[:, 1], "fractions": np.asarray(compared)})
+    metrics = metrics_record(testset, protocol_name, n_pairs=labels.size, n_genuine=n_genuine,
+                             settings=settings, embeddings=embeddings_path, **values)
     with outputs_together(out_json, csv_out):
         write_json_atomic(out_json, metrics)
         if csv_out is not None:

@@ -10,7 +10,6 @@ array per score (``xcos``, ``cosine``, ``standard_cosine``), plus each pair's ``
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -17,6 +17,7 @@ scaleface              ``results/reports/scaleface.md``
 xcos                   ``results/reports/xcos.md``, ``results/xcos_table.csv``, the xCos pair figure
 explanations           ``results/reports/explanations.md``, ``results/explain_table.csv``, two figures
 inversion              ``results/reports/inversion.md``, ``results/inversion_table.csv``, the grid
+edc                    ``results/edc_table.csv`` and the EDC figure
 =====================  ======================================================================
 
 Lists given per file (``--label``, ``--method``, …) are parallel to the files; a missing label
@@ -118,9 +119,19 @@ def cmd_histograms(args) -> None:
 def cmd_sphereface(args) -> None:
     from facetrust.report.papers import write_sphereface_report
 
+    paper = labelled(args.paper_protocol, args.paper_protocol_label, "--paper-protocol-label") if args.paper_protocol else None
     _print_claims(write_sphereface_report(args.verification_table, Path(args.out), figures=args.figure or [],
                                           baseline_method=args.baseline, margin_methods=args.margin_methods,
-                                          depth_method=args.depth_method, depth_backbones=tuple(args.depth_backbones)))
+                                          depth_method=args.depth_method, depth_backbones=tuple(args.depth_backbones),
+                                          paper_protocol=paper))
+
+
+def cmd_edc(args) -> None:
+    from facetrust.report.edc import write_edc_outputs
+
+    table = write_edc_outputs(labelled(args.edc, args.label, "--label"), Path(args.out),
+                              Path(args.figure) if args.figure else None, title=args.title or "EDC")
+    print(table.to_string(index=False))
 
 
 def cmd_scf(args) -> None:
@@ -134,7 +145,7 @@ def cmd_scaleface(args) -> None:
 
     _print_claims(write_scaleface_report(labelled(args.reject, args.label, "--label"), Path(args.out),
                                          quality_table=args.quality_table, figures=args.figure or [],
-                                         fraction=args.fraction, alpha=args.alpha))
+                                         fraction=args.fraction, alpha=args.alpha, edc_table=args.edc_table))
 
 
 # --------------------------------------------------------------------------- parsers
@@ -210,6 +221,14 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--out", required=True, help="figure (.png, .pdf or .svg)")
     p.set_defaults(func=cmd_histograms)
 
+    p = sub.add_parser("edc", help="results/edc_table.csv and the EDC figure from `evaluate edc` files")
+    p.add_argument("--edc", nargs="+", required=True, help="EDC JSON files, one per method")
+    p.add_argument("--label", nargs="+", help="label per file (default: the file's folder name)")
+    p.add_argument("--figure", help="EDC figure to write (.png, .pdf or .svg)")
+    p.add_argument("--title")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(func=cmd_edc)
+
     p = sub.add_parser("sphereface", help="results/reports/sphereface.md")
     p.add_argument("--verification-table", required=True, help="results/verification_table.csv")
     p.add_argument("--figure", nargs="+", help="figures to link (paths; linked relative to the report)")
@@ -218,6 +237,9 @@ def add_report_parsers(report_subparsers) -> None:
                    help="method names counted as angular margins (default: the report's DEFAULT_MARGIN_METHODS)")
     p.add_argument("--depth-method", default="A-Softmax", help="method of the depth pair")
     p.add_argument("--depth-backbones", nargs=2, default=["sphere4", "sphere20"], metavar=("SHALLOW", "DEEP"))
+    p.add_argument("--paper-protocol", nargs="+", help="metrics of `evaluate pairs --pairs-protocol sphereface` (rows "
+                                                       "computed the paper's way)")
+    p.add_argument("--paper-protocol-label", nargs="+", help="label per --paper-protocol file")
     p.add_argument("--out", required=True, help="Markdown report to write")
     p.set_defaults(func=cmd_sphereface)
 
@@ -236,6 +258,7 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--figure", nargs="+", help="figures to link")
     p.add_argument("--fraction", type=float, default=0.5, help="rejected fraction compared with none")
     p.add_argument("--alpha", type=float, default=0.05, help="significance for 'uncertainty tracks quality'")
+    p.add_argument("--edc-table", help="results/edc_table.csv (pAUC with bootstrap intervals)")
     p.add_argument("--out", required=True, help="Markdown report to write")
     p.set_defaults(func=cmd_scaleface)
 

@@ -95,14 +95,19 @@ def plot_roc(curves: Mapping[str, str | Path], out_png: str | Path, title: str =
     """
     if not curves:
         raise InputError("plot_roc: no ROC files given")
-    with new_figure() as (figure, (axes,)):
+    many = len(curves) > 8  # a long legend goes beside the axes, controls dashed
+    with new_figure(panel_size=(9.5, 5.0) if many else (5.0, 4.0)) as (figure, (axes,)):
         lowest = 1.0
-        for label, path in curves.items():
+        colours = matplotlib.colormaps["tab20"] if many else None
+        for k, (label, path) in enumerate(curves.items()):
             fpr, tpr = read_roc(path)
             shown = fpr > 0
             if shown.any():
                 lowest = min(lowest, float(fpr[shown].min()))
-            axes.step(fpr[shown], tpr[shown], where="post", label=label, linewidth=1.2)
+            style = {"linestyle": "--" if "control" in label.lower() else "-"}
+            if colours is not None:
+                style["color"] = colours(k % 20)
+            axes.step(fpr[shown], tpr[shown], where="post", label=label, linewidth=1.2, **style)
         axes.set_xscale("log")
         axes.set_xlim(max(lowest, 1e-7), 1.0)
         axes.set_ylim(0.0, 1.01)
@@ -110,7 +115,10 @@ def plot_roc(curves: Mapping[str, str | Path], out_png: str | Path, title: str =
         axes.set_ylabel("true accept rate (TAR)")
         axes.set_title(title)
         axes.grid(True, which="major", alpha=0.3)
-        axes.legend(loc="lower right", fontsize="small")
+        if many:
+            figure.legend(loc="outside right upper", fontsize="x-small")
+        else:
+            axes.legend(loc="lower right", fontsize="small")
         return save_figure(figure, out_png)
 
 

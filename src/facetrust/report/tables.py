@@ -1,7 +1,12 @@
 """Result tables from metrics files (docs/FORMATS.md "Tables").
 
 ``results/ijbc_table.csv``: one row per method, columns
-``method,backbone,train_set,test_set,TAR@FAR=1e-06,…,TAR@FAR=1e-01``.
+``method,backbone,train_set,test_set,TAR@FAR=1e-06,…,TAR@FAR=1e-01``, then, when the metrics files
+record them, what makes rows comparable and how sure each number is (:data:`DETAIL_COLUMNS`):
+the variant and trained model, pooling, score, ``control`` (the constant uncertainty of a control
+row, empty otherwise), ``n_genuine``/``n_impostor``, ``unresolved_fars`` (FARs below
+10/n_impostor, ``;``-separated), the bootstrap interval ``ci_lo@FAR=…``/``ci_hi@FAR=…`` of each
+TAR and the ``replicates`` file that pairs rows for differences.
 """
 
 from __future__ import annotations
@@ -17,6 +22,22 @@ from facetrust.formats import read_metrics as _read_metrics
 from facetrust.io import atomic_path
 
 ID_COLUMNS = ["method", "backbone", "train_set", "test_set"]
+DETAIL_COLUMNS = ["variant", "model", "pooling", "score", "control", "n_genuine", "n_impostor", "unresolved_fars"]
+CI_PREFIXES = ("ci_lo@FAR=", "ci_hi@FAR=")
+
+
+def detail_record(metrics: dict, variant: str = "", model: str = "") -> dict:
+    """The detail columns of one row, read from its metrics file's settings and counts."""
+    settings = metrics.get("settings") or {}
+    record = {"variant": variant, "model": model, "pooling": settings.get("pooling", ""),
+              "score": settings.get("score_name", "cosine"),
+              "control": str(settings.get("uncertainty", "")).removeprefix("constant (control): "),
+              "n_genuine": metrics.get("n_genuine"), "n_impostor": metrics.get("n_impostor"),
+              "unresolved_fars": ";".join(metrics.get("unresolved_fars") or [])}
+    for far, (lo, hi) in sorted((metrics.get("tar_at_far_ci") or {}).items(), key=lambda kv: float(kv[0])):
+        record[CI_PREFIXES[0] + far], record[CI_PREFIXES[1] + far] = lo, hi
+    record["replicates"] = (metrics.get("bootstrap") or {}).get("replicates") or ""
+    return record
 
 
 def read_metrics(path: str | Path) -> dict:
@@ -46,15 +67,21 @@ def tar_table(rows: Sequence[dict]) -> pd.DataFrame:
 
 
 def write_tar_table(metrics_paths: Sequence[str], out: Path, *, methods=None, backbones=None, train_sets=None,
-                    test_set: str | None = None) -> pd.DataFrame:
-    """Build the TAR@FAR table from one metrics file per row and write it atomically as CSV."""
+                    test_set: str | None = None, variants=None, models=None) -> pd.DataFrame:
+    """Build the TAR@FAR table from one metrics file per row and write it atomically as CSV.
+
+    The detail columns (module docstring) follow when the metrics files record their settings."""
     count = len(metrics_paths)
-    for label, values in (("--method", methods), ("--backbone", backbones), ("--train-set", train_sets)):
+    for label, values in (("--method", methods), ("--backbone", backbones), ("--train-set", train_sets),
+                          ("--variant", variants), ("--model", models)):
         if values is not None and len(values) != count:
             raise InputError(f"report table: {label} has {len(values)} values for {count} metrics files")
-    rows = []
+    rows, details = [], []
     for i, path in enumerate(metrics_paths):
         metrics = read_metrics(path)
+        if "settings" in metrics:
+            details.append(detail_record(metrics, variants[i] if variants else Path(path).parent.name,
+                                         models[i] if models else ""))
         rows.append({
             "method": methods[i] if methods else metrics.get("method", Path(path).parent.name),
             "backbone": backbones[i] if backbones else metrics.get("backbone", ""),
@@ -63,6 +90,8 @@ def write_tar_table(metrics_paths: Sequence[str], out: Path, *, methods=None, ba
             "tar_at_far": metrics["tar_at_far"],
         })
     table = tar_table(rows)
+    if details and len(details) == len(rows):
+        table = pd.concat([table, pd.DataFrame.from_records(details)], axis=1)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     return table

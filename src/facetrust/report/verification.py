@@ -24,6 +24,9 @@ from facetrust.report.tables import ID_COLUMNS, read_metrics
 
 VAL_FAR_KEY = "1e-03"
 VERIFICATION_COLUMNS = ID_COLUMNS + ["accuracy", "accuracy_std", "angular_fisher_score", f"VAL@FAR={VAL_FAR_KEY}"]
+# Appended when the metrics files hold them: the accuracy's bootstrap interval, pair counts, the
+# 10-fold protocol and the replicate file that pairs two rows for a difference.
+DETAIL_COLUMNS = ["accuracy_ci_lo", "accuracy_ci_hi", "n_genuine", "n_impostor", "protocol", "replicates"]
 
 
 def angular_fisher_from_embeddings(embeddings_npz: str | Path, quality_csv: str | Path) -> float:
@@ -68,7 +71,17 @@ def verification_row(metrics_path: str | Path, *, method: str | None = None, bac
         "accuracy_std": None if metrics.get("accuracy_std") is None else round(float(metrics["accuracy_std"]), 6),
         "angular_fisher_score": None if fisher is None else round(float(fisher), 6),
         f"VAL@FAR={VAL_FAR_KEY}": None if val is None else round(float(val), 6),
+        **_details(metrics),
     }
+
+
+def _details(metrics: dict) -> dict:
+    if "accuracy_ci" not in metrics:
+        return {}
+    lo, hi = metrics["accuracy_ci"]
+    return {"accuracy_ci_lo": lo, "accuracy_ci_hi": hi, "n_genuine": metrics.get("n_genuine"),
+            "n_impostor": metrics.get("n_impostor"), "protocol": (metrics.get("settings") or {}).get("protocol", ""),
+            "replicates": (metrics.get("bootstrap") or {}).get("replicates") or ""}
 
 
 def _per_row(values: Sequence | None, count: int, flag: str) -> list:
@@ -93,7 +106,8 @@ def write_verification_table(metrics_paths: Sequence[str | Path], out_csv: str |
     records = [verification_row(path, method=method, backbone=backbone, train_set=train_set, test_set=test_set,
                                 embeddings_npz=npz, quality_csv=quality_csv)
                for path, method, backbone, train_set, npz in columns]
-    table = pd.DataFrame.from_records(records, columns=VERIFICATION_COLUMNS)
+    extra = DETAIL_COLUMNS if all("accuracy_ci_lo" in r for r in records) else []
+    table = pd.DataFrame.from_records(records, columns=VERIFICATION_COLUMNS + extra)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     return table

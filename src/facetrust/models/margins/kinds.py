@@ -13,15 +13,18 @@ arcface        s·cos(θ + m), past θ = π − m: s·(cos θ − m·sin m)     
 combined       s·(cos(m1·θ + m2) − m3)                                           s=64, m1=1, m2=0.3,
                                                                                  m3=0.2
 scaleface      s_i·cos(θ + m), s_i per sample from ``forward(..., scale=)``      m=0.5
-magface        s·cos(θ + m(‖x‖)), plus λ_g·g(‖x‖) via ``head.extra_loss()``     s=64, l_a=10, u_a=110,
-                                                                                 l_m=0.45, u_m=0.8,
-                                                                                 lambda_g=35
+magface        s·cos(θ + m(‖x‖)) where cos θ > 0, else s·cos θ (easy margin),   s=64, l_a=10, u_a=110,
+               plus λ_g·g(‖x‖) via ``head.extra_loss()``                        l_m=0.45, u_m=0.8,
+                                                                                 lambda_g=35,
+                                                                                 easy_margin=True
 =============  ===============================================================  ======================
 
 SphereFace keeps A-Softmax's own scale, the feature norm ‖x‖, not a fixed s (its logits are
 ‖w‖‖x‖ψ(θ) with ‖w‖ = 1); every other normalised head uses s.  ArcFace-type kinds (arcface,
-combined with m1 = 1, scaleface, magface) default to InsightFace's ``th``/``mm`` extension past
-θ + m > π; ``easy_margin=True`` selects InsightFace's easy margin instead.  Combined margins with
+combined with m1 = 1, scaleface) default to InsightFace's ``th``/``mm`` extension past
+θ + m > π; ``easy_margin=True`` selects InsightFace's easy margin instead.  MagFace defaults to the
+easy margin, as the official ``MagLinear(easy_margin=True)`` (IrvingMeng/MagFace ``models/magface.py``)
+trains; ``easy_margin=False`` gives the ``th``/``mm`` extension.  Combined margins with
 m1 ≠ 1 default to SphereFace's ψ extension.  Every normalised kind accepts ``detach_margin``
 (InsightFace arcface_torch's margin-under-no_grad; default False: the margin is differentiated).
 Every kind accepts ``seed`` (default 0) for the weight initialisation.
@@ -133,7 +136,7 @@ def _magface(
     l_m: float = 0.45,
     u_m: float = 0.8,
     lambda_g: float = 35.0,
-    easy_margin: bool = False,
+    easy_margin: bool = True,  # the official MagLinear's default
 ) -> dict[str, Any]:
     return {
         "margin": MagFaceMargin(l_a=l_a, u_a=u_a, l_m=l_m, u_m=u_m, extension=_arcface_extension(easy_margin)),

@@ -6,7 +6,8 @@ What the caller gets:
 - :class:`PFEHead` — feature map -> log sigma^2, shape (N, D);
 - :func:`mls_loss` — mean -MLS over all genuine pairs of a batch;
 - :func:`mls_score` — MLS between pairs of (mu, sigma^2) (images or fused templates);
-- :func:`pfe_fuse` — precision-weighted fusion of several (mu, sigma^2) into one per template;
+- :func:`pfe_fuse` — the paper's precision-weighted fusion of several (mu, sigma^2) into one per
+  template (PFE's code renormalises and takes the minimum sigma^2 instead; see its docstring);
 - :func:`pfe_uncertainty` — the scalar for the embeddings file: the harmonic mean of sigma^2.
 
 mu is always the L2-normalised embedding, as in PFE (the MLS is computed on the unit sphere's
@@ -92,11 +93,15 @@ def mls_loss(mu: torch.Tensor, log_sigma_sq: torch.Tensor, labels: torch.Tensor)
 def pfe_fuse(
     mu: torch.Tensor, sigma_sq: torch.Tensor, groups: torch.Tensor | None = None, num_groups: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Precision-weighted fusion (PFE Eq. 7): sigma^2 = 1 / sum 1/sigma_i^2, mu = sigma^2 sum mu_i/sigma_i^2.
+    """Precision-weighted fusion as the PFE paper writes it: sigma^2 = 1 / sum 1/sigma_i^2,
+    mu = sigma^2 sum mu_i/sigma_i^2 (the product of the images' Gaussians).
 
     mu, sigma_sq (N, D); ``groups`` (N,) int template index (one template when None). Returns
-    (mu_fused (G, D), sigma_sq_fused (G, D)); mu are used as given (PFE fuses the normalised means
-    and does not renormalise the result).
+    (mu_fused (G, D), sigma_sq_fused (G, D)) exactly as that formula gives them: mu is *not*
+    renormalised here. PFE's released code (``aggregate_PFE`` in seasonSH/PFE) fuses differently:
+    it renormalises the fused mean and takes the element-wise *minimum* sigma^2 (not the harmonic
+    sum), and that is what the evaluation's MLS template score uses
+    (:func:`facetrust.evaluate.scores.pfe_code_templates`).
     """
     precision = 1.0 / sigma_sq
     if groups is None:

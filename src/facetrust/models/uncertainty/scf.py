@@ -27,6 +27,13 @@ from facetrust.models.uncertainty.bessel import bessel_ratio, log_vmf_normalizer
 
 # Smallest concentration the head can emit: kappa = KAPPA_MIN + exp(raw). The official code does the
 # same with 1e-6 (log kappa = log(1e-6 + exp(raw))); it keeps log kappa finite when raw -> -inf.
+#
+# Not comparable with the official kappa values: the official code evaluates log I_{d/2-1}(kappa)
+# as log(1e-6 + scipy.special.ive(d/2-1, kappa)) + kappa, i.e. it floors ive at 1e-6. At d = 512
+# ive(255, kappa) is below 1e-20 for kappa up to several hundred, so there the floor, not the Bessel
+# function, sets the loss: its gradient in kappa and the kappa it converges to differ from the exact
+# objective that :func:`log_vmf_normalizer` computes here (tests/test_scores.py shows the floored
+# formula departing from the exact one at d = 512). Our kappa scale is the exact one.
 KAPPA_MIN = 1e-6
 
 

@@ -1,0 +1,184 @@
+"""``facetrust evaluate edc``: EDC curves and pAUC of one method's uncertainty, with the bounds.
+
+For an embeddings file with ``uncertainty`` on an IJB protocol (template pairs, scored as
+``evaluate ijb`` scores them) or a pair set (image pairs, cosine): the method's ranking, a
+**random** ranking (the mean of ``random_draws`` seeded draws) and, given ``quality.csv``, the
+**oracle** ranking by the known synthetic quality, all on the same comparison scores and the same
+fixed thresholds (:mod:`facetrust.evaluate.edc`).  A template's uncertainty is aggregated in the
+method's space (as in reject verification), its known quality is the mean over its images; pair
+quality = the worse of the two.
+
+Writes a JSON (``protocol: "edc"``; curves thinned for plots, pAUC on the full curves, bootstrap
+intervals over subjects and templates, the CR-FIQA ERC) and, with ``replicates_out``, the pAUC
+replicates (paired across methods by the seed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from facetrust.errors import InputError
+from facetrust.evaluate import edc
+from facetrust.formats import metrics_record, plain_float
+
+
+def image_quality(images: np.ndarray, quality_csv: str | Path, set_name: str | None) -> np.ndarray:
+    """Known quality of each image from ``quality.csv`` (``image`` or ``<set>/<image>``)."""
+    table = pd.read_csv(quality_csv)
+    for column in ("image", "quality"):
+        if column not in table.columns:
+            raise InputError(f"{quality_csv}: missing column {column!r}")
+    known = pd.Series(table["quality"].to_numpy(dtype=np.float64), index=table["image"].astype(str))
+    names = pd.Index(np.asarray(images).astype(str))
+    for candidate in (names, pd.Index(f"{set_name}/" + names.to_series()) if set_name else None):
+        if candidate is not None and candidate.isin(known.index).all():
+            return known.loc[candidate].to_numpy()
+    missing = names[~names.isin(known.index)][0]
+    raise InputError(f"{quality_csv}: no quality for image {missing!r} (set {set_name!r})")
+
+
+def _template_mean(values: np.ndarray, template_ids: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids, index = np.unique(template_ids, return_inverse=True)
+    mean = np.bincount(index, weights=values, minlength=ids.size) / np.bincount(index, minlength=ids.size)
+    rows = pd.Index(ids)
+    return mean[rows.get_indexer(pairs[:, 0])], mean[rows.get_indexer(pairs[:, 1])]
+
+
+def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, quality_csv):
+    """(scores, labels, method pair quality, oracle pair quality or None, design, test set, settings)."""
+    from facetrust.evaluate.bootstrap import cluster_design, ijb_design
+    from facetrust.evaluate.reject import template_uncertainty_in_space
+
+    if ijb_dir is None:
+        from facetrust.evaluate.pairs import pair_distance, pair_embeddings
+
+        emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
+        u = embeddings.uncertainty
+        oracle = None
+        if quality_csv is not None:
+            known = image_quality(embeddings.images, quality_csv, None)
+            oracle = np.minimum(known[0::2], known[1::2])
+        n = issame.size
+        return (-pair_distance(emb1, emb2, "cosine"), issame.astype(np.int8), -np.maximum(u[0::2], u[1::2]), oracle,
+                cluster_design(np.arange(2 * n).reshape(n, 2), issame.astype(np.int8)), embeddings.path.stem,
+                {"score": "cosine of L2-normalised image features"})
+    from facetrust.data.ijb import read_ijb_protocol
+    from facetrust.evaluate.ijb import align_images, evaluate_ijb, ijb_settings
+
+    protocol = read_ijb_protocol(ijb_dir, name)
+    result = evaluate_ijb(embeddings, protocol, pooling=pooling, progress=True, **flags)
+    rows = align_images(embeddings.images, protocol.images, embeddings.path)
+    tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], protocol.template_ids, template_how, space)
+    lookup = pd.Index(tids)
+    method = -np.maximum(t_unc[lookup.get_indexer(protocol.pairs[:, 0])], t_unc[lookup.get_indexer(protocol.pairs[:, 1])])
+    oracle = None
+    if quality_csv is not None:
+        q1, q2 = _template_mean(image_quality(protocol.images, quality_csv, protocol.name), protocol.template_ids,
+                                protocol.pairs)
+        oracle = np.minimum(q1, q2)
+    settings = ijb_settings(flip=embeddings.flip, pooling=pooling, tar_method="nearest", **flags)
+    settings.update(template_uncertainty=template_how, template_uncertainty_space=space)
+    return result.scores, result.labels, method, oracle, ijb_design(ijb_dir, protocol), protocol.name, settings
+
+
+def _curves(scores, labels, quality, thresholds, starting_error, weights=None) -> dict[str, edc.EdcCurve]:
+    genuine = np.asarray(labels).astype(bool)
+    out = {}
+    for error, mask in (("fnmr", genuine), ("fmr", ~genuine)):
+        w = None if weights is None else weights[mask]
+        out[error] = edc.edc_curve(scores[mask], quality[mask], error, starting_error=starting_error,
+                                   threshold=thresholds[error], weights=w)
+    return out
+
+
+def _random_curves(scores, labels, thresholds, starting_error, limit, draws, seed) -> tuple[dict, dict]:
+    """Mean pAUC of ``draws`` random rankings, and the first draw's curves (for the figure)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xED0]))
+    paucs = {"fnmr": [], "fmr": []}
+    first = None
+    for _ in range(draws):
+        curves = _curves(scores, labels, rng.random(scores.size), thresholds, starting_error)
+        first = first or curves
+        for error, curve in curves.items():
+            paucs[error].append(edc.edc_pauc(curve, limit))
+    return {error: float(np.mean(values)) for error, values in paucs.items()}, first
+
+
+def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, quality_csv=None,
+                     template_how: str = "mean", space: str = "method", pooling: str = "mean", flags: dict | None = None,
+                     starting_error: float = 0.05, discard_limit: float = 0.2, random_draws: int = 10,
+                     crfiqa_fmrs: Sequence[float] = (1e-3, 1e-4), seed: int = 0, bootstrap=None) -> dict:
+    """EDC of one uncertainty file (module docstring); writes ``out_json`` and returns it."""
+    from facetrust.evaluate.bootstrap import bootstrap_statistic, percentile_interval, unit_description
+    from facetrust.evaluate.fusion import load_embeddings
+    from facetrust.evaluate.reject import method_space
+    from facetrust.io import write_json_atomic
+
+    flags = dict(flags or {"normalize_images": False, "use_detector_score": True})
+    embeddings = load_embeddings(embeddings_path, flip=flags.pop("flip", True))
+    if embeddings.uncertainty is None:
+        raise InputError(f"{embeddings.path}: missing key 'uncertainty' (EDC ranks comparisons by it)")
+    resolved = method_space(space, embeddings.uncertainty_kind)
+    scores, labels, method_q, oracle_q, design, test_set, settings = _inputs(
+        embeddings, ijb_dir, name, template_how=template_how, space=resolved, pooling=pooling, flags=flags,
+        quality_csv=quality_csv)
+    genuine = np.asarray(labels).astype(bool)
+    thresholds = {"fnmr": edc.comparison_threshold(scores[genuine], "fnmr", starting_error),
+                  "fmr": edc.comparison_threshold(scores[~genuine], "fmr", starting_error)}
+    rankings = {"method": method_q, **({"oracle": oracle_q} if oracle_q is not None else {})}
+    curves = {who: _curves(scores, labels, q, thresholds, starting_error) for who, q in rankings.items()}
+    random_pauc, curves["random"] = _random_curves(scores, labels, thresholds, starting_error, discard_limit,
+                                                   random_draws, seed)
+    pauc = {who: {e: edc.edc_pauc(c, discard_limit) for e, c in cs.items()} for who, cs in curves.items()}
+    pauc["random"] = random_pauc
+    values = {
+        "curves": {who: {e: dict(zip(("discard", "error"), edc.thin_curve(c))) for e, c in cs.items()}
+                   for who, cs in curves.items()},
+        "pauc": {who: {e: plain_float(v) for e, v in p.items()} for who, p in pauc.items()},
+        "starting_error_achieved": {e: plain_float(c.starting_error) for e, c in curves["method"].items()},
+        "thresholds": {e: plain_float(t) for e, t in thresholds.items()},
+        "crfiqa": {who: edc.crfiqa_erc(scores, labels, q, crfiqa_fmrs) for who, q in rankings.items()},
+    }
+    if bootstrap is not None and bootstrap.n_resamples > 0:
+        # FNM-EDC only (the headline: quality measures are judged on mated comparisons; the FM-EDC
+        # over 10^5 non-mated pairs barely moves).  The threshold is refixed in every replicate.
+        mated_scores = scores[genuine]
+
+        def statistic(weights):
+            w = weights[genuine]
+            return np.array([edc.edc_pauc(edc.edc_curve(mated_scores, q[genuine], "fnmr", starting_error=starting_error,
+                                                        weights=w), discard_limit) for q in rankings.values()])
+
+        replicates = bootstrap_statistic(design, statistic, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed,
+                                         progress=True, within=bootstrap.within)
+        keys = [(who, "fnmr") for who in rankings]
+        values["pauc_ci"] = {}
+        for j, (who, e) in enumerate(keys):
+            values["pauc_ci"].setdefault(who, {})[e] = [plain_float(v) for v in
+                                                        percentile_interval(replicates[:, j], bootstrap.level)]
+        values["bootstrap"] = {"n_resamples": bootstrap.n_resamples, "seed": bootstrap.seed, "level": bootstrap.level,
+                               "unit": unit_description(design, bootstrap.within), "design_digest": design.digest(),
+                               "replicates": None if bootstrap.replicates_out is None else str(bootstrap.replicates_out)}
+        if bootstrap.replicates_out is not None:
+            from facetrust.io import atomic_path
+
+            with atomic_path(bootstrap.replicates_out) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **{f"pauc_{who}_{e}": replicates[:, j] for j, (who, e) in enumerate(keys)},
+                         seed=np.int64(bootstrap.seed), level=np.float64(bootstrap.level),
+                         design_digest=np.array(design.digest()))
+    settings.update(
+        edc="fixed threshold (Schlett et al. arXiv 2303.13294, dasec edc.py); ties in quality discarded together",
+        starting_error=starting_error, discard_limit=discard_limit, pauc="stepwise, minus the theoretical best",
+        pair_quality="the worse of the two (max uncertainty, min confidence)", uncertainty_space=resolved,
+        uncertainty_kind=embeddings.uncertainty_kind, random_draws=random_draws, seed=seed,
+        oracle="mean known quality of the template's images (quality.csv)" if oracle_q is not None else None,
+        crfiqa="CR-FIQA ERC: threshold recomputed on the kept pairs at each FMR; fractions 0-0.95; trapezoid AUC")
+    n_genuine = int(genuine.sum())
+    metrics = metrics_record(test_set, "edc", n_pairs=labels.size, n_genuine=n_genuine, settings=settings,
+                             embeddings=embeddings_path, **values)
+    write_json_atomic(out_json, metrics)
+    return metrics

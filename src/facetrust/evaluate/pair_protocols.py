@@ -1,0 +1,155 @@
+"""Pair-set protocols beside InsightFace's: SphereFace's LFW evaluation, a score-generic 10-fold
+accuracy, and weighted versions of both for the identity bootstrap.
+
+**SphereFace** (wy1iu/sphereface ``test/code/evaluation.m``), which differs from InsightFace's
+``verification.py`` (``evaluate.pairs``) in four ways:
+
+1. the image feature is the *concatenation* [f(original); f(flipped)] (InsightFace sums them);
+2. on each fold the mean feature of the nine training folds (both images of every training pair)
+   is subtracted before L2 normalisation; score = cosine;
+3. thresholds are −1 … 1 in steps of 1e-4 (``thrNum = 10000``), a genuine pair is accepted when its
+   score is *above* the threshold and an impostor rejected when *below* (a tie is an error both
+   ways), and the threshold is the **mean of all thresholds tied** at the best training accuracy;
+4. folds are contiguous blocks of the pair list (``fold = ceil(i / 600)`` for LFW's 6,000 pairs).
+
+The flipped image's feature is recovered from the embeddings file as ``embedding −
+embedding_noflip`` (``embedding`` is the sum of the two, docs/FORMATS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facetrust.errors import ConfigError, InputError
+from facetrust.evaluate.fusion import l2_normalize
+
+SPHEREFACE_THRESHOLDS = 10000  # evaluation.m: getThreshold(..., 10000)
+
+
+def fold_indices(n: int, n_folds: int = 10) -> list[np.ndarray]:
+    """Test indices of each fold: contiguous blocks, the first ``n % n_folds`` one longer (= KFold, no shuffle)."""
+    if not 2 <= n_folds <= n:
+        raise ConfigError(f"n_folds: {n_folds} must be between 2 and the number of pairs ({n})")
+    sizes = np.full(n_folds, n // n_folds)
+    sizes[: n % n_folds] += 1
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    return [np.arange(edges[k], edges[k + 1]) for k in range(n_folds)]
+
+
+@dataclass
+class FoldAccuracy:
+    """Per-fold accuracies and thresholds of a 10-fold protocol; ``accuracy`` is their mean."""
+
+    fold_accuracies: np.ndarray
+    fold_thresholds: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.fold_accuracies))
+
+    @property
+    def accuracy_std(self) -> float:
+        return float(np.std(self.fold_accuracies))
+
+
+def _weighted_counts(sorted_values: np.ndarray, sorted_weights: np.ndarray, thresholds: np.ndarray, side: str) -> np.ndarray:
+    cumulative = np.r_[0.0, np.cumsum(sorted_weights)]
+    return cumulative[np.searchsorted(sorted_values, thresholds, side=side)]
+
+
+def sphereface_accuracy(scores, same, thresholds, weights=None) -> np.ndarray:
+    """Accuracy at each threshold: (genuine > t) + (impostor < t), over all pairs (weighted)."""
+    scores, same = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool)
+    w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    g_order, i_order = np.argsort(scores[same]), np.argsort(scores[~same])
+    g, gw = scores[same][g_order], w[same][g_order]
+    i, iw = scores[~same][i_order], w[~same][i_order]
+    accepted = gw.sum() - _weighted_counts(g, gw, thresholds, "right")  # genuine strictly above
+    rejected = _weighted_counts(i, iw, thresholds, "left")  # impostor strictly below
+    return (accepted + rejected) / w.sum()
+
+
+def sphereface_ten_fold(left, right, issame, *, n_folds: int = 10, thr_num: int = SPHEREFACE_THRESHOLDS,
+                        weights=None) -> FoldAccuracy:
+    """SphereFace's 10-fold LFW accuracy of concatenated features ``left``/``right`` (P, 2D).
+
+    ``weights`` (P,) repeat pairs (bootstrap); the training mean and the accuracies are weighted.
+    """
+    left, right = np.asarray(left, dtype=np.float64), np.asarray(right, dtype=np.float64)
+    issame = np.asarray(issame, dtype=bool)
+    if left.shape != right.shape or left.shape[0] != issame.size:
+        raise InputError(f"sphereface protocol: features {left.shape}, {right.shape} and {issame.size} labels differ")
+    w = np.ones(issame.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    thresholds = np.arange(-thr_num, thr_num + 1) / thr_num
+    accuracies, chosen = [], []
+    for test in fold_indices(issame.size, n_folds):
+        train = np.setdiff1d(np.arange(issame.size), test, assume_unique=True)
+        wt = w[train]
+        mu = (wt @ left[train] + wt @ right[train]) / (2.0 * wt.sum())  # mean of the training folds' features
+        scores = np.einsum("ij,ij->i", l2_normalize(left - mu), l2_normalize(right - mu))
+        train_accuracy = sphereface_accuracy(scores[train], issame[train], thresholds, wt)
+        threshold = float(np.mean(thresholds[train_accuracy == train_accuracy.max()]))  # tied thresholds averaged
+        accuracies.append(sphereface_accuracy(scores[test], issame[test], np.array([threshold]), w[test])[0])
+        chosen.append(threshold)
+    return FoldAccuracy(np.asarray(accuracies), np.asarray(chosen))
+
+
+def concatenated_features(embedding: np.ndarray, embedding_noflip: np.ndarray) -> np.ndarray:
+    """[f(original); f(flipped)] from an embeddings file whose ``embedding`` sums the two."""
+    original = np.asarray(embedding_noflip, dtype=np.float64)
+    return np.hstack([original, np.asarray(embedding, dtype=np.float64) - original])
+
+
+def score_ten_fold(scores, issame, *, n_folds: int = 10, weights=None) -> FoldAccuracy:
+    """10-fold accuracy for any similarity score (larger = same): on each fold the training folds'
+    best threshold among the midpoints of their sorted distinct scores (first on ties, as
+    ``np.argmax``), "same" iff score > threshold."""
+    scores, issame = np.asarray(scores, dtype=np.float64), np.asarray(issame, dtype=bool)
+    w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    accuracies, chosen = [], []
+    for test in fold_indices(scores.size, n_folds):
+        train = np.setdiff1d(np.arange(scores.size), test, assume_unique=True)
+        distinct = np.unique(scores[train])
+        candidates = np.r_[distinct[0] - 1.0, (distinct[1:] + distinct[:-1]) / 2.0, distinct[-1] + 1.0]
+        train_accuracy = _accept_accuracy(scores[train], issame[train], candidates, w[train])
+        threshold = float(candidates[int(np.argmax(train_accuracy))])
+        accuracies.append(_accept_accuracy(scores[test], issame[test], np.array([threshold]), w[test])[0])
+        chosen.append(threshold)
+    return FoldAccuracy(np.asarray(accuracies), np.asarray(chosen))
+
+
+def _accept_accuracy(scores, same, thresholds, weights) -> np.ndarray:
+    """Accuracy of "same iff score > t" at each threshold (weighted)."""
+    g_order, i_order = np.argsort(scores[same]), np.argsort(scores[~same])
+    g, gw = scores[same][g_order], weights[same][g_order]
+    i, iw = scores[~same][i_order], weights[~same][i_order]
+    accepted = gw.sum() - _weighted_counts(g, gw, thresholds, "right")
+    rejected = _weighted_counts(i, iw, thresholds, "right")  # impostor at or below t is rejected
+    return (accepted + rejected) / weights.sum()
+
+
+def insightface_ten_fold_weighted(distance, issame, weights, *, n_folds: int = 10, step: float = 0.01) -> FoldAccuracy:
+    """InsightFace ``verification.py`` 10-fold accuracy (same iff squared-L2 distance < t,
+    t = 0:4:step, first best threshold) with pair weights, for the bootstrap."""
+    distance, issame = np.asarray(distance, dtype=np.float64), np.asarray(issame, dtype=bool)
+    w = np.asarray(weights, dtype=np.float64)
+    thresholds = np.arange(0.0, 4.0, step)
+    accuracies, chosen = [], []
+    for test in fold_indices(distance.size, n_folds):
+        train = np.setdiff1d(np.arange(distance.size), test, assume_unique=True)
+        train_accuracy = _below_accuracy(distance[train], issame[train], thresholds, w[train])
+        best = int(np.argmax(train_accuracy))
+        accuracies.append(_below_accuracy(distance[test], issame[test], thresholds[best:best + 1], w[test])[0])
+        chosen.append(thresholds[best])
+    return FoldAccuracy(np.asarray(accuracies), np.asarray(chosen))
+
+
+def _below_accuracy(distance, same, thresholds, weights) -> np.ndarray:
+    g_order, i_order = np.argsort(distance[same]), np.argsort(distance[~same])
+    g, gw = distance[same][g_order], weights[same][g_order]
+    i, iw = distance[~same][i_order], weights[~same][i_order]
+    accepted = _weighted_counts(g, gw, thresholds, "left")  # genuine strictly below t
+    rejected = iw.sum() - _weighted_counts(i, iw, thresholds, "left")
+    return (accepted + rejected) / weights.sum()
