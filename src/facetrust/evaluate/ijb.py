@@ -324,7 +324,9 @@ def run_evaluate_ijb(
         raise ConfigError(f"tar_method: {tar_method!r} is not one of ['nearest', 'interpolate', 'strict']")
     check_pooling(pooling)
     protocol = read_ijb_protocol(ijb_dir, name)
-    embeddings = load_embeddings(embeddings_path, flip=flip, stream=True)
+    # the feature matrix streams from disk for the InsightFace pooling; the other poolings and scores read it whole
+    stream = pooling == "mean" and score == "cosine" and constant_uncertainty is None
+    embeddings = load_embeddings(embeddings_path, flip=flip, stream=stream)
     result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
                           use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
                           progress=True, score=score, constant_uncertainty=constant_uncertainty)
