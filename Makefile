@@ -46,7 +46,7 @@ $(VENV)/.installed-test: $(VENV)/.installed envs/requirements-test.txt
 ## bench: every benchmark beside its reference (IJB-C-scale 1:1, reject curve, RecordIO decode vs MXNet,
 ##        CPU throughput, Bessel, GPU iResNet-50 when a GPU is present); one table of figures and ratios.
 ##        One BLAS/OpenMP thread; about 10-15 min on 2 cores (the first run also generates 1.2 GB of data).
-bench: install mxnet-reference
+bench: install-test mxnet-reference
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run_all.py
 
 ## mxnet-reference: real MXNet (1.9.1, numpy<1.24) in its own venv, the RecordIO reference of the tests

@@ -76,14 +76,14 @@ def summary() -> str:
     if throughput:
         for model in throughput["models"]:
             rows.append([f"CPU {model['model']} ({model['backbone']} {'x'.join(map(str, model['input_size']))}): "
-                         "train samples/s | embed img/s", f"{model['train_samples_per_s']:,.0f} | "
-                         f"{model['embed_images_per_s']:,.0f}", "sgemm", f"{model['train_fraction_of_sgemm']:.2f} | "
+                         "train samples/s / embed img/s", f"{model['train_samples_per_s']:,.0f} / "
+                         f"{model['embed_images_per_s']:,.0f}", "sgemm", f"{model['train_fraction_of_sgemm']:.2f} / "
                          f"{model['embed_fraction_of_sgemm']:.2f}", ""])
     gpu = _load("gpu_iresnet50")
     if gpu:
         best = gpu["settings"]["bf16+channels_last+compile"]
-        rows.append([f"GPU iResNet-50 112x112 ({gpu['gpu']}): train | infer samples/s",
-                     f"{best['train_samples_per_s']:,.0f} | {best['infer_samples_per_s']:,.0f}", "fp32", "", ""])
+        rows.append([f"GPU iResNet-50 112x112 ({gpu['gpu']}): train / infer samples/s",
+                     f"{best['train_samples_per_s']:,.0f} / {best['infer_samples_per_s']:,.0f}", "fp32", "", ""])
     return table(rows, ["benchmark", "ours", "reference", "ratio", "goal"])
 
 
