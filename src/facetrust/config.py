@@ -173,7 +173,7 @@ PATHS = {
     "inversion_images": "results/explain/inversion/{model}.npz",
     "replicates": "results/bootstrap/{variant}/{test_set}.npz",
     "reject_replicates": "results/bootstrap/reject/{variant}/{test_set}.npz",
-    "metrics_sphereface": "results/metrics_sphereface/{variant}/{test_set}.json",
+    "metrics_sphereface": "results/metrics/{variant}/{test_set}.sphereface.json",
     "edc": "results/edc/{variant}/{test_set}.json",
     "edc_replicates": "results/bootstrap/edc/{variant}/{test_set}.npz",
 }

@@ -66,7 +66,7 @@ rule evaluate_pairs_sphereface:
     input:
         embeddings="embeddings/{variant}/{pairs}.npz",
     output:
-        metrics="results/metrics_sphereface/{variant}/{pairs}.json",
+        metrics="results/metrics/{variant}/{pairs}.sphereface.json",
     log:
         "logs/evaluate_sphereface/{variant}/{pairs}.log",
     benchmark:

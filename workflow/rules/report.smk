@@ -207,7 +207,7 @@ rule report_sphereface:
     input:
         table="results/verification_table.csv",
         paper_protocol=lambda wildcards: expand(
-            "results/metrics_sphereface/{variant}/{pairs}.json",
+            "results/metrics/{variant}/{pairs}.sphereface.json",
             variant=config["evaluate"]["pairs"]["sphereface_variants"],
             pairs=config["report"]["verification_table"]["test_set"],
         ),
