@@ -115,7 +115,7 @@ rule metrics:
             ijb=config["report"]["reject"]["test_set"],
         ),
         expand(
-            "results/metrics_sphereface/{variant}/{pairs}.json",
+            "results/metrics/{variant}/{pairs}.sphereface.json",
             variant=config["evaluate"]["pairs"]["sphereface_variants"],
             pairs=config["report"]["verification_table"]["test_set"],
         ),
