@@ -142,7 +142,8 @@ def write_ijb(tmp_path: Path, n_templates: int = 12, images_per_template: int = 
             names.append(f"{len(names) + 1}.jpg")
             templates.append(t)
     (meta / "tiny_face_tid_mid.txt").write_text("".join(f"{n} {t} {t}\n" for n, t in zip(names, templates)))
-    (meta / "tiny_name_5pts_score.txt").write_text("".join(f"{n}" + " 1.0" * 10 + " 0.9\n" for n in names))
+    points = " 38.3 51.7 73.5 51.5 56.0 71.7 41.5 92.4 70.7 92.2"  # the ArcFace template (not degenerate)
+    (meta / "tiny_name_5pts_score.txt").write_text("".join(f"{n}{points} 0.9\n" for n in names))
     pairs = [(a, b, int((a - 1) // 2 == (b - 1) // 2)) for a in range(1, n_templates + 1)
              for b in range(a + 1, n_templates + 1)]
     (meta / "tiny_template_pair_label.txt").write_text("".join(f"{a} {b} {lab}\n" for a, b, lab in pairs))
