@@ -142,16 +142,22 @@ def load_checkpoint(model_dir: str | os.PathLike, map_location="cpu") -> dict:
     return _checked_checkpoint(_load(path, "checkpoint", "facetrust train", map_location), path)
 
 
-def _checked_checkpoint(payload: dict, path: Path) -> dict:
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a facetrust training checkpoint (missing format {CHECKPOINT_FORMAT!r})")
-    missing = [key for key in _REQUIRED if key not in payload]
+def _check_payload(payload: dict, path: Path, what: str, kind: str, fmt: str, required, version: int) -> dict:
+    """``payload`` when it has format ``fmt``, the ``required`` keys and ``version``; InputError naming
+    the file otherwise (``what``: "training checkpoint"; ``kind``: how the messages name the file)."""
+    if payload.get("format") != fmt:
+        raise InputError(f"{path}: not a facetrust {what} (missing format {fmt!r})")
+    missing = [key for key in required if key not in payload]
     if missing:
-        raise InputError(f"{path}: checkpoint lacks key(s) {', '.join(missing)}")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"{path}: checkpoint version {payload.get('version')!r}, this facetrust reads "
-                         f"{CHECKPOINT_VERSION}")
+        raise InputError(f"{path}: {kind} lacks key(s) {', '.join(missing)}")
+    if payload.get("version") != version:
+        raise InputError(f"{path}: {kind} version {payload.get('version')!r}, this facetrust reads {version}")
     return payload
+
+
+def _checked_checkpoint(payload: dict, path: Path) -> dict:
+    return _check_payload(payload, path, "training checkpoint", "checkpoint", CHECKPOINT_FORMAT, _REQUIRED,
+                          CHECKPOINT_VERSION)
 
 
 def build_backbone_from_config(config: Mapping[str, Any]) -> nn.Module:
@@ -450,14 +456,8 @@ def load_xcos_checkpoint(model_dir: str | os.PathLike, map_location="cpu") -> tu
     checkpoint, or its backbone does not fit its config."""
     path = xcos_checkpoint_path(model_dir)
     payload = _load(path, "xCos checkpoint", "facetrust train-xcos", map_location)
-    if payload.get("format") != XCOS_CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a facetrust xCos checkpoint (missing format {XCOS_CHECKPOINT_FORMAT!r})")
-    missing = [key for key in _XCOS_REQUIRED if key not in payload]
-    if missing:
-        raise InputError(f"{path}: xCos checkpoint lacks key(s) {', '.join(missing)}")
-    if payload.get("version") != XCOS_CHECKPOINT_VERSION:
-        raise InputError(f"{path}: xCos checkpoint version {payload.get('version')!r}, this facetrust reads "
-                         f"{XCOS_CHECKPOINT_VERSION}")
+    _check_payload(payload, path, "xCos checkpoint", "xCos checkpoint", XCOS_CHECKPOINT_FORMAT, _XCOS_REQUIRED,
+                   XCOS_CHECKPOINT_VERSION)
     config = dict(payload["config"])
     try:
         backbone = build_backbone_from_config(config)
