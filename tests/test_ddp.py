@@ -141,3 +141,38 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     assert len(ddp_log) == len(single_log) == 4
     for a, b in zip(ddp_log[1:], single_log[1:]):
         assert abs(float(a.split(",")[2]) - float(b.split(",")[2])) < 1e-3
+
+
+@pytest.mark.slow
+def test_two_srun_tasks_on_two_nodes_train_like_one_process(tmp_path):
+    """The environment srun gives two tasks of a two-node step (each the only task on its node:
+    SLURM_LOCALID 0): the trainer finds rank, world size and the rendezvous host in it."""
+    import json
+
+    rec = make_tiny_rec(tmp_path / "rec")
+    config = tiny_config(epochs=1, max_steps=3, warmup_epochs=0, log_every=1)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in
+             ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    step = {"SLURM_JOB_ID": "77", "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2", "SLURM_LOCALID": "0",
+            "SLURM_STEP_NODELIST": "localhost,node-b", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "facetrust.train.trainer", "--config", str(config_path), "--rec", str(rec),
+               "--out", str(tmp_path / "srun"), "--device", "cpu"]
+    tasks = [subprocess.Popen(command, cwd=REPO, env={**clean, **step, "SLURM_PROCID": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    outputs = [task.communicate(timeout=180)[0] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+
+    from facetrust.train.trainer import train
+
+    train(config, rec, tmp_path / "single", device="cpu")
+    srun = torch.load(tmp_path / "srun" / "checkpoint.pt", weights_only=True)
+    single = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)
+    assert srun["step"] == single["step"] == 3
+    for part in ("backbone", "head"):
+        for key, value in single[part].items():
+            assert torch.allclose(srun[part][key].float(), value.float(), atol=1e-4, rtol=0), (part, key)
+    # one group of two, its rendezvous on the step's first node (rank 0 logs it)
+    assert "data-parallel: 2 processes (gloo), rendezvous localhost:" in outputs[0]
+    assert "data-parallel" not in outputs[1]

@@ -148,6 +148,43 @@ def xcos_params(params: dict, name: str) -> dict[str, Any]:
     return entries[name]
 
 
+def train_layout(params: dict, model: str) -> dict[str, int]:
+    """How ``models.<model>``'s train job is laid out on a cluster, from its ``resources``:
+    ``nodes``, ``gpus`` (per node), ``tasks_per_node`` (processes per node; default one per GPU,
+    else 1), ``tasks`` (all processes), ``cpus_per_task`` (default the top-level ``threads``),
+    ``gpus_total``.  One task is the single-process trainer; more are one data-parallel group
+    (srun on SLURM, torchrun on one machine).  ConfigError when a layout cannot work."""
+    resources = model_params(params, model).get("resources") or {}
+    key = f"models.{model}.resources"
+    nodes = int(resources.get("nodes", 1))
+    gpus = int(resources.get("gpus", 1))
+    tasks_per_node = int(resources.get("tasks_per_node", max(gpus, 1)))
+    cpus_per_task = int(resources.get("cpus_per_task", params.get("threads", 1)))
+    if gpus > 1 and tasks_per_node != gpus:
+        raise ConfigError(f"params: {key}: tasks_per_node {tasks_per_node} with gpus {gpus}: "
+                          "data-parallel training runs one process per GPU")
+    tasks = nodes * tasks_per_node
+    if tasks > 1:
+        batch = int((model_params(params, model).get("train") or {}).get("batch_size", 0) or 0)
+        if batch and batch % tasks:
+            raise ConfigError(f"params: models.{model}.train.batch_size {batch} is not divisible by the "
+                              f"{tasks} processes of {key} (nodes x tasks_per_node)")
+    return {"nodes": nodes, "gpus": gpus, "tasks_per_node": tasks_per_node, "tasks": tasks,
+            "cpus_per_task": cpus_per_task, "gpus_total": nodes * gpus}
+
+
+def train_launcher(params: dict, model: str) -> str:
+    """The words that start ``facetrust`` in ``models.<model>``'s train job: ``facetrust`` for one
+    process; for several, :mod:`facetrust.train.launch` (one ``srun`` step inside a SLURM
+    allocation, torchrun on one machine elsewhere) with the model's layout."""
+    layout = train_layout(params, model)
+    if layout["tasks"] == 1:
+        return "facetrust"
+    return (f"python -m facetrust.train.launch --nodes {layout['nodes']} "
+            f"--tasks-per-node {layout['tasks_per_node']} --cpus-per-task {layout['cpus_per_task']} "
+            f"--gpus {layout['gpus']} --")
+
+
 # ------------------------------------------------------------------ variants, rows and paths
 # Where each stage writes, relative to the working directory (the rules' outputs).  One template
 # per artifact, so a path is spelled once (the rules and the CLI defaults read these).

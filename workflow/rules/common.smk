@@ -91,6 +91,28 @@ def model_resources(key, default):
     return resource
 
 
+def train_layout_value(key, when_distributed=True):
+    """A train job's layout value (facetrust.config.train_layout: nodes, tasks, cpus_per_task...).
+    With ``when_distributed``, None (= not declared, so the SLURM plugin adds nothing) for a
+    one-process job, keeping its sbatch call as it was."""
+
+    def value(wildcards):
+        layout = fc.train_layout(config, wildcards.model)
+        if when_distributed and layout["tasks"] == 1:
+            return None
+        # the SLURM plugin's keys: one task per GPU; `mpi` = the job starts its own srun step
+        extra = {"tasks_per_gpu": 1 if layout["gpus"] else None, "mpi": "srun"}
+        return extra[key] if key in extra else layout[key]
+
+    return value
+
+
+def train_threads(wildcards):
+    """A train job's CPUs on one node: processes per node x CPUs per process."""
+    layout = fc.train_layout(config, wildcards.model)
+    return layout["tasks_per_node"] * layout["cpus_per_task"]
+
+
 def grow(base):
     """A resource that grows with the retry attempt: base on the first try, 2x base on the second..."""
     return lambda wildcards, attempt: base * attempt

@@ -1,5 +1,9 @@
-# Training: backbone + margin head on the RecordIO training set (GPU on a cluster; DDP under
-# torchrun when a job gets more than one GPU).
+# Training: backbone + margin head on the RecordIO training set (GPU on a cluster). A model whose
+# `resources` ask for more than one process (nodes x tasks_per_node, one per GPU by default) trains
+# data-parallel: on SLURM one sbatch allocation of nodes x tasks and an `srun` step that starts one
+# trainer per task (the plugin's `mpi` resource makes the job run its own srun); on one machine
+# torchrun. facetrust.config.train_layout / train_launcher and facetrust.train.launch hold the
+# mapping (docs/ARCHITECTURE.md).
 
 
 rule train:
@@ -14,22 +18,27 @@ rule train:
         model=lambda wildcards: config["models"][wildcards.model],
         seed=config["seed"],
         config_file=PARAMS_FILE,
-        launcher=lambda wildcards, resources: (
-            f"torchrun --standalone --nproc_per_node={resources.gpu} -m facetrust.cli"
-            if resources.gpu > 1
-            else "facetrust"
-        ),
+        # `facetrust`, or for several processes facetrust.train.launch (srun or torchrun), which
+        # also gives each process its cpus_per_task threads
+        launcher=lambda wildcards: fc.train_launcher(config, wildcards.model),
     log:
         "logs/train/{model}.log",
     benchmark:
         "logs/benchmark/train/{model}.tsv"
-    threads: THREADS
+    threads: train_threads  # the CPUs of one node: processes per node x CPUs per process
     conda:
         "../../envs/facetrust.yaml"
     resources:
-        gpu=model_resources("gpus", 1),
-        mem_mb=model_resources("mem_mb", 8000),
+        gpu=train_layout_value("gpus_total", when_distributed=False),
+        mem_mb=model_resources("mem_mb", 8000),  # per node
         runtime=model_resources("runtime_min", 120),
+        # several processes: sbatch --nodes/--ntasks(-per-gpu)/--cpus-per-task, and `mpi` tells the
+        # SLURM plugin to run the job's command as it is (it starts its own srun step)
+        nodes=train_layout_value("nodes"),
+        tasks=train_layout_value("tasks"),
+        cpus_per_task=train_layout_value("cpus_per_task"),
+        tasks_per_gpu=train_layout_value("tasks_per_gpu"),
+        mpi=train_layout_value("mpi"),
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} train --model {wildcards.model} --params {params.config_file}"
         " --out models/{wildcards.model} --threads {threads} > {log} 2>&1"

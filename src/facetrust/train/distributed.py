@@ -1,8 +1,19 @@
-"""Data-parallel training under ``torchrun``: process group, samplers, synchronised BatchNorm.
+"""Data-parallel training under ``torchrun`` or ``srun``: process group, samplers, synchronised BatchNorm.
 
-``torchrun --nproc_per_node=K facetrust train …`` (or ``python -m facetrust.train.trainer``) sets
-``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`init_distributed` reads them and joins the
-group (NCCL on CUDA, Gloo on CPU).  Without them everything degrades to one process.
+Two launchers, one trainer:
+
+* ``torchrun --nproc_per_node=K facetrust train …`` (or ``python -m facetrust.train.trainer``) sets
+  ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+* ``srun --nodes=N --ntasks=K facetrust train …`` (SLURM, one task per process, across nodes) sets
+  ``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS``, ``SLURM_LOCALID`` and ``SLURM_STEP_NODELIST``;
+  :func:`slurm_rendezvous` turns them into the same variables: the rendezvous host is the first
+  node of the step (where SLURM's block distribution puts task 0) and the port is derived from the
+  job id (``MASTER_PORT`` overrides it), so every task computes the same address on its own.
+
+:func:`init_distributed` reads them and joins the group with ``env://`` (NCCL on CUDA, Gloo on
+CPU).  torchrun's variables win when both are present; a SLURM batch script or a one-task step
+(``SLURM_STEP_NUM_TASKS`` 1 or absent) is one process.  Without any of them everything degrades
+to one process.
 
 BatchNorm: each process sees batch/K images, so plain BN would normalise with different
 statistics than a single process on the whole batch.  We synchronise BN across processes so
@@ -14,6 +25,8 @@ SyncBatchNorm refuses to run, :class:`GlooSyncBatchNorm` below.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -40,21 +53,90 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str | None = None) -> DistInfo:
-    """Join the torchrun process group if the environment says so; else a single-process DistInfo.
+def expand_hostlist(hostlist: str) -> list[str]:
+    """SLURM's compressed host list (``"gpu[01-03,07],login1"``) as host names, in order.
 
-    ``device``: "cpu" or "cuda" to force; default CUDA when available."""
+    The syntax of ``scontrol show hostnames``: comma-separated entries, each a prefix with at
+    most one bracket of comma-separated numbers or ranges ``a-b`` (zero padding kept, as
+    ``01-03`` → ``01 02 03``), then an optional suffix."""
+    hosts, entry, depth = [], "", 0
+    for char in hostlist.strip() + ",":
+        if char == "," and depth == 0:
+            if entry:
+                hosts.extend(_expand_entry(entry, hostlist))
+            entry = ""
+            continue
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth not in (0, 1):
+            raise ValueError(f"SLURM host list {hostlist!r}: nested or unbalanced brackets")
+        entry += char
+    if depth:
+        raise ValueError(f"SLURM host list {hostlist!r}: unbalanced brackets")
+    return hosts
+
+
+def _expand_entry(entry: str, hostlist: str) -> list[str]:
+    match = re.fullmatch(r"([^\[\]]*)\[([^\[\]]+)\]([^\[\]]*)", entry)
+    if match is None:
+        if "[" in entry or "]" in entry:
+            raise ValueError(f"SLURM host list {hostlist!r}: cannot read {entry!r}")
+        return [entry]
+    prefix, ranges, suffix = match.groups()
+    names = []
+    for part in ranges.split(","):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()) or (high and int(high) < int(low)):
+            raise ValueError(f"SLURM host list {hostlist!r}: bad range {part!r}")
+        width = len(low)
+        names.extend(f"{prefix}{number:0{width}d}{suffix}" for number in range(int(low), int(high or low) + 1))
+    return names
+
+
+def slurm_rendezvous(environ: Mapping[str, str] = os.environ) -> dict[str, str] | None:
+    """torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) for a process
+    that ``srun`` started as one task of a multi-task step; None when this is not such a process
+    (torchrun's own variables present, no SLURM step, or a step of one task)."""
+    if "RANK" in environ and "WORLD_SIZE" in environ:
+        return None
+    tasks = environ.get("SLURM_STEP_NUM_TASKS")
+    if tasks is None or "SLURM_PROCID" not in environ or int(tasks) <= 1:
+        return None
+    nodelist = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        raise RuntimeError("srun started this task without SLURM_STEP_NODELIST: cannot find the rendezvous host")
+    job_id = int(environ.get("SLURM_JOB_ID", "0"))
+    return {
+        "RANK": environ["SLURM_PROCID"],
+        "WORLD_SIZE": tasks,
+        "LOCAL_RANK": environ.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": environ.get("MASTER_ADDR") or expand_hostlist(nodelist)[0],
+        # one port per job, the same on every task; unprivileged and below the Linux ephemeral range
+        "MASTER_PORT": environ.get("MASTER_PORT") or str(15000 + job_id % 20000),
+    }
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the process group that torchrun or srun describes in the environment; else a
+    single-process DistInfo.
+
+    ``device``: "cpu" or "cuda" to force; default CUDA when available.  On CUDA each process takes
+    GPU ``LOCAL_RANK`` among those it sees (modulo their number: SLURM may bind one GPU per task)."""
+    slurm = slurm_rendezvous()
+    if slurm is not None:
+        os.environ.update(slurm)  # env:// reads them, and so does anything the trainer starts
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+        index = local_rank % max(torch.cuda.device_count(), 1)
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
+                                rank=rank, world_size=world_size)
     return DistInfo(rank, world_size, local_rank, dev)
 
 
@@ -174,7 +256,7 @@ def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
     """``DistributedDataParallel`` around ``module`` when running distributed, else ``module``."""
     if not info.distributed:
         return module
-    device_ids = [info.local_rank] if info.device.type == "cuda" else None
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
 
@@ -186,7 +268,9 @@ __all__ = [
     "broadcast_object",
     "cleanup_distributed",
     "convert_sync_batchnorm",
+    "expand_hostlist",
     "init_distributed",
+    "slurm_rendezvous",
     "wrap_ddp",
 ]
 

@@ -103,6 +103,9 @@ def train(
     # call train() inside a longer-lived process).
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     info = init_distributed(device)
+    if info.is_main and info.distributed:
+        log(f"data-parallel: {info.world_size} processes ({torch.distributed.get_backend()}), rendezvous "
+            f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}")
     checkpoint_file = out_dir / CHECKPOINT_NAME
     had_checkpoint, had_dir = checkpoint_file.is_file(), out_dir.is_dir()
     try:
