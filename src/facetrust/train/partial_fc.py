@@ -109,8 +109,10 @@ class PartialFC(nn.Module):
         self.class_start, self.num_local = class_shard(self.num_classes, self.rank, self.world_size)
         self.sample_rate = float(sample_rate)
         self.num_sample = min(self.num_local, math.ceil(self.sample_rate * self.num_local))
-        shard = head.weight.detach()[self.class_start:self.class_start + self.num_local].clone()
-        self.weight = nn.Parameter(shard)
+        shard = head.weight.detach()[self.class_start:self.class_start + self.num_local]
+        # A copy only when it is a slice (a view would keep the full matrix alive); one process
+        # keeps the whole matrix, and a copy would double its memory for a moment.
+        self.weight = nn.Parameter(shard.clone() if self.num_local < self.num_classes else shard)
         head.weight = None  # the full C × D matrix is freed; the head keeps its margin and scale
         self.head = head
         self.last_index: torch.Tensor | None = None  # the rows sampled by the last forward (None: all)
