@@ -67,12 +67,13 @@ def test_sample_rate_one_in_one_process_equals_the_full_fc(kind, options):
 
 def test_sgd_steps_at_sample_rate_one_give_the_full_fc_weights():
     full, partial = _full_and_partial("arcface", {"s": 16.0, "m": 0.5}, num_classes=30)
-    optimisers = [torch.optim.SGD(head.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4) for head in (full, partial)]
+    optimisers = [torch.optim.SGD(head.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+                  for head in (full, partial)]
     for step in range(4):
         embeddings, labels = _batch(30, seed=step)
-        for head, optimiser in zip((full, partial), optimisers):
+        losses = (F.cross_entropy(full(embeddings, labels), labels), partial(embeddings, labels, step)[0])
+        for loss, optimiser in zip(losses, optimisers):
             optimiser.zero_grad()
-            loss = F.cross_entropy(full(embeddings, labels), labels) if head is full else partial(embeddings, labels, step)[0]
             loss.backward()
             optimiser.step()
     assert not torch.allclose(full.weight, build_head("arcface", 8, 30, seed=5, s=16.0, m=0.5).weight)  # it moved

@@ -13,6 +13,10 @@ Outputs in ``out_dir``: ``checkpoint.pt`` (see :mod:`facetrust.models.artifacts`
 atomically at every epoch end), ``config.json``, ``train_log.csv`` (epoch, step, loss, accuracy,
 lr, images_per_s; accuracy = arg-max of the margin logits, so it reads below the plain accuracy).
 
+Partial FC (``partial_fc: {sample_rate: r}``, :mod:`facetrust.train.partial_fc`): the margin head
+is sharded over the processes and sampled per step; only the backbone is in DDP, and every save
+gathers the shards so the checkpoint has the full head, as without it.
+
 Determinism: the backbone is initialised after ``torch.manual_seed(seed)``, the head from its own
 generator, the sample order from Generator(seed + epoch), flips from (seed, epoch, index); on the
 CPU ``torch.use_deterministic_algorithms(True)``.  The same config gives a bit-identical
