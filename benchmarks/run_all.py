@@ -6,7 +6,7 @@ files.  ``--quick`` runs them at tiny sizes (what ``tests/test_benchmarks_quick.
 summarises nothing.  About 10-15 minutes on a 2-core machine; the IJB-C-scale data (1.2 GB) is
 generated on the first run under ``benchmarks/runs/``.
 
-    python benchmarks/run_all.py [--quick] [--only ijb,reject,decode,throughput,bessel,gpu]
+    python benchmarks/run_all.py [--quick] [--only ijb,reject,decode,throughput,bessel,gpu,partial_fc]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ SCRIPTS = {
     "throughput": ["bench_throughput.py"],
     "bessel": ["bench_bessel.py", "--repeats", "20"],
     "gpu": ["gpu_iresnet50.py"],
+    "partial_fc": ["bench_partial_fc.py"],
 }
 
 
@@ -84,6 +85,21 @@ def summary() -> str:
         best = gpu["settings"]["bf16+channels_last+compile"]
         rows.append([f"GPU iResNet-50 112x112 ({gpu['gpu']}): train / infer samples/s",
                      f"{best['train_samples_per_s']:,.0f} / {best['infer_samples_per_s']:,.0f}", "fp32", "", ""])
+    partial_fc = _load("partial_fc")
+    if partial_fc:
+        for row in partial_fc["computed"]:
+            if row["world_size"] == 8 and row["sample_rate"] == 0.1:
+                rows.append([f"Partial FC 0.1, 8 processes, {row['classes'] // 10**6}M x {row['dim']}: FC GiB/process "
+                             "(computed) vs full FC under DDP", f"{row['partial_fc_bytes']['total'] / 2**30:.2f}",
+                             f"{row['full_fc_bytes']['total'] / 2**30:.2f}", f"{row['ratio_full_over_partial']:.1f}x",
+                             "lower"])
+        measured = {m["setting"]: m for m in partial_fc["measured"]}
+        full, sampled = measured["full"], measured["partial-0.1"]
+        rows.append([f"Partial FC 0.1 vs full FC, {full['classes']:,} classes, 1 process: peak MiB / step s (measured)",
+                     f"{sampled['peak_above_baseline_mib']:.0f} / {sampled['step_s']:.2f}",
+                     f"{full['peak_above_baseline_mib']:.0f} / {full['step_s']:.2f}",
+                     f"{full['peak_above_baseline_mib'] / sampled['peak_above_baseline_mib']:.1f}x / "
+                     f"{full['step_s'] / sampled['step_s']:.1f}x", "lower"])
     return table(rows, ["benchmark", "ours", "reference", "ratio", "goal"])
 
 

@@ -16,7 +16,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("only", ["ijb", "reject", "decode", "throughput", "bessel", "gpu"])
+@pytest.mark.parametrize("only", ["ijb", "reject", "decode", "throughput", "bessel", "gpu", "partial_fc"])
 def test_benchmark_quick_mode_agrees_with_its_reference(tmp_path, only):
     env = dict(os.environ, OMP_NUM_THREADS="1", FACETRUST_CACHE_DIR=str(tmp_path / "cache"))
     run = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--only", only, "--work",

@@ -10,6 +10,7 @@ Training checkpoint (``<model_dir>/checkpoint.pt``)::
     format            "facetrust-train-checkpoint"
     version           1
     backbone, head    state dicts (InsightFace key layout for iResNets); ``head`` is the margin head
+                      (under Partial FC the processes' shards gathered: the same keys and shapes)
     scale_head        state dict of ScaleFace's scale predictor, or None
     optimizer         SGD state dict;  scheduler {"step": n};  scaler (AMP) state dict or {}
     epoch             completed epochs;  step  optimisation steps done

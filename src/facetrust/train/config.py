@@ -51,12 +51,17 @@ class TrainConfig:
     init_from: str | None = None
     freeze_backbone: bool = False
     freeze_head: bool = False
+    # Partial FC (An et al., CVPR 2022): {sample_rate: r}; the class centres sharded over the DDP
+    # processes, r of each shard sampled per step (facetrust.train.partial_fc).  None: the full FC.
+    partial_fc: dict | None = None
 
     def __post_init__(self) -> None:
         self.input_size = _size(self.input_size)
         self.head = dict(self.head)
         self.backbone_options = dict(self.backbone_options)
         self.milestones = [int(m) for m in self.milestones]
+        if isinstance(self.partial_fc, Mapping):
+            self.partial_fc = dict(self.partial_fc)
         self.validate()
 
     def validate(self) -> None:
@@ -90,6 +95,9 @@ class TrainConfig:
             raise ConfigError("train config freezes the backbone and the head: nothing left to train "
                               "(only kind 'scaleface' adds a trainable scale head)")
         self._validate_margin()
+        from facetrust.train.partial_fc import check_partial_fc
+
+        check_partial_fc(self.partial_fc, self.head.get("kind"), self.freeze_head)
         if self.lr_schedule == "step" and sorted(self.milestones) != self.milestones:
             raise ConfigError(f"train config 'milestones' must be increasing, got {self.milestones}")
 
@@ -141,12 +149,14 @@ class TrainConfig:
         """JSON-serialisable plain dict (tuples become lists)."""
         out = dataclasses.asdict(self)
         out["input_size"] = list(self.input_size)
+        if out["partial_fc"] is None:  # a run without it keeps the config.json (and checkpoint) it always had
+            del out["partial_fc"]
         return out
 
     def differs_from(self, other: "TrainConfig") -> list[str]:
         """Keys whose values differ, ignoring RUNTIME_KEYS (used to refuse a mismatched resume)."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return sorted(k for k in mine if k not in RUNTIME_KEYS and mine[k] != theirs.get(k))
+        return sorted(k for k in set(mine) | set(theirs) if k not in RUNTIME_KEYS and mine.get(k) != theirs.get(k))
 
 
 def _size(value) -> tuple[int, int]:

@@ -13,6 +13,10 @@ Outputs in ``out_dir``: ``checkpoint.pt`` (see :mod:`facetrust.models.artifacts`
 atomically at every epoch end), ``config.json``, ``train_log.csv`` (epoch, step, loss, accuracy,
 lr, images_per_s; accuracy = arg-max of the margin logits, so it reads below the plain accuracy).
 
+Partial FC (``partial_fc: {sample_rate: r}``, :mod:`facetrust.train.partial_fc`): the margin head
+is sharded over the processes and sampled per step; only the backbone is in DDP, and every save
+gathers the shards so the checkpoint has the full head, as without it.
+
 Determinism: the backbone is initialised after ``torch.manual_seed(seed)``, the head from its own
 generator, the sample order from Generator(seed + epoch), flips from (seed, epoch, index); on the
 CPU ``torch.use_deterministic_algorithms(True)``.  The same config gives a bit-identical
@@ -50,6 +54,7 @@ from facetrust.train.distributed import (
     DistInfo,
     all_reduce_mean,
     barrier,
+    broadcast_object,
     cleanup_distributed,
     convert_sync_batchnorm,
     init_distributed,
@@ -65,6 +70,7 @@ from facetrust.train.parts import (
     seed_everything,
     set_determinism,
 )
+from facetrust.train.partial_fc import PartialFC, PartialFCStep, shard_head
 from facetrust.train.schedule import LRSchedule
 
 
@@ -158,6 +164,8 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
     resuming = resume and checkpoint_file.is_file()
     if config.init_from is not None and not resuming:  # a resumed run has the weights already
         initialise_from(model, config.init_from, log)
+    # Partial FC: keep this process's rows of the head before anything moves to the device.
+    sharded = shard_head(model, config.partial_fc, config.seed, info) if config.partial_fc else None
     model.to(info.device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
@@ -169,7 +177,7 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
 
     epoch, step = 0, 0
     if resuming:
-        epoch, step = _resume(checkpoint_file, config, model, optimizer, schedule, scaler, info.device)
+        epoch, step = _resume(checkpoint_file, config, model, optimizer, schedule, scaler, info.device, sharded)
         log(f"resuming {checkpoint_file} at epoch {epoch}, step {step}")
 
     if info.is_main:
@@ -178,15 +186,23 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
     csv_log = TrainCsvLog(out_dir / LOG_NAME, step if resume else None) if info.is_main else None
 
     model = convert_sync_batchnorm(model, info)
-    ddp_model = wrap_ddp(model, info)
+    # The whole model under DDP; under Partial FC only the backbone (the head's rows are per process).
+    forward_loss = _FullFCStep(wrap_ddp(model, info)) if sharded is None else PartialFCStep(model, info)
     sampler, loader, loader_generator = _loader(dataset, config, info, local_batch)
 
-    def payload() -> dict:
+    def payload() -> dict | None:
+        """The checkpoint dict (rank 0); under Partial FC collective, with the head and its
+        momentum gathered into the full-FC layout (None on the other ranks)."""
+        head_state, optimizer_state = model.head.state_dict(), optimizer.state_dict()
+        if sharded is not None:
+            head_state, optimizer_state = sharded.full_state_dict(), sharded.full_optimizer_state(optimizer)
+        if not info.is_main:
+            return None
         return {
             "backbone": model.backbone.state_dict(),
-            "head": model.head.state_dict(),
+            "head": head_state,
             "scale_head": None if model.scale_head is None else model.scale_head.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": schedule.state_dict(),
             "scaler": scaler.state_dict() if fp16 else {},
             "epoch": epoch,
@@ -197,6 +213,12 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
             "config": config.to_dict(),
         }
 
+    def save() -> None:
+        if info.is_main or sharded is not None:  # every process takes part in gathering the shards
+            state = payload()
+            if info.is_main:
+                save_checkpoint(checkpoint_file, state)
+
     total_steps = steps_per_epoch * config.epochs
     stop_at = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
     try:
@@ -205,35 +227,43 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
             dataset.set_epoch(epoch)
             sampler.set_epoch(epoch, skip=done_in_epoch * local_batch)
             loader_generator.manual_seed(config.seed * 1_000_003 + epoch)  # worker seeds
-            ddp_model.train()
+            forward_loss.train()
             step_before = step
-            step = _run_epoch(ddp_model, loader, optimizer, schedule, scaler, info, config, epoch, step,
+            step = _run_epoch(forward_loss, loader, optimizer, schedule, scaler, info, config, epoch, step,
                               stop_at, steps_per_epoch, csv_log)
             if step == step_before:
                 raise InputError(f"{rec_dir}: the data loader yielded no batch in epoch {epoch + 1}")
             if step == (epoch + 1) * steps_per_epoch:
                 epoch += 1
                 log(f"epoch {epoch}/{config.epochs} done (step {step})")
-            if info.is_main:
-                save_checkpoint(checkpoint_file, payload())
+            save()
             barrier(info)
     finally:
         if csv_log is not None:
             csv_log.close()
-    if info.is_main and not checkpoint_file.is_file():  # nothing left to do on resume
-        save_checkpoint(checkpoint_file, payload())
+    final_save = not checkpoint_file.is_file()  # nothing left to do on resume
+    if sharded is not None:  # every process or none joins the gather
+        final_save = broadcast_object(final_save, info)
+    if final_save:
+        save()
     barrier(info)
     return checkpoint_file
 
 
-def _resume(checkpoint_file: Path, config: TrainConfig, model, optimizer, schedule, scaler, device) -> tuple[int, int]:
-    """Load the state of ``checkpoint_file`` into the run's objects; returns ``(epoch, step)``."""
+def _resume(checkpoint_file: Path, config: TrainConfig, model, optimizer, schedule, scaler, device,
+            sharded: PartialFC | None = None) -> tuple[int, int]:
+    """Load the state of ``checkpoint_file`` into the run's objects; returns ``(epoch, step)``.
+    Under Partial FC each process takes its rows of the (full-layout) head and momentum."""
     state = load_checkpoint(checkpoint_file)
     mismatch = config.differs_from(TrainConfig.from_dict(state["config"]))
     if mismatch:
         raise ConfigError(f"{checkpoint_file}: cannot resume, config differs in {', '.join(mismatch)}")
     model.backbone.load_state_dict(state["backbone"])
-    model.head.load_state_dict(state["head"])
+    if sharded is None:
+        model.head.load_state_dict(state["head"])
+    else:
+        sharded.load_full_state_dict(state["head"])
+        state["optimizer"] = sharded.shard_optimizer_state(state["optimizer"], optimizer)
     if model.scale_head is not None:
         model.scale_head.load_state_dict(state["scale_head"])
     optimizer.load_state_dict(state["optimizer"])
@@ -258,9 +288,27 @@ def _loader(dataset, config: TrainConfig, info: DistInfo, local_batch: int):
     return sampler, loader, loader_generator
 
 
-def _run_epoch(model, loader, optimizer, schedule, scaler, info, config, epoch, step, stop_at,
+class _FullFCStep:
+    """The trainer's loss hook of the full FC: the whole model (DDP-wrapped when distributed) gives
+    the logits of this process's batch.  ``step(images, labels, step) -> (cross entropy, extra
+    loss, correct fraction)``; :class:`PartialFCStep` is the sharded counterpart."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def train(self) -> None:
+        self.model.train()
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int):
+        logits, extra = self.model(images, labels)
+        correct = (logits.detach().argmax(1) == labels).float().mean()
+        return F.cross_entropy(logits.float(), labels), extra, correct
+
+
+def _run_epoch(forward_loss, loader, optimizer, schedule, scaler, info, config, epoch, step, stop_at,
                steps_per_epoch, csv_log) -> int:
-    """One pass over ``loader`` (possibly resumed mid-way); returns the global step reached."""
+    """One pass over ``loader`` (possibly resumed mid-way); returns the global step reached.
+    ``forward_loss(images, labels, step)``: :class:`_FullFCStep` or :class:`PartialFCStep`."""
     from tqdm import tqdm
 
     end_of_epoch = min(stop_at, (epoch + 1) * steps_per_epoch)
@@ -275,8 +323,7 @@ def _run_epoch(model, loader, optimizer, schedule, scaler, info, config, epoch, 
         labels = labels.to(info.device, non_blocking=True)
         lr = schedule.current_lr
         optimizer.zero_grad(set_to_none=True)
-        logits, extra = model(images, labels)
-        cross_entropy = F.cross_entropy(logits.float(), labels)
+        cross_entropy, extra, correct = forward_loss(images, labels, step)
         loss = cross_entropy + extra
         if not torch.isfinite(loss):  # stop before a NaN update; the last epoch's checkpoint stays
             raise TrainingDiverged(f"training diverged at step {step + 1} (epoch {epoch + 1}): loss {loss.item()} = "
@@ -289,7 +336,7 @@ def _run_epoch(model, loader, optimizer, schedule, scaler, info, config, epoch, 
         step += 1
         progress.update(1)
         window_loss += loss.detach()
-        window_correct += (logits.detach().argmax(1) == labels).float().mean()
+        window_correct += correct
         window_steps += 1
         if step % config.log_every == 0 or step == end_of_epoch:
             stats = all_reduce_mean(torch.stack([torch.as_tensor(window_loss), torch.as_tensor(window_correct)])

@@ -28,6 +28,13 @@ from facetrust.models.margins.scale import FixedScale
 LOGIT_FORMS = ("cosine", "linear")
 
 
+def cosine_matrix(embeddings: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """cos θ_j (N, C) between embeddings (N, D) and class weights (C, D), both L2-normalised here,
+    clamped to [−1, 1] (rounding can step past it, and the margins take arccos)."""
+    weight = weight.to(embeddings.dtype)
+    return F.linear(F.normalize(embeddings, dim=1), F.normalize(weight, dim=1)).clamp(-1.0, 1.0)
+
+
 class AngularMargin(nn.Module):
     """Target logit cos(m1·θ + m2) − m3 (see :mod:`.angular`); ``forward(target_cos, feature_norms)``."""
 
@@ -101,8 +108,7 @@ class MarginHead(nn.Module):
 
     def cosines(self, embeddings: torch.Tensor) -> torch.Tensor:
         """cos θ_j (N, num_classes) between each embedding and each class weight."""
-        weight = self.weight.to(embeddings.dtype)
-        return F.linear(F.normalize(embeddings, dim=1), F.normalize(weight, dim=1)).clamp(-1.0, 1.0)
+        return cosine_matrix(embeddings, self.weight)
 
     def forward(
         self,
@@ -130,15 +136,23 @@ class MarginHead(nn.Module):
         if labels is not None and self.margin is not None:
             index = labels.long().view(-1, 1)
             target_cos = cos.gather(1, index)[:, 0]
-            target = self.margin(target_cos, feature_norms)
-            if self.fusion is not None:
-                target = self.fusion(target_cos, target)
-            if self.detach_margin:
-                target = target_cos + (target - target_cos).detach()
+            target = self.target_logits(target_cos, feature_norms)
             cos = cos.scatter(1, index, target.unsqueeze(1).to(cos.dtype))
         if labels is not None and self.regulariser is not None:
             self._extra_loss = self.regulariser(feature_norms)
         return cos * self.scale(feature_norms, scale).unsqueeze(1)
+
+    def target_logits(self, target_cos: torch.Tensor, feature_norms: torch.Tensor) -> torch.Tensor:
+        """The target logits before scaling (N,) for the target cosines (N,): the margin, fused with
+        the plain cosine when the kind does (SphereFace's λ), without its gradient under
+        ``detach_margin``.  Partial FC (:mod:`facetrust.train.partial_fc`) calls it on its sampled
+        class centres, so both heads share one margin."""
+        target = self.margin(target_cos, feature_norms)
+        if self.fusion is not None:
+            target = self.fusion(target_cos, target)
+        if self.detach_margin:
+            target = target_cos + (target - target_cos).detach()
+        return target
 
     def extra_loss(self) -> torch.Tensor:
         """The regulariser term of the last forward with labels (MagFace's λ_g·mean g(a)), else 0."""
