@@ -303,3 +303,19 @@ def test_scf_claims_are_judged_on_the_controlled_pair_with_paired_intervals(tmp_
     assert "ArcFace [control]" in by_far["1e-03"].text and "Uncontrolled" in by_far["1e-03"].text
     text = (tmp_path / "scf.md").read_text()
     assert "(unresolved)" in text and "which convention each used" in text
+
+
+def test_sphereface_protocol_rows_carry_their_bootstrap_interval(tmp_path):
+    table = verification_csv(tmp_path, [("Softmax", "sphere20", 0.80, 0.02, 0.6),
+                                        ("A-Softmax", "sphere20", 0.90, 0.01, 0.3)])
+    protocol = tmp_path / "sphere20.sphereface.json"
+    protocol.write_text(json.dumps({"test_set": "synth_lfw", "accuracy": 0.915, "accuracy_std": 0.01,
+                                    "accuracy_ci": [0.9034, 0.93]}))
+    without = tmp_path / "sphere4.sphereface.json"
+    without.write_text(json.dumps({"test_set": "synth_lfw", "accuracy": 0.88, "accuracy_std": 0.02}))
+    out = tmp_path / "sphereface.md"
+    papers.write_sphereface_report(table, out, paper_protocol={"A-Softmax (sphere20)": protocol,
+                                                               "A-Softmax (sphere4)": without})
+    rows = [line for line in out.read_text().splitlines() if "SphereFace's protocol (evaluation.m)" in line]
+    assert len(rows) == 2
+    assert "| 91.50 [90.34, 93.00] |" in rows[0] and "| 88.00 |" in rows[1]

@@ -65,8 +65,12 @@ rule evaluate_pairs:
 rule evaluate_pairs_sphereface:
     input:
         embeddings="embeddings/{variant}/{pairs}.npz",
+        identities=identity_source,
     output:
         metrics="results/metrics/{variant}/{pairs}.sphereface.json",
+    params:
+        bootstrap=bootstrap_args(),
+        identities=identities_args(),
     log:
         "logs/evaluate_sphereface/{variant}/{pairs}.log",
     benchmark:
@@ -79,7 +83,7 @@ rule evaluate_pairs_sphereface:
         runtime=grow(30),
     shell:
         "facetrust evaluate pairs --embeddings {input.embeddings} --out {output.metrics}"
-        " --pairs-protocol sphereface > {log} 2>&1"
+        " --pairs-protocol sphereface {params.bootstrap} {params.identities} > {log} 2>&1"
 
 
 rule evaluate_reject:

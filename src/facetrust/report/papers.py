@@ -229,7 +229,11 @@ def _paper_protocol_rows(paper_protocol: Mapping[str, str | Path]) -> list[list]
     rows = []
     for label, path in paper_protocol.items():
         metrics = read_metrics(path)
-        rows.append([our_source(test_set_of(metrics)), test_set_of(metrics), label, "", "", percent(metrics["accuracy"]),
+        accuracy = percent(metrics["accuracy"])
+        interval = metrics.get("accuracy_ci")
+        if interval and all(_finite(v) for v in interval):
+            accuracy = f"{accuracy} [{percent(interval[0])}, {percent(interval[1])}]"
+        rows.append([our_source(test_set_of(metrics)), test_set_of(metrics), label, "", "", accuracy,
                      percent(metrics.get("accuracy_std")), "—", "—",
                      "SphereFace's protocol (evaluation.m): [original; flipped] concatenated, training folds' mean "
                      "subtracted, tied thresholds averaged"])
