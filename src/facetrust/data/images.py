@@ -78,7 +78,8 @@ def _decode_jpeg(payload: bytes, where: str, max_pixels: int, out: np.ndarray | 
             return _decode_pil(payload, where, max_pixels)
         if out is not None and out.shape == (height, width, 3):
             # Straight into the caller's memory (a slot of a batch): no allocation, no copy.
-            return simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True, buffer=out)
+            simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True, buffer=out)
+            return out
         return simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True)
     except ValueError as exc:  # libjpeg's own words start "Corrupt JPEG data: ..." for most
         text = str(exc)

@@ -44,6 +44,11 @@ def normalize_batch(images: torch.Tensor, device: torch.device | str | None = No
     device = images.device if device is None else torch.device(device)
     if device.type == "cpu":
         return normalize_chw(images.cpu())
+    return _normalize_by_table(images, device)
+
+
+def _normalize_by_table(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """:func:`normalize_batch` off the CPU: move the uint8 batch, then look every pixel's float up."""
     indices = images.to(device, non_blocking=True).reshape(-1).long()  # reshape: NCHW element order
     return _pixel_table(device).index_select(0, indices).view(images.shape)
 

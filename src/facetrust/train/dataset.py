@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence as SequenceABC
 from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
@@ -117,17 +118,29 @@ class RecordDataset(Dataset):
     def _load_into(self, index: int, out: np.ndarray) -> int:
         """Decode sample ``index`` into ``out`` (uint8 H x W x 3, C-contiguous), mirrored by its coin;
         return its label."""
+        flip = self.flips(index)
+        # A mirrored sample is decoded beside its slot, then mirrored into it by one copy.
+        target = self._scratch() if flip else out
         if self._decodes_into:
-            image, label = self.source.decode(index, out=out)
+            image, label = self.source.decode(index, out=target)
         else:
             image, label = self.source.decode(index)
-        if image is not out:  # another size (or a source without `out`): crop or resize, then copy
-            out[...] = fit_to_size(image, self.input_size)
-        if self.flips(index):
-            # torch.flip: a tenth of the time of numpy's negative-stride copy of 3-byte pixels
-            pixels = torch.from_numpy(out)
-            pixels.copy_(pixels.flip(1))
+        if image is not target:  # another size (or a source without `out`): crop or resize
+            image = fit_to_size(image, self.input_size)
+        if flip:
+            # OpenCV's flip: a fifth of the time of torch.flip + copy on 3-byte pixels, and numpy's
+            # negative-stride copy is ten times slower still.
+            cv2.flip(image, 1, dst=out)
+        elif image is not out:
+            out[...] = image
         return int(label)
+
+    def _scratch(self) -> np.ndarray:
+        """A uint8 H x W x 3 buffer of this process, reused for every mirrored sample."""
+        scratch = getattr(self, "_scratch_pixels", None)
+        if scratch is None:
+            scratch = self._scratch_pixels = np.empty((*self.input_size, 3), dtype=np.uint8)
+        return scratch
 
 
 def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
