@@ -60,3 +60,29 @@ def test_policy_fail_raises_skip_counts():
     assert policy.summary() == {"on_bad_image": "skip", "skipped": 2, "skipped_examples": [str(error)] * 2}
     with pytest.raises(ConfigError, match="on_bad_image: 'ignore' is not one of fail, skip"):
         BadImagePolicy("ignore")
+
+
+def test_a_jpeg_of_the_buffers_size_is_decoded_into_it_and_others_are_not():
+    pixels = np.clip(np.cumsum(np.random.default_rng(4).normal(0, 8, (40, 36, 3)), axis=0) + 128, 0, 255)
+    payload = _encode(pixels.astype(np.uint8), "JPEG", quality=90)
+    expected = np.asarray(Image.open(io.BytesIO(payload)).convert("RGB"))
+    out = np.zeros((40, 36, 3), np.uint8)
+    assert decode_image(payload, "x", out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    other = np.zeros((36, 40, 3), np.uint8)
+    decoded = decode_image(payload, "x", out=other)  # another size: a new array, the buffer untouched
+    assert decoded is not other and not other.any()
+    np.testing.assert_array_equal(decoded, expected)
+    cmyk = io.BytesIO()
+    Image.fromarray(expected).convert("CMYK").save(cmyk, format="JPEG")
+    decoded = decode_image(cmyk.getvalue(), "x", out=out)  # libjpeg-turbo would misread CMYK as RGB
+    assert decoded is not out
+    np.testing.assert_array_equal(decoded, np.asarray(Image.open(io.BytesIO(cmyk.getvalue())).convert("RGB")))
+
+
+def test_decoding_into_a_buffer_keeps_the_limits_and_the_strictness():
+    out = np.zeros((fx.SIZE, fx.SIZE, 3), np.uint8)
+    with pytest.raises(InputError, match="image declares 60000x60000"):
+        decode_image(fx.jpeg_bomb(), "x", out=out)
+    with pytest.raises(InputError, match="record 7: Corrupt JPEG data"):
+        decode_image(fx.corrupt_jpeg(), "set.rec", 7, out=out)

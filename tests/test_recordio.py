@@ -228,6 +228,25 @@ def test_damaged_length_word_is_refused_before_allocating(tmp_path):
     try:
         with pytest.raises(InputError, match=r"length 536870911 at offset 0 runs past the end of the file"):
             list(RecordIOReader(rec))
+        (tmp_path / "x.idx").write_text("3\t0\n")
+        with pytest.raises(InputError, match=r"key 3 at offset 0: length 536870911 at offset 0 runs past the end"):
+            IndexedRecordIOReader(tmp_path / "x.idx", rec).read_idx(3)
         assert tracemalloc.get_traced_memory()[1] < 1 << 20
     finally:
         tracemalloc.stop()
+
+
+def test_indexed_reader_gives_the_full_readers_bytes_and_notices_a_file_cut_after_opening(tmp_path):
+    # plain ones (read in two preads) and ones split around the magic word; a plain one last
+    records = payloads() + [b"a plain record"]
+    with IndexedRecordIOWriter(tmp_path / "a.idx", tmp_path / "a.rec") as writer:
+        for key, record in enumerate(records):
+            writer.write_idx(key, record)
+    reader = IndexedRecordIOReader(tmp_path / "a.idx", tmp_path / "a.rec")
+    assert [reader.read_idx(key) for key in range(len(records))] == records
+    last = len(records) - 1
+    size = (tmp_path / "a.rec").stat().st_size
+    with open(tmp_path / "a.rec", "r+b") as handle:
+        handle.truncate(size - 4)  # the reader opened it at its full size
+    with pytest.raises(InputError, match=f"key {last} at offset {reader.offset(last)}: length"):
+        reader.read_idx(last)

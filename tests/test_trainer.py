@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from facetrust.data.transforms import normalize_batch
 from facetrust.errors import ConfigError, InputError
 from facetrust.models.artifacts import load_checkpoint, load_margin, load_model
 from facetrust.train.config import TrainConfig
@@ -204,7 +205,7 @@ def test_scaleface_trains_a_scale_head_on_the_feature_map(rec_dir, tmp_path):
     backbone, config_dict, extras = load_model(tmp_path)
     head, scale_head = load_margin(config_dict, extras)
     dataset = RecordDataset(rec_dir, (16, 16), flip=False)
-    images = torch.stack([dataset[i][0] for i in range(0, 32, 4)])
+    images = normalize_batch(torch.stack([dataset[i][0] for i in range(0, 32, 4)]))
     with torch.no_grad():
         _, feature_map = backbone(images, return_feature_map=True)
         scales = scale_head(feature_map)

@@ -64,7 +64,7 @@ def _check_pixels(height: int, width: int, where: str, max_pixels: int) -> None:
         )
 
 
-def _decode_jpeg(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
+def _decode_jpeg(payload: bytes, where: str, max_pixels: int, out: np.ndarray | None) -> np.ndarray:
     try:
         height, width, colorspace, _subsampling = simplejpeg.decode_jpeg_header(payload)
     except ValueError:
@@ -76,6 +76,10 @@ def _decode_jpeg(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
         if colorspace in _PIL_JPEG_COLORSPACES:
             simplejpeg.decode_jpeg(payload, colorspace="CMYK", strict=True)  # only to check the data
             return _decode_pil(payload, where, max_pixels)
+        if out is not None and out.shape == (height, width, 3):
+            # Straight into the caller's memory (a slot of a batch): no allocation, no copy.
+            simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True, buffer=out)
+            return out
         return simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True)
     except ValueError as exc:  # libjpeg's own words start "Corrupt JPEG data: ..." for most
         text = str(exc)
@@ -101,18 +105,23 @@ def _decode_pil(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
 
 
 def decode_image(payload: bytes, source: str | os.PathLike, record: str | int | None = None, *,
-                 max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+                 max_pixels: int = MAX_IMAGE_PIXELS, out: np.ndarray | None = None) -> np.ndarray:
     """Decode an encoded image (JPEG, PNG, any format Pillow reads) to RGB ``uint8`` H x W x 3.
 
     ``source`` and ``record`` name the image in errors (``"train.rec", "key 12"``; an int record
     reads ``record 12``).  Raises :class:`InputError` for more than ``max_pixels`` pixels (checked
     from the header, before decoding), for JPEG scan data that libjpeg reports as corrupt, and for
     anything the decoders cannot read.
+
+    ``out`` (a C-contiguous, writable uint8 H x W x 3 array): an RGB-decodable JPEG of exactly that
+    size is decoded into it and ``out`` itself is returned; any other image comes back in a new
+    array (for the caller to crop or resize) and ``out`` is left as it was.  After an error ``out``
+    may hold part of an image.
     """
     where = _where(source, record)
     payload = bytes(payload)
     if payload[:3] == _JPEG_SOI:
-        return _decode_jpeg(payload, where, max_pixels)
+        return _decode_jpeg(payload, where, max_pixels, out)
     return _decode_pil(payload, where, max_pixels)
 
 

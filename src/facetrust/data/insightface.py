@@ -266,14 +266,16 @@ class InsightFaceRecord:
         header, payload = unpack(self.reader.read_idx(key), where)
         return payload, label_of(header, where, self._declared_classes())
 
-    def decode(self, i: int) -> tuple[np.ndarray, int]:
+    def decode(self, i: int, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """Image ``i`` decoded to RGB (np.uint8, H x W x 3) and its class.
 
+        With ``out`` (a C-contiguous uint8 H x W x 3 array), a JPEG of exactly that size is decoded
+        into it and the image returned is ``out`` (see :func:`~facetrust.data.images.decode_image`).
         Raises :class:`InputError` naming the file and key for a bad label or a bad image
         (:func:`facetrust.data.images.decode_image`: decompression bombs, corrupt JPEG data).
         """
         payload, label = self.read(i)
-        return decode_image(payload, self.reader.rec_path, f"key {int(self.image_keys[i])}"), label
+        return decode_image(payload, self.reader.rec_path, f"key {int(self.image_keys[i])}", out=out), label
 
     def decode_tensor(self, i: int):
         """Image ``i`` as a 3 x H x W uint8 ``torch.Tensor`` (the training sample path), and its class."""

@@ -210,6 +210,27 @@ def read_record_at(
         expect_continuation = True
 
 
+def read_whole_record(fd: int, file_size: int, offset: int) -> bytes | None:
+    """The record at ``offset`` when it is a single part (cflag 0) lying inside the file, read with
+    two ``os.pread`` calls and no seek; ``None`` for anything else (a split record, a bad frame,
+    a length past ``file_size``), which :func:`read_record_at` then joins or explains.
+
+    It accepts exactly the records :func:`read_record_at` returns after one part, with the same
+    checks (magic, cflag, padded length within the file), so the two give the same bytes.
+    """
+    head = os.pread(fd, _FRAME.size, offset)
+    if len(head) < _FRAME.size:
+        return None
+    magic, lrec = _FRAME.unpack(head)
+    length = lrec & _LENGTH_MASK
+    # The size check comes before the read: pread allocates `length` bytes first (a damaged
+    # length word may claim up to 512 MB).
+    if magic != MAGIC or lrec >> 29 != _WHOLE or offset + _FRAME.size + ((length + 3) & ~3) > file_size:
+        return None
+    body = os.pread(fd, length, offset + _FRAME.size)
+    return body if len(body) == length else None
+
+
 # ---------------------------------------------------------------------------------------------
 # writers
 # ---------------------------------------------------------------------------------------------
@@ -338,13 +359,22 @@ class _ForkSafeFile:
             raise InputError(f"{self.path}: no such RecordIO file")
         self._handle: BinaryIO | None = None
         self._pid: int | None = None
+        self._fd, self._size_at_open = -1, 0
 
     @property
     def handle(self) -> BinaryIO:
         if self._handle is None or self._pid != os.getpid():
             self._handle = open(self.path, "rb")
             self._pid = os.getpid()
+            self._fd = self._handle.fileno()
+            self._size_at_open = os.fstat(self._fd).st_size
         return self._handle
+
+    def fd_and_size(self) -> tuple[int, int]:
+        """This process's file descriptor and the file's size when it was opened (for ``pread``)."""
+        if self._handle is None or self._pid != os.getpid():
+            _ = self.handle  # opens the file in this process
+        return self._fd, self._size_at_open
 
     def size(self) -> int:
         return os.fstat(self.handle.fileno()).st_size
@@ -355,7 +385,7 @@ class _ForkSafeFile:
         self._handle, self._pid = None, None
 
     def __getstate__(self):
-        return {"path": self.path, "_handle": None, "_pid": None}
+        return {"path": self.path, "_handle": None, "_pid": None, "_fd": -1, "_size_at_open": 0}
 
 
 class _Reader:
@@ -465,7 +495,12 @@ class IndexedRecordIOReader(_Reader):
 
     def read_idx(self, key: int) -> bytes:
         """The record stored under ``key``.  Raises :class:`InputError` for a missing or bad key."""
-        return read_record_at(self._file.handle, self.offset(key), self.rec_path, key)[0]
+        offset = self.offset(key)
+        # The common single-part record in two preads; split or damaged ones through the full reader.
+        record = read_whole_record(*self._file.fd_and_size(), offset)
+        if record is None:
+            record = read_record_at(self._file.handle, offset, self.rec_path, key)[0]
+        return record
 
     def read_prefix(self, key: int, n: int) -> bytes:
         """At least the first ``n`` bytes of ``key``'s record (all of it when shorter).

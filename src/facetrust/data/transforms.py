@@ -20,7 +20,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def normalize_chw(image: torch.Tensor) -> torch.Tensor:
-    """uint8 3 x H x W (any strides) -> contiguous float32 (x - 127.5) / 127.5.
+    """uint8 3 x H x W (or any shape, any strides; CPU) -> contiguous float32 (x - 127.5) / 127.5.
 
     One conversion pass and two in-place float32 passes; the floats equal numpy's
     ``(x.astype(np.float32) - 127.5) / 127.5`` (the same two IEEE operations per pixel).
@@ -28,6 +28,39 @@ def normalize_chw(image: torch.Tensor) -> torch.Tensor:
     out = torch.empty(image.shape, dtype=torch.float32)
     out.copy_(image)
     return out.sub_(PIXEL_MEAN).div_(PIXEL_SCALE)
+
+
+def normalize_batch(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 N x 3 x H x W pixels (any strides) -> contiguous float32 (x - 127.5) / 127.5 on ``device``
+    (default: where ``images`` are), the network's input.
+
+    Every element gets exactly the float :func:`normalize_chw` gives it, on every device, so batches
+    normalised here reach the network bit-identical to samples normalised one by one.  On the CPU it
+    is the same two IEEE operations; elsewhere the uint8 batch (a quarter of the float bytes) is
+    moved first and each pixel looks its float up in a 256-entry table computed on the CPU, because
+    CUDA divides by a scalar as a multiplication by its reciprocal, which differs in the last bit
+    for 126 of the 256 values.
+    """
+    device = images.device if device is None else torch.device(device)
+    if device.type == "cpu":
+        return normalize_chw(images.cpu())
+    return _normalize_by_table(images, device)
+
+
+def _normalize_by_table(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """:func:`normalize_batch` off the CPU: move the uint8 batch, then look every pixel's float up."""
+    indices = images.to(device, non_blocking=True).reshape(-1).long()  # reshape: NCHW element order
+    return _pixel_table(device).index_select(0, indices).view(images.shape)
+
+
+_PIXEL_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _pixel_table(device: torch.device) -> torch.Tensor:
+    """The float of every uint8 value, computed on the CPU by :func:`normalize_chw`, kept on ``device``."""
+    if device not in _PIXEL_TABLES:
+        _PIXEL_TABLES[device] = normalize_chw(torch.arange(256, dtype=torch.uint8)).to(device)
+    return _PIXEL_TABLES[device]
 
 
 def fit_to_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:

@@ -1,32 +1,61 @@
 """Training samples read straight from an InsightFace RecordIO set, one record at a time.
 
-Nothing is decoded ahead: each ``__getitem__`` reads and decodes one JPEG (so memory stays flat
-and DataLoader workers share the work).  Every random choice is a function of
+Nothing is decoded ahead: each sample is read and decoded when it is asked for (so memory stays
+flat and DataLoader workers share the work).  Every random choice is a function of
 ``(seed, epoch, index)``, so a sample looks the same whichever worker loads it and whether or not
 the run was resumed.
+
+Samples are uint8 pixels, not yet normalised: a DataLoader batch is a quarter of the float bytes
+to pass between processes (and to the GPU), and :func:`facetrust.data.transforms.normalize_batch`
+turns it into the network's input in one pass per batch, giving every pixel the float it had when
+samples were normalised one by one.  A loader asks for a whole batch at once
+(:meth:`RecordDataset.__getitems__`): each JPEG is decoded straight into its slot of the batch.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
+from collections.abc import Sequence as SequenceABC
 from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from facetrust.data.insightface import InsightFaceRecord
-from facetrust.data.transforms import fit_to_size, normalize_chw, to_tensor
+from facetrust.data.transforms import fit_to_size, normalize_chw, to_tensor  # noqa: F401 (re-exported)
 from facetrust.train.flip_coins import flip_coins
 
 COIN_BLOCK = 4096  # flip coins drawn per block of sample indices (a few µs per block)
 
+
+class SampleBatch(SequenceABC):
+    """A batch as :meth:`RecordDataset.__getitems__` returns it: ``images`` uint8 N x 3 x H x W (a
+    view of N x H x W x 3 memory) and ``labels`` int64 N.  :func:`facetrust.train.loader.collate_samples`
+    passes the two tensors on as they are; as a sequence of ``(image, label)`` pairs it also suits
+    any other collate function."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, k: int):
+        return self.images[k], int(self.labels[k])
+
+
 class RecordDataset(Dataset):
-    """``dataset[i] -> (image tensor 3 x H x W in [-1, 1], label int64 tensor)``.
+    """``dataset[i] -> (uint8 image 3 x H x W, int label)``; ``dataset.__getitems__(indices)`` -> a
+    :class:`SampleBatch`.  Images are RGB at ``input_size`` (cropped/resized by
+    :func:`~facetrust.data.transforms.fit_to_size`), mirrored by the seeded coin of :meth:`flips`.
 
     ``source`` is an ``InsightFaceRecord`` (or anything with ``labels``, ``__len__`` and
-    ``decode(i) -> (uint8 HxWx3 RGB, label)``); a path opens one.  Call ``set_epoch`` before each
-    epoch so flips change between epochs.
+    ``decode(i) -> (uint8 HxWx3 RGB, label)``, optionally ``decode(i, out=array)``); a path opens
+    one.  Call ``set_epoch`` before each epoch so flips change between epochs.
     """
 
     def __init__(self, source, input_size: Sequence[int], flip: bool = True, seed: int = 0):
@@ -37,6 +66,7 @@ class RecordDataset(Dataset):
         self.flip = bool(flip)
         self.seed = int(seed)
         self.epoch = 0
+        self._decodes_into = "out" in inspect.signature(source.decode).parameters
 
     @property
     def labels(self) -> np.ndarray:
@@ -69,19 +99,57 @@ class RecordDataset(Dataset):
             coins[block] = flip_coins(self.seed, self.epoch, np.arange(block * COIN_BLOCK, (block + 1) * COIN_BLOCK))
         return bool(coins[block][index - block * COIN_BLOCK])
 
-    def __getitem__(self, index: int):
-        if hasattr(self.source, "decode_tensor"):
-            image, label = self.source.decode_tensor(int(index))
-            if tuple(image.shape[1:]) != self.input_size:
-                image = torch.from_numpy(fit_to_size(image.permute(1, 2, 0).numpy(), self.input_size)).permute(2, 0, 1)
-            if self.flips(index):
-                image = image.flip(2)
-            return normalize_chw(image), torch.tensor(int(label), dtype=torch.int64)
-        image, label = self.source.decode(int(index))
-        image = fit_to_size(image, self.input_size)
-        if self.flips(index):
-            image = image[:, ::-1]
-        return to_tensor(image), torch.tensor(int(label), dtype=torch.int64)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        pixels = np.empty((*self.input_size, 3), dtype=np.uint8)
+        label = self._load_into(int(index), pixels)
+        return torch.from_numpy(pixels).permute(2, 0, 1), label
+
+    def __getitems__(self, indices: Sequence[int]) -> SampleBatch:
+        """The samples ``indices`` as one batch, each decoded into its slot (what a DataLoader with
+        automatic batching calls instead of ``__getitem__`` per index)."""
+        indices = [int(i) for i in indices]
+        images = _empty_batch((len(indices), *self.input_size, 3))
+        slots = images.numpy()
+        labels = np.empty(len(indices), dtype=np.int64)
+        for k, index in enumerate(indices):
+            labels[k] = self._load_into(index, slots[k])
+        return SampleBatch(images.permute(0, 3, 1, 2), torch.from_numpy(labels))
+
+    def _load_into(self, index: int, out: np.ndarray) -> int:
+        """Decode sample ``index`` into ``out`` (uint8 H x W x 3, C-contiguous), mirrored by its coin;
+        return its label."""
+        flip = self.flips(index)
+        # A mirrored sample is decoded beside its slot, then mirrored into it by one copy.
+        target = self._scratch() if flip else out
+        if self._decodes_into:
+            image, label = self.source.decode(index, out=target)
+        else:
+            image, label = self.source.decode(index)
+        if image is not target:  # another size (or a source without `out`): crop or resize
+            image = fit_to_size(image, self.input_size)
+        if flip:
+            # OpenCV's flip: a fifth of the time of torch.flip + copy on 3-byte pixels, and numpy's
+            # negative-stride copy is ten times slower still.
+            cv2.flip(image, 1, dst=out)
+        elif image is not out:
+            out[...] = image
+        return int(label)
+
+    def _scratch(self) -> np.ndarray:
+        """A uint8 H x W x 3 buffer of this process, reused for every mirrored sample."""
+        scratch = getattr(self, "_scratch_pixels", None)
+        if scratch is None:
+            scratch = self._scratch_pixels = np.empty((*self.input_size, 3), dtype=np.uint8)
+        return scratch
+
+
+def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor of ``shape``; in shared memory inside a DataLoader worker, as
+    ``default_collate`` does, so sending the batch to the main process copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 class EpochSampler(Sampler[int]):

@@ -26,26 +26,28 @@ def extract_features(
     device: torch.device,
     num_workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the frozen backbone once over ``dataset`` (items ``(image, label)``), no grad.
+    """Run the frozen backbone once over ``dataset`` (a :class:`~facetrust.train.dataset.RecordDataset`:
+    uint8 images, normalised per batch), no grad.
 
     Returns ``(embeddings (N, D) float32, feature_maps (N, C, h, w) float32, labels (N,) int64)``;
     the two float arrays are ``np.memmap`` files in ``cache_dir`` (so the set never has to fit in
     memory). Order = dataset order.
     """
-    from torch.utils.data import DataLoader
+    from facetrust.train.loader import batch_to_device, make_loader
 
     cache_dir = Path(cache_dir)
     n = len(dataset)
     if n == 0:
         raise InputError("fit-head: the training set has no images")
-    loader = DataLoader(dataset, batch_size=int(batch_size), shuffle=False, num_workers=int(num_workers))
+    loader = make_loader(dataset, batch_size, num_workers=num_workers, device=device)
     backbone = backbone.to(device).eval()
     embeddings = feature_maps = None
     labels = np.empty(n, dtype=np.int64)
     start = 0
     with torch.no_grad():
         for images, batch_labels in tqdm(loader, desc="fit-head: backbone features", unit="batch"):
-            embedding, feature_map = backbone(images.to(device), return_feature_map=True)
+            inputs, _ = batch_to_device(images, batch_labels, device)
+            embedding, feature_map = backbone(inputs, return_feature_map=True)
             if embeddings is None:  # shapes are known after the first batch
                 embeddings = np.lib.format.open_memmap(
                     cache_dir / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, embedding.shape[1])

@@ -28,7 +28,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import write_json_atomic
@@ -41,9 +40,10 @@ from facetrust.models.artifacts import (
     save_checkpoint,
 )
 from facetrust.train.config import TrainConfig
-from facetrust.train.dataset import EpochSampler, RecordDataset, worker_init
+from facetrust.train.dataset import EpochSampler, RecordDataset
 from facetrust.train.distributed import DistInfo
 from facetrust.train.frozen import FrozenTrainer
+from facetrust.train.loader import batch_to_device, make_loader
 from facetrust.train.parts import (
     LOG_NAME,
     TrainCsvLog,
@@ -108,9 +108,8 @@ class ScaleHeadTrainer(FrozenTrainer):
         self.csv_log = TrainCsvLog(self.out_dir / self.log_name, self.step_count if self.resume else None)
         self.sampler = EpochSampler(len(self.dataset), config.seed)
         self.loader_generator = torch.Generator()
-        self.loader = DataLoader(self.dataset, batch_size=config.batch_size, sampler=self.sampler, drop_last=True,
-                                 num_workers=config.num_workers, worker_init_fn=worker_init,
-                                 generator=self.loader_generator, pin_memory=device.type == "cuda")
+        self.loader = make_loader(self.dataset, config.batch_size, sampler=self.sampler, num_workers=config.num_workers,
+                                  generator=self.loader_generator, device=device, drop_last=True)
         return self.model, [self.optimizer], []
 
     def _restore(self) -> None:
@@ -139,7 +138,7 @@ class ScaleHeadTrainer(FrozenTrainer):
         return itertools.islice(self.loader, self.end_of_epoch - self.step_count)
 
     def step(self, batch):
-        images, labels = (t.to(self.info.device, non_blocking=True) for t in batch)
+        images, labels = batch_to_device(*batch, self.info.device)
         self.lr = self.schedule.current_lr
         logits, extra = self.model(images, labels)
         self.correct = (logits.detach().argmax(1) == labels).float().mean()

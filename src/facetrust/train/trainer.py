@@ -36,7 +36,7 @@ from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import write_json_atomic
@@ -49,7 +49,7 @@ from facetrust.models.artifacts import (
     save_checkpoint,
 )
 from facetrust.train.config import TrainConfig
-from facetrust.train.dataset import EpochSampler, RecordDataset, SkippingSampler, worker_init
+from facetrust.train.dataset import EpochSampler, RecordDataset, SkippingSampler
 from facetrust.train.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -60,6 +60,7 @@ from facetrust.train.distributed import (
     init_distributed,
     wrap_ddp,
 )
+from facetrust.train.loader import batch_to_device, make_loader
 from facetrust.train.parts import (
     LOG_NAME,
     TrainCsvLog,
@@ -282,9 +283,8 @@ def _loader(dataset, config: TrainConfig, info: DistInfo, local_batch: int):
     else:
         sampler = EpochSampler(len(dataset), config.seed)
     loader_generator = torch.Generator()
-    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                        num_workers=config.num_workers, worker_init_fn=worker_init,
-                        generator=loader_generator, pin_memory=info.device.type == "cuda")
+    loader = make_loader(dataset, local_batch, sampler=sampler, num_workers=config.num_workers,
+                         generator=loader_generator, device=info.device, drop_last=True)
     return sampler, loader, loader_generator
 
 
@@ -319,8 +319,7 @@ def _run_epoch(forward_loss, loader, optimizer, schedule, scaler, info, config, 
     for images, labels in loader:
         if step >= end_of_epoch:
             break
-        images = images.to(info.device, non_blocking=True)
-        labels = labels.to(info.device, non_blocking=True)
+        images, labels = batch_to_device(images, labels, info.device)  # uint8 -> normalised float32
         lr = schedule.current_lr
         optimizer.zero_grad(set_to_none=True)
         cross_entropy, extra, correct = forward_loss(images, labels, step)
