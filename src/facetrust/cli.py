@@ -190,6 +190,7 @@ def cmd_evaluate(args) -> None:
             normalize_images=args.normalize_images, use_detector_score=not args.no_detector_score,
             flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method, score=args.score,
             constant_uncertainty=args.constant_uncertainty, bootstrap=_bootstrap_settings(args),
+            failed_images=args.failed_images, failed_templates=args.failed_templates,
         )
     elif args.protocol_kind == "pairs" and args.scores:
         from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
@@ -435,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constant-uncertainty", type=_constant, metavar="VALUE",
                    help="ijb: control row, one kappa / sigma^2 for every image (a number, or 'mean' = the file's "
                         "geometric mean)")
+    p.add_argument("--failed-images", metavar="FILE",
+                   help="ijb: images that failed alignment (the aligned set's manifest.json, key skipped_images, or "
+                        "one name per line); the embeddings may lack exactly these")
+    p.add_argument("--failed-templates", default="reject", choices=["reject", "drop"],
+                   help="ijb: pairs of a template left without images: reject (score below every other pair; "
+                        "the generalised FNMR) or drop (left out)")
     p.add_argument("--pairs-protocol", default="insightface", choices=["insightface", "sphereface"],
                    help="pairs: InsightFace verification.py, or SphereFace's evaluation.m")
     p.add_argument("--identities", help="pairs: quality.csv with each image's identity (bootstrap subjects)")

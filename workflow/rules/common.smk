@@ -113,6 +113,14 @@ def train_threads(wildcards):
     return layout["tasks_per_node"] * layout["cpus_per_task"]
 
 
+def failed_images_input(wildcards):
+    """The aligned set's manifest (its skipped_images) when align may skip images; else nothing,
+    and evaluation refuses an image the embeddings lack."""
+    if config["align"].get("on_bad_image", "fail") != "skip":
+        return []
+    return [f"data/aligned/{wildcards.ijb}/manifest.json"]
+
+
 def grow(base):
     """A resource that grows with the retry attempt: base on the first try, 2x base on the second..."""
     return lambda wildcards, attempt: base * attempt

@@ -5,6 +5,8 @@ rule evaluate_ijb:
     input:
         embeddings=variant_embeddings,
         meta=ijb_meta,
+        # under align.on_bad_image: skip, the images align left out (failure to enrol)
+        failed=failed_images_input,
     output:
         metrics="results/metrics/{variant}/{ijb}.json",
         roc="results/roc/{variant}/{ijb}.csv",
@@ -16,6 +18,11 @@ rule evaluate_ijb:
         tar_method=config["evaluate"]["tar_method"],
         variant_args=variant_evaluate_args,
         bootstrap=bootstrap_args(),
+        failed=lambda wildcards, input: (
+            f"--failed-images {input.failed[0]} --failed-templates {config['evaluate']['failed_templates']}"
+            if input.failed
+            else ""
+        ),
     log:
         "logs/evaluate/{variant}/{ijb}.log",
     benchmark:
@@ -30,7 +37,8 @@ rule evaluate_ijb:
         "facetrust evaluate ijb --embeddings {input.embeddings} --protocol {params.ijb_dir}"
         " --name {wildcards.ijb} --out {output.metrics} --roc {output.roc} --fars {params.fars}"
         " {params.flags} --tar-method {params.tar_method} {params.variant_args}"
-        " {params.bootstrap} --replicates {output.replicates} > {log} 2>&1"
+        " {params.bootstrap} --replicates {output.replicates}"
+        " {params.failed} > {log} 2>&1"
 
 
 rule evaluate_pairs:
