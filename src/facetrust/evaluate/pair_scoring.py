@@ -27,6 +27,7 @@ from tqdm import tqdm
 from facetrust.errors import ConfigError, InputError
 
 PAIR_CHUNK = 16384  # pairs per gather batch: 2 × 16384 × 512 float32 = 64 MiB
+FLOAT64_CHUNK = 256  # pairs per float64 rescoring batch: buffers stay in cache, no fresh pages
 GRAM_SLAB_BYTES = 64 << 20  # one block × T slab of template dot products
 METHODS = ("auto", "gram", "reuse", "gather")
 MIN_PRODUCT = 1 << 22  # m·n·d of every reuse product: above OpenBLAS's small-matrix kernels
@@ -180,3 +181,30 @@ def _reuse_scores(features, rows1, rows2, progress: bool) -> np.ndarray:
     scores = np.empty_like(sorted_scores)
     scores[order] = sorted_scores
     return scores
+
+
+def float64_pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarray):
+    """A function ``indices -> float64 scores`` of those pairs of ``pairs`` (P, 2) (template ids).
+
+    Each score is InsightFace ``eval_ijbc.py``'s float64 expression ``np.sum(x1 * x2, -1)`` of the
+    two rows of ``features`` (T, D, float64), bit for bit (numpy sums a row the same way in any
+    batch); batches of :data:`FLOAT64_CHUNK` pairs go through two reused buffers.
+    """
+    features = np.ascontiguousarray(features, dtype=np.float64)
+    pairs = np.asarray(pairs)
+
+    def rescore(indices: np.ndarray) -> np.ndarray:
+        rows = template_rows(template_ids, pairs[np.asarray(indices, dtype=np.intp)])
+        out = np.empty(rows.shape[0], dtype=np.float64)
+        first = np.empty((min(FLOAT64_CHUNK, rows.shape[0]), features.shape[1]), dtype=np.float64)
+        second = np.empty_like(first)
+        for start in range(0, rows.shape[0], FLOAT64_CHUNK):
+            batch = rows[start : start + FLOAT64_CHUNK]
+            a, b = first[: batch.shape[0]], second[: batch.shape[0]]
+            np.take(features, batch[:, 0], axis=0, out=a)
+            np.take(features, batch[:, 1], axis=0, out=b)
+            np.multiply(a, b, out=a)
+            out[start : start + batch.shape[0]] = np.sum(a, axis=-1)
+        return out
+
+    return rescore
