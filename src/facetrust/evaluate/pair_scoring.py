@@ -31,6 +31,10 @@ FLOAT64_CHUNK = 256  # pairs per float64 rescoring batch: buffers stay in cache,
 GRAM_SLAB_BYTES = 64 << 20  # one block × T slab of template dot products
 METHODS = ("auto", "gram", "reuse", "gather")
 MIN_PRODUCT = 1 << 22  # m·n·d of every reuse product: above OpenBLAS's small-matrix kernels
+# "auto" gathers when the used-template grid has more cells than this per pair: a gathered pair
+# (two 2 KB rows from memory) costs about as much as 100 grid cells of sgemm (measured at IJB-C
+# scale: 1.05 µs per gathered pair, 10.5 ps per cell; benchmarks/README.md "Scaling").
+GATHER_GRID_RATIO = 100
 _LUT_MAX_ID = 1 << 22  # integer ids below this are looked up through a table (at most 32 MiB)
 
 
@@ -77,8 +81,9 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
 
     ``template_ids`` (T,) names the rows of ``features`` (T, D); ``pairs`` (P, 2) holds template
     ids.  ``method`` is one of :data:`METHODS` (module docstring); ``"auto"`` takes ``"gather"``
-    when T² > 64·P (few pairs per template), else ``"gram"`` when all templates fit one slab,
-    else ``"reuse"``.
+    when the grid of templates used on the two sides has more than :data:`GATHER_GRID_RATIO` cells
+    per pair (few pairs per template), else ``"gram"`` when all templates fit one slab, else
+    ``"reuse"``.
     """
     pairs = np.asarray(pairs)
     if pairs.ndim != 2 or pairs.shape[1] != 2:
@@ -89,8 +94,11 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     rows1, rows2 = rows[:, 0], rows[:, 1]
     features = np.ascontiguousarray(features, dtype=np.float32)
     n_templates = features.shape[0]
+    used = None
     if method == "auto":
-        if n_templates**2 > 64 * pairs.shape[0]:
+        used = np.bincount(rows1, minlength=n_templates), np.bincount(rows2, minlength=n_templates)
+        grid = np.count_nonzero(used[0]) * np.count_nonzero(used[1])
+        if grid > GATHER_GRID_RATIO * pairs.shape[0]:
             method = "gather"
         else:
             method = "gram" if _gram_block(n_templates) >= n_templates else "reuse"
@@ -98,7 +106,7 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
         return _gather_scores(features, rows1, rows2, chunk, progress)
     if method == "gram":
         return _gram_scores(features, rows1, rows2, progress)
-    return _reuse_scores(features, rows1, rows2, progress)
+    return _reuse_scores(features, rows1, rows2, progress, used)
 
 
 def _gram_block(n_templates: int) -> int:
@@ -147,10 +155,10 @@ def _padded(chosen: np.ndarray, size: int, n_templates: int) -> np.ndarray:
     return np.concatenate([chosen, spare])
 
 
-def _reuse_scores(features, rows1, rows2, progress: bool) -> np.ndarray:
+def _reuse_scores(features, rows1, rows2, progress: bool, used=None) -> np.ndarray:
     n_templates, dim = features.shape
-    used1 = np.bincount(rows1, minlength=n_templates)
-    used2 = np.bincount(rows2, minlength=n_templates)
+    used1, used2 = used if used is not None else (np.bincount(rows1, minlength=n_templates),
+                                                  np.bincount(rows2, minlength=n_templates))
     if np.count_nonzero(used2) < np.count_nonzero(used1):  # chunk the side with fewer templates
         rows1, rows2, used1, used2 = rows2, rows1, used2, used1
     order = _grouping_order(rows1, n_templates)
