@@ -142,10 +142,12 @@ def _roc_from_sorted_classes(impostor: np.ndarray, genuine_sorted: np.ndarray, s
     runs = runs[keep_run]
     new_at, new_values = new_at[keep_new], new_values[keep_new]
 
-    below = np.append(run_start, n_impostor)  # impostors below each run (and below "after the last")
+    # Impostors below each inserted genuine value: its run's start, or all of them after the last run
+    # (looked up, not appended: a copy of run_start costs a pass over ~N fresh integers).
+    below_new = np.where(new_at < n_runs, run_start[np.minimum(new_at, n_runs - 1)], n_impostor)
     insert_at = np.searchsorted(runs, new_at)
     values = np.insert(impostor[run_start[runs]], insert_at, new_values)
-    fps = n_impostor - np.insert(run_start[runs], insert_at, below[new_at])
+    fps = n_impostor - np.insert(run_start[runs], insert_at, below_new)
     tps = n_genuine - np.searchsorted(genuine_sorted, values)
     thresholds = values[::-1]
     if values[0] <= 0 <= values[-1]:
