@@ -52,6 +52,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from facetrust.errors import InputError
 from facetrust.evaluate.roc import far_key, roc_points, tar_at_far
 
 LOG = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ def exact_tar_at_far(scores: np.ndarray, labels: np.ndarray, rescore: Callable[[
     if classes is None:
         impostor = np.sort(scores[~genuine_mask])
         classes = (impostor, np.sort(scores[genuine_mask]))
+    if classes[0].size == 0 or classes[1].size == 0:
+        raise InputError(f"TAR needs genuine and impostor pairs; got {classes[1].size} genuine of {scores.size}")
     spans = _Spans(classes[0], classes[1][::-1], float(error_bound))
     result, rescored, widen = {}, {}, {float(far): 0 for far in fars}
     while widen:
