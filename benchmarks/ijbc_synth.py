@@ -163,6 +163,7 @@ def subset(root: Path, fraction: float, seed: int = 0) -> Path:
     """``root`` with a seeded random ``fraction`` of the pairs (file order kept), as its own protocol dir."""
     if fraction >= 1:
         return root
+    root = Path(root).resolve()  # the links below must not depend on the working directory
     out = root.parent / f"{root.name}-pairs{fraction:g}"
     pair_file = out / "meta" / f"{NAME}_template_pair_label.txt"
     if not pair_file.is_file():

@@ -63,6 +63,23 @@ def test_reuse_pair_scores_equal_the_gram_slabs_bit_for_bit(monkeypatch):
         scoring.pair_scores(ids, features, np.array([[3, ids[0]]]), method="reuse")
 
 
+def test_auto_pair_scores_gather_only_when_pairs_are_sparse_in_the_used_template_grid(monkeypatch):
+    # IJB-C at half its pairs: T² > 64·P, yet pairs fill a tenth of the used enrolment x verification
+    # grid, where one sgemm slab per chunk costs ~10x less than gathering each pair's two rows.
+    rng = np.random.default_rng(2)
+    ids = np.arange(1000)
+    features = rng.standard_normal((1000, 64)).astype(np.float32)
+    dense = np.stack([rng.choice(ids[:20], 2500), rng.choice(ids[20:], 2500)], axis=1)  # 2500 of 19,600 cells
+    sparse = np.stack([rng.choice(ids, 2000), rng.choice(ids, 2000)], axis=1)  # ~1e6 cells, 2000 pairs
+    calls = []
+    monkeypatch.setattr(scoring, "_gather_scores", lambda *args: calls.append("gather") or np.zeros(len(args[1])))
+    assert np.array_equal(scoring.pair_scores(ids, features, dense), scoring.pair_scores(ids, features, dense,
+                                                                                       method="gram"))
+    assert calls == [] and 1000**2 > 64 * len(dense)
+    scoring.pair_scores(ids, features, sparse)
+    assert calls == ["gather"]
+
+
 def test_threshold_ranks_compare_with_every_threshold_as_the_removal_rank():
     rng = np.random.default_rng(2)
     for ties in (False, True):

@@ -42,13 +42,15 @@ from facetrust.evaluate.fusion import (
     row_norms,
     weighted_group_sum,
 )
-from facetrust.evaluate.pair_scoring import pair_scores
+from facetrust.evaluate.exact_tar import exact_tar_at_far, float32_dot_error_bound
+from facetrust.evaluate.pair_scoring import float64_pair_scores, pair_scores
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
     area_under_curve,
     plain_float,
     roc_points,
+    roc_points_and_classes,
     tar_at_far,
     tar_table,
     write_roc,
@@ -56,6 +58,12 @@ from facetrust.evaluate.roc import (
 from facetrust.formats import metrics_record
 from facetrust.io import outputs_together, write_json_atomic
 from facetrust.npz import StoredRows
+
+
+# What the cosine metrics are computed from (docs/FORMATS.md "Conventions"): TAR@FAR is that of the
+# float64 pair scores; the AUC and the ROC file are of the float32 scores (they agree to ~1e-10).
+TAR_PRECISION = {"tar_scores": "float64 (float32 scores, rescored in float64 near the deciding thresholds)",
+                 "roc_scores": "float32"}
 
 
 def mode_flags(normalize_images: bool, use_detector_score: bool, flip: bool) -> str:
@@ -75,7 +83,13 @@ def _mean_pooling_weights(template_index, media_ids, weights) -> np.ndarray:
     return weights / key_count[key_index]
 
 
-def template_features(
+def template_features(embeddings, template_ids, media_ids, detector_scores=None, **options) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`template_features_float64` with the features rounded to float32, as they are scored."""
+    unique_ids, features = template_features_float64(embeddings, template_ids, media_ids, detector_scores, **options)
+    return unique_ids, features.astype(np.float32)
+
+
+def template_features_float64(
     embeddings: np.ndarray,
     template_ids: np.ndarray,
     media_ids: np.ndarray,
@@ -89,7 +103,7 @@ def template_features(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pool image features (N, D) into L2-normalised template features.
 
-    Returns ``(template_ids_unique, features)``: sorted unique template ids (T,) and float32
+    Returns ``(template_ids_unique, features)``: sorted unique template ids (T,) and float64
     features (T, D), row k for ``template_ids_unique[k]``.  ``embeddings`` may be a
     :class:`~facetrust.npz.StoredRows` (mean pooling then reads it a block at a time).
 
@@ -126,7 +140,7 @@ def template_features(
         image_weight = _mean_pooling_weights(template_index, media_ids, image_weight)
         pooled = weighted_group_sum(template_index, n_templates, image_weight, embeddings)
         pooled /= np.maximum(np.sqrt(np.einsum("ij,ij->i", pooled, pooled)), 1e-12)[:, None]  # l2_normalize, in place
-        return unique_ids, pooled.astype(np.float32)
+        return unique_ids, pooled
 
     if uncertainty is None:
         raise InputError(f"pooling={pooling!r} needs per-image uncertainty")
@@ -138,13 +152,13 @@ def template_features(
         # Extra weights act as extra precision: σ²_i / w_i.
         sigma_sq = uncertainty / (image_weight if uncertainty.ndim == 1 else image_weight[:, None])
         mu, _ = pfe_fuse(unit, sigma_sq, template_index, n_templates)
-        return unique_ids, l2_normalize(mu).astype(np.float32)
+        return unique_ids, l2_normalize(mu)
     kappa = confidence_from_uncertainty(uncertainty, "uncertainty (1/kappa)") * image_weight
     if pooling == "kappa_media":  # SCF README: κ in the detector score's place, media averaged
         media_weight = _mean_pooling_weights(template_index, media_ids, kappa)
         pooled = group_matrix(template_index, n_templates, media_weight) @ unit
-        return unique_ids, l2_normalize(pooled).astype(np.float32)
-    return unique_ids, kappa_fuse(unit, kappa, template_index, n_templates).astype(np.float32)
+        return unique_ids, l2_normalize(pooled)
+    return unique_ids, kappa_fuse(unit, kappa, template_index, n_templates)
 
 
 def align_images(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str | Path) -> np.ndarray:
@@ -242,7 +256,7 @@ def evaluate_ijb(
     if score != "cosine":
         return _evaluate_ijb_score(embeddings, protocol, take, uncertainty, fars=fars, pooling=pooling,
                                    tar_method=tar_method, score=score, constant_uncertainty=constant_uncertainty)
-    template_ids, features = template_features(
+    template_ids, features64 = template_features_float64(
         take(embeddings.features),
         protocol.template_ids,
         protocol.media_ids,
@@ -252,17 +266,24 @@ def evaluate_ijb(
         pooling=pooling,
         uncertainty=None if uncertainty is None else take(uncertainty),
     )
+    features = features64.astype(np.float32)
     scores = pair_scores(template_ids, features, protocol.pairs, progress=progress)
     labels = protocol.labels
-    fpr, tpr, thresholds = roc_points(labels, scores)
-    n_genuine = int(np.count_nonzero(labels))
+    (fpr, tpr, thresholds), classes = roc_points_and_classes(labels, scores)
+    # TAR of the float64 scores (InsightFace scores in float64): float32 scores rescored in float64
+    # only near the genuine scores that decide each FAR (evaluate/exact_tar.py).
+    exact = exact_tar_at_far(scores, labels, float64_pair_scores(template_ids, features64, protocol.pairs),
+                             float32_dot_error_bound(features.shape[1]), fars, tar_method, classes)
+    del features64
+    settings = ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
+                            flip=embeddings.flip, pooling=pooling, tar_method=tar_method,
+                            constant_uncertainty=constant_uncertainty)
+    settings.update(TAR_PRECISION)
     metrics = metrics_record(
-        protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=n_genuine,
-        settings=ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
-                              flip=embeddings.flip, pooling=pooling, tar_method=tar_method,
-                              constant_uncertainty=constant_uncertainty),
+        protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=int(np.count_nonzero(labels)),
+        settings=settings,
         embeddings=embeddings.path,
-        tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method=tar_method)),
+        tar_at_far=tar_table(exact.tar_at_far),
         auc=plain_float(area_under_curve(fpr, tpr)),
         n_templates=int(template_ids.size),
         n_images=int(protocol.images.size),
@@ -279,12 +300,13 @@ def _evaluate_ijb_score(embeddings, protocol, take, uncertainty, *, fars, poolin
                                         protocol.media_ids, take(uncertainty))
     pair_score = scoring.pair_scores(score, templates, protocol.pairs)
     labels = protocol.labels
-    fpr, tpr, thresholds = roc_points(labels, pair_score)
+    fpr, tpr, thresholds = roc_points(labels, pair_score)  # float64 scores: TAR, AUC and ROC all float64
+    settings = ijb_settings(normalize_images=True, use_detector_score=False, flip=embeddings.flip, pooling=pooling,
+                            tar_method=tar_method, score=score, constant_uncertainty=constant_uncertainty)
+    settings.update(tar_scores="float64", roc_scores="float64")
     metrics = metrics_record(
         protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=int(np.count_nonzero(labels)),
-        settings=ijb_settings(normalize_images=True, use_detector_score=False, flip=embeddings.flip,
-                              pooling=pooling, tar_method=tar_method, score=score,
-                              constant_uncertainty=constant_uncertainty),
+        settings=settings,
         embeddings=embeddings.path,
         tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method=tar_method)),
         auc=plain_float(area_under_curve(fpr, tpr)),

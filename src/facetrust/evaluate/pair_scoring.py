@@ -27,9 +27,14 @@ from tqdm import tqdm
 from facetrust.errors import ConfigError, InputError
 
 PAIR_CHUNK = 16384  # pairs per gather batch: 2 × 16384 × 512 float32 = 64 MiB
+FLOAT64_CHUNK = 256  # pairs per float64 rescoring batch: buffers stay in cache, no fresh pages
 GRAM_SLAB_BYTES = 64 << 20  # one block × T slab of template dot products
 METHODS = ("auto", "gram", "reuse", "gather")
 MIN_PRODUCT = 1 << 22  # m·n·d of every reuse product: above OpenBLAS's small-matrix kernels
+# "auto" gathers when the used-template grid has more cells than this per pair: a gathered pair
+# (two 2 KB rows from memory) costs about as much as 100 grid cells of sgemm (measured at IJB-C
+# scale: 1.05 µs per gathered pair, 10.5 ps per cell; benchmarks/README.md "Scaling").
+GATHER_GRID_RATIO = 100
 _LUT_MAX_ID = 1 << 22  # integer ids below this are looked up through a table (at most 32 MiB)
 
 
@@ -76,8 +81,9 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
 
     ``template_ids`` (T,) names the rows of ``features`` (T, D); ``pairs`` (P, 2) holds template
     ids.  ``method`` is one of :data:`METHODS` (module docstring); ``"auto"`` takes ``"gather"``
-    when T² > 64·P (few pairs per template), else ``"gram"`` when all templates fit one slab,
-    else ``"reuse"``.
+    when the grid of templates used on the two sides has more than :data:`GATHER_GRID_RATIO` cells
+    per pair (few pairs per template), else ``"gram"`` when all templates fit one slab, else
+    ``"reuse"``.
     """
     pairs = np.asarray(pairs)
     if pairs.ndim != 2 or pairs.shape[1] != 2:
@@ -88,8 +94,11 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     rows1, rows2 = rows[:, 0], rows[:, 1]
     features = np.ascontiguousarray(features, dtype=np.float32)
     n_templates = features.shape[0]
+    used = None
     if method == "auto":
-        if n_templates**2 > 64 * pairs.shape[0]:
+        used = np.bincount(rows1, minlength=n_templates), np.bincount(rows2, minlength=n_templates)
+        grid = np.count_nonzero(used[0]) * np.count_nonzero(used[1])
+        if grid > GATHER_GRID_RATIO * pairs.shape[0]:
             method = "gather"
         else:
             method = "gram" if _gram_block(n_templates) >= n_templates else "reuse"
@@ -97,7 +106,7 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
         return _gather_scores(features, rows1, rows2, chunk, progress)
     if method == "gram":
         return _gram_scores(features, rows1, rows2, progress)
-    return _reuse_scores(features, rows1, rows2, progress)
+    return _reuse_scores(features, rows1, rows2, progress, used)
 
 
 def _gram_block(n_templates: int) -> int:
@@ -146,10 +155,10 @@ def _padded(chosen: np.ndarray, size: int, n_templates: int) -> np.ndarray:
     return np.concatenate([chosen, spare])
 
 
-def _reuse_scores(features, rows1, rows2, progress: bool) -> np.ndarray:
+def _reuse_scores(features, rows1, rows2, progress: bool, used=None) -> np.ndarray:
     n_templates, dim = features.shape
-    used1 = np.bincount(rows1, minlength=n_templates)
-    used2 = np.bincount(rows2, minlength=n_templates)
+    used1, used2 = used if used is not None else (np.bincount(rows1, minlength=n_templates),
+                                                  np.bincount(rows2, minlength=n_templates))
     if np.count_nonzero(used2) < np.count_nonzero(used1):  # chunk the side with fewer templates
         rows1, rows2, used1, used2 = rows2, rows1, used2, used1
     order = _grouping_order(rows1, n_templates)
@@ -180,3 +189,30 @@ def _reuse_scores(features, rows1, rows2, progress: bool) -> np.ndarray:
     scores = np.empty_like(sorted_scores)
     scores[order] = sorted_scores
     return scores
+
+
+def float64_pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarray):
+    """A function ``indices -> float64 scores`` of those pairs of ``pairs`` (P, 2) (template ids).
+
+    Each score is InsightFace ``eval_ijbc.py``'s float64 expression ``np.sum(x1 * x2, -1)`` of the
+    two rows of ``features`` (T, D, float64), bit for bit (numpy sums a row the same way in any
+    batch); batches of :data:`FLOAT64_CHUNK` pairs go through two reused buffers.
+    """
+    features = np.ascontiguousarray(features, dtype=np.float64)
+    pairs = np.asarray(pairs)
+
+    def rescore(indices: np.ndarray) -> np.ndarray:
+        rows = template_rows(template_ids, pairs[np.asarray(indices, dtype=np.intp)])
+        out = np.empty(rows.shape[0], dtype=np.float64)
+        first = np.empty((min(FLOAT64_CHUNK, rows.shape[0]), features.shape[1]), dtype=np.float64)
+        second = np.empty_like(first)
+        for start in range(0, rows.shape[0], FLOAT64_CHUNK):
+            batch = rows[start : start + FLOAT64_CHUNK]
+            a, b = first[: batch.shape[0]], second[: batch.shape[0]]
+            np.take(features, batch[:, 0], axis=0, out=a)
+            np.take(features, batch[:, 1], axis=0, out=b)
+            np.multiply(a, b, out=a)
+            out[start : start + batch.shape[0]] = np.sum(a, axis=-1)
+        return out
+
+    return rescore

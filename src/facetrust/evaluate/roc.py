@@ -37,6 +37,15 @@ def roc_points(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``labels`` are 1 (genuine) / 0 (impostor); larger ``scores`` mean more similar.
     Raises :class:`InputError` when a class is missing or a score is not finite.
     """
+    return roc_points_and_classes(labels, scores)[0]
+
+
+def roc_points_and_classes(labels, scores):
+    """``(roc_points(labels, scores), classes)``: ``classes`` is ``(impostor scores ascending,
+    genuine scores ascending)`` when the fast path sorted them (float scores, 0/1 labels), else None.
+
+    The sorted classes are what :mod:`facetrust.evaluate.exact_tar` counts in, so one sort serves both.
+    """
     labels = np.asarray(labels)
     scores = np.asarray(scores)
     if labels.shape != scores.shape or labels.ndim != 1:
@@ -47,10 +56,14 @@ def roc_points(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not np.isfinite(scores).all():
         raise InputError("scores contain NaN or inf")
     if scores.dtype in (np.float32, np.float64) and (labels.dtype == bool or _zero_one(labels)):
-        return _roc_from_sorted_classes(labels.astype(bool, copy=False), scores)
+        genuine = labels.astype(bool, copy=False)
+        impostor = scores[~genuine]
+        impostor.sort()
+        genuine_sorted = np.sort(scores[genuine])
+        return _roc_from_sorted_classes(impostor, genuine_sorted, scores), (impostor, genuine_sorted)
     from sklearn.metrics import roc_curve
 
-    return roc_curve(labels, scores)
+    return roc_curve(labels, scores), None
 
 
 def _zero_one(labels: np.ndarray) -> bool:
@@ -66,7 +79,7 @@ def _value_runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sorted_values[ends], np.diff(ends, prepend=-1)
 
 
-def _roc_from_sorted_classes(genuine: np.ndarray, scores: np.ndarray):
+def _roc_from_sorted_classes(impostor: np.ndarray, genuine_sorted: np.ndarray, scores: np.ndarray):
     """sklearn's ``roc_curve`` (``_binary_clf_curve`` + ``drop_intermediate``), built from sorted classes.
 
     sklearn sorts all scores descending; every run of equal scores is a candidate point whose
@@ -75,11 +88,9 @@ def _roc_from_sorted_classes(genuine: np.ndarray, scores: np.ndarray):
     from the next one's.  Here the impostor scores are sorted by value once (in place); a run's fps
     is read off its start position, and only runs whose impostor count changes, or that touch a
     genuine score, can be kept, so everything after the sort works on those few points.  The
-    genuine scores (few) are merged in by binary search.
+    genuine scores (few) are merged in by binary search.  ``impostor`` and ``genuine_sorted`` are the
+    two classes' scores sorted ascending; ``scores`` (all of them) is read only for the sign of a 0.
     """
-    impostor = scores[~genuine]
-    impostor.sort()
-    genuine_sorted = np.sort(scores[genuine])
     n_impostor, n_genuine = impostor.size, genuine_sorted.size
     new_run = np.empty(n_impostor, dtype=bool)
     new_run[0] = True
@@ -131,10 +142,12 @@ def _roc_from_sorted_classes(genuine: np.ndarray, scores: np.ndarray):
     runs = runs[keep_run]
     new_at, new_values = new_at[keep_new], new_values[keep_new]
 
-    below = np.append(run_start, n_impostor)  # impostors below each run (and below "after the last")
+    # Impostors below each inserted genuine value: its run's start, or all of them after the last run
+    # (looked up, not appended: a copy of run_start costs a pass over ~N fresh integers).
+    below_new = np.where(new_at < n_runs, run_start[np.minimum(new_at, n_runs - 1)], n_impostor)
     insert_at = np.searchsorted(runs, new_at)
     values = np.insert(impostor[run_start[runs]], insert_at, new_values)
-    fps = n_impostor - np.insert(run_start[runs], insert_at, below[new_at])
+    fps = n_impostor - np.insert(run_start[runs], insert_at, below_new)
     tps = n_genuine - np.searchsorted(genuine_sorted, values)
     thresholds = values[::-1]
     if values[0] <= 0 <= values[-1]:
