@@ -129,3 +129,29 @@ def test_after_kill_9_of_snakemake_unlock_then_rerun_incomplete_finishes_the_job
     assert finished.returncode == 0, finished.stderr[-3000:]
     expected = pd.read_csv(REPO / "tests" / "data" / "tiny_expected_ijbc_table.csv")
     assert pd.read_csv(tmp_path / "results" / "ijbc_table.csv")[list(expected.columns)].equals(expected)
+
+
+@pytest.mark.slow
+def test_a_corrupt_loose_crop_under_skip_is_a_failure_to_enrol_in_the_table(tmp_path):
+    """align.on_bad_image: skip leaves the image out (aligned manifest); evaluate_ijb reads that
+    list, keeps the template's other images or rejects the pairs of an emptied template."""
+    import json
+
+    import yaml
+
+    params = yaml.safe_load(TINY.read_text())
+    params["align"]["on_bad_image"] = "skip"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = snakemake(tmp_path, "--cores", "2", "data/synth/ijb/synth_ijbc/meta/synth_ijbc_face_tid_mid.txt")
+    assert result.returncode == 0, result.stderr[-4000:]
+    ijb = tmp_path / "data" / "synth" / "ijb" / "synth_ijbc"
+    first = (ijb / "meta" / "synth_ijbc_face_tid_mid.txt").read_text().split()[0]
+    crop = ijb / "loose_crop" / first
+    crop.write_bytes(crop.read_bytes()[:200])  # a truncated JPEG
+    result = snakemake(tmp_path, "--cores", "2", "results/ijbc_table.csv")
+    assert result.returncode == 0, result.stderr[-4000:]
+    manifest = json.loads((tmp_path / "data" / "aligned" / "synth_ijbc" / "manifest.json").read_text())
+    assert manifest["skipped_images"] == [first]
+    metrics = json.loads((tmp_path / "results" / "metrics" / "arcface" / "synth_ijbc.json").read_text())
+    assert metrics["failure_to_enrol"]["images"] == 1 and metrics["failure_to_enrol"]["convention"] == "reject"
+    assert (tmp_path / "results" / "ijbc_table.csv").exists()

@@ -216,7 +216,7 @@ def cmd_evaluate(args) -> None:
             name=args.name, quality_csv=args.quality, template_how=args.template_how, space=args.space,
             pooling=args.pooling, flags=flags, starting_error=args.starting_error, discard_limit=args.discard_limit,
             random_draws=args.random_draws, crfiqa_fmrs=args.crfiqa_fmrs, seed=args.seed,
-            bootstrap=_bootstrap_settings(args))
+            bootstrap=_bootstrap_settings(args), failed_images=args.failed_images)
     else:
         from facetrust.evaluate.reject import run_evaluate_reject
 
@@ -229,7 +229,7 @@ def cmd_evaluate(args) -> None:
             template_how=args.template_how, fars=args.fars, fractions=fractions, flip=not args.no_flip,
             normalize_images=args.normalize_images,
             use_detector_score=not args.no_detector_score, pooling=args.pooling, tar_method=args.tar_method,
-            score=args.score, bootstrap=_bootstrap_settings(args),
+            score=args.score, bootstrap=_bootstrap_settings(args), failed_images=args.failed_images,
         )
     print(json.dumps({k: v for k, v in metrics.items()
                       if k in ("tar_at_far", "tar_at_far_ci", "accuracy", "accuracy_ci", "auc", "n_pairs", "pauc",
@@ -437,8 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ijb: control row, one kappa / sigma^2 for every image (a number, or 'mean' = the file's "
                         "geometric mean)")
     p.add_argument("--failed-images", metavar="FILE",
-                   help="ijb: images that failed alignment (the aligned set's manifest.json, key skipped_images, or "
-                        "one name per line); the embeddings may lack exactly these")
+                   help="ijb, reject, edc (IJB): images that failed alignment (the aligned set's manifest.json, key "
+                        "skipped_images, or one name per line); the embeddings may lack exactly these (reject and "
+                        "edc leave out the pairs of templates left without images)")
     p.add_argument("--failed-templates", default="reject", choices=["reject", "drop"],
                    help="ijb: pairs of a template left without images: reject (score below every other pair; "
                         "the generalised FNMR) or drop (left out)")

@@ -114,11 +114,20 @@ def train_threads(wildcards):
 
 
 def failed_images_input(wildcards):
-    """The aligned set's manifest (its skipped_images) when align may skip images; else nothing,
-    and evaluation refuses an image the embeddings lack."""
+    """When align may skip images: the aligned set's index (align writes its manifest.json, which
+    lists the skipped images, beside it in the same job; the manifest is not a declared output, so
+    declaring it would rerun every existing align job); else nothing, and evaluation refuses an
+    image the embeddings lack."""
     if config["align"].get("on_bad_image", "fail") != "skip":
         return []
-    return [f"data/aligned/{wildcards.ijb}/manifest.json"]
+    return [f"data/aligned/{wildcards.ijb}/index.csv"]
+
+
+def failed_images_args(wildcards, input):
+    """`--failed-images <the aligned manifest>` under align.on_bad_image: skip."""
+    if not input.failed:
+        return ""
+    return f"--failed-images {Path(input.failed[0]).parent / 'manifest.json'}"
 
 
 def grow(base):

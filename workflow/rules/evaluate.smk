@@ -19,7 +19,7 @@ rule evaluate_ijb:
         variant_args=variant_evaluate_args,
         bootstrap=bootstrap_args(),
         failed=lambda wildcards, input: (
-            f"--failed-images {input.failed[0]} --failed-templates {config['evaluate']['failed_templates']}"
+            f"{failed_images_args(wildcards, input)} --failed-templates {config['evaluate']['failed_templates']}"
             if input.failed
             else ""
         ),
@@ -98,6 +98,7 @@ rule evaluate_reject:
     input:
         embeddings="embeddings/{variant}/{ijb}.npz",
         meta=ijb_meta,
+        failed=failed_images_input,
     output:
         curve="results/reject/{variant}/{ijb}.json",
         csv="results/reject/{variant}/{ijb}.csv",
@@ -108,6 +109,7 @@ rule evaluate_reject:
         space=config["evaluate"]["reject"]["space"],
         template_how=config["evaluate"]["reject"]["template_how"],
         bootstrap=bootstrap_args(),
+        failed=failed_images_args,
         fars=",".join(str(far) for far in config["evaluate"]["reject"]["fars"]),
         step=config["evaluate"]["reject"]["fraction_step"],
         max_fraction=config["evaluate"]["reject"]["max_fraction"],
@@ -129,13 +131,14 @@ rule evaluate_reject:
         " --space {params.space} --fars {params.fars} --fraction-step {params.step}"
         " --max-fraction {params.max_fraction} --pooling {params.pooling}"
         " --template-how {params.template_how} --tar-method {params.tar_method}"
-        " {params.bootstrap} --replicates {output.replicates} > {log} 2>&1"
+        " {params.bootstrap} --replicates {output.replicates} {params.failed} > {log} 2>&1"
 
 
 rule evaluate_edc:
     input:
         embeddings="embeddings/{variant}/{ijb}.npz",
         meta=ijb_meta,
+        failed=failed_images_input,
         quality=identity_source,
     output:
         edc="results/edc/{variant}/{ijb}.json",
@@ -153,6 +156,7 @@ rule evaluate_edc:
             f"--quality {input.quality}" if input.quality else ""
         ),
         bootstrap=bootstrap_args(),
+        failed=failed_images_args,
     log:
         "logs/evaluate_edc/{variant}/{ijb}.log",
     benchmark:
@@ -169,4 +173,4 @@ rule evaluate_edc:
         " --template-how {params.template_how} --starting-error {params.starting_error}"
         " --discard-limit {params.limit} --random-draws {params.draws}"
         " --crfiqa-fmrs {params.fmrs} {params.quality} {params.bootstrap}"
-        " --replicates {output.replicates} > {log} 2>&1"
+        " --replicates {output.replicates} {params.failed} > {log} 2>&1"

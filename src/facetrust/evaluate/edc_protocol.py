@@ -48,7 +48,7 @@ def _template_mean(values: np.ndarray, template_ids: np.ndarray, pairs: np.ndarr
     return mean[rows.get_indexer(pairs[:, 0])], mean[rows.get_indexer(pairs[:, 1])]
 
 
-def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, quality_csv):
+def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, quality_csv, failed_images=None):
     """(scores, labels, method pair quality, oracle pair quality or None, design, test set, settings)."""
     from facetrust.evaluate.bootstrap import cluster_design, ijb_design
     from facetrust.evaluate.reject import template_uncertainty_in_space
@@ -69,7 +69,9 @@ def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, q
     from facetrust.data.ijb import read_ijb_protocol
     from facetrust.evaluate.ijb import align_images, evaluate_ijb, ijb_settings
 
-    protocol = read_ijb_protocol(ijb_dir, name)
+    from facetrust.evaluate.enrolment import enrolled_protocol
+
+    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name), embeddings, failed_images)
     result = evaluate_ijb(embeddings, protocol, pooling=pooling, progress=True, **flags)
     rows = align_images(embeddings.images, protocol.images, embeddings.path)
     tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], protocol.template_ids, template_how, space)
@@ -82,6 +84,8 @@ def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, q
         oracle = np.minimum(q1, q2)
     settings = ijb_settings(flip=embeddings.flip, pooling=pooling, tar_method="nearest", **flags)
     settings.update(template_uncertainty=template_how, template_uncertainty_space=space)
+    if failures is not None:
+        settings["failure_to_enrol"] = failures.record()
     return result.scores, result.labels, method, oracle, ijb_design(ijb_dir, protocol), protocol.name, settings
 
 
@@ -111,7 +115,8 @@ def _random_curves(scores, labels, thresholds, starting_error, limit, draws, see
 def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, quality_csv=None,
                      template_how: str = "mean", space: str = "method", pooling: str = "mean", flags: dict | None = None,
                      starting_error: float = 0.05, discard_limit: float = 0.2, random_draws: int = 10,
-                     crfiqa_fmrs: Sequence[float] = (1e-3, 1e-4), seed: int = 0, bootstrap=None) -> dict:
+                     crfiqa_fmrs: Sequence[float] = (1e-3, 1e-4), seed: int = 0, bootstrap=None,
+                     failed_images=None) -> dict:
     """EDC of one uncertainty file (module docstring); writes ``out_json`` and returns it."""
     from facetrust.evaluate.bootstrap import bootstrap_statistic, percentile_interval, unit_description
     from facetrust.evaluate.fusion import load_embeddings
@@ -125,7 +130,7 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
     resolved = method_space(space, embeddings.uncertainty_kind)
     scores, labels, method_q, oracle_q, design, test_set, settings = _inputs(
         embeddings, ijb_dir, name, template_how=template_how, space=resolved, pooling=pooling, flags=flags,
-        quality_csv=quality_csv)
+        quality_csv=quality_csv, failed_images=failed_images)
     genuine = np.asarray(labels).astype(bool)
     thresholds = {"fnmr": edc.comparison_threshold(scores[genuine], "fnmr", starting_error),
                   "fmr": edc.comparison_threshold(scores[~genuine], "fmr", starting_error)}

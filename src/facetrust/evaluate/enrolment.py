@@ -45,11 +45,33 @@ class EnrolmentFailures:
     images: tuple[str, ...]
     templates: np.ndarray
     pairs: np.ndarray
+    labels: np.ndarray
     convention: str
 
-    def record(self, labels: np.ndarray) -> dict:
+    def all_pairs(self, enrolled_scores: np.ndarray, rescore=None):
+        """``(scores, labels, rescore)`` of every protocol pair under the ``reject`` convention:
+        :func:`with_failed_pairs`, the protocol's labels, and ``rescore`` (enrolled pair indices →
+        float64 scores; evaluate/exact_tar.py) extended to all pairs (a failed pair's float64 score
+        is its float32 one, exactly representable)."""
+        scores = with_failed_pairs(enrolled_scores, self)
+        if rescore is None:
+            return scores, self.labels, None
+        enrolled_index = np.cumsum(~self.pairs) - 1  # protocol pair -> its index among enrolled pairs
+        low = float(scores[self.pairs][0]) if self.pairs.any() else 0.0
+
+        def rescore_all(indices: np.ndarray) -> np.ndarray:
+            indices = np.asarray(indices, dtype=np.intp)
+            out = np.full(indices.size, low, dtype=np.float64)
+            enrolled = ~self.pairs[indices]
+            if enrolled.any():
+                out[enrolled] = rescore(enrolled_index[indices[enrolled]])
+            return out
+
+        return scores, self.labels, rescore_all
+
+    def record(self) -> dict:
         """The metrics-file block ``failure_to_enrol``."""
-        genuine = np.asarray(labels).astype(bool)
+        genuine = np.asarray(self.labels).astype(bool)
         return {
             "images": len(self.images),
             "templates": int(self.templates.size),
@@ -121,7 +143,7 @@ def split_failures(protocol: IJBProtocol, rows: np.ndarray, failed_images, conve
         skipped=tuple(protocol.skipped) + tuple(str(n) for n in protocol.images[missing]),
     )
     failures = EnrolmentFailures(tuple(str(n) for n in protocol.images[missing]), failed_templates,
-                                 failed_pairs, convention)
+                                 failed_pairs, np.asarray(protocol.labels), convention)
     return enrolled, failures
 
 
@@ -134,3 +156,16 @@ def with_failed_pairs(enrolled_scores: np.ndarray, failures: EnrolmentFailures) 
     scores = np.full(failures.pairs.size, low, dtype=dtype)
     scores[~failures.pairs] = enrolled_scores
     return scores
+
+
+def enrolled_protocol(protocol: IJBProtocol, embeddings, failed_images, convention: str = "drop"):
+    """``(protocol, failures)`` for a stage that reads ``embeddings`` on ``protocol``: unchanged when
+    ``failed_images`` (a path, see :func:`read_failed_images`) is None; else the enrolled protocol
+    (:func:`split_failures`) — reject and EDC curves rank pairs by their templates' uncertainty,
+    which a template without images does not have, so they use ``drop``."""
+    if failed_images is None:
+        return protocol, None
+    from facetrust.evaluate.ijb import image_rows
+
+    rows = image_rows(embeddings.images, protocol.images, embeddings.path)
+    return split_failures(protocol, rows, read_failed_images(failed_images), convention, embeddings.path)

@@ -43,6 +43,7 @@ from facetrust.evaluate.fusion import (
     weighted_group_sum,
 )
 from facetrust.evaluate.exact_tar import exact_tar_at_far, float32_dot_error_bound
+from facetrust.evaluate.enrolment import EnrolmentFailures
 from facetrust.evaluate.pair_scoring import float64_pair_scores, pair_scores
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
@@ -166,6 +167,16 @@ def align_images(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str 
 
     Raises :class:`InputError` naming the embeddings file and the first image it lacks.
     """
+    rows = image_rows(embedded, wanted, embeddings_path)
+    if (rows < 0).any():
+        missing = str(wanted[int(np.flatnonzero(rows < 0)[0])])
+        raise InputError(f"{embeddings_path}: key 'image' has no entry for protocol image {missing!r}")
+    return rows
+
+
+def image_rows(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str | Path) -> np.ndarray:
+    """Row of ``embedded`` for every name in ``wanted`` (−1 where it has none); names may also match
+    by basename.  InputError when basenames are needed and repeat."""
     if embedded.shape == wanted.shape and np.array_equal(embedded, wanted):
         return np.arange(wanted.size)
     import pandas as pd
@@ -177,9 +188,6 @@ def align_images(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str 
         if not base.is_unique:
             raise InputError(f"{embeddings_path}: image names are not unique")
         rows = base.get_indexer(wanted)
-    if (rows < 0).any():
-        missing = str(wanted[int(np.flatnonzero(rows < 0)[0])])
-        raise InputError(f"{embeddings_path}: key 'image' has no entry for protocol image {missing!r}")
     return rows
 
 
@@ -233,10 +241,14 @@ def evaluate_ijb(
     progress: bool = False,
     score: str = "cosine",
     constant_uncertainty=None,
+    failures: EnrolmentFailures | None = None,
 ) -> IJBResult:
     """Score every template pair of ``protocol`` with ``embeddings`` and read TAR at each FAR.
 
     The detector scores come from the protocol (``name_5pts_score.txt``), as in InsightFace.
+    ``failures`` (:func:`facetrust.evaluate.enrolment.split_failures`, whose enrolled protocol is
+    ``protocol``): under its ``reject`` convention the failed templates' pairs join the ROC below
+    every other pair, and the result's scores and labels cover the whole original protocol.
     """
     check_pooling(pooling)
     rows = align_images(embeddings.images, protocol.images, embeddings.path)
@@ -255,7 +267,8 @@ def evaluate_ijb(
         raise InputError(f"{embeddings.path}: pooling={pooling!r} needs key 'uncertainty'")
     if score != "cosine":
         return _evaluate_ijb_score(embeddings, protocol, take, uncertainty, fars=fars, pooling=pooling,
-                                   tar_method=tar_method, score=score, constant_uncertainty=constant_uncertainty)
+                                   tar_method=tar_method, score=score, constant_uncertainty=constant_uncertainty,
+                                   failures=failures)
     template_ids, features64 = template_features_float64(
         take(embeddings.features),
         protocol.template_ids,
@@ -269,11 +282,14 @@ def evaluate_ijb(
     features = features64.astype(np.float32)
     scores = pair_scores(template_ids, features, protocol.pairs, progress=progress)
     labels = protocol.labels
+    rescore = float64_pair_scores(template_ids, features64, protocol.pairs)
+    if failures is not None and failures.convention == "reject":
+        scores, labels, rescore = failures.all_pairs(scores, rescore)
     (fpr, tpr, thresholds), classes = roc_points_and_classes(labels, scores)
     # TAR of the float64 scores (InsightFace scores in float64): float32 scores rescored in float64
     # only near the genuine scores that decide each FAR (evaluate/exact_tar.py).
-    exact = exact_tar_at_far(scores, labels, float64_pair_scores(template_ids, features64, protocol.pairs),
-                             float32_dot_error_bound(features.shape[1]), fars, tar_method, classes)
+    exact = exact_tar_at_far(scores, labels, rescore, float32_dot_error_bound(features.shape[1]), fars,
+                             tar_method, classes)
     del features64
     settings = ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
                             flip=embeddings.flip, pooling=pooling, tar_method=tar_method,
@@ -287,12 +303,13 @@ def evaluate_ijb(
         auc=plain_float(area_under_curve(fpr, tpr)),
         n_templates=int(template_ids.size),
         n_images=int(protocol.images.size),
+        **({} if failures is None else {"failure_to_enrol": failures.record()}),
     )
     return IJBResult(metrics, scores, labels, template_ids, features, (fpr, tpr, thresholds))
 
 
 def _evaluate_ijb_score(embeddings, protocol, take, uncertainty, *, fars, pooling, tar_method, score,
-                        constant_uncertainty) -> IJBResult:
+                        constant_uncertainty, failures=None) -> IJBResult:
     """:func:`evaluate_ijb` with one of the papers' own scores (``evaluate.scores``)."""
     from facetrust.evaluate import scores as scoring
 
@@ -300,6 +317,8 @@ def _evaluate_ijb_score(embeddings, protocol, take, uncertainty, *, fars, poolin
                                         protocol.media_ids, take(uncertainty))
     pair_score = scoring.pair_scores(score, templates, protocol.pairs)
     labels = protocol.labels
+    if failures is not None and failures.convention == "reject":
+        pair_score, labels, _ = failures.all_pairs(pair_score)
     fpr, tpr, thresholds = roc_points(labels, pair_score)  # float64 scores: TAR, AUC and ROC all float64
     settings = ijb_settings(normalize_images=True, use_detector_score=False, flip=embeddings.flip, pooling=pooling,
                             tar_method=tar_method, score=score, constant_uncertainty=constant_uncertainty)
@@ -312,6 +331,7 @@ def _evaluate_ijb_score(embeddings, protocol, take, uncertainty, *, fars, poolin
         auc=plain_float(area_under_curve(fpr, tpr)),
         n_templates=int(templates.ids.size),
         n_images=int(protocol.images.size),
+        **({} if failures is None else {"failure_to_enrol": failures.record()}),
     )
     return IJBResult(metrics, pair_score, labels, templates.ids, templates.directions.astype(np.float32),
                      (fpr, tpr, thresholds))
@@ -333,8 +353,14 @@ def run_evaluate_ijb(
     score: str = "cosine",
     constant_uncertainty=None,
     bootstrap=None,
+    failed_images: str | Path | None = None,
+    failed_templates: str = "reject",
 ) -> dict:
     """File-level IJB 1:1 evaluation: read, evaluate, write ``out_json`` (and ``roc_out``); return the metrics.
+
+    ``failed_images``: the aligned set's ``manifest.json`` (or a list) of images that failed
+    alignment; the embeddings may lack exactly these, and ``failed_templates`` says what happens to
+    the pairs of templates left without images (:mod:`facetrust.evaluate.enrolment`).
 
     ``name`` None infers it from ``ijb_dir/meta``.  ``roc_out`` ending ``.npz`` or ``.csv`` gets about
     2000 ROC points log-spaced in FPR (TAR is computed on the full ROC).  The metrics always flag
@@ -349,14 +375,22 @@ def run_evaluate_ijb(
     # the feature matrix streams from disk for the InsightFace pooling; the other poolings and scores read it whole
     stream = pooling == "mean" and score == "cosine" and constant_uncertainty is None
     embeddings = load_embeddings(embeddings_path, flip=flip, stream=stream)
-    result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
+    enrolled, failures = protocol, None
+    if failed_images is not None:
+        from facetrust.evaluate.enrolment import read_failed_images, split_failures
+
+        enrolled, failures = split_failures(protocol, image_rows(embeddings.images, protocol.images, embeddings.path),
+                                            read_failed_images(failed_images), failed_templates, embeddings.path)
+    result = evaluate_ijb(embeddings, enrolled, fars=fars, normalize_images=normalize_images,
                           use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
-                          progress=True, score=score, constant_uncertainty=constant_uncertainty)
+                          progress=True, score=score, constant_uncertainty=constant_uncertainty, failures=failures)
     from facetrust.evaluate import bootstrap as error_bars
 
     result.metrics.update(error_bars.resolution_fields(fars, result.metrics["n_impostor"]))
     if bootstrap is not None:
-        result.metrics.update(error_bars.tar_interval_fields(error_bars.ijb_design(ijb_dir, protocol),
+        # the design of the pairs the scores cover: all of them under "reject", the enrolled under "drop"
+        scored = protocol if failures is not None and failures.convention == "reject" else enrolled
+        result.metrics.update(error_bars.tar_interval_fields(error_bars.ijb_design(ijb_dir, scored),
                                                              result.scores, fars, tar_method, bootstrap))
     with outputs_together(out_json, roc_out):
         write_json_atomic(out_json, result.metrics)

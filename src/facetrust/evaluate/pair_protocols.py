@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.evaluate.fusion import l2_normalize
 
 SPHEREFACE_THRESHOLDS = 10000  # evaluation.m: getThreshold(..., 10000)
 

@@ -460,7 +460,7 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
 
 
 def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, space, fars, normalize_images,
-                   use_detector_score, pooling, tar_method, score):
+                   use_detector_score, pooling, tar_method, score, failed_images=None):
     """(scores, labels, u1, u2, test set, protocol name, settings, bootstrap design) of a reject run."""
     from facetrust.evaluate.bootstrap import cluster_design, ijb_design
     from facetrust.evaluate.pairs import pair_distance, pair_embeddings
@@ -475,7 +475,9 @@ def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, 
     from facetrust.data.ijb import read_ijb_protocol
     from facetrust.evaluate.ijb import align_images, evaluate_ijb, ijb_settings
 
-    protocol = read_ijb_protocol(ijb_dir, name)
+    from facetrust.evaluate.enrolment import enrolled_protocol
+
+    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name), embeddings, failed_images)
     result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
                           use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
                           progress=True, score=score)
@@ -486,6 +488,8 @@ def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, 
     settings = ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
                             flip=embeddings.flip, pooling=pooling, tar_method=tar_method, score=score)
     settings.update(template_uncertainty=template_how, template_uncertainty_space=space)
+    if failures is not None:
+        settings["failure_to_enrol"] = failures.record()
     return (result.scores, result.labels, t_unc[index.get_indexer(protocol.pairs[:, 0])],
             t_unc[index.get_indexer(protocol.pairs[:, 1])], protocol.name, "reject_ijb_templates", settings,
             ijb_design(ijb_dir, protocol))
@@ -510,13 +514,16 @@ def run_evaluate_reject(
     tar_method: str = "nearest",
     score: str = "cosine",
     bootstrap=None,
+    failed_images: str | Path | None = None,
 ) -> dict:
     """File-level reject verification; writes ``out_json`` (+ ``csv_out``) and returns the JSON dict.
 
     With ``ijb_dir`` the protocol is IJB 1:1 (template pairs scored as :func:`evaluate_ijb` with
     ``score``, template uncertainty by ``template_how`` in ``space``); without it the embeddings file
     is a pair set (``issame``; cosine of L2-normalised features).  ``space="method"`` takes the
-    method's own space.  The file must hold ``uncertainty``.  ``bootstrap``
+    method's own space.  The file must hold ``uncertainty``.  ``failed_images`` (IJB): images
+    alignment left out; the pairs of templates left without images are left out of the curve
+    (:mod:`facetrust.evaluate.enrolment`, counted in ``failure_to_enrol``).  ``bootstrap``
     (:class:`~facetrust.evaluate.bootstrap.BootstrapSettings`) adds TAR replicates with none and
     with the largest fraction rejected (``reject_tar_ci``), saved as ``tar`` and ``tar_rejected``.
     """
@@ -530,7 +537,7 @@ def run_evaluate_reject(
     scores, labels, u1, u2, testset, protocol_name, extra, design = _reject_inputs(
         embeddings, embeddings_path, ijb_dir, name, template_how=template_how, space=resolved_space, fars=fars,
         normalize_images=normalize_images, use_detector_score=use_detector_score, pooling=pooling,
-        tar_method=tar_method, score=score)
+        tar_method=tar_method, score=score, failed_images=failed_images)
     settings = {
         "pair_uncertainty": how,
         "uncertainty_space": resolved_space,
