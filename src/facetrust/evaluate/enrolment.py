@@ -85,6 +85,23 @@ class EnrolmentFailures:
         }
 
 
+def image_rows(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str | Path) -> np.ndarray:
+    """Row of ``embedded`` for every name in ``wanted`` (−1 where it has none); names may also match
+    by basename.  InputError when basenames are needed and repeat."""
+    if embedded.shape == wanted.shape and np.array_equal(embedded, wanted):
+        return np.arange(wanted.size)
+    import pandas as pd
+
+    rows = pd.Index(embedded).get_indexer(wanted) if pd.Index(embedded).is_unique else None
+    if rows is None or (rows < 0).any():
+        # Embeddings written with a directory prefix ("loose_crop/1.jpg") still match "1.jpg".
+        base = pd.Index(pd.Series(embedded).str.rsplit("/", n=1).str[-1])
+        if not base.is_unique:
+            raise InputError(f"{embeddings_path}: image names are not unique")
+        rows = base.get_indexer(wanted)
+    return rows
+
+
 def read_failed_images(path: str | Path) -> tuple[str, ...]:
     """Image names from an aligned set's ``manifest.json`` (key ``skipped_images``; none listed = no
     failure) or from a text file with one name per line."""
@@ -165,7 +182,5 @@ def enrolled_protocol(protocol: IJBProtocol, embeddings, failed_images, conventi
     which a template without images does not have, so they use ``drop``."""
     if failed_images is None:
         return protocol, None
-    from facetrust.evaluate.ijb import image_rows
-
     rows = image_rows(embeddings.images, protocol.images, embeddings.path)
     return split_failures(protocol, rows, read_failed_images(failed_images), convention, embeddings.path)

@@ -43,7 +43,7 @@ from facetrust.evaluate.fusion import (
     weighted_group_sum,
 )
 from facetrust.evaluate.exact_tar import exact_tar_at_far, float32_dot_error_bound
-from facetrust.evaluate.enrolment import EnrolmentFailures
+from facetrust.evaluate.enrolment import EnrolmentFailures, image_rows
 from facetrust.evaluate.pair_scoring import float64_pair_scores, pair_scores
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
@@ -171,23 +171,6 @@ def align_images(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str 
     if (rows < 0).any():
         missing = str(wanted[int(np.flatnonzero(rows < 0)[0])])
         raise InputError(f"{embeddings_path}: key 'image' has no entry for protocol image {missing!r}")
-    return rows
-
-
-def image_rows(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str | Path) -> np.ndarray:
-    """Row of ``embedded`` for every name in ``wanted`` (−1 where it has none); names may also match
-    by basename.  InputError when basenames are needed and repeat."""
-    if embedded.shape == wanted.shape and np.array_equal(embedded, wanted):
-        return np.arange(wanted.size)
-    import pandas as pd
-
-    rows = pd.Index(embedded).get_indexer(wanted) if pd.Index(embedded).is_unique else None
-    if rows is None or (rows < 0).any():
-        # Embeddings written with a directory prefix ("loose_crop/1.jpg") still match "1.jpg".
-        base = pd.Index(pd.Series(embedded).str.rsplit("/", n=1).str[-1])
-        if not base.is_unique:
-            raise InputError(f"{embeddings_path}: image names are not unique")
-        rows = base.get_indexer(wanted)
     return rows
 
 
