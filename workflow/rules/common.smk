@@ -85,8 +85,7 @@ def model_resources(key, default):
     with the retry attempt (the SLURM profile retries failed jobs)."""
 
     def resource(wildcards, attempt):
-        value = config["models"][wildcards.model].get("resources", {}).get(key, default)
-        return value if key == "gpus" else value * attempt
+        return config["models"][wildcards.model].get("resources", {}).get(key, default) * attempt
 
     return resource
 
