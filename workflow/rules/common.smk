@@ -85,7 +85,10 @@ def model_resources(key, default):
     with the retry attempt (the SLURM profile retries failed jobs)."""
 
     def resource(wildcards, attempt):
-        return config["models"][wildcards.model].get("resources", {}).get(key, default) * attempt
+        return (
+            config["models"][wildcards.model].get("resources", {}).get(key, default)
+            * attempt
+        )
 
     return resource
 
