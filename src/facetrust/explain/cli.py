@@ -111,7 +111,8 @@ def run_faithfulness_command(args: argparse.Namespace) -> dict:
 
     params = _params(args.params)
     settings = FaithfulnessSettings.from_section(params.get("explain") or {}, int(params.get("seed", args.seed)))
-    result = run_faithfulness(args.model, args.test_set, args.occluders, args.out, args.examples, settings)
+    result = run_faithfulness(args.model, args.test_set, args.occluders, args.out, args.examples, settings,
+                              validation_set=args.validation)
     return {"pairs": result["pairs"], "localisation_pairs": result["localisation_pairs"], "out": str(args.out)}
 
 
@@ -220,6 +221,8 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="xCos model directory (every map explains its network)")
     p.add_argument("--test-set", type=Path, required=True, help=".bin pair set")
     p.add_argument("--occluders", type=Path, required=True, help="occluders.csv of the synthetic benchmark")
+    p.add_argument("--validation", type=Path, required=True,
+                   help=".bin validation pair set (identities in no test set): every threshold is fitted on it")
     p.add_argument("--params", type=Path, help="params file: its `explain` section and seed")
     p.add_argument("--seed", type=int, default=0, help="without --params")
     p.add_argument("--out", type=Path, required=True, help="results (.json)")

@@ -137,15 +137,21 @@ def _localise(maps, boxes, size, settings) -> dict:
 
 def run_faithfulness(model_dir: str | os.PathLike, pair_set: str | os.PathLike, occluders_csv: str | os.PathLike,
                      out_json: str | os.PathLike, examples_npz: str | os.PathLike,
-                     settings: FaithfulnessSettings = FaithfulnessSettings()) -> dict:
-    """The stage (module docstring); returns the JSON it writes."""
+                     settings: FaithfulnessSettings = FaithfulnessSettings(), *,
+                     validation_set: str | os.PathLike) -> dict:
+    """The stage (module docstring); returns the JSON it writes.  Every threshold is fitted on
+    ``validation_set`` (identities in no test set), never on ``pair_set``."""
+    if Path(validation_set).resolve() == Path(pair_set).resolve():
+        raise InputError(f"{validation_set}: the validation set is the test set; thresholds must come from "
+                         "a validation split (datasets.validation)")
     model, config, _ = load_xcos(model_dir)
     size = tuple(config["input_size"])
     pairs, boxes = PairSet(pair_set), read_occluders(occluders_csv)
+    validation = PairSet(validation_set)
     rng = np.random.default_rng(settings.maps.seed)
-    cosine, xcos = _all_pair_scores(model, pairs, size)
-    threshold = threshold_at_fmr(cosine, pairs.issame, settings.threshold_fmr)
-    xcos_threshold = best_accuracy_threshold(xcos, pairs.issame)
+    cosine, xcos = _all_pair_scores(model, validation, size)
+    threshold = threshold_at_fmr(cosine, validation.issame, settings.threshold_fmr)
+    xcos_threshold = best_accuracy_threshold(xcos, validation.issame)
     chosen = sample_pairs(pairs.issame, settings.pairs, rng)
     images1, images2 = pairs.faces(2 * chosen, size), pairs.faces(2 * chosen + 1, size)
     issame = pairs.issame[chosen]
@@ -157,7 +163,8 @@ def run_faithfulness(model_dir: str | os.PathLike, pair_set: str | os.PathLike, 
     box_pixels = np.array([box_in_input(box, pairs.image_size(), size) for _, _, box in occluded])
     loc_maps = all_methods(model, loc1, loc2, xcos_threshold, settings.maps, rng)
     result = {
-        "model": str(model_dir), "test_set": pairs.name, "input_size": list(size),
+        "model": str(model_dir), "test_set": pairs.name, "threshold_split": validation.name,
+        "input_size": list(size),
         "grid": list(model.grid_shape[1:]), "settings": dataclasses.asdict(settings),
         "threshold": threshold, "threshold_fmr": settings.threshold_fmr, "xcos_threshold": xcos_threshold,
         "fractions": list(FRACTIONS), "pairs": {"genuine": int(issame.sum()), "impostor": int((~issame).sum())},

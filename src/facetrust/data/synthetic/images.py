@@ -26,6 +26,7 @@ STREAM_TRAIN = 1
 STREAM_PAIRS = 2
 STREAM_IJB = 3
 STREAM_SPLIT = 4  # set sizes and pair sampling
+STREAM_VALIDATION = 5  # the validation pair set's images (its pair sampling: STREAM_SPLIT, 5)
 
 
 def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
