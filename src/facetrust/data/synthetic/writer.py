@@ -5,6 +5,7 @@ Layout under ``out_dir`` (docs/FORMATS.md "Synthetic benchmark"; the pipeline re
     train/            train.rec, train.idx, property   (InsightFace RecordIO, aligned crops)
     pairs/synth_lfw.bin                                (LFW-style .bin, 10 ordered folds)
     pairs/synth_val.bin                                (validation split: same layout, own identities)
+    pairs/<set>.twins.npz   every occluded pair-set image's clean twin (occluders module)
     ijb/synth_ijbc/loose_crop/<n>.jpg                  (IJB-C-style loose crops, n from 1)
     ijb/synth_ijbc/meta/synth_ijbc_face_tid_mid.txt, _name_5pts_score.txt,
                         _template_pair_label.txt, _template_identity.txt (extra ground truth)
@@ -52,7 +53,13 @@ from facetrust.data.synthetic.images import (
     render_loose,
     sample_shot,
 )
-from facetrust.data.synthetic.occluders import OCCLUDER_COLUMNS, OCCLUDERS_NAME, occluder_cells
+from facetrust.data.synthetic.occluders import (
+    OCCLUDER_COLUMNS,
+    OCCLUDERS_NAME,
+    TWINS_SUFFIX,
+    occluder_cells,
+    write_clean_twins,
+)
 from facetrust.errors import ConfigError
 from facetrust.io import atomic_path, staged_directory, write_json_atomic, write_text_atomic
 
@@ -82,6 +89,13 @@ class _QualityRow:
         d = self.degradation
         return [self.set, self.image, str(self.identity), f"{d.blur_sigma:.3f}", f"{d.noise_std:.2f}",
                 str(d.resolution), str(d.jpeg_quality), f"{d.occlusion:.3f}", f"{self.quality:.6f}"]
+
+
+def _decode(jpeg: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(jpeg)) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def _progress(total: int, desc: str) -> tqdm:
@@ -137,14 +151,20 @@ def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: 
     fold_of = np.arange(identities) % folds  # even split, identities in order
     bins: list[bytes] = []
     issame: list[bool] = []
+    twin_images: list[int] = []  # .bin image numbers with an occluder, and their clean renders
+    twin_pixels: list[np.ndarray] = []
     bar = _progress(identities * k, f"synth {name}")
     for fold in range(folds):
         members = first_identity + np.flatnonzero(fold_of == fold)
         pool: dict[tuple[int, int], RenderedImage] = {}
+        clean: dict[tuple[int, int], np.ndarray] = {}
         for ident in members.tolist():
             params = identity_of(seed, ident, config.identity_spread)
             for index in range(k):
                 pool[ident, index] = render_aligned(params, keyed_rng(seed, stream, ident, index), config)
+                if pool[ident, index].occluder is not None:  # its clean twin: same draws, not painted
+                    twin = render_aligned(params, keyed_rng(seed, stream, ident, index), config, paint_occluder=False)
+                    clean[ident, index] = _decode(twin.jpeg)
                 bar.update()
         rng = keyed_rng(seed, STREAM_SPLIT, stream, fold)
         m, half = len(members), per_fold // 2
@@ -164,10 +184,15 @@ def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: 
                 image = pool[int(ident), int(index)]
                 rows.append(_QualityRow(name, f"{name}/{len(bins)}", int(ident),
                                         image.degradation, image.quality, image.occluder))
+                if image.occluder is not None:
+                    twin_images.append(len(bins))
+                    twin_pixels.append(clean[int(ident), int(index)])
                 bins.append(image.jpeg)
             issame.append(number < half)
     bar.close()
     write_bin(out_dir / "pairs" / f"{name}.bin", bins, issame)
+    write_clean_twins(out_dir / "pairs" / f"{name}{TWINS_SUFFIX}", twin_images, twin_pixels,
+                      (config.image_size, config.image_size))
     return {"identities": identities, "pairs": len(issame), "images": len(bins),
             "folds": folds}
 
