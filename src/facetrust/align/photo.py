@@ -111,7 +111,7 @@ def _detected(path: str, pixels: np.ndarray, faces, input_size, min_score: float
     face, rule = chosen
     crop = align_face(pixels, face.landmarks, input_size)
     detection = {"detector": "mtcnn", "faces_found": len(faces), "face_choice": rule, "score": float(face.score),
-                 "box": np.round(face.box, 4).tolist(), "landmarks": np.round(face.landmarks, 4).tolist()}
+                 "box": face.box.tolist(), "landmarks": face.landmarks.tolist()}  # full precision: they reproduce the crop
     note = (f"{path}: {_size_text(pixels.shape)} is not an aligned {_size_text(input_size)} crop: MTCNN found "
             f"{len(faces)} face(s), aligned the {rule.replace('_', ' ')} one (score {face.score:.3f}) onto the "
             f"ArcFace template at {_size_text(input_size)} (--aligned skips detection)")

@@ -121,11 +121,11 @@ def placement(value: float, benchmark: np.ndarray, test_set: str, face: str) -> 
     less_certain_share = float(np.mean(benchmark >= value))  # images at least this uncertain
     more_certain_share = float(np.mean(benchmark <= value))
     if less_certain_share <= 0.5:
-        text = f"{face} is in the least certain {_percent(less_certain_share)} of {test_set} images"
+        short = f"least certain {_percent(less_certain_share)}"
     else:
-        text = f"{face} is in the most certain {_percent(more_certain_share)} of {test_set} images"
+        short = f"most certain {_percent(more_certain_share)}"
     return {"share_at_least_as_uncertain": less_certain_share, "share_at_most_as_uncertain": more_certain_share,
-            "text": text}
+            "text": f"{face} is in the {short} of {test_set} images", "short": f"{face}: {short} of {test_set}"}
 
 
 def _percent(share: float) -> str:

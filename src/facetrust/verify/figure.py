@@ -106,7 +106,7 @@ def _uncertainty_panel(ax, record: dict, benchmark: np.ndarray | None) -> None:
     ax.set_xlabel(f"log10 uncertainty ({uncertainty['kind']}; right = less certain)", fontsize=7)
     ax.tick_params(labelsize=6)
     placed = uncertainty.get("benchmark", {})
-    ax.set_title("\n".join(placed[f]["text"] for f in ("face1", "face2") if f in placed), fontsize=7)
+    ax.set_title("\n".join(placed[f]["short"] for f in ("face1", "face2") if f in placed), fontsize=7)
 
 
 def _explanation(axes, explanation: dict | None, face1) -> None:
