@@ -170,6 +170,22 @@ def benchmark(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def scf_benchmark(benchmark):
+    """The same model with an SCF head, evaluated with SCF's own score (Eq. 13) on κ-pooled templates."""
+    from facetrust.embed import run_embed
+    from facetrust.evaluate.ijb import run_evaluate_ijb
+    from facetrust.train.fit_head import fit_head
+
+    root = benchmark
+    fit_head("scf", root / "model", root / "bench" / "train", root / "scf",
+             {"epochs": 2, "batch_size": 8, "hidden": [8], "extract_batch_size": 16, "device": "cpu"})
+    run_embed(root / "model", root / "aligned", root / "emb_scf.npz", head_dir=root / "scf")
+    run_evaluate_ijb(root / "emb_scf.npz", root / "bench" / "ijb" / "synth_ijbc", "synth_ijbc",
+                     root / "metrics_scf.json", pooling="kappa", score="scf_vmf")
+    return root
+
+
 @pytest.mark.filterwarnings(NOT_WRITABLE)
 def test_verify_runs_end_to_end_and_the_record_is_complete(benchmark, photos, tmp_path, capsys):
     import torch
@@ -244,3 +260,23 @@ def test_a_bad_pairs_csv_is_exit_2_naming_file_and_line(tmp_path, capsys):
     code = main(["verify", "--pairs", str(pairs), "--model", str(save_model(tmp_path / "m")),
                  "--out", str(tmp_path / "o")])
     assert code == 2 and "pairs.csv line 3" in capsys.readouterr().err
+
+
+def test_verify_with_an_scf_head_scores_with_eq_13_and_reports_kappa(scf_benchmark, photos, tmp_path):
+    from facetrust.evaluate.scores import vmf_log_similarity
+
+    root = scf_benchmark
+    out = tmp_path / "out"
+    assert main(["verify", str(photos["hopper"]), str(photos["astronaut"]), "--model", str(root / "model"),
+                 "--head", str(root / "scf"), "--far", "1e-1", "--metrics", str(root / "metrics_scf.json"),
+                 "--benchmark-embeddings", str(root / "emb_scf.npz"), "--explain", "none", "--out", str(out)]) == 0
+    record = json.loads((out / "verify.json").read_text())["pairs"][0]
+    assert record["score"]["name"] == "scf_vmf" and "explanation" not in record
+    kappa1, kappa2 = (record["uncertainty"][f]["kappa"] for f in ("face1", "face2"))
+    assert record["uncertainty"]["kind"] == "scf" and kappa1 > 0 and kappa2 > 0
+    dimension = json.loads((root / "model" / "config.json").read_text())["embedding_size"]
+    expected = vmf_log_similarity(np.array([record["cosine"]]), np.array([kappa1]), np.array([kappa2]), dimension)
+    assert record["score"]["value"] == pytest.approx(float(expected[0]), rel=1e-6)
+    threshold = json.loads((root / "metrics_scf.json").read_text())["threshold_at_far"]["1e-01"]["threshold"]
+    assert record["decision"]["threshold"] == threshold and record["decision"]["score"] == "scf_vmf"
+    assert set(record["uncertainty"]["benchmark"]) >= {"face1", "face2", "n_images"}
