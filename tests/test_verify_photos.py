@@ -280,3 +280,24 @@ def test_verify_with_an_scf_head_scores_with_eq_13_and_reports_kappa(scf_benchma
     threshold = json.loads((root / "metrics_scf.json").read_text())["threshold_at_far"]["1e-01"]["threshold"]
     assert record["decision"]["threshold"] == threshold and record["decision"]["score"] == "scf_vmf"
     assert set(record["uncertainty"]["benchmark"]) >= {"face1", "face2", "n_images"}
+
+
+def test_verify_runs_an_onnx_model_on_aligned_crops_with_the_perturbation_map(tmp_path, capsys):
+    """Crops of the input size are used as they are (nothing said); ONNX has no gradients."""
+    pytest.importorskip("onnxruntime")
+    from explain_helpers import save_model
+
+    from facetrust.models.export import run_export_onnx
+
+    run_export_onnx(save_model(tmp_path / "m", size=24), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / name)
+    args = ["verify", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(tmp_path / "m.onnx")]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    assert "no gradients; use --explain perturbation" in capsys.readouterr().err
+    assert main([*args, "--explain", "perturbation", "--masks", "20", "--out", str(tmp_path / "o")]) == 0
+    assert "MTCNN" not in capsys.readouterr().err
+    record = json.loads((tmp_path / "o" / "verify.json").read_text())["pairs"][0]
+    assert record["image1"]["how"] == record["image2"]["how"] == "aligned_input"
+    assert record["explanation"]["method"] == "perturbation" and record["decision"] is None
