@@ -110,8 +110,9 @@ def _detected(path: str, pixels: np.ndarray, faces, input_size, min_score: float
         return None
     face, rule = chosen
     crop = align_face(pixels, face.landmarks, input_size)
+    # box and landmarks at full precision: they reproduce the crop
     detection = {"detector": "mtcnn", "faces_found": len(faces), "face_choice": rule, "score": float(face.score),
-                 "box": face.box.tolist(), "landmarks": face.landmarks.tolist()}  # full precision: they reproduce the crop
+                 "box": face.box.tolist(), "landmarks": face.landmarks.tolist()}
     note = (f"{path}: {_size_text(pixels.shape)} is not an aligned {_size_text(input_size)} crop: MTCNN found "
             f"{len(faces)} face(s), aligned the {rule.replace('_', ' ')} one (score {face.score:.3f}) onto the "
             f"ArcFace template at {_size_text(input_size)} (--aligned skips detection)")
