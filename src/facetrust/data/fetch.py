@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from facetrust.data.catalog import DatasetEntry, catalog_table, get_entry
+from facetrust import options
 from facetrust.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -425,8 +426,8 @@ def add_fetch_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--filename", help="name to save the download as (default: from the catalog or URL)")
     p.add_argument("--no-resume", action="store_true", help="discard a partial download and start over")
     p.add_argument("--no-extract", action="store_true", help="keep archives packed")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
-    p.add_argument("--retries", type=int, default=4, help="retries after a failed attempt (backoff doubles)")
+    p.add_argument("--timeout", type=options.number(0.0, 86400.0, low_open=True), default=60.0, help="seconds without data before a retry")
+    p.add_argument("--retries", type=options.integer(0, 100), default=4, help="retries after a failed attempt (backoff doubles)")
     p.add_argument("--list", action="store_true", help="list the known data sets and exit")
     p.set_defaults(func=cmd_fetch)
     return p
