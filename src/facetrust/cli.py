@@ -550,14 +550,31 @@ def _provenance_text(args, argv: list[str]) -> str:
     return record_text(argv, seed)
 
 
-def _run(args, argv: list[str]) -> None:
+def option_flags(parser: argparse.ArgumentParser, args) -> dict[str, str]:
+    """dest -> the option as typed (``testset`` -> ``--test-set``; a positional: its name) of the
+    subcommand ``args`` ran."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                flags.update(option_flags(chosen, args))
+        elif action.option_strings:
+            flags.setdefault(action.dest, next((o for o in action.option_strings if o.startswith("--")),
+                                               action.option_strings[0]))
+        else:
+            flags.setdefault(action.dest, action.dest)
+    return flags
+
+
+def _run(args, argv: list[str], flags: dict[str, str]) -> None:
     """The command inside its output transaction (facetrust.outputs)."""
     from facetrust import outputs
 
     out_paths = output_paths(args)
     outputs.check_outputs_against_inputs(out_paths, input_paths(args, out_paths),
                                          directory=args.command in outputs.DIRECTORY_COMMANDS,
-                                         nested_ok=MODEL_DIRECTORY_INPUTS)
+                                         nested_ok=MODEL_DIRECTORY_INPUTS, flags=flags)
     provenance = (lambda: _provenance_text(args, argv)) if getattr(args, "out", None) is not None else None
     with outputs.transaction(args.command, out_paths, force=getattr(args, "force", False),
                              main_process=os.environ.get("RANK", "0") == "0", provenance=provenance):
@@ -571,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     name = args.command
     try:
-        _run(args, argv if argv is not None else sys.argv[1:])
+        _run(args, argv if argv is not None else sys.argv[1:], option_flags(parser, args))
     except InputError as error:
         print(f"facetrust {name}: error: {error}", file=sys.stderr)
         log.debug("facetrust %s failed", name, exc_info=True)

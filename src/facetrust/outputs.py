@@ -67,16 +67,19 @@ def _inside(inner: Path, outer: Path) -> bool:
     return _resolved(outer) in _resolved(inner).parents
 
 
-def _flag(option: str) -> str:
-    return "--" + option.replace("_", "-")
-
-
 def check_outputs_against_inputs(outputs: Mapping[str, Path], inputs: Iterable[tuple[str, Path]], *,
-                                 directory: bool = False, nested_ok: Iterable[str] = ()) -> None:
+                                 directory: bool = False, nested_ok: Iterable[str] = (),
+                                 flags: Mapping[str, str] | None = None) -> None:
     """Refuse (InputError) an output that is an input, lies inside an input directory, or — for a
     ``directory`` command's ``--out`` — holds an input.  ``inputs`` are (option, path) pairs of
     existing paths; outputs may be nested inside the inputs named in ``nested_ok`` (model
-    directories: ``fit-head`` writes ``models/<model>/heads/<head>``)."""
+    directories: ``fit-head`` writes ``models/<model>/heads/<head>``).  ``flags`` maps an option's
+    name to what the user typed (``testset`` -> ``--test-set``) for the message."""
+    flags = dict(flags or {})
+
+    def _flag(option: str) -> str:
+        return flags.get(option) or "--" + option.replace("_", "-")
+
     nested_ok = set(nested_ok)
     inputs = list(inputs)
     for out_option, out in outputs.items():
@@ -260,6 +263,8 @@ class _ReservedFile:
 
     def __init__(self, path: Path):
         self.path = path
+        # the folders made here (provenance/…) go again with a discarded record
+        self.made = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         self.tmp = Path(tmp)
@@ -287,6 +292,9 @@ class _ReservedFile:
             self.fd = None
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
+        for folder in self.made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 @contextlib.contextmanager
