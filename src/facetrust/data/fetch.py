@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from facetrust.data.catalog import DatasetEntry, catalog_table, get_entry
 from facetrust import options
-from facetrust.errors import InputError
+from facetrust.errors import InputError, RunError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ManualDownloadRequired(InputError):
     """The data set has no public URL: the message holds the manual instructions (exit 2)."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(RunError):
     """The transfer kept failing after every retry (exit 1); the ``.part`` file is kept for resume."""
 
 
@@ -265,13 +265,19 @@ def _transfer(url: str, part: Path, *, timeout: float, progress: bool, label: st
                 total=None if length is None else offset + length, initial=offset, unit="B",
                 unit_scale=True, unit_divisor=1024, desc=label, disable=not progress, leave=False,
             ) as bar:
-                while chunk := response.read(CHUNK_BYTES):
+                while True:
+                    try:
+                        chunk = response.read(CHUNK_BYTES)
+                    except (OSError, http.client.HTTPException) as error:
+                        raise _TransientError(f"connection lost after {offset + received} bytes: {error}") from None
+                    if not chunk:
+                        break
                     handle.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-        except (OSError, http.client.HTTPException) as error:
-            raise _TransientError(f"connection lost after {offset + received} bytes: {error}") from None
+        except OSError as error:  # the local disk (full, read-only): no retry can fix it; exit 1 naming it
+            raise OSError(error.errno, error.strerror, str(part)) from None
     # http.client returns a short body without raising when the peer closes early: check it.
     if length is not None and received < length:
         raise _TransientError(f"connection closed after {offset + received} of {offset + length} bytes")
