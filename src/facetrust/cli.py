@@ -522,8 +522,8 @@ def command_name(args) -> str:
 def output_paths(args) -> dict[str, Path]:
     """Option -> path of every output the command was given (``out`` first)."""
     name = command_name(args)
-    if args.command == "fetch":  # downloads into a directory of other files; resumes its own .part files
-        return {}
+    if args.command == "fetch":  # downloads into a directory of other files; keeps its .part files to resume
+        return {}  # (its --out still gets its provenance record)
     options_out = ("out", *EXTRA_OUTPUTS.get(name, EXTRA_OUTPUTS.get(args.command, ())))
     return {option: Path(getattr(args, option)) for option in options_out if getattr(args, option, None)}
 
@@ -575,9 +575,10 @@ def _run(args, argv: list[str], flags: dict[str, str]) -> None:
     outputs.check_outputs_against_inputs(out_paths, input_paths(args, out_paths),
                                          directory=args.command in outputs.DIRECTORY_COMMANDS,
                                          nested_ok=MODEL_DIRECTORY_INPUTS, flags=flags)
-    provenance = (lambda: _provenance_text(args, argv)) if getattr(args, "out", None) is not None else None
+    out = getattr(args, "out", None)
     with outputs.transaction(args.command, out_paths, force=getattr(args, "force", False),
-                             main_process=os.environ.get("RANK", "0") == "0", provenance=provenance):
+                             main_process=os.environ.get("RANK", "0") == "0",
+                             provenance=lambda: _provenance_text(args, argv), record_of=Path(out) if out else None):
         args.func(args)
 
 

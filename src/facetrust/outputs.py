@@ -299,18 +299,19 @@ class _ReservedFile:
 
 @contextlib.contextmanager
 def transaction(command: str, outputs: Mapping[str, Path], *, force: bool = False, main_process: bool = True,
-                provenance: Callable[[], str] | None = None) -> Iterator[None]:
+                provenance: Callable[[], str] | None = None, record_of: Path | None = None) -> Iterator[None]:
     """Run a command's body with the rules of the module docstring.
 
     ``outputs``: option -> path of what the command writes (``out`` first; for a
     :data:`DIRECTORY_COMMANDS` command ``out`` is its directory).  ``provenance()`` gives the text
-    of ``--out``'s sidecar record (:mod:`facetrust.provenance`), committed after the body succeeded
-    and only if ``--out`` exists then; ``main_process`` false (a non-zero DDP rank) skips the
-    lock, the marker and the record, which rank 0 owns."""
+    of the sidecar record (:mod:`facetrust.provenance`) of ``record_of`` (default ``out``),
+    committed after the body succeeded and only if that path exists then; ``main_process`` false
+    (a non-zero DDP rank) skips the lock, the marker and the record, which rank 0 owns."""
     from facetrust.provenance import sidecar_path
 
     directory = command in DIRECTORY_COMMANDS
     out = outputs.get("out")
+    record_of = record_of if record_of is not None else out
     paths = list(dict.fromkeys(outputs.values()))
     with contextlib.ExitStack() as stack:
         if main_process and directory and out is not None:
@@ -329,8 +330,8 @@ def transaction(command: str, outputs: Mapping[str, Path], *, force: bool = Fals
                 out.mkdir(parents=True, exist_ok=True)
                 # the marker now: a killed run's directory is recognised by the next (--resume)
                 _write_marker(out, command)
-            if main_process and provenance is not None and out is not None:
-                sidecar = _ReservedFile(sidecar_path(out))
+            if main_process and provenance is not None and record_of is not None:
+                sidecar = _ReservedFile(sidecar_path(record_of))
         except BaseException:
             roll_back(paths, before)
             raise
@@ -349,7 +350,7 @@ def transaction(command: str, outputs: Mapping[str, Path], *, force: bool = Fals
             if main_process and directory and out is not None:
                 _write_marker(out, command)  # again: a staged directory (synth) replaced the first
             if sidecar is not None:
-                if out.exists():
+                if record_of.exists():
                     sidecar.commit(provenance())
                 else:
                     sidecar.discard()
