@@ -145,6 +145,7 @@ def check_may_write(out: Path, command: str, force: bool) -> None:
 
 
 def lock_path(out: Path) -> Path:
+    out = Path(os.path.abspath(out))  # `--out .` has a name too
     return out.parent / f".{out.name}.lock"
 
 
@@ -153,6 +154,7 @@ def directory_lock(out: Path, command: str) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``out`` for this process (RunError naming the PID of
     the holder when another run has it)."""
     path = lock_path(out)
+    made = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -183,6 +185,9 @@ def directory_lock(out: Path, command: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             path.unlink()
         os.close(fd)
+        for folder in made:  # the parents made for the lock, when the run left them empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _remove(path: Path) -> None:
@@ -198,6 +203,7 @@ def remove_orphans(out: Path, directory: bool) -> list[Path]:
 
     ``atomic_path`` writes ``.<name>.<random>.tmp`` beside each file, ``staged_directory``
     ``.<dir>.<random>.tmp`` / ``.old`` beside a directory: names no user file has."""
+    out = Path(os.path.abspath(out))
     found = [Path(p) for p in glob.glob(os.path.join(glob.escape(str(out.parent)), f".{glob.escape(out.name)}.*"))
              if p.endswith((".tmp", ".old"))]
     if directory and out.is_dir():
