@@ -74,6 +74,16 @@ def test_synth_reruns_into_its_own_output_and_force_overrides_the_refusal(tmp_pa
     assert _tree(other) == first  # --force: synth replaces the whole directory
 
 
+def test_empty_folders_are_an_empty_directory(tmp_path):
+    """Snakemake makes the folders of a job's outputs (data/synth/train/, …) before the job runs."""
+    (tmp_path / "synth" / "train").mkdir(parents=True)
+    (tmp_path / "synth" / "ijb" / "x" / "meta").mkdir(parents=True)
+    outputs.check_may_write(tmp_path / "synth", "synth", force=False)
+    (tmp_path / "synth" / "ijb" / "x" / "meta" / "notes").write_text("a file")
+    with pytest.raises(outputs.InputError, match="not empty"):
+        outputs.check_may_write(tmp_path / "synth", "synth", force=False)
+
+
 def test_a_directory_with_only_a_provenance_record_of_the_command_is_its_own(tmp_path, monkeypatch):
     """Outputs made before markers existed are recognised by their provenance record."""
     monkeypatch.chdir(tmp_path)

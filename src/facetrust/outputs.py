@@ -127,11 +127,20 @@ def previous_command(out: Path) -> str | None:
     return next((word for word in argv if isinstance(word, str) and not word.startswith("-")), None)
 
 
+def _holds_files(out: Path) -> bool:
+    """Whether anything but the marker and empty folders is under ``out`` (Snakemake makes the
+    folders of a job's declared outputs before the job runs)."""
+    for root, _dirs, files in os.walk(out):
+        if any(name != MARKER or Path(root) != out for name in files):
+            return True
+    return False
+
+
 def check_may_write(out: Path, command: str, force: bool) -> None:
     """InputError unless ``out`` is absent, empty, a previous output of ``command``, or ``force``."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: --out is a file, not a directory")
-    if not out.is_dir() or not any(entry.name != MARKER for entry in out.iterdir()):
+    if not out.is_dir() or not _holds_files(out):
         return
     owner = previous_command(out)
     if owner == command:
