@@ -469,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reject: largest rejected fraction")
     p.set_defaults(func=cmd_evaluate)
 
+    from facetrust.verify.cli import add_verify_parser
+
+    add_verify_parser(sub, MODEL_UNCERTAINTY_CHOICES)
+
     from facetrust.explain.cli import add_explain_parsers
 
     add_explain_parsers(sub)
