@@ -387,3 +387,14 @@ def test_a_cr_only_idx_reads_like_lf(tmp_path):
     lf = read_idx(root / "train.idx")
     (root / "train.idx").write_bytes((root / "train.idx").read_bytes().replace(b"\n", b"\r"))
     assert read_idx(root / "train.idx") == lf
+
+
+def test_only_rank_0_of_torchrun_or_srun_owns_the_outputs():
+    from facetrust.cli import main_process
+
+    assert main_process({})
+    assert main_process({"RANK": "0", "WORLD_SIZE": "4"}) and not main_process({"RANK": "3", "WORLD_SIZE": "4"})
+    # srun: RANK is set from SLURM_PROCID only once the trainer joins the group
+    assert not main_process({"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "8"})
+    assert main_process({"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "8"})
+    assert main_process({"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "1"})  # a one-task step: its own run

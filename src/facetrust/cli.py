@@ -102,7 +102,7 @@ def cmd_train(args) -> None:
     model_params(params, args.model)  # names the configured models if absent
     _set_threads(args.threads or params.get("threads"))
     checkpoint = run_train(params, args.model, Path(args.out), resume=args.resume, rec_dir=args.train_data)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; one prints
+    if main_process():  # under torchrun or srun every rank returns; one prints
         print(checkpoint)
 
 
@@ -571,6 +571,18 @@ def option_flags(parser: argparse.ArgumentParser, args) -> dict[str, str]:
     return flags
 
 
+def main_process(environ=os.environ) -> bool:
+    """Whether this is rank 0: of torchrun (``RANK``), or of a multi-task ``srun`` step
+    (``SLURM_PROCID``, which facetrust.train.distributed turns into ``RANK`` only later), or the
+    only process.  Rank 0 alone locks, marks and records the outputs."""
+    if "RANK" in environ:
+        return environ["RANK"] == "0"
+    tasks = environ.get("SLURM_STEP_NUM_TASKS", "1")
+    if tasks.isdigit() and int(tasks) > 1 and "SLURM_PROCID" in environ:
+        return environ["SLURM_PROCID"] == "0"
+    return True
+
+
 def _run(args, argv: list[str], flags: dict[str, str]) -> None:
     """The command inside its output transaction (facetrust.outputs)."""
     from facetrust import outputs
@@ -581,7 +593,7 @@ def _run(args, argv: list[str], flags: dict[str, str]) -> None:
                                          nested_ok=MODEL_DIRECTORY_INPUTS, flags=flags)
     out = getattr(args, "out", None)
     with outputs.transaction(args.command, out_paths, force=getattr(args, "force", False),
-                             main_process=os.environ.get("RANK", "0") == "0",
+                             main_process=main_process(),
                              provenance=lambda: _provenance_text(args, argv), record_of=Path(out) if out else None):
         args.func(args)
 
