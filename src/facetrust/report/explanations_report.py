@@ -155,7 +155,8 @@ def known_truth_claims(result: dict) -> list[Claim]:
                       f"reach Δcos >= {known['threshold']:.4f}; no localisation claim can be checked.", NOT_SHOWN)]
     claims = []
     n = known["localised"]
-    for method, loc in known["localisation"].items():
+    for method in _ordered(known["localisation"]):
+        loc = known["localisation"][method]
         if method in ("controls", *BASELINES):
             continue
         verdict = side_verdict(loc["lift_over_strongest"], 0.0, above=True)
@@ -164,7 +165,8 @@ def known_truth_claims(result: dict) -> list[Claim]:
             f"{_interval(loc['lift'], 2)}; strongest control {loc['strongest_control']} "
             f"{_interval(loc['control_lifts'][loc['strongest_control']], 2)}; paired lift over it "
             f"{_interval(loc['lift_over_strongest'], 2)}.", verdict))
-    for method, entry in known["restoration"]["orders"].items():
+    for method in _ordered(known["restoration"]["orders"]):
+        entry = known["restoration"]["orders"][method]
         if "vs_random" not in entry:
             continue
         both = [side_verdict(entry["vs_random"], 0.0, True), side_verdict(entry["vs_strongest_control"], 0.0, True)]
@@ -214,9 +216,9 @@ def _curve_table(table: pd.DataFrame) -> str:
 
 def _localisation_table(known: dict) -> str:
     rows = []
-    for method, loc in known.get("localisation", {}).items():
-        if method == "controls":
-            continue
+    localisation = known.get("localisation", {})
+    for method in _ordered({m: v for m, v in localisation.items() if m != "controls"}):
+        loc = localisation[method]
         controls = loc["control_lifts"]
         rows.append([method, _interval(loc["lift"], 2), _interval(controls.get("randomised_network"), 2),
                      _interval(controls["abs_difference"], 2), _interval(controls["norm_product"], 2),
@@ -226,9 +228,10 @@ def _localisation_table(known: dict) -> str:
 
 
 def _restoration_table(known: dict) -> str:
-    rows = [[name, _interval(entry["recovery_area"]), _interval(entry.get("vs_random")),
-             entry.get("strongest_control", ""), _interval(entry.get("vs_strongest_control"))]
-            for name, entry in known["restoration"]["orders"].items()]
+    orders = known["restoration"]["orders"]
+    rows = [[name, _interval(orders[name]["recovery_area"]), _interval(orders[name].get("vs_random")),
+             orders[name].get("strongest_control", ""), _interval(orders[name].get("vs_strongest_control"))]
+            for name in _ordered(orders)]
     return markdown_table(["order", "recovery area", "− random", "strongest control", "− strongest"], rows)
 
 
