@@ -276,6 +276,8 @@ def evaluate_args(variant: dict) -> list[str]:
     args = ["--pooling", variant.get("pooling", "mean"), "--score", variant.get("score", "cosine")]
     if "constant_uncertainty" in variant:
         args += ["--constant-uncertainty", str(variant["constant_uncertainty"])]
+    if "pfe_sigma" in variant:
+        args += ["--pfe-sigma", str(variant["pfe_sigma"])]
     return args
 
 

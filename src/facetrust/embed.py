@@ -8,6 +8,8 @@ Arrays written:
   detector_score      float32 (N) for aligned IJB sets
   issame              bool (N/2) for .bin pair sets (pairs are images 2k, 2k+1)
   uncertainty, uncertainty_kind  when a head (or the model's own estimate) provides one
+  uncertainty_per_dim float32 (N, D): PFE's per-dimension σ² (the head's own output; ``uncertainty``
+                      then holds its harmonic mean over dimensions, the scalar for ranking pairs)
 """
 
 from __future__ import annotations
@@ -63,7 +65,11 @@ class _TestSet:
 
 
 def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict, extras: dict):
-    """A function (embedding, feature_map) -> uncertainty (N,) float32 (larger = less certain), and its kind.
+    """A function (embedding, feature_map) -> (uncertainty (N,) float32 (larger = less certain),
+    per-dimension σ² (N, D) float32 or None), and its kind.
+
+    Only PFE's head predicts a σ² per dimension; PFE's fusion and MLS are per-dimension (Shi & Jain
+    2019, Eq. 3 and the code's ``aggregate_PFE``), so it is kept beside the scalar.
 
     A head fitted by ``fit-head`` (``head_dir``; PFE, SCF, SCF-G) reads the feature map; otherwise
     ``kind`` names one of the model's own estimates
@@ -75,8 +81,10 @@ def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict
         head = load_uncertainty_head(head_dir)
 
         def from_head(embedding, feature_map):
-            uncertainty, _ = predict_uncertainty(head, head.method, embedding, feature_map)
-            return np.asarray(uncertainty, dtype=np.float32)
+            uncertainty, extra = predict_uncertainty(head, head.method, embedding, feature_map)
+            per_dim = extra.get("sigma_sq")
+            return (np.asarray(uncertainty, dtype=np.float32),
+                    None if per_dim is None else np.asarray(per_dim, dtype=np.float32))
 
         from_head.reads_feature_map = True  # every fitted head reads the feature map
         return from_head, head.method
@@ -85,7 +93,13 @@ def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict
     factory = MODEL_UNCERTAINTIES.get(kind)  # an unknown kind fails before the model's heads are built
     # a pretrained backbone comes without its margin head: the estimates that need it say so
     margin_parts = load_margin(config, extras) if extras.get("head") is not None else (None, None)
-    return factory(config, extras, *margin_parts), kind
+    scalar = factory(config, extras, *margin_parts)
+
+    def without_per_dim(embedding, feature_map):
+        return scalar(embedding, feature_map), None
+
+    without_per_dim.reads_feature_map = bool(getattr(scalar, "reads_feature_map", False))
+    return without_per_dim, kind
 
 
 @torch.no_grad()
@@ -107,7 +121,7 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     estimate, uncertainty_kind = _uncertainty_estimator(uncertainty, head_dir, config, extras)
     reads_map = bool(getattr(estimate, "reads_feature_map", False))
     data = _TestSet(Path(testset))
-    originals, fused, uncertainties = [], [], []
+    originals, fused, uncertainties, per_dims = [], [], [], []
     for images in tqdm(data.batches(batch_size), total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}",
                        unit="batch"):
         inputs = torch.stack([to_tensor(fit_to_size(image, input_size)) for image in images])
@@ -120,7 +134,10 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
             flipped = backbone(torch.flip(inputs, dims=[3])).float().numpy()
             fused.append(originals[-1] + flipped)
         if estimate is not None:
-            uncertainties.append(estimate(embedding, feature_map))
+            scalar, per_dim = estimate(embedding, feature_map)
+            uncertainties.append(scalar)
+            if per_dim is not None:
+                per_dims.append(per_dim)
     embedding_noflip = np.concatenate(originals).astype(np.float32)
     arrays = {
         "image": np.asarray(data.names, dtype=str),
@@ -132,6 +149,8 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     if uncertainties:
         arrays["uncertainty"] = np.concatenate(uncertainties)
         arrays["uncertainty_kind"] = np.asarray(uncertainty_kind)
+    if per_dims:
+        arrays["uncertainty_per_dim"] = np.concatenate(per_dims)
     write_npz(out_path, arrays)
     return {"images": len(data), "dim": int(embedding_noflip.shape[1]), "flip": flip, "out": str(out_path),
             "uncertainty_kind": uncertainty_kind}

@@ -613,9 +613,11 @@ def _edc_markdown(table: pd.DataFrame) -> str:
                            if c.startswith("crfiqa_auc@") and _finite(r.get(c)))
         rows.append([our_source(r["test_set"]), r["method"], r["error"].upper(), number(r["starting_error"]),
                      f"{r['pauc']:.4f}", ci, f"{r['pauc_random']:.4f}",
+                     "—" if not _finite(r.get("pauc_known_quality")) else f"{r['pauc_known_quality']:.4f}",
                      "—" if not _finite(r.get("pauc_oracle")) else f"{r['pauc_oracle']:.4f}", crfiqa or "—"])
     return markdown_table(["source", "method", "EDC", "starting error", "pAUC − best (↓)", "95 % CI", "random",
-                           "oracle (known quality)", "CR-FIQA ERC area at FMR (other protocol)"], rows)
+                           "known quality (renderer's scalar; reference)", "oracle bound (error-aware)",
+                           "ERC area after CR-FIQA at FMR (other protocol)"], rows)
 
 
 def write_scaleface_report(reject_curves: Mapping[str, str | Path], out_md: str | Path, *,
@@ -660,8 +662,12 @@ def write_scaleface_report(reject_curves: Mapping[str, str | Path], out_md: str 
             "is fixed once at the starting error, comparisons are discarded from the lowest pair quality (the worse "
             "of the two templates; ties together), and pAUC up to the discard limit minus the area under the "
             "theoretical best is reported (0 = perfect, smaller is better); 95 % intervals by bootstrap over "
-            "subjects. The CR-FIQA ERC (threshold recomputed on the kept pairs) is a different protocol and is "
-            "labelled as such.",
+            "subjects. References on the same scores: a random ranking; the renderer's known quality (the "
+            "synthetic images' scalar quality: a reference that model-based measures can beat, not a bound); and "
+            "the error-aware oracle bound (the pairs wrong at the fixed threshold discarded first, at the "
+            "theoretical best up to ties). Paired differences are taken only between replicate files with the "
+            "same seed and design digest. The ERC after CR-FIQA (threshold recomputed on the kept pairs, by our "
+            "quantile rule rather than CR-FIQA's exact one) is a different protocol and is labelled as such.",
             "\n".join(c.markdown() for c in edc_claims),
             "## EDC: pAUC per method (results/edc_table.csv)",
             _edc_markdown(edc),
