@@ -209,8 +209,12 @@ def unresolved_by_fraction(fars: Sequence[float], fractions, n_impostor_kept) ->
     return {f"{float(f):g}": unresolved_fars(fars, int(n)) for f, n in zip(fractions, n_impostor_kept)}
 
 
-def rejected_count(fraction: float, n_pairs: int) -> int:
-    """Pairs removed at ``fraction``: floor(fraction · n_pairs), robust to 0.07 · 100 = 7.000000000000001."""
+def rejected_count(fraction: float, n_pairs: int, tar_method: str = "nearest") -> int:
+    """Pairs removed at ``fraction``: floor(fraction · n_pairs), robust to 0.07 · 100 = 7.000000000000001;
+    with ScaleFace's reading (``kth_impostor``) its own count, n − int(n · (1 − fraction)) (it keeps
+    the first int(n · (1 − fraction)) pairs of the uncertainty order)."""
+    if tar_method == KTH_IMPOSTOR:
+        return n_pairs - int(n_pairs * (1 - fraction))
     return int(np.floor(fraction * n_pairs + 1e-7))
 
 
@@ -435,7 +439,7 @@ def reject_curve(
     n_pairs = scores.size
     genuine = labels.astype(bool)
 
-    n_rejected = np.array([rejected_count(f, n_pairs) for f in fractions], dtype=np.int64)
+    n_rejected = np.array([rejected_count(f, n_pairs, tar_method) for f in fractions], dtype=np.int64)
     rank = threshold_ranks(uncertainty, n_rejected)  # kept at fraction i  ⇔  rank >= n_rejected[i]
     genuine_removed = np.searchsorted(np.sort(rank[genuine]), n_rejected)
     n_genuine = int(genuine.sum())
@@ -480,7 +484,7 @@ def reject_curve_naive(scores, labels, pair_uncertainty, fars=REJECT_FARS, fract
     out = np.full((len(fractions), len(fars)), np.nan)
     for i, fraction in enumerate(fractions):
         keep = np.ones(scores.size, dtype=bool)
-        keep[removal[: rejected_count(fraction, scores.size)]] = False
+        keep[removal[: rejected_count(fraction, scores.size, tar_method)]] = False
         kept_labels = labels[keep]
         if kept_labels.all() or not kept_labels.any():
             continue
@@ -669,7 +673,9 @@ def run_evaluate_reject(
         "uncertainty_space": resolved_space,
         "uncertainty_space_setting": space,
         "uncertainty_kind": embeddings.uncertainty_kind,
-        "rejection": "floor(fraction * n_pairs) most uncertain pairs removed, ties the earlier pair first",
+        "rejection": ("n_pairs - int(n_pairs * (1 - fraction)) most uncertain pairs removed (ScaleFace's count)"
+                      if tar_method == KTH_IMPOSTOR else "floor(fraction * n_pairs) most uncertain pairs removed")
+                     + ", ties the earlier pair first",
         "flip": bool(flip),
         **extra,
         "tar_method": tar_method,
