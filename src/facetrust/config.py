@@ -281,6 +281,12 @@ def evaluate_args(variant: dict) -> list[str]:
     return args
 
 
+def reject_space(params: dict, variant: dict) -> str:
+    """The uncertainty space of a variant's reject and EDC runs: its ``reject_space``, else
+    ``evaluate.reject.space`` (``method``: each method's own)."""
+    return str(variant.get("reject_space") or params["evaluate"]["reject"]["space"])
+
+
 def bootstrap_args(params: dict) -> list[str]:
     """``--bootstrap N --seed S --ci-level L`` from ``evaluate.bootstrap`` and the top-level seed."""
     settings = params["evaluate"]["bootstrap"]
