@@ -87,7 +87,8 @@ def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, q
         q1, q2 = _template_mean(image_quality(protocol.images, quality_csv, protocol.name), protocol.template_ids,
                                 protocol.pairs)
         oracle = np.minimum(q1, q2)
-    settings = ijb_settings(flip=embeddings.flip, pooling=pooling, tar_method="nearest", **flags)
+    settings = ijb_settings(flip=embeddings.flip, pooling=pooling, tar_method="nearest",
+                            pfe_sigma_kind=result.metrics["settings"].get("pfe_sigma_sq"), **flags)
     settings.update(template_uncertainty=template_how, template_uncertainty_space=space)
     if failures is not None:
         settings["failure_to_enrol"] = failures.record()
