@@ -26,8 +26,9 @@ TAR readings (``tar_method``, recorded in every reject JSON): the ROC readings o
 own (stat-ml/scale-face ``face_lib``, after PFE's ``find_thresholds_by_FAR``): the kept impostor
 scores sorted from high to low, k = round(n_impostor · FAR) (NumPy's round-half-to-even), the
 threshold is the k-th of them (the largest plus 1e-8 when k = 0), and TAR is the fraction of kept
-genuine scores ≥ the threshold (:func:`kth_impostor_tar`).  Where ~15 impostors decide, the two
-readings differ by several TAR points.
+genuine scores ≥ the threshold (:func:`kth_impostor_tar`), with ScaleFace's kept count
+int(n · (1 − fraction)).  Where few impostors decide a FAR the nearest ROC vertex and the k-th
+impostor fall on different operating points, so the two readings give different TARs.
 
 Which FARs a fraction can resolve is judged on the impostor pairs **kept** at that fraction
 (``unresolved_fars_by_fraction``): rejecting pairs removes impostors, and a FAR that 10 impostors
