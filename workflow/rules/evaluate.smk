@@ -44,7 +44,7 @@ rule evaluate_ijb:
 rule evaluate_pairs:
     input:
         embeddings="embeddings/{variant}/{pairs}.npz",
-        identities=identity_source,
+        identities=pair_identity_source,
     output:
         metrics="results/metrics/{variant}/{pairs}.json",
         roc="results/roc/{variant}/{pairs}.csv",
@@ -53,7 +53,7 @@ rule evaluate_pairs:
         metric=config["evaluate"]["pairs"]["metric"],
         flip="" if config["evaluate"]["flip"] else "--no-flip",
         bootstrap=bootstrap_args(),
-        identities=identities_args(),
+        identities=identities_args,
     log:
         "logs/evaluate/{variant}/{pairs}.log",
     benchmark:
@@ -73,12 +73,12 @@ rule evaluate_pairs:
 rule evaluate_pairs_sphereface:
     input:
         embeddings="embeddings/{variant}/{pairs}.npz",
-        identities=identity_source,
+        identities=pair_identity_source,
     output:
         metrics="results/metrics/{variant}/{pairs}.sphereface.json",
     params:
         bootstrap=bootstrap_args(),
-        identities=identities_args(),
+        identities=identities_args,
     log:
         "logs/evaluate_sphereface/{variant}/{pairs}.log",
     benchmark:
