@@ -219,3 +219,31 @@ def test_pair_scores_cosine_matches_dot_products():
     pairs = np.array([[10, 11], [12, 13], [13, 10]])
     expected = [directions[0] @ directions[1], directions[2] @ directions[3], directions[3] @ directions[0]]
     assert pair_scores("cosine", templates, pairs) == pytest.approx(expected)
+
+
+def test_pfe_rows_use_the_per_dimension_sigma_and_say_so_the_isotropic_row_is_an_ablation(tmp_path):
+    root, images, embedding, noflip, _ = random_ijb(tmp_path / "ijb", seed=5)
+    rng = np.random.default_rng(6)
+    per_dim = np.exp(rng.normal(-3.0, 1.0, embedding.shape)).astype(np.float32)
+    harmonic = (1.0 / np.mean(1.0 / per_dim.astype(np.float64), axis=1)).astype(np.float32)
+    path = tmp_path / "pfe.npz"
+    np.savez(path, image=images, embedding=embedding, embedding_noflip=noflip, uncertainty=harmonic,
+             uncertainty_kind=np.array("pfe"), uncertainty_per_dim=per_dim)
+    assert load_embeddings(path).uncertainty_per_dim.shape == embedding.shape
+    for score in ("cosine", "pfe_mls"):
+        own = run_evaluate_ijb(path, root, "ijbx", tmp_path / "own.json", pooling="pfe", score=score)
+        ablation = run_evaluate_ijb(path, root, "ijbx", tmp_path / "iso.json", pooling="pfe", score=score,
+                                    pfe_sigma="isotropic")
+        assert own["settings"]["pfe_sigma_sq"].startswith("per_dimension")
+        assert ablation["settings"]["pfe_sigma_sq"].startswith("isotropic ablation")
+        from facetrust.data.ijb import read_ijb_protocol
+        from facetrust.evaluate.ijb import evaluate_ijb
+
+        protocol, embeddings = read_ijb_protocol(root, "ijbx"), load_embeddings(path)
+        a = evaluate_ijb(embeddings, protocol, pooling="pfe", score=score).scores
+        b = evaluate_ijb(embeddings, protocol, pooling="pfe", score=score, pfe_sigma="isotropic").scores
+        assert np.max(np.abs(np.asarray(a, float) - np.asarray(b, float))) > 1e-3, score
+    without = tmp_path / "scalar.npz"
+    np.savez(without, image=images, embedding=embedding, uncertainty=harmonic, uncertainty_kind=np.array("pfe"))
+    metrics = run_evaluate_ijb(without, root, "ijbx", tmp_path / "s.json", pooling="pfe")
+    assert metrics["settings"]["pfe_sigma_sq"] == "isotropic (the file holds no uncertainty_per_dim)"
