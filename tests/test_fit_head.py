@@ -192,12 +192,12 @@ def test_fit_head_names_the_checkpoint_when_it_is_missing(tmp_path):
 def test_embed_keeps_pfes_per_dimension_sigma_and_only_pfes(tmp_path, method):
     """issue 18: embed's estimator returns PFE's σ² per dimension (uncertainty_per_dim) beside the
     scalar, which is its harmonic mean over dimensions; SCF has none."""
-    from facetrust.embed import _uncertainty_estimator
+    from facetrust.embed import uncertainty_estimator
 
     torch.set_num_threads(1)
     embeddings, feature_maps, labels, centres, _ = toy_problem()
     fit_head_on_features(method, embeddings, feature_maps, labels, centres, tmp_path, {**FAST, "epochs": 2})
-    estimate, kind = _uncertainty_estimator(None, tmp_path, {}, {})
+    estimate, kind = uncertainty_estimator(None, tmp_path, {}, {})
     scalar, per_dim = estimate(torch.from_numpy(embeddings[:20]), torch.from_numpy(feature_maps[:20]))
     assert kind == method and scalar.shape == (20,)
     if method == "pfe":
