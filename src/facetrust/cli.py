@@ -96,12 +96,12 @@ def cmd_data_pack(args) -> None:
     if args.kind == "rec":
         from facetrust.data.pack_rec import pack_rec
 
-        report = pack_rec(args.images, args.out, size=args.size, **faces)
+        report = pack_rec(args.images, args.out, size=args.size, encoding=args.encoding, **faces)
     elif args.kind == "bin":
         from facetrust.data.pack_bin import pack_bin
 
         report = pack_bin(args.pairs, args.out, images=args.images, fmt=args.format, ext=args.ext, size=args.size,
-                          **faces)
+                          encoding=args.encoding, **faces)
     else:
         from facetrust.data.pack_ijb import pack_ijb
 
@@ -379,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=0, help="seed of the impostor sample")
         else:
             p.add_argument("--size", type=_size, default=(112, 112), help="stored crop H,W (default 112,112)")
+            p.add_argument("--encoding", choices=["jpg", "png"], default="jpg",
+                           help="stored images: JPEG quality 95 (face2rec2's default) or lossless PNG")
         p.add_argument("--align", choices=["none", "mtcnn"], default="none",
                        help="mtcnn: detect the face and warp its 5 points onto the ArcFace template (InsightFace "
                             "norm_crop); none: the images are crops already (other sizes: centre crop + resize)"

@@ -55,3 +55,135 @@ rule decode:
     shell:
         "facetrust data verify {params.train_dir} --out {output.manifest}"
         " --on-bad-image {params.on_bad_image} > {log} 2>&1"
+
+
+# Your own folders (datasets.pack, config/own_data.yaml): `facetrust data pack` turns them into the
+# formats the rest of the DAG reads, at fixed places (facetrust.config.PACKED_*).
+PACK = config["datasets"]["pack"]
+
+
+def pack_settings(wildcards):
+    """The face-preparation flags every pack command shares."""
+    return (
+        f"--align {PACK['align']} --on-bad-image {PACK['on_bad_image']}"
+        f" --min-score {PACK['min_score']}"
+    )
+
+
+def files_below(folder):
+    """Every file below a folder to pack, so a changed or added image reruns the pack; the folder
+    itself when it is absent (Snakemake then names it as missing input)."""
+    if not os.path.isdir(folder):
+        return [folder]
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(root, name) for name in sorted(files)]
+    return found
+
+
+def pair_list_inputs(wildcards):
+    spec = PACK["pairs"][wildcards.pairs]
+    return [spec["list"], *files_below(spec["images"] or os.path.dirname(spec["list"]))]
+
+
+def ijb_pack_inputs(wildcards):
+    spec = PACK["ijb"][wildcards.ijb]
+    return [spec["subjects"], *files_below(spec["images"])]
+
+
+rule pack_train:
+    input:
+        lambda wildcards: files_below(PACK["train"]),
+    output:
+        rec=f"{fc.PACKED_TRAIN}/train.rec",
+        idx=f"{fc.PACKED_TRAIN}/train.idx",
+        prop=f"{fc.PACKED_TRAIN}/property",
+        lst=f"{fc.PACKED_TRAIN}/train.lst",
+        report=f"{fc.PACKED_TRAIN}/pack.json",
+    params:
+        images=PACK["train"],
+        settings=pack_settings,
+        size=",".join(str(v) for v in PACK["output_size"]),
+        encoding=PACK["encoding"],
+        out_dir=fc.PACKED_TRAIN,
+    log:
+        "logs/pack/train.log",
+    benchmark:
+        "logs/benchmark/pack/train.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(4000),
+        runtime=grow(120),
+    shell:
+        "facetrust data pack rec {params.images} --out {params.out_dir} {params.settings}"
+        " --size {params.size} --encoding {params.encoding} --threads {threads} > {log} 2>&1"
+
+
+rule pack_pairs:
+    input:
+        pair_list_inputs,
+    output:
+        bin=fc.PACKED_PAIRS.replace("{name}", "{pairs}"),
+        report=fc.PACKED_PAIRS.replace("{name}.bin", "{pairs}.pack.json"),
+    params:
+        pair_list=lambda wildcards: PACK["pairs"][wildcards.pairs]["list"],
+        images=lambda wildcards: PACK["pairs"][wildcards.pairs]["images"]
+        or os.path.dirname(PACK["pairs"][wildcards.pairs]["list"]),
+        format=lambda wildcards: PACK["pairs"][wildcards.pairs]["format"],
+        settings=pack_settings,
+        size=",".join(str(v) for v in PACK["output_size"]),
+        encoding=PACK["encoding"],
+    log:
+        "logs/pack/pairs_{pairs}.log",
+    benchmark:
+        "logs/benchmark/pack/pairs_{pairs}.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(4000),
+        runtime=grow(60),
+    shell:
+        "facetrust data pack bin {params.pair_list} --images {params.images} --format {params.format}"
+        " --out {output.bin} {params.settings} --size {params.size} --encoding {params.encoding}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule pack_ijb:
+    input:
+        ijb_pack_inputs,
+    output:
+        meta=expand(
+            f"{fc.PACKED_IJB.replace('{name}', '{{ijb}}')}/meta/{{{{ijb}}}}_{{part}}.txt",
+            part=["face_tid_mid", "name_5pts_score", "template_pair_label"],
+        ),
+        report=f"{fc.PACKED_IJB.replace('{name}', '{ijb}')}/pack.json",
+    params:
+        images=lambda wildcards: PACK["ijb"][wildcards.ijb]["images"],
+        subjects=lambda wildcards: PACK["ijb"][wildcards.ijb]["subjects"],
+        templates=lambda wildcards: PACK["ijb"][wildcards.ijb]["templates_per_subject"],
+        impostors=lambda wildcards: (
+            f"--impostor-pairs {PACK['ijb'][wildcards.ijb]['impostor_pairs']}"
+            if PACK["ijb"][wildcards.ijb]["impostor_pairs"]
+            else ""
+        ),
+        settings=pack_settings,
+        seed=config["seed"],
+        out_dir=lambda wildcards: fc.PACKED_IJB.format(name=wildcards.ijb),
+    log:
+        "logs/pack/ijb_{ijb}.log",
+    benchmark:
+        "logs/benchmark/pack/ijb_{ijb}.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(4000),
+        runtime=grow(60),
+    shell:
+        "facetrust data pack ijb {params.images} --subjects {params.subjects} --name {wildcards.ijb}"
+        " --out {params.out_dir} --templates-per-subject {params.templates} {params.impostors}"
+        " --seed {params.seed} {params.settings} --threads {threads} > {log} 2>&1"

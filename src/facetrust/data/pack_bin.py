@@ -122,13 +122,13 @@ def read_pairs(path: str | Path, fmt: str = "auto", ext: str = "jpg") -> list[tu
 
 def pack_bin(pairs_file: str | Path, out: str | Path, *, images: str | Path | None = None, fmt: str = "auto",
              ext: str = "jpg", align: str = "none", size=(112, 112), on_bad_image: str = "fail",
-             min_score: float = 0.9, threads: int | None = 1) -> dict:
+             min_score: float = 0.9, threads: int | None = 1, encoding: str = "jpg") -> dict:
     """Pack the pairs of ``pairs_file`` into the ``.bin`` file ``out`` (module docstring)."""
     pairs_file, out = Path(pairs_file), Path(out)
     root = Path(images) if images is not None else pairs_file.parent
     pairs = read_pairs(pairs_file, fmt, ext)
     policy = BadImagePolicy(on_bad_image, stage="data pack", key="--on-bad-image")
-    preparer = FacePreparer(align=align, size=size, min_score=min_score, threads=threads)
+    preparer = FacePreparer(align=align, size=size, min_score=min_score, threads=threads, encoding=encoding)
     names = sorted({name for a, b, _, _ in pairs for name in (a, b)})
     prepared = dict(zip(names, preparer.prepare_many([root / name for name in names])))
     bins, issame, skipped = [], [], []
@@ -144,7 +144,8 @@ def pack_bin(pairs_file: str | Path, out: str | Path, *, images: str | Path | No
     if not issame:
         raise InputError(f"{pairs_file}: every pair was skipped ({len(skipped)}): nothing to pack")
     report = {"kind": "bin", "source": str(pairs_file), "images": str(root), "align": align,
-              "size": list(preparer.size), "n_pairs": len(issame), "n_genuine": int(sum(issame)),
+              "size": list(preparer.size), "encoding": encoding,
+              "n_pairs": len(issame), "n_genuine": int(sum(issame)),
               "n_images": len(names), "made": dict(sorted(preparer.counts.items())),
               **policy.summary(), "skipped_pairs": skipped}
     with outputs_together(out, report_path(out)):

@@ -10,9 +10,9 @@ Shared by the three packers (``pack_rec``, ``pack_bin``, ``pack_ijb``):
   (:func:`facetrust.align.mtcnn.choose_subject`) and the InsightFace ``norm_crop`` warp
   (:func:`facetrust.align.warp.align_face`); with ``align="none"`` the image is taken as a crop
   already, and one of another size is centre-cropped to the output's aspect ratio and resized
-  (never stretched).  A JPEG that needs no change is stored byte for byte, as ``im2rec
-  --pass-through`` and InsightFace's ``lfw2pack`` store files; everything else is encoded as
-  ``face2rec2.py`` does (``cv2.imencode`` JPEG, quality 95).
+  (never stretched).  A file already in the stored encoding that needs no change is stored byte
+  for byte, as ``im2rec --pass-through`` and InsightFace's ``lfw2pack`` store files; everything
+  else is encoded as ``face2rec2.py`` does (``cv2.imencode``: JPEG quality 95, or lossless PNG).
 
 A file that does not decode, or in which MTCNN finds no face, raises :class:`InputError`
 naming the file; the packers pass it to the ``on_bad_image`` policy.
@@ -32,9 +32,10 @@ from facetrust.errors import ConfigError, InputError
 # default is .jpeg/.jpg/.png).  Compared case-insensitively.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ALIGN_METHODS = ("none", "mtcnn")
+ENCODINGS = ("jpg", "png")
 # face2rec2.py / im2rec.py default JPEG quality.
 JPEG_QUALITY = 95
-_JPEG_SOI = b"\xff\xd8\xff"
+_SIGNATURES = {"jpg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
 
 
 def is_image_name(name: str) -> bool:
@@ -89,11 +90,14 @@ class FacePreparer:
     size: tuple[int, int] = (112, 112)
     min_score: float = 0.9
     threads: int | None = 1
+    encoding: str = "jpg"
     counts: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.align not in ALIGN_METHODS:
             raise ConfigError(f"--align {self.align!r}: expected one of {', '.join(ALIGN_METHODS)}")
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"--encoding {self.encoding!r}: expected one of {', '.join(ENCODINGS)}")
         self.size = (int(self.size[0]), int(self.size[1]))
         if min(self.size) < 1:
             raise ConfigError(f"--size {self.size}: both sides must be positive")
@@ -158,12 +162,15 @@ class FacePreparer:
                 raise InputError(f"{path}: MTCNN finds no face (--align mtcnn)")
             face = chosen[0]
             crop = align_face(pixels, face.landmarks, self.size)
-            return PreparedFace(encode_jpeg(crop), "aligned", shape, face.landmarks.copy(), float(face.score))
+            return PreparedFace(self.encode(crop), "aligned", shape, face.landmarks.copy(), float(face.score))
         if shape == self.size:
-            if raw[:3] == _JPEG_SOI:
+            if raw.startswith(_SIGNATURES[self.encoding]):
                 return PreparedFace(raw, "pass_through", shape)
-            return PreparedFace(encode_jpeg(pixels), "encoded", shape)
-        return PreparedFace(encode_jpeg(crop_resize(pixels, self.size)), "resized", shape)
+            return PreparedFace(self.encode(pixels), "encoded", shape)
+        return PreparedFace(self.encode(crop_resize(pixels, self.size)), "resized", shape)
+
+    def encode(self, pixels: np.ndarray) -> bytes:
+        return encode_image(pixels, self.encoding)
 
 
 def crop_resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -185,11 +192,12 @@ def crop_resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(window, (out_w, out_h), interpolation=interpolation)
 
 
-def encode_jpeg(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """RGB uint8 → JPEG bytes as ``face2rec2.py`` encodes (``cv2.imencode('.jpg', BGR, quality)``)."""
+def encode_image(pixels: np.ndarray, encoding: str = "jpg") -> bytes:
+    """RGB uint8 → JPEG (quality 95) or PNG bytes as ``face2rec2.py`` encodes (``cv2.imencode`` of BGR)."""
     import cv2
 
-    ok, buffer = cv2.imencode(".jpg", np.ascontiguousarray(pixels[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    options = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if encoding == "jpg" else []
+    ok, buffer = cv2.imencode(f".{encoding}", np.ascontiguousarray(pixels[:, :, ::-1]), options)
     if not ok:  # cv2 fails only for an empty or malformed array: our bug, not the user's input
         raise RuntimeError(f"cv2.imencode failed for an array of shape {pixels.shape}")
     return buffer.tobytes()

@@ -56,7 +56,8 @@ FACE_COLUMNS = ["key", "path", "label", "how", "score",
 
 
 def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size=(112, 112),
-             on_bad_image: str = "fail", min_score: float = 0.9, threads: int | None = 1) -> dict:
+             on_bad_image: str = "fail", min_score: float = 0.9, threads: int | None = 1,
+             encoding: str = "jpg") -> dict:
     """Pack the ImageFolder tree ``root`` into ``out_dir`` (module docstring); returns the report."""
     from facetrust.data.pack_faces import list_image_folder
 
@@ -66,7 +67,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
         raise InputError(f"{root}: no image files ({', '.join(sorted({'.jpg', '.png', '.bmp', '.webp'}))}) "
                          "below the identity subfolders")
     policy = BadImagePolicy(on_bad_image, stage="data pack", key="--on-bad-image")
-    preparer = FacePreparer(align=align, size=size, min_score=min_score, threads=threads)
+    preparer = FacePreparer(align=align, size=size, min_score=min_score, threads=threads, encoding=encoding)
     skipped: list[dict] = []
     lst, faces = io.StringIO(), io.StringIO()
     face_writer = csv.writer(faces, lineterminator="\n")
@@ -95,7 +96,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
         write_text_atomic(staging / LST_NAME, lst.getvalue())
         write_text_atomic(staging / FACES_NAME, faces.getvalue())
         report = {
-            "kind": "rec", "source": str(root), "align": align, "size": list(preparer.size),
+            "kind": "rec", "source": str(root), "align": align, "size": list(preparer.size), "encoding": encoding,
             "num_images": summary["num_images"], "num_classes": summary["num_classes"],
             "header": list(summary["header"]), "classes": classes, "images_per_class": per_class,
             "empty_classes": [name for name, n in zip(classes, per_class) if n == 0],
