@@ -170,11 +170,14 @@ def test_mtcnn_pack_leaves_out_the_corrupt_and_the_faceless_image_and_stores_the
     dataset = InsightFaceRecord(out)
     paths = [line.split("\t")[2] for line in (out / "train.lst").read_text().splitlines()]
     assert paths == sorted(written["images"])
-    for i, path in enumerate(paths):
+    rows = (out / "faces.csv").read_text().splitlines()[1:]
+    for i, (path, row) in enumerate(zip(paths, rows)):
         pixels = read_image_file(root / path)
         face, _ = choose_subject(default_detector().detect_faces(pixels), pixels.shape)
+        recorded = np.array([float(v) for v in row.split(",")[5:]]).reshape(5, 2)
+        assert np.abs(recorded - face.landmarks).max() < 1e-3  # the subject MTCNN finds
         stored = decode_image(dataset.read(i)[0], "test")
-        assert np.array_equal(stored, align_face(pixels, face.landmarks, (32, 32)))  # PNG: lossless
+        assert np.array_equal(stored, align_face(pixels, recorded, (32, 32)))  # PNG: lossless
 
 
 # --------------------------------------------------------------------------- bin

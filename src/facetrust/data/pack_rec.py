@@ -47,7 +47,8 @@ def lst_line(key: int, label: int, path: str) -> str:
 
 
 def face_row(key: int, path: str, label: int, face) -> list:
-    points = [] if face.landmarks is None else [f"{v:.3f}" for v in face.landmarks.ravel()]
+    # repr: the shortest text that reads back as the same float64, so the crop can be remade exactly
+    points = [] if face.landmarks is None else [repr(float(v)) for v in face.landmarks.ravel()]
     return [key, path, label, face.how, f"{face.score:.6f}", *(points or [""] * 10)]
 
 
