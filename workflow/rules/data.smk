@@ -59,37 +59,6 @@ rule decode:
 
 # Your own folders (datasets.pack, config/own_data.yaml): `facetrust data pack` turns them into the
 # formats the rest of the DAG reads, at fixed places (facetrust.config.PACKED_*).
-PACK = config["datasets"]["pack"]
-
-
-def pack_settings(wildcards):
-    """The face-preparation flags every pack command shares."""
-    return (
-        f"--align {PACK['align']} --on-bad-image {PACK['on_bad_image']}"
-        f" --min-score {PACK['min_score']}"
-    )
-
-
-def files_below(folder):
-    """Every file below a folder to pack, so a changed or added image reruns the pack; the folder
-    itself when it is absent (Snakemake then names it as missing input)."""
-    if not os.path.isdir(folder):
-        return [folder]
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found += [os.path.join(root, name) for name in sorted(files)]
-    return found
-
-
-def pair_list_inputs(wildcards):
-    spec = PACK["pairs"][wildcards.pairs]
-    return [spec["list"], *files_below(spec["images"] or os.path.dirname(spec["list"]))]
-
-
-def ijb_pack_inputs(wildcards):
-    spec = PACK["ijb"][wildcards.ijb]
-    return [spec["subjects"], *files_below(spec["images"])]
 
 
 rule pack_train:
@@ -106,7 +75,7 @@ rule pack_train:
         settings=pack_settings,
         size=",".join(str(v) for v in PACK["output_size"]),
         encoding=PACK["encoding"],
-        out_dir=fc.PACKED_TRAIN,
+        out_dir=lambda wildcards, output: os.path.dirname(output.rec),
     log:
         "logs/pack/train.log",
     benchmark:
@@ -172,7 +141,7 @@ rule pack_ijb:
         ),
         settings=pack_settings,
         seed=config["seed"],
-        out_dir=lambda wildcards: fc.PACKED_IJB.format(name=wildcards.ijb),
+        out_dir=lambda wildcards, output: os.path.dirname(output.report),
     log:
         "logs/pack/ijb_{ijb}.log",
     benchmark:
