@@ -7,7 +7,6 @@ tests/test_data_pack_photos.py."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from pathlib import Path

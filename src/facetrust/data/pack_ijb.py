@@ -116,7 +116,7 @@ def make_pairs(template_subject: dict[int, int], impostor_pairs: int | None, see
     return templates[pairs[order]], labels[order]
 
 
-def _landmarks(face, preparer: FacePreparer, path: Path) -> tuple[np.ndarray, float]:
+def _landmarks(face, path: Path) -> tuple[np.ndarray, float]:
     if face.landmarks is not None:
         return face.landmarks, face.score
     from facetrust.align.warp import arcface_template
@@ -142,14 +142,14 @@ def pack_ijb(images: str | Path, subjects: str | Path, out_dir: str | Path, *, n
         if Path(row["image"]).suffix.lower() not in IMAGE_EXTENSIONS:
             raise InputError(f"{subjects}: line {row['line']}: {row['image']!r} is not one of {', '.join(IMAGE_EXTENSIONS)}")
     policy = BadImagePolicy(on_bad_image, stage="data pack", key="--on-bad-image")
-    # size only matters for the crops MTCNN is checked against; the loose crops are the files themselves
+    # the loose crops are the files themselves: the preparer only decodes and detects (its crops are unused)
     preparer = FacePreparer(align=align, size=(112, 112), min_score=min_score, threads=threads)
     prepared = preparer.prepare_many([images / row["image"] for row in rows])
     kept, skipped = [], []
     for row, face in zip(rows, prepared):
         if not isinstance(face, InputError):
             try:
-                row = {**row, "points": _landmarks(face, preparer, images / row["image"])}
+                row = {**row, "points": _landmarks(face, images / row["image"])}
             except InputError as error:
                 face = error
         if isinstance(face, InputError):
@@ -187,7 +187,7 @@ def pack_ijb(images: str | Path, subjects: str | Path, out_dir: str | Path, *, n
             "n_subjects": len(set(template_subject.values())), "n_templates": len(template_subject),
             "n_pairs": int(len(labels)), "n_genuine": int(labels.sum()),
             "subjects": sorted({row["subject"] for row in planned}),
-            "made": dict(sorted(preparer.counts.items())), "loose_crop_sources": sources,
+            "landmarks": "mtcnn" if align == "mtcnn" else "template", "loose_crop_sources": sources,
             **policy.summary(), "skipped_images": skipped,
         }
         write_json_atomic(staging / "pack.json", report)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from facetrust.data.images import BadImagePolicy
 from facetrust.data.insightface import write_insightface_dataset
-from facetrust.data.pack_faces import FacePreparer
+from facetrust.data.pack_faces import IMAGE_EXTENSIONS, FacePreparer
 from facetrust.errors import InputError
 from facetrust.io import staged_directory, write_json_atomic, write_text_atomic
 
@@ -65,8 +65,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
     root, out_dir = Path(root), Path(out_dir)
     classes, images, ignored = list_image_folder(root)
     if not images:
-        raise InputError(f"{root}: no image files ({', '.join(sorted({'.jpg', '.png', '.bmp', '.webp'}))}) "
-                         "below the identity subfolders")
+        raise InputError(f"{root}: no image files ({' '.join(IMAGE_EXTENSIONS)}) below the identity subfolders")
     policy = BadImagePolicy(on_bad_image, stage="data pack", key="--on-bad-image")
     preparer = FacePreparer(align=align, size=size, min_score=min_score, threads=threads, encoding=encoding)
     skipped: list[dict] = []
