@@ -58,18 +58,19 @@ rule decode:
 
 
 # Your own folders (datasets.pack, config/own_data.yaml): `facetrust data pack` turns them into the
-# formats the rest of the DAG reads, at fixed places (facetrust.config.PACKED_*).
+# formats the rest of the DAG reads, at the fixed places facetrust.config.PACKED_* names (the
+# config check there makes datasets.train/pairs/ijb point at them).
 
 
 rule pack_train:
     input:
         lambda wildcards: files_below(PACK["train"]),
     output:
-        rec=f"{fc.PACKED_TRAIN}/train.rec",
-        idx=f"{fc.PACKED_TRAIN}/train.idx",
-        prop=f"{fc.PACKED_TRAIN}/property",
-        lst=f"{fc.PACKED_TRAIN}/train.lst",
-        report=f"{fc.PACKED_TRAIN}/pack.json",
+        rec="data/packed/train/train.rec",
+        idx="data/packed/train/train.idx",
+        prop="data/packed/train/property",
+        lst="data/packed/train/train.lst",
+        report="data/packed/train/pack.json",
     params:
         images=PACK["train"],
         settings=pack_settings,
@@ -95,8 +96,8 @@ rule pack_pairs:
     input:
         pair_list_inputs,
     output:
-        bin=fc.PACKED_PAIRS.replace("{name}", "{pairs}"),
-        report=fc.PACKED_PAIRS.replace("{name}.bin", "{pairs}.pack.json"),
+        bin="data/packed/pairs/{pairs}.bin",
+        report="data/packed/pairs/{pairs}.pack.json",
     params:
         pair_list=lambda wildcards: PACK["pairs"][wildcards.pairs]["list"],
         images=lambda wildcards: PACK["pairs"][wildcards.pairs]["images"]
@@ -126,10 +127,10 @@ rule pack_ijb:
         ijb_pack_inputs,
     output:
         meta=expand(
-            f"{fc.PACKED_IJB.replace('{name}', '{{ijb}}')}/meta/{{{{ijb}}}}_{{part}}.txt",
+            "data/packed/ijb/{{ijb}}/meta/{{ijb}}_{part}.txt",
             part=["face_tid_mid", "name_5pts_score", "template_pair_label"],
         ),
-        report=f"{fc.PACKED_IJB.replace('{name}', '{ijb}')}/pack.json",
+        report="data/packed/ijb/{ijb}/pack.json",
     params:
         images=lambda wildcards: PACK["ijb"][wildcards.ijb]["images"],
         subjects=lambda wildcards: PACK["ijb"][wildcards.ijb]["subjects"],
