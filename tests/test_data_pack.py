@@ -199,6 +199,9 @@ def test_lfw_pairs_txt_becomes_a_bin_in_file_order(lfw_folder, tmp_path, capsys)
     inspected = json.loads(capsys.readouterr().out)
     assert (inspected["pairs"], inspected["genuine"]) == (written["n_pairs"], written["n_genuine"])
     assert json.loads(out.with_suffix(".pack.json").read_text())["n_pairs"] == written["n_pairs"]
+    again = tmp_path / "again.bin"
+    assert main(["data", "pack", "bin", str(root / "pairs.txt"), "--out", str(again), "--size", SIZE]) == 0
+    assert again.read_bytes() == out.read_bytes()
 
 
 def test_a_csv_pair_list_with_a_header_and_a_missing_image_under_skip(lfw_folder, tmp_path):

@@ -130,7 +130,7 @@ def pack_bin(pairs_file: str | Path, out: str | Path, *, images: str | Path | No
     policy = BadImagePolicy(on_bad_image, stage="data pack", key="--on-bad-image")
     preparer = FacePreparer(align=align, size=size, min_score=min_score, threads=threads, encoding=encoding)
     names = sorted({name for a, b, _, _ in pairs for name in (a, b)})
-    prepared = dict(zip(names, preparer.prepare_many([root / name for name in names])))
+    prepared = dict(zip(names, preparer.prepare_chunked([root / name for name in names])))
     bins, issame, skipped = [], [], []
     for first, second, same, line in pairs:
         bad = [prepared[n] for n in (first, second) if isinstance(prepared[n], InputError)]

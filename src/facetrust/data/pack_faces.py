@@ -35,6 +35,8 @@ ALIGN_METHODS = ("none", "mtcnn")
 ENCODINGS = ("jpg", "png")
 # face2rec2.py / im2rec.py default JPEG quality.
 JPEG_QUALITY = 95
+# Images decoded (and detected, in batches of equal size) together: bounds memory.
+CHUNK = 64
 _SIGNATURES = {"jpg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
 
 
@@ -120,6 +122,13 @@ class FacePreparer:
 
     def prepare(self, path: Path) -> PreparedFace:
         return self.prepare_many([path])[0]
+
+    def prepare_chunked(self, paths: list[Path], chunk: int = CHUNK) -> list[PreparedFace | InputError]:
+        """:meth:`prepare_many` ``chunk`` files at a time: only one chunk's pixels are in memory."""
+        results: list = []
+        for start in range(0, len(paths), chunk):
+            results += self.prepare_many(paths[start:start + chunk])
+        return results
 
     def prepare_many(self, paths: list[Path]) -> list[PreparedFace | InputError]:
         """:meth:`prepare` of each path, MTCNN run in batches of same-sized images; an image that

@@ -144,7 +144,7 @@ def pack_ijb(images: str | Path, subjects: str | Path, out_dir: str | Path, *, n
     policy = BadImagePolicy(on_bad_image, stage="data pack", key="--on-bad-image")
     # the loose crops are the files themselves: the preparer only decodes and detects (its crops are unused)
     preparer = FacePreparer(align=align, size=(112, 112), min_score=min_score, threads=threads)
-    prepared = preparer.prepare_many([images / row["image"] for row in rows])
+    prepared = preparer.prepare_chunked([images / row["image"] for row in rows])
     kept, skipped = [], []
     for row, face in zip(rows, prepared):
         if not isinstance(face, InputError):

@@ -30,12 +30,11 @@ from pathlib import Path
 
 from facetrust.data.images import BadImagePolicy
 from facetrust.data.insightface import write_insightface_dataset
-from facetrust.data.pack_faces import IMAGE_EXTENSIONS, FacePreparer
+from facetrust.data.pack_faces import CHUNK, IMAGE_EXTENSIONS, FacePreparer
 from facetrust.errors import InputError
 from facetrust.io import staged_directory, write_json_atomic, write_text_atomic
 
 LST_NAME, FACES_NAME, REPORT_NAME = "train.lst", "faces.csv", "pack.json"
-CHUNK = 64  # images decoded (and detected) together; bounds memory
 log = logging.getLogger("facetrust.data")
 
 
