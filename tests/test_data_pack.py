@@ -19,7 +19,7 @@ from facetrust.cli import main
 from facetrust.data.binset import load_bin
 from facetrust.data.images import decode_image, read_image_file
 from facetrust.data.insightface import InsightFaceRecord
-from facetrust.data.pack_faces import crop_resize, encode_image, list_image_folder
+from facetrust.pack.faces import crop_resize, encode_image, list_image_folder
 from own_data_fixture import CORRUPT_NAME, NO_FACE_NAME, write_identity_folder, write_lfw_style_folder
 
 SIZE = "32,32"

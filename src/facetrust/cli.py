@@ -94,16 +94,16 @@ def cmd_data(args) -> None:
 def cmd_data_pack(args) -> None:
     faces = dict(align=args.align, on_bad_image=args.on_bad_image, min_score=args.min_score, threads=args.threads)
     if args.kind == "rec":
-        from facetrust.data.pack_rec import pack_rec
+        from facetrust.pack.rec import pack_rec
 
         report = pack_rec(args.images, args.out, size=args.size, encoding=args.encoding, **faces)
     elif args.kind == "bin":
-        from facetrust.data.pack_bin import pack_bin
+        from facetrust.pack.pairs import pack_bin
 
         report = pack_bin(args.pairs, args.out, images=args.images, fmt=args.format, ext=args.ext, size=args.size,
                           encoding=args.encoding, **faces)
     else:
-        from facetrust.data.pack_ijb import pack_ijb
+        from facetrust.pack.ijb import pack_ijb
 
         report = pack_ijb(args.images, args.subjects, args.out, name=args.name,
                           templates_per_subject=args.templates_per_subject, impostor_pairs=args.impostor_pairs,

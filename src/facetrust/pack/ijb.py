@@ -31,9 +31,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from facetrust.data.images import BadImagePolicy
-from facetrust.data.pack_faces import IMAGE_EXTENSIONS, FacePreparer
 from facetrust.errors import InputError
 from facetrust.io import staged_directory, write_json_atomic, write_text_atomic
+from facetrust.pack.faces import IMAGE_EXTENSIONS, FacePreparer
 
 MAX_CSV_BYTES = 512 * 1024 * 1024
 IMPOSTORS_PER_GENUINE = 10

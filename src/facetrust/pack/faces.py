@@ -1,6 +1,6 @@
 """Turning a user's image files into face crops for ``facetrust data pack`` (docs/FORMATS.md "Packing").
 
-Shared by the three packers (``pack_rec``, ``pack_bin``, ``pack_ijb``):
+Shared by the three packers (``rec``, ``pairs``, ``ijb``):
 
 * :func:`list_image_folder` lists an ImageFolder tree (one subfolder per identity, images found
   recursively below it) in a deterministic order: identities sorted by name, label = index in

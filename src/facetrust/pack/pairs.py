@@ -12,7 +12,7 @@ Two list formats:
   label field), paths relative to ``--images``.
 
 Pairs keep the file's order, so the 10 folds of an LFW list stay the 10 folds of the set.  Each
-image is read and prepared once (:class:`facetrust.data.pack_faces.FacePreparer`) however many
+image is read and prepared once (:class:`facetrust.pack.faces.FacePreparer`) however many
 pairs it is in; a pair with a bad image is dropped under ``--on-bad-image skip`` and listed in the
 report (``<out stem>.pack.json``), written together with the ``.bin``.
 """
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from facetrust.data.binset import write_bin
 from facetrust.data.images import BadImagePolicy
-from facetrust.data.pack_faces import FacePreparer
 from facetrust.errors import InputError
 from facetrust.io import outputs_together, write_json_atomic
+from facetrust.pack.faces import FacePreparer
 
 PAIR_FORMATS = ("auto", "lfw", "csv")
 MAX_LIST_BYTES = 512 * 1024 * 1024  # a pair list larger than this is not a list of pairs

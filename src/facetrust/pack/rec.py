@@ -14,7 +14,7 @@ Written into one staging directory that replaces ``out`` when everything is writ
   detector score and the five landmarks in the source image;
 * ``pack.json``: the settings, counts, classes and every skipped file with its reason.
 
-Labels are indices of the sorted identity folders (:func:`facetrust.data.pack_faces.list_image_folder`),
+Labels are indices of the sorted identity folders (:func:`facetrust.pack.faces.list_image_folder`),
 fixed before any image is read, so skipping an image never renumbers the classes; a class whose
 images were all skipped keeps an empty identity range.  Unlike ``im2rec --recursive``, which makes
 every folder that holds images a class, nested folders belong to their top-level identity (the
@@ -30,9 +30,9 @@ from pathlib import Path
 
 from facetrust.data.images import BadImagePolicy
 from facetrust.data.insightface import write_insightface_dataset
-from facetrust.data.pack_faces import CHUNK, IMAGE_EXTENSIONS, FacePreparer
 from facetrust.errors import InputError
 from facetrust.io import staged_directory, write_json_atomic, write_text_atomic
+from facetrust.pack.faces import CHUNK, IMAGE_EXTENSIONS, FacePreparer
 
 LST_NAME, FACES_NAME, REPORT_NAME = "train.lst", "faces.csv", "pack.json"
 log = logging.getLogger("facetrust.data")
@@ -59,7 +59,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
              on_bad_image: str = "fail", min_score: float = 0.9, threads: int | None = 1,
              encoding: str = "jpg") -> dict:
     """Pack the ImageFolder tree ``root`` into ``out_dir`` (module docstring); returns the report."""
-    from facetrust.data.pack_faces import list_image_folder
+    from facetrust.pack.faces import list_image_folder
 
     root, out_dir = Path(root), Path(out_dir)
     classes, images, ignored = list_image_folder(root)
