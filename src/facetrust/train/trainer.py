@@ -174,7 +174,8 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
                                 weight_decay=config.weight_decay)
     schedule = LRSchedule(optimizer, config.lr_schedule, config.lr, steps_per_epoch, config.epochs,
                           config.warmup_epochs, config.milestones, config.gamma, config.poly_power)
-    fp16 = bool(config.backbone_options.get("fp16")) and info.device.type == "cuda"
+    # float16 autocast needs loss scaling; bfloat16 ("bf16") has float32's range and does not.
+    fp16 = config.backbone_options.get("fp16") is True and info.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
     epoch, step = 0, 0
