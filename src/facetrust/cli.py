@@ -25,7 +25,7 @@ MODEL_UNCERTAINTY_CHOICES = LazyChoices("none", "facetrust.models.uncertainty.me
 POOLING_CHOICES = LazyChoices("facetrust.evaluate.fusion:POOLINGS")
 PAIR_DISTANCE_CHOICES = LazyChoices("facetrust.evaluate.pairs:PAIR_DISTANCES")
 BACKBONE_CHOICES = LazyChoices("facetrust.models.registry:BACKBONES")
-TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS")
+TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS", "kth_impostor")
 SCORE_CHOICES = LazyChoices("facetrust.evaluate.scores:SCORES")
 
 log = logging.getLogger("facetrust")
@@ -81,6 +81,28 @@ def cmd_data(args) -> None:
 
         summary = verify_dataset(args.path, args.out, on_bad_image=args.on_bad_image)
         print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_data_pack(args) -> None:
+    faces = dict(align=args.align, on_bad_image=args.on_bad_image, min_score=args.min_score, threads=args.threads)
+    if args.kind == "rec":
+        from facetrust.pack.rec import pack_rec
+
+        report = pack_rec(args.images, args.out, size=args.size, encoding=args.encoding, **faces)
+    elif args.kind == "bin":
+        from facetrust.pack.pairs import pack_bin
+
+        report = pack_bin(args.pairs, args.out, images=args.images, fmt=args.format, ext=args.ext, size=args.size,
+                          encoding=args.encoding, **faces)
+    else:
+        from facetrust.pack.ijb import pack_ijb
+
+        report = pack_ijb(args.images, args.subjects, args.out, name=args.name,
+                          templates_per_subject=args.templates_per_subject, impostor_pairs=args.impostor_pairs,
+                          seed=args.seed, **faces)
+    summary = {k: v for k, v in report.items() if k not in ("skipped_images", "skipped_pairs", "loose_crop_sources",
+                                                             "classes", "images_per_class", "skipped_examples")}
+    print(json.dumps(summary, indent=2, default=str))
 
 
 def cmd_align(args) -> None:
@@ -182,7 +204,7 @@ def cmd_evaluate(args) -> None:
             normalize_images=args.normalize_images, use_detector_score=not args.no_detector_score,
             flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method, score=args.score,
             constant_uncertainty=args.constant_uncertainty, bootstrap=_bootstrap_settings(args),
-            failed_images=args.failed_images, failed_templates=args.failed_templates,
+            failed_images=args.failed_images, failed_templates=args.failed_templates, pfe_sigma=args.pfe_sigma,
         )
     elif args.protocol_kind == "pairs" and args.scores:
         from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
@@ -197,7 +219,7 @@ def cmd_evaluate(args) -> None:
                                      roc_out=Path(args.roc) if args.roc else None,
                                      flip=not args.no_flip, metric=args.metric, protocol=args.pairs_protocol,
                                      score=args.score, identities_csv=args.identities,
-                                     bootstrap=_bootstrap_settings(args))
+                                     bootstrap=_bootstrap_settings(args), pfe_sigma=args.pfe_sigma)
     elif args.protocol_kind == "edc":
         from facetrust.evaluate.edc_protocol import run_evaluate_edc
 
@@ -208,7 +230,7 @@ def cmd_evaluate(args) -> None:
             name=args.name, quality_csv=args.quality, template_how=args.template_how, space=args.space,
             pooling=args.pooling, flags=flags, starting_error=args.starting_error, discard_limit=args.discard_limit,
             random_draws=args.random_draws, crfiqa_fmrs=args.crfiqa_fmrs, seed=args.seed,
-            bootstrap=_bootstrap_settings(args), failed_images=args.failed_images)
+            bootstrap=_bootstrap_settings(args), failed_images=args.failed_images, identities_csv=args.identities)
     else:
         from facetrust.evaluate.reject import run_evaluate_reject
 
@@ -222,6 +244,7 @@ def cmd_evaluate(args) -> None:
             normalize_images=args.normalize_images,
             use_detector_score=not args.no_detector_score, pooling=args.pooling, tar_method=args.tar_method,
             score=args.score, bootstrap=_bootstrap_settings(args), failed_images=args.failed_images,
+            identities_csv=args.identities, probe_templates=args.probe_templates, pfe_sigma=args.pfe_sigma,
         )
     print(json.dumps({k: v for k, v in metrics.items()
                       if k in ("tar_at_far", "tar_at_far_ci", "accuracy", "accuracy_ci", "auc", "n_pairs", "pauc",
@@ -305,14 +328,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fetch_parser(sub)
 
-    p = sub.add_parser("data", help="inspect, dump or verify a .rec/.idx, .bin or IJB directory")
-    p.add_argument("action", choices=["inspect", "dump", "verify"])
-    p.add_argument("path")
-    p.add_argument("--jsonl", action="store_true", help="dump: one JSON object per record (the only format)")
-    p.add_argument("--out", help="verify: manifest JSON to write")
-    p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
-                   help="verify: stop at the first bad record (fail) or count, log and skip it")
-    p.set_defaults(func=cmd_data)
+    data = sub.add_parser("data", help="inspect, dump, verify or pack (.rec/.idx, .bin, IJB directory)")
+    data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("inspect", "summary of a .rec/.idx directory, .bin pair set or IJB directory"),
+                         ("dump", "one JSON object per record of a .rec/.idx directory"),
+                         ("verify", "decode every record of a training set; write a manifest")):
+        p = data_actions.add_parser(action, help=text)
+        p.add_argument("path")
+        if action == "dump":
+            p.add_argument("--jsonl", action="store_true", help="one JSON object per record (the only format)")
+        if action == "verify":
+            p.add_argument("--out", help="manifest JSON to write")
+            p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
+                           help="stop at the first bad record (fail) or count, log and skip it")
+        p.set_defaults(func=cmd_data)
+    pack = data_actions.add_parser("pack", help="your images -> a training set (rec), a pair set (bin) or an "
+                                                "IJB-style set (ijb); see docs/FORMATS.md 'Packing'")
+    pack_kinds = pack.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, text in (("rec", "ImageFolder tree (one subfolder per identity) -> train.rec/.idx/property + "
+                               "train.lst, as im2rec / face2rec2"),
+                       ("bin", "LFW pairs.txt or CSV path1,path2,label -> InsightFace .bin pair set, as lfw2pack"),
+                       ("ijb", "images + CSV image,subject[,media] -> IJB-style directory with templates and "
+                               "1:1 pairs")):
+        p = pack_kinds.add_parser(kind, help=text)
+        if kind == "bin":
+            p.add_argument("pairs", help="the pair list (pairs.txt or .csv)")
+            p.add_argument("--images", help="folder the pair list's paths are relative to (default: its folder)")
+            p.add_argument("--format", choices=["auto", "lfw", "csv"], default="auto",
+                           help="pair list format (auto: csv for a .csv file, else LFW pairs.txt)")
+            p.add_argument("--ext", default="jpg", help="LFW: image file extension (name/name_0001.EXT)")
+            p.add_argument("--out", required=True, help="the .bin file (its report: <out stem>.pack.json)")
+        else:
+            p.add_argument("images", help="the image folder" + (" (one subfolder per identity, any depth below)"
+                                                                if kind == "rec" else ""))
+            p.add_argument("--out", required=True, help="output directory (replaced as a whole)")
+        if kind == "ijb":
+            p.add_argument("--subjects", required=True, help="CSV with header image,subject[,media]; image paths "
+                                                             "relative to the folder")
+            p.add_argument("--name", required=True, help="protocol name: meta/<name>_*.txt")
+            p.add_argument("--templates-per-subject", type=int, default=2,
+                           help="a subject's media are dealt into this many templates")
+            p.add_argument("--impostor-pairs", type=int, help="impostor template pairs sampled (default: 10 per "
+                                                              "genuine pair, at most all)")
+            p.add_argument("--seed", type=int, default=0, help="seed of the impostor sample")
+        else:
+            p.add_argument("--size", type=_size, default=(112, 112), help="stored crop H,W (default 112,112)")
+            p.add_argument("--encoding", choices=["jpg", "png"], default="jpg",
+                           help="stored images: JPEG quality 95 (face2rec2's default) or lossless PNG")
+        p.add_argument("--align", choices=["none", "mtcnn"], default="none",
+                       help="mtcnn: detect the face and warp its 5 points onto the ArcFace template (InsightFace "
+                            "norm_crop); none: the images are crops already (other sizes: centre crop + resize)"
+                       + ("; ijb: none needs aligned crops (template landmarks)" if kind == "ijb" else ""))
+        p.add_argument("--min-score", type=float, default=0.9,
+                       help="mtcnn: faces this confident are subject candidates (the one nearest the centre wins)")
+        p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
+                       help="a file that does not decode or has no face: stop (fail) or leave it out, listed in "
+                            "the report (skip)")
+        p.add_argument("--threads", type=int, default=1, help="torch threads of the detector")
+        p.set_defaults(func=cmd_data_pack)
 
     p = sub.add_parser("align", help="5-point alignment of IJB-style loose crops onto the ArcFace template")
     p.add_argument("--in", dest="ijb", required=True, help="IJB-style directory (loose_crop/, meta/)")
@@ -425,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=POOLING_CHOICES, metavar="POOLING",
                    help="IJB template pooling: %(choices)s")
     p.add_argument("--tar-method", default="nearest", choices=TAR_METHOD_CHOICES, metavar="METHOD",
-                   help="how TAR is read off the ROC: %(choices)s")
+                   help="how TAR is read: %(choices)s (kth_impostor: ScaleFace's threshold at the "
+                        "round(n*FAR)-th impostor; reject only)")
     p.add_argument("--metric", default="cosine", choices=PAIR_DISTANCE_CHOICES, metavar="DISTANCE",
                    help="pairs: pair distance for the 10-fold accuracy: %(choices)s")
     p.add_argument("--score", default="cosine", choices=SCORE_CHOICES, metavar="SCORE",
@@ -433,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constant-uncertainty", type=_constant, metavar="VALUE",
                    help="ijb: control row, one kappa / sigma^2 for every image (a number, or 'mean' = the file's "
                         "geometric mean)")
+    p.add_argument("--pfe-sigma", default="per_dimension", choices=["per_dimension", "isotropic"],
+                   help="pooling pfe / score pfe_mls: PFE's per-dimension sigma^2 (uncertainty_per_dim) or the "
+                        "isotropic ablation (one sigma^2 per image)")
     p.add_argument("--failed-images", metavar="FILE",
                    help="ijb, reject, edc (IJB): images that failed alignment (the aligned set's manifest.json, key "
                         "skipped_images, or one name per line); the embeddings may lack exactly these (reject and "
@@ -442,7 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the generalised FNMR) or drop (left out)")
     p.add_argument("--pairs-protocol", default="insightface", choices=["insightface", "sphereface"],
                    help="pairs: InsightFace verification.py, or SphereFace's evaluation.m")
-    p.add_argument("--identities", help="pairs: quality.csv with each image's identity (bootstrap subjects)")
+    p.add_argument("--identities", help="pairs, reject, edc on a pair set: CSV with columns image, identity (the "
+                                        "synthetic quality.csv) for the bootstrap subjects; without it every pair "
+                                        "is its own cluster")
+    p.add_argument("--probe-templates", default="all_images", choices=["all_images", "first_image"],
+                   help="reject (IJB): pool every template (ScaleFace 'full'), or ScaleFace's single-image probes "
+                        "(the second template of each pair is its first image)")
     p.add_argument("--bootstrap", type=options.integer(0, 1_000_000), default=0, metavar="N",
                    help="bootstrap replicates over subjects (0: none)")
     p.add_argument("--bootstrap-within", action="store_true",
