@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-map", action="store_true",
                    help="also output the last feature map (what PFE, SCF, ScaleFace and xCos read)")
     p.add_argument("--opset", type=options.integer(7, 30), default=17)
-    p.add_argument("--tolerance", type=options.number(0.0, low_open=True), default=1e-4,
+    p.add_argument("--tolerance", type=options.number(0.0), default=1e-4,
                    help="largest accepted |onnx - torch| / max|torch| (the file is not written above it)")
     p.add_argument("--threads", type=options.threads)
     p.set_defaults(func=cmd_export)
