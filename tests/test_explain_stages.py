@@ -26,6 +26,7 @@ def bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
     tiny_benchmark(root / "synth")
     return {"root": root, "pairs": root / "synth" / "pairs" / "synth_lfw.bin",
+            "validation": root / "synth" / "pairs" / "synth_val.bin",
             "occluders": root / "synth" / "occluders.csv", "train": root / "synth" / "train",
             "xcos": save_xcos_model(root / "xcos"), "standard": save_model(root / "standard", seed=1),
             "verifier": save_model(root / "verifier", seed=2), "model": save_model(root / "model", seed=3)}
@@ -62,7 +63,7 @@ def test_xcos_contribution_map_sums_to_xcos_minus_the_threshold(bench):
 
 def test_faithfulness_stage_scores_every_method_against_its_random_order_and_the_boxes(bench, tmp_path):
     result = run_faithfulness(bench["xcos"], bench["pairs"], bench["occluders"], tmp_path / "f.json",
-                              tmp_path / "f.npz", FAST)
+                              tmp_path / "f.npz", FAST, validation_set=bench["validation"])
     assert list(result["methods"]) == list(METHODS)
     assert result["pairs"] == {"genuine": 3, "impostor": 3} and result["localisation_pairs"] == 3
     for method, entry in result["methods"].items():
@@ -75,7 +76,7 @@ def test_faithfulness_stage_scores_every_method_against_its_random_order_and_the
         assert data["images1"].shape == (2, 3, 24, 24) and data["dissimilarity_gradient"].shape == (2, 24, 24)
         assert data["dissimilarity_cosine_map"].shape == (2, 3, 3)
     again = run_faithfulness(bench["xcos"], bench["pairs"], bench["occluders"], tmp_path / "g.json",
-                             tmp_path / "g.npz", FAST)
+                             tmp_path / "g.npz", FAST, validation_set=bench["validation"])
     assert json.dumps(again, sort_keys=True) == json.dumps(result, sort_keys=True)
     # the report stage reads these files: table, both figures, claims with a verdict each
     from facetrust.report.explanations_report import write_explanations_report

@@ -162,9 +162,11 @@ def test_quality_csv_covers_every_image_and_matches_the_formula(bench):
     n_train = len(InsightFaceRecord(bench / "train"))
     bins, _ = load_bin(bench / "pairs" / "synth_lfw.bin")
     crops = sorted((bench / "ijb" / "synth_ijbc" / "loose_crop").glob("*.jpg"), key=lambda p: int(p.stem))
+    validation, _ = load_bin(bench / "pairs" / "synth_val.bin")
     expected = ([f"train/{k}" for k in range(1, n_train + 1)]
                 + [f"synth_lfw/{i}" for i in range(len(bins))]
-                + [f"synth_ijbc/{p.name}" for p in crops])
+                + [f"synth_ijbc/{p.name}" for p in crops]
+                + [f"synth_val/{i}" for i in range(len(validation))])
     assert images == expected
     values = np.array([[float(row[c]) for c in QUALITY_COLUMNS[3:]] for row in rows])
     recomputed = quality_score(*values[:, :5].T, TINY.image_size)

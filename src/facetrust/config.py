@@ -358,6 +358,16 @@ def check_explain(params: dict) -> None:
                           f"configured: {', '.join(sorted(xcos))}")
     if xcos and explain.get("test_set", "synth_lfw") not in (params.get("datasets") or {}).get("pairs", {}):
         raise ConfigError(f"params: explain.test_set: {explain.get('test_set')!r} is not a key of datasets.pairs")
+    datasets = params.get("datasets") or {}
+    validation, tests = datasets.get("validation") or {}, datasets.get("pairs") or {}
+    overlap = sorted(set(validation) & set(tests)) + sorted(
+        name for name, path in validation.items() if path in set(tests.values()))
+    if overlap:
+        raise ConfigError(f"params: datasets.validation.{overlap[0]}: a test set cannot be a validation set "
+                          "(nothing is chosen on a test set)")
+    if xcos and explain.get("validation_set", "synth_val") not in validation:
+        raise ConfigError(f"params: explain.validation_set: {explain.get('validation_set', 'synth_val')!r} is not "
+                          "a key of datasets.validation (thresholds are fitted on a validation split)")
     inversion = params.get("inversion") or {}
     for key in ("model", "verifier"):
         if inversion.get(key) is not None and inversion[key] not in models:

@@ -17,6 +17,9 @@ HEADS = sorted(config["heads"])
 PAIR_SETS = sorted(config["datasets"]["pairs"])
 IJB_SETS = sorted(config["datasets"]["ijb"])
 TEST_SETS = PAIR_SETS + IJB_SETS
+# Validation pair sets: identities in no test or training set; the only sets on which a stage
+# fits a threshold or chooses a value (tests/test_validation_split.py walks the DAG for it).
+VALIDATION_SETS = config["datasets"].get("validation") or {}
 THREADS = config["threads"]
 # Models trained elsewhere (`source: pretrained`): imported, never trained (pretrained.smk).
 PRETRAINED_MODELS = [m for m in MODELS if fc.is_pretrained(config, m)]
@@ -49,6 +52,16 @@ def effective_params():
 
 
 PARAMS_FILE = effective_params()
+
+
+def validation_pairs(wildcards=None):
+    """The validation pair set (`explain.validation_set`) a choosing stage fits its values on."""
+    name = config["explain"].get("validation_set", "synth_val")
+    if name not in VALIDATION_SETS:
+        raise ValueError(
+            f"params: explain.validation_set: {name!r} is not a key of datasets.validation"
+        )
+    return VALIDATION_SETS[name]
 
 
 def train_dir():

@@ -7,6 +7,10 @@ rule synthesize:
         idx=f"{SYNTH_DIR}/train/train.idx",
         prop=f"{SYNTH_DIR}/train/property",
         pairs=f"{SYNTH_DIR}/pairs/synth_lfw.bin",
+        validation=f"{SYNTH_DIR}/pairs/synth_val.bin",
+        twins=expand(
+            f"{SYNTH_DIR}/pairs/{{name}}.twins.npz", name=["synth_lfw", "synth_val"]
+        ),
         ijb_meta=expand(
             f"{SYNTH_DIR}/ijb/synth_ijbc/meta/synth_ijbc_{{part}}.txt",
             part=["face_tid_mid", "name_5pts_score", "template_pair_label"],

@@ -57,6 +57,7 @@ rule explain_faithfulness:
     input:
         model="models/{xcos}/xcos.pt",
         pairs=lambda wildcards: config["datasets"]["pairs"][wildcards.pairs],
+        validation=validation_pairs,
         occluders=f"{SYNTH_DIR}/occluders.csv",
     output:
         results="results/explain/faithfulness/{xcos}/{pairs}.json",
@@ -78,7 +79,8 @@ rule explain_faithfulness:
         runtime=grow(60),
     shell:
         "OMP_NUM_THREADS={threads} facetrust explain faithfulness --model models/{wildcards.xcos}"
-        " --test-set {input.pairs} --occluders {input.occluders} --params {params.config_file}"
+        " --test-set {input.pairs} --validation {input.validation} --occluders {input.occluders}"
+        " --params {params.config_file}"
         " --out {output.results} --examples {output.examples} > {log} 2>&1"
 
 

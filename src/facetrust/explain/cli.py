@@ -6,7 +6,9 @@ command                   what it writes
 ========================  ===================================================================
 xcos IMG1 IMG2            the xCos picture of one pair (faces with the grid, cosine map, attention)
 score                     the pair scores file of a ``.bin`` set: xCos, cosine, standard cosine
-map IMG1 IMG2             a gradient or perturbation map of any model (or an xCos network)
+map IMG1 IMG2             an xSSAB, integrated-gradients or perturbation map of any model
+thresholds                every threshold of the explain stages, fitted on a validation split
+sanity                    cascading model-randomisation checks and seed agreement (JSON)
 faithfulness              deletion/insertion and known-truth localisation of every method (JSON)
 invert                    ArcFace model inversion: a figure, or the stage's JSON + images
 ========================  ===================================================================
@@ -22,6 +24,7 @@ import json
 from pathlib import Path
 
 from facetrust.errors import InputError
+from facetrust.explain.defaults import DEFAULT_IG_STEPS, DEFAULT_MASKS, MAP_METHODS
 
 
 def _load_image(path: Path, input_size):
@@ -100,10 +103,28 @@ def run_map(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     embed, size = load_embedder(args.model)
     image1, image2 = _load_image(args.img1, size), _load_image(args.img2, size)
-    options = {"steps": args.steps} if args.method == "gradient" else {"num_masks": args.masks, "seed": args.seed}
+    if args.method == "xssab":
+        if args.threshold is None:
+            raise InputError("explain map --method xssab: give --threshold (the EER threshold of a validation split)")
+        options = {"threshold": args.threshold}
+    elif args.method == "integrated_gradients":
+        options = {"steps": args.steps}
+    else:
+        options = {"num_masks": args.masks, "seed": args.seed}
     result = pair_map(args.method, embed, image1, image2, **options)
     return plot_pair_map(image1, image2, result.similarity, result.dissimilarity, args.out,
                          cosine=result.cosine, method=args.method)
+
+
+def run_thresholds_command(args: argparse.Namespace) -> dict:
+    from facetrust.explain.faithfulness_stage import FaithfulnessSettings
+    from facetrust.explain.thresholds import fit_thresholds
+
+    params = _params(args.params)
+    settings = FaithfulnessSettings.from_section(params.get("explain") or {}, int(params.get("seed", 0)))
+    result = fit_thresholds(args.model, args.validation, args.occluders, args.twins, args.out,
+                            threshold_fmr=settings.threshold_fmr, delta_fraction=settings.delta_fraction)
+    return {"split": result["split"], "delta_cos": result["delta_cos"], "out": str(args.out)}
 
 
 def run_faithfulness_command(args: argparse.Namespace) -> dict:
@@ -111,8 +132,21 @@ def run_faithfulness_command(args: argparse.Namespace) -> dict:
 
     params = _params(args.params)
     settings = FaithfulnessSettings.from_section(params.get("explain") or {}, int(params.get("seed", args.seed)))
-    result = run_faithfulness(args.model, args.test_set, args.occluders, args.out, args.examples, settings)
-    return {"pairs": result["pairs"], "localisation_pairs": result["localisation_pairs"], "out": str(args.out)}
+    result = run_faithfulness(args.model, args.test_set, args.occluders, args.out, args.examples, settings,
+                              twins_npz=args.twins, thresholds_json=args.thresholds, validation_set=args.validation)
+    known = result["known_truth"]
+    return {"pairs": result["pairs"], "occluded_pairs": known["occluded_pairs"], "qualifying": known["qualifying"],
+            "out": str(args.out)}
+
+
+def run_sanity_command(args: argparse.Namespace) -> dict:
+    from facetrust.explain.sanity_stage import SanitySettings, run_sanity
+
+    params = _params(args.params)
+    settings = SanitySettings.from_section(params.get("explain") or {}, int(params.get("seed", args.seed)))
+    result = run_sanity(args.model, args.test_set, args.validation, args.thresholds, args.out, args.examples,
+                        settings)
+    return {"passes": result["passes"], "out": str(args.out)}
 
 
 def _inversion_config(args: argparse.Namespace, section: dict):
@@ -209,17 +243,43 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("img1", type=Path, help="the face explained (aligned crop)")
     p.add_argument("img2", type=Path, help="the face it is compared with")
     p.add_argument("--model", type=Path, required=True, help="trained model or xCos model directory")
-    p.add_argument("--method", choices=("gradient", "perturbation"), default="gradient")
-    p.add_argument("--steps", type=int, default=16, help="integrated-gradient steps")
-    p.add_argument("--masks", type=int, default=1000, help="random masks of the perturbation map")
+    p.add_argument("--method", choices=MAP_METHODS, default="perturbation")
+    p.add_argument("--steps", type=int, default=DEFAULT_IG_STEPS, help="integrated-gradient steps")
+    p.add_argument("--masks", type=int, default=DEFAULT_MASKS, help="random masks of the perturbation map")
+    p.add_argument("--threshold", type=float, help="xssab: the decision threshold (split at thr/d)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="figure (.png)")
     p.set_defaults(func=_printing(run_map))
+
+    p = commands.add_parser("thresholds", help="fit every threshold of the explain stages on a validation split")
+    p.add_argument("--model", type=Path, required=True, help="xCos model directory")
+    p.add_argument("--validation", type=Path, required=True, help=".bin validation pair set (never a test set)")
+    p.add_argument("--occluders", type=Path, required=True, help="occluders.csv of the synthetic benchmark")
+    p.add_argument("--twins", type=Path, required=True, help="the validation set's clean twins (.twins.npz)")
+    p.add_argument("--params", type=Path, help="params file: its `explain` section")
+    p.add_argument("--out", type=Path, required=True, help="thresholds (.json)")
+    p.set_defaults(func=_printing(run_thresholds_command))
+
+    p = commands.add_parser("sanity", help="cascading model-randomisation sanity checks of every map method")
+    p.add_argument("--model", type=Path, required=True, help="xCos model directory")
+    p.add_argument("--test-set", type=Path, required=True, help=".bin pair set whose pairs are explained")
+    p.add_argument("--validation", type=Path, required=True,
+                   help=".bin validation pair set: BatchNorm recalibration images of the randomised networks")
+    p.add_argument("--thresholds", type=Path, required=True, help="thresholds JSON (explain thresholds)")
+    p.add_argument("--params", type=Path, help="params file: its `explain` section and seed")
+    p.add_argument("--seed", type=int, default=0, help="without --params")
+    p.add_argument("--out", type=Path, required=True, help="results (.json)")
+    p.add_argument("--examples", type=Path, required=True, help="one pair's maps at every cascade level (.npz)")
+    p.set_defaults(func=_printing(run_sanity_command))
 
     p = commands.add_parser("faithfulness", help="deletion/insertion and known-truth localisation of every method")
     p.add_argument("--model", type=Path, required=True, help="xCos model directory (every map explains its network)")
     p.add_argument("--test-set", type=Path, required=True, help=".bin pair set")
     p.add_argument("--occluders", type=Path, required=True, help="occluders.csv of the synthetic benchmark")
+    p.add_argument("--twins", type=Path, required=True, help="the test set's clean twins (.twins.npz)")
+    p.add_argument("--thresholds", type=Path, required=True, help="thresholds JSON (explain thresholds)")
+    p.add_argument("--validation", type=Path, required=True,
+                   help=".bin validation pair set: BatchNorm recalibration images of the randomised control network")
     p.add_argument("--params", type=Path, help="params file: its `explain` section and seed")
     p.add_argument("--seed", type=int, default=0, help="without --params")
     p.add_argument("--out", type=Path, required=True, help="results (.json)")

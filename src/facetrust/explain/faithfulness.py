@@ -37,6 +37,8 @@ from facetrust.errors import ConfigError, InputError
 
 FRACTIONS = tuple(round(0.05 * k, 2) for k in range(20))  # 0 .. 0.95
 MODES = ("deletion", "insertion")
+#: Deletion to grey, insertion from grey, insertion from a blurred face (RISE).
+CURVE_MODES = ("deletion", "insertion", "insertion_blur")
 
 
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], groups: Sequence[np.ndarray], *, seed: int = 0,
@@ -165,6 +167,47 @@ def deletion_curves(embed: Callable[[torch.Tensor], torch.Tensor], images1: torc
             faces = _edited_faces(images1[k], replacement, order, cells, counts, mode)
             cosine[k] = (F.normalize(embed(faces), dim=1) @ references[k]).double().numpy()
     return CurveResult(mode, fractions, cosine, issame, float(threshold))
+
+
+def edit_scores(pair_score: Callable[[torch.Tensor, int], np.ndarray], images1: torch.Tensor, maps: np.ndarray, *,
+                mode: str, fractions: Sequence[float] = FRACTIONS, replacements: torch.Tensor | None = None,
+                progress: bool = False) -> np.ndarray:
+    """(P, F, S) scores of face 1 of each pair edited in the order of ``maps`` (P, h, w): deletion
+    replaces the top cells by ``replacements[k]`` (default grey), insertion starts from
+    ``replacements[k]`` and puts the top cells of face 1 back (RISE's insertion from a blurred
+    canvas, or the restoration of a clean twin into its occluded image).  ``pair_score(faces, k)``
+    scores (F, 3, H, W) edited faces against pair k's face 2: (F, S) for S scores."""
+    if mode not in MODES:
+        raise ConfigError(f"faithfulness mode {mode!r} not allowed; allowed: {', '.join(MODES)}")
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3 or maps.shape[0] != images1.shape[0]:
+        raise InputError(f"faithfulness: maps {maps.shape} and images {tuple(images1.shape)} differ in pairs")
+    size = tuple(images1.shape[2:])
+    cells = cell_index(maps.shape[1:], size)
+    counts = [int(round(f * maps[0].size)) for f in fractions]
+    rows = []
+    with torch.no_grad():
+        for k in tqdm(range(maps.shape[0]), desc=f"{mode} curves", unit="pair", leave=False, disable=not progress):
+            order = np.argsort(-maps[k].ravel(), kind="stable")
+            replacement = torch.zeros_like(images1[k]) if replacements is None else replacements[k]
+            faces = _edited_faces(images1[k], replacement, order, cells, counts, mode)
+            rows.append(np.asarray(pair_score(faces, k), dtype=np.float64).reshape(len(counts), -1))
+    return np.stack(rows)
+
+
+def eer_threshold(scores, issame) -> tuple[float, float]:
+    """``(threshold, EER)``: the threshold where FNMR (genuine below it) and FMR (impostors at or
+    above it) are closest, among the observed scores; EER = their mean there."""
+    scores = np.asarray(scores, dtype=np.float64)
+    issame = np.asarray(issame, dtype=bool)
+    if not issame.any() or issame.all():
+        raise InputError("EER: need genuine and impostor pairs")
+    candidates = np.unique(scores)
+    genuine, impostor = np.sort(scores[issame]), np.sort(scores[~issame])
+    fnmr = np.searchsorted(genuine, candidates, side="left") / genuine.size
+    fmr = 1.0 - np.searchsorted(impostor, candidates, side="left") / impostor.size
+    best = int(np.argmin(np.abs(fnmr - fmr)))
+    return float(candidates[best]), float((fnmr[best] + fmr[best]) / 2.0)
 
 
 def threshold_at_fmr(scores, issame, fmr: float = 1e-2) -> float:

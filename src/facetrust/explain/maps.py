@@ -7,8 +7,16 @@ Each returns a :class:`PairMap` with two non-negative (H, W) evidence maps, ``si
 (where face 1 supports the match) and ``dissimilarity`` (where it argues against it), and the
 signed maps they come from in ``contributions``.
 
-**Gradient map** (:func:`gradient_map`; xSSAB, Huber et al., WACV 2024, for the similarity /
-dissimilarity split; integrated gradients, Sundararajan et al., ICML 2017, for completeness).
+**xSSAB map** (:func:`xssab_map`; Huber et al., "Efficient Explainable Face Verification based on
+Similarity Score Argument Backpropagation", WACV 2024), literally: with ê1, ê2 the unit embeddings
+and thr the decision threshold (the EER threshold of the validation split), the dimensions with
+ê1_k ê2_k >= thr/d are the positive argument, the rest the negative one; the **plain gradient** of
+each argument's sum with respect to x1, its absolute value averaged over RGB, gives the positive
+and the negative map, and ``combined = positive − negative``.
+
+**Integrated-gradients split map** (:func:`integrated_gradients_map`; integrated gradients,
+Sundararajan et al., ICML 2017, applied to xSSAB's idea of splitting the cosine's dimensions, split
+at 0 by default -- a variant, not xSSAB).
 With ê = f/‖f‖ the cosine is cos(x, x2) = Σ_k ê(x)_k ê2_k.  The dimensions split by the sign of
 their contribution at x1: S+ = {k : ê1_k ê2_k >= t/D}, S- = the rest (t = ``split_threshold``,
 xSSAB's thr/d; 0 by default), so that cos = F+(x) + F-(x) with F±(x) = Σ_{k∈S±} ê(x)_k ê2_k.
@@ -50,9 +58,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from facetrust.errors import ConfigError, InputError
+from facetrust.explain.defaults import DEFAULT_CELLS, DEFAULT_IG_STEPS, DEFAULT_MASKS, MAP_METHODS
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
-MAP_METHODS = ("gradient", "perturbation")
 
 
 @dataclass
@@ -65,7 +73,8 @@ class PairMap:
     cosine: float  # cos(x1, x2)
     contributions: dict[str, np.ndarray] = field(default_factory=dict)  # signed (H, W) maps
     baseline_cosine: float | None = None  # cos(b, x2) (gradient map)
-    completeness_gap: float | None = None  # gradient map: Σ contributions − (cosine − baseline_cosine)
+    completeness_gap: float | None = None  # integrated gradients: Σ contributions − (cosine − baseline_cosine)
+    split_fraction: float | None = None  # share of embedding dimensions on the similar / positive side
 
 
 def _check_pair(image1: torch.Tensor, image2: torch.Tensor) -> None:
@@ -78,9 +87,30 @@ def _unit(embed: EmbedFn, images: torch.Tensor) -> torch.Tensor:
     return F.normalize(embed(images), dim=1)
 
 
-def gradient_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, *,
-                 baseline: torch.Tensor | None = None, steps: int = 16,
-                 split_threshold: float = 0.0) -> PairMap:
+def xssab_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, *, threshold: float) -> PairMap:
+    """xSSAB's map of face 1 (module docstring): ``contributions`` holds ``positive``,
+    ``negative`` (mean |∇| over RGB) and ``combined`` = positive − negative; ``similarity`` =
+    max(combined, 0), ``dissimilarity`` = max(−combined, 0).  ``threshold`` is the decision
+    threshold thr (the split is at thr/d)."""
+    _check_pair(image1, image2)
+    with torch.no_grad():
+        reference = _unit(embed, image2.unsqueeze(0))[0]
+    x = image1.detach().clone().requires_grad_(True)
+    products = _unit(embed, x.unsqueeze(0))[0] * reference
+    positive_dims = products.detach() >= threshold / products.numel()
+    parts = {}
+    for name, dims in (("positive", positive_dims), ("negative", ~positive_dims)):
+        (gradient,) = torch.autograd.grad(products[dims].sum(), x, retain_graph=True)
+        parts[name] = gradient.abs().mean(dim=0).double().numpy()
+    combined = parts["positive"] - parts["negative"]
+    return PairMap(method="xssab", similarity=np.maximum(combined, 0.0), dissimilarity=np.maximum(-combined, 0.0),
+                   cosine=float(products.detach().sum()), contributions={**parts, "combined": combined},
+                   split_fraction=float(positive_dims.double().mean()))
+
+
+def integrated_gradients_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, *,
+                             baseline: torch.Tensor | None = None, steps: int = DEFAULT_IG_STEPS,
+                             split_threshold: float = 0.0) -> PairMap:
     """The integrated-gradient map of the pair's cosine, split into the similar and dissimilar
     embedding dimensions (module docstring).  ``embed`` must be differentiable (eval mode)."""
     _check_pair(image1, image2)
@@ -91,7 +121,7 @@ def gradient_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, *,
         reference = _unit(embed, image2.unsqueeze(0))[0]
         endpoints = _unit(embed, torch.stack([image1, baseline]))
     contribution = endpoints[0] * reference
-    similar = contribution >= split_threshold / contribution.numel()  # S+ at x1 (xSSAB's split)
+    similar = contribution >= split_threshold / contribution.numel()  # S+ at x1 (xSSAB-style split)
     alphas = (torch.arange(steps, dtype=image1.dtype) + 0.5) / steps
     delta = image1 - baseline
     path = (baseline + alphas.view(-1, 1, 1, 1) * delta).requires_grad_(True)
@@ -103,17 +133,18 @@ def gradient_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, *,
     cosine, baseline_cosine = float(contribution.sum()), float((endpoints[1] * reference).sum())
     gap = float(sum(part.sum() for part in parts.values()) - (cosine - baseline_cosine))
     return PairMap(
-        method="gradient",
+        method="integrated_gradients",
         similarity=np.maximum(parts["similar_dims"], 0.0),
         dissimilarity=np.maximum(-parts["dissimilar_dims"], 0.0),
         cosine=cosine,
         contributions=parts,
         baseline_cosine=baseline_cosine,
         completeness_gap=gap,
+        split_fraction=float(similar.double().mean()),
     )
 
 
-def rise_masks(num_masks: int, size: tuple[int, int], *, cells: int = 7, keep_probability: float = 0.5,
+def rise_masks(num_masks: int, size: tuple[int, int], *, cells: int = DEFAULT_CELLS, keep_probability: float = 0.5,
                seed: int = 0) -> torch.Tensor:
     """(num_masks, H, W) float32 soft masks in [0, 1] (RISE): upsampled random cell grids, shifted."""
     if num_masks < 2 or cells < 1 or not 0.0 < keep_probability < 1.0:
@@ -130,8 +161,8 @@ def rise_masks(num_masks: int, size: tuple[int, int], *, cells: int = 7, keep_pr
     return torch.stack([up[i, dy[i]:dy[i] + height, dx[i]:dx[i] + width] for i in range(num_masks)])
 
 
-def perturbation_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, *, num_masks: int = 1000,
-                     cells: int = 7, keep_probability: float = 0.5, batch_size: int = 128, seed: int = 0,
+def perturbation_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, *,
+                     num_masks: int = DEFAULT_MASKS, cells: int = DEFAULT_CELLS, keep_probability: float = 0.5, batch_size: int = 128, seed: int = 0,
                      baseline: torch.Tensor | None = None, progress: bool = True) -> PairMap:
     """The RISE-style slope map of the pair's cosine on kept pixels of face 1 (module docstring)."""
     _check_pair(image1, image2)
@@ -163,9 +194,11 @@ def perturbation_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor,
 
 
 def pair_map(method: str, embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, **options) -> PairMap:
-    """:func:`gradient_map` or :func:`perturbation_map` by name (``MAP_METHODS``)."""
-    if method == "gradient":
-        return gradient_map(embed, image1, image2, **options)
+    """:func:`xssab_map`, :func:`integrated_gradients_map` or :func:`perturbation_map` by name."""
+    if method == "xssab":
+        return xssab_map(embed, image1, image2, **options)
+    if method == "integrated_gradients":
+        return integrated_gradients_map(embed, image1, image2, **options)
     if method == "perturbation":
         return perturbation_map(embed, image1, image2, **options)
     raise ConfigError(f"map method {method!r} not allowed; allowed: {', '.join(MAP_METHODS)}")

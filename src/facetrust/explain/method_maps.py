@@ -11,60 +11,89 @@ Each method gives, per pair, three maps over face 1 (docs/FORMATS.md "Explanatio
 Methods, with τ the xCos decision threshold (the cosine-map palette is centred on it, as the xCos
 figures are), c the cosine map and a the attention (both h x w grid cells):
 
-=====================  ================================  ===========================  ==================
-method                 support                           against                      dissimilarity
-=====================  ================================  ===========================  ==================
-``xcos_attention``     a                                 a                            a (attention mass)
-``xcos_contribution``  a · (c − τ)  (Σ = xCos − τ)       −a · (c − τ)                 max(−a · (c − τ), 0)
-``cosine_map``         c − τ                             τ − c                        max(τ − c, 0)
-``random_cells``       uniform noise per cell            the same                     the same
-``gradient``           similar-dims integrated gradient  −dissimilar-dims gradient    max(−dissimilar, 0)
-``perturbation``       RISE slope                        −slope                       max(−slope, 0)
-``random_pixels``      uniform noise per pixel           the same                     the same
-=====================  ================================  ===========================  ==================
+======================== ================================  ===========================  ==================
+method                   support                           against                      dissimilarity
+======================== ================================  ===========================  ==================
+``xcos_attention``       a                                 a                            a (attention mass)
+``xcos_contribution``    a · (c − τ)  (Σ = xCos − τ)       −a · (c − τ)                 max(−a · (c − τ), 0)
+``cosine_map``           c − τ                             τ − c                        max(τ − c, 0)
+``random_cells``         uniform noise per cell            the same                     the same
+``xssab``                positive − negative (xSSAB)       negative − positive          max(negative − positive, 0)
+``integrated_gradients`` similar-dims integrated gradient  −dissimilar-dims gradient    max(−dissimilar, 0)
+``perturbation``         RISE slope                        −slope                       max(−slope, 0)
+``random_pixels``        uniform noise per pixel           the same                     the same
+======================== ================================  ===========================  ==================
 
-The attention has no sign: it ranks cells by weight for both kinds of pair, and its localisation
-number is the attention mass on the occluder (xCos's claim: attention moves away from occluded
-parts).  ``random_cells`` / ``random_pixels`` are the random-order baselines at the grid's and the
-pixels' resolution; each map is compared with the baseline of its own resolution.
+The attention has no sign: it ranks cells by weight for both kinds of pair and carries no claim of
+"for" or "against" (:data:`UNSIGNED`); its known-truth test is whether its mass on the occluder
+drops when the occluder is removed (the clean twin).  ``random_cells`` / ``random_pixels`` are the
+random-order baselines at the grid's and the pixels' resolution; each map is compared with the
+baseline of its own resolution.  Grid methods explain xCos (τ = the xCos threshold of the
+validation split); pixel methods explain the grid feature's cosine (xSSAB split at the EER
+threshold of that cosine on the validation split).
+
+Controls (:func:`control_maps`), maps that need no explanation method: ``abs_difference`` = |x1 − x2|
+averaged over RGB (model-free), and ``norm_product`` = ‖g1_ij‖‖g2_ij‖/(‖g1‖‖g2‖) on the grid (the
+flattened grid cosine is exactly Σ_ij of it times the cosine map c_ij).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from facetrust.explain.maps import gradient_map, perturbation_map
+from facetrust.explain.maps import (
+    DEFAULT_CELLS,
+    DEFAULT_IG_STEPS,
+    DEFAULT_MASKS,
+    integrated_gradients_map,
+    perturbation_map,
+    xssab_map,
+)
 from facetrust.explain.xcos import XCosModel
 
 GRID_METHODS = ("xcos_attention", "xcos_contribution", "cosine_map", "random_cells")
-PIXEL_METHODS = ("gradient", "perturbation", "random_pixels")
+PIXEL_METHODS = ("xssab", "integrated_gradients", "perturbation", "random_pixels")
 METHODS = GRID_METHODS + PIXEL_METHODS
 BASELINE = {**{m: "random_cells" for m in GRID_METHODS}, **{m: "random_pixels" for m in PIXEL_METHODS}}
+RANDOM_ORDERS = ("random_cells", "random_pixels")
+UNSIGNED = ("xcos_attention",)  # no "for"/"against" claims
+STOCHASTIC = ("perturbation",)  # maps that depend on a seed (beyond the random orders)
+CONTROLS = ("abs_difference", "norm_product")
 
 
 @dataclass
 class MapSettings:
     """Settings of the training-free maps (defaults = the schema's ``explain`` section)."""
 
-    steps: int = 16  # integrated-gradient steps
-    masks: int = 250  # RISE masks per pair
-    cells: int = 6  # RISE grid
+    steps: int = DEFAULT_IG_STEPS  # integrated-gradient steps
+    masks: int = DEFAULT_MASKS  # RISE masks per pair
+    cells: int = DEFAULT_CELLS  # RISE grid
     keep_probability: float = 0.5
     batch_size: int = 128
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class MapThresholds:
+    """Thresholds the maps need, fitted on the validation split: τ (xCos) and xSSAB's thr."""
+
+    xcos: float  # palette centre of the xCos maps (xCos threshold of best accuracy)
+    cosine_eer: float  # EER threshold of the grid cosine (xSSAB's split at thr/d)
+
+
 @dataclass
 class MethodMaps:
-    """(P, h, w) arrays of one method (see the module docstring)."""
+    """(P, h, w) arrays of one method (see the module docstring); ``extras``: per-pair numbers
+    (``completeness_gap`` of integrated gradients, ``split_fraction`` of the dimension splits)."""
 
     support: np.ndarray
     against: np.ndarray
     dissimilarity: np.ndarray
+    extras: dict = field(default_factory=dict)
 
 
 def _signed(values: list[np.ndarray]) -> MethodMaps:
@@ -90,31 +119,58 @@ def grid_methods(model: XCosModel, images1: torch.Tensor, images2: torch.Tensor,
 
 
 def pixel_methods(model: XCosModel, images1: torch.Tensor, images2: torch.Tensor, settings: MapSettings,
-                  rng: np.random.Generator, *, progress: bool = True) -> dict[str, MethodMaps]:
-    """The gradient and perturbation maps of the pair cosine of the xCos network's grid feature,
-    and the random pixel order."""
+                  rng: np.random.Generator, *, cosine_threshold: float, progress: bool = True,
+                  seed_offset: int = 0, only: tuple[str, ...] = PIXEL_METHODS) -> dict[str, MethodMaps]:
+    """xSSAB, the integrated-gradients split and the perturbation map of the pair cosine of the
+    xCos network's grid feature, and the random pixel order (``only``: a subset)."""
     model.eval()
-    support = {"gradient": [], "perturbation": []}
-    against = {"gradient": [], "perturbation": []}
+    support: dict[str, list] = {m: [] for m in only if m != "random_pixels"}
+    against: dict[str, list] = {m: [] for m in support}
+    extras: dict[str, dict[str, list]] = {m: {} for m in support}
     for k in tqdm(range(images1.shape[0]), desc="maps", unit="pair", leave=False, disable=not progress):
-        gradient = gradient_map(model.embedding, images1[k], images2[k], steps=settings.steps)
-        support["gradient"].append(gradient.contributions["similar_dims"])
-        against["gradient"].append(-gradient.contributions["dissimilar_dims"])
-        slope = perturbation_map(model.embedding, images1[k], images2[k], num_masks=settings.masks,
-                                 cells=settings.cells, keep_probability=settings.keep_probability,
-                                 batch_size=settings.batch_size, seed=settings.seed + k,
-                                 progress=False).contributions["slope"]
-        support["perturbation"].append(slope)
-        against["perturbation"].append(-slope)
-    out = {name: MethodMaps(np.stack(support[name]), np.stack(against[name]), np.maximum(np.stack(against[name]), 0.0))
+        if "xssab" in support:
+            result = xssab_map(model.embedding, images1[k], images2[k], threshold=cosine_threshold)
+            support["xssab"].append(result.contributions["combined"])
+            against["xssab"].append(-result.contributions["combined"])
+            extras["xssab"].setdefault("split_fraction", []).append(result.split_fraction)
+        if "integrated_gradients" in support:
+            result = integrated_gradients_map(model.embedding, images1[k], images2[k], steps=settings.steps)
+            support["integrated_gradients"].append(result.contributions["similar_dims"])
+            against["integrated_gradients"].append(-result.contributions["dissimilar_dims"])
+            extras["integrated_gradients"].setdefault("completeness_gap", []).append(result.completeness_gap)
+            extras["integrated_gradients"].setdefault("split_fraction", []).append(result.split_fraction)
+        if "perturbation" in support:
+            slope = perturbation_map(model.embedding, images1[k], images2[k], num_masks=settings.masks,
+                                     cells=settings.cells, keep_probability=settings.keep_probability,
+                                     batch_size=settings.batch_size, seed=settings.seed + seed_offset + k,
+                                     progress=False).contributions["slope"]
+            support["perturbation"].append(slope)
+            against["perturbation"].append(-slope)
+    out = {name: MethodMaps(np.stack(support[name]), np.stack(against[name]),
+                            np.maximum(np.stack(against[name]), 0.0),
+                            {key: np.asarray(values, dtype=np.float64) for key, values in extras[name].items()})
            for name in support}
-    noise = rng.random((images1.shape[0], *images1.shape[2:]))
-    out["random_pixels"] = MethodMaps(noise, noise, noise)
+    if "random_pixels" in only:
+        noise = rng.random((images1.shape[0], *images1.shape[2:]))
+        out["random_pixels"] = MethodMaps(noise, noise, noise)
     return out
 
 
-def all_methods(model: XCosModel, images1: torch.Tensor, images2: torch.Tensor, threshold: float,
+def all_methods(model: XCosModel, images1: torch.Tensor, images2: torch.Tensor, thresholds: MapThresholds,
                 settings: MapSettings, rng: np.random.Generator, *, progress: bool = True) -> dict[str, MethodMaps]:
     """Every method of :data:`METHODS` for the pairs (images1[k], images2[k])."""
-    return {**grid_methods(model, images1, images2, threshold, rng),
-            **pixel_methods(model, images1, images2, settings, rng, progress=progress)}
+    return {**grid_methods(model, images1, images2, thresholds.xcos, rng),
+            **pixel_methods(model, images1, images2, settings, rng, cosine_threshold=thresholds.cosine_eer,
+                            progress=progress)}
+
+
+def control_maps(model: XCosModel, images1: torch.Tensor, images2: torch.Tensor) -> dict[str, np.ndarray]:
+    """The model-free ``abs_difference`` (P, H, W) and the ``norm_product`` grid weights (P, h, w)."""
+    model.eval()
+    with torch.no_grad():
+        output = model(images1, images2)
+    norm1, norm2 = output.grid1.norm(dim=1), output.grid2.norm(dim=1)  # (P, h, w) per-cell norms
+    total = output.grid1.flatten(1).norm(dim=1) * output.grid2.flatten(1).norm(dim=1)
+    weights = (norm1 * norm2 / total.view(-1, 1, 1)).double().numpy()
+    difference = (images1 - images2).abs().mean(dim=1).double().numpy()
+    return {"abs_difference": difference, "norm_product": weights}

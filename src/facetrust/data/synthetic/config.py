@@ -52,6 +52,11 @@ class SynthConfig:
     pair_folds: int = 10
     pairs_per_fold: int = 300  # half genuine, half impostor
 
+    # --- validation pair set (.bin): same layout as the pair set, identities of no other set ---
+    # None: half the pair identities (at least 2 per fold), and the pair set's pairs per identity
+    val_identities: int | None = None  # split evenly over pair_folds; chooses thresholds and hyperparameters
+    val_pairs_per_fold: int | None = None  # half genuine, half impostor
+
     # --- IJB-C-style set ------------------------------------------------------------------
     ijb_identities: int = 250
     ijb_templates_per_identity: IntRange = (3, 5)
@@ -91,6 +96,15 @@ class SynthConfig:
         if self.pair_identities < 2 * self.pair_folds:
             raise ConfigError(f"synth.pair_identities: need >= 2 per fold ({2 * self.pair_folds}), "
                               f"got {self.pair_identities}")
+        for name in ("val_identities", "val_pairs_per_fold"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ConfigError(f"synth.{name}: must be a positive integer or null, got {value}")
+        if self.validation_identities < 2 * self.pair_folds:
+            raise ConfigError(f"synth.val_identities: need >= 2 per fold ({2 * self.pair_folds}), "
+                              f"got {self.validation_identities}")
+        if self.validation_pairs_per_fold % 2:
+            raise ConfigError(f"synth.val_pairs_per_fold: must be even (half genuine), got {self.val_pairs_per_fold}")
         if self.pairs_per_fold % 2:
             raise ConfigError(f"synth.pairs_per_fold: must be even (half genuine), got {self.pairs_per_fold}")
         if self.ijb_identities < 2:
@@ -113,6 +127,21 @@ class SynthConfig:
         if self.ijb_impostor_pairs < 0:
             raise ConfigError("synth.ijb_impostor_pairs: must be >= 0")
 
+    @property
+    def validation_identities(self) -> int:
+        """``val_identities``, or half the pair identities (at least 2 per fold) when None."""
+        if self.val_identities is not None:
+            return int(self.val_identities)
+        return max(2 * self.pair_folds, self.pair_identities // 2)
+
+    @property
+    def validation_pairs_per_fold(self) -> int:
+        """``val_pairs_per_fold``, or the pair set's pairs per identity (even, >= 2) when None."""
+        if self.val_pairs_per_fold is not None:
+            return int(self.val_pairs_per_fold)
+        share = self.pairs_per_fold * self.validation_identities / self.pair_identities
+        return max(2, 2 * int(round(share / 2)))
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> "SynthConfig":
         """Build from a ``synth:`` mapping; unknown keys and bad values raise ConfigError."""
@@ -124,6 +153,11 @@ class SynthConfig:
         kwargs: dict[str, Any] = {}
         for name, value in values.items():
             default = getattr(cls, name)
+            if default is None:  # optional integer sizes (None = derived)
+                if value is not None and (isinstance(value, (str, bytes, bool)) or not isinstance(value, int)):
+                    raise ConfigError(f"synth.{name}: expected an integer or null, got {value!r}")
+                kwargs[name] = value
+                continue
             try:
                 if isinstance(default, tuple):
                     if isinstance(value, (str, bytes)) or len(value) != 2:

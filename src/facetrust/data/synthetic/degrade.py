@@ -104,10 +104,14 @@ OccluderBox = tuple[int, int, int, int]
 
 
 def _draw_occluder(pixels: np.ndarray, occlusion: float, face_box: tuple[float, float, float],
-                   rng: np.random.Generator) -> OccluderBox | None:
+                   rng: np.random.Generator, paint: bool = True) -> OccluderBox | None:
     """Paint a textured patch of ``occlusion`` x the face square's area in place; return its box.
 
     The box is clipped to the image; None when nothing is painted (the clipped patch is empty).
+    Every parameter (place, colour, texture) is drawn whether or not ``paint`` is set, so the
+    image drawn with ``paint=False`` -- the occluded image's **clean twin** -- consumes the same
+    random numbers and gets the same later noise: it differs from the occluded image only where
+    the patch (spread by blur, resampling and JPEG) would be.
     """
     height, width, _ = pixels.shape
     x0, y0, side = face_box
@@ -124,7 +128,8 @@ def _draw_occluder(pixels: np.ndarray, occlusion: float, face_box: tuple[float, 
         return None
     colour = rng.uniform(0, 255, 3)
     texture = rng.normal(0, 18, (yb - ya, xb - xa, 1))
-    pixels[ya:yb, xa:xb] = np.clip(colour + texture, 0, 255).astype(np.uint8)
+    if paint:
+        pixels[ya:yb, xa:xb] = np.clip(colour + texture, 0, 255).astype(np.uint8)
     return xa, ya, xb, yb
 
 
@@ -153,11 +158,28 @@ def degrade_with_occluder(
     face_box: tuple[float, float, float],
     image_size: int,
     rng: np.random.Generator,
+    paint_occluder: bool = True,
 ) -> tuple[bytes, Degradation, OccluderBox | None]:
     """:func:`apply_degradation` plus the occluder's box in this image's pixels (None: no occluder).
 
     Same random draws in the same order, so the image bytes are those of :func:`apply_degradation`.
+    ``paint_occluder=False`` draws the occluder but does not paint it: the clean twin.
     """
+    out, effective, occluder = degrade_pixels(pixels, degradation, face_box, image_size, rng, paint_occluder)
+    buffer = io.BytesIO()
+    Image.fromarray(out).save(buffer, format="JPEG", quality=int(degradation.jpeg_quality))
+    return buffer.getvalue(), effective, occluder
+
+
+def degrade_pixels(
+    pixels: np.ndarray,
+    degradation: Degradation,
+    face_box: tuple[float, float, float],
+    image_size: int,
+    rng: np.random.Generator,
+    paint_occluder: bool = True,
+) -> tuple[np.ndarray, Degradation, OccluderBox | None]:
+    """:func:`degrade_with_occluder` before the JPEG encoding: ``(uint8 pixels, effective, box)``."""
     height, width, _ = pixels.shape
     side = face_box[2]
     gain = side / float(image_size)  # image px per aligned-frame px
@@ -165,7 +187,7 @@ def degrade_with_occluder(
     occluder = None
     if degradation.occlusion > 0:
         out = out.copy()
-        occluder = _draw_occluder(out, degradation.occlusion, face_box, rng)
+        occluder = _draw_occluder(out, degradation.occlusion, face_box, rng, paint=paint_occluder)
     image = Image.fromarray(out)
     if degradation.blur_sigma > 0:
         image = image.filter(ImageFilter.GaussianBlur(radius=degradation.blur_sigma * gain))
@@ -178,10 +200,8 @@ def degrade_with_occluder(
     if degradation.noise_std > 0:
         out = out + rng.normal(0, degradation.noise_std * gain, out.shape).astype(np.float32)
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(out).save(buffer, format="JPEG", quality=int(degradation.jpeg_quality))
     effective = degradation
     if effective_resolution != degradation.resolution:
         effective = Degradation(degradation.blur_sigma, degradation.noise_std, effective_resolution,
                                 degradation.jpeg_quality, degradation.occlusion)
-    return buffer.getvalue(), effective, occluder
+    return out, effective, occluder

@@ -26,6 +26,7 @@ STREAM_TRAIN = 1
 STREAM_PAIRS = 2
 STREAM_IJB = 3
 STREAM_SPLIT = 4  # set sizes and pair sampling
+STREAM_VALIDATION = 5  # the validation pair set's images (its pair sampling: STREAM_SPLIT, 5)
 
 
 def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
@@ -49,15 +50,20 @@ class RenderedImage:
     occluder: OccluderBox | None = None  # occluder box in this image's pixels, None when none
 
 
-def render_aligned(identity: Identity, rng: np.random.Generator, config: SynthConfig) -> RenderedImage:
-    """An aligned ``image_size`` crop: landmarks on the scaled ArcFace template up to jitter."""
+def render_aligned(identity: Identity, rng: np.random.Generator, config: SynthConfig,
+                   paint_occluder: bool = True) -> RenderedImage:
+    """An aligned ``image_size`` crop: landmarks on the scaled ArcFace template up to jitter.
+
+    ``paint_occluder=False`` gives the image's clean twin: the same draws (identity, pose, light,
+    degradation, the occluder's place), the occluder not painted."""
     size = config.image_size
     nuisance = sample_nuisance(rng, identity)
     degradation = sample_degradation(rng, config)
     # InsightFace ``estimate_norm``: the template for another crop size is template * size / 112
     to_pixel = np.array([[size / 112.0, 0.0, 0.0], [0.0, size / 112.0, 0.0]])
     pixels, landmarks = render_face(identity, nuisance, to_pixel, (size, size), config.supersample)
-    jpeg, effective, occluder = degrade_with_occluder(pixels, degradation, (0.0, 0.0, float(size)), size, rng)
+    jpeg, effective, occluder = degrade_with_occluder(pixels, degradation, (0.0, 0.0, float(size)), size, rng,
+                                                      paint_occluder)
     return RenderedImage(jpeg, effective, effective.quality(size), landmarks, occluder)
 
 

@@ -12,6 +12,14 @@ placement, see :func:`facetrust.data.synthetic.images.loose_box_in_aligned_frame
 is the exact box in the IJB loose crop, empty for aligned sets.  All cells but ``set`` and
 ``image`` are empty for an image without an occluder.
 
+**Clean twins** (``pairs/<set>.twins.npz`` beside each pair set): the renderer draws every
+occluder's parameters and paints it only when asked, so each occluded image has a twin rendered
+from the same draws (identity, pose, light, blur, noise, JPEG) without the patch.  The file holds
+``images`` (int64: .bin image numbers that carry an occluder) and ``pixels`` (uint8, N x H x W x 3:
+each twin's decoded JPEG).  :func:`clean_twin` composes the twin used everywhere: the occluded
+image's own pixels outside the box and the clean render's inside, so the two differ in the box
+only (the patch's blur/JPEG spill of a pixel or two past the box edge stays in both).
+
 A model that reads a resized crop (``input_size`` other than ``image_size``) sees the box through
 :func:`box_in_input`, which mirrors :func:`facetrust.train.dataset.fit_to_size`.
 """
@@ -28,6 +36,7 @@ import numpy as np
 from facetrust.errors import InputError
 
 OCCLUDERS_NAME = "occluders.csv"
+TWINS_SUFFIX = ".twins.npz"
 OCCLUDER_COLUMNS = ("set", "image", "x0", "y0", "x1", "y1", "loose_x0", "loose_y0", "loose_x1", "loose_y1")
 
 Box = tuple[float, float, float, float]
@@ -102,3 +111,40 @@ def box_mask(box: Sequence[float], size: Sequence[int]) -> np.ndarray:
     cols = np.arange(width) + 0.5
     rows = np.arange(height) + 0.5
     return ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]
+
+
+def write_clean_twins(path: str | os.PathLike, images: Sequence[int], pixels: Sequence[np.ndarray],
+                      size: Sequence[int]) -> None:
+    """Write a ``<set>.twins.npz`` (module docstring); atomically, without pickles."""
+    from facetrust.io import atomic_path
+
+    stack = (np.stack(pixels).astype(np.uint8) if len(pixels)
+             else np.zeros((0, int(size[0]), int(size[1]), 3), np.uint8))
+    with atomic_path(Path(path), suffix=".npz") as tmp, tmp.open("wb") as handle:
+        np.savez(handle, images=np.asarray(images, dtype=np.int64), pixels=stack)
+
+
+def read_clean_twins(path: str | os.PathLike) -> dict[int, np.ndarray]:
+    """``{.bin image number: clean render (H, W, 3) uint8}`` from a ``<set>.twins.npz``."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images, pixels = data["images"], data["pixels"]
+    except FileNotFoundError:
+        raise InputError(f"{path}: clean-twin file missing (written by 'facetrust synth')") from None
+    except (KeyError, ValueError, OSError) as error:
+        raise InputError(f"{path}: not a clean-twin file ({error})") from None
+    if images.ndim != 1 or pixels.ndim != 4 or pixels.shape[0] != images.size or pixels.shape[3] != 3:
+        raise InputError(f"{path}: images {images.shape} and pixels {pixels.shape} do not match")
+    return {int(i): pixels[k] for k, i in enumerate(images.tolist())}
+
+
+def clean_twin(occluded: np.ndarray, clean: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """The clean twin of an occluded (H, W, 3) image: its own pixels outside ``box``, the clean
+    render's inside (identical outside the box by construction)."""
+    if occluded.shape != clean.shape:
+        raise InputError(f"clean twin: image {occluded.shape} and clean render {clean.shape} differ in shape")
+    twin = occluded.copy()
+    inside = box_mask(box, occluded.shape[:2])
+    twin[inside] = clean[inside]
+    return twin

@@ -4,6 +4,8 @@ Layout under ``out_dir`` (docs/FORMATS.md "Synthetic benchmark"; the pipeline re
 
     train/            train.rec, train.idx, property   (InsightFace RecordIO, aligned crops)
     pairs/synth_lfw.bin                                (LFW-style .bin, 10 ordered folds)
+    pairs/synth_val.bin                                (validation split: same layout, own identities)
+    pairs/<set>.twins.npz   every occluded pair-set image's clean twin (occluders module)
     ijb/synth_ijbc/loose_crop/<n>.jpg                  (IJB-C-style loose crops, n from 1)
     ijb/synth_ijbc/meta/synth_ijbc_face_tid_mid.txt, _name_5pts_score.txt,
                         _template_pair_label.txt, _template_identity.txt (extra ground truth)
@@ -13,7 +15,9 @@ Layout under ``out_dir`` (docs/FORMATS.md "Synthetic benchmark"; the pipeline re
     manifest.json     counts, config, seed
 
 Identities are numbered globally (train ``0..T-1`` = the class labels, then the pair
-identities, then the IJB identities), so the sets are identity-disjoint by construction.
+identities, then the IJB identities, then the validation identities), so the sets are
+identity-disjoint by construction.  The validation pair set exists to choose hyperparameters and
+operating thresholds; nothing is chosen on the test sets (synth_lfw, synth_ijbc).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from facetrust.data.synthetic.images import (
     STREAM_PAIRS,
     STREAM_SPLIT,
     STREAM_TRAIN,
+    STREAM_VALIDATION,
     RenderedImage,
     detector_score,
     identity_of,
@@ -48,12 +53,20 @@ from facetrust.data.synthetic.images import (
     render_loose,
     sample_shot,
 )
-from facetrust.data.synthetic.occluders import OCCLUDER_COLUMNS, OCCLUDERS_NAME, occluder_cells
+from facetrust.data.synthetic.occluders import (
+    OCCLUDER_COLUMNS,
+    OCCLUDERS_NAME,
+    TWINS_SUFFIX,
+    occluder_cells,
+    write_clean_twins,
+)
 from facetrust.errors import ConfigError
 from facetrust.io import atomic_path, staged_directory, write_json_atomic, write_text_atomic
 
 IJB_NAME = "synth_ijbc"
 PAIR_SET_NAME = "synth_lfw"
+#: The validation pair set: identities of no other set, for choosing values (never a test set).
+VALIDATION_SET_NAME = "synth_val"
 QUALITY_COLUMNS = ("set", "image", "identity", "blur_sigma", "noise_std", "resolution",
                    "jpeg_quality", "occlusion", "quality")
 FORMAT_VERSION = 1
@@ -76,6 +89,13 @@ class _QualityRow:
         d = self.degradation
         return [self.set, self.image, str(self.identity), f"{d.blur_sigma:.3f}", f"{d.noise_std:.2f}",
                 str(d.resolution), str(d.jpeg_quality), f"{d.occlusion:.3f}", f"{self.quality:.6f}"]
+
+
+def _decode(jpeg: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(jpeg)) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def _progress(total: int, desc: str) -> tqdm:
@@ -119,22 +139,34 @@ def _distinct_choices(rng: np.random.Generator, universe: int, count: int, what:
 
 
 def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: int,
-                 rows: list[_QualityRow]) -> dict:
-    """LFW view-2 style: fold k = pairs [k*n, (k+1)*n), genuine first, identity-disjoint folds."""
-    folds, per_fold, k = config.pair_folds, config.pairs_per_fold, config.pair_images_per_identity
-    fold_of = np.arange(config.pair_identities) % folds  # even split, identities in order
+                 rows: list[_QualityRow], name: str = PAIR_SET_NAME, identities: int | None = None,
+                 pairs_per_fold: int | None = None, stream: int = STREAM_PAIRS) -> dict:
+    """LFW view-2 style: fold k = pairs [k*n, (k+1)*n), genuine first, identity-disjoint folds.
+
+    The test pair set uses the ``pair_*`` sizes and ``STREAM_PAIRS``; the validation pair set
+    (:data:`VALIDATION_SET_NAME`) the same layout with its own identities, sizes and stream."""
+    identities = config.pair_identities if identities is None else identities
+    folds, k = config.pair_folds, config.pair_images_per_identity
+    per_fold = config.pairs_per_fold if pairs_per_fold is None else pairs_per_fold
+    fold_of = np.arange(identities) % folds  # even split, identities in order
     bins: list[bytes] = []
     issame: list[bool] = []
-    bar = _progress(config.pair_identities * k, "synth pairs")
+    twin_images: list[int] = []  # .bin image numbers with an occluder, and their clean renders
+    twin_pixels: list[np.ndarray] = []
+    bar = _progress(identities * k, f"synth {name}")
     for fold in range(folds):
         members = first_identity + np.flatnonzero(fold_of == fold)
         pool: dict[tuple[int, int], RenderedImage] = {}
+        clean: dict[tuple[int, int], np.ndarray] = {}
         for ident in members.tolist():
             params = identity_of(seed, ident, config.identity_spread)
             for index in range(k):
-                pool[ident, index] = render_aligned(params, keyed_rng(seed, STREAM_PAIRS, ident, index), config)
+                pool[ident, index] = render_aligned(params, keyed_rng(seed, stream, ident, index), config)
+                if pool[ident, index].occluder is not None:  # its clean twin: same draws, not painted
+                    twin = render_aligned(params, keyed_rng(seed, stream, ident, index), config, paint_occluder=False)
+                    clean[ident, index] = _decode(twin.jpeg)
                 bar.update()
-        rng = keyed_rng(seed, STREAM_SPLIT, STREAM_PAIRS, fold)
+        rng = keyed_rng(seed, STREAM_SPLIT, stream, fold)
         m, half = len(members), per_fold // 2
         # genuine: (identity, image i < image j); combos enumerated then drawn without replacement
         iu, ju = np.triu_indices(k, 1)
@@ -150,13 +182,18 @@ def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: 
         for number, (a, b) in enumerate(pairs):
             for ident, index in (a, b):
                 image = pool[int(ident), int(index)]
-                rows.append(_QualityRow(PAIR_SET_NAME, f"{PAIR_SET_NAME}/{len(bins)}", int(ident),
+                rows.append(_QualityRow(name, f"{name}/{len(bins)}", int(ident),
                                         image.degradation, image.quality, image.occluder))
+                if image.occluder is not None:
+                    twin_images.append(len(bins))
+                    twin_pixels.append(clean[int(ident), int(index)])
                 bins.append(image.jpeg)
             issame.append(number < half)
     bar.close()
-    write_bin(out_dir / "pairs" / f"{PAIR_SET_NAME}.bin", bins, issame)
-    return {"identities": config.pair_identities, "pairs": len(issame), "images": len(bins),
+    write_bin(out_dir / "pairs" / f"{name}.bin", bins, issame)
+    write_clean_twins(out_dir / "pairs" / f"{name}{TWINS_SUFFIX}", twin_images, twin_pixels,
+                      (config.image_size, config.image_size))
+    return {"identities": identities, "pairs": len(issame), "images": len(bins),
             "folds": folds}
 
 
@@ -286,6 +323,12 @@ def _synthesize(out_dir: Path, config: SynthConfig, seed: int) -> dict:
     counts = {"train": _write_train(out_dir, config, seed, rows)}
     counts["pairs"] = _write_pairs(out_dir, config, seed, config.train_identities, rows)
     counts["ijb"] = _write_ijb(out_dir, config, seed, config.train_identities + config.pair_identities, rows)
+    # Validation identities come after every test identity, and their images and pairs draw from
+    # their own streams: the training, test pair and IJB files are byte-identical with or without it.
+    first_validation = config.train_identities + config.pair_identities + config.ijb_identities
+    counts["validation"] = _write_pairs(out_dir, config, seed, first_validation, rows, name=VALIDATION_SET_NAME,
+                                        identities=config.validation_identities,
+                                        pairs_per_fold=config.validation_pairs_per_fold, stream=STREAM_VALIDATION)
     counts["quality_rows"] = len(rows)
 
     quality = io.StringIO()
@@ -304,7 +347,9 @@ def _synthesize(out_dir: Path, config: SynthConfig, seed: int) -> dict:
         "seed": int(seed),
         "config": config.to_dict(),
         "counts": counts,
-        "sets": {"train": "train", PAIR_SET_NAME: f"pairs/{PAIR_SET_NAME}.bin", IJB_NAME: f"ijb/{IJB_NAME}"},
+        "sets": {"train": "train", PAIR_SET_NAME: f"pairs/{PAIR_SET_NAME}.bin", IJB_NAME: f"ijb/{IJB_NAME}",
+                 VALIDATION_SET_NAME: f"pairs/{VALIDATION_SET_NAME}.bin"},
+        "validation_sets": [VALIDATION_SET_NAME],
         "quality": {"mean": round(float(values.mean()), 6),
                     "fraction_below_0.3": round(float((values < 0.3).mean()), 6)},
     }
