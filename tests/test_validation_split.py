@@ -28,7 +28,7 @@ TINY = SynthConfig(
     ijb_impostor_pairs=10, val_identities=30, val_pairs_per_fold=6,
 )
 #: Rules that fit a threshold or choose a value: each must take `--validation` (a validation set).
-CHOOSING_RULES = {"explain_faithfulness"}
+CHOOSING_RULES = {"explain_faithfulness", "train_xcos"}
 
 
 def _identities(root: Path) -> dict[str, set[int]]:

@@ -478,6 +478,7 @@ rule report_inversion:
     input:
         results=lambda wildcards: f"results/explain/inversion/{INVERSION_MODEL}.json",
         images=lambda wildcards: f"results/explain/inversion/{INVERSION_MODEL}.npz",
+        selection=lambda wildcards: f"results/explain/inversion/{INVERSION_MODEL}.selection.json",
     output:
         report=report("results/reports/inversion.md", category="Reports"),
         table=report(
@@ -502,6 +503,7 @@ rule report_inversion:
         runtime=grow(10),
     shell:
         "facetrust report inversion --results {input.results} --images {input.images}"
+        " --selection {input.selection}"
         " --table {output.table} --figure {output.figure} --out {output.report} > {log} 2>&1"
 
 

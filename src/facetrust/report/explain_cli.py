@@ -41,7 +41,7 @@ def cmd_inversion(args) -> None:
     from facetrust.report.inversion_report import write_inversion_report
 
     _print_claims(write_inversion_report(args.results, args.images, Path(args.out), table_csv=Path(args.table),
-                                         figure_png=Path(args.figure)))
+                                         figure_png=Path(args.figure), selection_json=args.selection))
 
 
 def add_explain_report_parsers(sub) -> None:
@@ -71,6 +71,7 @@ def add_explain_report_parsers(sub) -> None:
     p = sub.add_parser("inversion", help="results/reports/inversion.md, the verifier table and the grid")
     p.add_argument("--results", required=True, help="inversion JSON (facetrust explain invert --results)")
     p.add_argument("--images", required=True, help="its images (.npz)")
+    p.add_argument("--selection", help="the validation selection of the TV weight and step count (.json)")
     p.add_argument("--table", required=True, help="CSV to write")
     p.add_argument("--figure", required=True, help="grid to write (.png)")
     p.add_argument("--out", required=True, help="Markdown report to write")

@@ -407,17 +407,18 @@ def train_xcos(config: XCosConfig, rec_dir: str | Path, out_dir: str | Path, *, 
     best = min(range(len(runs)), key=lambda i: record["candidates"][i].get("mse", 0.0))
     record["chosen"] = record["candidates"][best]["values"]
     chosen = dataclasses.replace(config, **record["chosen"])
-    first = runs[best].write_outputs(replicate_dir(out_dir, 0))
+    # the other seeds first, replicate 0 (the rule's declared output) and validation.json last, so
+    # that the declared files appear only once everything is written
     for replicate in range(config.replicates):
+        run = runs[best]
         if replicate:
             run = XCosTrainer(dataclasses.replace(chosen, seed=config.seed + replicate), rec_dir,
                               replicate_dir(out_dir, replicate), log=log, setup=setup)
             run.fit()
-        else:
-            run = runs[best]
         figures = validation_figures(run.model, setup.validation) if setup.validation is not None else {}
         record["replicates"].append({"replicate": replicate, "seed": config.seed + replicate,
                                      "dir": str(replicate_dir(out_dir, replicate)), **figures})
+    first = runs[best].write_outputs(replicate_dir(out_dir, 0))
     if setup.validation is not None:
         write_json_atomic(Path(out_dir) / "validation.json", record)
     return first
