@@ -442,7 +442,7 @@ rule report_xcos:
         "facetrust report xcos --metrics {input.metrics} --model {params.models}"
         " --label {params.labels:q} --scores {input.scores} --test-set {input.pairs}"
         " --pairs-per-kind {params.per_kind} --margin {params.margin} --table {output.table}"
-        " --figure {output.figure} --validation {input.validation} --fit-figure {output.fit}"
+        " --figure {output.figure} --validation-record {input.validation} --fit-figure {output.fit}"
         " --out {output.report} > {log} 2>&1"
 
 

@@ -28,7 +28,7 @@ def cmd_xcos(args) -> None:
     labels = dict(zip(args.model or [], args.label or []))
     _print_claims(write_xcos_report(args.metrics, Path(args.out), table_csv=Path(args.table), labels=labels,
                                     figures=figures, margin=args.margin, scores=args.scores,
-                                    validation=args.validation or (), fit_png=args.fit_figure))
+                                    validation=args.validation_record or (), fit_png=args.fit_figure))
 
 
 def cmd_explanations(args) -> None:
@@ -50,7 +50,7 @@ def add_explain_report_parsers(sub) -> None:
     p.add_argument("--metrics", nargs="+", required=True,
                    help="xCos metrics files (results/explain/metrics/<xcos>/<set>.<score>.json)")
     p.add_argument("--model", nargs="+", help="xCos model names (folders), parallel to --label")
-    p.add_argument("--validation", nargs="*", help="validation records of the training stage (models/<xcos>/validation.json)")
+    p.add_argument("--validation-record", nargs="*", help="validation records of the training stage (models/<xcos>/validation.json)")
     p.add_argument("--fit-figure", help="xCos against the target cosine (.png)")
     p.add_argument("--label", nargs="+", help="row name of each --model")
     p.add_argument("--scores", help="pair scores file of the model drawn in the figure")
