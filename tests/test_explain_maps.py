@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from facetrust.errors import ConfigError
-from facetrust.explain.maps import gradient_map, pair_map, perturbation_map, rise_masks
+from facetrust.explain.maps import integrated_gradients_map, pair_map, perturbation_map, rise_masks
 from facetrust.models import build_backbone
 
 SIZE = 24
@@ -36,7 +36,7 @@ def _toy_pair():
     return embed, image1, image2
 
 
-@pytest.mark.parametrize("method, options", [("gradient", {"steps": 8}),
+@pytest.mark.parametrize("method, options", [("integrated_gradients", {"steps": 8}),
                                              ("perturbation", {"num_masks": 600, "cells": 6, "seed": 1})])
 def test_map_finds_the_planted_agreeing_and_disagreeing_regions(method, options):
     embed, image1, image2 = _toy_pair()
@@ -55,7 +55,7 @@ def test_gradient_parts_sum_to_the_cosine_change_from_the_baseline():
     generator = torch.Generator().manual_seed(5)
     image1, noise = torch.randn(2, 3, 32, 32, generator=generator)
     image2 = image1 + 0.5 * noise  # the same "face", perturbed: far more alike than the grey baseline
-    result = gradient_map(model, image1, image2, steps=128)
+    result = integrated_gradients_map(model, image1, image2, steps=128)
     parts = result.contributions["similar_dims"].sum() + result.contributions["dissimilar_dims"].sum()
     change = result.cosine - result.baseline_cosine
     assert abs(change) > 0.05  # a non-trivial change to explain
@@ -64,7 +64,7 @@ def test_gradient_parts_sum_to_the_cosine_change_from_the_baseline():
     with torch.no_grad():
         unit = torch.nn.functional.normalize(model(torch.stack([image1, image2])), dim=1)
     assert result.cosine == pytest.approx(float(unit[0] @ unit[1]), abs=1e-5)
-    coarse = gradient_map(model, image1, image2, steps=2)
+    coarse = integrated_gradients_map(model, image1, image2, steps=2)
     assert abs(coarse.completeness_gap) > abs(result.completeness_gap)  # the gap shrinks with steps
 
 

@@ -1,5 +1,6 @@
 """The explain line's rules end to end on a tiny configuration (tests/data/tiny_params_explain.yaml):
-train two models, train_xcos, xcos_scores, evaluate_xcos, explain_faithfulness, invert and the three
+train two models, train_xcos, xcos_scores, evaluate_xcos, explain_thresholds, explain_sanity,
+explain_faithfulness, invert and the three
 reports, run by Snakemake exactly as `make all-reports` runs them (only smaller)."""
 
 import shutil
@@ -18,7 +19,8 @@ def test_explain_rules_write_the_reports_tables_and_figures(tmp_path):
     shutil.copy(TINY, tmp_path / "params.yaml")
     dry = snakemake(tmp_path, "-n", "all")
     assert dry.returncode == 0, dry.stderr[-3000:]
-    for rule in ("train_xcos", "xcos_scores", "evaluate_xcos", "explain_faithfulness", "invert", "report_xcos",
+    for rule in ("train_xcos", "xcos_scores", "evaluate_xcos", "explain_thresholds", "explain_sanity",
+                 "explain_faithfulness", "invert", "report_xcos",
                  "report_explanations", "report_inversion"):
         assert f"rule {rule}:" in dry.stdout, rule
     result = snakemake(tmp_path, "--cores", "2", *REPORTS)
@@ -26,9 +28,9 @@ def test_explain_rules_write_the_reports_tables_and_figures(tmp_path):
     xcos = pd.read_csv(tmp_path / "results" / "xcos_table.csv")
     assert xcos["score"].tolist() == ["xCos", "cos (same network)", "cos (standard model)"]
     assert xcos["accuracy"].between(0, 1).all()
-    assert len(pd.read_csv(tmp_path / "results" / "explain_table.csv")) == 7
+    assert len(pd.read_csv(tmp_path / "results" / "explain_table.csv")) == 8
     assert pd.read_csv(tmp_path / "results" / "inversion_table.csv")["variant"].tolist() == ["full", "no_bn", "no_class"]
-    for figure in ("xcos_pairs", "explain_curves", "explain_maps", "inversion"):
+    for figure in ("xcos_pairs", "explain_curves", "explain_cascade", "inversion"):
         assert (tmp_path / "results" / "figures" / f"{figure}.png").stat().st_size > 0, figure
     text = (tmp_path / "results" / "reports" / "xcos.md").read_text()
     assert "99.68" in text and "xCos keeps the accuracy" in text

@@ -61,32 +61,49 @@ def test_xcos_contribution_map_sums_to_xcos_minus_the_threshold(bench):
     assert (maps["cosine_map"].dissimilarity >= 0).all()
 
 
-def test_faithfulness_stage_scores_every_method_against_its_random_order_and_the_boxes(bench, tmp_path):
-    result = run_faithfulness(bench["xcos"], bench["pairs"], bench["occluders"], tmp_path / "f.json",
-                              tmp_path / "f.npz", FAST, validation_set=bench["validation"])
-    assert list(result["methods"]) == list(METHODS)
-    assert result["pairs"] == {"genuine": 3, "impostor": 3} and result["localisation_pairs"] == 3
+def test_thresholds_faithfulness_and_sanity_stages_and_the_report_read_them(bench, tmp_path):
+    from facetrust.explain.sanity_stage import SanitySettings, run_sanity
+    from facetrust.explain.thresholds import fit_thresholds
+
+    synth = bench["root"] / "synth"
+    thresholds = fit_thresholds(bench["xcos"], bench["validation"], bench["occluders"],
+                                synth / "pairs" / "synth_val.twins.npz", tmp_path / "t.json")
+    assert thresholds["split"] == "synth_val" and thresholds["delta_cos"]["occluded_pairs"] > 0
+
+    def faithfulness(name):
+        return run_faithfulness(bench["xcos"], bench["pairs"], bench["occluders"], tmp_path / f"{name}.json",
+                                tmp_path / f"{name}.npz", FAST, twins_npz=synth / "pairs" / "synth_lfw.twins.npz",
+                                thresholds_json=tmp_path / "t.json", validation_set=bench["validation"])
+
+    result = faithfulness("f")
+    assert list(result["methods"]) == list(METHODS) and result["threshold_split"] == "synth_val"
+    assert result["pairs"] == {"genuine": 3, "impostor": 3}
     for method, entry in result["methods"].items():
         assert ("vs_baseline" in entry["deletion"]) == (not method.startswith("random"))
-        assert len(entry["insertion"]["curves"]["fnmr"]) == len(result["fractions"])
-        estimate, low, high = entry["deletion"]["areas"]["fnmr"]
+        assert len(entry["insertion_blur"]["curves"]["fnmr_at_eer"]) == len(result["fractions"])
+        estimate, low, high = entry["deletion"]["areas"]["fnmr_at_fmr"]
         assert low <= estimate <= high
-        assert 0 < entry["localisation"]["box_share"] < 1
-    with np.load(tmp_path / "f.npz") as data:
-        assert data["images1"].shape == (2, 3, 24, 24) and data["dissimilarity_gradient"].shape == (2, 24, 24)
-        assert data["dissimilarity_cosine_map"].shape == (2, 3, 3)
-    again = run_faithfulness(bench["xcos"], bench["pairs"], bench["occluders"], tmp_path / "g.json",
-                             tmp_path / "g.npz", FAST, validation_set=bench["validation"])
+    known = result["known_truth"]
+    assert known["threshold_split"] == "synth_val" and 0 <= known["qualifying"] <= known["occluded_pairs"]
+    again = faithfulness("g")
     assert json.dumps(again, sort_keys=True) == json.dumps(result, sort_keys=True)
-    # the report stage reads these files: table, both figures, claims with a verdict each
+    assert (tmp_path / "f.npz").read_bytes() == (tmp_path / "g.npz").read_bytes()
+    sanity = run_sanity(bench["xcos"], bench["pairs"], bench["validation"], tmp_path / "t.json", tmp_path / "s.json",
+                        tmp_path / "s.npz", SanitySettings(pairs=4, bootstrap=20, maps=FAST.maps))
+    assert set(sanity["passes"]) == {m for m in METHODS if not m.startswith("random")}
+    assert "perturbation" in sanity["seed_agreement"]
+    # the report stage reads these files: table, figures, claims with a verdict each
     from facetrust.report.explanations_report import write_explanations_report
 
     claims = write_explanations_report(tmp_path / "f.json", tmp_path / "f.npz", tmp_path / "e.md",
+                                       sanity_json=tmp_path / "s.json", sanity_examples=tmp_path / "s.npz",
                                        table_csv=tmp_path / "e.csv", curves_png=tmp_path / "c.png",
-                                       maps_png=tmp_path / "m.png")
-    assert claims and {c.verdict for c in claims} <= {"held", "did not hold", "not resolved"}
-    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "m.png").stat().st_size > 0
+                                       maps_png=tmp_path / "m.png", cascade_png=tmp_path / "k.png",
+                                       restoration_png=tmp_path / "r.png")
+    assert claims and {c.verdict for c in claims} <= {"held", "did not hold", "not resolved", "not shown"}
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "k.png").stat().st_size > 0
     assert len((tmp_path / "e.csv").read_text().splitlines()) == 1 + len(METHODS)
+    assert "validation split synth_val" in (tmp_path / "e.md").read_text()
 
 
 def test_inversion_stage_runs_the_ablations_and_the_report_reads_it(bench, tmp_path):
@@ -143,6 +160,8 @@ def test_explain_config_names_what_does_not_exist():
          "architecture"),
         ({"models": {"arcface": {"backbone": "iresnet"}, "cosface": {"backbone": "sphere20"}}, "seed": 1}, "seed"),
         ({"explain": {"test_set": "lfw"}}, "explain.test_set"),
+        ({"explain": {"test_set": "synth_lfw", "validation_set": "synth_lfw"}}, "explain.validation_set"),
+        ({"datasets": {"pairs": {"synth_lfw": "x.bin"}, "validation": {"v": "x.bin"}}}, "cannot be a validation set"),
     ]:
         with pytest.raises(ConfigError, match=message):
             check_explain({**base, **change})

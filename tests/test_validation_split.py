@@ -28,7 +28,9 @@ TINY = SynthConfig(
     ijb_impostor_pairs=10, val_identities=30, val_pairs_per_fold=6,
 )
 #: Rules that fit a threshold or choose a value: each must take `--validation` (a validation set).
-CHOOSING_RULES = {"explain_faithfulness", "train_xcos"}
+CHOOSING_RULES = {"explain_thresholds", "train_xcos"}
+#: Rules that use fitted thresholds: each reads them from a file a choosing rule wrote (`--thresholds`).
+THRESHOLD_USERS = {"explain_faithfulness", "explain_sanity"}
 
 
 def _identities(root: Path) -> dict[str, set[int]]:
@@ -91,6 +93,10 @@ def test_every_choosing_stage_in_the_dag_reads_a_validation_set_and_no_test_set(
                 seen += 1
                 assert path in validation and path not in tests, f"{rule} chooses on {path}"
     assert seen >= len(CHOOSING_RULES)
+    written_by_choosers = {_option(c, "--out")[0] for rule in CHOOSING_RULES for c in commands[rule]}
+    for rule in THRESHOLD_USERS:
+        for command in commands[rule]:
+            assert _option(command, "--thresholds") and set(_option(command, "--thresholds")) <= written_by_choosers
 
 
 def test_a_test_set_wired_as_the_validation_set_is_refused():

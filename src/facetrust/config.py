@@ -206,6 +206,8 @@ PATHS = {
     "xcos_metrics": "results/explain/metrics/{xcos}/{test_set}.{score}.json",
     "faithfulness": "results/explain/faithfulness/{xcos}/{test_set}.json",
     "faithfulness_examples": "results/explain/faithfulness/{xcos}/{test_set}.examples.npz",
+    "sanity": "results/explain/sanity/{xcos}/{test_set}.json",
+    "explain_thresholds": "results/explain/thresholds/{xcos}.json",
     "inversion": "results/explain/inversion/{model}.json",
     "inversion_images": "results/explain/inversion/{model}.npz",
     "replicates": "results/bootstrap/{variant}/{test_set}.npz",

@@ -278,6 +278,7 @@ def explain_outputs():
         files.append(
             fc.path_of("faithfulness", xcos=EXPLAIN_MODEL, test_set=EXPLAIN_SET)
         )
+        files.append(fc.path_of("sanity", xcos=EXPLAIN_MODEL, test_set=EXPLAIN_SET))
     if INVERSION_MODEL:
         files.append(fc.path_of("inversion", model=INVERSION_MODEL))
     return files

@@ -55,11 +55,74 @@ rule evaluate_xcos:
         " {params.references} --out {output} > {log} 2>&1"
 
 
-rule explain_faithfulness:
+rule explain_thresholds:
+    input:
+        model="models/{xcos}/xcos.pt",
+        validation=validation_pairs,
+        twins=lambda wildcards: validation_pairs(wildcards).replace(
+            ".bin", ".twins.npz"
+        ),
+        occluders=f"{SYNTH_DIR}/occluders.csv",
+    output:
+        "results/explain/thresholds/{xcos}.json",
+    params:
+        explain=config["explain"],
+        config_file=PARAMS_FILE,
+    log:
+        "logs/explain/thresholds/{xcos}.log",
+    benchmark:
+        "logs/benchmark/explain/thresholds/{xcos}.tsv"
+    threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(4000),
+        runtime=grow(30),
+    shell:
+        "OMP_NUM_THREADS={threads} facetrust explain thresholds --model models/{wildcards.xcos}"
+        " --validation {input.validation} --occluders {input.occluders} --twins {input.twins}"
+        " --params {params.config_file} --out {output} > {log} 2>&1"
+
+
+rule explain_sanity:
     input:
         model="models/{xcos}/xcos.pt",
         pairs=lambda wildcards: config["datasets"]["pairs"][wildcards.pairs],
         validation=validation_pairs,
+        thresholds="results/explain/thresholds/{xcos}.json",
+    output:
+        results="results/explain/sanity/{xcos}/{pairs}.json",
+        examples="results/explain/sanity/{xcos}/{pairs}.examples.npz",
+    params:
+        explain=config["explain"],
+        seed=config["seed"],
+        config_file=PARAMS_FILE,
+    log:
+        "logs/explain/sanity/{xcos}/{pairs}.log",
+    benchmark:
+        "logs/benchmark/explain/sanity/{xcos}/{pairs}.tsv"
+    threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        gpu=1,
+        mem_mb=grow(4000),
+        runtime=grow(60),
+    shell:
+        "OMP_NUM_THREADS={threads} facetrust explain sanity --model models/{wildcards.xcos}"
+        " --test-set {input.pairs} --validation {input.validation} --thresholds {input.thresholds}"
+        " --params {params.config_file} --out {output.results} --examples {output.examples} > {log} 2>&1"
+
+
+rule explain_faithfulness:
+    input:
+        model="models/{xcos}/xcos.pt",
+        pairs=lambda wildcards: config["datasets"]["pairs"][wildcards.pairs],
+        twins=lambda wildcards: config["datasets"]["pairs"][wildcards.pairs].replace(
+            ".bin", ".twins.npz"
+        ),
+        validation=validation_pairs,
+        thresholds="results/explain/thresholds/{xcos}.json",
         occluders=f"{SYNTH_DIR}/occluders.csv",
     output:
         results="results/explain/faithfulness/{xcos}/{pairs}.json",
@@ -81,7 +144,8 @@ rule explain_faithfulness:
         runtime=grow(60),
     shell:
         "OMP_NUM_THREADS={threads} facetrust explain faithfulness --model models/{wildcards.xcos}"
-        " --test-set {input.pairs} --validation {input.validation} --occluders {input.occluders}"
+        " --test-set {input.pairs} --twins {input.twins} --thresholds {input.thresholds}"
+        " --validation {input.validation} --occluders {input.occluders}"
         " --params {params.config_file}"
         " --out {output.results} --examples {output.examples} > {log} 2>&1"
 

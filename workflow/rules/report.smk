@@ -450,6 +450,8 @@ rule report_explanations:
     input:
         results=lambda wildcards: f"results/explain/faithfulness/{EXPLAIN_MODEL}/{EXPLAIN_SET}.json",
         examples=lambda wildcards: f"results/explain/faithfulness/{EXPLAIN_MODEL}/{EXPLAIN_SET}.examples.npz",
+        sanity=lambda wildcards: f"results/explain/sanity/{EXPLAIN_MODEL}/{EXPLAIN_SET}.json",
+        sanity_examples=lambda wildcards: f"results/explain/sanity/{EXPLAIN_MODEL}/{EXPLAIN_SET}.examples.npz",
     output:
         report=report("results/reports/explanations.md", category="Reports"),
         table=report(
@@ -467,6 +469,16 @@ rule report_explanations:
             caption="../report/explain_maps.rst",
             category="Figures",
         ),
+        cascade=report(
+            "results/figures/explain_cascade.png",
+            caption="../report/explain_cascade.rst",
+            category="Figures",
+        ),
+        restoration=report(
+            "results/figures/explain_restoration.png",
+            caption="../report/explain_restoration.rst",
+            category="Figures",
+        ),
     log:
         "logs/report/explanations.log",
     benchmark:
@@ -479,7 +491,9 @@ rule report_explanations:
         runtime=grow(10),
     shell:
         "facetrust report explanations --results {input.results} --examples {input.examples}"
+        " --sanity {input.sanity} --sanity-examples {input.sanity_examples}"
         " --table {output.table} --curves {output.curves} --maps {output.maps}"
+        " --cascade {output.cascade} --restoration {output.restoration}"
         " --out {output.report} > {log} 2>&1"
 
 

@@ -56,6 +56,7 @@ from facetrust.explain.occluder_truth import (
     localisation_with_controls,
     occluded_genuine_pairs,
     occluder_deltas,
+    qualifying_pairs,
     restoration_curves,
     twin_faces,
 )
@@ -235,7 +236,7 @@ def _known_truth(model, pairs: PairSet, boxes, twins, thresholds, map_thresholds
         raise InputError(f"{pairs.path}: no genuine pair with exactly one occluded face (occluders.csv)")
     deltas = occluder_deltas(model, pairs, items, twins, size)
     cut = float(thresholds["delta_cos"]["threshold"])
-    qualifying = np.flatnonzero(deltas["delta_cos"] >= cut)
+    qualifying = qualifying_pairs(deltas, cut)
     summary = {"threshold": cut, "threshold_split": thresholds["split"], "occluded_pairs": len(items),
                "qualifying": int(qualifying.size),
                "delta_cos_quartiles": np.quantile(deltas["delta_cos"], [0.25, 0.5, 0.75]).tolist(),

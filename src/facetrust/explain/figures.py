@@ -177,57 +177,114 @@ def plot_inversion_grid(images: Mapping[int, Sequence], clean: Mapping[int, np.n
         return _save(figure, out_path)
 
 
+CURVE_COLUMNS = (("fnmr_at_fmr", "FNMR (genuine) at the FMR threshold"), ("fmr_at_fmr", "FMR (impostor) at it"),
+                 ("fnmr_at_eer", "FNMR (genuine) at the EER threshold"), ("score_genuine", "mean score, genuine"))
+
+
 def plot_faithfulness_curves(fractions: Sequence[float], curves: Mapping[str, Mapping[str, Mapping[str, Sequence]]],
                              out_path: str | Path, *, baselines: Sequence[str] = ()) -> Path:
-    """2 x 4 panels: deletion / insertion (rows) x FNMR of genuine pairs, FMR of impostor pairs (at
-    the fixed threshold) and the mean pair cosine of each (columns); one line per method
-    (``curves[method][mode][name]``), ``baselines`` dashed."""
+    """Rows: deletion to grey, insertion from grey, insertion from a blurred face; columns
+    (:data:`CURVE_COLUMNS`): FNMR / FMR at the validation split's FMR threshold, FNMR at its EER
+    threshold, the mean score of genuine pairs (xCos for grid methods, the grid cosine for pixel
+    methods); one line per method (``curves[method][mode][name]``), ``baselines`` dashed."""
     if not curves:
         raise InputError("faithfulness figure: no methods to draw")
     x = 100.0 * np.asarray(fractions, dtype=np.float64)
-    columns = (("fnmr", "FNMR, genuine pairs"), ("fmr", "FMR, impostor pairs"),
-               ("cosine_genuine", "mean cosine, genuine pairs"), ("cosine_impostor", "mean cosine, impostor pairs"))
-    with _figure(2, 4, panel=3.0) as (figure, axes):
-        for row, mode in zip(axes, ("deletion", "insertion")):
-            for ax, (rate, title) in zip(row, columns):
-                for method, modes in curves.items():
+    modes = [m for m in ("deletion", "insertion", "insertion_blur") if m in next(iter(curves.values()))]
+    with _figure(len(modes), len(CURVE_COLUMNS), panel=3.0) as (figure, axes):
+        for row, mode in zip(np.atleast_2d(axes), modes):
+            for ax, (rate, title) in zip(row, CURVE_COLUMNS):
+                for method, entry in curves.items():
                     style = "--" if method in baselines else "-"
-                    ax.plot(x, modes[mode][rate], style, label=method, linewidth=1.2)
-                ax.set_xlabel(f"share of face 1 {'removed' if mode == 'deletion' else 'restored'} (%)", fontsize=8)
-                ax.set_ylabel(title.split(",")[0], fontsize=8)
+                    ax.plot(x, entry[mode][rate], style, label=method, linewidth=1.2)
+                verb = "removed" if mode == "deletion" else "restored"
+                ax.set_xlabel(f"share of face 1 {verb} (%)", fontsize=8)
                 ax.set_title(f"{mode}: {title}", fontsize=8)
-                if rate in ("fnmr", "fmr"):
+                if rate.startswith(("fnmr", "fmr")):
                     ax.set_ylim(-0.02, 1.02)
                 ax.tick_params(labelsize=7)
                 ax.grid(alpha=0.3)
-        axes[0, 0].legend(fontsize=7, loc="best")
+        np.atleast_2d(axes)[0, 0].legend(fontsize=6, loc="best")
         return _save(figure, out_path)
 
 
 def plot_method_maps(images1, images2, boxes, maps: Mapping[str, np.ndarray], out_path: str | Path, *,
-                     titles: Sequence[str] | None = None) -> Path:
-    """One row per pair: face 1 with its occluder box, face 2, then each method's dissimilarity map
-    over face 1 (``maps[method]`` (P, h, w), upsampled to the face) with the box outlined."""
+                     titles: Sequence[str] | None = None, clean=None) -> Path:
+    """One row per pair: face 1 with its occluder box, its clean twin (``clean``, when given), face
+    2, then each map over face 1 (``maps[name]`` (P, h, w), upsampled) with the box outlined."""
     if not maps:
         raise InputError("maps figure: no methods to draw")
     count = len(images1)
     from facetrust.explain.faithfulness import upsample
 
-    with _figure(count, 2 + len(maps), panel=1.9) as (figure, axes):
-        for k, row in enumerate(axes):
+    faces = 3 if clean is not None else 2
+    with _figure(count, faces + len(maps), panel=1.7) as (figure, axes):
+        for k, row in enumerate(np.atleast_2d(axes)):
             face1, face2 = to_uint8(images1[k]), to_uint8(images2[k])
             size = face1.shape[:2]
-            panels = [(row[0], face1, (titles[k] if titles else "face 1") + " (occluded)"), (row[1], face2, "face 2")]
+            panels = [(row[0], face1, (titles[k] if titles else "face 1") + " (occluded)")]
+            if clean is not None:
+                panels.append((row[1], to_uint8(clean[k]), "clean twin"))
+            panels.append((row[faces - 1], face2, "face 2"))
             for ax, face, title in panels:
                 ax.imshow(face, extent=(0, size[1], size[0], 0), interpolation="nearest")
-                ax.set_title(title, fontsize=7)
+                ax.set_title(title, fontsize=6)
                 ax.set_xticks([])
                 ax.set_yticks([])
-            for ax, (method, values) in zip(row[2:], maps.items()):
+            for ax, (method, values) in zip(row[faces:], maps.items()):
                 _overlay(ax, face1, upsample(np.asarray(values[k]), size), "Reds", method)
+                ax.title.set_fontsize(6)
             x0, y0, x1, y1 = boxes[k]
-            for ax in (row[0], *row[2:]):
+            for ax in (row[0], *row[faces:]):
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.0))
+        return _save(figure, out_path)
+
+
+def plot_cascade(image1, levels: Sequence[str], maps: Mapping[str, Mapping[str, np.ndarray]],
+                 similarity: Mapping[str, Mapping[str, Sequence[float]]], out_path: str | Path) -> Path:
+    """Adebayo's cascade: one row per method, face 1 then |map| on the trained network and after
+    each cumulative randomisation level (titled with the mean |map| rank correlation to the trained
+    map over the stage's pairs)."""
+    from facetrust.explain.faithfulness import upsample
+
+    face = to_uint8(image1)
+    size = face.shape[:2]
+    with _figure(len(maps), 1 + len(levels), panel=1.6) as (figure, axes):
+        for row, (method, by_level) in zip(np.atleast_2d(axes), maps.items()):
+            row[0].imshow(face, interpolation="nearest")
+            row[0].set_title(method, fontsize=7)
+            row[0].axis("off")
+            for ax, level in zip(row[1:], levels):
+                values = np.abs(upsample(np.asarray(by_level[level]), size))
+                ax.imshow(values, cmap="magma", interpolation="nearest")
+                rho = similarity.get(method, {}).get(level)
+                ax.set_title(level if rho is None else f"{level}\nρ|·| {rho[0]:.2f}", fontsize=6)
+                ax.axis("off")
+        return _save(figure, out_path)
+
+
+def plot_restoration(result: Mapping, out_path: str | Path, *, dashed: Sequence[str] = (),
+                     randomised_of: Sequence[str] = ()) -> Path:
+    """Restoration of the clean twin in each order: mean recovery of the cosine and FNMR at the
+    validation EER threshold against the share of the image restored; ``dashed`` orders (controls,
+    random) and the randomised network's orders of the methods ``randomised_of`` dashed."""
+    x = 100.0 * np.asarray(result["fractions"], dtype=np.float64)
+    with _figure(1, 2, panel=4.0) as (figure, axes):
+        axes = np.atleast_1d(axes).ravel()
+        for name, entry in result["orders"].items():
+            randomised = name.startswith("randomised_network:")
+            if randomised and name.split(":", 1)[1] not in randomised_of:
+                continue
+            style = "--" if randomised or name in dashed else "-"
+            axes[0].plot(x, entry["recovery"], style, label=name, linewidth=1.2)
+            axes[1].plot(x, entry["fnmr"], style, label=name, linewidth=1.2)
+        axes[0].set_ylabel("recovery (cos − cos_occluded) / (cos_twin − cos_occluded)", fontsize=7)
+        axes[1].set_ylabel("FNMR at the validation EER threshold", fontsize=7)
+        for ax in axes:
+            ax.set_xlabel("share of face 1 restored from its clean twin (%)", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+        axes[0].legend(fontsize=6, loc="best")
         return _save(figure, out_path)
 
 

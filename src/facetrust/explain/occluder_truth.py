@@ -108,6 +108,11 @@ def delta_threshold(cosine: np.ndarray, issame: np.ndarray, fraction: float) -> 
     return {"threshold": fraction * gap, "fraction": float(fraction), "genuine_impostor_gap": gap}
 
 
+def qualifying_pairs(deltas: Mapping[str, np.ndarray], threshold: float) -> np.ndarray:
+    """Indices of the pairs whose occluder lowers the cosine by at least ``threshold`` (Δcos >= it)."""
+    return np.flatnonzero(np.asarray(deltas["delta_cos"]) >= float(threshold))
+
+
 def _lifts(maps: np.ndarray, boxes: np.ndarray, size) -> np.ndarray:
     result = localisation(np.maximum(maps, 0.0), boxes, size)
     return result.mass_ratio / result.box_share  # NaN for an all-zero map

@@ -20,7 +20,13 @@ import numpy as np
 from facetrust.data.synthetic.occluders import read_clean_twins, read_occluders
 from facetrust.errors import InputError
 from facetrust.explain.faithfulness import best_accuracy_threshold, eer_threshold, threshold_at_fmr
-from facetrust.explain.occluder_truth import delta_threshold, occluded_genuine_pairs, occluder_deltas, score_pairs
+from facetrust.explain.occluder_truth import (
+    delta_threshold,
+    occluded_genuine_pairs,
+    occluder_deltas,
+    qualifying_pairs,
+    score_pairs,
+)
 from facetrust.explain.pairset import PairSet
 from facetrust.explain.xcos import load_xcos
 from facetrust.io import write_json_atomic
@@ -49,7 +55,7 @@ def fit_thresholds(model_dir: str | os.PathLike, validation_set: str | os.PathLi
     if not items:
         raise InputError(f"{validation_set}: no genuine pair with exactly one occluded face (occluders.csv)")
     deltas = occluder_deltas(model, pairs, items, read_clean_twins(twins_npz), size)
-    delta.update(occluded_pairs=len(items), qualifying=int((deltas["delta_cos"] >= delta["threshold"]).sum()),
+    delta.update(occluded_pairs=len(items), qualifying=int(qualifying_pairs(deltas, delta["threshold"]).size),
                  delta_cos_quartiles=np.quantile(deltas["delta_cos"], [0.25, 0.5, 0.75]).tolist())
     result = {"split": pairs.name, "model": str(model_dir), "pairs": len(pairs), "threshold_fmr": threshold_fmr,
               "cosine": cosine, "xcos": xcos, "delta_cos": delta}

@@ -34,8 +34,10 @@ def cmd_xcos(args) -> None:
 def cmd_explanations(args) -> None:
     from facetrust.report.explanations_report import write_explanations_report
 
-    _print_claims(write_explanations_report(args.results, args.examples, Path(args.out), table_csv=Path(args.table),
-                                            curves_png=Path(args.curves), maps_png=Path(args.maps)))
+    _print_claims(write_explanations_report(args.results, args.examples, Path(args.out), sanity_json=args.sanity,
+                                            sanity_examples=args.sanity_examples, table_csv=Path(args.table),
+                                            curves_png=Path(args.curves), maps_png=Path(args.maps),
+                                            cascade_png=Path(args.cascade), restoration_png=Path(args.restoration)))
 
 
 def cmd_inversion(args) -> None:
@@ -68,6 +70,10 @@ def add_explain_report_parsers(sub) -> None:
     p.add_argument("--table", required=True, help="CSV to write (results/explain_table.csv)")
     p.add_argument("--curves", required=True, help="deletion/insertion figure to write (.png)")
     p.add_argument("--maps", required=True, help="example maps figure to write (.png)")
+    p.add_argument("--sanity", required=True, help="sanity JSON (facetrust explain sanity)")
+    p.add_argument("--sanity-examples", required=True, help="its cascade maps (.npz)")
+    p.add_argument("--cascade", required=True, help="cascade figure to write (.png)")
+    p.add_argument("--restoration", required=True, help="restoration-curve figure to write (.png)")
     p.add_argument("--out", required=True, help="Markdown report to write")
     p.set_defaults(func=cmd_explanations)
 

@@ -121,7 +121,7 @@ def write_clean_twins(path: str | os.PathLike, images: Sequence[int], pixels: Se
     stack = (np.stack(pixels).astype(np.uint8) if len(pixels)
              else np.zeros((0, int(size[0]), int(size[1]), 3), np.uint8))
     with atomic_path(Path(path), suffix=".npz") as tmp, tmp.open("wb") as handle:
-        np.savez(handle, images=np.asarray(images, dtype=np.int64), pixels=stack)
+        np.savez_compressed(handle, images=np.asarray(images, dtype=np.int64), pixels=stack)
 
 
 def read_clean_twins(path: str | os.PathLike) -> dict[int, np.ndarray]:
