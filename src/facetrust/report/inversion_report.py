@@ -42,8 +42,11 @@ def verifier_label(result: dict, name: str) -> str:
 
 def inversion_rows(result: dict) -> pd.DataFrame:
     rows = []
+    order = result.get("verifiers") or []
     for variant, entry in result["variants"].items():
-        for verifier, scores in entry["verifiers"].items():
+        # the independent verifier first, then the secondary ones, as the stage listed them
+        for verifier, scores in sorted(entry["verifiers"].items(),
+                                       key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
             row = {"model": Path(result["model"]).name, "verifier": verifier,
                    "role": "independent" if verifier == result.get("primary_verifier") else "secondary",
                    "variant": variant, "images": len(scores["per_image"]["top1"]), "classes": len(result["classes"]),
