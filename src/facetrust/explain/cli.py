@@ -300,6 +300,8 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--standard", type=Path, required=True, help="standard model directory (its cosine is a score)")
     p.add_argument("--test-set", type=Path, required=True, help=".bin pair set")
     p.add_argument("--batch-pairs", type=int, default=128)
+    p.add_argument("--replicates", type=Path, nargs="*",
+                   help="other training seeds of the model (their xCos scores as xcos_replicate1, ...)")
     p.add_argument("--out", type=Path, required=True, help="pair scores file (.npz)")
     p.set_defaults(func=_printing(run_score))
 
