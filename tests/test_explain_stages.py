@@ -47,6 +47,11 @@ def test_xcos_scores_file_holds_three_scores_and_the_maps_and_repeats(bench, tmp
     metrics = run_evaluate_pair_scores(tmp_path / "a.npz", tmp_path / "m.json", score="xcos",
                                        references=["cosine", "standard_cosine"])
     assert set(metrics["paired_differences"]) == {"cosine", "standard_cosine"}
+    # other training seeds of the model are scored beside it (here the same model: the same xCos)
+    run_xcos_scores(bench["xcos"], bench["standard"], bench["pairs"], tmp_path / "r.npz", replicates=[bench["xcos"]])
+    with np.load(tmp_path / "r.npz") as data:
+        assert data["score_names"].tolist() == ["xcos", "cosine", "standard_cosine", "xcos_replicate1"]
+        np.testing.assert_array_equal(data["xcos_replicate1"], data["xcos"])
 
 
 def test_xcos_contribution_map_sums_to_xcos_minus_the_threshold(bench):
