@@ -308,3 +308,37 @@ def identities_args():
         if config["datasets"]["source"] == "synth"
         else ""
     )
+
+
+# Your own folders to pack (datasets.pack; rules pack_* in data.smk).
+PACK = config["datasets"]["pack"]
+
+
+def pack_settings(wildcards):
+    """The face-preparation flags every pack command shares."""
+    return (
+        f"--align {PACK['align']} --on-bad-image {PACK['on_bad_image']}"
+        f" --min-score {PACK['min_score']}"
+    )
+
+
+def files_below(folder):
+    """Every file below a folder to pack, so a changed or added image reruns the pack; the folder
+    itself when it is absent (Snakemake then names it as missing input)."""
+    if not os.path.isdir(folder):
+        return [folder]
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(root, name) for name in sorted(files)]
+    return found
+
+
+def pair_list_inputs(wildcards):
+    spec = PACK["pairs"][wildcards.pairs]
+    return [spec["list"], *files_below(spec["images"] or os.path.dirname(spec["list"]))]
+
+
+def ijb_pack_inputs(wildcards):
+    spec = PACK["ijb"][wildcards.ijb]
+    return [spec["subjects"], *files_below(spec["images"])]

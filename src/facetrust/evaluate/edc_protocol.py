@@ -121,8 +121,9 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
     from facetrust.evaluate.bootstrap import bootstrap_statistic, percentile_interval, unit_description
     from facetrust.evaluate.fusion import load_embeddings
     from facetrust.evaluate.reject import method_space
-    from facetrust.io import write_json_atomic
+    from facetrust.io import atomic_path, outputs_together, write_json_atomic
 
+    replicate_arrays = None
     flags = dict(flags or {"normalize_images": False, "use_detector_score": True})
     embeddings = load_embeddings(embeddings_path, flip=flags.pop("flip", True))
     if embeddings.uncertainty is None:
@@ -169,12 +170,9 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
                                "unit": unit_description(design, bootstrap.within), "design_digest": design.digest(),
                                "replicates": None if bootstrap.replicates_out is None else str(bootstrap.replicates_out)}
         if bootstrap.replicates_out is not None:
-            from facetrust.io import atomic_path
-
-            with atomic_path(bootstrap.replicates_out) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **{f"pauc_{who}_{e}": replicates[:, j] for j, (who, e) in enumerate(keys)},
-                         seed=np.int64(bootstrap.seed), level=np.float64(bootstrap.level),
-                         design_digest=np.array(design.digest()))
+            replicate_arrays = {**{f"pauc_{who}_{e}": replicates[:, j] for j, (who, e) in enumerate(keys)},
+                                "seed": np.int64(bootstrap.seed), "level": np.float64(bootstrap.level),
+                                "design_digest": np.array(design.digest())}
     settings.update(
         edc="fixed threshold (Schlett et al. arXiv 2303.13294, dasec edc.py); ties in quality discarded together",
         starting_error=starting_error, discard_limit=discard_limit, pauc="stepwise, minus the theoretical best",
@@ -185,5 +183,10 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
     n_genuine = int(genuine.sum())
     metrics = metrics_record(test_set, "edc", n_pairs=labels.size, n_genuine=n_genuine, settings=settings,
                              embeddings=embeddings_path, **values)
-    write_json_atomic(out_json, metrics)
+    replicates_out = bootstrap.replicates_out if replicate_arrays is not None else None
+    with outputs_together(out_json, replicates_out):  # the replicates never without their metrics
+        if replicate_arrays is not None:
+            with atomic_path(replicates_out) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **replicate_arrays)
+        write_json_atomic(out_json, metrics)
     return metrics

@@ -24,10 +24,10 @@ from sklearn.metrics import auc as area_under_curve
 
 from facetrust.errors import InputError
 from facetrust.evaluate.pairs import ACCURACY_STEP, TenFoldResult, ten_fold_from_distance
-from facetrust.evaluate.roc import (DEFAULT_IJB_FARS, SKLEARN_CONVENTION, far_key, plain_float, roc_points,
-                                    tar_at_far, tar_table, write_roc)
+from facetrust.evaluate.roc import (DEFAULT_IJB_FARS, SKLEARN_CONVENTION, far_key, operating_points, plain_float,
+                                    roc_points, tar_at_far, tar_table, write_roc)
 from facetrust.formats import ISSAME, PAIRED_DIFFERENCES, SCORE_NAMES, metrics_record
-from facetrust.io import write_json_atomic
+from facetrust.io import outputs_together, write_json_atomic
 
 
 def read_pair_scores(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -107,10 +107,12 @@ def run_evaluate_pair_scores(scores_path: str | os.PathLike, out_json: str | os.
         val_at_far={key: plain_float(result.val)}, val_std_at_far={key: plain_float(result.val_std)},
         far_achieved={key: plain_float(result.far)},
         tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method="nearest")),
+        threshold_at_far=operating_points(fpr, tpr, thresholds, fars),
         auc=plain_float(area_under_curve(fpr, tpr)),
         **{PAIRED_DIFFERENCES: differences},
     )
-    write_json_atomic(out_json, metrics)
-    if roc_out is not None:
-        write_roc(roc_out, fpr, tpr, thresholds)
+    with outputs_together(out_json, roc_out):  # the metrics never without their ROC
+        write_json_atomic(out_json, metrics)
+        if roc_out is not None:
+            write_roc(roc_out, fpr, tpr, thresholds)
     return metrics

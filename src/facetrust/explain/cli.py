@@ -23,23 +23,26 @@ import argparse
 import json
 from pathlib import Path
 
+from facetrust import options
 from facetrust.errors import InputError
 from facetrust.explain.defaults import DEFAULT_IG_STEPS, DEFAULT_MASKS, MAP_METHODS
 
 
-def _load_image(path: Path, input_size):
-    """An aligned face image file as the model's input tensor (3, H, W)."""
-    import numpy as np
-    from PIL import Image
+def _load_pair(args: argparse.Namespace, input_size):
+    """IMG1 and IMG2 as the model's input tensors (3, H, W): detected and aligned unless they are
+    aligned crops of the input size or ``--aligned`` (:mod:`facetrust.align.photo`); what was done
+    to a photograph is said on stderr, one line each."""
+    import sys
 
-    from facetrust.data.transforms import fit_to_size, to_tensor
+    from facetrust.align.photo import prepare_files
+    from facetrust.data.transforms import to_tensor
 
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable image ({error})") from None
-    return to_tensor(fit_to_size(pixels, input_size))
+    faces = prepare_files([args.img1, args.img2], input_size, aligned=args.aligned, no_face=args.no_face,
+                          min_score=args.min_score)
+    for face in faces:
+        if face.note:
+            print(face.note, file=sys.stderr)
+    return to_tensor(faces[0].pixels), to_tensor(faces[1].pixels)
 
 
 def _params(path: Path | None) -> dict:
@@ -81,7 +84,7 @@ def run_xcos(args: argparse.Namespace) -> Path:
         threshold = sum(folds) / len(folds)
     model, config, _ = load_xcos(args.model)
     size = tuple(config["input_size"])
-    image1, image2 = _load_image(args.img1, size), _load_image(args.img2, size)
+    image1, image2 = _load_pair(args, size)
     pair = {"image1": image1, "image2": image2, **explain_pair(model, image1, image2),
             "title": f"{args.img1.name} vs {args.img2.name}"}
     return plot_xcos_pairs([pair], threshold, args.out)
@@ -103,7 +106,7 @@ def run_map(args: argparse.Namespace) -> Path:
 
     torch.manual_seed(args.seed)
     embed, size = load_embedder(args.model)
-    image1, image2 = _load_image(args.img1, size), _load_image(args.img2, size)
+    image1, image2 = _load_pair(args, size)
     if args.method == "xssab":
         if args.threshold is None:
             raise InputError("explain map --method xssab: give --threshold (the EER threshold of a validation split)")
@@ -283,38 +286,43 @@ def run_invert_select(args: argparse.Namespace) -> dict:
 
 def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     """Add ``explain`` with its subcommands; each sets ``func``."""
+    from facetrust.align.photo import add_photo_options
+
     explain = subparsers.add_parser("explain", help="explanations: xCos, similarity maps, faithfulness, inversion")
     commands = explain.add_subparsers(dest="explain_command", required=True)
 
     p = commands.add_parser("xcos", help="the xCos picture of a pair: grid, cosine map, attention, decision")
-    p.add_argument("img1", type=Path, help="first face (aligned crop)")
-    p.add_argument("img2", type=Path, help="second face (aligned crop)")
+    p.add_argument("img1", type=Path, help="first face (photograph or aligned crop)")
+    p.add_argument("img2", type=Path, help="second face (photograph or aligned crop)")
     p.add_argument("--model", type=Path, required=True, help="xCos model directory (facetrust train-xcos)")
-    p.add_argument("--threshold", type=float, help="decision threshold on xCos (the cosine map's palette centre)")
+    p.add_argument("--threshold", type=options.number(-1.0, 1.0), help="decision threshold on xCos (the cosine map's palette centre)")
     p.add_argument("--metrics", type=Path, help="an xCos metrics file: its mean 10-fold threshold")
     p.add_argument("--out", type=Path, required=True, help="figure (.png)")
+    add_photo_options(p)
     p.set_defaults(func=_printing(run_xcos))
 
     p = commands.add_parser("score", help="xCos, cosine of the same network and of a standard model, per pair")
     p.add_argument("--model", type=Path, required=True, help="xCos model directory")
     p.add_argument("--standard", type=Path, required=True, help="standard model directory (its cosine is a score)")
     p.add_argument("--test-set", type=Path, required=True, help=".bin pair set")
-    p.add_argument("--batch-pairs", type=int, default=128)
+    p.add_argument("--batch-pairs", type=options.integer(1, 65536), default=128)
     p.add_argument("--replicates", type=Path, nargs="*",
                    help="other training seeds of the model (their xCos scores as xcos_replicate1, ...)")
     p.add_argument("--out", type=Path, required=True, help="pair scores file (.npz)")
     p.set_defaults(func=_printing(run_score))
 
     p = commands.add_parser("map", help="gradient or perturbation similarity map of a pair")
-    p.add_argument("img1", type=Path, help="the face explained (aligned crop)")
+    p.add_argument("img1", type=Path, help="the face explained (photograph or aligned crop)")
     p.add_argument("img2", type=Path, help="the face it is compared with")
     p.add_argument("--model", type=Path, required=True, help="trained model or xCos model directory")
     p.add_argument("--method", choices=MAP_METHODS, default="perturbation")
-    p.add_argument("--steps", type=int, default=DEFAULT_IG_STEPS, help="integrated-gradient steps")
-    p.add_argument("--masks", type=int, default=DEFAULT_MASKS, help="random masks of the perturbation map")
-    p.add_argument("--threshold", type=float, help="xssab: the decision threshold (split at thr/d)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=options.integer(1, 100_000), default=DEFAULT_IG_STEPS, help="integrated-gradient steps")
+    p.add_argument("--masks", type=options.integer(1, 10_000_000), default=DEFAULT_MASKS,
+                   help="random masks of the perturbation map")
+    p.add_argument("--threshold", type=options.number(-1.0, 1.0), help="xssab: the decision threshold (split at thr/d)")
+    p.add_argument("--seed", type=options.seed, default=0)
     p.add_argument("--out", type=Path, required=True, help="figure (.png)")
+    add_photo_options(p)
     p.set_defaults(func=_printing(run_map))
 
     p = commands.add_parser("thresholds", help="fit every threshold of the explain stages on a validation split")
@@ -347,20 +355,20 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--validation", type=Path, required=True,
                    help=".bin validation pair set: BatchNorm recalibration images of the randomised control network")
     p.add_argument("--params", type=Path, help="params file: its `explain` section and seed")
-    p.add_argument("--seed", type=int, default=0, help="without --params")
+    p.add_argument("--seed", type=options.seed, default=0, help="without --params")
     p.add_argument("--out", type=Path, required=True, help="results (.json)")
     p.add_argument("--examples", type=Path, required=True, help="example maps for the report figure (.npz)")
     p.set_defaults(func=_printing(run_faithfulness_command))
 
     p = commands.add_parser("invert", help="ArcFace model inversion of chosen classes (with verifier checks)")
     p.add_argument("--model", type=Path, required=True, help="trained model directory (with its margin head)")
-    p.add_argument("--classes", type=int, nargs="+", help="class labels to invert (default: inversion.classes)")
+    p.add_argument("--classes", type=options.non_negative, nargs="+", help="class labels to invert (default: inversion.classes)")
     p.add_argument("--params", type=Path, help="params file: its `inversion` section, `synth` section and seed")
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--per-class", type=int, help="images per class")
-    p.add_argument("--bn-weight", type=float, help="λ of the BN statistics term (0: ablation)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--synth-seed", type=int, default=None,
+    p.add_argument("--iterations", type=options.integer(1, 10_000_000))
+    p.add_argument("--per-class", type=options.integer(1, 100_000), help="images per class")
+    p.add_argument("--bn-weight", type=options.number(0.0), help="λ of the BN statistics term (0: ablation)")
+    p.add_argument("--seed", type=options.seed)
+    p.add_argument("--synth-seed", type=options.seed, default=None,
                    help="seed of the synthetic benchmark, to draw each class's clean rendering (default: params seed)")
     p.add_argument("--verifier", type=Path, help="an independently trained model (another architecture, seed and "
                                                  "data order) that checks the images")

@@ -27,19 +27,15 @@ Heavy modules are imported inside the handlers so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
+from facetrust import options
 from facetrust.errors import InputError
 from facetrust.formats import TAR_METHODS
 
 
-def _fars(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"FAR list {text!r}: expected comma-separated numbers") from None
+_fars = options.rates
 
 
 def labelled(paths: Sequence[str], labels: Sequence[str] | None, flag: str) -> dict[str, str]:
@@ -256,8 +252,8 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--label", nargs="+", help="label per file (default: the file's folder name)")
     p.add_argument("--quality-table", help="Spearman table of `report quality`")
     p.add_argument("--figure", nargs="+", help="figures to link")
-    p.add_argument("--fraction", type=float, default=0.5, help="rejected fraction compared with none")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance for 'uncertainty tracks quality'")
+    p.add_argument("--fraction", type=options.probability, default=0.5, help="rejected fraction compared with none")
+    p.add_argument("--alpha", type=options.level, default=0.05, help="significance for 'uncertainty tracks quality'")
     p.add_argument("--edc-table", help="results/edc_table.csv (pAUC with bootstrap intervals)")
     p.add_argument("--out", required=True, help="Markdown report to write")
     p.set_defaults(func=cmd_scaleface)

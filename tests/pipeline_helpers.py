@@ -1,0 +1,30 @@
+"""Running the Snakemake DAG from the tests: the tiny configuration, the ``snakemake`` call, and a
+copy of a finished run that Snakemake sees as up to date (so a test pays only for the jobs its own
+change makes stale, not for the whole DAG again)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "tiny_params.yaml"
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def copy_run(run: Path, destination: Path) -> Path:
+    """A copy of the run directory ``run`` (outputs, logs, Snakemake's metadata) with modification
+    times kept, as ``cp -a`` makes it: Snakemake finds the same jobs up to date there."""
+    shutil.copytree(run, destination, symlinks=True, copy_function=shutil.copy2, dirs_exist_ok=True)
+    return destination
