@@ -25,7 +25,7 @@ MODEL_UNCERTAINTY_CHOICES = LazyChoices("none", "facetrust.models.uncertainty.me
 POOLING_CHOICES = LazyChoices("facetrust.evaluate.fusion:POOLINGS")
 PAIR_DISTANCE_CHOICES = LazyChoices("facetrust.evaluate.pairs:PAIR_DISTANCES")
 BACKBONE_CHOICES = LazyChoices("facetrust.models.registry:BACKBONES")
-TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS")
+TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS", "kth_impostor")
 SCORE_CHOICES = LazyChoices("facetrust.evaluate.scores:SCORES")
 
 log = logging.getLogger("facetrust")
@@ -205,7 +205,7 @@ def cmd_evaluate(args) -> None:
             normalize_images=args.normalize_images, use_detector_score=not args.no_detector_score,
             flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method, score=args.score,
             constant_uncertainty=args.constant_uncertainty, bootstrap=_bootstrap_settings(args),
-            failed_images=args.failed_images, failed_templates=args.failed_templates,
+            failed_images=args.failed_images, failed_templates=args.failed_templates, pfe_sigma=args.pfe_sigma,
         )
     elif args.protocol_kind == "pairs" and args.scores:
         from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
@@ -220,7 +220,7 @@ def cmd_evaluate(args) -> None:
                                      roc_out=Path(args.roc) if args.roc else None,
                                      flip=not args.no_flip, metric=args.metric, protocol=args.pairs_protocol,
                                      score=args.score, identities_csv=args.identities,
-                                     bootstrap=_bootstrap_settings(args))
+                                     bootstrap=_bootstrap_settings(args), pfe_sigma=args.pfe_sigma)
     elif args.protocol_kind == "edc":
         from facetrust.evaluate.edc_protocol import run_evaluate_edc
 
@@ -231,7 +231,7 @@ def cmd_evaluate(args) -> None:
             name=args.name, quality_csv=args.quality, template_how=args.template_how, space=args.space,
             pooling=args.pooling, flags=flags, starting_error=args.starting_error, discard_limit=args.discard_limit,
             random_draws=args.random_draws, crfiqa_fmrs=args.crfiqa_fmrs, seed=args.seed,
-            bootstrap=_bootstrap_settings(args), failed_images=args.failed_images)
+            bootstrap=_bootstrap_settings(args), failed_images=args.failed_images, identities_csv=args.identities)
     else:
         from facetrust.evaluate.reject import run_evaluate_reject
 
@@ -245,6 +245,7 @@ def cmd_evaluate(args) -> None:
             normalize_images=args.normalize_images,
             use_detector_score=not args.no_detector_score, pooling=args.pooling, tar_method=args.tar_method,
             score=args.score, bootstrap=_bootstrap_settings(args), failed_images=args.failed_images,
+            identities_csv=args.identities, probe_templates=args.probe_templates, pfe_sigma=args.pfe_sigma,
         )
     print(json.dumps({k: v for k, v in metrics.items()
                       if k in ("tar_at_far", "tar_at_far_ci", "accuracy", "accuracy_ci", "auc", "n_pairs", "pauc",
@@ -500,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=POOLING_CHOICES, metavar="POOLING",
                    help="IJB template pooling: %(choices)s")
     p.add_argument("--tar-method", default="nearest", choices=TAR_METHOD_CHOICES, metavar="METHOD",
-                   help="how TAR is read off the ROC: %(choices)s")
+                   help="how TAR is read: %(choices)s (kth_impostor: ScaleFace's threshold at the "
+                        "round(n*FAR)-th impostor; reject only)")
     p.add_argument("--metric", default="cosine", choices=PAIR_DISTANCE_CHOICES, metavar="DISTANCE",
                    help="pairs: pair distance for the 10-fold accuracy: %(choices)s")
     p.add_argument("--score", default="cosine", choices=SCORE_CHOICES, metavar="SCORE",
@@ -508,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constant-uncertainty", type=_constant, metavar="VALUE",
                    help="ijb: control row, one kappa / sigma^2 for every image (a number, or 'mean' = the file's "
                         "geometric mean)")
+    p.add_argument("--pfe-sigma", default="per_dimension", choices=["per_dimension", "isotropic"],
+                   help="pooling pfe / score pfe_mls: PFE's per-dimension sigma^2 (uncertainty_per_dim) or the "
+                        "isotropic ablation (one sigma^2 per image)")
     p.add_argument("--failed-images", metavar="FILE",
                    help="ijb, reject, edc (IJB): images that failed alignment (the aligned set's manifest.json, key "
                         "skipped_images, or one name per line); the embeddings may lack exactly these (reject and "
@@ -517,7 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the generalised FNMR) or drop (left out)")
     p.add_argument("--pairs-protocol", default="insightface", choices=["insightface", "sphereface"],
                    help="pairs: InsightFace verification.py, or SphereFace's evaluation.m")
-    p.add_argument("--identities", help="pairs: quality.csv with each image's identity (bootstrap subjects)")
+    p.add_argument("--identities", help="pairs, reject, edc on a pair set: CSV with columns image, identity (the "
+                                        "synthetic quality.csv) for the bootstrap subjects; without it every pair "
+                                        "is its own cluster")
+    p.add_argument("--probe-templates", default="all_images", choices=["all_images", "first_image"],
+                   help="reject (IJB): pool every template (ScaleFace 'full'), or ScaleFace's single-image probes "
+                        "(the second template of each pair is its first image)")
     p.add_argument("--bootstrap", type=options.integer(0, 1_000_000), default=0, metavar="N",
                    help="bootstrap replicates over subjects (0: none)")
     p.add_argument("--bootstrap-within", action="store_true",

@@ -301,7 +301,15 @@ def evaluate_args(variant: dict) -> list[str]:
     args = ["--pooling", variant.get("pooling", "mean"), "--score", variant.get("score", "cosine")]
     if "constant_uncertainty" in variant:
         args += ["--constant-uncertainty", str(variant["constant_uncertainty"])]
+    if "pfe_sigma" in variant:
+        args += ["--pfe-sigma", str(variant["pfe_sigma"])]
     return args
+
+
+def reject_space(params: dict, variant: dict) -> str:
+    """The uncertainty space of a variant's reject and EDC runs: its ``reject_space``, else
+    ``evaluate.reject.space`` (``method``: each method's own)."""
+    return str(variant.get("reject_space") or params["evaluate"]["reject"]["space"])
 
 
 def bootstrap_args(params: dict) -> list[str]:

@@ -301,13 +301,18 @@ def bootstrap_args():
     return " ".join(fc.bootstrap_args(config))
 
 
-def identities_args():
-    """quality.csv as the identity list of the synthetic pair set (bootstrap subjects)."""
-    return (
-        f"--identities {SYNTH_DIR}/quality.csv"
-        if config["datasets"]["source"] == "synth"
-        else ""
-    )
+def pair_identity_source(wildcards):
+    """The identity list of a pair set (bootstrap subjects): quality.csv for the synthetic set,
+    `datasets.pair_identities.<set>` for a real .bin; none: one cluster per pair."""
+    if config["datasets"]["source"] == "synth":
+        return [f"{SYNTH_DIR}/quality.csv"]
+    path = (config["datasets"].get("pair_identities") or {}).get(wildcards.pairs)
+    return [path] if path else []
+
+
+def identities_args(wildcards, input):
+    """`--identities FILE` when the pair set has an identity list (see pair_identity_source)."""
+    return f"--identities {input.identities}" if input.identities else ""
 
 
 # Your own folders to pack (datasets.pack; rules pack_* in data.smk).

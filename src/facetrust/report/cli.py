@@ -119,7 +119,7 @@ def cmd_sphereface(args) -> None:
     _print_claims(write_sphereface_report(args.verification_table, Path(args.out), figures=args.figure or [],
                                           baseline_method=args.baseline, margin_methods=args.margin_methods,
                                           depth_method=args.depth_method, depth_backbones=tuple(args.depth_backbones),
-                                          paper_protocol=paper))
+                                          paper_protocol=paper, normalised_method=args.normalised_baseline or None))
 
 
 def cmd_edc(args) -> None:
@@ -228,7 +228,9 @@ def add_report_parsers(report_subparsers) -> None:
     p = sub.add_parser("sphereface", help="results/reports/sphereface.md")
     p.add_argument("--verification-table", required=True, help="results/verification_table.csv")
     p.add_argument("--figure", nargs="+", help="figures to link (paths; linked relative to the report)")
-    p.add_argument("--baseline", default="Softmax", help="method name of the plain-softmax model")
+    p.add_argument("--baseline", default="Softmax", help="method name of the plain-softmax rows (one per backbone)")
+    p.add_argument("--normalised-baseline", default="NormFace",
+                   help="method name of the normalised-softmax rows (one per backbone; '' for none)")
     p.add_argument("--margin-methods", nargs="+", default=None,
                    help="method names counted as angular margins (default: the report's DEFAULT_MARGIN_METHODS)")
     p.add_argument("--depth-method", default="A-Softmax", help="method of the depth pair")
