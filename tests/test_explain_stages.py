@@ -47,6 +47,11 @@ def test_xcos_scores_file_holds_three_scores_and_the_maps_and_repeats(bench, tmp
     metrics = run_evaluate_pair_scores(tmp_path / "a.npz", tmp_path / "m.json", score="xcos",
                                        references=["cosine", "standard_cosine"])
     assert set(metrics["paired_differences"]) == {"cosine", "standard_cosine"}
+    # other training seeds of the model are scored beside it (here the same model: the same xCos)
+    run_xcos_scores(bench["xcos"], bench["standard"], bench["pairs"], tmp_path / "r.npz", replicates=[bench["xcos"]])
+    with np.load(tmp_path / "r.npz") as data:
+        assert data["score_names"].tolist() == ["xcos", "cosine", "standard_cosine", "xcos_replicate1"]
+        np.testing.assert_array_equal(data["xcos_replicate1"], data["xcos"])
 
 
 def test_xcos_contribution_map_sums_to_xcos_minus_the_threshold(bench):
@@ -120,21 +125,29 @@ def test_inversion_stage_runs_the_ablations_and_the_report_reads_it(bench, tmp_p
 
     classes = [0, 2]
     real = real_class_images(bench["train"], classes, 2, (24, 24))
-    config = InversionConfig(iterations=3, images_per_class=2, warmup_iterations=1, seed=5)
-    summary, images = run_inversion(parts(bench["model"]), parts(bench["verifier"]), real, classes, config, n_boot=20)
-    assert set(summary["variants"]) == {"full", "no_bn", "no_class"}
-    assert set(summary["differences"]) == {"full_minus_no_bn", "full_minus_no_class"}
-    assert summary["chance"] == pytest.approx(1 / 6)
+    config = InversionConfig(iterations=3, images_per_class=2, warmup_iterations=1, seed=5, gradient_checks=2)
     # the clean renderings follow the params' synth section (24 px here), not SynthConfig's defaults
     clean = _clean_renderings(classes, {"seed": 3, "synth": TINY_SYNTH}, None)
     assert clean[0].shape == (24, 24, 3)
+    summary, images = run_inversion(parts(bench["model"]), {"v": parts(bench["verifier"]), "twin": parts(bench["model"])},
+                                    {"v": real, "twin": real}, classes, config, clean=clean, n_boot=20)
+    assert set(summary["variants"]) == {"full", "no_bn", "no_class"}
+    assert set(summary["differences"]) == {"full_minus_no_bn", "full_minus_no_class"}
+    assert set(summary["differences"]["full_minus_no_bn"]) >= {"verifier_target_probability", "verifier_margin",
+                                                                "clean_correlation_margin", "clean_cosine_margin"}
+    assert summary["chance"] == pytest.approx(1 / 6) and summary["primary_verifier"] == "v"
+    full = summary["variants"]["full"]
+    assert set(full["verifiers"]) == {"v", "twin"} and full["end_bn_loss"] > 0
+    assert [g["iteration"] for g in full["gradient_norms"]] == [0, 2]
+    assert full["gradient_norms"][0]["grad_norm_class"] > 0
+    assert summary["variants"]["no_bn"]["gradient_norms"][0]["grad_norm_bn"] == 0.0
     write_inversion(summary | {"model": "m", "verifier": "v"}, images, clean, tmp_path / "i.json", tmp_path / "i.npz")
     with np.load(tmp_path / "i.npz") as data:
         assert data["images_full"].shape == (4, 3, 24, 24) and data["clean"].shape == (2, 24, 24, 3)
         assert not np.array_equal(data["images_full"], data["images_no_bn"])
     claims = write_inversion_report(tmp_path / "i.json", tmp_path / "i.npz", tmp_path / "i.md",
                                     table_csv=tmp_path / "i.csv", figure_png=tmp_path / "i.png")
-    assert len(claims) == 4 and (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(claims) >= 6 and (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_explain_config_names_what_does_not_exist():
@@ -148,6 +161,9 @@ def test_explain_config_names_what_does_not_exist():
         ({"xcos": {"xcos": {"init_from": "models/magface", "standard": "models/cosface"}}}, "xcos.xcos.init_from"),
         ({"inversion": {"model": "arcface", "verifier": "arcface"}}, "second, independently trained"),
         ({"inversion": {"model": "arcface", "verifier": None}}, "go together"),
+        ({"models": {"arcface": {"backbone": "iresnet"}, "cosface": {"backbone": "iresnet", "train": {"seed": 7}}}},
+         "architecture"),
+        ({"models": {"arcface": {"backbone": "iresnet"}, "cosface": {"backbone": "sphere20"}}, "seed": 1}, "seed"),
         ({"explain": {"test_set": "lfw"}}, "explain.test_set"),
         ({"explain": {"test_set": "synth_lfw", "validation_set": "synth_lfw"}}, "explain.validation_set"),
         ({"datasets": {"pairs": {"synth_lfw": "x.bin"}, "validation": {"v": "x.bin"}}}, "cannot be a validation set"),

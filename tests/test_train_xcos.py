@@ -43,8 +43,8 @@ def _config(init, standard, **overrides) -> XCosConfig:
 
 def test_training_writes_an_xcos_checkpoint_that_loads_and_repeats_byte_for_byte(setup):
     root, rec, init, standard = setup
-    first = train_xcos(_config(init, standard), rec, root / "a", log=lambda _: None)
-    second = train_xcos(_config(init, standard), rec, root / "b", log=lambda _: None)
+    first = train_xcos(_config(init, standard, freeze_backbone=False), rec, root / "a", log=lambda _: None)
+    second = train_xcos(_config(init, standard, freeze_backbone=False), rec, root / "b", log=lambda _: None)
     assert first == xcos_checkpoint_path(root / "a") and first.read_bytes() == second.read_bytes()
     model, config, extras = load_xcos(root / "a")
     assert model.grid_shape == (32, 3, 3)  # 24 px / 8 with the last stage at stride 1
@@ -57,9 +57,10 @@ def test_training_writes_an_xcos_checkpoint_that_loads_and_repeats_byte_for_byte
     assert not torch.equal(model.backbone.state_dict()["layer1.0.conv1.weight"], start)
 
 
-def test_frozen_branch_option_keeps_the_initial_backbone(setup):
+def test_the_frozen_branch_is_the_default_and_keeps_the_initial_backbone(setup):
     root, rec, init, standard = setup
-    train_xcos(_config(init, standard, freeze_backbone=True), rec, root / "frozen", log=lambda _: None)
+    assert _config(init, standard).freeze_backbone
+    train_xcos(_config(init, standard), rec, root / "frozen", log=lambda _: None)
     model, _, _ = load_xcos(root / "frozen")
     trained = model.backbone.state_dict()
     for key, value in load_model(init)[0].state_dict().items():
@@ -89,3 +90,79 @@ def test_trainer_is_a_frozen_trainer_subclass():
     from facetrust.train.frozen import FrozenTrainer
 
     assert issubclass(XCosTrainer, FrozenTrainer)
+
+
+def _weights(trainer):
+    return {k: v.clone() for k, v in {**trainer.model.state_dict(), **trainer.head.state_dict()}.items()}
+
+
+def test_the_feature_cache_trains_the_branch_exactly_as_the_uncached_path(setup):
+    root, rec, init, standard = setup
+    runs = {}
+    for cached in (True, False):
+        trainer = XCosTrainer(_config(init, standard, cache_features=cached), rec, root / f"cache{cached}",
+                              log=lambda _: None, persist=False)
+        trainer.fit()
+        assert (trainer.cache is not None) == cached
+        runs[cached] = trainer
+    a, b = _weights(runs[True]), _weights(runs[False])
+    untrained = XCosTrainer(_config(init, standard), rec, root / "x", persist=False, log=lambda _: None)
+    untrained.build()
+    # training moved the branch, so the equality below is not trivial
+    assert not torch.allclose(untrained.model.grid_conv[0].weight, runs[True].model.grid_conv[0].weight)
+    # A conv bias right before a BatchNorm gets a gradient that is zero up to rounding, which Adam
+    # (the attention's optimiser) scales up to a full step, and the BN's running mean absorbs it:
+    # neither changes any output, so they are compared through the outputs below.
+    absorbed = [k for k in a if k.startswith("attention.") and (k.endswith("0.bias") or k.endswith("1.running_mean"))]
+    for key in sorted(set(a) - set(absorbed)):
+        assert torch.allclose(a[key].double(), b[key].double(), atol=1e-5), key
+    # and the branch outputs on the same images agree
+    images = torch.randn(3, 3, 24, 24)
+    out_a, out_b = runs[True].model.eval()(images, images.flip(0)), runs[False].model.eval()(images, images.flip(0))
+    assert torch.allclose(out_a.xcos, out_b.xcos, atol=1e-5)
+
+
+def test_a_planted_cache_error_changes_the_branch(setup):
+    """The cached path really reads the cache: corrupting it changes the trained branch."""
+    root, rec, init, standard = setup
+    from facetrust.train.xcos import prepare
+
+    config = _config(init, standard)
+    clean = XCosTrainer(config, rec, root / "p1", log=lambda _: None, persist=False)
+    clean.fit()
+    bad_setup = prepare(config, rec, log=lambda _: None)
+    bad_setup.cache.feature_maps.mul_(-1.0)
+    bad = XCosTrainer(config, rec, root / "p2", log=lambda _: None, persist=False, setup=bad_setup)
+    bad.fit()
+    assert not torch.allclose(clean.model.grid_conv[0].weight, bad.model.grid_conv[0].weight)
+
+
+def test_select_chooses_on_the_validation_pairs_and_trains_the_replicates(setup, tmp_path):
+    import json
+
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from facetrust.data.binset import write_bin
+
+    root, rec, init, standard = setup
+    payloads = []
+    for i in range(40):
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(buffer, "JPEG")
+        payloads.append(buffer.getvalue())
+    validation = tmp_path / "val.bin"
+    write_bin(validation, payloads, [True, False] * 10)
+    config = _config(init, standard, select={"lr": [1e-6, 0.05]}, replicates=2)
+    with pytest.raises(ConfigError, match="validation"):
+        train_xcos(config, rec, tmp_path / "novalidation", log=lambda _: None)
+    train_xcos(config, rec, tmp_path / "out", validation=validation, log=lambda _: None)
+    record = json.loads((tmp_path / "out" / "validation.json").read_text())
+    assert record["validation_set"] == str(validation)
+    mses = [c["mse"] for c in record["candidates"]]
+    assert record["chosen"] == record["candidates"][mses.index(min(mses))]["values"]
+    assert [r["seed"] for r in record["replicates"]] == [3, 4]
+    assert (tmp_path / "out" / "xcos.pt").is_file() and (tmp_path / "out" / "replicate1" / "xcos.pt").is_file()
+    assert load_xcos(tmp_path / "out" / "replicate1")[1]["seed"] == 4

@@ -28,7 +28,7 @@ TINY = SynthConfig(
     ijb_impostor_pairs=10, val_identities=30, val_pairs_per_fold=6,
 )
 #: Rules that fit a threshold or choose a value: each must take `--validation` (a validation set).
-CHOOSING_RULES = {"explain_thresholds"}
+CHOOSING_RULES = {"explain_thresholds", "train_xcos"}
 #: Rules that use fitted thresholds: each reads them from a file a choosing rule wrote (`--thresholds`).
 THRESHOLD_USERS = {"explain_faithfulness", "explain_sanity"}
 

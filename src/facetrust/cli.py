@@ -138,7 +138,8 @@ def cmd_train_xcos(args) -> None:
     _set_threads(threads)
     config = XCosConfig.from_entry(entry, seed=params["seed"], threads=threads)
     train_set = Path(args.train_data or params["datasets"]["train"])
-    print(train_xcos(config, train_set, Path(args.out), log=log.info))
+    validation = Path(args.validation) if args.validation else None
+    print(train_xcos(config, train_set, Path(args.out), validation=validation, log=log.info))
 
 
 def cmd_fit_head(args) -> None:
@@ -423,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-data", dest="train_data",
                    help="training RecordIO directory (default: params datasets.train)")
     p.add_argument("--out", required=True, help="xCos model directory (xcos.pt, config.json, fit_log.csv)")
+    p.add_argument("--validation", help="validation .bin pair set: the `select` choices and validation.json "
+                                        "(never a reported test set)")
     p.add_argument("--threads", type=options.threads)
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_train_xcos)

@@ -412,3 +412,22 @@ def check_explain(params: dict) -> None:
     if inversion.get("model") is not None and inversion.get("model") == inversion.get("verifier"):
         raise ConfigError("params: inversion.verifier must be a second, independently trained model, "
                           "not inversion.model itself")
+    for name in inversion.get("secondary_verifiers") or []:
+        if name not in models:
+            raise ConfigError(f"params: inversion.secondary_verifiers: {name!r} is not a key of models")
+    if inversion.get("model") is not None:
+        inverted, verifier = models[inversion["model"]] or {}, models[inversion["verifier"]] or {}
+
+        def seed_of(entry):
+            return (entry.get("train") or {}).get("seed", params.get("seed"))
+
+        # DeepInversion's check is only independent when the verifier shares neither the inverted
+        # model's architecture nor its initial weights, sample order and flips (all from the seed)
+        if "backbone" in inverted and inverted.get("backbone") == verifier.get("backbone"):
+            raise ConfigError(f"params: inversion.verifier {inversion['verifier']!r} has the inverted model's "
+                              f"architecture ({inverted['backbone']}); the independent verifier needs another one "
+                              "(a twin goes under inversion.secondary_verifiers)")
+        if "backbone" in inverted and seed_of(inverted) == seed_of(verifier):
+            raise ConfigError(f"params: inversion.verifier {inversion['verifier']!r} has the inverted model's seed "
+                              f"({seed_of(inverted)}), so the same initialisation and data order: give it its own "
+                              "models.<verifier>.train.seed")

@@ -256,6 +256,12 @@ wildcard_constraints:
     score="|".join(XCOS_SCORES),
 
 
+def xcos_replicate_dirs(name):
+    """The other training seeds of xCos model `name` (written by its train_xcos job)."""
+    count = int(config["xcos"][name].get("replicates", 1))
+    return [f"models/{name}/replicate{r}" for r in range(1, count)]
+
+
 def xcos_model_checkpoint(wildcards, key):
     """The training checkpoint an xCos model reads (`init_from` or `standard`)."""
     return str(Path(config["xcos"][wildcards.xcos][key]) / "checkpoint.pt")

@@ -11,6 +11,7 @@ rule xcos_scores:
         "results/explain/scores/{xcos}/{pairs}.npz",
     params:
         standard=lambda wildcards: config["xcos"][wildcards.xcos]["standard"],
+        replicates=lambda wildcards: " ".join(xcos_replicate_dirs(wildcards.xcos)),
     log:
         "logs/explain/scores/{xcos}/{pairs}.log",
     benchmark:
@@ -24,7 +25,8 @@ rule xcos_scores:
         runtime=grow(30),
     shell:
         "OMP_NUM_THREADS={threads} facetrust explain score --model models/{wildcards.xcos}"
-        " --standard {params.standard} --test-set {input.pairs} --out {output} > {log} 2>&1"
+        " --standard {params.standard} --replicates {params.replicates} --test-set {input.pairs}"
+        " --out {output} > {log} 2>&1"
 
 
 rule evaluate_xcos:
@@ -148,10 +150,43 @@ rule explain_faithfulness:
         " --out {output.results} --examples {output.examples} > {log} 2>&1"
 
 
+# The inversion's TV weight and step count, chosen on validation classes (inversion.select.classes,
+# never the reported ones) by a model-independent criterion (never a verifier's top-1).
+rule invert_select:
+    input:
+        model="models/{model}/checkpoint.pt",
+    output:
+        "results/explain/inversion/{model}.selection.json",
+    params:
+        select=config["inversion"].get("select"),
+        synth=config["synth"],
+        seed=config["seed"],
+        config_file=PARAMS_FILE,
+    log:
+        "logs/explain/invert_select/{model}.log",
+    benchmark:
+        "logs/benchmark/explain/invert_select/{model}.tsv"
+    threads: THREADS
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        gpu=1,
+        mem_mb=grow(4000),
+        runtime=grow(30),
+    shell:
+        "OMP_NUM_THREADS={threads} facetrust explain invert-select --model models/{wildcards.model}"
+        " --params {params.config_file} --out {output} > {log} 2>&1"
+
+
 rule invert:
     input:
         model="models/{model}/checkpoint.pt",
         verifier=lambda wildcards: f"models/{config['inversion']['verifier']}/checkpoint.pt",
+        secondary=lambda wildcards: [
+            f"models/{name}/checkpoint.pt"
+            for name in config["inversion"].get("secondary_verifiers") or []
+        ],
+        selection="results/explain/inversion/{model}.selection.json",
         rec=f"{train_dir()}/train.rec",
     output:
         results="results/explain/inversion/{model}.json",
@@ -162,6 +197,10 @@ rule invert:
         seed=config["seed"],
         config_file=PARAMS_FILE,
         verifier=lambda wildcards: f"models/{config['inversion']['verifier']}",
+        secondary=lambda wildcards: " ".join(
+            f"models/{name}"
+            for name in config["inversion"].get("secondary_verifiers") or []
+        ),
         train_dir=lambda wildcards, input: os.path.dirname(input.rec),
     log:
         "logs/explain/invert/{model}.log",
@@ -176,5 +215,6 @@ rule invert:
         runtime=grow(60),
     shell:
         "OMP_NUM_THREADS={threads} facetrust explain invert --model models/{wildcards.model}"
-        " --verifier {params.verifier} --train-data {params.train_dir} --params {params.config_file}"
+        " --verifier {params.verifier} --secondary {params.secondary} --selection {input.selection}"
+        " --train-data {params.train_dir} --params {params.config_file}"
         " --ablation --results {output.results} --images {output.images} > {log} 2>&1"

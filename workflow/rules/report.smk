@@ -405,6 +405,9 @@ rule report_xcos:
         ),
         scores=lambda wildcards: f"results/explain/scores/{EXPLAIN_MODEL}/{EXPLAIN_SET}.npz",
         pairs=lambda wildcards: config["datasets"]["pairs"][EXPLAIN_SET],
+        validation=lambda wildcards: expand(
+            "models/{xcos}/validation.json", xcos=XCOS_MODELS
+        ),
     output:
         report=report("results/reports/xcos.md", category="Reports"),
         table=report(
@@ -415,6 +418,11 @@ rule report_xcos:
         figure=report(
             "results/figures/xcos_pairs.png",
             caption="../report/xcos_pairs.rst",
+            category="Figures",
+        ),
+        fit=report(
+            "results/figures/xcos_fit.png",
+            caption="../report/xcos_fit.rst",
             category="Figures",
         ),
     params:
@@ -436,7 +444,8 @@ rule report_xcos:
         "facetrust report xcos --metrics {input.metrics} --model {params.models}"
         " --label {params.labels:q} --scores {input.scores} --test-set {input.pairs}"
         " --pairs-per-kind {params.per_kind} --margin {params.margin} --table {output.table}"
-        " --figure {output.figure} --out {output.report} > {log} 2>&1"
+        " --figure {output.figure} --validation-record {input.validation} --fit-figure {output.fit}"
+        " --out {output.report} > {log} 2>&1"
 
 
 rule report_explanations:
@@ -494,6 +503,7 @@ rule report_inversion:
     input:
         results=lambda wildcards: f"results/explain/inversion/{INVERSION_MODEL}.json",
         images=lambda wildcards: f"results/explain/inversion/{INVERSION_MODEL}.npz",
+        selection=lambda wildcards: f"results/explain/inversion/{INVERSION_MODEL}.selection.json",
     output:
         report=report("results/reports/inversion.md", category="Reports"),
         table=report(
@@ -518,6 +528,7 @@ rule report_inversion:
         runtime=grow(10),
     shell:
         "facetrust report inversion --results {input.results} --images {input.images}"
+        " --selection {input.selection}"
         " --table {output.table} --figure {output.figure} --out {output.report} > {log} 2>&1"
 
 

@@ -71,17 +71,20 @@ rule fit_head:
         " --threads {threads} > {log} 2>&1"
 
 
-# xCos (explain line): the xCos branch on a backbone initialised from a trained model, regressing
-# the cosine of a frozen, separately trained standard model.
+# xCos (explain line): the xCos branch on a frozen backbone initialised from a trained model,
+# regressing the cosine of a frozen standard model; its `select` values are chosen on the validation
+# pair set (models/<xcos>/validation.json), then `replicates` seeds train (replicate<r>/).
 rule train_xcos:
     input:
         rec=f"{train_dir()}/train.rec",
         manifest="data/manifests/train.json",
         init=lambda wildcards: xcos_model_checkpoint(wildcards, "init_from"),
         standard=lambda wildcards: xcos_model_checkpoint(wildcards, "standard"),
+        validation=validation_pairs,
     output:
         checkpoint="models/{xcos}/xcos.pt",
         log_csv="models/{xcos}/fit_log.csv",
+        validation="models/{xcos}/validation.json",
     params:
         xcos=lambda wildcards: config["xcos"][wildcards.xcos],
         seed=config["seed"],
@@ -99,4 +102,4 @@ rule train_xcos:
         runtime=grow(120),
     shell:
         "OMP_NUM_THREADS={threads} facetrust train-xcos --name {wildcards.xcos} --params {params.config_file}"
-        " --out models/{wildcards.xcos} --threads {threads} > {log} 2>&1"
+        " --out models/{wildcards.xcos} --validation {input.validation} --threads {threads} > {log} 2>&1"

@@ -93,7 +93,8 @@ def run_xcos(args: argparse.Namespace) -> Path:
 def run_score(args: argparse.Namespace) -> dict:
     from facetrust.explain.scores import run_xcos_scores
 
-    return run_xcos_scores(args.model, args.standard, args.test_set, args.out, batch_pairs=args.batch_pairs)
+    return run_xcos_scores(args.model, args.standard, args.test_set, args.out, batch_pairs=args.batch_pairs,
+                           replicates=args.replicates or ())
 
 
 def run_map(args: argparse.Namespace) -> Path:
@@ -177,17 +178,45 @@ def _clean_renderings(classes, params: dict, synth_seed):
     return {int(c): render_clean(int(seed), int(c), config) for c in classes}
 
 
+def _selected(args: argparse.Namespace, section: dict) -> dict:
+    """The TV weight and step count chosen on the validation classes (``--selection``, written by
+    ``explain invert-select``), over the params section's values."""
+    if args.selection is None:
+        return section
+    from facetrust.io import read_json
+
+    record = read_json(args.selection, "inversion selection")
+    if "chosen" not in record:
+        raise InputError(f"{args.selection}: no 'chosen' key (an 'explain invert-select' output)")
+    overlap = sorted(set(record.get("classes", [])) & set(section.get("classes") or []))
+    if overlap:
+        raise InputError(f"{args.selection}: chosen on classes {overlap} that are also reported; "
+                         "validation classes must differ from inversion.classes")
+    return {**section, **record["chosen"]}
+
+
+def _load_verifier(path: Path, train_data: Path, classes, per_class: int):
+    from facetrust.explain.inversion_stage import real_class_images
+    from facetrust.models.artifacts import load_margin, load_model
+
+    backbone, config, extras = load_model(path)
+    head, _ = load_margin(config, extras)
+    size = tuple(config["input_size"])
+    return (backbone, head, size), real_class_images(train_data, classes, per_class, size)
+
+
 def run_invert(args: argparse.Namespace) -> dict:
     """Invert classes of a trained model: a figure (``--out``), and with ``--verifier`` the stage's
     JSON (``--results``) and images (``--images``), with ablations when ``--ablation``."""
     from facetrust.explain.figures import plot_inversion_grid
     from facetrust.explain.inversion import invert
-    from facetrust.explain.inversion_stage import real_class_images, run_inversion, write_inversion
+    from facetrust.explain.inversion_stage import run_inversion, write_inversion
     from facetrust.models.artifacts import load_margin, load_model
 
     params = _params(args.params)
     section = dict(params.get("inversion") or {})
     section.setdefault("seed", params.get("seed", 0))
+    section = _selected(args, section)
     classes = args.classes or section.get("classes")
     if not classes:
         raise InputError("explain invert: no classes (--classes, or inversion.classes in --params)")
@@ -200,14 +229,15 @@ def run_invert(args: argparse.Namespace) -> dict:
     if args.verifier is not None:
         if args.train_data is None or args.results is None or args.images is None:
             raise InputError("explain invert --verifier: also give --train-data, --results and --images")
-        verifier, verifier_config, verifier_extras = load_model(args.verifier)
-        verifier_head, _ = load_margin(verifier_config, verifier_extras)
-        verifier_size = tuple(verifier_config["input_size"])
-        real = real_class_images(args.train_data, classes, int(section.get("real_per_class", 8)), verifier_size)
-        summary, images = run_inversion((backbone, head, size), (verifier, verifier_head, verifier_size), real,
-                                        classes, config, ablation=args.ablation,
-                                        n_boot=int(section.get("bootstrap", 1000)))
-        summary.update(model=str(args.model), verifier=str(args.verifier))
+        per_class = int(section.get("real_per_class", 8))
+        verifiers, real = {}, {}
+        for path in [args.verifier, *(args.secondary or [])]:
+            verifiers[path.name], real[path.name] = _load_verifier(path, args.train_data, classes, per_class)
+        summary, images = run_inversion((backbone, head, size), verifiers, real, classes, config, clean=clean,
+                                        ablation=args.ablation, n_boot=int(section.get("bootstrap", 1000)))
+        summary.update(model=str(args.model), verifier=str(args.verifier),
+                       secondary_verifiers=[str(p) for p in args.secondary or []],
+                       selection=str(args.selection) if args.selection else None)
         write_inversion(summary, images, clean, args.results, args.images)
         written.update(results=str(args.results), images=str(args.images))
         result_images, labels = images["full"], images["labels"]
@@ -218,6 +248,40 @@ def run_invert(args: argparse.Namespace) -> dict:
         grouped = {int(c): [img for img, label in zip(result_images, labels.tolist()) if label == c] for c in classes}
         written["figure"] = str(plot_inversion_grid(grouped, clean, args.out))
     return written
+
+
+def run_invert_select(args: argparse.Namespace) -> dict:
+    """Choose the TV weight and the step count on validation classes (``inversion.select``)."""
+    import dataclasses
+
+    from facetrust.explain.inversion_stage import select_settings
+    from facetrust.io import write_json_atomic
+    from facetrust.models.artifacts import load_margin, load_model
+
+    params = _params(args.params)
+    section = dict(params.get("inversion") or {})
+    section.setdefault("seed", params.get("seed", 0))
+    select = dict(section.get("select") or {})
+    classes = select.pop("classes", None)
+    if not classes:
+        raise InputError(f"{args.params}: inversion.select.classes: no validation classes")
+    overlap = sorted(set(classes) & set(section.get("classes") or []))
+    if overlap:
+        raise InputError(f"{args.params}: inversion.select.classes {overlap} are also reported (inversion.classes)")
+    per_class = int(select.pop("images_per_class", section.get("images_per_class", 4)))
+    grid = {k: list(v) for k, v in select.items()}
+    if not grid:
+        raise InputError(f"{args.params}: inversion.select: no candidate values")
+    config = dataclasses.replace(_inversion_config(args, section), images_per_class=per_class, gradient_checks=0)
+    clean = _clean_renderings(classes, params, args.synth_seed)
+    if not clean:
+        raise InputError("explain invert-select: needs the synthetic benchmark's clean renderings (datasets.source synth)")
+    backbone, model_config, extras = load_model(args.model)
+    head, _ = load_margin(model_config, extras)
+    record = select_settings((backbone, head, tuple(model_config["input_size"])), classes, clean, config, grid)
+    record["model"] = str(args.model)
+    write_json_atomic(args.out, record)
+    return {"out": str(args.out), "chosen": record["chosen"]}
 
 
 def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
@@ -242,6 +306,8 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--standard", type=Path, required=True, help="standard model directory (its cosine is a score)")
     p.add_argument("--test-set", type=Path, required=True, help=".bin pair set")
     p.add_argument("--batch-pairs", type=options.integer(1, 65536), default=128)
+    p.add_argument("--replicates", type=Path, nargs="*",
+                   help="other training seeds of the model (their xCos scores as xcos_replicate1, ...)")
     p.add_argument("--out", type=Path, required=True, help="pair scores file (.npz)")
     p.set_defaults(func=_printing(run_score))
 
@@ -254,7 +320,7 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
                    help="integrated-gradient steps")
     p.add_argument("--masks", type=options.integer(2, 10_000_000), default=DEFAULT_MASKS,
                    help="random masks of the perturbation map")
-    p.add_argument("--threshold", type=float, help="xssab: the decision threshold (split at thr/d)")
+    p.add_argument("--threshold", type=options.number(-1.0, 1.0), help="xssab: the decision threshold (split at thr/d)")
     p.add_argument("--seed", type=options.seed, default=0)
     p.add_argument("--out", type=Path, required=True, help="figure (.png)")
     add_photo_options(p)
@@ -305,13 +371,29 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=options.seed)
     p.add_argument("--synth-seed", type=options.seed, default=None,
                    help="seed of the synthetic benchmark, to draw each class's clean rendering (default: params seed)")
-    p.add_argument("--verifier", type=Path, help="a second, independently trained model that checks the images")
+    p.add_argument("--verifier", type=Path, help="an independently trained model (another architecture, seed and "
+                                                 "data order) that checks the images")
+    p.add_argument("--secondary", type=Path, nargs="*", help="further verifiers, reported as secondary rows (e.g. the "
+                                                             "inverted model's twin)")
+    p.add_argument("--selection", type=Path, help="TV weight and step count chosen on validation classes "
+                                                  "(explain invert-select)")
     p.add_argument("--train-data", type=Path, help="training RecordIO directory (the classes' real images)")
     p.add_argument("--ablation", action="store_true", help="also invert without the BN term and without the class term")
     p.add_argument("--results", type=Path, help="with --verifier: the checks (.json)")
     p.add_argument("--images", type=Path, help="with --verifier: the images (.npz)")
     p.add_argument("--out", type=Path, help="figure (.png)")
     p.set_defaults(func=_printing(run_invert))
+
+    p = commands.add_parser("invert-select", help="choose the inversion's TV weight and step count on validation classes")
+    p.add_argument("--model", type=Path, required=True, help="trained model directory (with its margin head)")
+    p.add_argument("--params", type=Path, required=True, help="params file: inversion.select (classes, candidates)")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--per-class", type=int)
+    p.add_argument("--bn-weight", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--synth-seed", type=int, default=None, help="seed of the synthetic benchmark (default: params seed)")
+    p.add_argument("--out", type=Path, required=True, help="selection (.json)")
+    p.set_defaults(func=_printing(run_invert_select))
     return explain
 
 

@@ -311,3 +311,23 @@ def plot_inversion_variants(clean: Mapping[int, np.ndarray], variants: Mapping[s
                 ax.set_title(title, fontsize=7)
                 ax.axis("off")
         return _save(figure, out_path)
+
+
+def plot_xcos_fit(target: np.ndarray, xcos: np.ndarray, issame: np.ndarray, out_path: str | Path, *,
+                  pearson: float, mse: float) -> Path:
+    """xCos against the cosine it regresses, one point per pair (genuine and impostor coloured), with
+    the identity line and the fit figures in the title."""
+    target, xcos, issame = np.asarray(target), np.asarray(xcos), np.asarray(issame, dtype=bool)
+    figure = Figure(figsize=(4.2, 4.0))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot(1, 1, 1)
+    ax.scatter(target[~issame], xcos[~issame], s=4, alpha=0.4, label="impostor", color="tab:red", rasterized=True)
+    ax.scatter(target[issame], xcos[issame], s=4, alpha=0.4, label="genuine", color="tab:blue", rasterized=True)
+    low, high = float(min(target.min(), xcos.min())), float(max(target.max(), xcos.max()))
+    ax.plot([low, high], [low, high], color="black", linewidth=0.8, label="xCos = cos")
+    ax.set_xlabel("cosine of the standard model (target)")
+    ax.set_ylabel("xCos")
+    ax.set_title(f"Pearson r {pearson:.3f}, MSE {mse:.4f}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    return _save(figure, out_path)

@@ -12,7 +12,9 @@ class weights, not only the embedding (the arcface_inversion notes).  Options fr
 DeepInversion (Yin et al., CVPR 2020) with its defaults: total variation (L2 form, 1e-4), image
 L2 (1e-5), random jitter (30 px at 224, i.e. 30/224 of the side) and horizontal flip, Adam
 (lr 0.2, betas (0.5, 0.9)) with a cosine schedule after a linear warm-up (100 steps), pixels
-clipped to the normalised range after each step; ``bn_form="deepinversion"`` swaps Eq. 8 for
+clipped to the normalised range after each step.  As in DeepInversion's ``get_images`` the TV-L2
+prior (``get_image_prior_losses``) and the image L2 prior (the per-image L2 norm, averaged over the
+batch) are computed on the **jittered, flipped batch** the network sees.  ``bn_form="deepinversion"`` swaps Eq. 8 for
 DeepInversion's ‖var diff‖₂ + ‖mean diff‖₂ with the first BN layer weighted ×10.  Setting
 ``bn_weight=0`` or ``class_weight=0`` gives the ablations.
 
@@ -61,6 +63,7 @@ class InversionConfig:
     flip: bool = True
     clip: bool = True
     seed: int = 0
+    gradient_checks: int = 8  # iterations (evenly spaced, first and last included) with per-term gradient norms
 
     def __post_init__(self):
         if self.iterations < 1 or self.images_per_class < 1:
@@ -137,6 +140,18 @@ def cosine_lr(iteration: int, base_lr: float, iterations: int, warmup: int) -> f
     return 0.5 * (1.0 + math.cos(math.pi * (iteration - warmup) / span)) * base_lr
 
 
+def image_l2(images: torch.Tensor) -> torch.Tensor:
+    """DeepInversion's image prior: the L2 norm of each image, averaged over the batch."""
+    return torch.norm(images.reshape(images.shape[0], -1), dim=1).mean()
+
+
+def check_iterations(iterations: int, count: int) -> set[int]:
+    """``count`` evenly spaced iterations of ``0 … iterations-1``, the first and the last included."""
+    if count <= 0:
+        return set()
+    return {int(round(v)) for v in np.linspace(0, iterations - 1, max(count, 2) if iterations > 1 else 1)}
+
+
 def _augment(images: torch.Tensor, config: InversionConfig, rng: np.random.Generator) -> torch.Tensor:
     jitter = int(round(config.jitter_fraction * images.shape[-1]))
     if jitter:
@@ -171,6 +186,9 @@ def invert(backbone: nn.Module, head: nn.Module, classes: Sequence[int], input_s
     images = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([images], lr=config.lr, betas=config.betas, eps=1e-8)
     log = []
+    weights = {"class": config.class_weight, "bn": config.bn_weight, "tv_l2": config.tv_l2_weight,
+               "l2": config.l2_weight}
+    checks = check_iterations(config.iterations, config.gradient_checks)
     with BatchNormStatistics(backbone, config.bn_form, config.first_bn_multiplier) as statistics:
         for iteration in tqdm(range(config.iterations), desc="inversion", unit="it", leave=False,
                               disable=not progress):
@@ -178,21 +196,36 @@ def invert(backbone: nn.Module, head: nn.Module, classes: Sequence[int], input_s
             for group in optimizer.param_groups:
                 group["lr"] = lr
             statistics.reset()
-            embeddings = backbone(_augment(images, config, rng))
+            jittered = _augment(images, config, rng)
+            embeddings = backbone(jittered)
             logits = head(embeddings, labels if config.class_margin else None)
+            # every prior on the batch the network sees (DeepInversion computes them on inputs_jit)
             parts = {"class": F.cross_entropy(logits, labels), "bn": statistics.loss(),
-                     "tv_l2": tv_l2(images), "l2": torch.norm(images)}
-            total = (config.class_weight * parts["class"] + config.bn_weight * parts["bn"]
-                     + config.tv_l2_weight * parts["tv_l2"] + config.l2_weight * parts["l2"])
+                     "tv_l2": tv_l2(jittered), "l2": image_l2(jittered)}
+            total = sum(weights[name] * parts[name] for name in parts)
+            entry = {"iteration": iteration, "lr": lr, "loss": float(total.detach()),
+                     **{name: float(value.detach()) for name, value in parts.items()}}
+            if iteration in checks:
+                # the norm of each weighted term's gradient on the images: which term drives them
+                for name, value in parts.items():
+                    if weights[name] > 0:
+                        grad, = torch.autograd.grad(weights[name] * value, images, retain_graph=True)
+                        entry[f"grad_norm_{name}"] = float(grad.norm())
+                    else:
+                        entry[f"grad_norm_{name}"] = 0.0
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
             if config.clip:
                 with torch.no_grad():
                     images.clamp_(*PIXEL_RANGE)
-            log.append({"iteration": iteration, "lr": lr, "loss": float(total.detach()),
-                        **{name: float(value.detach()) for name, value in parts.items()}})
-    return {"images": images.detach(), "start": start, "labels": labels, "log": log}
+            log.append(entry)
+        # the BN statistics of the finished images, without jitter: how far the batch is from the prior
+        statistics.reset()
+        with torch.no_grad():
+            backbone(images.detach())
+        end_bn = float(statistics.loss())
+    return {"images": images.detach(), "start": start, "labels": labels, "log": log, "end_bn_loss": end_bn}
 
 
 def class_probabilities(backbone: nn.Module, head: nn.Module, images: torch.Tensor) -> torch.Tensor:

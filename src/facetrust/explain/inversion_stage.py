@@ -1,16 +1,28 @@
-"""The inversion stage (rule ``invert``): class representations of a trained model, checked by a
-second, independently trained model, with the ablations (DeepInversion's protocol).
+"""The inversion stage (rule ``invert``): class representations of a trained model, checked by
+independent verifiers and against the benchmark's known truth, with the ablations.
 
-For each variant — ``full`` (class term + BN statistics term + regularisers), ``no_bn`` and
-``no_class`` — :func:`facetrust.explain.inversion.invert` synthesises ``images_per_class`` images of
-each chosen class from the same N(0, 1) start (same seed), and the verifier scores every image
-(:func:`facetrust.explain.inversion.verifier_scores`) against real training images of the chosen
-classes.  Summaries: the mean of each score with a percentile bootstrap interval over images, the
-paired difference ``full`` minus each ablation (images matched by class and start), the chance level
-1/num_classes, and the inverted model's own target probability at the start and at the end.
+For each variant — ``full`` (class term + BN statistics term + priors), ``no_bn`` and ``no_class`` —
+:func:`facetrust.explain.inversion.invert` synthesises ``images_per_class`` images of each chosen
+class from the same N(0, 1) start (same seed).  Every image is then scored
 
-Writes a JSON summary and an ``.npz`` of the images (per variant) and each class's clean synthetic
-rendering (docs/FORMATS.md "Explanation results").
+* by each **verifier** (:func:`facetrust.explain.inversion.verifier_scores`): the first is the
+  independent one (another architecture, seed and data order), the others (e.g. the inverted
+  model's twin: same architecture and seed, another margin) are labelled secondary rows;
+* against the **clean rendering** of each class (its identity drawn frontal, neutral, evenly lit,
+  undegraded: :func:`facetrust.data.synthetic.images.render_clean`), the truth only a synthetic
+  benchmark has: model-independently by the Pearson correlation of the blurred images (own class
+  minus the mean over the other chosen classes) and in the independent verifier's embedding (cosine
+  to the own rendering minus the other renderings).
+
+Intervals are percentile bootstraps over **classes** (images of one class share a target, so the
+class is the independent unit; the images of a resampled class come along), paired between
+variants (same class, same start).  The JSON also keeps the end BN loss (the BN term of the
+finished, un-jittered batch), the per-term gradient norms at a few iterations and the loss parts.
+:func:`select_settings` chooses the TV weight and the step count on **validation classes** (never
+the reported ones) by the clean-rendering correlation margin, never by a verifier's top-1.
+
+Writes a JSON summary and an ``.npz`` of the images (per variant) and each class's clean rendering
+(docs/FORMATS.md "Explanation results").
 """
 
 from __future__ import annotations
@@ -25,7 +37,6 @@ import torch
 import torch.nn.functional as F
 
 from facetrust.errors import InputError
-from facetrust.explain.faithfulness import bootstrap_ci
 from facetrust.explain.inversion import InversionConfig, class_probabilities, invert, verifier_scores
 from facetrust.io import atomic_path, write_json_atomic
 
@@ -48,55 +59,186 @@ def real_class_images(rec_dir: str | os.PathLike, classes: Sequence[int], per_cl
     return out
 
 
-def _resized(images: torch.Tensor, size) -> torch.Tensor:
-    if tuple(images.shape[2:]) == tuple(size):
+def to_model_input(images: torch.Tensor, size) -> torch.Tensor:
+    """Inverted images (B, 3, H, W) at another model's ``size`` the way
+    :func:`~facetrust.data.transforms.fit_to_size` maps a stored crop: centre-crop to the target's
+    aspect ratio (an ArcFace 112x112 crop gives the SphereFace 112x96 one by dropping columns), then an
+    antialiased bilinear resize."""
+    target_h, target_w = (int(v) for v in size)
+    height, width = images.shape[2:]
+    if height * target_w > width * target_h:
+        crop = round(width * target_h / target_w)
+        top = (height - crop) // 2
+        images = images[:, :, top:top + crop]
+    elif height * target_w < width * target_h:
+        crop = round(height * target_w / target_h)
+        left = (width - crop) // 2
+        images = images[:, :, :, left:left + crop]
+    if tuple(images.shape[2:]) == (target_h, target_w):
         return images
-    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(images, size=(target_h, target_w), mode="bilinear", align_corners=False, antialias=True)
 
 
-def _summary(scores: Mapping[str, np.ndarray], seed: int, n_boot: int) -> dict:
-    every = [np.arange(next(iter(scores.values())).size)]
-    return {name: list(bootstrap_ci(lambda i, v=values: float(v[i].mean()), every, seed=seed, n_boot=n_boot))
-            for name, values in scores.items()}
+def clean_tensors(clean: Mapping[int, np.ndarray], classes: Sequence[int], size) -> torch.Tensor:
+    """(C, 3, H, W) normalised clean renderings of ``classes`` at ``size`` (as training reads images)."""
+    from facetrust.data.transforms import fit_to_size, to_tensor
+
+    return torch.stack([to_tensor(fit_to_size(np.ascontiguousarray(clean[int(c)]), size)) for c in classes])
 
 
-def _paired(full: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray], seed: int, n_boot: int) -> dict:
-    every = [np.arange(next(iter(full.values())).size)]
-    return {name: list(bootstrap_ci(lambda i, a=full[name], b=other[name]: float((a[i] - b[i]).mean()), every,
-                                    seed=seed, n_boot=n_boot)) for name in full}
+def blurred_correlation(images: torch.Tensor, references: torch.Tensor, sigma: float) -> np.ndarray:
+    """(B, R) Pearson correlation of every image with every reference, both blurred by a Gaussian of
+    ``sigma`` px per channel first (fine texture, which an inversion need not reproduce, is left out);
+    model-independent.  Same (H, W) required."""
+    from scipy.ndimage import gaussian_filter
+
+    def flat(batch):
+        array = batch.detach().double().numpy()
+        blurred = gaussian_filter(array, sigma=(0, 0, sigma, sigma), mode="nearest")
+        centred = blurred.reshape(blurred.shape[0], -1)
+        centred = centred - centred.mean(1, keepdims=True)
+        return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+
+    return flat(images) @ flat(references).T
 
 
-def run_inversion(model: tuple, verifier: tuple, real_images: Mapping[int, torch.Tensor], classes: Sequence[int],
-                  config: InversionConfig, *, ablation: bool = True, n_boot: int = 1000) -> tuple[dict, dict]:
-    """``(summary, images)``: ``model`` and ``verifier`` are ``(backbone, margin head, input_size)``."""
+def own_minus_other(matrix: np.ndarray, own_column: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row of a (B, C) similarity matrix: the own column, the mean of the others, and their difference."""
+    rows = np.arange(matrix.shape[0])
+    own = matrix[rows, own_column]
+    other = (matrix.sum(1) - own) / max(matrix.shape[1] - 1, 1)
+    return {"own": own, "other": other, "margin": own - other}
+
+
+def class_bootstrap(values: np.ndarray, labels: np.ndarray, *, seed: int, n_boot: int, level: float = 0.95) -> list[float]:
+    """``[mean, low, high]``: the mean of per-image ``values`` and its percentile interval, resampling
+    whole classes (cluster bootstrap; equal images per class, so the mean of class means)."""
+    classes = np.unique(labels)
+    means = np.array([values[labels == c].mean() for c in classes])
+    rng = np.random.default_rng(seed)
+    draws = means[rng.integers(0, means.size, (n_boot, means.size))].mean(1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(draws, [tail, 1.0 - tail])
+    return [float(means.mean()), float(low), float(high)]
+
+
+def clean_scores(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[int], clean: torch.Tensor,
+                 verifier: tuple | None) -> dict[str, np.ndarray]:
+    """Per-image comparisons with the clean renderings ``clean`` (C, 3, H, W) at the inverted size:
+    ``correlation_own/other/margin`` (blurred, model-independent) and, with ``verifier`` = (backbone,
+    head, size), ``cosine_own/other/margin`` in its embedding."""
+    own_column = np.array([list(classes).index(int(c)) for c in labels.tolist()])
+    sigma = images.shape[-1] / 32.0  # 1 px at the embedded 32 px
+    out = {f"correlation_{k}": v for k, v in own_minus_other(blurred_correlation(images, clean, sigma), own_column).items()}
+    if verifier is not None:
+        backbone, _, size = verifier
+        backbone.eval()
+        with torch.no_grad():
+            a = F.normalize(backbone(to_model_input(images, size)), dim=1)
+            b = F.normalize(backbone(to_model_input(clean, size)), dim=1)
+        out.update({f"cosine_{k}": v for k, v in own_minus_other((a @ b.T).double().numpy(), own_column).items()})
+    return out
+
+
+#: The continuous measures judged with paired intervals (name in the JSON: where it comes from).
+CONTINUOUS = ("verifier_target_probability", "verifier_margin", "clean_correlation_margin", "clean_cosine_margin")
+
+
+def _measures(verifier_scores_: Mapping[str, np.ndarray], clean: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {"verifier_target_probability": verifier_scores_["target_probability"],
+           "verifier_margin": verifier_scores_["cosine_own"] - verifier_scores_["cosine_other"],
+           "clean_correlation_margin": clean["correlation_margin"]}
+    if "cosine_margin" in clean:
+        out["clean_cosine_margin"] = clean["cosine_margin"]
+    return out
+
+
+def run_inversion(model: tuple, verifiers: Mapping[str, tuple], real_images: Mapping[str, Mapping[int, torch.Tensor]],
+                  classes: Sequence[int], config: InversionConfig, *, clean: Mapping[int, np.ndarray] | None = None,
+                  ablation: bool = True, n_boot: int = 1000) -> tuple[dict, dict]:
+    """``(summary, images)``.  ``model`` and each of ``verifiers`` ({name: …}, the first the
+    independent one) are ``(backbone, margin head, input_size)``; ``real_images`` {verifier name:
+    {class: images at its size}}; ``clean`` {class: H x W x 3 uint8 rendering} (none: no known-truth
+    rows)."""
     backbone, head, size = model
-    verifier_backbone, verifier_head, verifier_size = verifier
-    if int(head.weight.shape[0]) != int(verifier_head.weight.shape[0]):
-        raise InputError(f"inversion: the verifier has {verifier_head.weight.shape[0]} classes, the model "
-                         f"{head.weight.shape[0]}; both must be trained on the same set")
-    real = {c: _resized(images, verifier_size) for c, images in real_images.items()}
+    for name, (_, verifier_head, _) in verifiers.items():
+        if int(head.weight.shape[0]) != int(verifier_head.weight.shape[0]):
+            raise InputError(f"inversion: verifier {name} has {verifier_head.weight.shape[0]} classes, the model "
+                             f"{head.weight.shape[0]}; both must be trained on the same set")
+    primary = next(iter(verifiers))
+    clean_batch = clean_tensors(clean, classes, size) if clean else None
     summary = {"classes": [int(c) for c in classes], "chance": 1.0 / int(head.weight.shape[0]),
-               "config": dataclasses.asdict(config), "variants": {}}
-    images, scores = {}, {}
+               "config": dataclasses.asdict(config), "verifiers": list(verifiers), "primary_verifier": primary,
+               "interval": f"95% percentile bootstrap over the {len(classes)} classes ({n_boot} resamples)",
+               "variants": {}}
+    images, measures = {}, {}
     for name in VARIANTS if ablation else VARIANTS[:1]:
         variant = config if name == "full" else config.ablated(name.removeprefix("no_"))
         run = invert(backbone, head, classes, size, variant)
-        scores[name] = verifier_scores(verifier_backbone, verifier_head, _resized(run["images"], verifier_size),
-                                       run["labels"], real)
+        labels = run["labels"].numpy()
+        entry = {"verifiers": {}}
+        for verifier_name, (v_backbone, v_head, v_size) in verifiers.items():
+            scores = verifier_scores(v_backbone, v_head, to_model_input(run["images"], v_size), run["labels"],
+                                     real_images[verifier_name])
+            scores["margin"] = scores["cosine_own"] - scores["cosine_other"]
+            entry["verifiers"][verifier_name] = {
+                "checks": {k: class_bootstrap(v, labels, seed=config.seed, n_boot=n_boot) for k, v in scores.items()},
+                "per_image": {k: v.tolist() for k, v in scores.items()}}
+            if verifier_name == primary:
+                primary_scores = scores
+        clean_result = clean_scores(run["images"], run["labels"], classes, clean_batch, verifiers[primary]) \
+            if clean_batch is not None else {}
+        if clean_result:
+            entry["clean"] = {"checks": {k: class_bootstrap(v, labels, seed=config.seed, n_boot=n_boot)
+                                         for k, v in clean_result.items()},
+                              "per_image": {k: v.tolist() for k, v in clean_result.items()}}
+        measures[name] = _measures(primary_scores, clean_result) if clean_result else \
+            _measures(primary_scores, {"correlation_margin": np.full(labels.size, np.nan)})
         own = class_probabilities(backbone, head, torch.cat([run["start"], run["images"]]))
         own_target = own.gather(1, torch.cat([run["labels"]] * 2).view(-1, 1))[:, 0].double().numpy()
         half = run["labels"].numel()
-        summary["variants"][name] = {
-            "checks": _summary(scores[name], config.seed, n_boot),
-            "per_image": {k: v.tolist() for k, v in scores[name].items()},
+        entry.update({
             "model_target_probability": {"start": float(own_target[:half].mean()), "end": float(own_target[half:].mean())},
-            "final_loss": {k: v for k, v in run["log"][-1].items() if k != "iteration"},
-        }
+            "final_loss": {k: v for k, v in run["log"][-1].items() if k != "iteration" and not k.startswith("grad_norm")},
+            "end_bn_loss": run["end_bn_loss"],
+            "gradient_norms": [{k: v for k, v in row.items() if k == "iteration" or k.startswith("grad_norm")}
+                               for row in run["log"] if "grad_norm_class" in row],
+        })
+        summary["variants"][name] = entry
         images[name] = run["images"].numpy().astype(np.float32)
-        images["labels"] = run["labels"].numpy()
-    summary["differences"] = {f"full_minus_{name}": _paired(scores["full"], scores[name], config.seed, n_boot)
-                              for name in scores if name != "full"}
+        images["labels"] = labels
+    labels = images["labels"]
+    summary["differences"] = {
+        f"full_minus_{name}": {k: class_bootstrap(measures["full"][k] - measures[name][k], labels, seed=config.seed,
+                                                  n_boot=n_boot)
+                               for k in measures["full"] if k in measures[name]}
+        for name in measures if name != "full"}
     return summary, images
+
+
+def select_settings(model: tuple, classes: Sequence[int], clean: Mapping[int, np.ndarray], config: InversionConfig,
+                    grid: Mapping[str, Sequence]) -> dict:
+    """Try every combination of ``grid`` ({"tv_l2_weight": [...], "iterations": [...]}) on the
+    validation ``classes`` and choose the one with the largest mean clean-rendering correlation
+    margin (blurred, model-independent); no verifier is consulted.  Returns the record written to
+    the selection file: every candidate's figures and ``chosen``."""
+    import itertools
+
+    backbone, head, size = model
+    clean_batch = clean_tensors(clean, classes, size)
+    keys = list(grid)
+    record = {"classes": [int(c) for c in classes], "images_per_class": config.images_per_class,
+              "criterion": "mean over images of the blurred correlation with the own clean rendering minus the "
+                           "other validation classes' (highest wins)", "candidates": []}
+    for values in itertools.product(*(grid[k] for k in keys)):
+        settings = dict(zip(keys, values))
+        run = invert(backbone, head, classes, size, dataclasses.replace(config, **settings), progress=False)
+        result = clean_scores(run["images"], run["labels"], classes, clean_batch, None)
+        record["candidates"].append({"values": settings, "correlation_margin": float(result["correlation_margin"].mean()),
+                                     "end_bn_loss": run["end_bn_loss"]})
+    best = max(record["candidates"], key=lambda c: c["correlation_margin"])
+    record["chosen"] = best["values"]
+    return record
 
 
 def write_inversion(summary: dict, images: dict, clean: Mapping[int, np.ndarray], out_json, out_npz) -> None:

@@ -43,10 +43,22 @@ def score_pair_set(model, standard, pairs: PairSet, input_size, standard_size, *
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
+def xcos_only(model, pairs: PairSet, input_size, *, batch_pairs: int = 128) -> np.ndarray:
+    """(P,) float64 xCos of every pair (original images)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_pairs):
+            index = np.arange(start, min(start + batch_pairs, len(pairs)))
+            out.append(model(pairs.faces(2 * index, input_size), pairs.faces(2 * index + 1, input_size)).xcos.double().numpy())
+    return np.concatenate(out)
+
+
 def run_xcos_scores(model_dir: str | os.PathLike, standard_dir: str | os.PathLike, pair_set: str | os.PathLike,
-                    out_npz: str | os.PathLike, *, batch_pairs: int = 128) -> dict:
-    """Score every pair of ``pair_set`` (a ``.bin``) with the xCos model of ``model_dir`` and the
-    standard model of ``standard_dir``; write ``out_npz`` atomically; return a summary."""
+                    out_npz: str | os.PathLike, *, batch_pairs: int = 128, replicates=()) -> dict:
+    """Score every pair of ``pair_set`` (a ``.bin``) with the xCos model of ``model_dir`` (and its
+    ``replicates``, other seeds) and the standard model of ``standard_dir``; write ``out_npz``
+    atomically; return a summary."""
     from facetrust.models.artifacts import load_model
 
     model, config, _ = load_xcos(model_dir)
@@ -54,8 +66,14 @@ def run_xcos_scores(model_dir: str | os.PathLike, standard_dir: str | os.PathLik
     pairs = PairSet(pair_set)
     scores = score_pair_set(model, standard, pairs, tuple(config["input_size"]), tuple(standard_config["input_size"]),
                             batch_pairs=batch_pairs)
+    names = list(SCORES)
+    for number, replicate in enumerate(replicates, start=1):
+        other, other_config, _ = load_xcos(replicate)
+        scores[f"xcos_replicate{number}"] = xcos_only(other, pairs, tuple(other_config["input_size"]),
+                                                      batch_pairs=batch_pairs)
+        names.append(f"xcos_replicate{number}")
     with atomic_path(out_npz, suffix=".npz") as tmp, tmp.open("wb") as handle:
-        np.savez(handle, **{ISSAME: pairs.issame, SCORE_NAMES: np.array(SCORES)}, **scores,
+        np.savez(handle, **{ISSAME: pairs.issame, SCORE_NAMES: np.array(names)}, **scores,
                  model=np.array(str(model_dir)), standard=np.array(str(standard_dir)))
     return {"pairs": len(pairs), "out": str(out_npz), "grid": list(scores["attention"].shape[1:]),
             **{f"mean_{name}": float(scores[name].mean()) for name in SCORES}}

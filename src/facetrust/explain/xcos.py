@@ -124,6 +124,12 @@ class XCosModel(nn.Module):
     def grid(self, images: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             _, feature_map = self.backbone(images, return_feature_map=True)
+        return self.grid_from_map(feature_map)
+
+    def grid_from_map(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The grid feature of backbone feature maps (N, C, h, w): what :meth:`grid` computes after
+        the backbone, so that a frozen backbone's cached maps train the branch
+        (:mod:`facetrust.explain.xcos_cache`)."""
         return self.grid_conv(feature_map)
 
     def embedding(self, images: torch.Tensor) -> torch.Tensor:
@@ -180,7 +186,16 @@ def xcos_loss(model: XCosModel, head: nn.Module, images1: torch.Tensor, images2:
     faces with their class labels.  ``xcos_mse``: mean squared error between xCos and
     ``target_cosine`` (N,), the cosine of a frozen standard model (:func:`standard_cosine`)."""
     grids = model.grid(torch.cat([images1, images2]))
-    grid1, grid2 = grids.split(images1.shape[0])
+    return xcos_loss_from_grids(model, head, grids, labels1, labels2, target_cosine,
+                                identity_weight=identity_weight, xcos_weight=xcos_weight)
+
+
+def xcos_loss_from_grids(model: XCosModel, head: nn.Module, grids: torch.Tensor, labels1: torch.Tensor,
+                         labels2: torch.Tensor, target_cosine: torch.Tensor, *, identity_weight: float = 1.0,
+                         xcos_weight: float = 1.0) -> XCosLoss:
+    """:func:`xcos_loss` from the grid features (2N, 32, h, w) of both faces (first faces, then
+    second), e.g. :meth:`XCosModel.grid_from_map` of cached feature maps."""
+    grid1, grid2 = grids.split(labels1.shape[0])
     output = model.compare(grid1, grid2)
     embeddings = F.normalize(grids.flatten(1), dim=1)
     labels = torch.cat([labels1, labels2]).long()

@@ -29,7 +29,8 @@ def cmd_xcos(args) -> None:
                                           per_kind=args.pairs_per_kind))
     labels = dict(zip(args.model or [], args.label or []))
     _print_claims(write_xcos_report(args.metrics, Path(args.out), table_csv=Path(args.table), labels=labels,
-                                    figures=figures, margin=args.margin))
+                                    figures=figures, margin=args.margin, scores=args.scores,
+                                    validation=args.validation_record or (), fit_png=args.fit_figure))
 
 
 def cmd_explanations(args) -> None:
@@ -45,7 +46,7 @@ def cmd_inversion(args) -> None:
     from facetrust.report.inversion_report import write_inversion_report
 
     _print_claims(write_inversion_report(args.results, args.images, Path(args.out), table_csv=Path(args.table),
-                                         figure_png=Path(args.figure)))
+                                         figure_png=Path(args.figure), selection_json=args.selection))
 
 
 def add_explain_report_parsers(sub) -> None:
@@ -53,6 +54,8 @@ def add_explain_report_parsers(sub) -> None:
     p.add_argument("--metrics", nargs="+", required=True,
                    help="xCos metrics files (results/explain/metrics/<xcos>/<set>.<score>.json)")
     p.add_argument("--model", nargs="+", help="xCos model names (folders), parallel to --label")
+    p.add_argument("--validation-record", nargs="*", help="validation records of the training stage (models/<xcos>/validation.json)")
+    p.add_argument("--fit-figure", help="xCos against the target cosine (.png)")
     p.add_argument("--label", nargs="+", help="row name of each --model")
     p.add_argument("--scores", help="pair scores file of the model drawn in the figure")
     p.add_argument("--test-set", help=".bin pair set of --scores (the faces)")
@@ -79,6 +82,7 @@ def add_explain_report_parsers(sub) -> None:
     p = sub.add_parser("inversion", help="results/reports/inversion.md, the verifier table and the grid")
     p.add_argument("--results", required=True, help="inversion JSON (facetrust explain invert --results)")
     p.add_argument("--images", required=True, help="its images (.npz)")
+    p.add_argument("--selection", help="the validation selection of the TV weight and step count (.json)")
     p.add_argument("--table", required=True, help="CSV to write")
     p.add_argument("--figure", required=True, help="grid to write (.png)")
     p.add_argument("--out", required=True, help="Markdown report to write")

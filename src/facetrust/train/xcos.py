@@ -20,12 +20,25 @@ Hooks of :class:`facetrust.train.frozen.FrozenTrainer`:
 - ``on_step_end``: the LR schedule; ``on_epoch_end``: ``fit_log.csv`` with the loss parts;
 - ``save``: ``xcos.pt`` through :mod:`facetrust.models.artifacts`.
 
-``freeze_backbone: true`` is the paper's cheaper variant: only the branch and the head learn.
+``freeze_backbone: true`` (the default) is the paper's cheaper variant: only the branch and the head
+learn, the backbone stays the trained model that is also the regression target, so xCos is judged
+against the very network it explains.  Its feature maps (and the standard model's embeddings) are
+then computed once per image and orientation (:mod:`facetrust.explain.xcos_cache`), so thousands of
+steps, every seed and the validation sweep cost one backbone pass.
+
+:func:`train_xcos` also owns the choices: ``select`` lists candidate values (e.g. learning rates);
+each trains the first seed and is scored on a **validation pair set** (identities used for no
+reported number) by the mean squared error of xCos to the standard cosine, the quantity xCos is
+trained to reproduce; the lowest wins.  The chosen values then train ``replicates`` seeds (seed,
+seed + 1, …): replicate 0 in ``out_dir``, replicate r in ``out_dir/replicate<r>``.
+``validation.json`` records every candidate's and replicate's validation figures and the choice.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +49,8 @@ import torch
 
 from facetrust.data.transforms import fit_to_size, to_tensor
 from facetrust.errors import ConfigError, InputError
-from facetrust.explain.xcos import branch_state, standard_cosine, xcos_loss
+from facetrust.explain.xcos import branch_state, standard_cosine, xcos_loss, xcos_loss_from_grids
+from facetrust.explain.xcos_cache import build_feature_cache, pair_set_cache
 from facetrust.explain.xcos_train import build_optimizers, build_xcos, pair_batches
 from facetrust.io import write_json_atomic
 from facetrust.models.artifacts import (
@@ -65,7 +79,10 @@ class XCosConfig:
     head: dict = field(default_factory=lambda: {"kind": "cosface", "s": 30.0, "m": 0.35})
     grid_channels: int = 32
     temperature: float = 1.0
-    freeze_backbone: bool = False
+    freeze_backbone: bool = True
+    cache_features: bool = True  # with a frozen backbone: feature maps computed once (same outputs)
+    replicates: int = 1  # training seeds seed, seed + 1, …
+    select: dict = field(default_factory=dict)  # {key: [candidates]}, chosen on the validation pairs
     epochs: int = 2
     batch_pairs: int = 64
     genuine_fraction: float = 0.5
@@ -88,6 +105,16 @@ class XCosConfig:
         self.input_size = tuple(int(v) for v in self.input_size)
         self.head = dict(self.head)
         self.backbone_options = dict(self.backbone_options)
+        self.select = {str(k): list(v) for k, v in dict(self.select).items()}
+        selectable = {f.name for f in dataclasses.fields(self)} - {"select", "seed", "replicates", "init_from",
+                                                                     "standard", "threads"}
+        bad = sorted(set(self.select) - selectable)
+        if bad:
+            raise ConfigError(f"xcos config 'select': cannot choose {', '.join(map(repr, bad))}")
+        if any(not values for values in self.select.values()):
+            raise ConfigError("xcos config 'select': every key needs at least one candidate")
+        if int(self.replicates) < 1:
+            raise ConfigError(f"xcos config 'replicates' must be >= 1, got {self.replicates!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"xcos config 'lr_schedule' is {self.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
         for key in ("epochs", "batch_pairs", "lr", "attention_lr", "grid_channels", "temperature"):
@@ -136,36 +163,107 @@ def load_matching(module: torch.nn.Module, state: Mapping[str, torch.Tensor]) ->
     return sorted(set(own) - set(shared))
 
 
+@dataclass
+class XCosSetup:
+    """What every run of one ``train_xcos`` call shares: the training set, the initialised backbone
+    (``init_from`` weights), the frozen standard model and, with a frozen backbone, the feature cache
+    and the validation pairs' cache."""
+
+    dataset: RecordDataset
+    backbone_config: dict
+    backbone: torch.nn.Module
+    standard: torch.nn.Module
+    standard_size: tuple[int, int]
+    cache: Any = None
+    validation: Any = None
+    validation_path: str | None = None
+
+
+def prepare(config: XCosConfig, rec_dir: str | Path, validation: str | Path | None = None, *,
+            log: Callable[[str], None] = print) -> XCosSetup:
+    """Load the data and models once; cache the frozen features (``freeze_backbone`` and
+    ``cache_features``) of the training images and of the ``validation`` pair set (``.bin``)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_determinism(torch.device("cpu"))
+    seed_everything(config.seed)  # layers that init_from does not fill start from the seed
+    dataset = RecordDataset(rec_dir, config.input_size, flip=config.flip_augment, seed=config.seed)
+    init = load_checkpoint(config.init_from)
+    config_of_backbone = backbone_config(init["config"], config)
+    backbone = build_backbone_from_config(config_of_backbone)
+    untouched = load_matching(backbone, init["backbone"])
+    log(f"xcos backbone from {config.init_from}; left at initial values: {untouched or 'none'}")
+    standard, standard_config, _ = load_model(config.standard)
+    standard.requires_grad_(False)
+    standard_size = tuple(standard_config["input_size"])
+    setup = XCosSetup(dataset, config_of_backbone, backbone, standard, standard_size)
+    if validation is not None and not config.freeze_backbone:
+        raise ConfigError("xcos: validation figures need a frozen backbone (freeze_backbone: true)")
+    if config.freeze_backbone and config.cache_features:
+        backbone.eval().requires_grad_(False)
+        # the target is the backbone's own embedding when the standard model is the init model at the
+        # same input size with every tensor loaded: one pass gives both
+        same = (Path(config.standard).resolve() == Path(config.init_from).resolve() and not untouched
+                and standard_size == tuple(config.input_size))
+        other = None if same else standard
+        log(f"xcos: caching the frozen feature maps of {len(dataset)} images x 2 orientations")
+        setup.cache = build_feature_cache(backbone, other, lambda i: dataset.source.decode(i)[0], len(dataset),
+                                          config.input_size, standard_size)
+        if validation is not None:
+            from facetrust.explain.pairset import PairSet
+
+            setup.validation = pair_set_cache(backbone, other, PairSet(validation), config.input_size, standard_size)
+            setup.validation_path = str(validation)
+    return setup
+
+
+def validation_figures(model, cache) -> dict:
+    """xCos on the validation pairs against the standard cosine: ``mse``, ``pearson_r`` and the 10-fold
+    accuracies of both scores (original images, F0) with their difference."""
+    from facetrust.evaluate.pair_scores import ten_fold_scores
+
+    model.eval()
+    with torch.no_grad():
+        xcos = model.compare(model.grid_from_map(cache.first), model.grid_from_map(cache.second)).xcos
+    xcos = xcos.double().numpy()
+    accuracy = ten_fold_scores(xcos, cache.issame).accuracy
+    reference = ten_fold_scores(cache.target, cache.issame).accuracy
+    return {"mse": float(np.mean((xcos - cache.target) ** 2)), "pearson_r": float(np.corrcoef(xcos, cache.target)[0, 1]),
+            "accuracy_xcos": float(accuracy), "accuracy_standard_cosine": float(reference),
+            "accuracy_difference": float(accuracy - reference), "pairs": int(cache.issame.size)}
+
+
 class XCosTrainer(FrozenTrainer):
-    """Train an xCos model (``config``) on the RecordIO set ``rec_dir``; ``fit()`` returns ``xcos.pt``."""
+    """Train an xCos model (``config``) on the RecordIO set ``rec_dir``; ``fit()`` returns ``xcos.pt``.
+
+    ``setup`` (:func:`prepare`) shares data, models and the feature cache between runs;
+    ``persist=False`` keeps the run in memory (a selection candidate) until :meth:`write_outputs`."""
 
     def __init__(self, config: XCosConfig, rec_dir: str | Path, out_dir: str | Path, *,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, setup: XCosSetup | None = None, persist: bool = True):
         super().__init__(out_dir, config.epochs, "xcos")
         self.config, self.rec_dir, self.log = config, Path(rec_dir), log
+        self.setup, self.persist = setup, persist
         self.step_count = 0
 
     # ---------------------------------------------------------------------------------- build
     def build(self):
         config = self.config
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        set_determinism(torch.device("cpu"))
+        if self.setup is None:
+            self.setup = prepare(config, self.rec_dir, log=self.log)
+        setup = self.setup
         seed_everything(config.seed)
-        self.dataset = RecordDataset(self.rec_dir, config.input_size, flip=config.flip_augment, seed=config.seed)
+        self.dataset = setup.dataset
+        self.dataset.seed = config.seed  # this run's flip coins
         self.labels = self.dataset.labels
-        init = load_checkpoint(config.init_from)
-        self.backbone_config = backbone_config(init["config"], config)
-        backbone = build_backbone_from_config(self.backbone_config)
-        untouched = load_matching(backbone, init["backbone"])
-        self.log(f"xcos backbone from {config.init_from}; left at initial values: {untouched or 'none'}")
+        self.backbone_config = setup.backbone_config
+        backbone = copy.deepcopy(setup.backbone)
         self.model, self.head = build_xcos(backbone, self.dataset.num_classes, head_kind=config.head["kind"],
                                            head_options={k: v for k, v in config.head.items() if k != "kind"},
                                            freeze_backbone=config.freeze_backbone, temperature=config.temperature,
                                            seed=config.seed)
-        self.standard, standard_config, _ = load_model(config.standard)
-        self.standard.requires_grad_(False)
-        self.standard_size = tuple(standard_config["input_size"])
+        self.standard, self.standard_size = setup.standard, setup.standard_size
+        self.cache = setup.cache if config.freeze_backbone else None
         optimizers = build_optimizers(self.model, self.head, lr=config.lr, momentum=config.momentum,
                                       weight_decay=config.weight_decay, head_weight_decay=config.head_weight_decay,
                                       attention_lr=config.attention_lr, amsgrad=config.amsgrad,
@@ -176,8 +274,9 @@ class XCosTrainer(FrozenTrainer):
         factor = (lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total))) if config.lr_schedule == "cosine" \
             else (lambda step: 1.0)
         self.schedules = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in optimizers.optimizers.values()]
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.out_dir / "config.json", self.saved_config())
+        if self.persist:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out_dir / "config.json", self.saved_config())
         module = torch.nn.ModuleDict({"xcos": self.model, "head": self.head})
         return module, list(optimizers.optimizers.values()), []
 
@@ -205,14 +304,28 @@ class XCosTrainer(FrozenTrainer):
             standard.append(to_tensor(fit_to_size(image, self.standard_size)))
         return torch.stack(own), torch.stack(standard)
 
+    def _cached_loss(self, batch):
+        """The loss from the feature cache: the same feature maps and target the uncached path computes."""
+        flips1 = [self.dataset.flips(i) for i in batch.first.tolist()]
+        flips2 = [self.dataset.flips(i) for i in batch.second.tolist()]
+        maps = torch.cat([self.cache.maps(batch.first, flips1), self.cache.maps(batch.second, flips2)])
+        target = (self.cache.embeddings(batch.first, flips1) * self.cache.embeddings(batch.second, flips2)).sum(1)
+        return xcos_loss_from_grids(self.model, self.head, self.model.grid_from_map(maps),
+                                    torch.from_numpy(self.labels[batch.first]), torch.from_numpy(self.labels[batch.second]),
+                                    target, identity_weight=self.config.identity_weight,
+                                    xcos_weight=self.config.xcos_weight)
+
     def step(self, batch):
-        images1, standard1 = self._faces(batch.first)
-        images2, standard2 = self._faces(batch.second)
-        labels1 = torch.from_numpy(self.labels[batch.first])
-        labels2 = torch.from_numpy(self.labels[batch.second])
-        target = standard_cosine(self.standard, standard1, standard2)
-        loss = xcos_loss(self.model, self.head, images1, images2, labels1, labels2, target,
-                         identity_weight=self.config.identity_weight, xcos_weight=self.config.xcos_weight)
+        if self.cache is not None:
+            loss = self._cached_loss(batch)
+        else:
+            images1, standard1 = self._faces(batch.first)
+            images2, standard2 = self._faces(batch.second)
+            labels1 = torch.from_numpy(self.labels[batch.first])
+            labels2 = torch.from_numpy(self.labels[batch.second])
+            target = standard_cosine(self.standard, standard1, standard2)
+            loss = xcos_loss(self.model, self.head, images1, images2, labels1, labels2, target,
+                             identity_weight=self.config.identity_weight, xcos_weight=self.config.xcos_weight)
         n = len(batch.first)
         self.parts["identity"] += float(loss.identity.detach()) * n
         self.parts["xcos_mse"] += float(loss.xcos_mse.detach()) * n
@@ -226,14 +339,25 @@ class XCosTrainer(FrozenTrainer):
 
     def on_epoch_end(self, epoch: int, mean_loss: float, lr: float, seconds: float) -> None:
         pairs = max(self.parts["pairs"], 1)
+        # seconds are left out of the log: a rerun must give the same bytes
         self.log_rows.append({"epoch": epoch + 1, "step": self.step_count, "loss": round(mean_loss, 6),
                               "identity": round(self.parts["identity"] / pairs, 6),
-                              "xcos_mse": round(self.parts["xcos_mse"] / pairs, 6), "lr": lr,
-                              "seconds": round(seconds, 3)})
-        write_csv_log(self.out_dir / self.log_name, self.log_rows)
+                              "xcos_mse": round(self.parts["xcos_mse"] / pairs, 6), "lr": lr})
+        if self.persist:
+            write_csv_log(self.out_dir / self.log_name, self.log_rows)
         self.log(f"xcos epoch {epoch + 1}/{self.epochs}: loss {mean_loss:.4f}")
 
-    def save(self) -> Path:
+    def write_outputs(self, out_dir: str | Path) -> Path:
+        """Write a run trained in memory (``persist=False``) to ``out_dir``: config, log, checkpoint."""
+        self.out_dir, self.persist = Path(out_dir), True
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.out_dir / "config.json", self.saved_config())
+        write_csv_log(self.out_dir / self.log_name, self.log_rows)
+        return self.save()
+
+    def save(self) -> Path | None:
+        if not self.persist:
+            return None
         return save_xcos_checkpoint(self.out_dir, {
             "backbone": {k: v.detach().cpu() for k, v in self.model.backbone.state_dict().items()},
             "branch": branch_state(self.model),
@@ -247,11 +371,54 @@ class XCosTrainer(FrozenTrainer):
         })
 
 
-def train_xcos(config: XCosConfig, rec_dir: str | Path, out_dir: str | Path, *,
+def candidates(config: XCosConfig) -> list[dict]:
+    """Every combination of the ``select`` values (in the order written), ``[{}]`` without any."""
+    keys = list(config.select)
+    return [dict(zip(keys, values)) for values in itertools.product(*(config.select[k] for k in keys))]
+
+
+def replicate_dir(out_dir: str | Path, replicate: int) -> Path:
+    """Where replicate ``replicate`` (seed + replicate) is written: ``out_dir`` itself for 0."""
+    return Path(out_dir) if replicate == 0 else Path(out_dir) / f"replicate{replicate}"
+
+
+def train_xcos(config: XCosConfig, rec_dir: str | Path, out_dir: str | Path, *, validation: str | Path | None = None,
                log: Callable[[str], None] = print) -> Path:
     """Train the xCos model ``config`` on ``rec_dir`` (InsightFace RecordIO); writes
-    ``out_dir/{xcos.pt, config.json, fit_log.csv}`` and returns the path of ``xcos.pt``.
-    Same config and data, same bytes on CPU."""
+    ``out_dir/{xcos.pt, config.json, fit_log.csv}`` (replicate 0), ``out_dir/replicate<r>/`` for the
+    other seeds and, with a ``validation`` pair set, ``out_dir/validation.json``; returns the path
+    of replicate 0's ``xcos.pt``.  ``select`` needs ``validation``.  Same config and data, same
+    bytes on CPU."""
     if not (Path(rec_dir) / "train.rec").is_file():
         raise InputError(f"{rec_dir}: no train.rec (an InsightFace RecordIO training set)")
-    return XCosTrainer(config, rec_dir, out_dir, log=log).fit()
+    if config.select and validation is None:
+        raise ConfigError("xcos config 'select' chooses on a validation pair set: give --validation")
+    setup = prepare(config, rec_dir, validation, log=log)
+    record = {"validation_set": setup.validation_path,
+              "criterion": "mean squared error of xCos to the standard cosine on the validation pairs (lowest wins)",
+              "candidates": [], "replicates": []}
+    runs = []
+    for values in candidates(config):
+        run = XCosTrainer(dataclasses.replace(config, **values), rec_dir, out_dir, log=log, setup=setup, persist=False)
+        run.fit()
+        figures = validation_figures(run.model, setup.validation) if setup.validation is not None else {}
+        record["candidates"].append({"values": values, **figures})
+        runs.append(run)
+    best = min(range(len(runs)), key=lambda i: record["candidates"][i].get("mse", 0.0))
+    record["chosen"] = record["candidates"][best]["values"]
+    chosen = dataclasses.replace(config, **record["chosen"])
+    # the other seeds first, replicate 0 (the rule's declared output) and validation.json last, so
+    # that the declared files appear only once everything is written
+    for replicate in range(config.replicates):
+        run = runs[best]
+        if replicate:
+            run = XCosTrainer(dataclasses.replace(chosen, seed=config.seed + replicate), rec_dir,
+                              replicate_dir(out_dir, replicate), log=log, setup=setup)
+            run.fit()
+        figures = validation_figures(run.model, setup.validation) if setup.validation is not None else {}
+        record["replicates"].append({"replicate": replicate, "seed": config.seed + replicate,
+                                     "dir": str(replicate_dir(out_dir, replicate)), **figures})
+    first = runs[best].write_outputs(replicate_dir(out_dir, 0))
+    if setup.validation is not None:
+        write_json_atomic(Path(out_dir) / "validation.json", record)
+    return first
