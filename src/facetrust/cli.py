@@ -15,7 +15,12 @@ import sys
 from pathlib import Path
 
 from facetrust.errors import ConfigError, InputError
+from facetrust.float_path import pin_environment
 from facetrust.registry import LazyChoices
+
+# Before numpy or torch loads (nothing above imports them): their CPU kernels read these when they
+# load, and they fix the floating-point path of the run (facetrust.float_path).
+pin_environment()
 
 # CLI choices come from the registries (facetrust.registry), like the params schema's enums.
 MARGIN_CHOICES = LazyChoices("facetrust.models.margins:MARGINS")
