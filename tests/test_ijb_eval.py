@@ -71,12 +71,13 @@ def test_protocol_reader_joins_a_reordered_landmark_file_by_image_name(tmp_path)
         ("face_tid_mid", lambda s: s.replace("2.jpg 5 51", "2.jpg five 51"), r"line 2, column 2: 'five'"),
         ("name_5pts_score", lambda s: s.replace("2.jpg", "9.jpg"), r"face_tid_mid.txt: line 2: image '2.jpg' is not in"),
         ("template_pair_label", lambda s: s + "5 99 1\n", r"template_pair_label.txt: line 3: template 99 has no image"),
-        ("template_pair_label", lambda s: s.replace("5 6 1", "5 6 2"), r"line 2: label 2 is not 0 or 1"),
+        ("template_pair_label", lambda s: s.replace("6 5 1", "6 5 2"), r"line 2: label 2 is not 0 or 1"),
+        ("template_pair_label", lambda s: s + "5 6 1\n", r"line 3: pair \(5, 6\) repeats line 1"),
     ],
 )
 def test_protocol_reader_names_file_and_line_of_bad_input(tmp_path, file_key, mutate, message):
     write_ijb_dir(tmp_path, "ijbc", ["1.jpg", "2.jpg", "3.jpg"], [5, 5, 6], [50, 51, 60], [1, 1, 1],
-                  [(5, 6), (5, 6)], [0, 1])
+                  [(5, 6), (6, 5)], [0, 1])
     path = tmp_path / "meta" / f"ijbc_{file_key}.txt"
     path.write_text(mutate(path.read_text()))
     with pytest.raises(InputError, match=message):

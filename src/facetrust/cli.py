@@ -51,6 +51,16 @@ def _fars(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"FAR list {text!r}: expected comma-separated numbers") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected a positive integer")
+    return value
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -156,7 +166,7 @@ def cmd_embed(args) -> None:
     _set_threads(args.threads)
     summary = run_embed(Path(args.model), Path(args.testset), Path(args.out), batch_size=args.batch_size,
                         flip=not args.no_flip, head_dir=Path(args.head) if args.head else None,
-                        uncertainty=args.uncertainty)
+                        uncertainty=args.uncertainty, max_decoded_pixels=args.max_decoded_pixels)
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -196,6 +206,7 @@ def cmd_evaluate(args) -> None:
             flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method, score=args.score,
             constant_uncertainty=args.constant_uncertainty, bootstrap=_bootstrap_settings(args),
             failed_images=args.failed_images, failed_templates=args.failed_templates,
+            duplicate_pairs=args.duplicate_pairs,
         )
     elif args.protocol_kind == "pairs" and args.scores:
         from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
@@ -386,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--threads", type=int)
+    p.add_argument("--max-decoded-pixels", type=_positive_int, default=1 << 33, metavar="N",
+                   help="most pixels the set's images may declare in all, checked from their headers before "
+                        "decoding (default 2^33; a .bin can name one large image many times)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("import-model", help="check a model trained elsewhere (arcface_torch backbone.pth, .onnx) "
@@ -448,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failed-templates", default="reject", choices=["reject", "drop"],
                    help="ijb: pairs of a template left without images: reject (score below every other pair; "
                         "the generalised FNMR) or drop (left out)")
+    p.add_argument("--duplicate-pairs", default="error", choices=["error", "drop"],
+                   help="ijb: a pair listed twice is an error, or its repeats are left out and "
+                        "counted in the metrics (duplicate_pairs)")
     p.add_argument("--pairs-protocol", default="insightface", choices=["insightface", "sphereface"],
                    help="pairs: InsightFace verification.py, or SphereFace's evaluation.m")
     p.add_argument("--identities", help="pairs: quality.csv with each image's identity (bootstrap subjects)")

@@ -71,7 +71,7 @@ def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, q
 
     from facetrust.evaluate.enrolment import enrolled_protocol
 
-    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name), embeddings, failed_images)
+    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name, check_landmarks=False), embeddings, failed_images)
     result = evaluate_ijb(embeddings, protocol, pooling=pooling, progress=True, **flags)
     rows = align_images(embeddings.images, protocol.images, embeddings.path)
     tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], protocol.template_ids, template_how, space)

@@ -477,7 +477,7 @@ def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, 
 
     from facetrust.evaluate.enrolment import enrolled_protocol
 
-    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name), embeddings, failed_images)
+    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name, check_landmarks=False), embeddings, failed_images)
     result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
                           use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
                           progress=True, score=score)
