@@ -112,7 +112,7 @@ def cmd_align(args) -> None:
     summary = run_align(
         Path(args.ijb), args.name, Path(args.out), output_size=args.size,
         method=args.detector, threads=args.threads, on_bad_image=args.on_bad_image, no_face=args.no_face,
-        min_score=args.min_score,
+        min_score=args.min_score, allow_external_links=args.allow_external_links,
     )
     print(json.dumps(summary, indent=2, default=str))
 
@@ -353,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
                    help="a bad loose crop, landmark row or detector score: stop (fail) or leave the "
                         "image out, counted and logged in manifest.json (skip)")
+    p.add_argument("--allow-external-links", action="store_true",
+                   help="follow loose crops that are symlinks out of the set's loose_crop/ (refused by default)")
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("train", help="train a backbone with its margin head (DDP-aware under torchrun)")

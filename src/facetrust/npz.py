@@ -22,6 +22,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from facetrust.input_files import check_regular
+
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header, 30 bytes
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -72,6 +74,7 @@ def load_npz(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, n
     that is not an ``.npz`` or holds pickles.
     """
     path = Path(path)
+    check_regular(path, ".npz archive")
     with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
         members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
         wanted = list(members) if keys is None else list(keys)

@@ -35,6 +35,7 @@ from facetrust.align.warp import align_face
 from facetrust.data import recordio
 from facetrust.data.ijb import NAME_5PTS_SCORE, read_ijb_protocol
 from facetrust.data.images import BadImagePolicy, read_image_file
+from facetrust.input_files import check_inside
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import atomic_path, write_text_atomic
 
@@ -99,7 +100,8 @@ def _landmark_choices(paths, pixels, landmarks, scores, method: str, no_face: st
 
 
 def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores: np.ndarray, output_size,
-                 method: str, wheres: list[str], no_face: str = "landmarks", min_score: float = 0.9) -> list:
+                 method: str, wheres: list[str], no_face: str = "landmarks", min_score: float = 0.9,
+                 allow_external_links: bool = False) -> list:
     """Align one chunk; per image its (PNG payload, detector score, landmark source[, faces found,
     face choice] — the last two with MTCNN), or the message of its InputError (the parent applies
     the on_bad_image policy)."""
@@ -107,6 +109,8 @@ def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores:
     pixels, errors = [], {}
     for i, path in enumerate(paths):
         try:
+            # a crop linked out of the set (loose_crop/, as resolved) is refused, as a '..' name is
+            check_inside(path, crop_dir, "loose crop", allow_external_links)
             pixels.append(read_image_file(path))
         except InputError as error:
             pixels.append(None)
@@ -128,8 +132,11 @@ def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores:
 
 def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112), method: str = "landmarks",
               threads: int = 1, on_bad_image: str = "fail", no_face: str = "landmarks",
-              min_score: float = 0.9) -> dict:
+              min_score: float = 0.9, allow_external_links: bool = False) -> dict:
     """Align every image of protocol ``name`` under ``ijb_dir``; returns the manifest dict.
+
+    A crop that is a symlink leaving ``loose_crop/`` (as resolved) is an error of that image unless
+    ``allow_external_links``; a device, FIFO or socket in place of a crop is refused unread.
 
     A bad image (unreadable, a decompression bomb, corrupt JPEG data, landmarks far outside it,
     unusable landmarks or detector score in the meta files) raises InputError naming the file and
@@ -153,7 +160,7 @@ def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112)
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [(str(crop_dir), names[i : i + CHUNK], protocol.landmarks[i : i + CHUNK],
                protocol.detector_scores[i : i + CHUNK], tuple(output_size), method, wheres[i : i + CHUNK],
-               no_face, min_score)
+               no_face, min_score, allow_external_links)
               for i in range(0, len(names), CHUNK)]
     kept, scores, records, skipped = [], [], [], list(protocol.skipped)
     progress = tqdm(total=len(names), desc=f"align {name}", unit="img")

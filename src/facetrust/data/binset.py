@@ -281,11 +281,10 @@ def load_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
     Raises :class:`InputError` naming the file for a pickle that names any other global (nothing
     it names is called), for a wrong structure, or when ``len(bins) != 2 * len(issame)``.
     """
+    from facetrust.input_files import read_regular
+
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read .bin set: {exc}") from None
+    data = read_regular(path, ".bin set")  # a regular file: never a device or a FIFO
     if not data:
         raise InputError(f"{path}: empty file, not a .bin verification set")
     try:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from facetrust.data.images import BadImagePolicy
 from facetrust.errors import ConfigError, InputError
+from facetrust.input_files import check_regular
 
 log = logging.getLogger("facetrust.data")
 
@@ -147,8 +148,9 @@ def _parse(path: Path, kinds: list[type], sep: str) -> tuple[pd.DataFrame | None
 
 def _read_table(path: Path, kinds: list[type]) -> pd.DataFrame:
     """Read a headerless whitespace-separated table whose columns have the given Python types."""
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: protocol file not found")
+    check_regular(path, "protocol file")  # a FIFO would block the parser
     # The release separates fields by one space, which the C parser reads twice as fast as any
     # whitespace (sep=r"\s+"); the latter is the fallback for hand-edited files.
     parser_error = ""

@@ -159,15 +159,13 @@ def decode_image(payload: bytes, source: str | os.PathLike, record: str | int | 
 
 def read_image_file(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read and :func:`decode_image` an image file; InputError names the file when it is missing,
-    unreadable, larger than :data:`MAX_IMAGE_FILE_BYTES` or a bad image."""
+    unreadable, not a regular file (a device, FIFO, socket), larger than :data:`MAX_IMAGE_FILE_BYTES`
+    or a bad image."""
+    from facetrust.input_files import read_regular
+
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_IMAGE_FILE_BYTES:
-            raise InputError(f"{path}: {size} bytes, more than the {MAX_IMAGE_FILE_BYTES} an image may have")
-        payload = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read image: {exc.strerror or exc}") from None
+    # a regular file only: /dev/zero would be read without end, a FIFO would block
+    payload = read_regular(path, "image", max_bytes=MAX_IMAGE_FILE_BYTES)
     return decode_image(payload, path, max_pixels=max_pixels)
 
 

@@ -107,11 +107,10 @@ def read_property(path: str | os.PathLike) -> tuple[int, int, int]:
 
     Raises :class:`InputError` naming the file for anything else (including non-ASCII bytes).
     """
+    from facetrust.input_files import read_regular
+
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read property file: {exc.strerror or exc}") from None
+    raw = read_regular(path, "property file", max_bytes=4096)
     try:
         values = tuple(int(v) for v in raw.decode("ascii").strip().split(","))
         if len(values) != 3 or min(values) < 1:

@@ -103,8 +103,11 @@ def _load(path: Path, what: str, writer: str, map_location, missing: str | None 
     ``what`` names the kind of file (``checkpoint``, ``head file``).  torch's own message for a
     refused payload advises loading with ``weights_only=False``; that is never the right advice
     for a file of unknown origin, so only the first line of its reason is relayed."""
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no {missing or what} (expected {path.name} written by '{writer}')")
+    from facetrust.input_files import check_regular
+
+    check_regular(path, what)  # a FIFO would block torch.load, a device would be read without end
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
