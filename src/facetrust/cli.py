@@ -525,11 +525,11 @@ def _record_provenance(args, argv: list[str]) -> None:
 
     seed = getattr(args, "seed", None)
     if seed is None and getattr(args, "params", None):
-        import yaml
+        from facetrust.config import load_yaml
 
         try:
-            seed = (yaml.safe_load(Path(args.params).read_text()) or {}).get("seed")
-        except (OSError, yaml.YAMLError, AttributeError):
+            seed = (load_yaml(args.params) or {}).get("seed")
+        except (InputError, AttributeError):
             seed = None
     write_sidecar(out, argv, seed)
 
