@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from facetrust.data.images import decode_image
+from facetrust.data.images import MAX_IMAGE_PIXELS, decode_image
 from facetrust.errors import InputError
 from facetrust.io import write_text_atomic
 from facetrust.data.recordio import (
@@ -180,6 +180,22 @@ class InsightFaceRecord:
             self.property = read_property(self.rec_dir / PROPERTY_NAME)
         self.header: tuple[int, int] | None = None
         self.image_keys = self._find_image_keys()
+        self._check_property()
+
+    def _check_property(self) -> None:
+        """``property`` declares what training allocates (a num_classes x D weight matrix, H x W
+        inputs): refuse a class count the records cannot hold (a class needs an image; 10^12 classes
+        in a 4-image set would be a 2 TB allocation) or a decompression-bomb image size."""
+        if self.property is None:
+            return
+        path = self.rec_dir / PROPERTY_NAME
+        num_classes, height, width = self.property
+        if num_classes > len(self.image_keys):
+            raise InputError(f"{path}: declares {num_classes} classes, but the set holds only {len(self.image_keys)} "
+                             "images (every class needs at least one)")
+        if height * width > MAX_IMAGE_PIXELS:
+            raise InputError(f"{path}: declares {height}x{width} images, more than the {MAX_IMAGE_PIXELS} pixels "
+                             "an image may have")
 
     def _find_image_keys(self) -> np.ndarray:
         if 0 in self.reader:
