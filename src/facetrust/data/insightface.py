@@ -251,12 +251,18 @@ class InsightFaceRecord:
     def labels(self) -> np.ndarray:
         """Class of every image (np.int64, in ``image_keys`` order), read from headers only."""
         labels = np.empty(len(self.image_keys), dtype=np.int64)
-        # flag <= 1 for image records in practice; 8 extra bytes cover a 2-float label.
+        # flag <= 1 for image records in practice; 8 extra bytes cover a 2-float label.  A record with
+        # more floats (flag 3: a label and two more values) is read again as far as its flag says,
+        # so training reads every label ``data verify`` reads, from the same first float.
         prefix = IR_HEADER_SIZE + 8
         known = self._declared_classes()
         for i, key in enumerate(self.image_keys.tolist()):
             where = f"{self.reader.rec_path} key {key}"
-            labels[i] = label_of(unpack_header(self.reader.read_prefix(key, prefix), where), where, known)
+            head = self.reader.read_prefix(key, prefix)
+            flag = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0
+            if 4 * flag > prefix - IR_HEADER_SIZE:
+                head = self.reader.read_prefix(key, IR_HEADER_SIZE + 4 * flag)
+            labels[i] = label_of(unpack_header(head, where), where, known)
         return labels
 
     def _declared_classes(self) -> int | None:

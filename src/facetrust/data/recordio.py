@@ -467,8 +467,8 @@ class IndexedRecordIOReader(_Reader):
     """Random access to a ``.rec`` through its ``.idx``, like ``MXIndexedRecordIO(..., 'r')``.
 
     ``keys`` lists the keys in ``.idx`` order; ``read_idx(key)`` returns the record bytes.
-    Offsets past the end of the ``.rec`` are refused when the index is loaded; an offset that does
-    not point at a record start is refused when read.  Picklable (without its file handle) and
+    Offsets past the end of the ``.rec``, and two keys on one offset, are refused when the index is
+    loaded; an offset that does not point at a record start is refused when read.  Picklable (without its file handle) and
     safe to use after fork: each process opens its own handle.
     """
 
@@ -478,6 +478,7 @@ class IndexedRecordIOReader(_Reader):
         self.rec_path = self._file.path
         self.keys, self._offsets = read_idx(self.idx_path)
         size = self.rec_path.stat().st_size
+        owner: dict[int, int] = {}
         for key in self.keys:
             offset = self._offsets[key]
             if offset + _FRAME.size > size:
@@ -485,6 +486,11 @@ class IndexedRecordIOReader(_Reader):
                     f"{self.idx_path}: key {key} points at offset {offset}, outside "
                     f"{self.rec_path} ({size} bytes)"
                 )
+            # two keys on one record would make every reader (training included) see it twice
+            first = owner.setdefault(offset, key)
+            if first != key:
+                raise InputError(f"{self.idx_path}: key {key} points at offset {offset}, the record of key {first}: "
+                                 "each key must index its own record")
 
     def offset(self, key: int) -> int:
         """Offset of the first part of ``key``'s record in the ``.rec``."""
