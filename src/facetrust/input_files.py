@@ -34,7 +34,7 @@ def check_regular(path: str | os.PathLike, what: str = "file") -> os.stat_result
     except OSError as exc:
         raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"{path}: {_kind(info.st_mode)}, not a regular file: refused as a {what}")
+        raise InputError(f"{path}: {_kind(info.st_mode)}, not a regular file: refused ({what})")
     return info
 
 
@@ -43,7 +43,7 @@ def read_regular(path: str | os.PathLike, what: str = "file", max_bytes: int | N
     before reading).  Never blocks on a FIFO and never reads a device."""
     info = check_regular(path, what)
     if max_bytes is not None and info.st_size > max_bytes:
-        raise InputError(f"{path}: {info.st_size} bytes, more than the {max_bytes} a {what} may have")
+        raise InputError(f"{path}: {info.st_size} bytes, more than the {max_bytes} allowed ({what})")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -51,10 +51,10 @@ def read_regular(path: str | os.PathLike, what: str = "file", max_bytes: int | N
     with os.fdopen(fd, "rb") as handle:
         opened = os.fstat(handle.fileno())
         if not stat.S_ISREG(opened.st_mode):  # replaced between the stat and the open
-            raise InputError(f"{path}: {_kind(opened.st_mode)}, not a regular file: refused as a {what}")
+            raise InputError(f"{path}: {_kind(opened.st_mode)}, not a regular file: refused ({what})")
         data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     if max_bytes is not None and len(data) > max_bytes:  # grew while read
-        raise InputError(f"{path}: more than the {max_bytes} bytes a {what} may have")
+        raise InputError(f"{path}: more than the {max_bytes} bytes allowed ({what})")
     return data
 
 
@@ -67,6 +67,6 @@ def check_inside(path: str | os.PathLike, root: str | os.PathLike, what: str = "
         return Path(path)
     target, base = os.path.realpath(path), os.path.realpath(root)
     if os.path.commonpath([target, base]) != base:
-        raise InputError(f"{path}: a symlink to {target[:200]}, outside {root}: refused as a {what} "
-                         "(align --allow-external-links follows it)")
+        raise InputError(f"{path}: a symlink to {target[:200]}, outside {root}: refused ({what}; "
+                         "align --allow-external-links follows it)")
     return Path(path)
