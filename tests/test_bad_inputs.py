@@ -326,11 +326,7 @@ def _embed(tmp: Path, testset: Path, *extra: str) -> list[str]:
 
 
 def _collision_bin(tmp: Path) -> list[str]:
-    import pickle
-
-    keys = {k * ((1 << 61) - 1): 0 for k in range(20000)}  # every key hashes to 0
-    (tmp / "coll.bin").write_bytes(pickle.dumps(([b"x", b"y"], [keys]), protocol=4))
-    return ["data", "inspect", str(tmp / "coll.bin")]
+    return ["data", "inspect", str(fx.hash_collision_bin(tmp / "coll.bin", 20000))]
 
 
 def _fanout_bin(tmp: Path) -> list[str]:
@@ -547,3 +543,22 @@ def test_readme_lists_every_case():
     section = readme[readme.index("## Troubleshooting"):]
     for case, what, _build, exit_code, _words in CASES:
         assert f"| {what} | {exit_code} |" in section, f"README troubleshooting lacks the row for {case}: {what}"
+
+
+def test_crop_links_inside_the_set_or_allowed_ones_are_followed(tmp_path, capsys):
+    root = fx.ijb_dir(tmp_path / "ijb")
+    crops = root / "loose_crop"
+    (crops / "2.jpg").unlink()
+    (crops / "2.jpg").symlink_to(crops / "1.jpg")  # inside loose_crop/: fine
+    assert main(_align(root, tmp_path)) == 0
+    (tmp_path / "elsewhere.jpg").write_bytes(fx.jpeg(5, 64))
+    (crops / "2.jpg").unlink()
+    (crops / "2.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    assert main(_align(root, tmp_path / "refused")) == 2
+    assert main(_align(root, tmp_path / "allowed", "--allow-external-links")) == 0
+
+
+def test_a_quoted_value_in_an_error_is_cut_short(tmp_path, capsys):
+    build = next(case[2] for case in CASES if case[0] == "params-long-value")
+    assert main(build(tmp_path)) == 2
+    assert len(capsys.readouterr().err) < 1000  # the value is 100,000 characters
