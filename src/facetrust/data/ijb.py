@@ -100,20 +100,19 @@ def _field_problem(kind: type, field: str) -> str | None:
 
 def _first_bad_line(path: Path, kinds: list[type], parser_error: str) -> str:
     """Walk ``path`` and describe the first line that does not parse as ``kinds`` (slow path)."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                fields = raw.decode("utf-8").split()
-            except UnicodeDecodeError as exc:
-                return f"line {lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})"
-            if not fields:
-                continue
-            if len(fields) != len(kinds):
-                return f"line {lineno}: expected {len(kinds)} fields, found {len(fields)}"
-            for col, (kind, field) in enumerate(zip(kinds, fields), start=1):
-                problem = _field_problem(kind, field)
-                if problem:
-                    return f"line {lineno}, column {col}: {problem}"
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):  # \n, \r\n or \r
+        try:
+            fields = raw.decode("utf-8").split()
+        except UnicodeDecodeError as exc:
+            return f"line {lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        if not fields:
+            continue
+        if len(fields) != len(kinds):
+            return f"line {lineno}: expected {len(kinds)} fields, found {len(fields)}"
+        for col, (kind, field) in enumerate(zip(kinds, fields), start=1):
+            problem = _field_problem(kind, field)
+            if problem:
+                return f"line {lineno}, column {col}: {problem}"
     return f"not a table of {len(kinds)} space-separated columns ({parser_error})"
 
 
@@ -163,8 +162,9 @@ def _read_table(path: Path, kinds: list[type]) -> pd.DataFrame:
 
 def _row_lines(path: Path) -> np.ndarray:
     """1-based line number of each table row (the parser skips blank lines); for error messages."""
-    with open(path, "rb") as f:
-        return np.asarray([n for n, raw in enumerate(f, start=1) if raw.strip()], dtype=np.int64)
+    # bytes.splitlines ends a line at \n, \r\n and a lone \r alike, as the table parser does
+    lines = path.read_bytes().splitlines()
+    return np.asarray([n for n, raw in enumerate(lines, start=1) if raw.strip()], dtype=np.int64)
 
 
 def _unsafe_name(name: str) -> bool:
