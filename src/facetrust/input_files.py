@@ -11,6 +11,7 @@ linked to ``~/.ssh/id_rsa`` would otherwise be read, aligned and written into th
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -70,3 +71,21 @@ def check_inside(path: str | os.PathLike, root: str | os.PathLike, what: str = "
         raise InputError(f"{path}: a symlink to {target[:200]}, outside {root}: refused ({what}; "
                          "align --allow-external-links follows it)")
     return Path(path)
+
+
+# A number token with an exponent of 5 or more digits: pandas' C float parser (2.3) overflows the
+# exponent and crashes the process (a segmentation fault, found by benchmarks/fuzz_parsers.py on
+# the 14-byte line b" 6e49999999999"); float64 exponents have at most 3 digits.
+_HUGE_EXPONENT = re.compile(rb"(?<![^\s,\"])[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]{5,}(?![^\s,\"])")
+
+
+def refuse_huge_exponents(path: str | os.PathLike) -> None:
+    """InputError naming the line of a number with a 5-digit exponent, before pandas reads ``path``
+    (its C parser would crash the process on it)."""
+    data = read_regular(path, "table")
+    found = _HUGE_EXPONENT.search(data)
+    if found:
+        before = data[: found.start()]
+        line = len(before.splitlines()) + (not before or before.endswith((b"\n", b"\r")))
+        raise InputError(f"{path}: line {line}: number {found.group()[:40].decode('ascii')!r} has an exponent of "
+                         f"{len(found.group()) - found.group().lower().index(b'e') - 1} characters: not a float64")

@@ -35,7 +35,7 @@ from facetrust.align.warp import align_face
 from facetrust.data import recordio
 from facetrust.data.ijb import NAME_5PTS_SCORE, read_ijb_protocol
 from facetrust.data.images import BadImagePolicy, read_image_file
-from facetrust.input_files import check_inside
+from facetrust.input_files import check_inside, refuse_huge_exponents
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import atomic_path, write_text_atomic
 
@@ -214,6 +214,8 @@ def read_aligned(out_dir: Path) -> tuple[list[str], np.ndarray, "recordio.Indexe
     out_dir = Path(out_dir)
     index_path = out_dir / "index.csv"
     try:
+        if index_path.exists():
+            refuse_huge_exponents(index_path)  # pandas' parser crashes on a 5-digit exponent
         index = pd.read_csv(index_path, dtype={"image": str})
     except FileNotFoundError:
         raise InputError(f"{index_path}: missing (not an aligned directory)") from None

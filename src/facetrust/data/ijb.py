@@ -24,7 +24,7 @@ import pandas as pd
 
 from facetrust.data.images import BadImagePolicy
 from facetrust.errors import ConfigError, InputError
-from facetrust.input_files import check_regular
+from facetrust.input_files import check_regular, refuse_huge_exponents
 
 log = logging.getLogger("facetrust.data")
 
@@ -150,6 +150,7 @@ def _read_table(path: Path, kinds: list[type]) -> pd.DataFrame:
     if not path.exists():
         raise InputError(f"{path}: protocol file not found")
     check_regular(path, "protocol file")  # a FIFO would block the parser
+    refuse_huge_exponents(path)
     # The release separates fields by one space, which the C parser reads twice as fast as any
     # whitespace (sep=r"\s+"); the latter is the fallback for hand-edited files.
     parser_error = ""

@@ -28,6 +28,9 @@ from facetrust.formats import metrics_record, plain_float
 
 def image_quality(images: np.ndarray, quality_csv: str | Path, set_name: str | None) -> np.ndarray:
     """Known quality of each image from ``quality.csv`` (``image`` or ``<set>/<image>``)."""
+    from facetrust.input_files import refuse_huge_exponents
+
+    refuse_huge_exponents(quality_csv)  # pandas' parser crashes on a 5-digit exponent
     table = pd.read_csv(quality_csv)
     for column in ("image", "quality"):
         if column not in table.columns:

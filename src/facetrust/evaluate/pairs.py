@@ -247,6 +247,9 @@ def pair_units(path, images: np.ndarray, identities_csv=None):
     pairs = unit.reshape(-1, 2)
     subjects = None
     if identities_csv is not None:
+        from facetrust.input_files import refuse_huge_exponents
+
+        refuse_huge_exponents(identities_csv)  # pandas' parser crashes on a 5-digit exponent
         table = pd.read_csv(identities_csv)
         known = dict(zip(table["image"].astype(str), table["identity"].astype(np.int64)))
         missing = [n for n in names if n not in known]
