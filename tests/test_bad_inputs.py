@@ -2,7 +2,7 @@
 and no traceback; a few rows show the ``on_bad_image: skip`` policy instead (exit 0, counted).
 
 Each row is (id, what the user did, argv builder, exit code, words the message must hold).  The
-README's "Troubleshooting" section lists the same rows; ``test_readme_lists_every_case`` keeps the
+docs/troubleshooting.md lists the same rows; ``test_troubleshooting_lists_every_case`` keeps the
 two in step.  Commands run in-process through ``facetrust.cli.main`` (a subprocess costs ~1.5 s).
 """
 
@@ -541,11 +541,10 @@ def test_skip_policy_counts_and_leaves_the_bad_images_out(tmp_path, capsys):
     assert [line.split(",")[0] for line in index[1:]] == ["1.jpg", "3.jpg"]
 
 
-def test_readme_lists_every_case():
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Troubleshooting"):]
+def test_troubleshooting_lists_every_case():
+    section = (REPO / "docs" / "troubleshooting.md").read_text()
     for case, what, _build, exit_code, _words in CASES:
-        assert f"| {what} | {exit_code} |" in section, f"README troubleshooting lacks the row for {case}: {what}"
+        assert f"| {what} | {exit_code} |" in section, f"docs/troubleshooting.md lacks the row for {case}: {what}"
 
 
 def test_crop_links_inside_the_set_or_allowed_ones_are_followed(tmp_path, capsys):

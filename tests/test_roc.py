@@ -113,3 +113,35 @@ def test_write_roc_downsamples_log_spaced_and_round_trips(tmp_path):
     assert rows[0] == "fpr,tpr,threshold" and len(rows) == small[0].size + 1
     with pytest.raises(ConfigError):
         write_roc(tmp_path / "roc.txt", fpr, tpr, thr)
+
+
+@pytest.mark.parametrize("method", ["nearest", "strict"])
+def test_operating_points_are_thresholds_that_give_the_read_far_and_tar(method):
+    """Accepting the pairs scoring >= the stored threshold gives exactly the point's FAR and TAR, and
+    TAR is the one tar_at_far reads (so a decision at that threshold is the benchmark's operating point)."""
+    from facetrust.evaluate.roc import operating_points
+
+    rng = np.random.default_rng(7)
+    labels = np.r_[np.ones(300, dtype=np.int8), np.zeros(3000, dtype=np.int8)]
+    scores = np.round(np.r_[rng.normal(0.6, 0.2, 300), rng.normal(0.0, 0.2, 3000)], 3)  # ties on purpose
+    fpr, tpr, thresholds = roc_points(labels, scores)
+    fars = [1e-3, 1e-2, 1e-1]
+    points = operating_points(fpr, tpr, thresholds, fars, method)
+    tars = tar_at_far(fpr, tpr, fars, method=method)
+    for far in fars:
+        point = points[far_key(far)]
+        assert point["threshold"] is not None
+        measured_fpr, measured_tpr = brute_force_rates(labels, scores, [point["threshold"]])
+        assert measured_fpr[0] == point["far"] and measured_tpr[0] == point["tar"] == tars[far_key(far)]
+        if method == "strict":
+            assert point["far"] <= far
+
+
+def test_operating_point_below_every_impostor_is_accept_nothing():
+    from facetrust.evaluate.roc import operating_points
+
+    labels = np.array([1, 1, 0, 0, 0])
+    scores = np.array([0.1, 0.9, 0.95, 0.5, 0.2])  # the best impostor beats most genuine pairs
+    fpr, tpr, thresholds = roc_points(labels, scores)
+    point = operating_points(fpr, tpr, thresholds, [1e-6], "strict")["1e-06"]
+    assert point == {"threshold": None, "far": 0.0, "tar": 0.0}  # +inf: JSON null

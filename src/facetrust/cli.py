@@ -494,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-fraction", type=float, default=0.5)
     p.set_defaults(func=cmd_evaluate)
 
+    from facetrust.verify.cli import add_verify_parser
+
+    add_verify_parser(sub, MODEL_UNCERTAINTY_CHOICES)
+
     from facetrust.explain.cli import add_explain_parsers
 
     add_explain_parsers(sub)

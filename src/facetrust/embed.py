@@ -83,7 +83,7 @@ class _TestSet:
             yield torch.stack([prepare(self.decode(i)) for i in range(start, min(start + batch_size, len(self)))])
 
 
-def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict, extras: dict):
+def uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict, extras: dict):
     """A function (embedding, feature_map) -> uncertainty (N,) float32 (larger = less certain), and its kind.
 
     A head fitted by ``fit-head`` (``head_dir``; PFE, SCF, SCF-G) reads the feature map; otherwise
@@ -110,6 +110,21 @@ def _uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict
 
 
 @torch.no_grad()
+def embed_batch(backbone, inputs: torch.Tensor, *, flip: bool = True, estimate=None
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """One batch of normalised inputs (N, 3, H, W): ``(original embeddings, original + mirrored
+    (InsightFace F1) or None without flip, uncertainty of the original images or None)``, float32."""
+    if getattr(estimate, "reads_feature_map", False):
+        embedding, feature_map = backbone(inputs, return_feature_map=True)
+    else:  # an ONNX model may have no feature map output
+        embedding, feature_map = backbone(inputs), None
+    original = embedding.float().numpy()
+    fused = original + backbone(torch.flip(inputs, dims=[3])).float().numpy() if flip else None
+    uncertainty = estimate(embedding, feature_map) if estimate is not None else None
+    return original, fused, uncertainty
+
+
+@torch.no_grad()
 def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int = 256, flip: bool = True,
               head_dir: Path | None = None, uncertainty: str | None = None,
               max_decoded_pixels: int = MAX_DECODED_PIXELS) -> dict:
@@ -127,23 +142,18 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     backbone, config, extras = load_model(model_dir)
     backbone.eval()
     input_size = tuple(config["input_size"])
-    estimate, uncertainty_kind = _uncertainty_estimator(uncertainty, head_dir, config, extras)
-    reads_map = bool(getattr(estimate, "reads_feature_map", False))
+    estimate, uncertainty_kind = uncertainty_estimator(uncertainty, head_dir, config, extras)
     data = _TestSet(Path(testset))
     data.check_pixel_budget(max_decoded_pixels)
     originals, fused, uncertainties = [], [], []
     batches = data.batches(batch_size, lambda image: to_tensor(fit_to_size(image, input_size)))
     for inputs in tqdm(batches, total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}", unit="batch"):
-        if reads_map:
-            embedding, feature_map = backbone(inputs, return_feature_map=True)
-        else:  # an ONNX model may have no feature map output
-            embedding, feature_map = backbone(inputs), None
-        originals.append(embedding.float().numpy())
+        original, with_flip, uncertainty_batch = embed_batch(backbone, inputs, flip=flip, estimate=estimate)
+        originals.append(original)
         if flip:
-            flipped = backbone(torch.flip(inputs, dims=[3])).float().numpy()
-            fused.append(originals[-1] + flipped)
+            fused.append(with_flip)
         if estimate is not None:
-            uncertainties.append(estimate(embedding, feature_map))
+            uncertainties.append(uncertainty_batch)
     embedding_noflip = np.concatenate(originals).astype(np.float32)
     arrays = {
         "image": np.asarray(data.names, dtype=str),

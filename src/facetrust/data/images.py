@@ -120,7 +120,9 @@ def _decode_pil(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(payload)) as image:
                 _check_pixels(image.height, image.width, where, max_pixels)
-                return np.asarray(image.convert("RGB"), dtype=np.uint8)
+                # np.array, not asarray: Pillow's buffer is read-only, and torch.from_numpy of a
+                # read-only array warns (and would let a tensor write into it)
+                return np.array(image.convert("RGB"), dtype=np.uint8)
     except InputError:
         raise
     except MemoryError:

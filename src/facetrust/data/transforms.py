@@ -16,7 +16,10 @@ PIXEL_SCALE = 127.5
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 H x W x 3 RGB -> float32 3 x H x W in [-1, 1] (InsightFace normalisation)."""
-    return normalize_chw(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # e.g. np.asarray of a PIL image: torch.from_numpy warns on those
+        image = image.copy()
+    return normalize_chw(torch.from_numpy(image).permute(2, 0, 1))
 
 
 def normalize_chw(image: torch.Tensor) -> torch.Tensor:
@@ -88,4 +91,4 @@ def fit_to_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     from PIL import Image
 
     resized = Image.fromarray(np.ascontiguousarray(image)).resize((target_w, target_h), Image.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
+    return np.array(resized, dtype=np.uint8)  # writable (np.asarray of a PIL image is not)

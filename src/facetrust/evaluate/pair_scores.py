@@ -25,8 +25,8 @@ from sklearn.metrics import auc as area_under_curve
 
 from facetrust.errors import InputError
 from facetrust.evaluate.pairs import ACCURACY_STEP, TenFoldResult, ten_fold_from_distance
-from facetrust.evaluate.roc import (DEFAULT_IJB_FARS, SKLEARN_CONVENTION, far_key, plain_float, roc_points,
-                                    tar_at_far, tar_table, write_roc)
+from facetrust.evaluate.roc import (DEFAULT_IJB_FARS, SKLEARN_CONVENTION, far_key, operating_points, plain_float,
+                                    roc_points, tar_at_far, tar_table, write_roc)
 from facetrust.formats import ISSAME, PAIRED_DIFFERENCES, SCORE_NAMES, metrics_record
 from facetrust.io import write_json_atomic
 from facetrust.npz import check_declared_sizes
@@ -114,6 +114,7 @@ def run_evaluate_pair_scores(scores_path: str | os.PathLike, out_json: str | os.
         val_at_far={key: plain_float(result.val)}, val_std_at_far={key: plain_float(result.val_std)},
         far_achieved={key: plain_float(result.far)},
         tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method="nearest")),
+        threshold_at_far=operating_points(fpr, tpr, thresholds, fars),
         auc=plain_float(area_under_curve(fpr, tpr)),
         **{PAIRED_DIFFERENCES: differences},
     )

@@ -33,6 +33,7 @@ from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
     far_key,
+    operating_points,
     plain_float,
     roc_points,
     tar_at_far,
@@ -336,6 +337,7 @@ def run_evaluate_pairs(
         val_std_at_far={key: plain_float(result.val_std)},
         far_achieved={key: plain_float(result.far)},
         tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method="nearest")),
+        threshold_at_far=operating_points(fpr, tpr, thresholds, fars),
         auc=plain_float(area_under_curve(fpr, tpr)),
         **error_bars.resolution_fields(fars, int(issame.size - issame.sum())),
     )

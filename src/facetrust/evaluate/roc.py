@@ -217,6 +217,36 @@ def tar_at_far(fpr, tpr, fars: Iterable[float] = DEFAULT_IJB_FARS, method: str =
     return {far_key(far): tar_function(fpr, tpr, float(far)) for far in fars}
 
 
+#: How :func:`operating_points` picks each FAR's ROC point (written into every metrics file).
+OPERATING_POINT_READING = ("the ROC point whose FPR is nearest the FAR (ties: the larger TPR; 'strict' TAR reading: "
+                           "the largest TPR with FPR <= FAR); pairs scoring >= threshold are accepted")
+
+
+def operating_points(fpr, tpr, thresholds, fars: Iterable[float] = DEFAULT_IJB_FARS,
+                     method: str = "nearest") -> dict[str, dict[str, float | None]]:
+    """``{far_key(far): {"threshold", "far", "tar"}}``: the decision threshold of each FAR's ROC point.
+
+    The point is the one TAR is read at (:data:`OPERATING_POINT_READING`; the ``interpolate`` reading
+    has no single point, so it gets the nearest one).  Accepting the evaluated pairs whose score is
+    >= ``threshold`` gives exactly ``far`` (the point's FPR, not the target) and ``tar``.  A
+    threshold of +inf (accept nothing: no point has a positive FPR that low) is written as None.
+    """
+    if method not in _TAR_FUNCTIONS:
+        raise ConfigError(f"tar_method: {method!r} is not one of {list(TAR_METHODS)}")
+    fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    points = {}
+    for far in fars:
+        if method == "strict":
+            index = int(np.flatnonzero(fpr <= float(far))[-1])  # fpr[0] = 0: never empty; tpr ascends
+        else:
+            distance = np.abs(fpr - float(far))
+            index = int(np.flatnonzero(distance == distance.min())[-1])  # the last tied point: the largest TPR
+        points[far_key(far)] = {"threshold": plain_float(thresholds[index]), "far": plain_float(fpr[index]),
+                                "tar": plain_float(tpr[index])}
+    return points
+
+
 def downsample_roc(fpr, tpr, thresholds, n_points: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """At most about ``n_points`` ROC points, log-spaced in FPR, for plots (TAR is never read off it).
 

@@ -24,19 +24,21 @@ from pathlib import Path
 from facetrust.errors import InputError
 
 
-def _load_image(path: Path, input_size):
-    """An aligned face image file as the model's input tensor (3, H, W)."""
-    import numpy as np
-    from PIL import Image
+def _load_pair(args: argparse.Namespace, input_size):
+    """IMG1 and IMG2 as the model's input tensors (3, H, W): detected and aligned unless they are
+    aligned crops of the input size or ``--aligned`` (:mod:`facetrust.align.photo`); what was done
+    to a photograph is said on stderr, one line each."""
+    import sys
 
-    from facetrust.data.transforms import fit_to_size, to_tensor
+    from facetrust.align.photo import prepare_files
+    from facetrust.data.transforms import to_tensor
 
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable image ({error})") from None
-    return to_tensor(fit_to_size(pixels, input_size))
+    faces = prepare_files([args.img1, args.img2], input_size, aligned=args.aligned, no_face=args.no_face,
+                          min_score=args.min_score)
+    for face in faces:
+        if face.note:
+            print(face.note, file=sys.stderr)
+    return to_tensor(faces[0].pixels), to_tensor(faces[1].pixels)
 
 
 def _params(path: Path | None) -> dict:
@@ -78,7 +80,7 @@ def run_xcos(args: argparse.Namespace) -> Path:
         threshold = sum(folds) / len(folds)
     model, config, _ = load_xcos(args.model)
     size = tuple(config["input_size"])
-    image1, image2 = _load_image(args.img1, size), _load_image(args.img2, size)
+    image1, image2 = _load_pair(args, size)
     pair = {"image1": image1, "image2": image2, **explain_pair(model, image1, image2),
             "title": f"{args.img1.name} vs {args.img2.name}"}
     return plot_xcos_pairs([pair], threshold, args.out)
@@ -99,7 +101,7 @@ def run_map(args: argparse.Namespace) -> Path:
 
     torch.manual_seed(args.seed)
     embed, size = load_embedder(args.model)
-    image1, image2 = _load_image(args.img1, size), _load_image(args.img2, size)
+    image1, image2 = _load_pair(args, size)
     options = {"steps": args.steps} if args.method == "gradient" else {"num_masks": args.masks, "seed": args.seed}
     result = pair_map(args.method, embed, image1, image2, **options)
     return plot_pair_map(image1, image2, result.similarity, result.dissimilarity, args.out,
@@ -185,16 +187,19 @@ def run_invert(args: argparse.Namespace) -> dict:
 
 def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     """Add ``explain`` with its subcommands; each sets ``func``."""
+    from facetrust.align.photo import add_photo_options
+
     explain = subparsers.add_parser("explain", help="explanations: xCos, similarity maps, faithfulness, inversion")
     commands = explain.add_subparsers(dest="explain_command", required=True)
 
     p = commands.add_parser("xcos", help="the xCos picture of a pair: grid, cosine map, attention, decision")
-    p.add_argument("img1", type=Path, help="first face (aligned crop)")
-    p.add_argument("img2", type=Path, help="second face (aligned crop)")
+    p.add_argument("img1", type=Path, help="first face (photograph or aligned crop)")
+    p.add_argument("img2", type=Path, help="second face (photograph or aligned crop)")
     p.add_argument("--model", type=Path, required=True, help="xCos model directory (facetrust train-xcos)")
     p.add_argument("--threshold", type=float, help="decision threshold on xCos (the cosine map's palette centre)")
     p.add_argument("--metrics", type=Path, help="an xCos metrics file: its mean 10-fold threshold")
     p.add_argument("--out", type=Path, required=True, help="figure (.png)")
+    add_photo_options(p)
     p.set_defaults(func=_printing(run_xcos))
 
     p = commands.add_parser("score", help="xCos, cosine of the same network and of a standard model, per pair")
@@ -206,7 +211,7 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=_printing(run_score))
 
     p = commands.add_parser("map", help="gradient or perturbation similarity map of a pair")
-    p.add_argument("img1", type=Path, help="the face explained (aligned crop)")
+    p.add_argument("img1", type=Path, help="the face explained (photograph or aligned crop)")
     p.add_argument("img2", type=Path, help="the face it is compared with")
     p.add_argument("--model", type=Path, required=True, help="trained model or xCos model directory")
     p.add_argument("--method", choices=("gradient", "perturbation"), default="gradient")
@@ -214,6 +219,7 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--masks", type=int, default=1000, help="random masks of the perturbation map")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="figure (.png)")
+    add_photo_options(p)
     p.set_defaults(func=_printing(run_map))
 
     p = commands.add_parser("faithfulness", help="deletion/insertion and known-truth localisation of every method")

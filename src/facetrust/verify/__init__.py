@@ -1,0 +1,1 @@
+"""facetrust.verify: verification of photographs with a decision, uncertainties and an explanation."""

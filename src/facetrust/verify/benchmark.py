@@ -1,0 +1,133 @@
+"""What a benchmark says about one verification: the decision threshold at a FAR (from a metrics
+file's ``threshold_at_far``, the ROC point TAR was read at) and where a face's uncertainty lies
+among the benchmark's images (from the embeddings file the metrics came from)."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facetrust.errors import InputError
+from facetrust.formats import far_key, read_metrics, test_set_of
+
+
+@dataclass
+class OperatingPoint:
+    """``score >= threshold`` is "same"; ``threshold`` None accepts nothing (+inf)."""
+
+    threshold: float | None
+    far: float | None  # the target FAR asked for (None: a threshold given by hand)
+    roc_far: float | None  # the FPR of the ROC point on the benchmark
+    roc_tar: float | None
+    score: str
+    flip: bool
+    test_set: str | None
+    source: str | None
+
+    def record(self) -> dict:
+        return {"threshold": self.threshold, "far": self.far, "roc_far": self.roc_far, "roc_tar": self.roc_tar,
+                "score": self.score, "test_set": self.test_set, "metrics": self.source,
+                "rule": "same identity when score >= threshold"}
+
+    def describe(self) -> str:
+        threshold = "+inf (accept nothing)" if self.threshold is None else f"{self.threshold:.6g}"
+        if self.far is None:
+            return f"{self.score} threshold {threshold} (given)"
+        return (f"{self.score} threshold {threshold} at FAR {self.far:.0e} on {self.test_set} (the ROC point at "
+                f"FAR {self.roc_far:.3g}, TAR {self.roc_tar:.4g}; {self.source})")
+
+
+def metrics_score(metrics: dict) -> str:
+    """The comparison score a metrics file was evaluated with."""
+    settings = metrics.get("settings") or {}
+    if "score_name" in settings:
+        return str(settings["score_name"])
+    if settings.get("source") == "pair scores file":  # evaluate pairs --scores: the score's own name
+        return str(settings.get("score"))
+    return "cosine"
+
+
+def operating_point(metrics_path: str | Path, far: float, score: str | None) -> OperatingPoint:
+    """The threshold of ``metrics_path`` at ``far`` (one of the FARs it was evaluated at)."""
+    metrics = read_metrics(metrics_path)
+    settings = metrics.get("settings") or {}
+    evaluated = metrics_score(metrics)
+    if score is not None and score != evaluated:
+        raise InputError(f"{metrics_path}: evaluated with score {evaluated!r}, not {score!r}: its thresholds "
+                         f"are in that score's units")
+    if "uncertainty" in settings and evaluated != "cosine":
+        raise InputError(f"{metrics_path}: a control row ({settings['uncertainty']}): its {evaluated} thresholds "
+                         f"assume one constant uncertainty for every image, not this face's")
+    points = metrics.get("threshold_at_far")
+    if not isinstance(points, dict):
+        raise InputError(f"{metrics_path}: no 'threshold_at_far' (written by facetrust evaluate since thresholds "
+                         f"are stored; evaluate again)")
+    key = far_key(far)
+    point = points.get(key)
+    if not isinstance(point, dict) or "threshold" not in point:
+        raise InputError(f"{metrics_path}: threshold_at_far has no FAR {key}; it has {', '.join(points) or 'none'}")
+    return OperatingPoint(point["threshold"], float(far), point.get("far"), point.get("tar"), evaluated,
+                          bool(settings.get("flip", True)), test_set_of(metrics) or None, str(metrics_path))
+
+
+def model_uncertainty_of(embeddings_path: str | Path) -> str | None:
+    """The embeddings file's ``uncertainty_kind`` when it is one of the model's own estimates
+    (``embed --uncertainty``: emb_norm, magface, entropy, scale), else None (a fitted head, whose
+    directory the file does not name, or no file)."""
+    from facetrust.models.uncertainty.methods import MODEL_UNCERTAINTIES
+    from facetrust.npz import load_npz, npz_keys
+
+    path = Path(embeddings_path)
+    try:
+        if not path.is_file() or "uncertainty_kind" not in npz_keys(path):
+            return None
+        kind = str(load_npz(path, ["uncertainty_kind"])["uncertainty_kind"])
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable embeddings .npz ({error})") from None
+    return kind if kind in MODEL_UNCERTAINTIES else None
+
+
+def benchmark_uncertainty(embeddings_path: str | Path, kind: str | None) -> tuple[np.ndarray | None, str]:
+    """The benchmark images' uncertainties of ``kind`` from an embeddings file, or (None, why not)."""
+    from facetrust.npz import load_npz, npz_keys
+
+    path = Path(embeddings_path)
+    if kind is None:
+        return None, "the model gives no uncertainty"
+    if not path.is_file():
+        return None, f"{path}: no such embeddings file"
+    try:
+        keys = npz_keys(path)
+        if "uncertainty" not in keys:
+            return None, f"{path} holds no uncertainty"
+        data = load_npz(path, [k for k in ("uncertainty", "uncertainty_kind") if k in keys])
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable embeddings .npz ({error})") from None
+    theirs = str(data["uncertainty_kind"]) if "uncertainty_kind" in data else None
+    if theirs != kind:
+        return None, f"{path} holds uncertainty {theirs!r}, this model gives {kind!r}"
+    values = np.asarray(data["uncertainty"], dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None, f"{path}: no finite uncertainty"
+    return values, ""
+
+
+def placement(value: float, benchmark: np.ndarray, test_set: str, face: str) -> dict:
+    """Where ``value`` lies among the benchmark's uncertainties (larger = less certain)."""
+    less_certain_share = float(np.mean(benchmark >= value))  # images at least this uncertain
+    more_certain_share = float(np.mean(benchmark <= value))
+    if less_certain_share <= 0.5:
+        short = f"least certain {_percent(less_certain_share)}"
+    else:
+        short = f"most certain {_percent(more_certain_share)}"
+    return {"share_at_least_as_uncertain": less_certain_share, "share_at_most_as_uncertain": more_certain_share,
+            "text": f"{face} is in the {short} of {test_set} images", "short": f"{face}: {short} of {test_set}"}
+
+
+def _percent(share: float) -> str:
+    percent = 100.0 * share
+    return f"{percent:.1f} %" if percent < 10 else f"{percent:.0f} %"
