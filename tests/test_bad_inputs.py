@@ -473,7 +473,7 @@ BUDGET_CASES = [
      ["train.idx", "key 2 points at offset", "the record of key 1"]),
     ("ijb-huge-exponent", "a number with a 5-digit exponent in an IJB meta file (crashed pandas' parser)",
      _ijb_edit("name_5pts_score", "2.jpg 23.1500", "2.jpg 6e49999999999"), 2,
-     ["ijbx_name_5pts_score.txt", "line 2", "'6e49999999999' has an exponent of 11 characters"]),
+     ["ijbx_name_5pts_score.txt", "line 2", "'6e49999999999' has an exponent of 11 digits"]),
     ("ijb-duplicate-pair", "a pair listed twice in an IJB pair file", _duplicate_pair, 2,
      ["ijbx_template_pair_label.txt", "line 2", "repeats line 1", "--duplicate-pairs drop"]),
 ]

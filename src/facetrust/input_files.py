@@ -76,7 +76,9 @@ def check_inside(path: str | os.PathLike, root: str | os.PathLike, what: str = "
 # A number token with an exponent of 5 or more digits: pandas' C float parser (2.3) overflows the
 # exponent and crashes the process (a segmentation fault, found by benchmarks/fuzz_parsers.py on
 # the 14-byte line b" 6e49999999999"); float64 exponents have at most 3 digits.
-_HUGE_EXPONENT = re.compile(rb"(?<![^\s,\"])[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]{5,}(?![^\s,\"])")
+# Matched anywhere (a digit or point, then the exponent), not only as a whole token: the parser
+# reads a number's prefix before it looks at what follows (found: "…91e4009999…" inside a field).
+_HUGE_EXPONENT = re.compile(rb"[0-9.][eE][-+]?[0-9]{5,}")
 
 
 def refuse_huge_exponents(path: str | os.PathLike) -> None:
@@ -87,5 +89,7 @@ def refuse_huge_exponents(path: str | os.PathLike) -> None:
     if found:
         before = data[: found.start()]
         line = len(before.splitlines()) + (not before or before.endswith((b"\n", b"\r")))
-        raise InputError(f"{path}: line {line}: number {found.group()[:40].decode('ascii')!r} has an exponent of "
-                         f"{len(found.group()) - found.group().lower().index(b'e') - 1} characters: not a float64")
+        token = data[data.rfind(b" ", 0, found.start()) + 1 : found.end()].split(b",")[-1].strip()
+        raise InputError(f"{path}: line {line}: number {token[:40].decode('ascii', 'replace')!r} has an exponent of "
+                         f"{len(found.group()) - 2 if found.group()[2:3].isdigit() else len(found.group()) - 3} "
+                         "digits: not a float64 (and pandas' parser would crash on it)")
