@@ -456,6 +456,9 @@ def read_idx(idx_path: str | os.PathLike) -> tuple[list[int], dict[int, int]]:
                 ) from None
             if offset < 0:
                 raise InputError(f"{idx_path}: line {line_no}: key {key} has negative offset {offset}")
+            if not (-(2**63) <= key < 2**63 and offset < 2**63):  # a 5,000-digit key would overflow later
+                raise InputError(f"{idx_path}: line {line_no}: key or offset outside the 64-bit integer range: "
+                                 f"{raw[:80]!r}")
             if key in offsets:
                 raise InputError(f"{idx_path}: line {line_no}: duplicate key {key}")
             keys.append(key)
