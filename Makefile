@@ -1,5 +1,6 @@
 # facetrust quick start:  `make run`  (set-up + main job on the embedded default)
 #                         `make test` (set-up + the whole test suite)
+#                         `make test-fast` (the unit tests: no end-to-end or integration test)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ CORES ?= all
 TARGET ?= results/ijbc_table.csv
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install install-test mxnet-reference all-reports dag install-profile lint slurm-deps bench browser-deps
+.PHONY: run test test-fast install install-test mxnet-reference all-reports dag install-profile lint slurm-deps bench browser-deps
 
 ## run: create .venv, install pinned deps, run the main job on the embedded default
 run: install
@@ -28,6 +29,11 @@ all-reports: install
 ## test: create .venv if missing, install test deps, run the whole suite
 test: install-test mxnet-reference browser-deps
 	$(BIN)/python -m pytest
+
+## test-fast: the unit tests only (markers `slow` and `integration` left out: no Snakemake DAG run,
+##            no SLURM/DVC/browser/MXNet set-up, no benchmark script); a few minutes on 2 cores
+test-fast: install-test
+	$(BIN)/python -m pytest -m "not slow and not integration"
 
 install: $(VENV)/.installed
 

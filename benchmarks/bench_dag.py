@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from harness import machine
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -100,7 +101,8 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     result = {"benchmark": "dag", "models": n_models, "test_sets": 4, "jobs": jobs, "dry_run_s": round(seconds, 2), "dry_run_cpu_s": round(cpu_seconds, 2),
               "target_s": TARGET_S, "ratio_to_target": round(seconds / TARGET_S, 3),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+              "ratio": round(seconds / TARGET_S, 3),  # time / target: <= 1 meets it
+              "machine": machine()}
     print(f"snakemake -n: {n_models} models x 4 test sets, {jobs} jobs: {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU "
           f"(target {TARGET_S:.0f} s, ratio {seconds / TARGET_S:.2f})")
     if not args.quick:

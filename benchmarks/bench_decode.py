@@ -271,6 +271,8 @@ def main() -> None:
     result["dataloader_images_per_s"] = {w: c["normalized_cpu"] for w, c in result["dataloader"].items()}
     result["agreement"] = agreement(rec_dir, n)
     result["mxnet"] = mxnet_side(args.mxnet_python, rec_dir, n, repeat, min(n, 200), work)
+    # Headline: ours (the trainer's sample path) as a fraction of the bare decoder (goal >= 0.9).
+    result["ratio"] = result["rates"]["ours_sample"] / result["rates"]["limit_decode_jpeg"]
     report(result, args.mxnet_python)
     path = write_result("recordio_decode", result, work if args.quick else results_dir(args))
     print(f"wrote {path}")

@@ -17,6 +17,13 @@ protocol cache filled by an untimed run, then best of ``--repeat``), and the dis
 
     python benchmarks/bench_ijb.py [--repeat 3] [--quick] [--compare-src DIR]
 
+Both kinds of protocol are run: the one above (continuous scores, no ties) and one with tied
+float64 scores (``ijbc_synth.py --ties``: 10 % duplicate templates, 1 % repeated pairs,
+int8-quantised features), each beside the reference; the tied one reports how many pairs the
+exact TAR rescored in float64 (``exact_tar.py``: only those the float32 error bound cannot order).
+Ours and the reference run with the same number of BLAS/OpenMP threads (``--threads``, default 1,
+recorded).  ``--size-fraction F`` scales every count of the protocol by F (a smaller machine).
+
 ``--compare-src DIR`` also runs another checkout's ``src`` on the same inputs and checks that the
 metrics and ROC files are byte-identical (how the fast path was verified against the old one).
 """
@@ -24,6 +31,8 @@ metrics and ROC files are byte-identical (how the fast path was verified against
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import filecmp
 import json
 import sys
@@ -65,7 +74,7 @@ def parse_seconds(protocol: Path) -> float:
 def run_reference(protocol: Path, embeddings: Path, out: Path) -> dict:
     command = [sys.executable, str(Path(__file__).with_name("ijb_reference.py")), "--protocol", str(protocol),
                "--name", ijbc_synth.NAME, "--embeddings", str(embeddings), "--out", str(out / "reference.json")]
-    run = run_measured(command)
+    run = run_measured(command, child_env())
     result = json.loads((out / "reference.json").read_text())
     result.update({key: run[key] for key in ("wall_s", "cpu_s", "max_rss_mib")})
     return result
@@ -188,23 +197,9 @@ def report(result: dict) -> str:
     return table(rows, ["", "wall", "CPU", "peak RSS"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--compare-src", type=Path, help="another checkout's src/ to byte-compare outputs with")
-    parser.add_argument("--stages", nargs=2, metavar=("PROTOCOL", "EMBEDDINGS"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.stages:
-        return stages_main(*args.stages)
-    sizes = ijbc_synth.QUICK if args.quick else ijbc_synth.Sizes()
-    repeat = 1 if args.quick else args.repeat
-    begin = time.perf_counter()
-    root = ijbc_synth.ensure(args.work, sizes, args.seed)
+def compare(root: Path, work: Path, repeat: int, full: bool, compare_src: Path | None) -> dict:
+    """Ours beside the reference on the protocol at ``root``: times, memory, agreement, ratios."""
     embeddings = root / "embeddings.npz"
-    work = args.work / f"{root.name}-bench"
-    print(f"protocol {root} ({time.perf_counter() - begin:.0f} s to generate or find)", flush=True)
-
     ours = run_ours(root, embeddings, work / "out-1", work / "cache", repeat)
     reference = run_reference(root, embeddings, work)
     agree = agreement(ours["metrics"], reference)
@@ -214,36 +209,93 @@ def main() -> None:
     result["ratio_wall"] = reference["times"]["scoring_roc_s"] / ours["wall_s"]
     result["ratio_cpu"] = reference["times"]["scoring_roc_cpu_s"] / ours["cpu_s_min"]
     result["peak_rss_ratio"] = reference["max_rss_mib"] / ours["max_rss_mib"]
-    if args.compare_src:
-        result["byte_identical_to_compare_src"] = compare_sources(args.compare_src, root, embeddings, work / "out-1", work)
-    if not args.quick:
-        result["stages"] = stage_breakdown(root, embeddings, work / "cache")
+    result["stages"] = stage_breakdown(root, embeddings, work / "cache")
+    if compare_src:
+        result["byte_identical_to_compare_src"] = compare_sources(compare_src, root, embeddings, work / "out-1", work)
+    if full:
         result["sgemm_gflops"] = sgemm_gflops()
         stages = result["stages"]
         result["floor_s"] = stages["floor_flops"] / (result["sgemm_gflops"] * 1e9) + stages["one_pass_s"]
-        result["scaling"] = scaling(root, embeddings, work, repeat, args.seed)
+    return result
+
+
+def print_comparison(title: str, result: dict) -> None:
+    print(f"\n## {title}")
     print(report(result))
-    for far, row in agree["tar_at_far"].items():
+    for far, row in result["agreement"]["tar_at_far"].items():
         print(f"TAR@FAR={far}: ours {row['ours']:.6f}  reference {row['reference']:.6f}  "
               f"(float32 scores {row['reference_float32_scores']:.6f})  pairs apart {row['pairs_apart']}")
-    print(f"AUC difference {agree['auc_difference']:.2e}; TAR equal at every FAR: {agree['equal_at_every_far']}")
-    if "scaling" in result:
-        points = ", ".join(f"{p['pairs']:,}: {p['wall_s']:.2f} s" for p in result["scaling"]["points"])
-        print(f"scaling (wall): {points}; exponent {result['scaling']['exponent_wall']:.2f} "
-              f"(CPU {result['scaling']['exponent_cpu']:.2f})")
+    print(f"AUC difference {result['agreement']['auc_difference']:.2e}; "
+          f"TAR equal at every FAR: {result['agreement']['equal_at_every_far']}")
+    stages = result["stages"]
+    print("stages: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s"))
+          + f"; {stages['rescored_pairs']:,} of {result['sizes']['n_pairs']:,} pairs rescored in float64 "
+          "for the exact TAR")
+
+
+def disagrees(result: dict) -> bool:
+    agree = result["agreement"]
+    return (not agree["equal_at_every_far"] or agree["auc_difference"] > 1e-6
+            or result.get("byte_identical_to_compare_src") is False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare-src", type=Path, help="another checkout's src/ to byte-compare outputs with")
+    parser.add_argument("--size-fraction", type=float, default=1.0,
+                        help="scale every count of the IJB-C-sized protocol (e.g. 0.25 on a small, shared machine)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads of both sides")
+    parser.add_argument("--ties", type=float, default=0.1, help="duplicate-template fraction of the tied protocol")
+    parser.add_argument("--stages", nargs=2, metavar=("PROTOCOL", "EMBEDDINGS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stages:
+        return stages_main(*args.stages)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(args.threads)  # child_env passes them to both sides
+    full_sizes = ijbc_synth.Sizes()
+    if args.size_fraction != 1.0:
+        full_sizes = dataclasses.replace(full_sizes, **{
+            field: max(1, round(getattr(full_sizes, field) * args.size_fraction))
+            for field in ("n_images", "n_templates", "n_subjects", "n_pairs", "n_genuine")})
+    sizes = ijbc_synth.QUICK if args.quick else full_sizes
+    repeat = 1 if args.quick else args.repeat
+    begin = time.perf_counter()
+    root = ijbc_synth.ensure(args.work, sizes, args.seed)
+    tied_root = ijbc_synth.ensure(args.work, sizes, args.seed, ties=args.ties)
+    print(f"protocols {root}, {tied_root} ({time.perf_counter() - begin:.0f} s to generate or find)", flush=True)
+
+    result = compare(root, args.work / f"{root.name}-bench", repeat, not args.quick, args.compare_src)
+    result["tied"] = compare(tied_root, args.work / f"{tied_root.name}-bench", repeat, False, None)
+    result["threads"] = args.threads
+    result["size_fraction"] = args.size_fraction
+    result["ratio"] = min(result["ratio_wall"], result["tied"]["ratio_wall"])
+    if not args.quick:
+        result["scaling"] = scaling(root, root / "embeddings.npz", args.work / f"{root.name}-bench", repeat, args.seed)
+        result["tied"]["scaling"] = scaling(tied_root, tied_root / "embeddings.npz",
+                                            args.work / f"{tied_root.name}-bench", repeat, args.seed)
+    print(f"threads: {args.threads} BLAS/OpenMP thread(s) on both sides; protocol size x{args.size_fraction:g}")
+    print_comparison("protocol without ties", result)
+    print_comparison(f"protocol with tied scores ({result['tied']['sizes'].get('duplicate_templates', 0):,} duplicate "
+                     "templates, 1 % repeated pairs, int8 features)", result["tied"])
+    for key, title in (("", "untied"), ("tied", "tied")):
+        part = result[key] if key else result
+        if "scaling" in part:
+            points = ", ".join(f"{p['pairs']:,}: {p['wall_s']:.2f} s" for p in part["scaling"]["points"])
+            print(f"scaling, {title} (wall): {points}; exponent {part['scaling']['exponent_wall']:.2f} "
+                  f"(CPU {part['scaling']['exponent_cpu']:.2f})")
+    if "floor_s" in result:
         stages = result["stages"]
-        print("stages: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s"))
-              + f"; {stages['rescored_pairs']:,} pairs rescored in float64 for the exact TAR")
         print(f"floor: {stages['floor_flops'] / 1e9:.1f} GFLOP at {result['sgemm_gflops']:.0f} GFLOP/s + one pass "
               f"= {result['floor_s']:.2f} s; ours scores {stages['score_flops'] / 1e9:.1f} GFLOP; "
-              f"whole run {ours['wall_s'] / result['floor_s']:.1f}x the floor")
+              f"whole run {result['ours']['wall_s'] / result['floor_s']:.1f}x the floor")
     if "byte_identical_to_compare_src" in result:
         print(f"metrics and ROC files byte-identical to {args.compare_src}: {result['byte_identical_to_compare_src']}")
     path = write_result("ijbc_1to1" if not args.quick else "ijbc_1to1_quick", result,
-                        results_dir(args) if not args.quick else work)
+                        results_dir(args) if not args.quick else args.work / f"{root.name}-bench")
     print(f"wrote {path}")
-    if not agree["equal_at_every_far"] or agree["auc_difference"] > 1e-6 \
-            or result.get("byte_identical_to_compare_src") is False:
+    if disagrees(result) or disagrees(result["tied"]):
         raise SystemExit("ours and the reference disagree (TAR must be equal at every FAR, AUC within 1e-6)")
 
 

@@ -11,8 +11,8 @@ Three targets, each fed by Hypothesis (property-based generation with mutation o
 - ``bin``: ``.bin`` pair sets: pickles of generated structures at protocols 0-5, then damaged
   (bytes flipped, truncated, spliced), plus raw bytes; read with ``load_bin``;
 - ``ijb``: the three IJB meta files from generated tokens (names with ``..``/quotes/non-ASCII,
-  20-digit ids, ``nan``/``inf``/``1e400``, non-UTF-8 lines); read with ``read_ijb_protocol`` under
-  both ``on_bad_image`` policies.
+  20-digit ids, ``nan``/``inf``/``1e400``, non-UTF-8 lines, ``\\n``/``\\r\\n``/``\\r`` endings); read with
+  ``read_ijb_protocol`` under both ``on_bad_image`` policies.
 
 A case passes when it returns or raises :class:`facetrust.errors.InputError`; anything else is
 reported with the input that caused it (Hypothesis shrinks it) and the script exits 1.  Each case
@@ -106,6 +106,10 @@ _property = st.one_of(
 )
 
 
+# \n, \r\n and a lone \r (old Mac) end a line alike in every text format we read
+_line_ending = st.sampled_from(["\n", "\r\n", "\r"])
+
+
 @st.composite
 def recordio_case(draw):
     """``(rec bytes, idx bytes, property bytes or None)`` of a generated, maybe damaged, set."""
@@ -119,10 +123,11 @@ def recordio_case(draw):
     # the framing of IndexedRecordIOWriter, in memory (a temporary directory per case costs more
     # than the case)
     rec_parts, idx_lines, offset = [], [], 0
+    ending = draw(_line_ending)
     for key, record in zip(keys, records):
         encoded = encode_record(record)
         rec_parts.append(encoded)
-        idx_lines.append(f"{key}\t{offset}\n")
+        idx_lines.append(f"{key}\t{offset}{ending}")
         offset += len(encoded)
     rec, idx = b"".join(rec_parts), "".join(idx_lines).encode("ascii")
     if draw(st.booleans()):
@@ -190,8 +195,8 @@ _float_token = st.one_of(st.floats(-200, 200).map(repr), st.sampled_from(
 
 def _lines(draw, columns) -> bytes:
     rows = draw(st.lists(st.tuples(*columns), max_size=6))
-    end = draw(st.sampled_from(["\n", "\r\n", "\r"]))  # CR-only (classic Mac) endings too
-    text = end.join(" ".join(row) for row in rows) + (end if rows else "")
+    ending = draw(_line_ending)
+    text = ending.join(" ".join(row) for row in rows) + (ending if rows else "")
     data = text.encode("utf-8")
     if draw(st.integers(0, 7)) == 0:
         data += draw(st.binary(max_size=12))  # not UTF-8, or stray separators

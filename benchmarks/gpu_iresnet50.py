@@ -108,7 +108,9 @@ def main() -> None:
                   f"{r['max_memory_gib']:.1f}"] for name, r in rows.items()],
                 ["setting", "train samples/s", "x fp32", "infer samples/s", "x fp32", "peak GiB"]))
     if not args.smoke:
-        payload = {"gpu": gpu, "torch": torch.__version__, "batch": args.batch, "steps": args.steps, "settings": rows}
+        best = max(rows.values(), key=lambda r: r["train_samples_per_s"])
+        payload = {"gpu": gpu, "torch": torch.__version__, "batch": args.batch, "steps": args.steps, "settings": rows,
+                   "ratio": best["train_samples_per_s"] / base["train_samples_per_s"]}  # best setting / fp32
         print(f"wrote {write_result('gpu_iresnet50', payload, results_dir(args))}")
 
 

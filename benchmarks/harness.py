@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+LOAD_AT_START = os.getloadavg()  # the load when the benchmark began (recorded beside the load at the end)
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -58,8 +59,39 @@ def best_of(runs: list[dict]) -> dict:
     return {key: value for key, value in best.items() if key not in ("stdout", "stderr")}
 
 
+def instruction_sets() -> dict:
+    """The instruction set each numerical library chose on this CPU: numpy's SIMD targets in use,
+    OpenBLAS's core type (threadpoolctl) and PyTorch's CPU capability (in a child process, so
+    that a benchmark that does not use torch does not load it)."""
+    import subprocess
+    import sys
+
+    sets: dict = {}
+    try:
+        from numpy._core import _multiarray_umath as umath
+
+        sets["numpy_simd"] = [name for name in umath.__cpu_dispatch__ if umath.__cpu_features__.get(name)]
+        sets["numpy_baseline"] = list(umath.__cpu_baseline__)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        sets["openblas_core"] = sorted({lib.get("architecture") for lib in threadpool_info()
+                                        if lib.get("internal_api") == "openblas" and lib.get("architecture")})
+    except ImportError:
+        pass
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                           capture_output=True, text=True, env=child_env())
+    if probe.returncode == 0 and probe.stdout.strip():
+        sets["torch_cpu_capability"] = probe.stdout.strip().splitlines()[-1]
+    return sets
+
+
 def machine() -> dict:
-    """Where the figures were measured: CPU model, cores, memory, Python and library versions."""
+    """Where the figures were measured: CPU model, cores, memory, the instruction sets the libraries
+    chose, the load (1-minute average at the start and at the end of the benchmark), Python and
+    library versions."""
     import numpy as np
 
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
@@ -73,6 +105,7 @@ def machine() -> dict:
                       if line.startswith("MemTotal"))
         info["memory_gib"] = round(mem_kb / 2**20, 1)
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+        info["load_1min_start_end"] = [round(LOAD_AT_START[0], 2), round(os.getloadavg()[0], 2)]
     except (OSError, StopIteration):
         pass
     try:
@@ -83,13 +116,20 @@ def machine() -> dict:
     except ImportError:
         pass
     info["threads"] = os.environ.get("OMP_NUM_THREADS", "unset")
+    info["instruction_sets"] = instruction_sets()
     return info
 
 
 def write_result(name: str, payload: dict, results_dir: Path = RESULTS_DIR) -> Path:
-    """Write ``results_dir/<name>.json`` (atomically) with the machine added; return its path."""
+    """Write ``results_dir/<name>.json`` (atomically) with the machine added; return its path.
+
+    ``payload["ratio"]`` is the headline ratio (ours against the reference or the target, in the
+    direction the benchmark's comment beside it says): every result file has one.
+    """
     from facetrust.io import write_json_atomic
 
+    if "ratio" not in payload:
+        raise ValueError(f"benchmark {name}: the result has no headline 'ratio'")
     path = Path(results_dir) / f"{name}.json"
     write_json_atomic(path, {"benchmark": name, "machine": machine(),
                              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **payload})

@@ -11,6 +11,14 @@ inside (0, 1).  Everything is a function of the seed; files are written once and
 
 ``scale`` < 1 keeps a seeded random subset of the pairs (file order kept) and of the templates they
 use nothing else changes; ``size="quick"`` is a tiny protocol of the same structure for CI.
+
+``ties`` > 0 makes the protocol one with exactly tied float64 scores, as real ones have them:
+that fraction of the verification templates are **duplicates** of another template of the same
+subject with as many images (the same image features, detector scores and media ids, row for row,
+so both pooling orders give bit-identical template features and every pair with a common partner
+ties); 1 % of the impostor pairs are **repeated** rows of others; and every image feature is
+**quantised** to 8 bits per component (int8 storage with a per-image scale), so scores sit on a
+coarser grid.
 """
 
 from __future__ import annotations
@@ -105,8 +113,37 @@ def _write_text(path: Path, frame: pd.DataFrame, float_format: str | None = None
     os.replace(tmp, path)
 
 
-def generate(root: Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict:
-    """Write ``root/meta/ijbc_*.txt`` and ``root/embeddings.npz``; return a summary (also ``root/summary.json``)."""
+def _duplicates(rng: np.random.Generator, fraction: float, image_template: np.ndarray, subject: np.ndarray,
+                n_enrol: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(copy's image rows, source's image rows) for ``fraction`` of the verification templates:
+    each copy takes a distinct other verification template of its subject with as many images."""
+    counts = np.bincount(image_template, minlength=subject.size)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    taken, chosen = set(), []
+    for copy in rng.permutation(np.arange(n_enrol, subject.size)):
+        if len(chosen) >= fraction * (subject.size - n_enrol):
+            break
+        if copy in taken:
+            continue
+        sources = np.flatnonzero((subject == subject[copy]) & (counts == counts[copy]))
+        sources = [t for t in sources.tolist() if t >= n_enrol and t != copy and t not in taken]
+        if sources:
+            source = sources[int(rng.integers(len(sources)))]
+            taken.update((copy, source))
+            chosen.append((np.arange(starts[copy], starts[copy] + counts[copy]),
+                           np.arange(starts[source], starts[source] + counts[source])))
+    return chosen
+
+
+def quantise_int8(features: np.ndarray) -> np.ndarray:
+    """Each row rounded to 8 bits per component (int8 storage, scale = max |x| / 127), as float32."""
+    scale = np.abs(features).max(axis=1, keepdims=True) / np.float32(127.0)
+    return (np.round(features / scale) * scale).astype(np.float32)
+
+
+def generate(root: Path, sizes: Sizes = Sizes(), seed: int = 0, ties: float = 0.0) -> dict:
+    """Write ``root/meta/ijbc_*.txt`` and ``root/embeddings.npz``; return a summary (also ``root/summary.json``).
+    ``ties``: the fraction of duplicate templates of a protocol with tied scores (module docstring)."""
     rng = np.random.default_rng(seed)
     meta = root / "meta"
     meta.mkdir(parents=True, exist_ok=True)
@@ -131,6 +168,16 @@ def generate(root: Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict:
     pairs, labels = pairs[order], labels[order]
     landmarks = rng.uniform(20.0, 100.0, (sizes.n_images, 10))
     detector = rng.uniform(0.3, 1.0, sizes.n_images)
+    duplicates = _duplicates(np.random.default_rng([seed, 1]), ties, image_template, subject, n_enrol) if ties else []
+    if ties:
+        for copy, source in duplicates:
+            media_ids[copy], detector[copy], landmarks[copy] = media_ids[source], detector[source], landmarks[source]
+        repeat_rng = np.random.default_rng([seed, 2])
+        impostor = np.flatnonzero(labels == 0)
+        copies = repeat_rng.choice(impostor, impostor.size // 100, replace=False)
+        pairs[copies] = pairs[repeat_rng.choice(impostor, copies.size)]
+        order = np.lexsort((template_ids[pairs[:, 1]], template_ids[pairs[:, 0]]))
+        pairs, labels = pairs[order], labels[order]
 
     _write_text(meta / f"{NAME}_face_tid_mid.txt",
                 pd.DataFrame({0: images, 1: template_ids[image_template], 2: media_ids}))
@@ -141,21 +188,29 @@ def generate(root: Path, sizes: Sizes = Sizes(), seed: int = 0) -> dict:
     _write_text(meta / f"{NAME}_template_pair_label.txt",
                 pd.DataFrame({0: template_ids[pairs[:, 0]], 1: template_ids[pairs[:, 1]], 2: labels}))
     features = _features(rng, sizes, subject[image_template], image_template, image_media)
+    if ties:
+        features = quantise_int8(features)
+        for copy, source in duplicates:
+            features[copy] = features[source]
     tmp = root / "embeddings.tmp.npz"
     np.savez(tmp, image=images, embedding=features)
     os.replace(tmp, root / "embeddings.npz")
     summary = {**asdict(sizes), "seed": seed, "n_genuine_written": int(labels.sum()),
                "n_media": int(np.unique(np.stack([image_template, image_media])).size)}
+    if ties:
+        summary.update(ties=ties, duplicate_templates=len(duplicates), repeated_pairs=int(impostor.size // 100),
+                       features="int8-quantised")
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def ensure(work: Path, sizes: Sizes = Sizes(), seed: int = 0) -> Path:
+def ensure(work: Path, sizes: Sizes = Sizes(), seed: int = 0, ties: float = 0.0) -> Path:
     """The generated set under ``work/ijbc-<key>/``, generating it the first time."""
-    key = hashlib.sha256(json.dumps({**asdict(sizes), "seed": seed, "v": 1}).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps({**asdict(sizes), "seed": seed, "v": 1, **({"ties": ties} if ties else {})})
+                         .encode()).hexdigest()[:12]
     root = Path(work) / f"ijbc-{key}"
     if not (root / "summary.json").is_file():
-        generate(root, sizes, seed)
+        generate(root, sizes, seed, ties)
     return root
 
 

@@ -92,6 +92,13 @@ def summary() -> str:
         best = gpu["settings"]["bf16+channels_last+compile"]
         rows.append([f"GPU iResNet-50 112x112 ({gpu['gpu']}): train / infer samples/s",
                      f"{best['train_samples_per_s']:,.0f} / {best['infer_samples_per_s']:,.0f}", "fp32", "", ""])
+    check = _load("gpu_check")  # benchmarks/gpu_check.sh, run on a GPU machine
+    if check:
+        rows.append([f"GPU check ({', '.join(check['gpu']['devices'])}): facetrust trainer vs arcface_torch-style loop, "
+                     "iResNet-50 bf16 samples/s", f"{check['train_ours']['samples_per_s']:,.0f}",
+                     f"{check['train_arcface_torch_loop']['samples_per_s']:,.0f}", f"{check['ratio']:.2f}x", ">= 1.0x"])
+        rows.append(["GPU check: embedding stream img/s; two runs give equal checkpoints",
+                     f"{check['embed']['images_per_s']:,.0f}; {check['determinism']['equal']}", "", "", "equal"])
     partial_fc = _load("partial_fc")
     if partial_fc:
         for row in partial_fc["computed"]:

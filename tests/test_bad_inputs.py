@@ -157,6 +157,44 @@ def _nan_checkpoint(tmp: Path) -> list[str]:
     return ["embed", "--model", str(tmp / "model"), "--test-set", str(tmp / "pairs.bin"), "--out", str(tmp / "e.npz")]
 
 
+def _synth_into_a_full_directory(tmp: Path) -> list[str]:
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "thesis.tex").write_text("kept")
+    return ["synth", "--out", str(tmp / "mine")]
+
+
+def _out_is_the_input(tmp: Path) -> list[str]:
+    fx.bin_with_images(tmp / "lfw.bin", [fx.jpeg(0), fx.jpeg(1)])
+    (tmp / "model").mkdir()
+    return ["embed", "--model", str(tmp / "model"), "--test-set", str(tmp / "lfw.bin"), "--out", str(tmp / "lfw.bin")]
+
+
+_HELD_LOCKS: list[int] = []  # open descriptors of the locks the lock row holds (closed at exit)
+
+
+def _out_locked(tmp: Path) -> list[str]:
+    """``align`` on a directory whose lock another run holds (a second descriptor of this process
+    stands for it: flock locks conflict between open files, not only between processes)."""
+    import fcntl
+    import os
+
+    from facetrust.outputs import lock_path
+
+    out = tmp / "aligned"
+    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"PID 4242, facetrust align\n")
+    _HELD_LOCKS.append(fd)
+    return _align(fx.ijb_dir(tmp / "ijb"), tmp)
+
+
+def _ijb_cr_only(tmp: Path) -> list[str]:
+    root = fx.ijb_dir(tmp / "ijb")
+    for path in (root / "meta").iterdir():
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+    return _align(root, tmp)
+
+
 def _params_with(tmp: Path, text: str) -> Path:
     path = tmp / "params.yaml"
     path.write_text(text)
@@ -280,6 +318,19 @@ CASES = [
      ["--set 'x=[3,'", "not valid JSON"]),
     ("synth-set-key", "`synth --set` with an unknown key",
      lambda t: ["synth", "--out", str(t / "s"), "--set", "faces=3"], 2, ["synth.faces", "unknown key"]),
+    # --- outputs: never over a user's data (facetrust.outputs), one run per output directory
+    ("out-not-empty", "`synth --out` naming a non-empty directory it did not make", _synth_into_a_full_directory, 2,
+     ["mine", "not empty", "--force"]),
+    ("out-is-input", "an `--out` that is one of the inputs (or a link to it)", _out_is_the_input, 2,
+     ["--out", "lfw.bin", "the input --test-set", "refusing to overwrite an input"]),
+    ("out-locked", "an `--out` directory another run is writing", _out_locked, 1,
+     ["aligned", "in use by another run", "PID 4242"]),
+    # --- numeric options (checked at parse time: argparse names the option and its range)
+    ("option-range", "a numeric option out of its range (`--ci-level 7`, `--batch-size 0`, a 5,000-digit `--seed`)",
+     lambda t: ["evaluate", "pairs", "--embeddings", str(t / "e.npz"), "--out", str(t / "m.json"), "--ci-level", "7"],
+     2, ["argument --ci-level", "outside the allowed range (0, 1)"]),
+    # --- line endings: \n, \r\n and \r read alike
+    ("ijb-cr-only", "IJB meta files with CR-only (old Mac) line endings", _ijb_cr_only, 0, ['"images": 3']),
     # --- checkpoints (read with weights_only=True; never executed)
     ("checkpoint-garbage", "a `checkpoint.pt` that is not a checkpoint", _checkpoint(b"not a checkpoint"), 2,
      ["checkpoint.pt"]),
@@ -484,7 +535,10 @@ CASES += BUDGET_CASES
 def test_bad_input_table(tmp_path, capsys, case, what, build, exit_code, words):
     argv = build(tmp_path)
     start = time.perf_counter()
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse: a usage error (exit 2, one line naming the option)
+        code = stop.code
     elapsed = time.perf_counter() - start
     out, err = capsys.readouterr()
     message = err + out

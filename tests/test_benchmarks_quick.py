@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+pytestmark = pytest.mark.slow  # each runs a benchmark script end to end (not in `make test-fast`)
 
 
 @pytest.mark.parametrize("only", ["ijb", "reject", "decode", "throughput", "bessel", "gpu", "partial_fc"])

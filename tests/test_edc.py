@@ -90,9 +90,13 @@ def test_evaluate_edc_on_a_protocol_writes_bounds_and_intervals(tmp_path):
     metrics = run_evaluate_edc(path, tmp_path / "edc.json", ijb_dir=root, name="ijbx", starting_error=0.1,
                                discard_limit=0.3, random_draws=3, crfiqa_fmrs=[0.1],
                                bootstrap=BootstrapSettings(20, 1, 0.9, tmp_path / "edc.npz"))
-    assert set(metrics["pauc"]) == {"method", "random"}  # no quality.csv: no oracle
+    assert set(metrics["pauc"]) == {"method", "random", "oracle"}  # no quality.csv: no known_quality
+    # the error-aware oracle is the bound: at the theoretical best (up to ties), below the method
+    assert abs(metrics["pauc"]["oracle"]["fnmr"]) < 1e-3 and abs(metrics["pauc"]["oracle"]["fmr"]) < 1e-3
+    assert metrics["pauc"]["oracle"]["fnmr"] <= metrics["pauc"]["method"]["fnmr"]
     lo, hi = metrics["pauc_ci"]["method"]["fnmr"]
     assert lo <= hi and metrics["settings"]["uncertainty_space"] == "confidence"
     assert json.loads((tmp_path / "edc.json").read_text())["protocol"] == "edc"
     with np.load(tmp_path / "edc.npz") as data:
         assert data["pauc_method_fnmr"].shape == (20,)
+        assert str(data["design_digest"]) == metrics["bootstrap"]["design_digest"] and int(data["seed"]) == 1

@@ -103,12 +103,12 @@ def test_exact_tar_equals_the_float64_roc_at_every_far(method, seed):
     result = exact_tar_at_far(single, labels, lambda i: (asked.append(i.size), exact[i])[1], bound, fars, method)
     fpr, tpr, _ = roc_points(labels, exact)
     assert result.tar_at_far == tar_at_far(fpr, tpr, fars, method=method)
-    assert not result.all_pairs and result.rescored_pairs == sum(asked) < labels.size / 2
+    assert result.rescored_pairs == sum(asked) < labels.size / 2
     fpr32, tpr32, _ = roc_points(labels, single)
     assert tar_at_far(fpr32, tpr32, fars, method=method) != result.tar_at_far  # float32 alone differs
 
 
-def test_tied_impostors_near_a_deciding_genuine_score_fall_back_to_every_pair():
+def test_tied_impostors_near_a_deciding_genuine_score_are_resolved_without_rescoring_every_pair():
     exact, single, labels, bound = noisy_scores(3)
     genuine, impostor = np.flatnonzero(labels), np.flatnonzero(labels == 0)
     # Two impostors share a float64 score right below a genuine score near FAR 1e-2.
@@ -117,8 +117,74 @@ def test_tied_impostors_near_a_deciding_genuine_score_fall_back_to_every_pair():
     exact[impostor[100:102]] = exact[target] - 1e-9
     single[impostor[100:102]] = exact[impostor[100:102]].astype(np.float32)
     result = exact_tar_at_far(single, labels, lambda i: exact[i], bound, [1e-2], "nearest")
-    fpr, tpr, _ = roc_points(labels, exact)
-    assert result.all_pairs and result.tar_at_far == tar_at_far(fpr, tpr, [1e-2])
+    fpr, tpr, _ = roc_curve(labels, exact)
+    assert result.tar_at_far == {"1e-02": nearest_tar(fpr, tpr, 1e-2)}
+    assert result.rescored_pairs < labels.size / 20
+
+
+def sklearn_tar(labels, exact, fars, method):
+    """TAR of the float64 scores read off ``sklearn.metrics.roc_curve`` itself (independent of roc.py)."""
+    fpr, tpr, _ = roc_curve(labels, exact)
+    if method == "nearest":
+        return {far_key(far): nearest_tar(fpr, tpr, far) for far in fars}
+    if method == "strict":
+        return {far_key(far): float(tpr[fpr <= far].max()) for far in fars}
+    unique_fpr, first = np.unique(fpr[::-1], return_index=True)  # upper envelope, then linear
+    return {far_key(far): float(np.interp(far, unique_fpr, tpr[::-1][first])) for far in fars}
+
+
+def tied_scores(seed: int, kind: str, n_pairs: int = 20_000, error: float = 1e-3):
+    """Float64 scores with heavy exact ties, as real protocols have them, and float32 scores within
+    ``error``: ``duplicates`` (each impostor score repeated 1-6 times, as duplicate templates give
+    against a third), ``quantised`` (scores on a grid of 1/512: features stored with few levels),
+    ``repeated`` (a fifth of the pairs copies of others, genuine ones included)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n_pairs) < 0.05).astype(np.int8)
+    exact = np.where(labels == 1, rng.normal(0.55, 0.15, n_pairs), rng.normal(0.0, 0.12, n_pairs))
+    impostor = np.flatnonzero(labels == 0)
+    if kind == "duplicates":
+        groups = rng.integers(0, impostor.size // 3, impostor.size)
+        exact[impostor] = exact[impostor[groups]]
+    elif kind == "quantised":
+        exact = np.round(exact * 512) / 512
+    else:
+        copies = rng.integers(0, n_pairs, n_pairs // 5)
+        exact[rng.integers(0, n_pairs, n_pairs // 5)] = exact[copies]
+    # Equal float64 scores get equal or different float32 ones (BLAS need not round them alike).
+    single = (exact + rng.uniform(-0.9, 0.9, n_pairs) * error * (rng.random(n_pairs) < 0.5)).astype(np.float32)
+    return exact, single, labels, error * 0.9 + 1e-6
+
+
+@pytest.mark.parametrize("method", ["nearest", "strict", "interpolate"])
+@pytest.mark.parametrize("kind", ["duplicates", "quantised", "repeated"])
+def test_exact_tar_equals_sklearn_on_heavily_tied_float64_scores(kind, method):
+    exact, single, labels, bound = tied_scores(4, kind)
+    n_impostor = int((labels == 0).sum())
+    assert np.unique(exact[labels == 0]).size < 0.9 * n_impostor  # the protocol is heavily tied
+    # Targets on, next to and between impostor counts, so every run's inside positions are read.
+    fars = np.r_[np.logspace(-4, -0.3, 30), np.arange(1, 60) / n_impostor, (np.arange(1, 60) + 0.3) / n_impostor,
+                 DEFAULT_IJB_FARS]
+    asked = []
+    result = exact_tar_at_far(single, labels, lambda i: (asked.append(i.size), exact[i])[1], bound, fars, method)
+    assert result.tar_at_far == sklearn_tar(labels, exact, fars, method)
+    assert result.rescored_pairs == sum(asked) < labels.size
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_exact_tar_equals_sklearn_on_small_tied_protocols(seed):
+    """Few pairs, few distinct scores: every FAR target falls inside or next to a tied run."""
+    rng = np.random.default_rng(seed)
+    n_pairs = int(rng.integers(20, 200))
+    labels = (rng.random(n_pairs) < rng.uniform(0.05, 0.5)).astype(np.int8)
+    labels[:2] = (0, 1)
+    exact = np.round(rng.normal(labels * 0.5, 0.3) * rng.integers(4, 64)) / 64.0
+    error = 1e-4
+    single = (exact + rng.uniform(-0.9, 0.9, n_pairs) * error).astype(np.float32)
+    n_impostor = int((labels == 0).sum())
+    fars = np.r_[np.arange(0, n_impostor + 1) / n_impostor, (np.arange(n_impostor) + rng.random(n_impostor)) / n_impostor]
+    for method in ("nearest", "strict", "interpolate"):
+        result = exact_tar_at_far(single, labels, lambda i: exact[i], error, fars, method)
+        assert result.tar_at_far == sklearn_tar(labels, exact, fars, method), method
 
 
 def test_float32_dot_error_bound_covers_float32_scores_of_rounded_unit_vectors():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import time
 import io
 import os
 import tarfile
@@ -178,6 +179,45 @@ def test_download_gives_up_after_retries_and_keeps_part(server, tmp_path):
         download(server.url("/x.bin"), tmp_path / "x.bin", retries=2, **FAST)
     assert (tmp_path / "x.bin.part").read_bytes() == data[:300]
     assert len(server.requests) == 3
+
+
+def test_a_full_disk_is_not_retried_as_a_network_error(server, tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing the .part ends the command at once: exit 1, one line naming the file."""
+    import builtins
+    import errno
+
+    from facetrust import cli
+
+    server.files["/blob.bin"] = _payload(3 * fetch_mod.CHUNK_BYTES)
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    real_open = builtins.open
+
+    def open_full(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return FullDisk(handle) if str(file).endswith(".part") and "b" in mode else handle
+
+    monkeypatch.setattr(fetch_mod, "open", open_full, raising=False)
+    start = time.perf_counter()
+    assert cli.main(["fetch", server.url("/blob.bin"), "--out", str(tmp_path), "--retries", "4"]) == 1
+    assert time.perf_counter() - start < 5  # no backoff
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err and "retry" not in err, err
+    assert "blob.bin.part" in lines[0] and "No space left on device" in lines[0]
+    assert [path for path, _ in server.requests] == ["/blob.bin"]  # one attempt
 
 
 def test_download_http_404_is_input_error_without_retry(server, tmp_path):

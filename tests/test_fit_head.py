@@ -186,3 +186,24 @@ def test_fit_head_names_the_checkpoint_when_it_is_missing(tmp_path):
         fit_head("scf", tmp_path / "nomodel", tmp_path / "nodata", tmp_path / "out", {"device": "cpu"})
     with pytest.raises(ConfigError, match="allowed: pfe, scf, scf_g"):
         fit_head("gauss", tmp_path / "nomodel", tmp_path / "nodata", tmp_path / "out")
+
+
+@pytest.mark.parametrize("method", ["pfe", "scf"])
+def test_embed_keeps_pfes_per_dimension_sigma_and_only_pfes(tmp_path, method):
+    """issue 18: embed's estimator returns PFE's σ² per dimension (uncertainty_per_dim) beside the
+    scalar, which is its harmonic mean over dimensions; SCF has none."""
+    from facetrust.embed import uncertainty_estimator
+
+    torch.set_num_threads(1)
+    embeddings, feature_maps, labels, centres, _ = toy_problem()
+    fit_head_on_features(method, embeddings, feature_maps, labels, centres, tmp_path, {**FAST, "epochs": 2})
+    estimate, kind = uncertainty_estimator(None, tmp_path, {}, {})
+    scalar, per_dim = estimate(torch.from_numpy(embeddings[:20]), torch.from_numpy(feature_maps[:20]))
+    assert kind == method and scalar.shape == (20,)
+    if method == "pfe":
+        assert per_dim.shape == (20, embeddings.shape[1]) and per_dim.dtype == np.float32
+        harmonic = 1.0 / np.mean(1.0 / per_dim.astype(np.float64), axis=1)
+        assert np.allclose(scalar, harmonic, rtol=1e-5)
+        assert np.ptp(np.log(per_dim), axis=1).max() > 0  # not one value repeated over the dimensions
+    else:
+        assert per_dim is None

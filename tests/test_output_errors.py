@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+import bad_input_fixtures as fx
 from facetrust.cli import main
 from train_helpers import make_tiny_rec, tiny_config
 
@@ -38,6 +39,10 @@ def inputs(tmp_path_factory):
              embedding=rng.normal(size=(40, 8)).astype(np.float32), issame=np.arange(20) % 2 == 0,
              uncertainty=rng.uniform(0.5, 1.5, 40).astype(np.float32))
     (root / "metrics.json").write_text('{"test_set": "x", "tar_at_far": {"1e-01": 0.5}}')
+    fx.ijb_dir(root / "ijb")
+    issame = np.arange(40) % 2 == 0
+    np.savez(root / "scores.npz", issame=issame, score_names=np.array(["xcos"]),
+             xcos=np.where(issame, 0.5, -0.5) + np.linspace(-0.6, 0.6, 40))
     return root
 
 
@@ -55,10 +60,14 @@ def _stages(inputs: Path, out: Path) -> dict[str, list[str]]:
         "evaluate reject": ["evaluate", "reject", "--embeddings", str(inputs / "pairs.npz"), "--out", str(out / "r.json"),
                             "--csv", str(out / "r.csv")],
         "report table": ["report", "table", "--metrics", str(inputs / "metrics.json"), "--out", str(out / "t.csv")],
+        "align": ["align", "--in", str(inputs / "ijb"), "--name", "ijbx", "--out", str(out / "aligned")],
+        "evaluate pairs --scores": ["evaluate", "pairs", "--scores", str(inputs / "scores.npz"),
+                                    "--out", str(out / "m.json"), "--roc", str(out / "roc.csv")],
     }
 
 
-STAGES = ["synth", "train", "fit-head", "data verify", "evaluate pairs", "evaluate reject", "report table"]
+STAGES = ["synth", "train", "fit-head", "data verify", "evaluate pairs", "evaluate reject", "report table", "align",
+          "evaluate pairs --scores"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -4,38 +4,14 @@ evaluate -> table, run by Snakemake exactly as `make run` runs it (only smaller)
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "data" / "tiny_params.yaml"
-BIN = Path(sys.executable).parent
-# The libraries' AVX2 paths forced from outside, as on a machine without AVX-512; and the variables that
-# leave each library its own (the host's widest) choice when they are absent.
-FORCED_AVX2 = {"OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-               "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2"}
+from pipeline_helpers import BIN, FORCED_AVX2, REPO, TINY, copy_run, snakemake  # noqa: F401 (REPO, snakemake re-exported)
 
-
-def snakemake(workdir: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Snakemake on the tiny params, with the host's own instruction set unless ``env`` says otherwise."""
-    base = {key: value for key, value in os.environ.items() if key not in FORCED_AVX2}
-    env = {**base, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
-    return subprocess.run(
-        [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    shutil.copy(TINY, workdir / "params.yaml")
-    result = snakemake(workdir, "--cores", "2", "results/ijbc_table.csv")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir
+# ``tiny_run`` (tests/conftest.py): the tiny DAG run once per session, shared with other files.
 
 
 def test_dry_run_lists_the_chain_of_rules(tmp_path):
@@ -121,13 +97,16 @@ def test_the_tiny_pipeline_numbers_are_the_committed_ones(tiny_run):
 
 
 @pytest.mark.slow
-def test_after_kill_9_of_snakemake_unlock_then_rerun_incomplete_finishes_the_job(tmp_path):
+def test_after_kill_9_of_snakemake_unlock_then_rerun_incomplete_finishes_the_job(tiny_run, tmp_path):
     """The README's troubleshooting sequence: `--rerun-incomplete` alone stops on the lock the killed
     run left; `--unlock` then `--rerun-incomplete` finishes, and the table is the uninterrupted one."""
     import signal
     import time
 
-    shutil.copy(TINY, tmp_path / "params.yaml")
+    # The data stages are the session run's (a copy): the train job and everything after it run here.
+    copy_run(tiny_run, tmp_path)
+    for stale in ("models", "embeddings", "results", "provenance", "logs/train"):
+        shutil.rmtree(tmp_path / stale, ignore_errors=True)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     run = subprocess.Popen([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1",
                             "results/ijbc_table.csv"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -148,13 +127,14 @@ def test_after_kill_9_of_snakemake_unlock_then_rerun_incomplete_finishes_the_job
 
 
 @pytest.mark.slow
-def test_a_corrupt_loose_crop_under_skip_is_a_failure_to_enrol_in_the_table(tmp_path):
+def test_a_corrupt_loose_crop_under_skip_is_a_failure_to_enrol_in_the_table(tiny_run, tmp_path):
     """align.on_bad_image: skip leaves the image out (aligned manifest); evaluate_ijb reads that
     list, keeps the template's other images or rejects the pairs of an emptied template."""
     import json
 
     import yaml
 
+    copy_run(tiny_run, tmp_path)  # synthesize, decode and train stay the session run's; align reruns
     params = yaml.safe_load(TINY.read_text())
     params["align"]["on_bad_image"] = "skip"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -136,6 +136,7 @@ PRESET_TARGETS = {
     "scaleface_ijbc_r50_ms1mv2": ["results/ijbc_table.csv", "results/figures/reject_ijbc.png"],
     "xcos_lfw_irse50_casia": ["results/verification_table.csv"],
     "inversion_arcface_r50_ms1mv2": ["results/verification_table.csv"],
+    "own_data": ["results/ijbc_table.csv", "results/verification_table.csv"],
 }
 
 

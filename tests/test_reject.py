@@ -153,3 +153,101 @@ def test_template_uncertainty_is_aggregated_in_the_chosen_space():
     assert u.tolist() == pytest.approx([1 / 8.0, 1 / 4.0])  # the most certain image
     assert method_space("method", "scale") == "confidence" and method_space("method", "pfe") == "uncertainty"
     assert method_space("confidence", "pfe") == "confidence"
+
+
+# --------------------------------------------------------------------------- ScaleFace's own reading
+
+
+def _scaleface_thresholds(score_vec, label_vec, fars, epsilon=1e-8):
+    """find_thresholds_by_FAR of ScaleFace's face_lib (after PFE), re-typed: impostor scores high to
+    low, k = round(n·FAR); the k-th of them, or the top one + epsilon when k = 0."""
+    score_neg = np.sort(score_vec[~label_vec])[::-1]
+    counts = np.round(len(score_neg) * np.asarray(fars)).astype(np.int32)
+    return np.array([score_neg[0] + epsilon if k == 0 else score_neg[k - 1] for k in counts])
+
+
+def _scaleface_rejected_tar(scores, labels, uncertainty, fars, portions):
+    """get_rejected_tar_far (uncertainty mode) + metrics.ROC, re-typed: pairs sorted by ascending
+    uncertainty, the first int(n·(1 − portion)) kept, TAR = mean(score ≥ threshold) over genuine."""
+    order = uncertainty.argsort()
+    scores, labels = scores[order], labels[order].astype(bool)
+    table = []
+    for portion in portions:
+        kept = int(scores.shape[0] * (1 - portion))
+        s, lab = scores[:kept], labels[:kept]
+        table.append([np.mean((s >= t)[lab]) for t in _scaleface_thresholds(s, lab, fars)])
+    return np.array(table)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kth_impostor_reading_equals_scalefaces_code(seed):
+    """Acceptance (issue 18): max |ΔTAR| = 0 against ScaleFace's reading on shared inputs."""
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(1500, 6000))
+    labels = (rng.random(n) < 0.3).astype(np.int8)
+    scores = rng.normal(size=n) + 2.0 * labels
+    if seed % 2:
+        scores = np.round(scores, 2)  # tied scores
+    uncertainty = rng.random(n) + 0.3 * (scores < 0.5)  # distinct values: both codes order them alike
+    fars = (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2)
+    fractions = np.round(np.arange(0.0, 0.5 + 1e-9, 0.02), 10)
+    ours = reject_curve(scores, labels, uncertainty, fars, fractions, tar_method="kth_impostor")
+    assert np.array_equal(n - ours.n_rejected, [int(n * (1 - f)) for f in fractions])  # ScaleFace's count
+    reference = _scaleface_rejected_tar(scores, labels, uncertainty, fars, fractions)
+    assert np.max(np.abs(ours.tar - reference)) == 0.0
+    naive = reject_curve_naive(scores, labels, uncertainty, fars, fractions, tar_method="kth_impostor")
+    assert np.array_equal(ours.tar, naive, equal_nan=True)
+
+
+def test_kth_impostor_differs_from_the_nearest_roc_point_where_few_impostors_decide():
+    rng = np.random.default_rng(3)
+    n = 6000
+    labels = (rng.random(n) < 0.5).astype(np.int8)
+    scores = rng.normal(size=n) + 1.5 * labels
+    fars = (1e-3, 5e-3)
+    nearest = reject_curve(scores, labels, np.zeros(n), fars, [0.0]).tar[0]
+    kth = reject_curve(scores, labels, np.zeros(n), fars, [0.0], tar_method="kth_impostor").tar[0]
+    assert not np.array_equal(nearest, kth)
+
+
+def test_weighted_kth_impostor_equals_repeating_the_pairs():
+    from facetrust.evaluate.reject import kth_impostor_tar
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    labels = (rng.random(n) < 0.3).astype(np.int8)
+    scores = np.round(rng.normal(size=n) + 2 * labels, 2)
+    weights = rng.integers(0, 4, n)
+    fars = (1e-3, 1e-2, 1e-1)
+    repeated = kth_impostor_tar(np.repeat(scores, weights), np.repeat(labels, weights), fars)
+    assert np.array_equal(kth_impostor_tar(scores, labels, fars, weights=weights), repeated)
+
+
+def test_reject_json_records_reading_per_fraction_flags_and_single_image_probes(tmp_path):
+    from facetrust.evaluate.reject import single_image_probes
+    from facetrust.data.ijb import read_ijb_protocol
+
+    rng = np.random.default_rng(8)
+    root, images, e, _, arrays = random_ijb(tmp_path / "ijb", seed=9)
+    np.savez(tmp_path / "i.npz", image=images, embedding=e,
+             uncertainty=rng.uniform(0.5, 2.0, images.size).astype(np.float32))
+    full = run_evaluate_reject(tmp_path / "i.npz", tmp_path / "full.json", ijb_dir=root, fractions=[0.0, 0.5],
+                               fars=[1e-2, 1e-1], tar_method="kth_impostor")
+    assert full["settings"]["tar_method"] == "kth_impostor" and "round(n_impostor_kept" in full["settings"]["tar_reading"]
+    kept = full["n_impostor_kept"]
+    assert full["unresolved_fars_by_fraction"]["0"] == [k for k, f in (("1e-02", 1e-2), ("1e-01", 0.1))
+                                                        if f < 10 / kept[0]]
+    assert full["unresolved_fars_by_fraction"]["0.5"] == [k for k, f in (("1e-02", 1e-2), ("1e-01", 0.1))
+                                                          if f < 10 / kept[1]]
+    single = run_evaluate_reject(tmp_path / "i.npz", tmp_path / "single.json", ijb_dir=root, fractions=[0.0],
+                                 fars=[1e-2, 1e-1], probe_templates="first_image")
+    assert single["settings"]["probe_templates"].startswith("first_image")
+    # the probe of every pair is its first listed image alone; enrolled templates keep all images
+    protocol = read_ijb_protocol(root, "ijbx")
+    probes = single_image_probes(protocol)
+    for t_old, t_new in zip(protocol.pairs[:5, 1], probes.pairs[:5, 1]):
+        first = protocol.images[np.flatnonzero(protocol.template_ids == t_old)[0]]
+        assert probes.images[probes.template_ids == t_new].tolist() == [first]
+    assert np.array_equal(probes.pairs[:, 0], protocol.pairs[:, 0]) and single["n_pairs"] == full["n_pairs"]
+    with pytest.raises(ConfigError, match="probe_templates"):
+        run_evaluate_reject(tmp_path / "i.npz", tmp_path / "x.json", ijb_dir=root, probe_templates="last")

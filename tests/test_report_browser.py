@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from headless_browser import Browser, chromium_path
+from pipeline_helpers import copy_run
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_PARAMS = REPO / "tests" / "data" / "tiny_params_full.yaml"
@@ -47,9 +48,10 @@ def _snakemake(workdir: Path, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
-    """The tiny DAG's every table, figure and report, bundled by `snakemake --report`."""
-    workdir = tmp_path_factory.mktemp("report")
+def report(tiny_run, tmp_path_factory) -> Path:
+    """The tiny DAG's every table, figure and report, bundled by `snakemake --report`; built on a
+    copy of the session's tiny run (tests/conftest.py), whose jobs this configuration shares."""
+    workdir = copy_run(tiny_run, tmp_path_factory.mktemp("report"))
     shutil.copy(FULL_PARAMS, workdir / "params.yaml")
     _snakemake(workdir, "--cores", "2", "all")
     _snakemake(workdir, "--report", "results/report.html")

@@ -125,9 +125,13 @@ def test_sphereface_report_says_margins_beat_softmax_when_they_do(tmp_path):
     claims = papers.write_sphereface_report(table, out, figures=[figure])
     text = out.read_text()
     summary = claims[0]
-    assert summary.verdict == papers.HELD and "3 of 3" in summary.text
+    # only the margin row with a Softmax control on its own backbone is judged (issue 18, §6)
+    assert summary.verdict == papers.HELD and "1 of 1" in summary.text
     assert '**held**: "Angular margins beat plain softmax" on synth_lfw' in text
     assert "+10.00 points" in text  # A-Softmax sphere20 vs Softmax sphere20
+    not_checked = [c for c in claims if c.verdict == papers.NOT_CHECKED]
+    assert {("ArcFace (iresnet)" in c.text) or ("A-Softmax (sphere4)" in c.text) for c in not_checked} == {True}
+    assert len(not_checked) == 2 and "+5.00 points" not in text  # ArcFace iresnet never set against sphere20
     depth = [c for c in claims if "deeper network" in c.text]
     assert depth and depth[0].verdict == papers.HELD and "+6.00 points" in depth[0].text
     assert "![roc_synth_lfw](../figures/roc_synth_lfw.png)" in text
@@ -145,8 +149,26 @@ def test_sphereface_claim_flips_when_softmax_is_better(tmp_path):
     text = out.read_text()
     assert claims[0].verdict == papers.NOT_HELD
     assert "did not beat plain softmax" in text and "-2.00 points" in text
+    assert "no Softmax row on the sphere4 backbone" in text
     depth = [c for c in claims if "deeper network" in c.text][0]
     assert depth.verdict == papers.NOT_HELD and "not more accurate" in depth.text
+
+
+def test_margin_rows_are_judged_against_plain_and_normalised_softmax_on_their_own_backbone(tmp_path):
+    table = verification_csv(tmp_path, [("Softmax", "sphere20", 0.80, 0.01, None),
+                                        ("NormFace", "sphere20", 0.88, 0.01, None),
+                                        ("A-Softmax", "sphere20", 0.86, 0.01, None),
+                                        ("Softmax", "iresnet", 0.70, 0.01, None),
+                                        ("NormFace", "iresnet", 0.75, 0.01, None),
+                                        ("ArcFace", "iresnet", 0.90, 0.01, None)], name="c.csv")
+    claims = papers.write_sphereface_report(table, tmp_path / "c.md")
+    summaries = {c.text.split('"')[1]: c.verdict for c in claims if c.text.startswith('"Angular')}
+    assert summaries == {"Angular margins beat plain softmax": papers.HELD,
+                         "Angular margins beat normalised softmax": papers.PARTLY}
+    text = (tmp_path / "c.md").read_text()
+    assert all(f"{d} points" in text for d in ("+6.00", "+20.00", "+15.00", "-2.00"))
+    # no difference across backbones (ArcFace-iresnet vs sphere20 controls, A-Softmax vs iresnet ones)
+    assert not any(f"{d} points" in text for d in ("+10.00", "+2.00", "+16.00", "+11.00"))
 
 
 def test_sphereface_claim_partly_held_and_missing_baseline_reported(tmp_path):

@@ -90,10 +90,53 @@ def test_pfe_template_fusion_as_pfe_code_min_sigma_and_renormalised_mean():
     t = pfe_code_templates(features, np.array([7, 7, 9]), sigma)
     assert t.ids.tolist() == [7, 9]
     assert t.uncertainty[0].tolist() == [0.5, 1.0]  # element-wise minimum, not 1/Σ1/σ²
-    # per-dimension precision weights on unit features: (1·1 + 0·2, 0·0.25 + 1·1) -> renormalised
-    weighted = np.array([1.0 * 1.0 + 0.0 * 2.0, 0.0 * 0.25 + 1.0 * 1.0])
-    assert t.directions[0] == pytest.approx(weighted / np.linalg.norm(weighted))
+    # aggregate_PFE: per dimension (Σ μ/σ²) / (Σ 1/σ²) = (1/3, 1/1.25), then renormalised
+    assert t.directions[0] == pytest.approx([0.38462, 0.92308], abs=1e-5)
+    assert t.directions[0] == pytest.approx(np.array([1 / 3, 0.8]) / np.hypot(1 / 3, 0.8))
     assert np.linalg.norm(t.directions[1]) == pytest.approx(1.0)
+
+
+def _aggregate_pfe_retyped(mu, sigma_sq):
+    """PFE's ``aggregate_PFE`` (seasonSH/Probabilistic-Face-Embeddings, utils), re-typed from its
+    description: attention = (1/σ²) / Σ (1/σ²) over the images, per dimension; μ = Σ μ·attention;
+    σ² = min over the images; μ / (1e-8 + ‖μ‖)."""
+    attention = 1.0 / sigma_sq
+    attention = attention / attention.sum(axis=0, keepdims=True)
+    mu_new = (mu * attention).sum(axis=0)
+    return mu_new / (1e-8 + np.linalg.norm(mu_new)), sigma_sq.min(axis=0)
+
+
+def _pair_mls_retyped(mu1, mu2, sigma_sq1, sigma_sq2):
+    """PFE's ``pair_MLS_score``: −Σ (μ1 − μ2)²/(σ1² + σ2²) + log(σ1² + σ2²) per row."""
+    total = sigma_sq1 + sigma_sq2
+    return -np.sum((mu1 - mu2) ** 2 / total + np.log(total), axis=1)
+
+
+def test_mls_of_fused_templates_equals_pfe_aggregate_and_pair_mls():
+    """Acceptance (issue 18): our pfe_mls of fused templates = PFE's aggregate_PFE + pair_MLS_score."""
+    rng = np.random.default_rng(18)
+    n_templates, d = 40, 16
+    sizes = rng.integers(1, 6, n_templates)
+    template_ids = np.repeat(np.arange(n_templates) * 3 + 5, sizes)
+    features = rng.normal(size=(template_ids.size, d))
+    sigma_sq = np.exp(rng.normal(-3.0, 1.0, size=(template_ids.size, d)))  # per dimension, spread
+    templates = pfe_code_templates(features, template_ids, sigma_sq)
+    pairs = np.array([rng.choice(templates.ids, 2, replace=False) for _ in range(300)])
+    ours = pair_scores("pfe_mls", templates, pairs)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)  # PFE's μ are unit embeddings
+    reference = {t: _aggregate_pfe_retyped(unit[template_ids == t], sigma_sq[template_ids == t])
+                 for t in templates.ids.tolist()}
+    mu1 = np.array([reference[t][0] for t in pairs[:, 0]])
+    mu2 = np.array([reference[t][0] for t in pairs[:, 1]])
+    s1 = np.array([reference[t][1] for t in pairs[:, 0]])
+    s2 = np.array([reference[t][1] for t in pairs[:, 1]])
+    expected = _pair_mls_retyped(mu1, mu2, s1, s2)
+    assert np.max(np.abs(ours - expected)) <= 1e-9
+    # the old fusion (no division by the per-dimension precision sum) is measurably different
+    members = (template_ids[None, :] == templates.ids[:, None]).astype(float)
+    undivided = members @ (unit / sigma_sq)
+    undivided /= np.linalg.norm(undivided, axis=1, keepdims=True)
+    assert np.max(1.0 - np.einsum("ij,ij->i", undivided, templates.directions)) > 1e-3
 
 
 def test_vmf_template_is_eq14_sum_and_media_averaging_changes_it():
@@ -176,3 +219,31 @@ def test_pair_scores_cosine_matches_dot_products():
     pairs = np.array([[10, 11], [12, 13], [13, 10]])
     expected = [directions[0] @ directions[1], directions[2] @ directions[3], directions[3] @ directions[0]]
     assert pair_scores("cosine", templates, pairs) == pytest.approx(expected)
+
+
+def test_pfe_rows_use_the_per_dimension_sigma_and_say_so_the_isotropic_row_is_an_ablation(tmp_path):
+    root, images, embedding, noflip, _ = random_ijb(tmp_path / "ijb", seed=5)
+    rng = np.random.default_rng(6)
+    per_dim = np.exp(rng.normal(-3.0, 1.0, embedding.shape)).astype(np.float32)
+    harmonic = (1.0 / np.mean(1.0 / per_dim.astype(np.float64), axis=1)).astype(np.float32)
+    path = tmp_path / "pfe.npz"
+    np.savez(path, image=images, embedding=embedding, embedding_noflip=noflip, uncertainty=harmonic,
+             uncertainty_kind=np.array("pfe"), uncertainty_per_dim=per_dim)
+    assert load_embeddings(path).uncertainty_per_dim.shape == embedding.shape
+    for score in ("cosine", "pfe_mls"):
+        own = run_evaluate_ijb(path, root, "ijbx", tmp_path / "own.json", pooling="pfe", score=score)
+        ablation = run_evaluate_ijb(path, root, "ijbx", tmp_path / "iso.json", pooling="pfe", score=score,
+                                    pfe_sigma="isotropic")
+        assert own["settings"]["pfe_sigma_sq"].startswith("per_dimension")
+        assert ablation["settings"]["pfe_sigma_sq"].startswith("isotropic ablation")
+        from facetrust.data.ijb import read_ijb_protocol
+        from facetrust.evaluate.ijb import evaluate_ijb
+
+        protocol, embeddings = read_ijb_protocol(root, "ijbx"), load_embeddings(path)
+        a = evaluate_ijb(embeddings, protocol, pooling="pfe", score=score).scores
+        b = evaluate_ijb(embeddings, protocol, pooling="pfe", score=score, pfe_sigma="isotropic").scores
+        assert np.max(np.abs(np.asarray(a, float) - np.asarray(b, float))) > 1e-3, score
+    without = tmp_path / "scalar.npz"
+    np.savez(without, image=images, embedding=embedding, uncertainty=harmonic, uncertainty_kind=np.array("pfe"))
+    metrics = run_evaluate_ijb(without, root, "ijbx", tmp_path / "s.json", pooling="pfe")
+    assert metrics["settings"]["pfe_sigma_sq"] == "isotropic (the file holds no uncertainty_per_dim)"

@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from facetrust.errors import ConfigError, InputError
+from facetrust import options
+from facetrust.errors import ConfigError, InputError, RunError
 from facetrust.float_path import pin_environment
 from facetrust.registry import LazyChoices
 
@@ -29,26 +30,17 @@ MODEL_UNCERTAINTY_CHOICES = LazyChoices("none", "facetrust.models.uncertainty.me
 POOLING_CHOICES = LazyChoices("facetrust.evaluate.fusion:POOLINGS")
 PAIR_DISTANCE_CHOICES = LazyChoices("facetrust.evaluate.pairs:PAIR_DISTANCES")
 BACKBONE_CHOICES = LazyChoices("facetrust.models.registry:BACKBONES")
-TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS")
+TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS", "kth_impostor")
 SCORE_CHOICES = LazyChoices("facetrust.evaluate.scores:SCORES")
 
 log = logging.getLogger("facetrust")
 
-
-def _size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace("x", ",").split(",")
-    try:
-        height, width = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r}: expected H,W or HxW or N") from None
-    return height, width
+FORCE_HELP = ("write into a non-empty --out that is not a previous output of this command (files of the "
+              "names it writes are replaced; synth replaces the whole directory)")
 
 
-def _fars(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"FAR list {text!r}: expected comma-separated numbers") from None
+_size = options.size
+_fars = options.rates
 
 
 def _positive_int(text: str) -> int:
@@ -106,6 +98,28 @@ def cmd_data(args) -> None:
         print(json.dumps(summary, indent=2, default=str))
 
 
+def cmd_data_pack(args) -> None:
+    faces = dict(align=args.align, on_bad_image=args.on_bad_image, min_score=args.min_score, threads=args.threads)
+    if args.kind == "rec":
+        from facetrust.pack.rec import pack_rec
+
+        report = pack_rec(args.images, args.out, size=args.size, encoding=args.encoding, **faces)
+    elif args.kind == "bin":
+        from facetrust.pack.pairs import pack_bin
+
+        report = pack_bin(args.pairs, args.out, images=args.images, fmt=args.format, ext=args.ext, size=args.size,
+                          encoding=args.encoding, **faces)
+    else:
+        from facetrust.pack.ijb import pack_ijb
+
+        report = pack_ijb(args.images, args.subjects, args.out, name=args.name,
+                          templates_per_subject=args.templates_per_subject, impostor_pairs=args.impostor_pairs,
+                          seed=args.seed, **faces)
+    summary = {k: v for k, v in report.items() if k not in ("skipped_images", "skipped_pairs", "loose_crop_sources",
+                                                             "classes", "images_per_class", "skipped_examples")}
+    print(json.dumps(summary, indent=2, default=str))
+
+
 def cmd_align(args) -> None:
     from facetrust.align.stage import run_align
 
@@ -125,7 +139,7 @@ def cmd_train(args) -> None:
     model_params(params, args.model)  # names the configured models if absent
     _set_threads(args.threads or params.get("threads"))
     checkpoint = run_train(params, args.model, Path(args.out), resume=args.resume, rec_dir=args.train_data)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; one prints
+    if main_process():  # under torchrun or srun every rank returns; one prints
         print(checkpoint)
 
 
@@ -205,7 +219,7 @@ def cmd_evaluate(args) -> None:
             normalize_images=args.normalize_images, use_detector_score=not args.no_detector_score,
             flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method, score=args.score,
             constant_uncertainty=args.constant_uncertainty, bootstrap=_bootstrap_settings(args),
-            failed_images=args.failed_images, failed_templates=args.failed_templates,
+            failed_images=args.failed_images, failed_templates=args.failed_templates, pfe_sigma=args.pfe_sigma,
             duplicate_pairs=args.duplicate_pairs,
         )
     elif args.protocol_kind == "pairs" and args.scores:
@@ -221,7 +235,7 @@ def cmd_evaluate(args) -> None:
                                      roc_out=Path(args.roc) if args.roc else None,
                                      flip=not args.no_flip, metric=args.metric, protocol=args.pairs_protocol,
                                      score=args.score, identities_csv=args.identities,
-                                     bootstrap=_bootstrap_settings(args))
+                                     bootstrap=_bootstrap_settings(args), pfe_sigma=args.pfe_sigma)
     elif args.protocol_kind == "edc":
         from facetrust.evaluate.edc_protocol import run_evaluate_edc
 
@@ -232,7 +246,7 @@ def cmd_evaluate(args) -> None:
             name=args.name, quality_csv=args.quality, template_how=args.template_how, space=args.space,
             pooling=args.pooling, flags=flags, starting_error=args.starting_error, discard_limit=args.discard_limit,
             random_draws=args.random_draws, crfiqa_fmrs=args.crfiqa_fmrs, seed=args.seed,
-            bootstrap=_bootstrap_settings(args), failed_images=args.failed_images)
+            bootstrap=_bootstrap_settings(args), failed_images=args.failed_images, identities_csv=args.identities)
     else:
         from facetrust.evaluate.reject import run_evaluate_reject
 
@@ -246,6 +260,7 @@ def cmd_evaluate(args) -> None:
             normalize_images=args.normalize_images,
             use_detector_score=not args.no_detector_score, pooling=args.pooling, tar_method=args.tar_method,
             score=args.score, bootstrap=_bootstrap_settings(args), failed_images=args.failed_images,
+            identities_csv=args.identities, probe_templates=args.probe_templates, pfe_sigma=args.pfe_sigma,
         )
     print(json.dumps({k: v for k, v in metrics.items()
                       if k in ("tar_at_far", "tar_at_far_ci", "accuracy", "accuracy_ci", "auc", "n_pairs", "pauc",
@@ -317,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="generate the embedded synthetic benchmark in the real formats")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--params", help="params.yaml whose `synth` section and seed are used")
-    p.add_argument("--seed", type=int, help="overrides params seed")
+    p.add_argument("--seed", type=options.seed, help="overrides params seed")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one synth size option")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("methods", help="list the registered methods of every kind (backbones, margins, ...)")
@@ -328,14 +344,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fetch_parser(sub)
 
-    p = sub.add_parser("data", help="inspect, dump or verify a .rec/.idx, .bin or IJB directory")
-    p.add_argument("action", choices=["inspect", "dump", "verify"])
-    p.add_argument("path")
-    p.add_argument("--jsonl", action="store_true", help="dump: one JSON object per record (the only format)")
-    p.add_argument("--out", help="verify: manifest JSON to write")
-    p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
-                   help="verify: stop at the first bad record (fail) or count, log and skip it")
-    p.set_defaults(func=cmd_data)
+    data = sub.add_parser("data", help="inspect, dump, verify or pack (.rec/.idx, .bin, IJB directory)")
+    data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("inspect", "summary of a .rec/.idx directory, .bin pair set or IJB directory"),
+                         ("dump", "one JSON object per record of a .rec/.idx directory"),
+                         ("verify", "decode every record of a training set; write a manifest")):
+        p = data_actions.add_parser(action, help=text)
+        p.add_argument("path")
+        if action == "dump":
+            p.add_argument("--jsonl", action="store_true", help="one JSON object per record (the only format)")
+        if action == "verify":
+            p.add_argument("--out", help="manifest JSON to write")
+            p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
+                           help="stop at the first bad record (fail) or count, log and skip it")
+        p.set_defaults(func=cmd_data)
+    pack = data_actions.add_parser("pack", help="your images -> a training set (rec), a pair set (bin) or an "
+                                                "IJB-style set (ijb); see docs/FORMATS.md 'Packing'")
+    pack_kinds = pack.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, text in (("rec", "ImageFolder tree (one subfolder per identity) -> train.rec/.idx/property + "
+                               "train.lst, as im2rec / face2rec2"),
+                       ("bin", "LFW pairs.txt or CSV path1,path2,label -> InsightFace .bin pair set, as lfw2pack"),
+                       ("ijb", "images + CSV image,subject[,media] -> IJB-style directory with templates and "
+                               "1:1 pairs")):
+        p = pack_kinds.add_parser(kind, help=text)
+        if kind == "bin":
+            p.add_argument("pairs", help="the pair list (pairs.txt or .csv)")
+            p.add_argument("--images", help="folder the pair list's paths are relative to (default: its folder)")
+            p.add_argument("--format", choices=["auto", "lfw", "csv"], default="auto",
+                           help="pair list format (auto: csv for a .csv file, else LFW pairs.txt)")
+            p.add_argument("--ext", default="jpg", help="LFW: image file extension (name/name_0001.EXT)")
+            p.add_argument("--out", required=True, help="the .bin file (its report: <out stem>.pack.json)")
+        else:
+            p.add_argument("images", help="the image folder" + (" (one subfolder per identity, any depth below)"
+                                                                if kind == "rec" else ""))
+            p.add_argument("--out", required=True, help="output directory (replaced as a whole)")
+        if kind == "ijb":
+            p.add_argument("--subjects", required=True, help="CSV with header image,subject[,media]; image paths "
+                                                             "relative to the folder")
+            p.add_argument("--name", required=True, help="protocol name: meta/<name>_*.txt")
+            p.add_argument("--templates-per-subject", type=int, default=2,
+                           help="a subject's media are dealt into this many templates")
+            p.add_argument("--impostor-pairs", type=int, help="impostor template pairs sampled (default: 10 per "
+                                                              "genuine pair, at most all)")
+            p.add_argument("--seed", type=int, default=0, help="seed of the impostor sample")
+        else:
+            p.add_argument("--size", type=_size, default=(112, 112), help="stored crop H,W (default 112,112)")
+            p.add_argument("--encoding", choices=["jpg", "png"], default="jpg",
+                           help="stored images: JPEG quality 95 (face2rec2's default) or lossless PNG")
+        p.add_argument("--align", choices=["none", "mtcnn"], default="none",
+                       help="mtcnn: detect the face and warp its 5 points onto the ArcFace template (InsightFace "
+                            "norm_crop); none: the images are crops already (other sizes: centre crop + resize)"
+                       + ("; ijb: none needs aligned crops (template landmarks)" if kind == "ijb" else ""))
+        p.add_argument("--min-score", type=float, default=0.9,
+                       help="mtcnn: faces this confident are subject candidates (the one nearest the centre wins)")
+        p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
+                       help="a file that does not decode or has no face: stop (fail) or leave it out, listed in "
+                            "the report (skip)")
+        p.add_argument("--threads", type=int, default=1, help="torch threads of the detector")
+        p.set_defaults(func=cmd_data_pack)
 
     p = sub.add_parser("align", help="5-point alignment of IJB-style loose crops onto the ArcFace template")
     p.add_argument("--in", dest="ijb", required=True, help="IJB-style directory (loose_crop/, meta/)")
@@ -347,14 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(falls back to the set's points where no face is found)")
     p.add_argument("--no-face", choices=["landmarks", "error"], default="landmarks",
                    help="mtcnn: where no face is found, use the set's own points (landmarks) or stop (error)")
-    p.add_argument("--min-score", type=float, default=0.9,
+    p.add_argument("--min-score", type=options.probability, default=0.9,
                    help="mtcnn: faces this confident are subject candidates (the one nearest the centre wins)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=options.threads, default=1)
     p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
                    help="a bad loose crop, landmark row or detector score: stop (fail) or leave the "
                         "image out, counted and logged in manifest.json (skip)")
     p.add_argument("--allow-external-links", action="store_true",
                    help="follow loose crops that are symlinks out of the set's loose_crop/ (refused by default)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("train", help="train a backbone with its margin head (DDP-aware under torchrun)")
@@ -364,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training RecordIO directory (default: params datasets.train; --train-set is the old name)")
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=options.threads)
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("train-xcos", help="train an xCos model (grid feature + attention) on a trained backbone")
@@ -373,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-data", dest="train_data",
                    help="training RecordIO directory (default: params datasets.train)")
     p.add_argument("--out", required=True, help="xCos model directory (xcos.pt, config.json, fit_log.csv)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=options.threads)
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_train_xcos)
 
     p = sub.add_parser("fit-head", help="fit an uncertainty head (PFE, SCF, SCF-G) on a frozen backbone")
@@ -383,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-data", "--train-set", dest="train_data",
                    help="training RecordIO directory (default: params datasets.train; --train-set is the old name)")
     p.add_argument("--params", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--out", required=True, help="head directory (head.pt, config.json, fit_log.csv)")
+    p.add_argument("--threads", type=options.threads)
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_fit_head)
 
     p = sub.add_parser("embed", help="embed a test set (flip kept separately), with optional uncertainty")
@@ -396,9 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", help="fitted uncertainty head directory (fit-head output)")
     p.add_argument("--uncertainty", choices=MODEL_UNCERTAINTY_CHOICES, metavar="KIND",
                    help="the model's own uncertainty (when no --head): %(choices)s")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=options.integer(1, 65536), default=256)
     p.add_argument("--no-flip", action="store_true")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=options.threads)
     p.add_argument("--max-decoded-pixels", type=_positive_int, default=1 << 33, metavar="N",
                    help="most pixels the set's images may declare in all, checked from their headers before "
                         "decoding (default 2^33; a .bin can name one large image many times)")
@@ -411,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", help="the model file (default: models.<model>.path)")
     p.add_argument("--input-size", type=_size, help="H,W the model takes (default: 112,112; ONNX: its input shape)")
     p.add_argument("--channels", choices=["rgb", "bgr"], help="channel order the model expects (default rgb)")
-    p.add_argument("--mean", type=float, help="pixel mean the model subtracts (default 127.5)")
-    p.add_argument("--std", type=float, help="pixel std the model divides by (default 127.5)")
+    p.add_argument("--mean", type=options.number(), help="pixel mean the model subtracts (default 127.5)")
+    p.add_argument("--std", type=options.number(0.0, low_open=True), help="pixel std the model divides by (default 127.5)")
     p.add_argument("--out", required=True, help="model directory: pretrained.json is written there")
     p.set_defaults(func=cmd_import_model)
 
@@ -423,10 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .onnx file")
     p.add_argument("--feature-map", action="store_true",
                    help="also output the last feature map (what PFE, SCF, ScaleFace and xCos read)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--tolerance", type=float, default=1e-4,
+    p.add_argument("--opset", type=options.integer(7, 30), default=17)
+    p.add_argument("--tolerance", type=options.number(0.0, low_open=True), default=1e-4,
                    help="largest accepted |onnx - torch| / max|torch| (the file is not written above it)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=options.threads)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="evaluate embeddings: pairs (10-fold), ijb (1:1), reject (curves), "
@@ -449,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=POOLING_CHOICES, metavar="POOLING",
                    help="IJB template pooling: %(choices)s")
     p.add_argument("--tar-method", default="nearest", choices=TAR_METHOD_CHOICES, metavar="METHOD",
-                   help="how TAR is read off the ROC: %(choices)s")
+                   help="how TAR is read: %(choices)s (kth_impostor: ScaleFace's threshold at the "
+                        "round(n*FAR)-th impostor; reject only)")
     p.add_argument("--metric", default="cosine", choices=PAIR_DISTANCE_CHOICES, metavar="DISTANCE",
                    help="pairs: pair distance for the 10-fold accuracy: %(choices)s")
     p.add_argument("--score", default="cosine", choices=SCORE_CHOICES, metavar="SCORE",
@@ -457,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constant-uncertainty", type=_constant, metavar="VALUE",
                    help="ijb: control row, one kappa / sigma^2 for every image (a number, or 'mean' = the file's "
                         "geometric mean)")
+    p.add_argument("--pfe-sigma", default="per_dimension", choices=["per_dimension", "isotropic"],
+                   help="pooling pfe / score pfe_mls: PFE's per-dimension sigma^2 (uncertainty_per_dim) or the "
+                        "isotropic ablation (one sigma^2 per image)")
     p.add_argument("--failed-images", metavar="FILE",
                    help="ijb, reject, edc (IJB): images that failed alignment (the aligned set's manifest.json, key "
                         "skipped_images, or one name per line); the embeddings may lack exactly these (reject and "
@@ -469,13 +543,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "counted in the metrics (duplicate_pairs)")
     p.add_argument("--pairs-protocol", default="insightface", choices=["insightface", "sphereface"],
                    help="pairs: InsightFace verification.py, or SphereFace's evaluation.m")
-    p.add_argument("--identities", help="pairs: quality.csv with each image's identity (bootstrap subjects)")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+    p.add_argument("--identities", help="pairs, reject, edc on a pair set: CSV with columns image, identity (the "
+                                        "synthetic quality.csv) for the bootstrap subjects; without it every pair "
+                                        "is its own cluster")
+    p.add_argument("--probe-templates", default="all_images", choices=["all_images", "first_image"],
+                   help="reject (IJB): pool every template (ScaleFace 'full'), or ScaleFace's single-image probes "
+                        "(the second template of each pair is its first image)")
+    p.add_argument("--bootstrap", type=options.integer(0, 1_000_000), default=0, metavar="N",
                    help="bootstrap replicates over subjects (0: none)")
     p.add_argument("--bootstrap-within", action="store_true",
                    help="also resample templates within subjects (two-stage, conservative)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and EDC random rankings)")
-    p.add_argument("--ci-level", type=float, default=0.95, help="bootstrap percentile interval level")
+    p.add_argument("--seed", type=options.seed, default=0, help="seed of the bootstrap (and EDC random rankings)")
+    p.add_argument("--ci-level", type=options.level, default=0.95, help="bootstrap percentile interval level")
     p.add_argument("--replicates", help="bootstrap replicates .npz to write (paired comparisons in reports)")
     p.add_argument("--how", default="mean", choices=["mean", "max", "min", "harmonic", "product"],
                    help="reject: pair uncertainty from its two members'")
@@ -485,13 +564,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template-how", default="mean", choices=["mean", "min", "harmonic"],
                    help="reject, edc (IJB): template uncertainty from its images', in the chosen space")
     p.add_argument("--quality", help="edc: quality.csv (the oracle ranking by the known quality)")
-    p.add_argument("--starting-error", type=float, default=0.05, help="edc: error that fixes the threshold")
-    p.add_argument("--discard-limit", type=float, default=0.2, help="edc: pAUC up to this discarded fraction")
-    p.add_argument("--random-draws", type=int, default=10, help="edc: random rankings averaged")
+    p.add_argument("--starting-error", type=options.level, default=0.05, help="edc: error that fixes the threshold")
+    p.add_argument("--discard-limit", type=options.number(0.0, 1.0, low_open=True), default=0.2, help="edc: pAUC up to this discarded fraction")
+    p.add_argument("--random-draws", type=options.integer(1, 100_000), default=10, help="edc: random rankings averaged")
     p.add_argument("--crfiqa-fmrs", type=_fars, default=[1e-3, 1e-4], help="edc: FMRs of the CR-FIQA ERC variant")
     p.add_argument("--csv", help="reject: also write the curve as CSV")
-    p.add_argument("--fraction-step", type=float, default=0.01)
-    p.add_argument("--max-fraction", type=float, default=0.5)
+    p.add_argument("--fraction-step", type=options.number(0.0, 1.0, low_open=True), default=0.01,
+                   help="reject: step between rejected fractions")
+    p.add_argument("--max-fraction", type=options.probability, default=0.5,
+                   help="reject: largest rejected fraction")
     p.set_defaults(func=cmd_evaluate)
 
     from facetrust.verify.cli import add_verify_parser
@@ -520,12 +601,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _record_provenance(args, argv: list[str]) -> None:
-    """A sidecar record of what made ``--out`` (facetrust.provenance), on rank 0 only."""
-    out = getattr(args, "out", None)
-    if out is None or os.environ.get("RANK", "0") != "0" or not Path(out).exists():
-        return
-    from facetrust.provenance import write_sidecar
+# Output options beyond --out, per command (facetrust.outputs guards them all); every other path
+# option is an input.  Options that are names, not paths, are never taken for inputs.
+EXTRA_OUTPUTS = {
+    "evaluate": ("roc", "csv", "replicates"),
+    "explain faithfulness": ("examples",),
+    "explain invert": ("results", "images"),
+    "report edc": ("figure",),
+    "report xcos": ("table", "figure"),
+    "report explanations": ("table", "curves", "maps"),
+    "report inversion": ("table", "figure"),
+}
+NOT_PATHS = {
+    "train": ("model",), "fit-head": ("model", "head"), "import-model": ("model",), "train-xcos": ("name",),
+    "align": ("name",), "evaluate": ("name", "score_key", "reference_key"),
+    "report": ("method", "label", "title", "backbone", "train_set", "test_set", "variant", "model", "variants",
+               "baseline", "margin_methods", "depth_method", "depth_backbones", "paper_protocol_label", "name"),
+}
+# Inputs that are model directories: an output may live inside them (models/<model>/heads/<head>).
+MODEL_DIRECTORY_INPUTS = ("model", "backbone", "standard", "verifier")
+_BOOKKEEPING = ("command", "func", "kind", "format", "explain_command", "action", "protocol_kind", "verbose")
+
+
+def command_name(args) -> str:
+    """``evaluate``, ``report xcos``, ``explain invert``, ``export onnx`` …"""
+    sub = next((getattr(args, key) for key in ("kind", "explain_command", "format") if getattr(args, key, None)), None)
+    return f"{args.command} {sub}" if sub and args.command in ("report", "explain", "export") else args.command
+
+
+def output_paths(args) -> dict[str, Path]:
+    """Option -> path of every output the command was given (``out`` first)."""
+    name = command_name(args)
+    if args.command == "fetch":  # downloads into a directory of other files; keeps its .part files to resume
+        return {}  # (its --out still gets its provenance record)
+    options_out = ("out", *EXTRA_OUTPUTS.get(name, EXTRA_OUTPUTS.get(args.command, ())))
+    return {option: Path(getattr(args, option)) for option in options_out if getattr(args, option, None)}
+
+
+def input_paths(args, outputs: dict[str, Path]) -> list[tuple[str, Path]]:
+    from facetrust.outputs import option_paths
+
+    skip = {*_BOOKKEEPING, *outputs, *NOT_PATHS.get(args.command, ())}
+    return option_paths(vars(args), skip=tuple(skip))
+
+
+def _provenance_text(args, argv: list[str]) -> str:
+    """The sidecar record of what made ``--out`` (facetrust.provenance)."""
+    from facetrust.provenance import record_text
 
     seed = getattr(args, "seed", None)
     if seed is None and getattr(args, "params", None):
@@ -535,7 +657,51 @@ def _record_provenance(args, argv: list[str]) -> None:
             seed = (load_yaml(args.params) or {}).get("seed")
         except (InputError, AttributeError):
             seed = None
-    write_sidecar(out, argv, seed)
+    return record_text(argv, seed)
+
+
+def option_flags(parser: argparse.ArgumentParser, args) -> dict[str, str]:
+    """dest -> the option as typed (``testset`` -> ``--test-set``; a positional: its name) of the
+    subcommand ``args`` ran."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                flags.update(option_flags(chosen, args))
+        elif action.option_strings:
+            flags.setdefault(action.dest, next((o for o in action.option_strings if o.startswith("--")),
+                                               action.option_strings[0]))
+        else:
+            flags.setdefault(action.dest, action.dest)
+    return flags
+
+
+def main_process(environ=os.environ) -> bool:
+    """Whether this is rank 0: of torchrun (``RANK``), or of a multi-task ``srun`` step
+    (``SLURM_PROCID``, which facetrust.train.distributed turns into ``RANK`` only later), or the
+    only process.  Rank 0 alone locks, marks and records the outputs."""
+    if "RANK" in environ:
+        return environ["RANK"] == "0"
+    tasks = environ.get("SLURM_STEP_NUM_TASKS", "1")
+    if tasks.isdigit() and int(tasks) > 1 and "SLURM_PROCID" in environ:
+        return environ["SLURM_PROCID"] == "0"
+    return True
+
+
+def _run(args, argv: list[str], flags: dict[str, str]) -> None:
+    """The command inside its output transaction (facetrust.outputs)."""
+    from facetrust import outputs
+
+    out_paths = output_paths(args)
+    outputs.check_outputs_against_inputs(out_paths, input_paths(args, out_paths),
+                                         directory=args.command in outputs.DIRECTORY_COMMANDS,
+                                         nested_ok=MODEL_DIRECTORY_INPUTS, flags=flags)
+    out = getattr(args, "out", None)
+    with outputs.transaction(args.command, out_paths, force=getattr(args, "force", False),
+                             main_process=main_process(),
+                             provenance=lambda: _provenance_text(args, argv), record_of=Path(out) if out else None):
+        args.func(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,25 +709,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    name = args.command
     try:
-        args.func(args)
-        _record_provenance(args, argv if argv is not None else sys.argv[1:])
+        _run(args, argv if argv is not None else sys.argv[1:], option_flags(parser, args))
     except InputError as error:
-        print(f"facetrust {args.command}: error: {error}", file=sys.stderr)
+        print(f"facetrust {name}: error: {error}", file=sys.stderr)
+        log.debug("facetrust %s failed", name, exc_info=True)
         return 2
     except KeyboardInterrupt:
-        print(f"facetrust {args.command}: interrupted", file=sys.stderr)
+        print(f"facetrust {name}: interrupted", file=sys.stderr)
+        return 1
+    except RunError as error:  # a failed run that one line explains (a lock held, a diverged training)
+        print(f"facetrust {name}: error: {error}", file=sys.stderr)
+        log.debug("facetrust %s failed", name, exc_info=True)
         return 1
     except OSError as error:  # the machine, not the input: a read-only or full disk, a missing device
         # a failed write() names no file: the stage's output is the place to look
         where = error.filename or getattr(args, "out", None)
         where = f" {where}" if where else ""
-        print(f"facetrust {args.command}: error: cannot write or read{where}: {error.strerror or error}",
+        print(f"facetrust {name}: error: cannot write or read{where}: {error.strerror or error}",
               file=sys.stderr)
-        log.debug("facetrust %s failed", args.command, exc_info=True)
+        log.debug("facetrust %s failed", name, exc_info=True)
         return 1
-    except Exception:
-        log.exception("facetrust %s failed", args.command)
+    except MemoryError:
+        print(f"facetrust {name}: error: out of memory", file=sys.stderr)
+        log.debug("facetrust %s failed", name, exc_info=True)
+        return 1
+    except Exception as error:  # a bug: one line, the traceback with -v
+        text = " ".join(str(error).split())[:300]
+        print(f"facetrust {name}: error: unexpected {type(error).__name__}: {text} (run with -v for the traceback)",
+              file=sys.stderr)
+        log.debug("facetrust %s failed", name, exc_info=True)
         return 1
     return 0
 

@@ -105,7 +105,30 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
             message = _short(error.message)  # jsonschema quotes the whole offending value
         raise ConfigError(f"{source}: {_short(_key_path(error))}: {message}")
     _check_backbones(params, source)
+    _check_packed_paths(params, source)
     return params
+
+
+#: Where the pack rules write each packed set (datasets.pack; workflow/rules/data.smk).
+PACKED_TRAIN, PACKED_PAIRS, PACKED_IJB = "data/packed/train", "data/packed/pairs/{name}.bin", "data/packed/ijb/{name}"
+
+
+def _check_packed_paths(params: dict, source: str) -> None:
+    """A set packed from your folders (datasets.pack) is read from where the pack rule writes it,
+    so datasets.train / pairs / ijb must name that place (else the DAG would never pack it)."""
+    datasets = params.get("datasets") or {}
+    pack = datasets.get("pack") or {}
+    wanted = []
+    if pack.get("train"):
+        wanted.append(("datasets.train", datasets.get("train"), PACKED_TRAIN))
+    for kind, pattern in (("pairs", PACKED_PAIRS), ("ijb", PACKED_IJB)):
+        for name in pack.get(kind) or {}:
+            wanted.append((f"datasets.{kind}.{name}", (datasets.get(kind) or {}).get(name),
+                           pattern.format(name=name)))
+    for key, value, path in wanted:
+        if value != path:
+            raise ConfigError(f"{source}: {key}: {value!r}; a set packed by datasets.pack is written to {path!r}, "
+                              f"so {key} must be {path!r}")
 
 
 def _check_backbones(params: dict, source: str) -> None:
@@ -348,7 +371,15 @@ def evaluate_args(variant: dict) -> list[str]:
     args = ["--pooling", variant.get("pooling", "mean"), "--score", variant.get("score", "cosine")]
     if "constant_uncertainty" in variant:
         args += ["--constant-uncertainty", str(variant["constant_uncertainty"])]
+    if "pfe_sigma" in variant:
+        args += ["--pfe-sigma", str(variant["pfe_sigma"])]
     return args
+
+
+def reject_space(params: dict, variant: dict) -> str:
+    """The uncertainty space of a variant's reject and EDC runs: its ``reject_space``, else
+    ``evaluate.reject.space`` (``method``: each method's own)."""
+    return str(variant.get("reject_space") or params["evaluate"]["reject"]["space"])
 
 
 def bootstrap_args(params: dict) -> list[str]:

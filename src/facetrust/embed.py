@@ -8,6 +8,8 @@ Arrays written:
   detector_score      float32 (N) for aligned IJB sets
   issame              bool (N/2) for .bin pair sets (pairs are images 2k, 2k+1)
   uncertainty, uncertainty_kind  when a head (or the model's own estimate) provides one
+  uncertainty_per_dim float32 (N, D): PFE's per-dimension σ² (the head's own output; ``uncertainty``
+                      then holds its harmonic mean over dimensions, the scalar for ranking pairs)
 """
 
 from __future__ import annotations
@@ -84,7 +86,11 @@ class _TestSet:
 
 
 def uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict, extras: dict):
-    """A function (embedding, feature_map) -> uncertainty (N,) float32 (larger = less certain), and its kind.
+    """A function (embedding, feature_map) -> (uncertainty (N,) float32 (larger = less certain),
+    per-dimension σ² (N, D) float32 or None), and its kind.
+
+    Only PFE's head predicts a σ² per dimension; PFE's fusion and MLS are per-dimension (Shi & Jain
+    2019, Eq. 3 and the code's ``aggregate_PFE``), so it is kept beside the scalar.
 
     A head fitted by ``fit-head`` (``head_dir``; PFE, SCF, SCF-G) reads the feature map; otherwise
     ``kind`` names one of the model's own estimates
@@ -96,8 +102,10 @@ def uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict,
         head = load_uncertainty_head(head_dir)
 
         def from_head(embedding, feature_map):
-            uncertainty, _ = predict_uncertainty(head, head.method, embedding, feature_map)
-            return np.asarray(uncertainty, dtype=np.float32)
+            uncertainty, extra = predict_uncertainty(head, head.method, embedding, feature_map)
+            per_dim = extra.get("sigma_sq")
+            return (np.asarray(uncertainty, dtype=np.float32),
+                    None if per_dim is None else np.asarray(per_dim, dtype=np.float32))
 
         from_head.reads_feature_map = True  # every fitted head reads the feature map
         return from_head, head.method
@@ -106,21 +114,32 @@ def uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict,
     factory = MODEL_UNCERTAINTIES.get(kind)  # an unknown kind fails before the model's heads are built
     # a pretrained backbone comes without its margin head: the estimates that need it say so
     margin_parts = load_margin(config, extras) if extras.get("head") is not None else (None, None)
-    return factory(config, extras, *margin_parts), kind
+    scalar = factory(config, extras, *margin_parts)
+
+    def without_per_dim(embedding, feature_map):
+        return scalar(embedding, feature_map), None
+
+    without_per_dim.reads_feature_map = bool(getattr(scalar, "reads_feature_map", False))
+    return without_per_dim, kind
 
 
 @torch.no_grad()
-def embed_batch(backbone, inputs: torch.Tensor, *, flip: bool = True, estimate=None
+def embed_batch(backbone, inputs: torch.Tensor, *, flip: bool = True, estimate=None, per_dim: list | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """One batch of normalised inputs (N, 3, H, W): ``(original embeddings, original + mirrored
-    (InsightFace F1) or None without flip, uncertainty of the original images or None)``, float32."""
+    (InsightFace F1) or None without flip, uncertainty of the original images or None)``, float32.
+    ``per_dim`` (a list) receives PFE's per-dimension σ² of the batch when the estimate has one."""
     if getattr(estimate, "reads_feature_map", False):
         embedding, feature_map = backbone(inputs, return_feature_map=True)
     else:  # an ONNX model may have no feature map output
         embedding, feature_map = backbone(inputs), None
     original = embedding.float().numpy()
     fused = original + backbone(torch.flip(inputs, dims=[3])).float().numpy() if flip else None
-    uncertainty = estimate(embedding, feature_map) if estimate is not None else None
+    uncertainty = None
+    if estimate is not None:
+        uncertainty, sigma_sq = estimate(embedding, feature_map)
+        if per_dim is not None and sigma_sq is not None:
+            per_dim.append(sigma_sq)
     return original, fused, uncertainty
 
 
@@ -145,10 +164,11 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     estimate, uncertainty_kind = uncertainty_estimator(uncertainty, head_dir, config, extras)
     data = _TestSet(Path(testset))
     data.check_pixel_budget(max_decoded_pixels)
-    originals, fused, uncertainties = [], [], []
+    originals, fused, uncertainties, per_dims = [], [], [], []
     batches = data.batches(batch_size, lambda image: to_tensor(fit_to_size(image, input_size)))
     for inputs in tqdm(batches, total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}", unit="batch"):
-        original, with_flip, uncertainty_batch = embed_batch(backbone, inputs, flip=flip, estimate=estimate)
+        original, with_flip, uncertainty_batch = embed_batch(backbone, inputs, flip=flip, estimate=estimate,
+                                                             per_dim=per_dims)
         originals.append(original)
         if flip:
             fused.append(with_flip)
@@ -165,6 +185,8 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     if uncertainties:
         arrays["uncertainty"] = np.concatenate(uncertainties)
         arrays["uncertainty_kind"] = np.asarray(uncertainty_kind)
+    if per_dims:
+        arrays["uncertainty_per_dim"] = np.concatenate(per_dims)
     write_npz(out_path, arrays)
     return {"images": len(data), "dim": int(embedding_noflip.shape[1]), "flip": flip, "out": str(out_path),
             "uncertainty_kind": uncertainty_kind}

@@ -11,3 +11,8 @@ class InputError(Exception):
 
 class ConfigError(InputError):
     """A configuration value that is missing, of the wrong type or not allowed."""
+
+
+class RunError(RuntimeError):
+    """A failed run that one line explains (exit code 1, no traceback): an output directory
+    locked by another run, a diverged training."""

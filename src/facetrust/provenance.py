@@ -82,8 +82,14 @@ def sidecar_path(output: str | os.PathLike, cwd: str | os.PathLike | None = None
     return cwd / ROOT / relative.parent / (relative.name + ".json")
 
 
+def record_text(argv: Sequence[str], seed: int | None = None) -> str:
+    """The sidecar file's text: :func:`record` as sorted, indented JSON."""
+    return json.dumps(record(argv, seed), indent=2, sort_keys=True) + "\n"
+
+
 def write_sidecar(output: str | os.PathLike, argv: Sequence[str], seed: int | None = None) -> Path:
-    """Write the record of ``output`` (a file or a directory the command wrote); returns its path."""
+    """Write the record of ``output`` (a file or a directory the command wrote); returns its path.
+    (The CLI commits it with the outputs instead: facetrust.outputs.transaction.)"""
     path = sidecar_path(output)
-    write_text_atomic(path, json.dumps(record(argv, seed), indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, record_text(argv, seed))
     return path

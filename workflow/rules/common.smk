@@ -281,10 +281,49 @@ def bootstrap_args():
     return " ".join(fc.bootstrap_args(config))
 
 
-def identities_args():
-    """quality.csv as the identity list of the synthetic pair set (bootstrap subjects)."""
+def pair_identity_source(wildcards):
+    """The identity list of a pair set (bootstrap subjects): quality.csv for the synthetic set,
+    `datasets.pair_identities.<set>` for a real .bin; none: one cluster per pair."""
+    if config["datasets"]["source"] == "synth":
+        return [f"{SYNTH_DIR}/quality.csv"]
+    path = (config["datasets"].get("pair_identities") or {}).get(wildcards.pairs)
+    return [path] if path else []
+
+
+def identities_args(wildcards, input):
+    """`--identities FILE` when the pair set has an identity list (see pair_identity_source)."""
+    return f"--identities {input.identities}" if input.identities else ""
+
+
+# Your own folders to pack (datasets.pack; rules pack_* in data.smk).
+PACK = config["datasets"]["pack"]
+
+
+def pack_settings(wildcards):
+    """The face-preparation flags every pack command shares."""
     return (
-        f"--identities {SYNTH_DIR}/quality.csv"
-        if config["datasets"]["source"] == "synth"
-        else ""
+        f"--align {PACK['align']} --on-bad-image {PACK['on_bad_image']}"
+        f" --min-score {PACK['min_score']}"
     )
+
+
+def files_below(folder):
+    """Every file below a folder to pack, so a changed or added image reruns the pack; the folder
+    itself when it is absent (Snakemake then names it as missing input)."""
+    if not os.path.isdir(folder):
+        return [folder]
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(root, name) for name in sorted(files)]
+    return found
+
+
+def pair_list_inputs(wildcards):
+    spec = PACK["pairs"][wildcards.pairs]
+    return [spec["list"], *files_below(spec["images"] or os.path.dirname(spec["list"]))]
+
+
+def ijb_pack_inputs(wildcards):
+    spec = PACK["ijb"][wildcards.ijb]
+    return [spec["subjects"], *files_below(spec["images"])]

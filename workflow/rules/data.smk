@@ -55,3 +55,105 @@ rule decode:
     shell:
         "facetrust data verify {params.train_dir} --out {output.manifest}"
         " --on-bad-image {params.on_bad_image} > {log} 2>&1"
+
+
+# Your own folders (datasets.pack, config/own_data.yaml): `facetrust data pack` turns them into the
+# formats the rest of the DAG reads, at the fixed places facetrust.config.PACKED_* names (the
+# config check there makes datasets.train/pairs/ijb point at them).
+
+
+rule pack_train:
+    input:
+        lambda wildcards: files_below(PACK["train"]),
+    output:
+        rec="data/packed/train/train.rec",
+        idx="data/packed/train/train.idx",
+        prop="data/packed/train/property",
+        lst="data/packed/train/train.lst",
+        report="data/packed/train/pack.json",
+    params:
+        images=PACK["train"],
+        settings=pack_settings,
+        size=",".join(str(v) for v in PACK["output_size"]),
+        encoding=PACK["encoding"],
+        out_dir=lambda wildcards, output: os.path.dirname(output.rec),
+    log:
+        "logs/pack/train.log",
+    benchmark:
+        "logs/benchmark/pack/train.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(4000),
+        runtime=grow(120),
+    shell:
+        "facetrust data pack rec {params.images} --out {params.out_dir} {params.settings}"
+        " --size {params.size} --encoding {params.encoding} --threads {threads} > {log} 2>&1"
+
+
+rule pack_pairs:
+    input:
+        pair_list_inputs,
+    output:
+        bin="data/packed/pairs/{pairs}.bin",
+        report="data/packed/pairs/{pairs}.pack.json",
+    params:
+        pair_list=lambda wildcards: PACK["pairs"][wildcards.pairs]["list"],
+        images=lambda wildcards: PACK["pairs"][wildcards.pairs]["images"]
+        or os.path.dirname(PACK["pairs"][wildcards.pairs]["list"]),
+        format=lambda wildcards: PACK["pairs"][wildcards.pairs]["format"],
+        settings=pack_settings,
+        size=",".join(str(v) for v in PACK["output_size"]),
+        encoding=PACK["encoding"],
+    log:
+        "logs/pack/pairs_{pairs}.log",
+    benchmark:
+        "logs/benchmark/pack/pairs_{pairs}.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(4000),
+        runtime=grow(60),
+    shell:
+        "facetrust data pack bin {params.pair_list} --images {params.images} --format {params.format}"
+        " --out {output.bin} {params.settings} --size {params.size} --encoding {params.encoding}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule pack_ijb:
+    input:
+        ijb_pack_inputs,
+    output:
+        meta=expand(
+            "data/packed/ijb/{{ijb}}/meta/{{ijb}}_{part}.txt",
+            part=["face_tid_mid", "name_5pts_score", "template_pair_label"],
+        ),
+        report="data/packed/ijb/{ijb}/pack.json",
+    params:
+        images=lambda wildcards: PACK["ijb"][wildcards.ijb]["images"],
+        subjects=lambda wildcards: PACK["ijb"][wildcards.ijb]["subjects"],
+        templates=lambda wildcards: PACK["ijb"][wildcards.ijb]["templates_per_subject"],
+        impostors=lambda wildcards: (
+            f"--impostor-pairs {PACK['ijb'][wildcards.ijb]['impostor_pairs']}"
+            if PACK["ijb"][wildcards.ijb]["impostor_pairs"]
+            else ""
+        ),
+        settings=pack_settings,
+        seed=config["seed"],
+        out_dir=lambda wildcards, output: os.path.dirname(output.report),
+    log:
+        "logs/pack/ijb_{ijb}.log",
+    benchmark:
+        "logs/benchmark/pack/ijb_{ijb}.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(4000),
+        runtime=grow(60),
+    shell:
+        "facetrust data pack ijb {params.images} --subjects {params.subjects} --name {wildcards.ijb}"
+        " --out {params.out_dir} --templates-per-subject {params.templates} {params.impostors}"
+        " --seed {params.seed} {params.settings} --threads {threads} > {log} 2>&1"

@@ -44,7 +44,7 @@ rule evaluate_ijb:
 rule evaluate_pairs:
     input:
         embeddings="embeddings/{variant}/{pairs}.npz",
-        identities=identity_source,
+        identities=pair_identity_source,
     output:
         metrics="results/metrics/{variant}/{pairs}.json",
         roc="results/roc/{variant}/{pairs}.csv",
@@ -53,7 +53,7 @@ rule evaluate_pairs:
         metric=config["evaluate"]["pairs"]["metric"],
         flip="" if config["evaluate"]["flip"] else "--no-flip",
         bootstrap=bootstrap_args(),
-        identities=identities_args(),
+        identities=identities_args,
     log:
         "logs/evaluate/{variant}/{pairs}.log",
     benchmark:
@@ -73,12 +73,12 @@ rule evaluate_pairs:
 rule evaluate_pairs_sphereface:
     input:
         embeddings="embeddings/{variant}/{pairs}.npz",
-        identities=identity_source,
+        identities=pair_identity_source,
     output:
         metrics="results/metrics/{variant}/{pairs}.sphereface.json",
     params:
         bootstrap=bootstrap_args(),
-        identities=identities_args(),
+        identities=identities_args,
     log:
         "logs/evaluate_sphereface/{variant}/{pairs}.log",
     benchmark:
@@ -106,7 +106,7 @@ rule evaluate_reject:
     params:
         ijb_dir=ijb_dir,
         how=config["evaluate"]["reject"]["how"],
-        space=config["evaluate"]["reject"]["space"],
+        space=lambda wildcards: fc.reject_space(config, VARIANTS[wildcards.variant]),
         template_how=config["evaluate"]["reject"]["template_how"],
         bootstrap=bootstrap_args(),
         failed=failed_images_args,
@@ -114,7 +114,8 @@ rule evaluate_reject:
         step=config["evaluate"]["reject"]["fraction_step"],
         max_fraction=config["evaluate"]["reject"]["max_fraction"],
         pooling=lambda wildcards: VARIANTS[wildcards.variant]["pooling"],
-        tar_method=config["evaluate"]["tar_method"],
+        tar_method=config["evaluate"]["reject"].get("tar_method", "kth_impostor"),
+        probes=config["evaluate"]["reject"].get("probe_templates", "all_images"),
     log:
         "logs/evaluate_reject/{variant}/{ijb}.log",
     benchmark:
@@ -131,6 +132,7 @@ rule evaluate_reject:
         " --space {params.space} --fars {params.fars} --fraction-step {params.step}"
         " --max-fraction {params.max_fraction} --pooling {params.pooling}"
         " --template-how {params.template_how} --tar-method {params.tar_method}"
+        " --probe-templates {params.probes}"
         " {params.bootstrap} --replicates {output.replicates} {params.failed} > {log} 2>&1"
 
 
@@ -146,7 +148,7 @@ rule evaluate_edc:
     params:
         ijb_dir=ijb_dir,
         flags=ijb_flags(),
-        space=config["evaluate"]["reject"]["space"],
+        space=lambda wildcards: fc.reject_space(config, VARIANTS[wildcards.variant]),
         template_how=config["evaluate"]["reject"]["template_how"],
         starting_error=config["evaluate"]["edc"]["starting_error"],
         limit=config["evaluate"]["edc"]["discard_limit"],

@@ -215,6 +215,7 @@ rule report_sphereface:
         report("results/reports/sphereface.md", category="Reports"),
     params:
         baseline=config["report"]["sphereface"]["baseline"],
+        normalised=config["report"]["sphereface"].get("normalised_baseline", ""),
         margins=config["report"]["sphereface"]["margin_methods"],
         depth_method=config["report"]["sphereface"]["depth_method"],
         depth=config["report"]["sphereface"]["depth_backbones"],
@@ -241,7 +242,8 @@ rule report_sphereface:
         runtime=grow(10),
     shell:
         "facetrust report sphereface --verification-table {input.table}"
-        " --baseline {params.baseline:q} --margin-methods {params.margins:q}"
+        " --baseline {params.baseline:q} --normalised-baseline {params.normalised:q}"
+        " --margin-methods {params.margins:q}"
         " --depth-method {params.depth_method:q} --depth-backbones {params.depth}"
         " {params.paper_protocol} --out {output} > {log} 2>&1"
 

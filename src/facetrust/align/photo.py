@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from facetrust import options
 from facetrust.errors import ConfigError, InputError
 
 #: What happens to a photograph without a detectable face.
@@ -178,6 +179,6 @@ def add_photo_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-face", choices=NO_FACE_POLICIES, default="error",
                         help="an image where MTCNN finds no face: stop with exit 2 (error), or use its centre "
                              "crop (aspect ratio kept)")
-    parser.add_argument("--min-score", type=float, default=0.9,
+    parser.add_argument("--min-score", type=options.probability, default=0.9,
                         help="faces this confident are subject candidates; the one nearest the centre wins "
                              "(align's rule)")

@@ -37,7 +37,7 @@ from facetrust.data.ijb import NAME_5PTS_SCORE, read_ijb_protocol
 from facetrust.data.images import BadImagePolicy, read_image_file
 from facetrust.input_files import check_inside, refuse_huge_exponents
 from facetrust.errors import ConfigError, InputError
-from facetrust.io import atomic_path, write_text_atomic
+from facetrust.io import atomic_path, outputs_together, write_text_atomic
 
 CHUNK = 256  # images per worker task: big enough to amortise process hand-off
 METHODS = ("landmarks", "mtcnn")
@@ -157,6 +157,17 @@ def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112)
     names = list(protocol.images)
     pts_name = NAME_5PTS_SCORE.format(name=protocol.name)
     wheres = [f"{pts_name} line {line}" for line in protocol.landmark_lines]
+    # all four files or none (a full disk must not leave a .rec/.idx without its index.csv), and
+    # no empty directory after a failure
+    out_dir = Path(out_dir)
+    outputs = [out_dir / file for file in ("aligned.rec", "aligned.idx", "index.csv", "manifest.json")]
+    with outputs_together(*outputs, out_dir):
+        return _write_aligned(out_dir, ijb_dir, name, protocol, names, wheres, crop_dir, policy, output_size,
+                              method, threads, no_face, min_score)
+
+
+def _write_aligned(out_dir, ijb_dir, name, protocol, names, wheres, crop_dir, policy, output_size, method,
+                   threads, no_face, min_score) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [(str(crop_dir), names[i : i + CHUNK], protocol.landmarks[i : i + CHUNK],
                protocol.detector_scores[i : i + CHUNK], tuple(output_size), method, wheres[i : i + CHUNK],

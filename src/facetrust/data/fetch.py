@@ -37,7 +37,8 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from facetrust.data.catalog import DatasetEntry, catalog_table, get_entry
-from facetrust.errors import InputError
+from facetrust import options
+from facetrust.errors import InputError, RunError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class ManualDownloadRequired(InputError):
     """The data set has no public URL: the message holds the manual instructions (exit 2)."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(RunError):
     """The transfer kept failing after every retry (exit 1); the ``.part`` file is kept for resume."""
 
 
@@ -264,13 +265,19 @@ def _transfer(url: str, part: Path, *, timeout: float, progress: bool, label: st
                 total=None if length is None else offset + length, initial=offset, unit="B",
                 unit_scale=True, unit_divisor=1024, desc=label, disable=not progress, leave=False,
             ) as bar:
-                while chunk := response.read(CHUNK_BYTES):
+                while True:
+                    try:
+                        chunk = response.read(CHUNK_BYTES)
+                    except (OSError, http.client.HTTPException) as error:
+                        raise _TransientError(f"connection lost after {offset + received} bytes: {error}") from None
+                    if not chunk:
+                        break
                     handle.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-        except (OSError, http.client.HTTPException) as error:
-            raise _TransientError(f"connection lost after {offset + received} bytes: {error}") from None
+        except OSError as error:  # the local disk (full, read-only): no retry can fix it; exit 1 naming it
+            raise OSError(error.errno, error.strerror, str(part)) from None
     # http.client returns a short body without raising when the peer closes early: check it.
     if length is not None and received < length:
         raise _TransientError(f"connection closed after {offset + received} of {offset + length} bytes")
@@ -425,8 +432,8 @@ def add_fetch_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--filename", help="name to save the download as (default: from the catalog or URL)")
     p.add_argument("--no-resume", action="store_true", help="discard a partial download and start over")
     p.add_argument("--no-extract", action="store_true", help="keep archives packed")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
-    p.add_argument("--retries", type=int, default=4, help="retries after a failed attempt (backoff doubles)")
+    p.add_argument("--timeout", type=options.number(0.0, 86400.0, low_open=True), default=60.0, help="seconds without data before a retry")
+    p.add_argument("--retries", type=options.integer(0, 100), default=4, help="retries after a failed attempt (backoff doubles)")
     p.add_argument("--list", action="store_true", help="list the known data sets and exit")
     p.set_defaults(func=cmd_fetch)
     return p

@@ -100,7 +100,7 @@ def _field_problem(kind: type, field: str) -> str | None:
 
 def _first_bad_line(path: Path, kinds: list[type], parser_error: str) -> str:
     """Walk ``path`` and describe the first line that does not parse as ``kinds`` (slow path)."""
-    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):  # \n, \r\n or \r
+    for lineno, raw in enumerate(_raw_lines(path), start=1):
         try:
             fields = raw.decode("utf-8").split()
         except UnicodeDecodeError as exc:
@@ -161,11 +161,15 @@ def _read_table(path: Path, kinds: list[type]) -> pd.DataFrame:
     raise InputError(f"{path}: {_first_bad_line(path, kinds, parser_error)}")
 
 
+def _raw_lines(path: Path) -> list[bytes]:
+    """The lines of ``path`` ended by ``\\n``, ``\\r\\n`` or a lone ``\\r`` alike (as the table parser
+    reads them; bytes.splitlines splits at exactly these three)."""
+    return Path(path).read_bytes().splitlines()
+
+
 def _row_lines(path: Path) -> np.ndarray:
     """1-based line number of each table row (the parser skips blank lines); for error messages."""
-    # bytes.splitlines ends a line at \n, \r\n and a lone \r alike, as the table parser does
-    lines = path.read_bytes().splitlines()
-    return np.asarray([n for n, raw in enumerate(lines, start=1) if raw.strip()], dtype=np.int64)
+    return np.asarray([n for n, raw in enumerate(_raw_lines(path), start=1) if raw.strip()], dtype=np.int64)
 
 
 def _unsafe_name(name: str) -> bool:

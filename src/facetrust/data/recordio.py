@@ -440,7 +440,9 @@ def read_idx(idx_path: str | os.PathLike) -> tuple[list[int], dict[int, int]]:
     keys: list[int] = []
     offsets: dict[int, int] = {}
     with open(idx_path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+        # \n, \r\n and a lone \r end a line alike (a file iterator splits at \n only)
+        lines = (part for chunk in handle for part in chunk.splitlines())
+        for line_no, raw in enumerate(lines, start=1):
             line = raw.strip()
             if not line:
                 continue

@@ -2,15 +2,20 @@
 
 For an embeddings file with ``uncertainty`` on an IJB protocol (template pairs, scored as
 ``evaluate ijb`` scores them) or a pair set (image pairs, cosine): the method's ranking, a
-**random** ranking (the mean of ``random_draws`` seeded draws) and, given ``quality.csv``, the
-**oracle** ranking by the known synthetic quality, all on the same comparison scores and the same
-fixed thresholds (:mod:`facetrust.evaluate.edc`).  A template's uncertainty is aggregated in the
+**random** ranking (the mean of ``random_draws`` seeded draws), given ``quality.csv`` the
+**known quality** ranking (``known_quality``: the renderer's scalar quality of the synthetic images, a
+reference that model-based measures can and do beat, not a bound), and the **oracle** bound
+(``oracle``: error-aware, the pairs the model gets wrong at the fixed threshold discarded first, i.e.
+mated pairs by ascending score, non-mated by descending score; its pAUC minus the theoretical best
+is 0 up to ties), all on the same comparison scores and the same fixed thresholds
+(:mod:`facetrust.evaluate.edc`).  A template's uncertainty is aggregated in the
 method's space (as in reject verification), its known quality is the mean over its images; pair
 quality = the worse of the two.
 
 Writes a JSON (``protocol: "edc"``; curves thinned for plots, pAUC on the full curves, bootstrap
-intervals over subjects and templates, the CR-FIQA ERC) and, with ``replicates_out``, the pAUC
-replicates (paired across methods by the seed).
+intervals over subjects and templates, an ERC after CR-FIQA) and, with ``replicates_out``, the pAUC
+replicates (paired across methods by the seed and design digest, both stored).  A pair set's
+bootstrap subjects come from ``identities_csv`` (else one cluster per pair).
 """
 
 from __future__ import annotations
@@ -51,9 +56,10 @@ def _template_mean(values: np.ndarray, template_ids: np.ndarray, pairs: np.ndarr
     return mean[rows.get_indexer(pairs[:, 0])], mean[rows.get_indexer(pairs[:, 1])]
 
 
-def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, quality_csv, failed_images=None):
-    """(scores, labels, method pair quality, oracle pair quality or None, design, test set, settings)."""
-    from facetrust.evaluate.bootstrap import cluster_design, ijb_design
+def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, quality_csv, failed_images=None,
+            identities_csv=None):
+    """(scores, labels, method pair quality, known-quality pair quality or None, design, test set, settings)."""
+    from facetrust.evaluate.bootstrap import ijb_design, pair_set_design
     from facetrust.evaluate.reject import template_uncertainty_in_space
 
     if ijb_dir is None:
@@ -65,10 +71,9 @@ def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, q
         if quality_csv is not None:
             known = image_quality(embeddings.images, quality_csv, None)
             oracle = np.minimum(known[0::2], known[1::2])
-        n = issame.size
+        design = pair_set_design(embeddings.images, issame.astype(np.int8), identities_csv, embeddings.path)
         return (-pair_distance(emb1, emb2, "cosine"), issame.astype(np.int8), -np.maximum(u[0::2], u[1::2]), oracle,
-                cluster_design(np.arange(2 * n).reshape(n, 2), issame.astype(np.int8)), embeddings.path.stem,
-                {"score": "cosine of L2-normalised image features"})
+                design, embeddings.path.stem, {"score": "cosine of L2-normalised image features"})
     from facetrust.data.ijb import read_ijb_protocol
     from facetrust.evaluate.ijb import align_images, evaluate_ijb, ijb_settings
 
@@ -85,7 +90,8 @@ def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, q
         q1, q2 = _template_mean(image_quality(protocol.images, quality_csv, protocol.name), protocol.template_ids,
                                 protocol.pairs)
         oracle = np.minimum(q1, q2)
-    settings = ijb_settings(flip=embeddings.flip, pooling=pooling, tar_method="nearest", **flags)
+    settings = ijb_settings(flip=embeddings.flip, pooling=pooling, tar_method="nearest",
+                            pfe_sigma_kind=result.metrics["settings"].get("pfe_sigma_sq"), **flags)
     settings.update(template_uncertainty=template_how, template_uncertainty_space=space)
     if failures is not None:
         settings["failure_to_enrol"] = failures.record()
@@ -119,25 +125,31 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
                      template_how: str = "mean", space: str = "method", pooling: str = "mean", flags: dict | None = None,
                      starting_error: float = 0.05, discard_limit: float = 0.2, random_draws: int = 10,
                      crfiqa_fmrs: Sequence[float] = (1e-3, 1e-4), seed: int = 0, bootstrap=None,
-                     failed_images=None) -> dict:
+                     failed_images=None, identities_csv=None) -> dict:
     """EDC of one uncertainty file (module docstring); writes ``out_json`` and returns it."""
     from facetrust.evaluate.bootstrap import bootstrap_statistic, percentile_interval, unit_description
     from facetrust.evaluate.fusion import load_embeddings
     from facetrust.evaluate.reject import method_space
-    from facetrust.io import write_json_atomic
+    from facetrust.io import atomic_path, outputs_together, write_json_atomic
 
+    replicate_arrays = None
     flags = dict(flags or {"normalize_images": False, "use_detector_score": True})
     embeddings = load_embeddings(embeddings_path, flip=flags.pop("flip", True))
     if embeddings.uncertainty is None:
         raise InputError(f"{embeddings.path}: missing key 'uncertainty' (EDC ranks comparisons by it)")
     resolved = method_space(space, embeddings.uncertainty_kind)
-    scores, labels, method_q, oracle_q, design, test_set, settings = _inputs(
+    scores, labels, method_q, known_q, design, test_set, settings = _inputs(
         embeddings, ijb_dir, name, template_how=template_how, space=resolved, pooling=pooling, flags=flags,
-        quality_csv=quality_csv, failed_images=failed_images)
+        quality_csv=quality_csv, failed_images=failed_images, identities_csv=identities_csv)
     genuine = np.asarray(labels).astype(bool)
+    # The error-aware oracle: a mated pair's quality is its score (low scores are the false
+    # non-matches), a non-mated pair's the negated score (high scores are the false matches).
+    scores64 = np.asarray(scores, dtype=np.float64)
+    oracle_q = np.where(genuine, scores64, -scores64)
     thresholds = {"fnmr": edc.comparison_threshold(scores[genuine], "fnmr", starting_error),
                   "fmr": edc.comparison_threshold(scores[~genuine], "fmr", starting_error)}
-    rankings = {"method": method_q, **({"oracle": oracle_q} if oracle_q is not None else {})}
+    rankings = {"method": method_q, **({"known_quality": known_q} if known_q is not None else {}),
+                "oracle": oracle_q}
     curves = {who: _curves(scores, labels, q, thresholds, starting_error) for who, q in rankings.items()}
     random_pauc, curves["random"] = _random_curves(scores, labels, thresholds, starting_error, discard_limit,
                                                    random_draws, seed)
@@ -172,21 +184,28 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
                                "unit": unit_description(design, bootstrap.within), "design_digest": design.digest(),
                                "replicates": None if bootstrap.replicates_out is None else str(bootstrap.replicates_out)}
         if bootstrap.replicates_out is not None:
-            from facetrust.io import atomic_path
-
-            with atomic_path(bootstrap.replicates_out) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **{f"pauc_{who}_{e}": replicates[:, j] for j, (who, e) in enumerate(keys)},
-                         seed=np.int64(bootstrap.seed), level=np.float64(bootstrap.level),
-                         design_digest=np.array(design.digest()))
+            replicate_arrays = {**{f"pauc_{who}_{e}": replicates[:, j] for j, (who, e) in enumerate(keys)},
+                                "seed": np.int64(bootstrap.seed), "level": np.float64(bootstrap.level),
+                                "design_digest": np.array(design.digest()),
+                                "n_resamples": np.int64(bootstrap.n_resamples)}
     settings.update(
         edc="fixed threshold (Schlett et al. arXiv 2303.13294, dasec edc.py); ties in quality discarded together",
         starting_error=starting_error, discard_limit=discard_limit, pauc="stepwise, minus the theoretical best",
         pair_quality="the worse of the two (max uncertainty, min confidence)", uncertainty_space=resolved,
         uncertainty_kind=embeddings.uncertainty_kind, random_draws=random_draws, seed=seed,
-        oracle="mean known quality of the template's images (quality.csv)" if oracle_q is not None else None,
-        crfiqa="CR-FIQA ERC: threshold recomputed on the kept pairs at each FMR; fractions 0-0.95; trapezoid AUC")
+        known_quality=("known quality (the renderer's scalar; a reference, not a bound): mean over the template's "
+                       "images (quality.csv)") if known_q is not None else None,
+        oracle="error-aware oracle bound: the pairs wrong at the fixed threshold discarded first (mated by "
+               "ascending score, non-mated by descending score)",
+        crfiqa="ERC after CR-FIQA (not its exact threshold rule): threshold = numpy quantile of the kept non-mated "
+               "scores at 1 - FMR, recomputed at each fraction; fractions 0-0.95; trapezoid AUC")
     n_genuine = int(genuine.sum())
     metrics = metrics_record(test_set, "edc", n_pairs=labels.size, n_genuine=n_genuine, settings=settings,
                              embeddings=embeddings_path, **values)
-    write_json_atomic(out_json, metrics)
+    replicates_out = bootstrap.replicates_out if replicate_arrays is not None else None
+    with outputs_together(out_json, replicates_out):  # the replicates never without their metrics
+        if replicate_arrays is not None:
+            with atomic_path(replicates_out) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **replicate_arrays)
+        write_json_atomic(out_json, metrics)
     return metrics

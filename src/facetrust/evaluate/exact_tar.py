@@ -27,39 +27,43 @@ Why the result is the float64 one
    pair whose t is within 2E of it: these are all the genuine pairs whose float64 score lies between
    the span's lowest and highest float64 score (2.).  Between two consecutive such values there are
    only impostors, as many as the difference of the exact F's (a genuine count there is checked to
-   be 0).  If those impostors' float64 scores are distinct (below), each is a step (1, 0): one run,
-   so no point inside it is kept, and the kept points of the float64 ROC over the span are exactly
-   the run ends of [the steps at the genuine values, runs of (1, 0)] — all known.  Where no genuine
-   pair lies above (below) the span, the run reaches the first (last) point, which is kept.
-4. TAR is read off these points only when points outside the span cannot change it
+   be 0): a horizontal run of points at one TPR.  Its last point is kept (the next step has a
+   genuine pair) and so is the point before it (the step into it has one); which points inside it
+   are kept depends on how the impostors tie in float64 (a run of distinct scores keeps none;
+   equal scores, as duplicate templates give, make steps (k, 0) and keep the ends of their runs).
+   The run's inside points all share its TPR.  Where no genuine pair lies above (below) the span,
+   the run reaches the first (last) point, and sklearn keeps that first point wherever it is.
+4. TAR is read twice off these points: with only the points certainly kept, and with every position
+   inside every run kept too (only the positions next to the target matter).  The kept points are
+   between the two, and a reading that the two extremes agree on is the same for everything in
+   between (strict: an inside point never beats its run's first point; interpolate: inside points
+   lie on the run's segment; nearest: an inside point either wins, with the run's TPR, or not).
+   Where they disagree, the impostors of that run nearest the target are rescored — every pair
+   whose t lies within E of the part of the run that decides — and their float64 ties give its
+   kept points exactly (tied scores are grouped as ``roc_curve`` groups them).  So the pairs
+   rescored are those the error bound cannot order against a deciding score, ties included.
+5. TAR is read off these points only when points outside the span cannot change it
    (:func:`_read_tar`): a point above the span has FPR and TPR no larger than the span's top edge,
    one below no smaller than its bottom edge.  Otherwise the span is widened and the step repeated;
    the whole genuine range always decides.
 
-The one assumption is 3.'s: impostor pairs between the genuine values that decide a FAR have
-distinct float64 scores.  Two different pairs tie exactly in float64 only by comparing the same two
-features (a repeated pair or identical templates) or by a coincidence of probability about 1e-9
-per pair — the same order as two float64 summation orders disagreeing on a pair.  Ties found among
-the rescored impostors inside a span are not assumed away: the span's answer is then taken from
-float64 scores of all pairs (slow, never seen on IJB data).
+Nothing is assumed about ties: repeated pairs, duplicate templates and quantised features are
+handled exactly, and a violated error bound raises instead of returning a wrong TAR.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from facetrust.errors import InputError
-from facetrust.evaluate.roc import far_key, roc_points, tar_at_far
+from facetrust.evaluate.roc import far_key, tar_at_far
 
-LOG = logging.getLogger(__name__)
 FLOAT32_UNIT = 2.0**-24  # unit roundoff u of float32 (round to nearest)
 FLOAT64_UNIT = 2.0**-53
 FLOAT32_TINY = 2.0**-149  # the smallest float32 subnormal: the absolute error of an underflowing result
-RESCORE_CHUNK = 16384  # pairs rescored at once in the all-pairs fallback
 BUCKETS_MAX = 1 << 22  # buckets of the window table (exact in float32 bucket numbers)
 
 
@@ -83,12 +87,10 @@ def float32_dot_error_bound(dim: int) -> float:
 
 @dataclass
 class ExactTar:
-    """``tar_at_far`` ({far key: TAR} of the float64 scores), how many pairs were rescored, and
-    ``all_pairs`` = True when a tie forced rescoring every pair (module docstring)."""
+    """``tar_at_far`` ({far key: TAR} of the float64 scores) and how many pairs were rescored."""
 
     tar_at_far: dict[str, float]
     rescored_pairs: int
-    all_pairs: bool = False
 
 
 def exact_tar_at_far(scores: np.ndarray, labels: np.ndarray, rescore: Callable[[np.ndarray], np.ndarray],
@@ -117,10 +119,11 @@ def exact_tar_at_far(scores: np.ndarray, labels: np.ndarray, rescore: Callable[[
         local = _Rescored(scores, genuine_mask, rescored)
         for far in list(widen):
             points = _span_points(spans, local, *wanted[far])
-            if points is None:  # a tie among rescored impostors: the assumption fails here
-                LOG.warning("exact TAR at FAR %s: tied float64 impostor scores; rescoring every pair", far)
-                return _all_pairs(scores, genuine_mask, rescore, fars, method)
-            tar = _read_tar(points, far, method)
+            while True:  # module docstring, 4.: read at both extremes; resolve a run where they differ
+                tar, undecided = _read_bracketed(points, far, method)
+                if undecided is None:
+                    break
+                _resolve_run(spans, scores, genuine_mask, rescore, rescored, points, *undecided)
             if tar is not None:
                 result[far_key(far)] = tar
                 del widen[far]
@@ -152,15 +155,6 @@ def _rescore_near(spans, scores, genuine_mask, rescore, rescored: dict[int, floa
     reach = np.maximum.accumulate(highs)  # windows overlap: the farthest end among those
     needed = impostor[(position >= 0) & (t <= reach[np.maximum(position, 0)])]
     rescored.update(zip(needed.tolist(), rescore(needed).tolist()))
-
-
-def _all_pairs(scores, genuine_mask, rescore, fars, method) -> ExactTar:
-    """TAR off the ROC of every pair's float64 score (the definition itself; slow)."""
-    exact = np.empty(scores.size, dtype=np.float64)
-    for start in range(0, scores.size, RESCORE_CHUNK):
-        exact[start : start + RESCORE_CHUNK] = rescore(np.arange(start, min(start + RESCORE_CHUNK, scores.size)))
-    fpr, tpr, _ = roc_points(genuine_mask, exact)
-    return ExactTar(tar_at_far(fpr, tpr, fars, method=method), scores.size, all_pairs=True)
 
 
 def _round_out(values: np.ndarray, dtype, direction: float) -> np.ndarray:
@@ -265,10 +259,26 @@ class _Rescored:
 
 
 @dataclass
+class _Run:
+    """A horizontal run of the float64 ROC: the impostors with float64 scores strictly between
+    ``low`` and ``high`` (consecutive genuine values; +-inf past the first/last one), at positions
+    F = ``start`` + 1 .. ``end`` with ``genuine`` genuine pairs above.  ``end`` is kept; positions
+    ``start`` + 1 .. ``unknown_end`` - 1 may or may not be (module docstring, 3.)."""
+
+    start: int
+    end: int
+    genuine: int
+    high: float
+    low: float
+    unknown_end: int
+
+
+@dataclass
 class _SpanPoints:
     """Kept points of the float64 ROC over a span, as counts: ``impostors``/``genuine`` (K,) are
-    certainly kept; ``top``/``bottom`` (F, G) are the span's edges where points beyond are unknown
-    (None where the span reaches the first/last point).  ``n_impostor``/``n_genuine`` are N and M."""
+    certainly kept, ``runs`` hold the positions that may be; ``top``/``bottom`` (F, G) are the span's
+    edges where points beyond are unknown (None where the span reaches the first/last point).
+    ``n_impostor``/``n_genuine`` are N and M."""
 
     impostors: np.ndarray
     genuine: np.ndarray
@@ -276,11 +286,17 @@ class _SpanPoints:
     bottom: tuple[int, int] | None
     n_impostor: int
     n_genuine: int
+    runs: list[_Run]
+
+    def add(self, impostors: np.ndarray, genuine: np.ndarray) -> None:
+        """Add certainly kept points (kept sorted by F, then G: an ROC's order)."""
+        order = np.lexsort((np.r_[self.genuine, genuine], np.r_[self.impostors, impostors]))
+        self.impostors = np.r_[self.impostors, impostors][order]
+        self.genuine = np.r_[self.genuine, genuine][order]
 
 
-def _span_points(spans: _Spans, local: _Rescored, first: int, last: int) -> _SpanPoints | None:
-    """The float64 ROC's kept points over the span ``first..last`` (module docstring, 1.-3.);
-    None when two rescored impostors in the span tie exactly (the assumption does not hold)."""
+def _span_points(spans: _Spans, local: _Rescored, first: int, last: int) -> _SpanPoints:
+    """The float64 ROC's points over the span ``first..last`` (module docstring, 1.-3.)."""
     error = spans.error
     low, high = spans.special_range(first, last)
     near = local.near(low, high, spans.dtype)
@@ -288,8 +304,6 @@ def _span_points(spans: _Spans, local: _Rescored, first: int, last: int) -> _Spa
     span_t = (t >= spans.genuine[last]) & (t <= spans.genuine[first]) & genuine
     top_value, bottom_value = float(s[span_t].max()), float(s[span_t].min())
     values = np.unique(s[genuine & (s >= bottom_value) & (s <= top_value)])[::-1]  # descending
-    if _impostor_tie(s[~genuine], values, bottom_value, top_value):
-        return None
     above = np.empty((values.size, 2), dtype=np.int64)  # (F, G) of each value
     at = np.empty((values.size, 2), dtype=np.int64)  # (impostors, genuine) scoring exactly the value
     for k, value in enumerate(values):
@@ -300,19 +314,12 @@ def _span_points(spans: _Spans, local: _Rescored, first: int, last: int) -> _Spa
         above[k] = (certain + np.count_nonzero((w_s > value) & ~w_genuine),
                     certain_genuine + np.count_nonzero((w_s > value) & w_genuine))
         at[k] = (np.count_nonzero((w_s == value) & ~w_genuine), np.count_nonzero((w_s == value) & w_genuine))
-    return _run_ends(above, at, spans.n_impostor, spans.n_genuine)
+    return _run_ends(values, above, at, spans.n_impostor, spans.n_genuine)
 
 
-def _impostor_tie(impostor_scores: np.ndarray, genuine_values: np.ndarray, low: float, high: float) -> bool:
-    """Whether two rescored impostors in [low, high] share a float64 score that no genuine pair has."""
-    inside = np.sort(impostor_scores[(impostor_scores >= low) & (impostor_scores <= high)])
-    repeated = inside[1:][inside[1:] == inside[:-1]]
-    return bool(np.setdiff1d(repeated, genuine_values).size)
-
-
-def _run_ends(above: np.ndarray, at: np.ndarray, n_impostor: int, n_genuine: int) -> _SpanPoints:
-    """Steps over the span — each genuine value's counts, and (1, 0) for each impostor between — and
-    the ends of their runs (kept points, module docstring 1. and 3.)."""
+def _run_ends(values: np.ndarray, above: np.ndarray, at: np.ndarray, n_impostor: int, n_genuine: int) -> _SpanPoints:
+    """Steps over the span — each genuine value's counts, and a run of impostors between — the
+    points certainly kept (ends of runs of equal steps) and the runs (module docstring 1. and 3.)."""
     gaps = above[1:, 0] - above[:-1, 0] - at[:-1, 0]
     if (gaps < 0).any() or (above[1:, 1] != above[:-1, 1] + at[:-1, 1]).any():
         raise RuntimeError("exact TAR: a genuine pair between the rescored values (the float32 error bound failed)")
@@ -324,6 +331,13 @@ def _run_ends(above: np.ndarray, at: np.ndarray, n_impostor: int, n_genuine: int
     bottom = None if end[1] == n_genuine else (int(end[0]), int(end[1]))
     steps[0] = (1, 0, start[0] if top is None else 0)
     steps[-1] = (1, 0, n_impostor - end[0] if bottom is None else 0)
+    runs = [_Run(int(a[0]), int(a[0] + gap), int(a[1]), float(values[k]), float(values[k + 1]), int(a[0] + gap))
+            for k, (a, gap) in enumerate(zip(above[:-1] + at[:-1], gaps)) if gap >= 2]
+    if top is None and start[0] >= 2:
+        runs.append(_Run(0, int(start[0]), 0, np.inf, float(values[0]), int(start[0])))
+    if bottom is None and n_impostor - end[0] >= 2:
+        runs.append(_Run(int(end[0]), n_impostor, n_genuine, float(values[-1]), -np.inf, n_impostor))
+    first_is_genuine = steps[0, 2] == 0  # the first point is a genuine value's, not inside a run
     steps = steps[steps[:, 2] > 0]
     origin = np.zeros(2, dtype=np.int64) if top is None else start
     ends = origin + np.cumsum(steps[:, :2] * steps[:, 2:], axis=0)
@@ -332,8 +346,78 @@ def _run_ends(above: np.ndarray, at: np.ndarray, n_impostor: int, n_genuine: int
     if bottom is not None:
         kept = kept[:-1]  # the span's last point: kept or not depends on the next step, unknown
     if top is None:  # sklearn keeps its first point; (0, 0) is prepended
-        kept = np.r_[[[0, 0], steps[0, :2]], kept]
-    return _SpanPoints(kept[:, 0], kept[:, 1], top, bottom, n_impostor, n_genuine)
+        kept = np.r_[[[0, 0]], [steps[0, :2]] if first_is_genuine else np.zeros((0, 2), np.int64), kept]
+    return _SpanPoints(kept[:, 0], kept[:, 1], top, bottom, n_impostor, n_genuine, runs)
+
+
+def _read_bracketed(points: _SpanPoints, far: float, method: str):
+    """``(TAR or None, None)`` when the certainly kept points and those plus every position inside
+    the runs agree (module docstring, 4.); ``(None, (run, positions needed))`` for a run to resolve."""
+    target = far * points.n_impostor
+    candidates = np.arange(int(np.floor(target)) - 1, int(np.ceil(target)) + 2)
+    extra_f, extra_g, touched = [], [], []
+    for run in points.runs:
+        inside = candidates[(candidates > run.start) & (candidates < run.unknown_end)]
+        if inside.size:  # only the positions next to the target can be nearest
+            extra_f.append(inside)
+            extra_g.append(np.full(inside.size, run.genuine))
+            touched.append(run)
+    certain = _read_tar(points, far, method)
+    if not touched:
+        return certain, None
+    widest = _SpanPoints(points.impostors, points.genuine, points.top, points.bottom, points.n_impostor,
+                         points.n_genuine, [])
+    widest.add(np.concatenate(extra_f), np.concatenate(extra_g))
+    if certain == _read_tar(widest, far, method):
+        return certain, None
+    run = touched[0]
+    # Inside points nearer the target than the run's end: positions above 2·target - end.
+    return None, (run, int(np.ceil(2.0 * (run.end - target))) + 3, target, method)
+
+
+def _resolve_run(spans: _Spans, scores, genuine_mask, rescore, rescored: dict[int, float], points: _SpanPoints,
+                 run: _Run, needed: int, target: float, method: str) -> None:
+    """Rescore the impostors of ``run`` at its lowest ``needed`` positions or more (for
+    ``interpolate``, down to a kept point at or below ``target``, the segment's left end), and
+    move those positions from unknown to known: their float64 tie groups give the kept ones.
+
+    Every impostor whose float64 score lies in (low, u) has t within E of that interval, so
+    rescoring the pairs with t in [low - E, u + E] finds them all; u is a float32 impostor score
+    ``count`` positions above the run's bottom, doubled until enough positions are known.
+    """
+    error, impostor = spans.error, spans.impostor
+    window_low = float(impostor[0]) if run.low == -np.inf else \
+        float(_round_out(np.array([run.low - error]), spans.dtype, -np.inf)[0])
+    base = int(np.searchsorted(impostor, impostor.dtype.type(window_low), "left"))
+    known_before = run.end - run.unknown_end + 1  # each call learns more positions than this
+    count = max(needed, known_before + 1, 1) + 2
+    while True:
+        stop = base + count
+        whole = stop >= impostor.size or (run.high != np.inf and impostor[stop] >= run.high + error)
+        upper = run.high if whole else float(impostor[stop])
+        window_high = float(impostor[-1]) if upper == np.inf else \
+            float(_round_out(np.array([upper + error]), spans.dtype, np.inf)[0])
+        near = _pairs_in_windows(scores, np.array([window_low], spans.dtype), np.array([window_high], spans.dtype))
+        near = near[~genuine_mask[near]]
+        new = np.array([i for i in near.tolist() if i not in rescored], dtype=np.int64)
+        if new.size:
+            rescored.update(zip(new.tolist(), rescore(new).tolist()))
+        s = np.fromiter((rescored[i] for i in near.tolist()), dtype=np.float64, count=near.size)
+        inside = s[(s > run.low) & (s < upper)]
+        values, counts = np.unique(inside, return_counts=True)  # ascending: the run's bottom first
+        position = run.end - np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)  # F of each value's point
+        kept = np.r_[False, counts[1:] != counts[:-1]]  # the step into it differs from the step out
+        if whole and run.high == np.inf and counts.size:
+            kept[-1] = True  # sklearn keeps its first point
+        if whole or (inside.size >= needed and inside.size > known_before
+                     and (method != "interpolate" or (kept & (position <= target)).any())):
+            break
+        count *= 2
+    if whole and inside.size != run.end - run.start:
+        raise RuntimeError("exact TAR: an impostor run's count changed on rescoring (the float32 error bound failed)")
+    kept &= position < run.unknown_end
+    points.add(position[kept], np.full(int(kept.sum()), run.genuine))
+    run.unknown_end = run.start + 1 if whole else min(run.unknown_end, run.end - inside.size + 1)
 
 
 def _read_tar(points: _SpanPoints, far: float, method: str) -> float | None:

@@ -264,6 +264,28 @@ def kappa_fuse(mu: np.ndarray, kappa: np.ndarray, group_index: np.ndarray, n_gro
     return l2_normalize(group_matrix(group_index, n_groups, kappa) @ unit)
 
 
+PFE_SIGMA_KINDS = ("per_dimension", "isotropic")
+
+
+def pfe_sigma_sq(embeddings: EmbeddingsFile, kind: str = "per_dimension") -> tuple[np.ndarray | None, str]:
+    """PFE's σ² for fusion and MLS, and what it is (recorded in every metrics file).
+
+    ``"per_dimension"`` (PFE's method: its head predicts one σ² per dimension and ``aggregate_PFE``
+    / MLS use them all): ``uncertainty_per_dim`` (N, D), falling back to the scalar ``uncertainty``
+    (said so) when the file holds none.  ``"isotropic"`` (an ablation): the scalar ``uncertainty``
+    (the harmonic mean of σ² over dimensions) for every dimension.
+    """
+    if kind not in PFE_SIGMA_KINDS:
+        from facetrust.errors import ConfigError
+
+        raise ConfigError(f"pfe_sigma_sq: {kind!r} is not one of {list(PFE_SIGMA_KINDS)}")
+    if kind == "per_dimension" and embeddings.uncertainty_per_dim is not None:
+        return embeddings.uncertainty_per_dim, "per_dimension (uncertainty_per_dim, N x D)"
+    if kind == "per_dimension":
+        return embeddings.uncertainty, "isotropic (the file holds no uncertainty_per_dim)"
+    return embeddings.uncertainty, "isotropic ablation (harmonic mean of sigma^2 over dimensions)"
+
+
 def check_pooling(pooling: str) -> str:
     """``pooling`` when it is a registered template pooling; ConfigError naming the allowed ones."""
     POOLINGS.get(pooling)

@@ -39,6 +39,7 @@ from facetrust.evaluate.fusion import (
     l2_normalize,
     load_embeddings,
     pfe_fuse,
+    pfe_sigma_sq,
     row_norms,
     weighted_group_sum,
 )
@@ -188,7 +189,7 @@ class IJBResult:
 
 
 def ijb_settings(*, normalize_images: bool, use_detector_score: bool, flip: bool, pooling: str, tar_method: str,
-                 score: str = "cosine", constant_uncertainty=None) -> dict:
+                 score: str = "cosine", constant_uncertainty=None, pfe_sigma_kind: str | None = None) -> dict:
     """The settings block of the metrics file, with the flags that were in effect."""
     if pooling != "mean":  # uncertainty pooling works on unit features without detector scores
         normalize_images, use_detector_score = True, False
@@ -199,6 +200,8 @@ def ijb_settings(*, normalize_images: bool, use_detector_score: bool, flip: bool
         extra = {"score": f"{score}: {score_description(score)}", "score_name": score}
     if constant_uncertainty:
         extra["uncertainty"] = f"constant (control): {constant_uncertainty}"
+    if pfe_sigma_kind is not None and (pooling == "pfe" or score == "pfe_mls"):
+        extra["pfe_sigma_sq"] = pfe_sigma_kind
     return {
         "flags": mode_flags(normalize_images, use_detector_score, flip),
         "normalize_images": bool(normalize_images),
@@ -226,6 +229,7 @@ def evaluate_ijb(
     score: str = "cosine",
     constant_uncertainty=None,
     failures: EnrolmentFailures | None = None,
+    pfe_sigma: str = "per_dimension",
 ) -> IJBResult:
     """Score every template pair of ``protocol`` with ``embeddings`` and read TAR at each FAR.
 
@@ -233,26 +237,29 @@ def evaluate_ijb(
     ``failures`` (:func:`facetrust.evaluate.enrolment.split_failures`, whose enrolled protocol is
     ``protocol``): under its ``reject`` convention the failed templates' pairs join the ROC below
     every other pair, and the result's scores and labels cover the whole original protocol.
+    ``pfe_sigma`` (pooling ``pfe``): ``"per_dimension"`` (PFE's own) or the ``"isotropic"`` ablation
+    (:func:`~facetrust.evaluate.fusion.pfe_sigma_sq`); the settings record which was used.
     """
     check_pooling(pooling)
     rows = align_images(embeddings.images, protocol.images, embeddings.path)
     identity = rows.size == embeddings.images.size and np.array_equal(rows, np.arange(rows.size))
     take = (lambda a: a) if identity else (lambda a: a[rows])
-    uncertainty = None
+    uncertainty, sigma_kind = None, None
     if pooling == "pfe":
-        uncertainty = embeddings.uncertainty_per_dim if embeddings.uncertainty_per_dim is not None else embeddings.uncertainty
+        uncertainty, sigma_kind = pfe_sigma_sq(embeddings, pfe_sigma)
     elif pooling in ("kappa", "kappa_media"):
         uncertainty = embeddings.uncertainty
     if constant_uncertainty and pooling != "mean":  # the control row: one κ / σ² for every image
         from facetrust.evaluate.scores import constant_like
 
         uncertainty = constant_like(uncertainty, embeddings.images.size, constant_uncertainty)
+        sigma_kind = None if sigma_kind is None else f"constant (control), from {sigma_kind}"
     if pooling != "mean" and uncertainty is None:
         raise InputError(f"{embeddings.path}: pooling={pooling!r} needs key 'uncertainty'")
     if score != "cosine":
         return _evaluate_ijb_score(embeddings, protocol, take, uncertainty, fars=fars, pooling=pooling,
                                    tar_method=tar_method, score=score, constant_uncertainty=constant_uncertainty,
-                                   failures=failures)
+                                   failures=failures, sigma_kind=sigma_kind)
     template_ids, features64 = template_features_float64(
         take(embeddings.features),
         protocol.template_ids,
@@ -277,7 +284,7 @@ def evaluate_ijb(
     del features64
     settings = ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
                             flip=embeddings.flip, pooling=pooling, tar_method=tar_method,
-                            constant_uncertainty=constant_uncertainty)
+                            constant_uncertainty=constant_uncertainty, pfe_sigma_kind=sigma_kind)
     settings.update(TAR_PRECISION)
     metrics = metrics_record(
         protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=int(np.count_nonzero(labels)),
@@ -295,7 +302,7 @@ def evaluate_ijb(
 
 
 def _evaluate_ijb_score(embeddings, protocol, take, uncertainty, *, fars, pooling, tar_method, score,
-                        constant_uncertainty, failures=None) -> IJBResult:
+                        constant_uncertainty, failures=None, sigma_kind=None) -> IJBResult:
     """:func:`evaluate_ijb` with one of the papers' own scores (``evaluate.scores``)."""
     from facetrust.evaluate import scores as scoring
 
@@ -307,7 +314,8 @@ def _evaluate_ijb_score(embeddings, protocol, take, uncertainty, *, fars, poolin
         pair_score, labels, _ = failures.all_pairs(pair_score)
     fpr, tpr, thresholds = roc_points(labels, pair_score)  # float64 scores: TAR, AUC and ROC all float64
     settings = ijb_settings(normalize_images=True, use_detector_score=False, flip=embeddings.flip, pooling=pooling,
-                            tar_method=tar_method, score=score, constant_uncertainty=constant_uncertainty)
+                            tar_method=tar_method, score=score, constant_uncertainty=constant_uncertainty,
+                            pfe_sigma_kind=sigma_kind)
     settings.update(tar_scores="float64", roc_scores="float64")
     metrics = metrics_record(
         protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=int(np.count_nonzero(labels)),
@@ -343,6 +351,7 @@ def run_evaluate_ijb(
     failed_images: str | Path | None = None,
     failed_templates: str = "reject",
     duplicate_pairs: str = "error",
+    pfe_sigma: str = "per_dimension",
 ) -> dict:
     """File-level IJB 1:1 evaluation: read, evaluate, write ``out_json`` (and ``roc_out``); return the metrics.
 
@@ -374,7 +383,8 @@ def run_evaluate_ijb(
                                             read_failed_images(failed_images), failed_templates, embeddings.path)
     result = evaluate_ijb(embeddings, enrolled, fars=fars, normalize_images=normalize_images,
                           use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
-                          progress=True, score=score, constant_uncertainty=constant_uncertainty, failures=failures)
+                          progress=True, score=score, constant_uncertainty=constant_uncertainty, failures=failures,
+                          pfe_sigma=pfe_sigma)
     from facetrust.evaluate import bootstrap as error_bars
 
     result.metrics.update(error_bars.resolution_fields(fars, result.metrics["n_impostor"]))

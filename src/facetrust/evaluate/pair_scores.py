@@ -28,7 +28,7 @@ from facetrust.evaluate.pairs import ACCURACY_STEP, TenFoldResult, ten_fold_from
 from facetrust.evaluate.roc import (DEFAULT_IJB_FARS, SKLEARN_CONVENTION, far_key, operating_points, plain_float,
                                     roc_points, tar_at_far, tar_table, write_roc)
 from facetrust.formats import ISSAME, PAIRED_DIFFERENCES, SCORE_NAMES, metrics_record
-from facetrust.io import write_json_atomic
+from facetrust.io import outputs_together, write_json_atomic
 from facetrust.npz import check_declared_sizes
 
 
@@ -118,7 +118,8 @@ def run_evaluate_pair_scores(scores_path: str | os.PathLike, out_json: str | os.
         auc=plain_float(area_under_curve(fpr, tpr)),
         **{PAIRED_DIFFERENCES: differences},
     )
-    write_json_atomic(out_json, metrics)
-    if roc_out is not None:
-        write_roc(roc_out, fpr, tpr, thresholds)
+    with outputs_together(out_json, roc_out):  # the metrics never without their ROC
+        write_json_atomic(out_json, metrics)
+        if roc_out is not None:
+            write_roc(roc_out, fpr, tpr, thresholds)
     return metrics

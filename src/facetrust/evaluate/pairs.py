@@ -239,27 +239,6 @@ def pair_embeddings(path, features: np.ndarray, issame: np.ndarray | None) -> tu
 PAIR_PROTOCOLS = ("insightface", "sphereface")
 
 
-def pair_units(path, images: np.ndarray, identities_csv=None):
-    """Bootstrap design of a pair set: units = distinct images, subjects from ``quality.csv``'s
-    ``identity`` column when given (else the genuine-pair components)."""
-    import pandas as pd
-
-    names, unit = np.unique(np.asarray(images).astype(str), return_inverse=True)
-    pairs = unit.reshape(-1, 2)
-    subjects = None
-    if identities_csv is not None:
-        from facetrust.input_files import refuse_huge_exponents
-
-        refuse_huge_exponents(identities_csv)  # pandas' parser crashes on a 5-digit exponent
-        table = pd.read_csv(identities_csv)
-        known = dict(zip(table["image"].astype(str), table["identity"].astype(np.int64)))
-        missing = [n for n in names if n not in known]
-        if missing:
-            raise InputError(f"{identities_csv}: no identity for image {missing[0]!r} of {path}")
-        subjects = {i: int(known[n]) for i, n in enumerate(names)}
-    return pairs, subjects
-
-
 def _protocol_accuracy(protocol: str, embeddings, emb1, emb2, issame, score_values, metric, n_folds, weights=None):
     from facetrust.evaluate import pair_protocols
 
@@ -293,6 +272,7 @@ def run_evaluate_pairs(
     score: str = "cosine",
     identities_csv: str | Path | None = None,
     bootstrap=None,
+    pfe_sigma: str = "per_dimension",
 ) -> dict:
     """File-level pair-set evaluation; writes and returns the metrics (plain JSON).
 
@@ -312,7 +292,7 @@ def run_evaluate_pairs(
     if score != "cosine":
         from facetrust.evaluate.scores import image_pair_scores
 
-        score_values = image_pair_scores(score, embeddings)
+        score_values = image_pair_scores(score, embeddings, pfe_sigma)
     result = ten_fold_accuracy(emb1, emb2, issame, metric=metric, n_folds=n_folds, far_target=val_far)
     accuracy = result
     if protocol == "sphereface" or score_values is not None:
@@ -322,6 +302,10 @@ def run_evaluate_pairs(
     key = far_key(val_far)
     settings = pairs_settings(flip=flip, metric=metric, n_folds=n_folds)
     settings.update(protocol=protocol, score_name=score)
+    if score == "pfe_mls":
+        from facetrust.evaluate.fusion import pfe_sigma_sq
+
+        settings["pfe_sigma_sq"] = pfe_sigma_sq(embeddings, pfe_sigma)[1]
     if protocol == "sphereface":
         settings.update(accuracy_thresholds="cosine of mean-subtracted concatenated features, -1:1:1e-4, tied "
                                             "thresholds averaged (SphereFace evaluation.m)",
@@ -358,9 +342,7 @@ def _pairs_bootstrap(embeddings, emb1, emb2, issame, similarity, protocol, score
     """Accuracy and TAR replicates over identities and their images; the metrics fields."""
     from facetrust.evaluate import bootstrap as error_bars
 
-    pairs, subjects = pair_units(embeddings.path, embeddings.images, identities_csv)
-    design = error_bars.cluster_design(pairs, issame.astype(np.int8), subjects,
-                                       source="identities from quality.csv" if subjects else None)
+    design = error_bars.pair_set_design(embeddings.images, issame.astype(np.int8), identities_csv, embeddings.path)
     sorted_scores = error_bars.SortedScores(similarity, issame.astype(np.int8))
 
     def statistic(weights):

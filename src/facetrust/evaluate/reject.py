@@ -21,12 +21,29 @@ two images' predicted scales s (confidences); with ``uncertainty = 1 / s`` that 
 ``pair_uncertainty(u1, u2, how, space="confidence")``: the combination is taken over 1/u and
 inverted back.  ``how`` is ``"mean"``, ``"max"``, ``"min"``, ``"harmonic"`` or ``"product"``.
 
+TAR readings (``tar_method``, recorded in every reject JSON): the ROC readings of ``evaluate.roc``
+(``nearest``, the InsightFace default; ``interpolate``; ``strict``) or ``kth_impostor``, ScaleFace's
+own (stat-ml/scale-face ``face_lib``, after PFE's ``find_thresholds_by_FAR``): the kept impostor
+scores sorted from high to low, k = round(n_impostor · FAR) (NumPy's round-half-to-even), the
+threshold is the k-th of them (the largest plus 1e-8 when k = 0), and TAR is the fraction of kept
+genuine scores ≥ the threshold (:func:`kth_impostor_tar`), with ScaleFace's kept count
+int(n · (1 − fraction)).  Where few impostors decide a FAR the nearest ROC vertex and the k-th
+impostor fall on different operating points, so the two readings give different TARs.
+
+Which FARs a fraction can resolve is judged on the impostor pairs **kept** at that fraction
+(``unresolved_fars_by_fraction``): rejecting pairs removes impostors, and a FAR that 10 impostors
+resolved with none rejected may rest on 5 at 50 % rejected.
+
 Template-level variant (IJB): a template's uncertainty is the mean (or min, or harmonic mean) of
 its images', taken **in the chosen space** (:func:`template_uncertainty_in_space`): in confidence
 space the template's confidence is the mean of its images' confidences (ScaleFace averages the
 scales), in uncertainty space the mean of their uncertainties (PFE's reference sums σ²).  Template
 pairs are then rejected like image pairs.  ``space="method"`` takes each method's own space
-(:data:`METHOD_SPACES`, keyed by the embeddings file's ``uncertainty_kind``).
+(:data:`METHOD_SPACES`, keyed by the embeddings file's ``uncertainty_kind``).  ``probe_templates``:
+``"all_images"`` pools every template as the method does (ScaleFace's "full" setup), ``"first_image"``
+is ScaleFace's single-image-probe variant (``equal_uncertainty_enroll``: the second template of
+every pair, the probe, is its first image alone, feature and uncertainty; the enrolled template is
+pooled as usual).
 """
 
 from __future__ import annotations
@@ -46,6 +63,17 @@ from facetrust.evaluate.roc import TAR_METHODS, far_key, plain_float, roc_points
 from facetrust.io import atomic_path, outputs_together, write_json_atomic
 
 REJECT_FARS = (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2)  # ScaleFace
+KTH_IMPOSTOR = "kth_impostor"  # ScaleFace's TAR reading (module docstring)
+REJECT_TAR_METHODS = TAR_METHODS + (KTH_IMPOSTOR,)
+TAR_READINGS = {
+    "nearest": "ROC point nearest the target FAR, ties to the larger TAR (InsightFace eval_ijbc.py)",
+    "interpolate": "linear interpolation of TAR on the upper ROC envelope",
+    "strict": "largest TAR whose FAR does not exceed the target",
+    "kth_impostor": "ScaleFace's code: threshold at the round(n_impostor_kept * FAR)-th highest kept impostor score "
+                    "(half to even; its score + 1e-8 when 0), TAR = kept genuine scores >= threshold",
+}
+KTH_IMPOSTOR_EPSILON = 1e-8  # find_thresholds_by_FAR's epsilon above the top impostor when k = 0
+PROBE_TEMPLATES = ("all_images", "first_image")
 DEFAULT_FRACTIONS = tuple(np.round(np.arange(0.0, 0.5 + 1e-9, 0.01), 10))
 PAIR_HOWS = ("mean", "max", "min", "harmonic", "product")
 SPACES = ("uncertainty", "confidence")
@@ -142,8 +170,52 @@ def template_uncertainty_in_space(image_uncertainty, template_ids, how: str = "m
     return ids, 1.0 / pooled
 
 
-def rejected_count(fraction: float, n_pairs: int) -> int:
-    """Pairs removed at ``fraction``: floor(fraction · n_pairs), robust to 0.07 · 100 = 7.000000000000001."""
+def kth_impostor_tar(scores, labels, fars: Sequence[float], weights=None, order=None) -> np.ndarray:
+    """TAR at each FAR read as ScaleFace's code reads it (module docstring): threshold at the
+    round(n·FAR)-th highest impostor score, TAR = share of genuine scores ≥ it.
+
+    ``weights`` (integer bootstrap multiplicities; 0 leaves a pair out) count each pair that many
+    times, as if it were repeated; ``order`` (optional) sorts ``scores`` from high to low, so that
+    replicates need no sort of their own.  NaN when a class is empty."""
+    scores = np.asarray(scores, dtype=np.float64)
+    genuine = np.asarray(labels).astype(bool)
+    w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    if order is None:
+        order = np.argsort(-scores, kind="stable")
+    impostor_rows = order[~genuine[order]]
+    impostor_scores = scores[impostor_rows]
+    impostor_weight = w[impostor_rows]
+    present = impostor_weight > 0
+    impostor_scores, impostor_weight = impostor_scores[present], impostor_weight[present]
+    genuine_scores, genuine_weight = scores[genuine], w[genuine]
+    total_genuine = float(genuine_weight.sum())
+    out = np.full(len(fars), np.nan)
+    if impostor_scores.size == 0 or total_genuine == 0:
+        return out
+    cumulative = np.cumsum(impostor_weight)
+    for j, far in enumerate(fars):
+        k = int(np.round(cumulative[-1] * float(far)))
+        if k == 0:
+            threshold = impostor_scores[0] + KTH_IMPOSTOR_EPSILON
+        else:
+            threshold = impostor_scores[min(int(np.searchsorted(cumulative, k, side="left")), cumulative.size - 1)]
+        out[j] = float(genuine_weight[genuine_scores >= threshold].sum()) / total_genuine
+    return out
+
+
+def unresolved_by_fraction(fars: Sequence[float], fractions, n_impostor_kept) -> dict[str, list[str]]:
+    """``{fraction: [FAR keys]}``: the FARs below 10 / (impostors kept at that fraction)."""
+    from facetrust.evaluate.bootstrap import unresolved_fars
+
+    return {f"{float(f):g}": unresolved_fars(fars, int(n)) for f, n in zip(fractions, n_impostor_kept)}
+
+
+def rejected_count(fraction: float, n_pairs: int, tar_method: str = "nearest") -> int:
+    """Pairs removed at ``fraction``: floor(fraction · n_pairs), robust to 0.07 · 100 = 7.000000000000001;
+    with ScaleFace's reading (``kth_impostor``) its own count, n − int(n · (1 − fraction)) (it keeps
+    the first int(n · (1 − fraction)) pairs of the uncertainty order)."""
+    if tar_method == KTH_IMPOSTOR:
+        return n_pairs - int(n_pairs * (1 - fraction))
     return int(np.floor(fraction * n_pairs + 1e-7))
 
 
@@ -251,6 +323,7 @@ class RejectCurve:
             "n_impostor_kept": [int(n) for n in self.n_impostor_kept],
             "tar_at_far": {far_key(far): [plain_float(t) for t in self.tar[:, j]] for j, far in enumerate(self.fars)},
             "tar_method": self.tar_method,
+            "unresolved_fars_by_fraction": unresolved_by_fraction(self.fars, self.fractions, self.n_impostor_kept),
         }
 
 
@@ -348,8 +421,8 @@ def reject_curve(
     ``labels`` 1 = genuine; ``pair_uncertainty`` larger = less certain.  A fraction that leaves no
     genuine or no impostor pair gets NaN.  Equal to recomputing ``roc_curve`` on the kept pairs.
     """
-    if tar_method not in TAR_METHODS:
-        raise ConfigError(f"tar_method: {tar_method!r} is not one of {list(TAR_METHODS)}")
+    if tar_method not in REJECT_TAR_METHODS:
+        raise ConfigError(f"tar_method: {tar_method!r} is not one of {list(REJECT_TAR_METHODS)}")
     scores = np.asarray(scores)
     labels = np.asarray(labels)
     uncertainty = np.asarray(pair_uncertainty, dtype=np.float64)
@@ -367,7 +440,7 @@ def reject_curve(
     n_pairs = scores.size
     genuine = labels.astype(bool)
 
-    n_rejected = np.array([rejected_count(f, n_pairs) for f in fractions], dtype=np.int64)
+    n_rejected = np.array([rejected_count(f, n_pairs, tar_method) for f in fractions], dtype=np.int64)
     rank = threshold_ranks(uncertainty, n_rejected)  # kept at fraction i  ⇔  rank >= n_rejected[i]
     genuine_removed = np.searchsorted(np.sort(rank[genuine]), n_rejected)
     n_genuine = int(genuine.sum())
@@ -378,6 +451,12 @@ def reject_curve(
 
     n_genuine_kept = n_genuine - genuine_removed
     n_impostor_kept = (n_pairs - n_rejected) - n_genuine_kept
+    if tar_method == KTH_IMPOSTOR:
+        tar = np.full((fractions.size, len(fars)), np.nan)
+        for i in tqdm(range(fractions.size), desc="reject fractions", disable=not progress):
+            kept = rank >= n_rejected[i]
+            tar[i] = kth_impostor_tar(scores[kept], genuine[kept], fars)
+        return RejectCurve(fractions, n_rejected, n_genuine_kept, n_impostor_kept, fars, tar, tar_method)
     tar = np.full((fractions.size, len(fars)), np.nan)
     # Start from the prefix that would serve the unrejected set, with slack; grow on demand.
     length = pairs.prefix_end(impostors_needed)
@@ -406,9 +485,12 @@ def reject_curve_naive(scores, labels, pair_uncertainty, fars=REJECT_FARS, fract
     out = np.full((len(fractions), len(fars)), np.nan)
     for i, fraction in enumerate(fractions):
         keep = np.ones(scores.size, dtype=bool)
-        keep[removal[: rejected_count(fraction, scores.size)]] = False
+        keep[removal[: rejected_count(fraction, scores.size, tar_method)]] = False
         kept_labels = labels[keep]
         if kept_labels.all() or not kept_labels.any():
+            continue
+        if tar_method == KTH_IMPOSTOR:
+            out[i] = kth_impostor_tar(scores[keep], kept_labels, fars)
             continue
         fpr, tpr, _ = roc_points(kept_labels, scores[keep])
         out[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())
@@ -438,6 +520,7 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
 
     removal = rejection_order(pair_unc)
     sorted_scores = SortedScores(scores, labels)
+    descending = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     fractions = np.asarray(fractions, dtype=np.float64)
 
     def statistic(weights: np.ndarray) -> np.ndarray:
@@ -450,6 +533,9 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
             genuine = np.asarray(labels).astype(bool)
             if kept[genuine].sum() == 0 or kept[~genuine].sum() == 0:
                 continue
+            if tar_method == KTH_IMPOSTOR:
+                out[i] = kth_impostor_tar(scores, labels, fars, weights=kept, order=descending)
+                continue
             fpr, tpr = sorted_scores.roc(kept, far_max=max(fars))
             out[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())
         return out.ravel()
@@ -459,16 +545,48 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
     return flat.reshape(n_resamples, fractions.size, len(fars))
 
 
+def single_image_probes(protocol):
+    """ScaleFace's single-image-probe setup: the probe (second template) of every pair becomes its
+    first image alone (first in the protocol's listing), under a new template id; enrolled
+    templates are unchanged.  Returns the modified protocol (images of the new templates appended)."""
+    import dataclasses
+
+    probes, first_rows = np.unique(protocol.template_ids, return_index=True)
+    used = np.unique(protocol.pairs[:, 1])
+    rows = first_rows[np.searchsorted(probes, used)]
+    offset = int(protocol.template_ids.max()) + 1
+    new_ids = used + offset
+
+    def extend(array, extra):
+        return np.concatenate([array, extra])
+
+    pairs = protocol.pairs.copy()
+    pairs[:, 1] = pairs[:, 1] + offset
+    return dataclasses.replace(
+        protocol,
+        images=extend(protocol.images, protocol.images[rows]),
+        template_ids=extend(protocol.template_ids, new_ids.astype(protocol.template_ids.dtype)),
+        media_ids=extend(protocol.media_ids, protocol.media_ids[rows]),
+        landmarks=extend(protocol.landmarks, protocol.landmarks[rows]),
+        detector_scores=extend(protocol.detector_scores, protocol.detector_scores[rows]),
+        landmark_lines=None if protocol.landmark_lines is None else extend(protocol.landmark_lines,
+                                                                           protocol.landmark_lines[rows]),
+        pairs=pairs,
+    )
+
+
 def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, space, fars, normalize_images,
-                   use_detector_score, pooling, tar_method, score, failed_images=None):
+                   use_detector_score, pooling, tar_method, score, failed_images=None, identities_csv=None,
+                   probe_templates="all_images", pfe_sigma="per_dimension"):
     """(scores, labels, u1, u2, test set, protocol name, settings, bootstrap design) of a reject run."""
-    from facetrust.evaluate.bootstrap import cluster_design, ijb_design
+    from facetrust.evaluate.bootstrap import ijb_design, pair_set_design
     from facetrust.evaluate.pairs import pair_distance, pair_embeddings
 
+    if probe_templates not in PROBE_TEMPLATES:
+        raise ConfigError(f"probe_templates: {probe_templates!r} is not one of {list(PROBE_TEMPLATES)}")
     if ijb_dir is None:
         emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
-        n = issame.size
-        design = cluster_design(np.arange(2 * n).reshape(n, 2), issame.astype(np.int8))
+        design = pair_set_design(embeddings.images, issame.astype(np.int8), identities_csv, embeddings.path)
         return (-pair_distance(emb1, emb2, "cosine"), issame.astype(np.int8), embeddings.uncertainty[0::2],
                 embeddings.uncertainty[1::2], Path(embeddings_path).stem, "reject_pairs",
                 {"score": "cosine of L2-normalised image features"}, design)
@@ -478,21 +596,27 @@ def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, 
     from facetrust.evaluate.enrolment import enrolled_protocol
 
     protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name, check_landmarks=False), embeddings, failed_images)
-    result = evaluate_ijb(embeddings, protocol, fars=fars, normalize_images=normalize_images,
-                          use_detector_score=use_detector_score, pooling=pooling, tar_method=tar_method,
-                          progress=True, score=score)
-    rows = align_images(embeddings.images, protocol.images, embeddings.path)
-    tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], protocol.template_ids, template_how,
+    design = ijb_design(ijb_dir, protocol)  # the subjects of the pairs, whatever represents a probe
+    scored = single_image_probes(protocol) if probe_templates == "first_image" else protocol
+    roc_method = tar_method if tar_method in TAR_METHODS else "nearest"  # only the scores are used here
+    result = evaluate_ijb(embeddings, scored, fars=fars, normalize_images=normalize_images,
+                          use_detector_score=use_detector_score, pooling=pooling, tar_method=roc_method,
+                          progress=True, score=score, pfe_sigma=pfe_sigma)
+    rows = align_images(embeddings.images, scored.images, embeddings.path)
+    tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], scored.template_ids, template_how,
                                                 space)
     index = pd.Index(tids)
     settings = ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
-                            flip=embeddings.flip, pooling=pooling, tar_method=tar_method, score=score)
-    settings.update(template_uncertainty=template_how, template_uncertainty_space=space)
+                            flip=embeddings.flip, pooling=pooling, tar_method=tar_method, score=score,
+                            pfe_sigma_kind=result.metrics["settings"].get("pfe_sigma_sq"))
+    settings.update(template_uncertainty=template_how, template_uncertainty_space=space,
+                    probe_templates=probe_templates + (" (ScaleFace single-image probes: the second template of "
+                                                       "each pair is its first image)"
+                                                       if probe_templates == "first_image" else ""))
     if failures is not None:
         settings["failure_to_enrol"] = failures.record()
-    return (result.scores, result.labels, t_unc[index.get_indexer(protocol.pairs[:, 0])],
-            t_unc[index.get_indexer(protocol.pairs[:, 1])], protocol.name, "reject_ijb_templates", settings,
-            ijb_design(ijb_dir, protocol))
+    return (result.scores, result.labels, t_unc[index.get_indexer(scored.pairs[:, 0])],
+            t_unc[index.get_indexer(scored.pairs[:, 1])], protocol.name, "reject_ijb_templates", settings, design)
 
 
 def run_evaluate_reject(
@@ -515,6 +639,9 @@ def run_evaluate_reject(
     score: str = "cosine",
     bootstrap=None,
     failed_images: str | Path | None = None,
+    identities_csv: str | Path | None = None,
+    probe_templates: str = "all_images",
+    pfe_sigma: str = "per_dimension",
 ) -> dict:
     """File-level reject verification; writes ``out_json`` (+ ``csv_out``) and returns the JSON dict.
 
@@ -525,7 +652,10 @@ def run_evaluate_reject(
     alignment left out; the pairs of templates left without images are left out of the curve
     (:mod:`facetrust.evaluate.enrolment`, counted in ``failure_to_enrol``).  ``bootstrap``
     (:class:`~facetrust.evaluate.bootstrap.BootstrapSettings`) adds TAR replicates with none and
-    with the largest fraction rejected (``reject_tar_ci``), saved as ``tar`` and ``tar_rejected``.
+    with the largest fraction rejected (``reject_tar_ci``), saved as ``tar`` and ``tar_rejected``;
+    a pair set's subjects come from ``identities_csv`` (else one cluster per pair, stated in the
+    JSON).  ``tar_method`` may be ``kth_impostor`` (ScaleFace's reading); ``probe_templates`` and
+    ``pfe_sigma`` as in the module docstring and :func:`~facetrust.evaluate.fusion.pfe_sigma_sq`.
     """
     from facetrust.evaluate.bootstrap import interval_table, resolution_fields, unit_description, write_replicates
     from facetrust.evaluate.fusion import load_embeddings
@@ -537,16 +667,20 @@ def run_evaluate_reject(
     scores, labels, u1, u2, testset, protocol_name, extra, design = _reject_inputs(
         embeddings, embeddings_path, ijb_dir, name, template_how=template_how, space=resolved_space, fars=fars,
         normalize_images=normalize_images, use_detector_score=use_detector_score, pooling=pooling,
-        tar_method=tar_method, score=score, failed_images=failed_images)
+        tar_method=tar_method, score=score, failed_images=failed_images, identities_csv=identities_csv,
+        probe_templates=probe_templates, pfe_sigma=pfe_sigma)
     settings = {
         "pair_uncertainty": how,
         "uncertainty_space": resolved_space,
         "uncertainty_space_setting": space,
         "uncertainty_kind": embeddings.uncertainty_kind,
-        "rejection": "floor(fraction * n_pairs) most uncertain pairs removed, ties the earlier pair first",
-        "tar_method": tar_method,
+        "rejection": ("n_pairs - int(n_pairs * (1 - fraction)) most uncertain pairs removed (ScaleFace's count)"
+                      if tar_method == KTH_IMPOSTOR else "floor(fraction * n_pairs) most uncertain pairs removed")
+                     + ", ties the earlier pair first",
         "flip": bool(flip),
         **extra,
+        "tar_method": tar_method,
+        "tar_reading": TAR_READINGS[tar_method],
     }
     pair_unc = pair_uncertainty(u1, u2, how, resolved_space)
     curve = reject_curve(scores, labels, pair_unc, fars, fractions, tar_method=tar_method, progress=True)
@@ -561,6 +695,7 @@ def run_evaluate_reject(
                                    for i, fraction in enumerate(compared)}
         values["bootstrap"] = {"n_resamples": bootstrap.n_resamples, "seed": bootstrap.seed,
                                "level": bootstrap.level, "unit": unit_description(design, bootstrap.within),
+                               "n_subjects": design.n_subjects, "design_digest": design.digest(),
                                "fractions": compared,
                                "replicates": None if bootstrap.replicates_out is None else str(bootstrap.replicates_out)}
         if bootstrap.replicates_out is not None:

@@ -18,9 +18,12 @@ Template representations for the uncertainty-aware scores:
 - **scf_vmf**: the pooled natural parameter m = Σ κᵢ x̂ᵢ (SCF Eq. 14; with ``kappa_media`` the frames
   of a media are averaged first, as the InsightFace pipeline does): direction μ = m/‖m‖, κ = ‖m‖;
 - **pfe_mls**: as PFE's own code fuses a template (``aggregate_PFE`` of seasonSH/PFE): per-dimension
-  precision weights, μ = Σ (μᵢ/σ²ᵢ) / Σ (1/σ²ᵢ) *renormalised*, and σ² = the element-wise
-  **minimum** of the images' σ² (not the 1/Σ 1/σ² of the paper's Eq. for fusion; the code's choice
-  keeps a template from becoming more certain than its best image).
+  attention aₗᵢ = (1/σ²ₗᵢ) / Σⱼ (1/σ²ₗⱼ), μₗ = Σᵢ aₗᵢ μₗᵢ, renormalised as that code does
+  (μ / (‖μ‖ + 1e-8)), and σ² = the element-wise **minimum** of the images' σ² (not the 1/Σ 1/σ² of
+  the paper's Eq. for fusion; the code's choice keeps a template from becoming more certain than its
+  best image).  With σ² per dimension the division by Σ 1/σ² changes the direction, not only the
+  length; PFE's head predicts σ² per dimension (``uncertainty_per_dim``), the scalar σ² is the
+  isotropic ablation.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from facetrust.registry import Registry
 SCORES: Registry[str] = Registry("comparison score")
 SCORES.register("cosine")("cosine of the pooled L2-normalised features (InsightFace; dot product of unit templates)")
 SCORES.register("scf_vmf")("SCF Eq. 13: log of the integral of the two vMF densities (kappa-aware)")
-SCORES.register("pfe_mls")("PFE mutual likelihood score with PFE's code template fusion (min sigma^2, renormalised mean)")
+SCORES.register("pfe_mls")("PFE mutual likelihood score with PFE's code template fusion (aggregate_PFE: per-dimension "
+                            "attention-weighted mean renormalised, min sigma^2)")
 
 # Which poolings each uncertainty-aware score is defined for.
 SCORE_POOLINGS = {"scf_vmf": ("kappa", "kappa_media"), "pfe_mls": ("pfe",)}
@@ -148,17 +152,26 @@ def vmf_templates(features, template_ids, media_ids, uncertainty, *, media: bool
     return ScoredTemplates(ids, l2_normalize(pooled), norms)
 
 
+PFE_NORMALIZE_EPS = 1e-8  # aggregate_PFE's l2_normalize: x / (eps + ||x||)
+
+
 def pfe_code_templates(features, template_ids, sigma_sq) -> ScoredTemplates:
-    """PFE's code fusion: precision-weighted mean of unit μ renormalised, element-wise min σ²."""
+    """PFE's code fusion (``aggregate_PFE``): per-dimension precision-weighted mean of the unit μ,
+    divided by the per-dimension precision sum, renormalised; element-wise min σ².
+
+    ``sigma_sq`` (N, D) per dimension or (N,) one per image (then every dimension shares it)."""
     ids, index = np.unique(np.asarray(template_ids), return_inverse=True)
     sigma_sq = np.asarray(sigma_sq, dtype=np.float64)
     precision = confidence_from_uncertainty(sigma_sq, "sigma_sq")
+    precision = precision if precision.ndim == 2 else precision[:, None]
     unit = l2_normalize(np.asarray(features, dtype=np.float64))
     members = group_matrix(index, ids.size)
-    weighted = members @ (unit * (precision if precision.ndim == 2 else precision[:, None]))
+    # attention a_li = (1/σ²_li) / Σ_j (1/σ²_lj): the division is per dimension, so it turns the mean.
+    mean = np.asarray(members @ (unit * precision)) / np.asarray(members @ precision)
+    norms = np.sqrt(np.einsum("ij,ij->i", mean, mean))
     minimum = np.full((ids.size,) + sigma_sq.shape[1:], np.inf)
     np.minimum.at(minimum, index, sigma_sq)
-    return ScoredTemplates(ids, l2_normalize(weighted), minimum)
+    return ScoredTemplates(ids, mean / (norms + PFE_NORMALIZE_EPS)[:, None], minimum)
 
 
 def score_templates(score: str, pooling: str, features, template_ids, media_ids, uncertainty) -> ScoredTemplates:
@@ -196,8 +209,10 @@ def pair_scores(score: str, templates: ScoredTemplates, pairs: np.ndarray, *, ch
     return out
 
 
-def image_pair_scores(score: str, embeddings) -> np.ndarray:
-    """``score`` of the image pairs (0, 1), (2, 3), … of a pair-set embeddings file (float64)."""
+def image_pair_scores(score: str, embeddings, pfe_sigma: str = "per_dimension") -> np.ndarray:
+    """``score`` of the image pairs (0, 1), (2, 3), … of a pair-set embeddings file (float64).
+
+    pfe_mls reads σ² as :func:`~facetrust.evaluate.fusion.pfe_sigma_sq` gives it for ``pfe_sigma``."""
     check_score(score)
     unit = l2_normalize(np.asarray(embeddings.features, dtype=np.float64))
     a, b = unit[0::2], unit[1::2]
@@ -208,7 +223,9 @@ def image_pair_scores(score: str, embeddings) -> np.ndarray:
             raise InputError(f"{embeddings.path}: score scf_vmf needs key 'uncertainty' (1/kappa)")
         kappa = confidence_from_uncertainty(embeddings.uncertainty, "uncertainty (1/kappa)")
         return vmf_log_similarity(np.einsum("ij,ij->i", a, b), kappa[0::2], kappa[1::2], unit.shape[1])
-    sigma_sq = embeddings.uncertainty_per_dim if embeddings.uncertainty_per_dim is not None else embeddings.uncertainty
+    from facetrust.evaluate.fusion import pfe_sigma_sq
+
+    sigma_sq, _ = pfe_sigma_sq(embeddings, pfe_sigma)
     if sigma_sq is None:
         raise InputError(f"{embeddings.path}: score pfe_mls needs key 'uncertainty_per_dim' or 'uncertainty' (sigma^2)")
     sigma_sq = np.asarray(sigma_sq, dtype=np.float64)

@@ -21,6 +21,7 @@ import argparse
 import json
 from pathlib import Path
 
+from facetrust import options
 from facetrust.errors import InputError
 
 
@@ -196,7 +197,7 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("img1", type=Path, help="first face (photograph or aligned crop)")
     p.add_argument("img2", type=Path, help="second face (photograph or aligned crop)")
     p.add_argument("--model", type=Path, required=True, help="xCos model directory (facetrust train-xcos)")
-    p.add_argument("--threshold", type=float, help="decision threshold on xCos (the cosine map's palette centre)")
+    p.add_argument("--threshold", type=options.number(-1.0, 1.0), help="decision threshold on xCos (the cosine map's palette centre)")
     p.add_argument("--metrics", type=Path, help="an xCos metrics file: its mean 10-fold threshold")
     p.add_argument("--out", type=Path, required=True, help="figure (.png)")
     add_photo_options(p)
@@ -206,7 +207,7 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="xCos model directory")
     p.add_argument("--standard", type=Path, required=True, help="standard model directory (its cosine is a score)")
     p.add_argument("--test-set", type=Path, required=True, help=".bin pair set")
-    p.add_argument("--batch-pairs", type=int, default=128)
+    p.add_argument("--batch-pairs", type=options.integer(1, 65536), default=128)
     p.add_argument("--out", type=Path, required=True, help="pair scores file (.npz)")
     p.set_defaults(func=_printing(run_score))
 
@@ -215,9 +216,9 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("img2", type=Path, help="the face it is compared with")
     p.add_argument("--model", type=Path, required=True, help="trained model or xCos model directory")
     p.add_argument("--method", choices=("gradient", "perturbation"), default="gradient")
-    p.add_argument("--steps", type=int, default=16, help="integrated-gradient steps")
-    p.add_argument("--masks", type=int, default=1000, help="random masks of the perturbation map")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=options.integer(1, 100_000), default=16, help="integrated-gradient steps")
+    p.add_argument("--masks", type=options.integer(1, 10_000_000), default=1000, help="random masks of the perturbation map")
+    p.add_argument("--seed", type=options.seed, default=0)
     p.add_argument("--out", type=Path, required=True, help="figure (.png)")
     add_photo_options(p)
     p.set_defaults(func=_printing(run_map))
@@ -227,20 +228,20 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--test-set", type=Path, required=True, help=".bin pair set")
     p.add_argument("--occluders", type=Path, required=True, help="occluders.csv of the synthetic benchmark")
     p.add_argument("--params", type=Path, help="params file: its `explain` section and seed")
-    p.add_argument("--seed", type=int, default=0, help="without --params")
+    p.add_argument("--seed", type=options.seed, default=0, help="without --params")
     p.add_argument("--out", type=Path, required=True, help="results (.json)")
     p.add_argument("--examples", type=Path, required=True, help="example maps for the report figure (.npz)")
     p.set_defaults(func=_printing(run_faithfulness_command))
 
     p = commands.add_parser("invert", help="ArcFace model inversion of chosen classes (with verifier checks)")
     p.add_argument("--model", type=Path, required=True, help="trained model directory (with its margin head)")
-    p.add_argument("--classes", type=int, nargs="+", help="class labels to invert (default: inversion.classes)")
+    p.add_argument("--classes", type=options.non_negative, nargs="+", help="class labels to invert (default: inversion.classes)")
     p.add_argument("--params", type=Path, help="params file: its `inversion` section, `synth` section and seed")
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--per-class", type=int, help="images per class")
-    p.add_argument("--bn-weight", type=float, help="λ of the BN statistics term (0: ablation)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--synth-seed", type=int, default=None,
+    p.add_argument("--iterations", type=options.integer(1, 10_000_000))
+    p.add_argument("--per-class", type=options.integer(1, 100_000), help="images per class")
+    p.add_argument("--bn-weight", type=options.number(0.0), help="λ of the BN statistics term (0: ablation)")
+    p.add_argument("--seed", type=options.seed)
+    p.add_argument("--synth-seed", type=options.seed, default=None,
                    help="seed of the synthetic benchmark, to draw each class's clean rendering (default: params seed)")
     p.add_argument("--verifier", type=Path, help="a second, independently trained model that checks the images")
     p.add_argument("--train-data", type=Path, help="training RecordIO directory (the classes' real images)")

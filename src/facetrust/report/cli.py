@@ -27,19 +27,15 @@ Heavy modules are imported inside the handlers so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
+from facetrust import options
 from facetrust.errors import InputError
 from facetrust.formats import TAR_METHODS
 
 
-def _fars(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"FAR list {text!r}: expected comma-separated numbers") from None
+_fars = options.rates
 
 
 def labelled(paths: Sequence[str], labels: Sequence[str] | None, flag: str) -> dict[str, str]:
@@ -123,7 +119,7 @@ def cmd_sphereface(args) -> None:
     _print_claims(write_sphereface_report(args.verification_table, Path(args.out), figures=args.figure or [],
                                           baseline_method=args.baseline, margin_methods=args.margin_methods,
                                           depth_method=args.depth_method, depth_backbones=tuple(args.depth_backbones),
-                                          paper_protocol=paper))
+                                          paper_protocol=paper, normalised_method=args.normalised_baseline or None))
 
 
 def cmd_edc(args) -> None:
@@ -232,7 +228,9 @@ def add_report_parsers(report_subparsers) -> None:
     p = sub.add_parser("sphereface", help="results/reports/sphereface.md")
     p.add_argument("--verification-table", required=True, help="results/verification_table.csv")
     p.add_argument("--figure", nargs="+", help="figures to link (paths; linked relative to the report)")
-    p.add_argument("--baseline", default="Softmax", help="method name of the plain-softmax model")
+    p.add_argument("--baseline", default="Softmax", help="method name of the plain-softmax rows (one per backbone)")
+    p.add_argument("--normalised-baseline", default="NormFace",
+                   help="method name of the normalised-softmax rows (one per backbone; '' for none)")
     p.add_argument("--margin-methods", nargs="+", default=None,
                    help="method names counted as angular margins (default: the report's DEFAULT_MARGIN_METHODS)")
     p.add_argument("--depth-method", default="A-Softmax", help="method of the depth pair")
@@ -256,8 +254,8 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--label", nargs="+", help="label per file (default: the file's folder name)")
     p.add_argument("--quality-table", help="Spearman table of `report quality`")
     p.add_argument("--figure", nargs="+", help="figures to link")
-    p.add_argument("--fraction", type=float, default=0.5, help="rejected fraction compared with none")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance for 'uncertainty tracks quality'")
+    p.add_argument("--fraction", type=options.probability, default=0.5, help="rejected fraction compared with none")
+    p.add_argument("--alpha", type=options.level, default=0.05, help="significance for 'uncertainty tracks quality'")
     p.add_argument("--edc-table", help="results/edc_table.csv (pAUC with bootstrap intervals)")
     p.add_argument("--out", required=True, help="Markdown report to write")
     p.set_defaults(func=cmd_scaleface)

@@ -1,14 +1,15 @@
 """``results/edc_table.csv`` and the EDC figure, from the EDC files of ``evaluate edc``.
 
-Table: one row per method and per bound (``random``, ``oracle (known quality)``, computed on the
-first method's comparison scores), columns ``method, test_set, uncertainty_kind, space, error,
+Table: one row per method and per reference ranking (``random``, ``known quality`` — the renderer's
+scalar, a reference and not a bound — and the error-aware ``oracle bound``, computed on the first
+method's comparison scores), columns ``method, test_set, uncertainty_kind, space, error,
 starting_error, discard_limit, pauc`` (pAUC − theoretical best; smaller is better, 0 is perfect),
-``pauc_ci_lo, pauc_ci_hi`` (bootstrap over subjects, FNM-EDC), ``pauc_random, pauc_oracle`` (the
-bounds on the same scores), the CR-FIQA ERC areas ``crfiqa_auc@FMR=…`` (a different protocol:
-threshold recomputed on the kept pairs) and ``replicates``.
+``pauc_ci_lo, pauc_ci_hi`` (bootstrap over subjects, FNM-EDC), ``pauc_random, pauc_known_quality,
+pauc_oracle`` (the references on the same scores), the areas of an ERC after CR-FIQA
+``crfiqa_auc@FMR=…`` (a different protocol: threshold recomputed on the kept pairs) and ``replicates``.
 
-Figure: FNM-EDC (left) and FM-EDC (right), one step line per method, the random and oracle
-rankings, the theoretical best and the pAUC discard limit.
+Figure: FNM-EDC (left) and FM-EDC (right), one step line per method, the random, known-quality and
+oracle rankings, the theoretical best and the pAUC discard limit.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from facetrust.formats import read_metrics, test_set_of
 from facetrust.io import atomic_path
 
 EDC_COLUMNS = ["method", "test_set", "uncertainty_kind", "space", "error", "starting_error", "discard_limit", "pauc",
-               "pauc_ci_lo", "pauc_ci_hi", "pauc_random", "pauc_oracle"]
-BOUND_LABELS = {"random": "random ranking", "oracle": "oracle (known quality)"}
+               "pauc_ci_lo", "pauc_ci_hi", "pauc_random", "pauc_known_quality", "pauc_oracle"]
+BOUND_LABELS = {"random": "random ranking", "known_quality": "known quality (renderer's scalar)",
+                "oracle": "oracle bound (error-aware)"}
 
 
 def read_edc(path) -> dict:
@@ -46,6 +48,7 @@ def _rows_of(label: str, edc: dict, who: str, path) -> list[dict]:
                "starting_error": (edc.get("starting_error_achieved") or {}).get(error),
                "discard_limit": settings.get("discard_limit"), "pauc": edc["pauc"][who][error],
                "pauc_ci_lo": ci[0], "pauc_ci_hi": ci[1], "pauc_random": edc["pauc"]["random"][error],
+               "pauc_known_quality": (edc["pauc"].get("known_quality") or {}).get(error),
                "pauc_oracle": (edc["pauc"].get("oracle") or {}).get(error)}
         for fmr, area in ((edc.get("crfiqa") or {}).get(who, {}).get("auc") or {}).items():
             row[f"crfiqa_auc@FMR={fmr}"] = area
@@ -60,7 +63,7 @@ def edc_table(edcs: Mapping[str, dict], paths: Mapping[str, str]) -> pd.DataFram
     for label, edc in edcs.items():
         rows += _rows_of(label, edc, "method", paths[label])
     first_label, first = next(iter(edcs.items()))
-    for who in ("oracle", "random"):
+    for who in ("oracle", "known_quality", "random"):
         if who in first["pauc"]:
             for row in _rows_of(f"{BOUND_LABELS[who]} (on {first_label} scores)", first, who, paths[first_label]):
                 row["uncertainty_kind"] = row["space"] = row["replicates"] = ""
@@ -84,7 +87,8 @@ def plot_edc(edcs: Mapping[str, dict], out_path, *, title: str = "EDC") -> Path:
                 kind = (edc.get("settings") or {}).get("uncertainty_kind") or "?"
                 ax.step(curve["discard"], curve["error"], where="post", lw=1.4,
                         label=f"{label} [{kind}] (pAUC {edc['pauc']['method'][error]:.4f})")
-            for who, style in (("random", dict(color="0.5", ls="--")), ("oracle", dict(color="k", ls=":"))):
+            for who, style in (("random", dict(color="0.5", ls="--")), ("known_quality", dict(color="k", ls=":")),
+                               ("oracle", dict(color="k", ls="-.", lw=0.8))):
                 if who in first["curves"]:
                     curve = first["curves"][who][error]
                     ax.step(curve["discard"], curve["error"], where="post", lw=1.2,
@@ -117,8 +121,27 @@ def write_edc_outputs(edc_paths: Mapping[str, str], out_csv, figure_out=None, *,
 
 def edc_pauc_replicates(path) -> np.ndarray | None:
     """The FNM-EDC pAUC replicates of a method (``pauc_method_fnmr``) from its ``.npz``, or None."""
-    path = Path(path)
-    if not path.is_file():
+    loaded = edc_replicates(path)
+    return None if loaded is None else loaded[0]
+
+
+def edc_replicates(path) -> tuple[np.ndarray, int | None, str | None] | None:
+    """``(pauc_method_fnmr replicates, seed, design digest)`` of an EDC replicate ``.npz``, or None.
+
+    Two methods' replicates are paired only when seed and design digest agree
+    (:func:`check_edc_paired`); the shape alone does not say so."""
+    path = Path(path) if path else None
+    if path is None or not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as data:
-        return np.asarray(data["pauc_method_fnmr"]) if "pauc_method_fnmr" in data.files else None
+        if "pauc_method_fnmr" not in data.files:
+            return None
+        seed = int(data["seed"]) if "seed" in data.files else None
+        digest = str(data["design_digest"]) if "design_digest" in data.files else None
+        return np.asarray(data["pauc_method_fnmr"]), seed, digest
+
+
+def edc_paired(a, b) -> bool:
+    """True when two :func:`edc_replicates` results share seed, design digest and count."""
+    return (a is not None and b is not None and a[1] is not None and a[2] is not None
+            and a[1] == b[1] and a[2] == b[2] and a[0].shape == b[0].shape)

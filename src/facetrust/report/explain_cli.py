@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facetrust import options
+
 
 def _print_claims(claims) -> None:
     for claim in claims:
@@ -52,8 +54,8 @@ def add_explain_report_parsers(sub) -> None:
     p.add_argument("--label", nargs="+", help="row name of each --model")
     p.add_argument("--scores", help="pair scores file of the model drawn in the figure")
     p.add_argument("--test-set", help=".bin pair set of --scores (the faces)")
-    p.add_argument("--pairs-per-kind", type=int, default=2)
-    p.add_argument("--margin", type=float, default=0.01, help="non-inferiority margin of the accuracy claim")
+    p.add_argument("--pairs-per-kind", type=options.integer(1, 1000), default=2)
+    p.add_argument("--margin", type=options.number(0.0, 1.0), default=0.01, help="non-inferiority margin of the accuracy claim")
     p.add_argument("--table", required=True, help="CSV to write")
     p.add_argument("--figure", help="xCos pair figure to write (.png)")
     p.add_argument("--out", required=True, help="Markdown report to write")

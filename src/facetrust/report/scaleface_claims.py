@@ -43,9 +43,11 @@ def reject_rise_claims(curves: Mapping[str, dict]) -> list:
                                 NOT_CHECKED))
             continue
         fars, start, end = loaded
-        unresolved = set(curve.get("unresolved_fars") or [])
-        verdicts, details = [], []
         fraction = curve["fractions"][-1]
+        # unresolved with none rejected or at the last fraction (judged on the impostors kept there)
+        by_fraction = curve.get("unresolved_fars_by_fraction") or {}
+        unresolved = set(curve.get("unresolved_fars") or []) | set(by_fraction.get(f"{float(fraction):g}") or [])
+        verdicts, details = [], []
         for j, far in enumerate(fars):
             key = far_key(far)
             tars = curve["tar_at_far"][key]
@@ -57,7 +59,8 @@ def reject_rise_claims(curves: Mapping[str, dict]) -> list:
         settings = curve.get("settings") or {}
         claims.append(Claim(
             f"{method} on {curve.get('test_set', '')} (pair uncertainty {settings.get('pair_uncertainty', '')} in "
-            f"{settings.get('uncertainty_space', '')} space, templates by {settings.get('template_uncertainty', '')}): "
+            f"{settings.get('uncertainty_space', '')} space, templates by {settings.get('template_uncertainty', '')}, "
+            f"TAR read by {settings.get('tar_method', 'nearest')}): "
             f"TAR rises from 0% to {fraction:.0%} rejected — {count_text(verdicts)} of {len(verdicts)} FARs "
             f"({'; '.join(details)}).", summary_verdict(verdicts)))
     return claims
@@ -65,7 +68,7 @@ def reject_rise_claims(curves: Mapping[str, dict]) -> list:
 
 def edc_claims(table: pd.DataFrame) -> list:
     """FNM-EDC: each method against the random ranking, and ScaleFace against each other method."""
-    from facetrust.report.edc import edc_pauc_replicates
+    from facetrust.report.edc import edc_paired, edc_replicates
     from facetrust.report.claims import Claim
 
     fnmr = table[(table["error"] == "fnmr") & (table["replicates"].fillna("") != "")]
@@ -77,25 +80,38 @@ def edc_claims(table: pd.DataFrame) -> list:
         claims.append(Claim(
             f"{row['method']} ranks comparisons better than chance (FNM-EDC, starting FNMR {row['starting_error']:.3f}, "
             f"pAUC to {row['discard_limit']:g} minus the theoretical best): {row['pauc']:.4f} [95 % CI {lo:.4f}, "
-            f"{hi:.4f}] vs random {row['pauc_random']:.4f}; the known quality reaches {row['pauc_oracle']:.4f}.",
+            f"{hi:.4f}] vs random {row['pauc_random']:.4f}; the renderer's known quality (a reference, not a bound) "
+            f"{_number(row.get('pauc_known_quality'))}, the error-aware oracle bound {_number(row.get('pauc_oracle'))}.",
             verdict))
     scaleface = fnmr[fnmr["method"].str.contains("ScaleFace", case=False)]
     if len(scaleface):
         mine = scaleface.iloc[0]
-        mine_reps = edc_pauc_replicates(mine["replicates"])
+        mine_reps = edc_replicates(mine["replicates"])
         for _, other in fnmr.iterrows():
             if other["method"] == mine["method"]:
                 continue
-            theirs = edc_pauc_replicates(other["replicates"])
-            if mine_reps is None or theirs is None or mine_reps.shape != theirs.shape:
+            theirs = edc_replicates(other["replicates"])
+            if not edc_paired(mine_reps, theirs):  # different seed, design or count: no paired difference
+                claims.append(Claim(
+                    f"{mine['method']} ranks better than {other['method']} by FNM-EDC pAUC: not compared, their "
+                    "bootstrap replicates are not paired (seed, design digest or number differ, or are missing).",
+                    NOT_CHECKED))
                 continue
             # smaller pAUC is better: ScaleFace beats X when pAUC(X) - pAUC(ScaleFace) > 0
-            lo, hi = paired_difference(theirs, mine_reps)
+            lo, hi = paired_difference(theirs[0], mine_reps[0])
             result = decide(float(other["pauc"]) - float(mine["pauc"]), lo, hi)
             claims.append(Claim(
                 f"{mine['method']} ranks better than {other['method']} by FNM-EDC pAUC: difference "
                 f"{other['pauc'] - mine['pauc']:+.4f} [95 % CI {lo:+.4f}, {hi:+.4f}].", result.verdict))
     return claims
+
+
+def _number(value) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{value:.4f}" if np.isfinite(value) else "—"
 
 
 def pauc_interval_text(values: np.ndarray) -> str:

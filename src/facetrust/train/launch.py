@@ -24,6 +24,8 @@ import shutil
 import sys
 from collections.abc import Mapping
 
+from facetrust import options
+
 
 def per_task_arguments(command: list[str], cpus_per_task: int) -> list[str]:
     """``command`` with its ``--threads`` value (``--threads X`` or ``--threads=X``) set to
@@ -69,10 +71,10 @@ def launch_command(nodes: int, tasks_per_node: int, cpus_per_task: int, gpus: in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facetrust.train.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--tasks-per-node", type=int, required=True)
-    parser.add_argument("--cpus-per-task", type=int, default=1)
-    parser.add_argument("--gpus", type=int, default=0, help="GPUs per node (one per task)")
+    parser.add_argument("--nodes", type=options.integer(1, 100_000), default=1)
+    parser.add_argument("--tasks-per-node", type=options.integer(1, 4096), required=True)
+    parser.add_argument("--cpus-per-task", type=options.threads, default=1)
+    parser.add_argument("--gpus", type=options.integer(0, 4096), default=0, help="GPUs per node (one per task)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the facetrust command")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
-from facetrust.errors import ConfigError, InputError
+from facetrust.errors import ConfigError, InputError, RunError
 from facetrust.io import write_json_atomic
 from facetrust.models.artifacts import (
     CHECKPOINT_NAME,
@@ -78,8 +78,9 @@ from facetrust.train.schedule import LRSchedule
 _logger = logging.getLogger("facetrust.train")
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite (exit code 1: a failed run, not bad input)."""
+class TrainingDiverged(RunError):
+    """The loss became NaN or infinite (exit code 1: a failed run, not bad input); the message
+    says where the last good checkpoint is, or that there is none."""
 
 
 def _quiet(message: str) -> None:
@@ -173,7 +174,8 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
                                 weight_decay=config.weight_decay)
     schedule = LRSchedule(optimizer, config.lr_schedule, config.lr, steps_per_epoch, config.epochs,
                           config.warmup_epochs, config.milestones, config.gamma, config.poly_power)
-    fp16 = bool(config.backbone_options.get("fp16")) and info.device.type == "cuda"
+    # float16 autocast needs loss scaling; bfloat16 ("bf16") has float32's range and does not.
+    fp16 = config.backbone_options.get("fp16") is True and info.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
     epoch, step = 0, 0
@@ -239,6 +241,8 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
                 log(f"epoch {epoch}/{config.epochs} done (step {step})")
             save()
             barrier(info)
+    except TrainingDiverged as error:
+        raise TrainingDiverged(f"{error}; {_last_good(checkpoint_file)}") from None
     finally:
         if csv_log is not None:
             csv_log.close()
@@ -249,6 +253,16 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
         save()
     barrier(info)
     return checkpoint_file
+
+
+def _last_good(checkpoint_file: Path) -> str:
+    """Where a diverged run can be taken up again (its checkpoint is written only at epoch ends)."""
+    if not checkpoint_file.is_file():
+        return (f"no checkpoint was written ({checkpoint_file} does not exist); lower 'lr' (or lengthen the "
+                f"warm-up) and train again")
+    return (f"the last good checkpoint is {checkpoint_file} (written at the end of the last whole epoch); it "
+            f"is kept: lower 'lr' (or lengthen the "
+            f"warm-up) and train again (a resume with the same config diverges the same way)")
 
 
 def _resume(checkpoint_file: Path, config: TrainConfig, model, optimizer, schedule, scaler, device,
@@ -326,8 +340,7 @@ def _run_epoch(forward_loss, loader, optimizer, schedule, scaler, info, config, 
         loss = cross_entropy + extra
         if not torch.isfinite(loss):  # stop before a NaN update; the last epoch's checkpoint stays
             raise TrainingDiverged(f"training diverged at step {step + 1} (epoch {epoch + 1}): loss {loss.item()} = "
-                                   f"cross-entropy {cross_entropy.item()} + extra {float(extra)}; lower 'lr' or "
-                                   f"resume from the last checkpoint")
+                                   f"cross-entropy {cross_entropy.item()} + extra {float(extra)}")
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

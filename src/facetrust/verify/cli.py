@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from facetrust import options
 from facetrust.align.photo import add_photo_options
 from facetrust.errors import InputError
 
@@ -46,20 +47,20 @@ def add_verify_parser(subparsers, uncertainty_choices) -> argparse.ArgumentParse
                         "for ScaleFace and MagFace models)")
     p.add_argument("--metrics", type=Path, help="metrics file of this model on a benchmark (its threshold_at_far, "
                                                 "its score and flip; its embeddings file for the uncertainties)")
-    p.add_argument("--far", type=float, help="with --metrics: the operating point's FAR (one it was evaluated at)")
-    p.add_argument("--threshold", type=float, help="a decision threshold on the score instead of --far/--metrics")
+    p.add_argument("--far", type=options.number(0.0, 1.0, low_open=True), help="with --metrics: the operating point's FAR (one it was evaluated at)")
+    p.add_argument("--threshold", type=options.number(), help="a decision threshold on the score instead of --far/--metrics")
     p.add_argument("--score", choices=["cosine", "scf_vmf", "pfe_mls", "xcos"],
                    help="comparison score (default: the metrics file's, else cosine; xcos for an xCos model)")
     p.add_argument("--benchmark-embeddings", type=Path,
                    help="embeddings file whose uncertainties place each face's (default: the metrics file's)")
     p.add_argument("--explain", choices=["gradient", "perturbation", "xcos", "none"], default="gradient",
                    help="explanation map of face 1 against face 2 (xcos: an xCos model's maps)")
-    p.add_argument("--steps", type=int, default=16, help="gradient: integrated-gradient steps")
-    p.add_argument("--masks", type=int, default=500, help="perturbation: random masks")
-    p.add_argument("--seed", type=int, default=0, help="perturbation masks")
+    p.add_argument("--steps", type=options.integer(1, 100_000), default=16, help="gradient: integrated-gradient steps")
+    p.add_argument("--masks", type=options.integer(1, 10_000_000), default=500, help="perturbation: random masks")
+    p.add_argument("--seed", type=options.seed, default=0, help="perturbation masks")
     add_photo_options(p)
-    p.add_argument("--batch-size", type=int, default=16, help="pairs detected and embedded together")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--batch-size", type=options.integer(1, 65536), default=16, help="pairs detected and embedded together")
+    p.add_argument("--threads", type=options.threads)
     p.add_argument("--out", type=Path, required=True, help="output directory: verify.json and pair_NNNN.png")
     p.set_defaults(func=run)
     return p

@@ -101,7 +101,7 @@ def pair_score(score: str, features1: np.ndarray, features2: np.ndarray, uncerta
                kind: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(score (P,), cosine (P,)) float64 of image pairs (row k of 1 against row k of 2)."""
     from facetrust.evaluate.fusion import confidence_from_uncertainty, l2_normalize
-    from facetrust.evaluate.scores import mls, vmf_log_similarity
+    from facetrust.evaluate.scores import vmf_log_similarity
 
     a = l2_normalize(np.asarray(features1, dtype=np.float64))
     b = l2_normalize(np.asarray(features2, dtype=np.float64))
@@ -118,4 +118,12 @@ def pair_score(score: str, features1: np.ndarray, features2: np.ndarray, uncerta
         kappa1 = confidence_from_uncertainty(uncertainty1, "uncertainty (1/kappa)")
         kappa2 = confidence_from_uncertainty(uncertainty2, "uncertainty (1/kappa)")
         return vmf_log_similarity(cosine, kappa1, kappa2, a.shape[1]), cosine
-    return mls(a, np.asarray(uncertainty1, np.float64), b, np.asarray(uncertainty2, np.float64)), cosine
+    # Each image as a one-image template fused as PFE's aggregate_PFE does (its renormalisation has
+    # a 1e-8 in the denominator), so an image pair scores exactly as IJB scores one-image templates.
+    from facetrust.evaluate.scores import pair_scores as template_pair_scores, pfe_code_templates
+
+    n = a.shape[0]
+    templates = pfe_code_templates(np.concatenate([a, b]), np.arange(2 * n),
+                                   np.concatenate([np.asarray(uncertainty1, np.float64),
+                                                   np.asarray(uncertainty2, np.float64)]))
+    return template_pair_scores("pfe_mls", templates, np.stack([np.arange(n), np.arange(n) + n], axis=1)), cosine

@@ -28,7 +28,8 @@ and small synthetic images (32x32, 48x48) work.  ``last_stage_stride=1`` (defaul
 last stage at the resolution of the third, doubling the side of ``feature_map``: 6x6 instead of
 3x3 at 48x48, the grid that xCos (Lin et al., arXiv 2003.05383) explains on; the state-dict keys
 stay the same (only the fc input grows), and at 112x112 the default gives xCos's own 7x7.  ``fp16`` runs the convolutional trunk under CUDA
-autocast and the fc in float32, as InsightFace does; it is ignored on the CPU.
+autocast and the fc in float32, as InsightFace does (``fp16: "bf16"``: bfloat16 autocast, which needs
+no loss scaling); it is ignored on the CPU.
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ class IResNet(nn.Module):
             raise ConfigError(f"iresnet: 'last_stage_stride' must be 1 or 2, got {last_stage_stride!r}")
         strides = (2, 2, 2, int(last_stage_stride))
         height, width_px = _parse_input_size(input_size)
+        if fp16 not in (False, True, "bf16"):
+            raise ConfigError(f"iresnet: 'fp16' must be false, true or \"bf16\", got {fp16!r}")
         self.fp16 = bool(fp16)
+        self.autocast_dtype = torch.bfloat16 if fp16 == "bf16" else torch.float16
         self.layers_config = layers
         self.input_size = (height, width_px)
 
@@ -158,7 +162,7 @@ class IResNet(nn.Module):
 
     def forward(self, x: torch.Tensor, return_feature_map: bool = False):
         use_autocast = self.fp16 and x.is_cuda
-        with torch.autocast("cuda", dtype=torch.float16, enabled=use_autocast):
+        with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=use_autocast):
             feature_map = self._trunk(x)
         feature_map = feature_map.float()  # fc in float32 (InsightFace: ``x = self.fc(x.float())``)
         embedding = self.features(self.fc(self.dropout(torch.flatten(feature_map, 1))))

@@ -8,7 +8,9 @@ What the caller gets:
 - :func:`mls_score` — MLS between pairs of (mu, sigma^2) (images or fused templates);
 - :func:`pfe_fuse` — the paper's precision-weighted fusion of several (mu, sigma^2) into one per
   template (PFE's code renormalises and takes the minimum sigma^2 instead; see its docstring);
-- :func:`pfe_uncertainty` — the scalar for the embeddings file: the harmonic mean of sigma^2.
+- :func:`pfe_uncertainty` — the scalar for the embeddings file: the harmonic mean of sigma^2 (it
+  ranks pairs in reject verification and EDC; ``embed`` also writes the per-dimension sigma^2 as
+  ``uncertainty_per_dim``, which the evaluation's PFE fusion and MLS use).
 
 mu is always the L2-normalised embedding, as in PFE (the MLS is computed on the unit sphere's
 ambient coordinates).
