@@ -163,11 +163,11 @@ def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112)
     outputs = [out_dir / file for file in ("aligned.rec", "aligned.idx", "index.csv", "manifest.json")]
     with outputs_together(*outputs, out_dir):
         return _write_aligned(out_dir, ijb_dir, name, protocol, names, wheres, crop_dir, policy, output_size,
-                              method, threads, no_face, min_score)
+                              method, threads, no_face, min_score, allow_external_links)
 
 
 def _write_aligned(out_dir, ijb_dir, name, protocol, names, wheres, crop_dir, policy, output_size, method,
-                   threads, no_face, min_score) -> dict:
+                   threads, no_face, min_score, allow_external_links=False) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [(str(crop_dir), names[i : i + CHUNK], protocol.landmarks[i : i + CHUNK],
                protocol.detector_scores[i : i + CHUNK], tuple(output_size), method, wheres[i : i + CHUNK],
