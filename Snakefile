@@ -3,6 +3,10 @@
 # Run: `snakemake --cores all results/ijbc_table.csv` (or `make run`); on SLURM:
 # `snakemake --profile slurm results/ijbc_table.csv`.
 from facetrust.config import validate_params
+from facetrust.float_path import pin_environment
+
+# Every job's CPU kernels on their AVX2 paths: the same bytes on any x86-64 (facetrust.float_path).
+pin_environment()
 
 
 configfile: "params.yaml"

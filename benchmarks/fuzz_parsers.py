@@ -24,6 +24,13 @@ derandomised: the same command gives the same cases.
 Usage: ``python benchmarks/fuzz_parsers.py [--examples 35000] [--targets recordio bin ijb]``
 (full: 3 x 35,000 = 105,000 inputs, a few minutes on one core) or ``--quick`` (a few hundred per
 target, seconds; what CI runs through ``tests/test_fuzz_parsers.py``).
+
+``--mutations 1000000`` is the benchmark run: a seeded mutation loop (no Hypothesis, so ~100x more
+inputs per second) over valid seed files of the three targets, with byte edits, CR-only and CRLF
+line endings, huge integers and declared sizes near 2^32/2^64; it counts every exception other
+than InputError instead of stopping at the first, and exits 1 if there was any.  CI runs a few
+thousand (``tests/test_fuzz_parsers.py``).  Generated cases also cover CR-only endings, 5,000-digit
+integers, class counts up to 10^30 and pickles declaring sizes up to 2^64.
 """
 
 from __future__ import annotations
@@ -91,7 +98,8 @@ def _damage(draw, data: bytes) -> bytes:
 
 
 _property = st.one_of(
-    st.tuples(st.integers(-2, 30), st.integers(-1, 200), st.integers(-1, 200)).map(
+    st.tuples(st.integers(-2, 30) | st.integers(2**31, 10**30), st.integers(-1, 200) | st.integers(10**5, 10**12),
+              st.integers(-1, 200)).map(
         lambda t: f"{t[0]},{t[1]},{t[2]}".encode()),
     st.binary(max_size=24),
     st.text(max_size=12).map(lambda t: t.encode("utf-8")),
@@ -141,11 +149,31 @@ _pickle_tree = st.recursive(_pickle_leaf, lambda children: st.one_of(
                                                                                  max_size=3)), max_leaves=12)
 
 
+# Opcodes that declare a size or an index: BINBYTES/BINUNICODE/FRAME lengths, LONG_BINGET/PUT.
+_SIZED_OPCODES = [b"B", b"X", b"\x95", b"j", b"r", b"\x8e", b"\x8d"]
+
+
+@st.composite
+def _declared_size(draw) -> bytes:
+    """A pickle whose opcode declares a size or index the file cannot hold (up to 2^64 - 1)."""
+    opcode = draw(st.sampled_from(_SIZED_OPCODES))
+    width = 8 if opcode in (b"\x95", b"\x8e", b"\x8d") else 4
+    value = draw(st.one_of(st.integers(0, 2**(8 * width) - 1), st.just(2**(8 * width) - 1)))
+    return b"\x80\x04" + opcode + value.to_bytes(width, "little") + draw(st.binary(max_size=8)) + b"."
+
+
 @st.composite
 def bin_case(draw) -> bytes:
-    """Bytes of a ``.bin`` file: a pickled (maybe well-formed) pair, maybe damaged, or raw bytes."""
-    if draw(st.integers(0, 9)) == 0:
+    """Bytes of a ``.bin`` file: a pickled (maybe well-formed) pair, maybe damaged, or raw bytes;
+    or a pickle declaring sizes it does not hold, or naming one image many times (memo fan-out)."""
+    kind = draw(st.integers(0, 11))
+    if kind == 0:
         return draw(st.binary(max_size=64))
+    if kind == 1:
+        return draw(_declared_size())
+    if kind == 2:
+        image, n = draw(st.binary(min_size=1, max_size=64)), draw(st.integers(1, 400))
+        return pickle.dumps(([image] * (2 * n), [True] * n), protocol=draw(st.integers(2, 5)))
     if draw(st.booleans()):
         n = draw(st.integers(0, 3))
         obj = ([draw(st.binary(max_size=12)) for _ in range(2 * n)],
@@ -160,7 +188,7 @@ _name = st.one_of(st.sampled_from(["1.jpg", "2.jpg", "3.jpg", "a/b.jpg", "../x.j
                                    '"q.jpg', "nan", "x\\y.jpg", "é.jpg"]),
                   st.text(st.characters(blacklist_categories=("Zs", "Cc", "Cs")), min_size=1, max_size=6))
 _int_token = st.one_of(st.integers(-3, 12).map(str), st.sampled_from(
-    ["12345678901234567890", "-99999999999999999999", "1_0", "1.5", "٣", "0x10", ""]))
+    ["12345678901234567890", "-99999999999999999999", "1_0", "1.5", "٣", "0x10", "", "9" * 5000, "-" + "9" * 400]))
 _float_token = st.one_of(st.floats(-200, 200).map(repr), st.sampled_from(
     ["nan", "inf", "-inf", "1e400", "NaN", "0", "-1", "1e30", "Infinity", "abc", ""]))
 
@@ -238,6 +266,117 @@ def run_ijb(case, tmp: Path) -> None:
 TARGETS = {"recordio": (recordio_case(), run_recordio), "bin": (bin_case(), run_bin),
            "ijb": (ijb_case(), run_ijb)}
 
+# ------------------------------------------------------------------------------ mutation mode
+# A plain seeded mutation loop, ~100x cheaper per input than Hypothesis's generation: what lets a
+# benchmark run reach 10^6 inputs.  Valid files are mutated by byte edits plus the classes the
+# generated cases may miss: CR-only line endings, huge integers, declared sizes near 2^32/2^64.
+
+
+def _seed_files(tmp: Path) -> dict[str, dict[str, bytes]]:
+    """One valid input per target, as ``{file name: bytes}``."""
+    from facetrust.data.binset import write_bin
+    from facetrust.data.insightface import write_insightface_dataset
+    from PIL import Image
+    import io
+
+    def jpeg(seed: int) -> bytes:
+        pixels = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
+        return buffer.getvalue()
+
+    write_insightface_dataset(tmp / "rec", [(i // 2, jpeg(i)) for i in range(4)], 2, (16, 16))
+    write_bin(tmp / "x.bin", [jpeg(10), jpeg(11), jpeg(12), jpeg(13)], [True, False])
+    points = " ".join(["30.0", "40.0", "50.0", "40.0", "40.0", "50.0", "32.0", "60.0", "48.0", "60.0"])
+    return {
+        "recordio": {name: (tmp / "rec" / name).read_bytes() for name in ("train.rec", "train.idx", "property")},
+        "bin": {"x.bin": (tmp / "x.bin").read_bytes()},
+        "ijb": {"f_face_tid_mid.txt": b"1.jpg 5 50\n2.jpg 5 51\n3.jpg 6 60\n",
+                "f_name_5pts_score.txt": "".join(f"{n}.jpg {points} 0.9\n" for n in (1, 2, 3)).encode(),
+                "f_template_pair_label.txt": b"5 6 0\n6 5 1\n"},
+    }
+
+
+def _mutate(rng: np.random.Generator, data: bytes) -> bytes:
+    data = bytearray(data)
+    for _ in range(int(rng.integers(1, 5))):
+        op = int(rng.integers(0, 9))
+        pos = int(rng.integers(0, len(data) + 1))
+        if op == 0 and data:  # flip bits of one byte
+            data[min(pos, len(data) - 1)] ^= int(rng.integers(1, 256))
+        elif op == 1:  # overwrite a few bytes
+            data[pos:pos + 4] = rng.integers(0, 256, int(rng.integers(1, 5)), dtype=np.uint8).tobytes()
+        elif op == 2:  # truncate
+            del data[pos:]
+        elif op == 3:  # insert random bytes
+            data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+        elif op == 4 and data:  # duplicate a slice (repeated lines, records, pickle opcodes)
+            end = min(len(data), pos + int(rng.integers(1, 64)))
+            data[end:end] = data[pos:end]
+        elif op == 5:  # CR-only or CRLF line endings
+            data = bytearray(bytes(data).replace(b"\n", b"\r" if rng.integers(0, 2) else b"\r\n"))
+        elif op == 6:  # a huge integer token
+            data[pos:pos] = (b"-" if rng.integers(0, 2) else b"") + b"9" * int(rng.integers(19, 5000))
+        elif op == 7 and len(data) >= 8:  # a declared size or index near 2^32 or 2^64
+            width = 8 if rng.integers(0, 2) else 4
+            at = min(pos, len(data) - width)
+            value = (1 << (8 * width)) - int(rng.integers(1, 1 << 16))
+            data[at:at + width] = value.to_bytes(width, "little")
+        elif op == 8:  # a number with a huge exponent or a NaN where a number goes
+            data[pos:pos] = rng.choice([b"1e400", b"nan", b"-inf", b"1e30", b"4294967296", b"18446744073709551616"])
+    return bytes(data)
+
+
+def _run_files(name: str, files: dict[str, bytes], tmp: Path, rng: np.random.Generator) -> None:
+    if name == "recordio":
+        run_recordio((files["train.rec"], files["train.idx"], files.get("property")), tmp)
+    elif name == "bin":
+        run_bin(files["x.bin"], tmp)
+    else:
+        run_ijb((files["f_face_tid_mid.txt"], files["f_name_5pts_score.txt"], files["f_template_pair_label.txt"],
+                 "skip" if rng.integers(0, 2) else "fail"), tmp)
+
+
+def mutation_fuzz(inputs: int, seed: int = 0, progress_every: int = 50_000) -> dict:
+    """Run ``inputs`` mutated inputs, split evenly over the targets; never stops at a foreign
+    exception: returns the count, the foreign exceptions (type and message, first 10) and timing."""
+    import logging
+
+    logging.disable(logging.WARNING)  # the skip policy logs every skipped row: millions of lines
+    rng = np.random.default_rng(seed)
+    foreign: dict[str, int] = {}
+    examples: list[str] = []
+    counts = {name: 0 for name in TARGETS}
+    start = time.perf_counter()
+    scratch = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="fuzz-mutation-", dir=scratch) as tmp:
+        tmp = Path(tmp)
+        seeds = _seed_files(tmp / "seeds")
+        names = list(TARGETS)
+        for n in range(inputs):
+            name = names[n % len(names)]
+            files = dict(seeds[name])
+            for file in rng.choice(sorted(files), int(rng.integers(1, len(files) + 1)), replace=False):
+                files[str(file)] = _mutate(rng, files[str(file)])
+            work = tmp / name
+            work.mkdir(exist_ok=True)
+            try:
+                _run_files(name, files, work, rng)
+            except InputError:
+                pass
+            except Exception as error:  # noqa: BLE001: counting the foreign ones is the point
+                key = f"{name}: {type(error).__name__}"
+                foreign[key] = foreign.get(key, 0) + 1
+                if len(examples) < 10:
+                    examples.append(f"{key}: {str(error)[:200]} (input {n}, seed {seed})")
+            counts[name] += 1
+            if progress_every and (n + 1) % progress_every == 0:
+                print(f"mutation  inputs {n + 1:9d}  foreign exceptions {sum(foreign.values())}  "
+                      f"wall {time.perf_counter() - start:7.1f} s", flush=True)
+    return {"inputs": inputs, "per_target": counts, "foreign": foreign, "examples": examples,
+            "wall_s": time.perf_counter() - start}
+
+
 # ------------------------------------------------------------------------------ driver
 
 
@@ -297,7 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=35_000, help="generated inputs per target")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_EXAMPLES} inputs per target (CI)")
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=list(TARGETS))
+    parser.add_argument("--mutations", type=int, default=None, metavar="N",
+                        help="instead: N mutated inputs over all targets (the benchmark run: 1000000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the mutation mode")
     args = parser.parse_args(argv)
+    if args.mutations is not None:
+        result = mutation_fuzz(args.mutations, args.seed)
+        per_target = "  ".join(f"{name} {count}" for name, count in result["per_target"].items())
+        print(f"mutation  inputs {result['inputs']:9d} ({per_target})  foreign exceptions "
+              f"{sum(result['foreign'].values())}  wall {result['wall_s']:.1f} s")
+        for line in result["examples"]:
+            print(f"  foreign: {line}", file=sys.stderr)
+        return 1 if result["foreign"] else 0
     examples = QUICK_EXAMPLES if args.quick else args.examples
     baseline = _peak_rss_mb()
     total = 0

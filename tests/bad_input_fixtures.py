@@ -137,3 +137,17 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1))
+
+
+def hash_collision_bin(path: Path, n_keys: int) -> Path:
+    """A ``.bin`` pickle of ``([b"x", b"y"], [{k·(2^61 - 1): 0 for k < n_keys}])``, written opcode by
+    opcode: every key hashes to 0, so building the dict here would itself cost n²/2 comparisons."""
+    modulus = (1 << 61) - 1
+    body = bytearray(b"\x80\x04((C\x01xC\x01yl(}(")  # PROTO 4, MARK, MARK, bytes, bytes, LIST, MARK, EMPTY_DICT, MARK
+    for k in range(n_keys):
+        value = k * modulus
+        raw = value.to_bytes(value.bit_length() // 8 + 1, "little", signed=True)
+        body += b"\x8a" + bytes([len(raw)]) + raw + b"K\x00"  # LONG1 key, BININT1 0
+    body += b"ult."  # SETITEMS, LIST, TUPLE, STOP
+    path.write_bytes(bytes(body))
+    return path

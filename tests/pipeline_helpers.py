@@ -15,8 +15,16 @@ TINY = REPO / "tests" / "data" / "tiny_params.yaml"
 BIN = Path(sys.executable).parent
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+# The libraries' AVX2 paths forced from outside, as on a machine without AVX-512; without these
+# variables each library takes the host's widest instruction set (facetrust.float_path then pins).
+FORCED_AVX2 = {"OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+               "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Snakemake on ``workdir``, with the host's own instruction set unless ``env`` says otherwise."""
+    base = {key: value for key, value in os.environ.items() if key not in FORCED_AVX2}
+    env = {**base, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
     return subprocess.run(
         [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
         capture_output=True, text=True, timeout=timeout, env=env,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -353,6 +354,183 @@ CASES = [
 ]
 
 
+# --- budgets, special files and silent accepts (issue 21)
+
+
+def _tiny_model(tmp: Path, **config_changes) -> Path:
+    import torch
+
+    from facetrust.models.artifacts import save_checkpoint
+    from facetrust.models.registry import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("iresnet", embedding_size=8, input_size=(16, 16), layers=[1, 1, 1, 1], width=4)
+    config = {"backbone": "iresnet", "embedding_size": 8, "input_size": [16, 16],
+              "backbone_options": {"layers": [1, 1, 1, 1], "width": 4}, "head": {"kind": "arcface"}, **config_changes}
+    save_checkpoint(tmp / "model" / "checkpoint.pt", {"backbone": backbone.state_dict(), "config": config, "epoch": 1,
+                                                       "step": 1, "num_classes": 2})
+    return tmp / "model"
+
+
+def _embed(tmp: Path, testset: Path, *extra: str) -> list[str]:
+    return ["embed", "--model", str(tmp / "model"), "--test-set", str(testset), "--out", str(tmp / "e.npz"), *extra]
+
+
+def _collision_bin(tmp: Path) -> list[str]:
+    return ["data", "inspect", str(fx.hash_collision_bin(tmp / "coll.bin", 20000))]
+
+
+def _fanout_bin(tmp: Path) -> list[str]:
+    import pickle
+
+    image = fx.jpeg(0, 64)
+    (tmp / "fan.bin").write_bytes(pickle.dumps(([image] * 400, [True] * 200), protocol=4))  # one image, 400 names
+    return ["data", "inspect", str(tmp / "fan.bin")]
+
+
+def _pixel_budget(tmp: Path) -> list[str]:
+    _tiny_model(tmp)
+    fx.bin_with_images(tmp / "big.bin", [fx.jpeg(0, 256)] * 16)  # 16 names of one 256x256 JPEG
+    return _embed(tmp, tmp / "big.bin", "--max-decoded-pixels", "500000")
+
+
+def _fifo_crop(tmp: Path) -> list[str]:
+    import os
+
+    root = fx.ijb_dir(tmp / "ijb")
+    (root / "loose_crop" / "2.jpg").unlink()
+    os.mkfifo(root / "loose_crop" / "2.jpg")  # nobody writes: reading it would block for ever
+    return _align(root, tmp)
+
+
+def _device_bin(tmp: Path) -> list[str]:
+    (tmp / "zero.bin").symlink_to("/dev/zero")
+    return ["data", "inspect", str(tmp / "zero.bin")]
+
+
+def _fifo_params(tmp: Path) -> list[str]:
+    import os
+
+    os.mkfifo(tmp / "params.yaml")
+    return ["synth", "--params", str(tmp / "params.yaml"), "--out", str(tmp / "synth")]
+
+
+def _crop_link_out(tmp: Path) -> list[str]:
+    root = fx.ijb_dir(tmp / "ijb")
+    (tmp / "secret.jpg").write_bytes(fx.jpeg(5, 64))
+    (root / "loose_crop" / "2.jpg").unlink()
+    (root / "loose_crop" / "2.jpg").symlink_to(tmp / "secret.jpg")
+    return _align(root, tmp)
+
+
+_ALIAS_BOMB = ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))).encode()
+
+
+def _property_classes(tmp: Path) -> list[str]:
+    return _verify(fx.training_set(tmp / "set", property_text=b"1000000000000,32,32"))
+
+
+def _huge_npy_shape(tmp: Path) -> list[str]:
+    import io
+    import zipfile
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 512)})
+    with zipfile.ZipFile(tmp / "e.npz", "w") as archive:
+        archive.writestr("image.npy", _npy(np.array(["a", "b"])))
+        archive.writestr("embedding.npy", header.getvalue() + bytes(64))
+        archive.writestr("issame.npy", _npy(np.array([True])))
+    return ["evaluate", "pairs", "--embeddings", str(tmp / "e.npz"), "--out", str(tmp / "m.json")]
+
+
+def _npy(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array)
+    return buffer.getvalue()
+
+
+def _deflate_size(tmp: Path) -> list[str]:
+    import struct
+
+    import numpy as np
+
+    np.savez_compressed(tmp / "e.npz", image=np.array(["a", "b"]), embedding=np.ones((2, 8), np.float32),
+                        issame=np.array([True]))
+    data = bytearray((tmp / "e.npz").read_bytes())
+    for signature, field in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local and central headers
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            data[start + field : start + field + 4] = struct.pack("<I", 4_000_000_000)  # "uncompressed size"
+            start += 4
+    (tmp / "e.npz").write_bytes(bytes(data))
+    return ["evaluate", "pairs", "--embeddings", str(tmp / "e.npz"), "--out", str(tmp / "m.json")]
+
+
+def _shared_offset(tmp: Path) -> list[str]:
+    root = fx.good_training_set(tmp / "set")
+    lines = (root / "train.idx").read_text().splitlines()
+    offset_of_1 = lines[1].split("\t")[1]
+    lines[2] = lines[2].split("\t")[0] + "\t" + offset_of_1  # key 2 -> the record of key 1
+    (root / "train.idx").write_text("\n".join(lines) + "\n")
+    return _verify(root)
+
+
+def _duplicate_pair(tmp: Path) -> list[str]:
+    root = fx.ijb_dir(tmp / "ijb")
+    path = root / "meta" / "ijbx_template_pair_label.txt"
+    path.write_text(path.read_text() * 2)
+    return ["evaluate", "ijb", "--embeddings", str(tmp / "e.npz"), "--protocol", str(root), "--name", "ijbx",
+            "--out", str(tmp / "m.json")]
+
+
+BUDGET_CASES = [
+    ("bin-hash-collision", "a `.bin` holding a dict of keys that share one hash",
+     _collision_bin, 2, ["coll.bin", "more than 4096 dict or set keys"]),
+    ("bin-memo-fanout", "a `.bin` naming one image hundreds of times through the pickle memo",
+     _fanout_bin, 2, ["fan.bin", "reference more than 16 x the file's"]),
+    ("embed-pixel-budget", "a test set whose images declare more pixels than `embed --max-decoded-pixels`",
+     _pixel_budget, 2, ["big.bin", "declare more than 500000 pixels", "--max-decoded-pixels"]),
+    ("crop-fifo", "a FIFO in place of a loose crop", _fifo_crop, 2,
+     ["loose_crop/2.jpg", "a FIFO, not a regular file"]),
+    ("bin-device", "`/dev/zero` in place of a `.bin`", _device_bin, 2,
+     ["zero.bin", "a character device, not a regular file"]),
+    ("params-fifo", "a FIFO in place of `params.yaml`", _fifo_params, 2, ["params.yaml", "a FIFO"]),
+    ("crop-link-out", "a loose crop that is a symlink out of the set", _crop_link_out, 2,
+     ["loose_crop/2.jpg", "outside", "--allow-external-links"]),
+    ("params-alias-bomb", "a YAML alias bomb in `params.yaml`", _params(_ALIAS_BOMB), 2,
+     ["params.yaml", "alias bomb"]),
+    ("params-deep", "`params.yaml` nested 5,000 levels deep", _params(b"seed: " + b"[" * 5000 + b"]" * 5000), 2,
+     ["params.yaml", "nested deeper than 64 levels"]),
+    ("params-long-value", "a 100,000-character value where `params.yaml` wants a number",
+     _params(re.sub(rb"(?m)^seed: \d+", b"seed: '" + b"9" * 100000 + b"'", (REPO / "params.yaml").read_bytes())), 2,
+     ["params.yaml", "seed", "characters)"]),
+    ("property-classes", "a `property` declaring more classes than the set has images", _property_classes, 2,
+     ["property", "declares 1000000000000 classes", "only 4 images"]),
+    ("checkpoint-embedding-size", "a checkpoint declaring an `embedding_size` its weights cannot hold",
+     lambda t: (_tiny_model(t, embedding_size=10**9), fx.bin_with_images(t / "p.bin", [fx.jpeg(0), fx.jpeg(1)]),
+                _embed(t, t / "p.bin"))[-1], 2, ["checkpoint.pt", "embedding_size 1000000000"]),
+    ("npz-declared-shape", "an `.npz` member whose header declares a terabyte", _huge_npy_shape, 2,
+     ["e.npz", "'embedding' declares shape (1000000000000, 512)"]),
+    ("npz-deflate-size", "a deflated `.npz` member declaring 4 GB", _deflate_size, 2,
+     ["e.npz", "declares 4000000000 bytes", "compressed bytes can hold"]),
+    ("idx-shared-offset", "an `.idx` key pointing at another key's record", _shared_offset, 2,
+     ["train.idx", "key 2 points at offset", "the record of key 1"]),
+    ("ijb-huge-exponent", "a number with a 5-digit exponent in an IJB meta file (crashed pandas' parser)",
+     _ijb_edit("name_5pts_score", "2.jpg 23.1500", "2.jpg 6e49999999999"), 2,
+     ["ijbx_name_5pts_score.txt", "line 2", "'6e49999999999' has an exponent of 11 digits"]),
+    ("ijb-duplicate-pair", "a pair listed twice in an IJB pair file", _duplicate_pair, 2,
+     ["ijbx_template_pair_label.txt", "line 2", "repeats line 1", "--duplicate-pairs drop"]),
+]
+CASES += BUDGET_CASES
+
+
 @pytest.mark.parametrize("case, what, build, exit_code, words", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_table(tmp_path, capsys, case, what, build, exit_code, words):
     argv = build(tmp_path)
@@ -421,3 +599,22 @@ def test_troubleshooting_lists_every_case():
     section = (REPO / "docs" / "troubleshooting.md").read_text()
     for case, what, _build, exit_code, _words in CASES:
         assert f"| {what} | {exit_code} |" in section, f"docs/troubleshooting.md lacks the row for {case}: {what}"
+
+
+def test_crop_links_inside_the_set_or_allowed_ones_are_followed(tmp_path, capsys):
+    root = fx.ijb_dir(tmp_path / "ijb")
+    crops = root / "loose_crop"
+    (crops / "2.jpg").unlink()
+    (crops / "2.jpg").symlink_to(crops / "1.jpg")  # inside loose_crop/: fine
+    assert main(_align(root, tmp_path)) == 0
+    (tmp_path / "elsewhere.jpg").write_bytes(fx.jpeg(5, 64))
+    (crops / "2.jpg").unlink()
+    (crops / "2.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    assert main(_align(root, tmp_path / "refused")) == 2
+    assert main(_align(root, tmp_path / "allowed", "--allow-external-links")) == 0
+
+
+def test_a_quoted_value_in_an_error_is_cut_short(tmp_path, capsys):
+    build = next(case[2] for case in CASES if case[0] == "params-long-value")
+    assert main(build(tmp_path)) == 2
+    assert len(capsys.readouterr().err) < 1000  # the value is 100,000 characters

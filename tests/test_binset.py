@@ -169,3 +169,30 @@ def test_ragged_issame_is_input_error_not_value_error(tmp_path):
     path.write_bytes(pickle.dumps(([b"a", b"b"], [[], ()]), protocol=0))
     with pytest.raises(InputError, match=r"issame\[0\] is \[\], expected a bool"):
         load_bin(path)
+
+
+def test_hash_collision_dictionaries_are_refused_in_linear_time(tmp_path):
+    """Python hashes an int k as k mod (2^61 - 1): a 1 MB pickle of such keys took 81 s to load."""
+    import time
+
+    import bad_input_fixtures as fx
+
+    path = fx.hash_collision_bin(tmp_path / "collide.bin", 100_000)
+    assert path.stat().st_size > 1_000_000
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="more than 4096 dict or set keys"):
+        load_bin(path)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_memo_references_count_against_the_file_size_but_sharing_within_reason_loads(tmp_path):
+    import pickle
+
+    image = b"\xff\xd8\xff" + bytes(range(256)) * 40
+    shared = tmp_path / "shared.bin"
+    shared.write_bytes(pickle.dumps(([image] * 8, [True] * 4), protocol=4))  # 8 names, 8x the bytes: allowed
+    assert len(load_bin(shared)[0]) == 8
+    fanned = tmp_path / "fanned.bin"
+    fanned.write_bytes(pickle.dumps(([image] * 40, [True] * 20), protocol=4))
+    with pytest.raises(InputError, match="reference more than 16 x the file's"):
+        load_bin(fanned)

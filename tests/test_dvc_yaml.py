@@ -117,3 +117,25 @@ def test_upstream_named_targets_cover_every_input_of_the_tables(params, tmp_path
     needed = {f for f, rule in _summary(tmp_path, "tables").items() if rule not in report_rules}
     built = set(_summary(tmp_path, *sorted(NAMED_TARGETS - {"tables"})))
     assert needed and not needed - built, sorted(needed - built)[:10]
+
+
+def test_logs_with_wall_clock_figures_are_not_part_of_the_tracked_models(tmp_path):
+    """train_log.csv (images_per_s) and fit_log.csv (seconds) change every run; `dvc check-ignore`
+    (the real dvc, with the repository's .dvcignore) must leave them out of the `models` output
+    and keep the checkpoints in."""
+    from facetrust.train.frozen import FrozenTrainer
+    from facetrust.train.parts import LOG_COLUMNS, LOG_NAME
+
+    assert "images_per_s" in LOG_COLUMNS and FrozenTrainer.log_name == "fit_log.csv"
+    shutil.copy(REPO / ".dvcignore", tmp_path / ".dvcignore")
+    shutil.copytree(REPO / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    logs = [f"models/arcface/{LOG_NAME}", "models/arcface/heads/pfe/fit_log.csv", "models/xcos/fit_log.csv"]
+    kept = ["models/arcface/checkpoint.pt", "models/arcface/heads/pfe/head.pt", "models/arcface/config.json"]
+    for name in logs + kept:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run([str(BIN / "dvc"), "check-ignore", *logs, *kept], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert sorted(result.stdout.split()) == sorted(logs), result.stdout + result.stderr

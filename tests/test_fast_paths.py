@@ -1,4 +1,4 @@
-"""The fast evaluation paths give exactly the floats of the straightforward ones they replace."""
+"""The fast evaluation paths give exactly the floats of the straightforward ones they replace (or, where\nonly one BLAS kernel would guarantee that, floats within the rounding of one sum)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,13 @@ def test_weighted_group_sum_equals_the_sparse_product_bit_for_bit():
         assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))
 
 
-def test_reuse_pair_scores_equal_the_gram_slabs_bit_for_bit(monkeypatch):
+def test_reuse_pair_scores_equal_the_gram_slabs_to_the_rounding_of_one_sum(monkeypatch):
+    """Bit for bit only where one sgemm kernel sums every entry in one order whatever the block's
+    shape (OpenBLAS's SkylakeX kernels do; its Haswell kernels, taken off AVX-512 or under the
+    pins of facetrust.float_path, differ in the last bits: 12.152641 vs 12.152629).  So the two
+    methods must agree to the rounding bound of a D-term float32 sum, D·eps·Σ|a_i·b_i| (Higham,
+    Accuracy and Stability of Numerical Algorithms, eq. 3.5); within one method, reordering the
+    pairs must not change a bit."""
     rng = np.random.default_rng(1)
     ids = rng.permutation(4000)[:300] + 5
     features = rng.standard_normal((300, 512)).astype(np.float32)
@@ -54,11 +60,13 @@ def test_reuse_pair_scores_equal_the_gram_slabs_bit_for_bit(monkeypatch):
     gram = scoring.pair_scores(ids, features, pairs, method="gram")
     reuse = scoring.pair_scores(ids, features, pairs, method="reuse")
     shuffled = rng.permutation(len(pairs))
-    assert np.array_equal(reuse, gram)
-    assert np.array_equal(scoring.pair_scores(ids, features, pairs[shuffled], method="reuse"), gram[shuffled])
+    assert np.array_equal(scoring.pair_scores(ids, features, pairs[shuffled], method="reuse"), reuse[shuffled])
     row = {t: k for k, t in enumerate(ids)}
     first, second = features[[row[t] for t in pairs[:, 0]]], features[[row[t] for t in pairs[:, 1]]]
-    np.testing.assert_allclose(reuse, np.einsum("ij,ij->i", first, second), rtol=1e-5, atol=1e-4)
+    bound = 512 * np.finfo(np.float32).eps * np.einsum("ij,ij->i", np.abs(first), np.abs(second), dtype=np.float64)
+    assert (np.abs(reuse.astype(np.float64) - gram) <= bound).all()
+    exact = np.einsum("ij,ij->i", first.astype(np.float64), second.astype(np.float64))
+    assert (np.abs(reuse - exact) <= bound).all() and (np.abs(gram - exact) <= bound).all()
     with pytest.raises(InputError, match="pair 0 names template 3"):
         scoring.pair_scores(ids, features, np.array([[3, ids[0]]]), method="reuse")
 

@@ -20,3 +20,14 @@ def test_quick_fuzz_of_recordio_bin_and_ijb_parsers(capsys):
     out = capsys.readouterr().out
     for target in ("recordio", "bin", "ijb"):
         assert f"{target:9s} inputs {fuzz.QUICK_EXAMPLES:7d}  max CPU time" in out
+
+
+def test_quick_mutation_fuzz_with_cr_endings_huge_integers_and_declared_sizes(capsys):
+    """The benchmark run's mutation mode (`--mutations 1000000`) in small: every exception other
+    than InputError is counted, and there must be none."""
+    spec = importlib.util.spec_from_file_location("fuzz_parsers", SCRIPT)
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    result = fuzz.mutation_fuzz(1500, seed=0, progress_every=0)
+    assert result["per_target"] == {"recordio": 500, "bin": 500, "ijb": 500}
+    assert result["foreign"] == {}, result["examples"]

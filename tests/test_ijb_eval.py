@@ -71,12 +71,13 @@ def test_protocol_reader_joins_a_reordered_landmark_file_by_image_name(tmp_path)
         ("face_tid_mid", lambda s: s.replace("2.jpg 5 51", "2.jpg five 51"), r"line 2, column 2: 'five'"),
         ("name_5pts_score", lambda s: s.replace("2.jpg", "9.jpg"), r"face_tid_mid.txt: line 2: image '2.jpg' is not in"),
         ("template_pair_label", lambda s: s + "5 99 1\n", r"template_pair_label.txt: line 3: template 99 has no image"),
-        ("template_pair_label", lambda s: s.replace("5 6 1", "5 6 2"), r"line 2: label 2 is not 0 or 1"),
+        ("template_pair_label", lambda s: s.replace("6 5 1", "6 5 2"), r"line 2: label 2 is not 0 or 1"),
+        ("template_pair_label", lambda s: s + "5 6 1\n", r"line 3: pair \(5, 6\) repeats line 1"),
     ],
 )
 def test_protocol_reader_names_file_and_line_of_bad_input(tmp_path, file_key, mutate, message):
     write_ijb_dir(tmp_path, "ijbc", ["1.jpg", "2.jpg", "3.jpg"], [5, 5, 6], [50, 51, 60], [1, 1, 1],
-                  [(5, 6), (5, 6)], [0, 1])
+                  [(5, 6), (6, 5)], [0, 1])
     path = tmp_path / "meta" / f"ijbc_{file_key}.txt"
     path.write_text(mutate(path.read_text()))
     with pytest.raises(InputError, match=message):
@@ -245,3 +246,35 @@ def test_image_names_that_leave_loose_crop_are_refused_in_any_policy(tmp_path):
     for policy in ("fail", "skip"):
         with pytest.raises(InputError, match=r"face_tid_mid.txt: line 2: image name 'a/../../2.jpg'"):
             read_ijb_protocol(tmp_path, "ijbc", on_bad_image=policy)
+
+
+def test_duplicate_pairs_are_an_error_or_dropped_counted_and_recorded(tmp_path):
+    """A repeated pair counts twice in every TAR and FAR: refused by default; with
+    ``duplicate_pairs="drop"`` the metrics equal those of the file without the repeats and say how
+    many were left out."""
+    root, images, emb, noflip, a = random_ijb(tmp_path / "ijb", seed=3)
+    path = save_embeddings(tmp_path / "e.npz", images, emb, noflip)
+    clean = run_evaluate_ijb(path, root, "ijbx", tmp_path / "clean.json")
+    pair_file = root / "meta" / "ijbx_template_pair_label.txt"
+    lines = pair_file.read_text().splitlines(keepends=True)
+    pair_file.write_text("".join(lines + lines[:50]))  # 50 repeats at the end
+    with pytest.raises(InputError, match=rf"line {len(lines) + 1}: pair \(100, 101\) repeats line 1 \(50 repeated"):
+        run_evaluate_ijb(path, root, "ijbx", tmp_path / "m.json")
+    dropped = run_evaluate_ijb(path, root, "ijbx", tmp_path / "m.json", duplicate_pairs="drop")
+    assert dropped["duplicate_pairs"] == {"policy": "drop", "dropped": 50}
+    assert dropped["tar_at_far"] == clean["tar_at_far"] and dropped["n_pairs"] == clean["n_pairs"]
+    assert "duplicate_pairs" not in clean  # valid inputs: the metrics file is unchanged
+
+
+def test_evaluation_does_not_judge_landmarks_it_never_uses_but_align_does(tmp_path):
+    root, images, emb, noflip, a = random_ijb(tmp_path / "ijb", seed=4)
+    path = save_embeddings(tmp_path / "e.npz", images, emb, noflip)
+    before = run_evaluate_ijb(path, root, "ijbx", tmp_path / "m.json")
+    pts = root / "meta" / "ijbx_name_5pts_score.txt"
+    rows = pts.read_text().splitlines()
+    fields = rows[1].split()
+    rows[1] = " ".join([fields[0]] + ["30.0"] * 10 + [fields[-1]])  # all five points equal
+    pts.write_text("\n".join(rows) + "\n")
+    assert run_evaluate_ijb(path, root, "ijbx", tmp_path / "m.json")["tar_at_far"] == before["tar_at_far"]
+    with pytest.raises(InputError, match="line 2: image '2.jpg': landmarks are degenerate"):
+        read_ijb_protocol(root, "ijbx", cache=False)  # what align reads

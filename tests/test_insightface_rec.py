@@ -154,3 +154,32 @@ def test_header_that_leaves_records_out_is_refused(tmp_path):
     (tmp_path / "x.rec").replace(tmp_path / "train.rec")
     with pytest.raises(InputError, match=r"header \(A=3, B=5\) covers keys 0..4, but the index has 6 more"):
         InsightFaceRecord(tmp_path)
+
+
+def test_labels_of_three_floats_are_read_alike_by_data_verify_and_train(tmp_path):
+    """A valid set whose image records carry three floats (the class first): `data verify` accepted
+    it and `train` refused it for a short header read; both now read the class from the first float."""
+    import bad_input_fixtures as fx
+    from facetrust.cli import main
+    from facetrust.data.insightface import InsightFaceRecord
+    from facetrust.data.recordio import IndexedRecordIOWriter, IRHeader, pack
+
+    root = tmp_path / "set"
+    root.mkdir()
+    labels = [i // 4 for i in range(16)]
+    with IndexedRecordIOWriter(root / "train.idx", root / "train.rec") as writer:
+        writer.write_idx(0, pack(IRHeader(2, (17.0, 21.0), 0, 0), b""))
+        for key, label in enumerate(labels, start=1):
+            writer.write_idx(key, pack(IRHeader(3, (float(label), 0.5, 0.25), key, 0), fx.jpeg(key)))
+        for cls in range(4):
+            writer.write_idx(17 + cls, pack(IRHeader(2, (1.0 + 4 * cls, 5.0 + 4 * cls), 0, 0), b""))
+    (root / "property").write_text("4,32,32")
+    assert main(["data", "verify", str(root)]) == 0
+    assert InsightFaceRecord(root).labels.tolist() == labels
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 1\nthreads: 1\nmodels:\n  m:\n    backbone: iresnet\n"
+                      "    backbone_options: {layers: [1, 1, 1, 1], width: 4}\n    embedding_size: 8\n"
+                      "    input_size: [32, 32]\n    head: {kind: arcface, s: 16.0, m: 0.3}\n"
+                      "    train: {epochs: 1, batch_size: 8, lr: 0.05, warmup_epochs: 0}\n")
+    assert main(["train", "--model", "m", "--params", str(params), "--train-data", str(root),
+                 "--out", str(tmp_path / "model")]) == 0

@@ -16,7 +16,12 @@ from pathlib import Path
 
 from facetrust import options
 from facetrust.errors import ConfigError, InputError, RunError
+from facetrust.float_path import pin_environment
 from facetrust.registry import LazyChoices
+
+# Before numpy or torch loads (nothing above imports them): their CPU kernels read these when they
+# load, and they fix the floating-point path of the run (facetrust.float_path).
+pin_environment()
 
 # CLI choices come from the registries (facetrust.registry), like the params schema's enums.
 MARGIN_CHOICES = LazyChoices("facetrust.models.margins:MARGINS")
@@ -36,6 +41,16 @@ FORCE_HELP = ("write into a non-empty --out that is not a previous output of thi
 
 _size = options.size
 _fars = options.rates
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected a positive integer")
+    return value
 
 
 def _set_threads(threads: int | None) -> None:
@@ -111,7 +126,7 @@ def cmd_align(args) -> None:
     summary = run_align(
         Path(args.ijb), args.name, Path(args.out), output_size=args.size,
         method=args.detector, threads=args.threads, on_bad_image=args.on_bad_image, no_face=args.no_face,
-        min_score=args.min_score,
+        min_score=args.min_score, allow_external_links=args.allow_external_links,
     )
     print(json.dumps(summary, indent=2, default=str))
 
@@ -166,7 +181,7 @@ def cmd_embed(args) -> None:
     _set_threads(args.threads)
     summary = run_embed(Path(args.model), Path(args.testset), Path(args.out), batch_size=args.batch_size,
                         flip=not args.no_flip, head_dir=Path(args.head) if args.head else None,
-                        uncertainty=args.uncertainty)
+                        uncertainty=args.uncertainty, max_decoded_pixels=args.max_decoded_pixels)
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -206,6 +221,7 @@ def cmd_evaluate(args) -> None:
             flip=not args.no_flip, pooling=args.pooling, tar_method=args.tar_method, score=args.score,
             constant_uncertainty=args.constant_uncertainty, bootstrap=_bootstrap_settings(args),
             failed_images=args.failed_images, failed_templates=args.failed_templates, pfe_sigma=args.pfe_sigma,
+            duplicate_pairs=args.duplicate_pairs,
         )
     elif args.protocol_kind == "pairs" and args.scores:
         from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
@@ -404,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
                    help="a bad loose crop, landmark row or detector score: stop (fail) or leave the "
                         "image out, counted and logged in manifest.json (skip)")
+    p.add_argument("--allow-external-links", action="store_true",
+                   help="follow loose crops that are symlinks out of the set's loose_crop/ (refused by default)")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_align)
 
@@ -454,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=options.integer(1, 65536), default=256)
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--threads", type=options.threads)
+    p.add_argument("--max-decoded-pixels", type=_positive_int, default=1 << 33, metavar="N",
+                   help="most pixels the set's images may declare in all, checked from their headers before "
+                        "decoding (default 2^33; a .bin can name one large image many times)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("import-model", help="check a model trained elsewhere (arcface_torch backbone.pth, .onnx) "
@@ -520,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failed-templates", default="reject", choices=["reject", "drop"],
                    help="ijb: pairs of a template left without images: reject (score below every other pair; "
                         "the generalised FNMR) or drop (left out)")
+    p.add_argument("--duplicate-pairs", default="error", choices=["error", "drop"],
+                   help="ijb: a pair listed twice is an error, or its repeats are left out and "
+                        "counted in the metrics (duplicate_pairs)")
     p.add_argument("--pairs-protocol", default="insightface", choices=["insightface", "sphereface"],
                    help="pairs: InsightFace verification.py, or SphereFace's evaluation.m")
     p.add_argument("--identities", help="pairs, reject, edc on a pair set: CSV with columns image, identity (the "
@@ -630,11 +654,11 @@ def _provenance_text(args, argv: list[str]) -> str:
 
     seed = getattr(args, "seed", None)
     if seed is None and getattr(args, "params", None):
-        import yaml
+        from facetrust.config import load_yaml
 
         try:
-            seed = (yaml.safe_load(Path(args.params).read_text()) or {}).get("seed")
-        except (OSError, yaml.YAMLError, AttributeError, ValueError):
+            seed = (load_yaml(args.params) or {}).get("seed")
+        except (InputError, AttributeError):
             seed = None
     return record_text(argv, seed)
 

@@ -15,7 +15,7 @@ Arrays written:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +23,10 @@ from tqdm import tqdm
 
 from facetrust.errors import InputError
 from facetrust.io import write_npz
+
+# Pixels the images of one test set may declare in all (``embed --max-decoded-pixels``): 2^33, 57x an
+# aligned IJB-C (469,375 images of 112x112), 560x LFW's .bin; each image is decoded on its own.
+MAX_DECODED_PIXELS = 1 << 33
 
 
 class _TestSet:
@@ -59,9 +63,26 @@ class _TestSet:
 
         return decode_image(self._read(index), self.source, f"image {index} ({self.names[index]})")
 
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+    def check_pixel_budget(self, max_decoded_pixels: int) -> int:
+        """Refuse a set whose images declare more than ``max_decoded_pixels`` in all (read from the
+        headers, nothing decoded); returns the total.  A .bin's images may be memo references to one
+        large image (facetrust.data.binset.MAX_FANOUT), each decoded again."""
+        from facetrust.data.images import declared_pixels
+
+        total = 0
+        for index in range(len(self)):
+            total += declared_pixels(self._read(index))
+            if total > max_decoded_pixels:
+                raise InputError(
+                    f"{self.source}: its images declare more than {max_decoded_pixels} pixels in all by image "
+                    f"{index} ({self.names[index]}); raise --max-decoded-pixels if the set is meant to be this large")
+        return total
+
+    def batches(self, batch_size: int, prepare: Callable[[np.ndarray], torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Batches of ``prepare(image)``, each image decoded and prepared before the next is decoded:
+        a batch holds at most one decoded image (at most MAX_IMAGE_PIXELS) besides its inputs."""
         for start in range(0, len(self), batch_size):
-            yield np.stack([self.decode(i) for i in range(start, min(start + batch_size, len(self)))])
+            yield torch.stack([prepare(self.decode(i)) for i in range(start, min(start + batch_size, len(self)))])
 
 
 def uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict, extras: dict):
@@ -124,14 +145,16 @@ def embed_batch(backbone, inputs: torch.Tensor, *, flip: bool = True, estimate=N
 
 @torch.no_grad()
 def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int = 256, flip: bool = True,
-              head_dir: Path | None = None, uncertainty: str | None = None) -> dict:
+              head_dir: Path | None = None, uncertainty: str | None = None,
+              max_decoded_pixels: int = MAX_DECODED_PIXELS) -> dict:
     """Embed every image of ``testset`` with the model in ``model_dir``; returns a summary dict.
 
     ``model_dir``: anything :func:`facetrust.models.artifacts.load_model` takes (a trained or
     imported model's directory, an arcface_torch ``backbone.pth``, an ``.onnx`` file).
 
     Uncertainty (optional) comes from a fitted head (``head_dir``) or a baseline ``uncertainty``
-    kind; it is computed on the original (unflipped) image."""
+    kind; it is computed on the original (unflipped) image.  ``max_decoded_pixels`` bounds the pixels
+    the set's images declare in all (checked from their headers before anything is decoded)."""
     from facetrust.data.transforms import fit_to_size, to_tensor
     from facetrust.models.artifacts import load_model
 
@@ -140,10 +163,10 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     input_size = tuple(config["input_size"])
     estimate, uncertainty_kind = uncertainty_estimator(uncertainty, head_dir, config, extras)
     data = _TestSet(Path(testset))
+    data.check_pixel_budget(max_decoded_pixels)
     originals, fused, uncertainties, per_dims = [], [], [], []
-    for images in tqdm(data.batches(batch_size), total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}",
-                       unit="batch"):
-        inputs = torch.stack([to_tensor(fit_to_size(image, input_size)) for image in images])
+    batches = data.batches(batch_size, lambda image: to_tensor(fit_to_size(image, input_size)))
+    for inputs in tqdm(batches, total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}", unit="batch"):
         original, with_flip, uncertainty_batch = embed_batch(backbone, inputs, flip=flip, estimate=estimate,
                                                              per_dim=per_dims)
         originals.append(original)

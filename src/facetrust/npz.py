@@ -22,6 +22,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from facetrust.input_files import check_regular
+
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header, 30 bytes
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -52,6 +54,39 @@ def _stored_layout(handle, info: zipfile.ZipInfo):
     return handle.tell(), shape, fortran_order, dtype
 
 
+# Deflate cannot compress better than about 1032:1 (RFC 1951: a 258-byte match in at most 2 bits);
+# a member declaring more is lying about its size.
+MAX_DEFLATE_RATIO = 1032
+
+
+def _check_declared_size(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    """Refuse a member whose ``.npy`` header declares more bytes than the member holds, or whose
+    declared uncompressed size its compressed bytes cannot hold, before anything is allocated:
+    ``np.load`` allocates an array of the declared shape and then reads into it."""
+    key = info.filename[:-4]
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        raise ValueError(f"{path}: member {key!r} declares {info.file_size} bytes but stores {info.compress_size}")
+    if info.file_size > MAX_DEFLATE_RATIO * info.compress_size + 1024:
+        raise ValueError(f"{path}: member {key!r} declares {info.file_size} bytes, more than its "
+                         f"{info.compress_size} compressed bytes can hold")
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            reader = _HEADER_READERS.get(version)
+            if reader is None:
+                return  # np.load names the version it cannot read
+            shape, _fortran, dtype = reader(member)
+            header = member.tell() if member.seekable() else None
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, NotImplementedError):
+        return  # not a .npy header: np.load refuses the member with its own message
+    count = 1
+    for n in shape:
+        count *= int(n)  # Python ints: a declared shape cannot overflow the check
+    if count * dtype.itemsize > info.file_size - (header or 0):
+        raise ValueError(f"{path}: member {key!r} declares shape {tuple(shape)} of {dtype} "
+                         f"({count * dtype.itemsize} bytes), more than its {info.file_size} bytes hold")
+
+
 def _stored_member(handle, info: zipfile.ZipInfo) -> np.ndarray | None:
     """The member's array read from ``handle``, or None when it is not a plain stored ``.npy``."""
     layout = _stored_layout(handle, info)
@@ -69,9 +104,11 @@ def load_npz(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, n
     """``{key: array}`` for ``keys`` (default: every member) of the ``.npz`` at ``path``.
 
     Raises ``KeyError`` for a missing key, ``ValueError``/``OSError`` (as ``np.load``) for a file
-    that is not an ``.npz`` or holds pickles.
+    that is not an ``.npz`` or holds pickles, and ``ValueError`` for a member whose declared shape
+    or size its bytes cannot hold (checked before anything is allocated).
     """
     path = Path(path)
+    check_regular(path, ".npz archive")
     with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
         members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
         wanted = list(members) if keys is None else list(keys)
@@ -80,6 +117,8 @@ def load_npz(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, n
                 raise KeyError(f"{key} is not a member of {path}")
         out: dict[str, np.ndarray] = {}
         fallback = []
+        for key in wanted:
+            _check_declared_size(archive, members[key], path)
         for key in wanted:
             array = _stored_member(handle, members[key])
             if array is None:
@@ -90,6 +129,17 @@ def load_npz(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, n
         with np.load(path, allow_pickle=False) as data:
             out.update({key: data[key] for key in fallback})
     return {key: out[key] for key in wanted}
+
+
+def check_declared_sizes(path: str | Path) -> None:
+    """ValueError for any ``.npy`` member of the ``.npz`` at ``path`` whose declared shape or size
+    its bytes cannot hold (see :func:`load_npz`); for readers that then call ``np.load``."""
+    path = Path(path)
+    check_regular(path, ".npz archive")
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.filename.endswith(".npy"):
+                _check_declared_size(archive, info, path)
 
 
 def npz_keys(path: str | Path) -> list[str]:

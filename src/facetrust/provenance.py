@@ -3,7 +3,8 @@
 Every ``facetrust`` command that writes ``--out`` records, after it succeeded, a JSON file with the
 package version, the git commit of the source tree (and whether it had uncommitted changes), the
 Python / torch / numpy versions, the command line, the seed of the params file it read, torch's
-determinism policy and thread count, and the SLURM job id when there is one.  It holds no
+determinism policy and thread count, the floating-point path (:mod:`facetrust.float_path`: the
+pinned kernels, as the libraries report them) and the SLURM job id when there is one.  It holds no
 timestamp, so two runs of the same commit with the same seed write the same bytes here too.
 
 Where: ``provenance/<output path>.json`` under the working directory for outputs inside it (so
@@ -49,6 +50,7 @@ def record(argv: Sequence[str], seed: int | None = None) -> dict[str, Any]:
     import torch
 
     import facetrust
+    from facetrust.float_path import effective
 
     return {
         "facetrust": facetrust.__version__,
@@ -61,6 +63,8 @@ def record(argv: Sequence[str], seed: int | None = None) -> dict[str, Any]:
         # the trainers' policy (facetrust.train.parts.set_determinism), in force while they run
         "determinism": "torch.use_deterministic_algorithms(True) on CPU; cudnn.benchmark off on GPU",
         "torch_threads": torch.get_num_threads(),
+        # what decides the floating-point path (pinned: facetrust.float_path)
+        "float_path": effective(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }

@@ -35,6 +35,7 @@ from facetrust.align.warp import align_face
 from facetrust.data import recordio
 from facetrust.data.ijb import NAME_5PTS_SCORE, read_ijb_protocol
 from facetrust.data.images import BadImagePolicy, read_image_file
+from facetrust.input_files import check_inside, refuse_huge_exponents
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import atomic_path, outputs_together, write_text_atomic
 
@@ -99,7 +100,8 @@ def _landmark_choices(paths, pixels, landmarks, scores, method: str, no_face: st
 
 
 def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores: np.ndarray, output_size,
-                 method: str, wheres: list[str], no_face: str = "landmarks", min_score: float = 0.9) -> list:
+                 method: str, wheres: list[str], no_face: str = "landmarks", min_score: float = 0.9,
+                 allow_external_links: bool = False) -> list:
     """Align one chunk; per image its (PNG payload, detector score, landmark source[, faces found,
     face choice] — the last two with MTCNN), or the message of its InputError (the parent applies
     the on_bad_image policy)."""
@@ -107,6 +109,8 @@ def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores:
     pixels, errors = [], {}
     for i, path in enumerate(paths):
         try:
+            # a crop linked out of the set (loose_crop/, as resolved) is refused, as a '..' name is
+            check_inside(path, crop_dir, "loose crop", allow_external_links)
             pixels.append(read_image_file(path))
         except InputError as error:
             pixels.append(None)
@@ -128,8 +132,11 @@ def _align_chunk(crop_dir: str, names: list[str], landmarks: np.ndarray, scores:
 
 def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112), method: str = "landmarks",
               threads: int = 1, on_bad_image: str = "fail", no_face: str = "landmarks",
-              min_score: float = 0.9) -> dict:
+              min_score: float = 0.9, allow_external_links: bool = False) -> dict:
     """Align every image of protocol ``name`` under ``ijb_dir``; returns the manifest dict.
+
+    A crop that is a symlink leaving ``loose_crop/`` (as resolved) is an error of that image unless
+    ``allow_external_links``; a device, FIFO or socket in place of a crop is refused unread.
 
     A bad image (unreadable, a decompression bomb, corrupt JPEG data, landmarks far outside it,
     unusable landmarks or detector score in the meta files) raises InputError naming the file and
@@ -156,15 +163,15 @@ def run_align(ijb_dir: Path, name: str, out_dir: Path, *, output_size=(112, 112)
     outputs = [out_dir / file for file in ("aligned.rec", "aligned.idx", "index.csv", "manifest.json")]
     with outputs_together(*outputs, out_dir):
         return _write_aligned(out_dir, ijb_dir, name, protocol, names, wheres, crop_dir, policy, output_size,
-                              method, threads, no_face, min_score)
+                              method, threads, no_face, min_score, allow_external_links)
 
 
 def _write_aligned(out_dir, ijb_dir, name, protocol, names, wheres, crop_dir, policy, output_size, method,
-                   threads, no_face, min_score) -> dict:
+                   threads, no_face, min_score, allow_external_links=False) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [(str(crop_dir), names[i : i + CHUNK], protocol.landmarks[i : i + CHUNK],
                protocol.detector_scores[i : i + CHUNK], tuple(output_size), method, wheres[i : i + CHUNK],
-               no_face, min_score)
+               no_face, min_score, allow_external_links)
               for i in range(0, len(names), CHUNK)]
     kept, scores, records, skipped = [], [], [], list(protocol.skipped)
     progress = tqdm(total=len(names), desc=f"align {name}", unit="img")
@@ -218,6 +225,8 @@ def read_aligned(out_dir: Path) -> tuple[list[str], np.ndarray, "recordio.Indexe
     out_dir = Path(out_dir)
     index_path = out_dir / "index.csv"
     try:
+        if index_path.exists():
+            refuse_huge_exponents(index_path)  # pandas' parser crashes on a 5-digit exponent
         index = pd.read_csv(index_path, dtype={"image": str})
     except FileNotFoundError:
         raise InputError(f"{index_path}: missing (not an aligned directory)") from None

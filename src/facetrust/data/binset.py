@@ -153,32 +153,70 @@ _ALLOWED = {
 
 # Opcodes that store into or read from the memo at an explicit index (MEMOIZE uses len(memo)).
 _MEMO_INDEX_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
+# Opcodes that insert hashed keys: (name, stack items per key). A real .bin holds no dict or set.
+_HASHED_INSERTS = {"SETITEM": 2, "SETITEMS": 2, "DICT": 2, "ADDITEMS": 1, "FROZENSET": 1}
+# Keys a file may insert into dicts and sets, in all.  Python hashes an int k as k mod (2^61 - 1),
+# so n keys k·(2^61 - 1) all collide and inserting them costs n²/2 comparisons (1 MB of them: 81 s);
+# 4096 keys cost at most 8 M comparisons, a few milliseconds.
+MAX_HASHED_KEYS = 4096
+# A .bin's images, counted once per reference, may hold at most this many times the file's bytes.
+# Each image of a real set is stored once (ratio <= 1); memo references let 5 MB name 2,000,000
+# copies of one image, each decoded again by `embed`.
+MAX_FANOUT = 16
 
 
 def _check_opcodes(data: bytes) -> None:
     """Scan the pickle's opcodes without building anything; raise UnpicklingError for a memo
-    index, frame or byte string that the file's size cannot account for.
+    index, frame or byte string that the file's size cannot account for, or for more than
+    :data:`MAX_HASHED_KEYS` dict/set keys (hash-collision keys would cost quadratic time).
 
     The C unpickler sizes its memo table by the largest index it is given (16 bytes a slot) and
     allocates a counted byte string before reading it; ``genops`` only reads what is there.  A
     writer numbers memo slots 0, 1, 2, ..., one per opcode at most, so an index at or above the
-    number of opcodes in the stream cannot come from a real writer.
+    number of opcodes in the stream cannot come from a real writer.  The stack is followed by
+    depth alone (as ``pickletools.dis`` does) to count the keys a SETITEMS or ADDITEMS inserts:
+    linear in the file's size.
     """
     size = len(data)
     opcodes = 0
     largest_index = -1
+    depth, marks, keys = 0, [], 0
     try:
         for opcode, arg, pos in pickletools.genops(data):
             opcodes += 1
-            if opcode.name in _MEMO_INDEX_OPCODES:
+            name = opcode.name
+            if name in _MEMO_INDEX_OPCODES:
                 index = int(arg)
                 if not 0 <= index < size:
                     raise pickle.UnpicklingError(
                         f"memo index {index} at byte {pos} is impossible in a {size}-byte file")
                 largest_index = max(largest_index, index)
-            elif opcode.name == "FRAME" and arg > size - pos - 9:  # 9 = opcode + 8-byte length
+            elif name == "FRAME" and arg > size - pos - 9:  # 9 = opcode + 8-byte length
                 raise pickle.UnpicklingError(
                     f"frame of {arg} bytes at byte {pos} runs past the end of the {size}-byte file")
+            before, after = opcode.stack_before, opcode.stack_after
+            if pickletools.markobject in before or (name == "POP" and marks and marks[-1] == depth):
+                if not marks:
+                    raise pickle.UnpicklingError(f"{name} at byte {pos} without a MARK")
+                mark = marks.pop()
+                sliced = depth - mark
+                if name in _HASHED_INSERTS:
+                    keys += sliced // _HASHED_INSERTS[name]
+                depth = mark - before.index(pickletools.markobject) if pickletools.markobject in before else mark
+            else:
+                if name == "SETITEM":
+                    keys += 1
+                depth -= len(before)
+            if depth < 0:
+                raise pickle.UnpicklingError(f"{name} at byte {pos} pops an empty stack")
+            if keys > MAX_HASHED_KEYS:
+                raise pickle.UnpicklingError(
+                    f"more than {MAX_HASHED_KEYS} dict or set keys by byte {pos}: a .bin set holds no "
+                    "dictionaries (hash-collision keys would cost quadratic time)")
+            if pickletools.markobject in after:
+                marks.append(depth)
+            else:
+                depth += len(after)
     except ValueError as exc:  # genops: a truncated argument, an unknown opcode
         raise pickle.UnpicklingError(str(exc)) from None
     if largest_index >= opcodes:
@@ -199,6 +237,19 @@ class _BinUnpickler(pickle.Unpickler):
                 f"global {module}.{name} is not allowed: a .bin set holds only bytes, bools and "
                 "numpy bool/uint8 arrays; refusing to load it"
             ) from None
+
+
+def _check_fanout(raw_bins, path: Path, size: int) -> None:
+    """Refuse images that, counted once per reference, hold more than :data:`MAX_FANOUT` times the
+    file's bytes (memo references to one image), before any is copied or decoded."""
+    total = 0
+    for item in raw_bins:
+        item = _materialise(item)
+        total += item.nbytes if isinstance(item, np.ndarray) else len(item) if isinstance(item, (bytes, bytearray)) else 0
+        if total > MAX_FANOUT * size:
+            raise InputError(
+                f"{path}: its {len(raw_bins)} images reference more than {MAX_FANOUT} x the file's {size} bytes "
+                "(one image named many times through the pickle memo); a .bin stores each image once")
 
 
 def _materialise(value):
@@ -230,11 +281,10 @@ def load_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
     Raises :class:`InputError` naming the file for a pickle that names any other global (nothing
     it names is called), for a wrong structure, or when ``len(bins) != 2 * len(issame)``.
     """
+    from facetrust.input_files import read_regular
+
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read .bin set: {exc}") from None
+    data = read_regular(path, ".bin set")  # a regular file: never a device or a FIFO
     if not data:
         raise InputError(f"{path}: empty file, not a .bin verification set")
     try:
@@ -254,6 +304,7 @@ def load_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
     # and its items are checked one by one below.
     if not (isinstance(raw_issame, (list, tuple)) or (isinstance(raw_issame, np.ndarray) and raw_issame.ndim == 1)):
         raise InputError(f"{path}: issame is {type(raw_issame).__name__}, expected a list of bool")
+    _check_fanout(raw_bins, path, len(data))
     bins = [_as_bytes(item, path, i) for i, item in enumerate(raw_bins)]
     issame = [_as_bool(item, path, i) for i, item in enumerate(list(raw_issame))]
     if len(bins) != 2 * len(issame):

@@ -15,6 +15,7 @@ first bad line in the error.
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +23,10 @@ import numpy as np
 import pandas as pd
 
 from facetrust.data.images import BadImagePolicy
-from facetrust.errors import InputError
+from facetrust.errors import ConfigError, InputError
+from facetrust.input_files import check_regular, refuse_huge_exponents
+
+log = logging.getLogger("facetrust.data")
 
 FACE_TID_MID = "{name}_face_tid_mid.txt"
 NAME_5PTS_SCORE = "{name}_name_5pts_score.txt"
@@ -39,6 +43,7 @@ class IJBProtocol:
     pairs: (P, 2) int64 template ids; labels: (P,) int8, 1 = genuine.
     landmark_lines: (N,) int64, the line of each image in ``name_5pts_score.txt`` (for messages).
     skipped: the images left out under ``on_bad_image: skip`` (each logged with its reason).
+    duplicate_pairs: repeated pairs left out under ``duplicate_pairs="drop"`` (0 otherwise).
     """
 
     name: str
@@ -51,6 +56,7 @@ class IJBProtocol:
     labels: np.ndarray
     landmark_lines: np.ndarray | None = None
     skipped: tuple[str, ...] = ()
+    duplicate_pairs: int = 0
 
     @property
     def n_templates(self) -> int:
@@ -141,8 +147,10 @@ def _parse(path: Path, kinds: list[type], sep: str) -> tuple[pd.DataFrame | None
 
 def _read_table(path: Path, kinds: list[type]) -> pd.DataFrame:
     """Read a headerless whitespace-separated table whose columns have the given Python types."""
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: protocol file not found")
+    check_regular(path, "protocol file")  # a FIFO would block the parser
+    refuse_huge_exponents(path)
     # The release separates fields by one space, which the C parser reads twice as fast as any
     # whitespace (sep=r"\s+"); the latter is the fallback for hand-edited files.
     parser_error = ""
@@ -178,16 +186,18 @@ def _check_unique(path: Path, names: np.ndarray) -> None:
         raise InputError(f"{path}: line {_row_lines(path)[row]}: image {str(names[row])!r} listed twice")
 
 
-def _bad_rows(landmarks: np.ndarray, scores: np.ndarray) -> dict[int, str]:
-    """Rows whose landmarks or detector score cannot be used, and why (row -> reason)."""
+def _bad_rows(landmarks: np.ndarray, scores: np.ndarray, check_landmarks: bool = True) -> dict[int, str]:
+    """Rows whose landmarks or detector score cannot be used, and why (row -> reason); landmarks
+    only when ``check_landmarks`` (only alignment uses them)."""
     reasons: dict[int, str] = {}
-    finite = np.isfinite(landmarks).all(axis=(1, 2))
-    for row in np.flatnonzero(~finite):
-        reasons[int(row)] = "landmarks are not finite numbers"
-    with np.errstate(invalid="ignore", over="ignore"):
-        spread = ((landmarks - landmarks.mean(axis=1, keepdims=True)) ** 2).sum(axis=(1, 2))
-    for row in np.flatnonzero(finite & ~(spread > 1e-12)):
-        reasons[int(row)] = "landmarks are degenerate (all five points coincide)"
+    if check_landmarks:
+        finite = np.isfinite(landmarks).all(axis=(1, 2))
+        for row in np.flatnonzero(~finite):
+            reasons[int(row)] = "landmarks are not finite numbers"
+        with np.errstate(invalid="ignore", over="ignore"):
+            spread = ((landmarks - landmarks.mean(axis=1, keepdims=True)) ** 2).sum(axis=(1, 2))
+        for row in np.flatnonzero(finite & ~(spread > 1e-12)):
+            reasons[int(row)] = "landmarks are degenerate (all five points coincide)"
     # D1 weighting multiplies each feature by its score: 0 erases it, a negative score flips it
     for row in np.flatnonzero(~(np.isfinite(scores) & (scores > 0))):
         reasons.setdefault(int(row), f"detector score {float(scores[row])!r} is not a positive finite number")
@@ -246,8 +256,33 @@ def _pairs_with_images(pair_path: Path, tid_path: Path, pair: pd.DataFrame, all_
     return pairs, labels
 
 
+DUPLICATE_PAIRS = ("error", "drop")
+
+
+def _repeated_pairs(pair_path: Path, pairs: np.ndarray, policy: str, lines: np.ndarray | None = None) -> np.ndarray:
+    """Mask of the rows of ``pairs`` (P, 2) that repeat an earlier pair (t1, t2), in the same order
+    (a reversed pair is a different comparison to the protocol: its file lines are kept as given).
+
+    A repeated pair counts twice in every TAR and FAR (3 M repeats moved TAR@FAR=1e-1 from 0.29 to
+    0.79), so under ``"error"`` the first repeat is an error naming its line (``lines``: the file
+    line of each row); ``"drop"`` returns the mask (each pair's first line is kept)."""
+    if policy not in DUPLICATE_PAIRS:
+        raise ConfigError(f"duplicate pairs: {policy!r} is not one of {', '.join(DUPLICATE_PAIRS)}")
+    low, high = pairs[:, 0], pairs[:, 1]
+    repeated = pd.MultiIndex.from_arrays([low, high]).duplicated(keep="first")
+    if repeated.any() and policy == "error":
+        row = int(np.flatnonzero(repeated)[0])
+        original = int(np.flatnonzero((low == low[row]) & (high == high[row]))[0])
+        lines = _row_lines(pair_path) if lines is None else lines
+        raise InputError(f"{pair_path}: line {lines[row]}: pair ({pairs[row, 0]}, {pairs[row, 1]}) repeats line "
+                         f"{lines[original]} ({int(repeated.sum())} repeated pairs; evaluate --duplicate-pairs drop "
+                         "leaves them out and counts them)")
+    return repeated
+
+
 def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None, on_bad_image: str = "fail", *,
-                      cache: bool = True) -> IJBProtocol:
+                      cache: bool = True, check_landmarks: bool = True,
+                      duplicate_pairs: str = "error") -> IJBProtocol:
     """Read the three meta files of protocol ``name`` (``"ijbc"``, ``"ijbb"``) under ``ijb_dir``.
 
     Raises :class:`InputError` naming the file and line for a missing file, a wrong field count,
@@ -257,6 +292,10 @@ def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None, on_bad_image
     A row with unusable landmarks (NaN, infinite, all five points equal) or detector score (not
     positive and finite) is an error under ``on_bad_image="fail"``; under ``"skip"`` the image is
     left out, logged and listed in ``skipped``, and so are the pairs of a template left empty.
+    ``check_landmarks=False``: landmarks are read but not judged (a stage that does not align, such
+    as evaluation, must not refuse a protocol for points it never uses).
+    ``duplicate_pairs``: a pair (t1, t2) listed twice is an error (``"error"``),
+    or every repeat is left out and counted in :attr:`IJBProtocol.duplicate_pairs` (``"drop"``).
     ``cache``: under ``on_bad_image="fail"`` a large protocol that passed every check is served
     from (and stored into) the decoded-protocol cache (:func:`facetrust.data.ijb_cache.cached_protocol`,
     keyed by the files' content); the result is the same either way.
@@ -266,14 +305,16 @@ def read_ijb_protocol(ijb_dir: str | Path, name: str | None = None, on_bad_image
     policy = BadImagePolicy(on_bad_image, stage=f"IJB protocol {name}")
     meta = ijb_dir / "meta"
     paths = tuple(meta / pattern.format(name=name) for pattern in (FACE_TID_MID, NAME_5PTS_SCORE, TEMPLATE_PAIR_LABEL))
-    if cache and on_bad_image == "fail" and all(path.is_file() for path in paths):
+    if cache and on_bad_image == "fail" and duplicate_pairs == "error" and all(path.is_file() for path in paths):
         from facetrust.data.ijb_cache import cached_protocol
 
-        return cached_protocol(paths, name, lambda: _parse_protocol(name, *paths, policy), IJBProtocol)
-    return _parse_protocol(name, *paths, policy)
+        return cached_protocol(paths, name, lambda: _parse_protocol(name, *paths, policy, check_landmarks),
+                               IJBProtocol, "" if check_landmarks else "|no-landmark-checks")
+    return _parse_protocol(name, *paths, policy, check_landmarks, duplicate_pairs)
 
 
-def _parse_protocol(name: str, tid_path: Path, pts_path: Path, pair_path: Path, policy: BadImagePolicy) -> IJBProtocol:
+def _parse_protocol(name: str, tid_path: Path, pts_path: Path, pair_path: Path, policy: BadImagePolicy,
+                    check_landmarks: bool = True, duplicate_pairs: str = "error") -> IJBProtocol:
     """Parse and check the three text files (see :func:`read_ijb_protocol`)."""
     tid = _read_table(tid_path, [str, int, int])
     pts = _read_table(pts_path, [str] + [float] * 11)
@@ -297,11 +338,20 @@ def _parse_protocol(name: str, tid_path: Path, pts_path: Path, pair_path: Path, 
     landmark_lines = _row_lines(pts_path)[order]
 
     keep = np.ones(images.size, dtype=bool)
-    for row, reason in sorted(_bad_rows(landmarks, detector_scores).items()):
+    for row, reason in sorted(_bad_rows(landmarks, detector_scores, check_landmarks).items()):
         policy.handle(InputError(f"{pts_path}: line {landmark_lines[row]}: image {str(images[row])!r}: {reason}"))
         keep[row] = False
+    if duplicate_pairs == "error":  # checked on the file's rows, so the message names the right lines
+        _repeated_pairs(pair_path, pair[[0, 1]].to_numpy(dtype=np.int64), "error")
     pairs, labels = _pairs_with_images(pair_path, tid_path, pair, np.unique(template_ids),
                                        np.unique(template_ids[keep]), policy)
+    duplicates = 0
+    if duplicate_pairs != "error":
+        repeated = _repeated_pairs(pair_path, pairs, duplicate_pairs)
+        duplicates = int(repeated.sum())
+        if duplicates:
+            log.warning("%s: %d repeated pairs left out (duplicate pairs: drop)", pair_path, duplicates)
+            pairs, labels = pairs[~repeated], labels[~repeated]
     policy.log_total()
     return IJBProtocol(
         name=name,
@@ -314,6 +364,7 @@ def _parse_protocol(name: str, tid_path: Path, pts_path: Path, pair_path: Path, 
         labels=labels.astype(np.int8),
         landmark_lines=landmark_lines[keep],
         skipped=tuple(images[~keep].tolist()),
+        duplicate_pairs=duplicates,
     )
 
 

@@ -75,18 +75,21 @@ def _store(entry: Path, protocol) -> None:
         np.savez(handle, **{field: getattr(protocol, field) for field in _ARRAYS})
 
 
-def cached_protocol(paths: Sequence[Path], name: str, parse: Callable[[], Any], make: Callable[..., Any]):
+def cached_protocol(paths: Sequence[Path], name: str, parse: Callable[[], Any], make: Callable[..., Any],
+                    checks: str = ""):
     """``parse()``'s protocol, served from the cache when the files' hashes have an entry there
     (rebuilt by ``make(name=..., **arrays)``, the protocol class: this module does not import
     :mod:`facetrust.data.ijb`, which calls it).
 
+    ``checks`` names what ``parse`` checked beyond the default (part of the key: a protocol parsed
+    without landmark checks is never served to a stage that needs them).
     A parse error propagates unchanged (nothing is cached); a cache that cannot be written is
     logged and skipped.
     """
     root = cache_root()
     if root is None or sum(path.stat().st_size for path in paths) < MIN_BYTES:
         return parse()
-    entry = root / f"{name}-{protocol_key(paths, name)[:40]}.npz"
+    entry = root / f"{name}-{protocol_key(paths, name + checks)[:40]}.npz"
     if entry.is_file():
         try:
             return _load(entry, name, make)

@@ -13,7 +13,8 @@ calls :func:`decode_image`, so one place decides what a bad image is:
   integer IDCT, fancy upsampling) give the same pixels as Pillow's decoder;
 * anything else the decoder cannot read (truncated, not an image) is refused.
 
-Each refusal is an :class:`~facetrust.errors.InputError` naming the file and the record.  What a
+Each refusal is an :class:`~facetrust.errors.InputError` naming the file and the record.  Running
+out of memory while decoding is not: it is a :class:`MemoryError` (a failed run, exit 1).  What a
 stage does with it is the ``on_bad_image`` policy (:class:`BadImagePolicy`): ``fail`` (default)
 stops at the first one, ``skip`` leaves the image out, counts it and logs it.
 """
@@ -86,6 +87,32 @@ def _decode_jpeg(payload: bytes, where: str, max_pixels: int, out: np.ndarray | 
         raise InputError(f"{where}: {text if text.startswith('Corrupt JPEG') else 'corrupt JPEG data: ' + text}") from None
 
 
+def _out_of_memory(where: str) -> MemoryError:
+    """Out of memory while decoding is a failure of the run (exit 1), never a bad image: under
+    ``on_bad_image: skip`` it would otherwise drop good images silently."""
+    return MemoryError(f"{where}: out of memory while decoding the image (the machine, not the image: "
+                       "free memory or lower the batch size)")
+
+
+def declared_pixels(payload: bytes) -> int:
+    """Pixels an encoded image declares in its header (0 when the header cannot be read: decoding
+    will then name the problem).  Reads no pixel data: a budget over a whole set costs microseconds
+    an image."""
+    payload = bytes(payload)
+    try:
+        if payload[:3] == _JPEG_SOI:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(payload)
+            return max(int(height), 0) * max(int(width), 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(payload)) as image:
+                return int(image.width) * int(image.height)
+    except MemoryError:
+        raise
+    except Exception:  # an unreadable header: decode_image reports it with the record's name
+        return 0
+
+
 def _decode_pil(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
@@ -98,6 +125,8 @@ def _decode_pil(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
                 return np.array(image.convert("RGB"), dtype=np.uint8)
     except InputError:
         raise
+    except MemoryError:
+        raise _out_of_memory(where) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{where}: {exc} (at most {max_pixels} pixels allowed)") from None
     except Image.UnidentifiedImageError:
@@ -122,22 +151,23 @@ def decode_image(payload: bytes, source: str | os.PathLike, record: str | int | 
     """
     where = _where(source, record)
     payload = bytes(payload)
-    if payload[:3] == _JPEG_SOI:
-        return _decode_jpeg(payload, where, max_pixels, out)
-    return _decode_pil(payload, where, max_pixels)
+    try:
+        if payload[:3] == _JPEG_SOI:
+            return _decode_jpeg(payload, where, max_pixels, out)
+        return _decode_pil(payload, where, max_pixels)
+    except MemoryError as exc:
+        raise exc if str(exc).startswith(where) else _out_of_memory(where) from None
 
 
 def read_image_file(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read and :func:`decode_image` an image file; InputError names the file when it is missing,
-    unreadable, larger than :data:`MAX_IMAGE_FILE_BYTES` or a bad image."""
+    unreadable, not a regular file (a device, FIFO, socket), larger than :data:`MAX_IMAGE_FILE_BYTES`
+    or a bad image."""
+    from facetrust.input_files import read_regular
+
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_IMAGE_FILE_BYTES:
-            raise InputError(f"{path}: {size} bytes, more than the {MAX_IMAGE_FILE_BYTES} an image may have")
-        payload = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read image: {exc.strerror or exc}") from None
+    # a regular file only: /dev/zero would be read without end, a FIFO would block
+    payload = read_regular(path, "image", max_bytes=MAX_IMAGE_FILE_BYTES)
     return decode_image(payload, path, max_pixels=max_pixels)
 
 

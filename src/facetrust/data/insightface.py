@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from facetrust.data.images import decode_image
+from facetrust.data.images import MAX_IMAGE_PIXELS, decode_image
 from facetrust.errors import InputError
 from facetrust.io import write_text_atomic
 from facetrust.data.recordio import (
@@ -107,11 +107,10 @@ def read_property(path: str | os.PathLike) -> tuple[int, int, int]:
 
     Raises :class:`InputError` naming the file for anything else (including non-ASCII bytes).
     """
+    from facetrust.input_files import read_regular
+
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read property file: {exc.strerror or exc}") from None
+    raw = read_regular(path, "property file", max_bytes=4096)
     try:
         values = tuple(int(v) for v in raw.decode("ascii").strip().split(","))
         if len(values) != 3 or min(values) < 1:
@@ -181,6 +180,22 @@ class InsightFaceRecord:
             self.property = read_property(self.rec_dir / PROPERTY_NAME)
         self.header: tuple[int, int] | None = None
         self.image_keys = self._find_image_keys()
+        self._check_property()
+
+    def _check_property(self) -> None:
+        """``property`` declares what training allocates (a num_classes x D weight matrix, H x W
+        inputs): refuse a class count the records cannot hold (a class needs an image; 10^12 classes
+        in a 4-image set would be a 2 TB allocation) or a decompression-bomb image size."""
+        if self.property is None:
+            return
+        path = self.rec_dir / PROPERTY_NAME
+        num_classes, height, width = self.property
+        if num_classes > len(self.image_keys):
+            raise InputError(f"{path}: declares {num_classes} classes, but the set holds only {len(self.image_keys)} "
+                             "images (every class needs at least one)")
+        if height * width > MAX_IMAGE_PIXELS:
+            raise InputError(f"{path}: declares {height}x{width} images, more than the {MAX_IMAGE_PIXELS} pixels "
+                             "an image may have")
 
     def _find_image_keys(self) -> np.ndarray:
         if 0 in self.reader:
@@ -236,12 +251,18 @@ class InsightFaceRecord:
     def labels(self) -> np.ndarray:
         """Class of every image (np.int64, in ``image_keys`` order), read from headers only."""
         labels = np.empty(len(self.image_keys), dtype=np.int64)
-        # flag <= 1 for image records in practice; 8 extra bytes cover a 2-float label.
+        # flag <= 1 for image records in practice; 8 extra bytes cover a 2-float label.  A record with
+        # more floats (flag 3: a label and two more values) is read again as far as its flag says,
+        # so training reads every label ``data verify`` reads, from the same first float.
         prefix = IR_HEADER_SIZE + 8
         known = self._declared_classes()
         for i, key in enumerate(self.image_keys.tolist()):
             where = f"{self.reader.rec_path} key {key}"
-            labels[i] = label_of(unpack_header(self.reader.read_prefix(key, prefix), where), where, known)
+            head = self.reader.read_prefix(key, prefix)
+            flag = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0
+            if 4 * flag > prefix - IR_HEADER_SIZE:
+                head = self.reader.read_prefix(key, IR_HEADER_SIZE + 4 * flag)
+            labels[i] = label_of(unpack_header(head, where), where, known)
         return labels
 
     def _declared_classes(self) -> int | None:

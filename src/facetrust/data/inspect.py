@@ -159,7 +159,7 @@ def inspect_path(path: str | os.PathLike) -> dict:
     recordio = _recordio_paths(path)
     if recordio is not None:
         return _inspect_recordio(*recordio)
-    if path.suffix == ".bin" and path.is_file():
+    if path.suffix == ".bin" and not path.is_dir():  # load_bin names a device or FIFO in its place
         return _inspect_bin(path)
     name = _ijb_name(path)
     if name is not None:

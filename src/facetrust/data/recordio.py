@@ -458,6 +458,9 @@ def read_idx(idx_path: str | os.PathLike) -> tuple[list[int], dict[int, int]]:
                 ) from None
             if offset < 0:
                 raise InputError(f"{idx_path}: line {line_no}: key {key} has negative offset {offset}")
+            if not (-(2**63) <= key < 2**63 and offset < 2**63):  # a 5,000-digit key would overflow later
+                raise InputError(f"{idx_path}: line {line_no}: key or offset outside the 64-bit integer range: "
+                                 f"{raw[:80]!r}")
             if key in offsets:
                 raise InputError(f"{idx_path}: line {line_no}: duplicate key {key}")
             keys.append(key)
@@ -469,8 +472,8 @@ class IndexedRecordIOReader(_Reader):
     """Random access to a ``.rec`` through its ``.idx``, like ``MXIndexedRecordIO(..., 'r')``.
 
     ``keys`` lists the keys in ``.idx`` order; ``read_idx(key)`` returns the record bytes.
-    Offsets past the end of the ``.rec`` are refused when the index is loaded; an offset that does
-    not point at a record start is refused when read.  Picklable (without its file handle) and
+    Offsets past the end of the ``.rec``, and two keys on one offset, are refused when the index is
+    loaded; an offset that does not point at a record start is refused when read.  Picklable (without its file handle) and
     safe to use after fork: each process opens its own handle.
     """
 
@@ -480,6 +483,7 @@ class IndexedRecordIOReader(_Reader):
         self.rec_path = self._file.path
         self.keys, self._offsets = read_idx(self.idx_path)
         size = self.rec_path.stat().st_size
+        owner: dict[int, int] = {}
         for key in self.keys:
             offset = self._offsets[key]
             if offset + _FRAME.size > size:
@@ -487,6 +491,11 @@ class IndexedRecordIOReader(_Reader):
                     f"{self.idx_path}: key {key} points at offset {offset}, outside "
                     f"{self.rec_path} ({size} bytes)"
                 )
+            # two keys on one record would make every reader (training included) see it twice
+            first = owner.setdefault(offset, key)
+            if first != key:
+                raise InputError(f"{self.idx_path}: key {key} points at offset {offset}, the record of key {first}: "
+                                 "each key must index its own record")
 
     def offset(self, key: int) -> int:
         """Offset of the first part of ``key``'s record in the ``.rec``."""

@@ -159,6 +159,9 @@ def pair_set_design(images: np.ndarray, labels: np.ndarray, identities_csv=None,
     pairs = unit.reshape(-1, 2)
     if identities_csv is None:
         return pair_cluster_design(pairs, labels)
+    from facetrust.input_files import refuse_huge_exponents
+
+    refuse_huge_exponents(identities_csv)  # pandas' parser crashes on a 5-digit exponent
     table = pd.read_csv(identities_csv)
     for column in ("image", "identity"):
         if column not in table.columns:

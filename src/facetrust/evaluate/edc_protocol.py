@@ -33,6 +33,9 @@ from facetrust.formats import metrics_record, plain_float
 
 def image_quality(images: np.ndarray, quality_csv: str | Path, set_name: str | None) -> np.ndarray:
     """Known quality of each image from ``quality.csv`` (``image`` or ``<set>/<image>``)."""
+    from facetrust.input_files import refuse_huge_exponents
+
+    refuse_huge_exponents(quality_csv)  # pandas' parser crashes on a 5-digit exponent
     table = pd.read_csv(quality_csv)
     for column in ("image", "quality"):
         if column not in table.columns:
@@ -76,7 +79,7 @@ def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, q
 
     from facetrust.evaluate.enrolment import enrolled_protocol
 
-    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name), embeddings, failed_images)
+    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name, check_landmarks=False), embeddings, failed_images)
     result = evaluate_ijb(embeddings, protocol, pooling=pooling, progress=True, **flags)
     rows = align_images(embeddings.images, protocol.images, embeddings.path)
     tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], protocol.template_ids, template_how, space)

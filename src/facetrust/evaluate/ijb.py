@@ -350,6 +350,7 @@ def run_evaluate_ijb(
     bootstrap=None,
     failed_images: str | Path | None = None,
     failed_templates: str = "reject",
+    duplicate_pairs: str = "error",
     pfe_sigma: str = "per_dimension",
 ) -> dict:
     """File-level IJB 1:1 evaluation: read, evaluate, write ``out_json`` (and ``roc_out``); return the metrics.
@@ -357,6 +358,9 @@ def run_evaluate_ijb(
     ``failed_images``: the aligned set's ``manifest.json`` (or a list) of images that failed
     alignment; the embeddings may lack exactly these, and ``failed_templates`` says what happens to
     the pairs of templates left without images (:mod:`facetrust.evaluate.enrolment`).
+    ``duplicate_pairs``: a pair listed twice is an error (``"error"``), or its repeats are left out
+    and counted in the metrics' ``duplicate_pairs`` (``"drop"``).  Landmarks are not judged here:
+    evaluation never uses them (``align`` does).
 
     ``name`` None infers it from ``ijb_dir/meta``.  ``roc_out`` ending ``.npz`` or ``.csv`` gets about
     2000 ROC points log-spaced in FPR (TAR is computed on the full ROC).  The metrics always flag
@@ -367,7 +371,7 @@ def run_evaluate_ijb(
     if tar_method not in ("nearest", "interpolate", "strict"):
         raise ConfigError(f"tar_method: {tar_method!r} is not one of ['nearest', 'interpolate', 'strict']")
     check_pooling(pooling)
-    protocol = read_ijb_protocol(ijb_dir, name)
+    protocol = read_ijb_protocol(ijb_dir, name, check_landmarks=False, duplicate_pairs=duplicate_pairs)
     # the feature matrix streams from disk for the InsightFace pooling; the other poolings and scores read it whole
     stream = pooling == "mean" and score == "cosine" and constant_uncertainty is None
     embeddings = load_embeddings(embeddings_path, flip=flip, stream=stream)
@@ -384,6 +388,8 @@ def run_evaluate_ijb(
     from facetrust.evaluate import bootstrap as error_bars
 
     result.metrics.update(error_bars.resolution_fields(fars, result.metrics["n_impostor"]))
+    if duplicate_pairs != "error":
+        result.metrics["duplicate_pairs"] = {"policy": duplicate_pairs, "dropped": protocol.duplicate_pairs}
     if bootstrap is not None:
         # the design of the pairs the scores cover: all of them under "reject", the enrolled under "drop"
         scored = protocol if failures is not None and failures.convention == "reject" else enrolled

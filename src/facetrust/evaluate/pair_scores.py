@@ -14,6 +14,7 @@ sample std s_d, and the Student-t interval d̄ ± t_{0.975, K−1} · s_d / √K
 from __future__ import annotations
 
 import math
+import zipfile
 import os
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +29,7 @@ from facetrust.evaluate.roc import (DEFAULT_IJB_FARS, SKLEARN_CONVENTION, far_ke
                                     roc_points, tar_at_far, tar_table, write_roc)
 from facetrust.formats import ISSAME, PAIRED_DIFFERENCES, SCORE_NAMES, metrics_record
 from facetrust.io import outputs_together, write_json_atomic
+from facetrust.npz import check_declared_sizes
 
 
 def read_pair_scores(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -35,10 +37,15 @@ def read_pair_scores(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np
     InputError naming the file and the key when one is missing or of the wrong length."""
     path = Path(path)
     try:
+        check_declared_sizes(path)  # np.load allocates the shapes the members declare
         data = np.load(path, allow_pickle=False)
+    except InputError as error:
+        if not path.exists():
+            raise InputError(f"{path}: pair scores file missing (written by 'facetrust explain score')") from None
+        raise error
     except FileNotFoundError:
         raise InputError(f"{path}: pair scores file missing (written by 'facetrust explain score')") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise InputError(f"{path}: not a pair scores file ({error})") from None
     with data:
         for key in (ISSAME, SCORE_NAMES):

@@ -13,8 +13,11 @@ Three methods give the same float32 dot products:
   × 2 = 71 GFLOP at BLAS speed, 4.4× the 16 GFLOP floor of the 15.7 M dot products but no
   gathers per pair; since pairs are random, no finer blocking skips work.
 
-OpenBLAS computes every entry of a large product as the same sequence of fused multiply-adds over
-d, whatever the block's shape, so ``"gram"`` and ``"reuse"`` agree bit for bit (tested).  Small
+OpenBLAS's SkylakeX (AVX-512) kernels compute every entry of a large product as the same sequence
+of fused multiply-adds over d, whatever the block's shape, so there ``"gram"`` and ``"reuse"``
+agree bit for bit; its Haswell (AVX2) kernels, which the pipeline pins (:mod:`facetrust.float_path`),
+do not, and the two agree to the rounding of one d-term sum (tested).  Which method runs depends
+only on the sizes, so a run gives the same bytes on every machine with the same kernels.  Small
 products (m·n·d up to about 10⁶, or one row or column) go to other kernels that sum in another
 order, so ``"reuse"`` pads its blocks with spare templates to at least :data:`MIN_PRODUCT` flops.
 """

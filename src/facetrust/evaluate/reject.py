@@ -595,7 +595,7 @@ def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, 
 
     from facetrust.evaluate.enrolment import enrolled_protocol
 
-    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name), embeddings, failed_images)
+    protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name, check_landmarks=False), embeddings, failed_images)
     design = ijb_design(ijb_dir, protocol)  # the subjects of the pairs, whatever represents a probe
     scored = single_image_probes(protocol) if probe_templates == "first_image" else protocol
     roc_method = tar_method if tar_method in TAR_METHODS else "nearest"  # only the scores are used here

@@ -103,8 +103,11 @@ def _load(path: Path, what: str, writer: str, map_location, missing: str | None 
     ``what`` names the kind of file (``checkpoint``, ``head file``).  torch's own message for a
     refused payload advises loading with ``weights_only=False``; that is never the right advice
     for a file of unknown origin, so only the first line of its reason is relayed."""
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no {missing or what} (expected {path.name} written by '{writer}')")
+    from facetrust.input_files import check_regular
+
+    check_regular(path, what)  # a FIFO would block torch.load, a device would be read without end
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -231,11 +234,32 @@ def load_model(model_dir: str | os.PathLike, map_location="cpu", settings: Mappi
     return _model_from_checkpoint(_checked_checkpoint(payload, path), path, map_location)
 
 
+def _check_declared_sizes(path: Path, config: dict, payload: dict) -> None:
+    """Refuse sizes the checkpoint declares but its weights cannot hold, before a model is built
+    (building allocates them): an ``embedding_size`` or ``num_classes`` above the number of values
+    the checkpoint stores (the last layer alone holds ``embedding_size`` of them, the margin head
+    ``num_classes`` x ``embedding_size``), an ``input_size`` above the pixels an image may have."""
+    from facetrust.data.images import MAX_IMAGE_PIXELS
+
+    stored = sum(value.numel() for part in ("backbone", "head") if isinstance(payload.get(part), Mapping)
+                 for value in payload[part].values() if isinstance(value, torch.Tensor))
+    for key, value in (("embedding_size", config.get("embedding_size")), ("num_classes", payload.get("num_classes"))):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max(stored, 1):
+            raise InputError(f"{path}: {key} {str(value)[:40]} is not a positive integer the checkpoint's {stored} "
+                             "stored values can hold")
+    size = config.get("input_size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(n, int) and n >= 1 for n in size)
+            and size[0] * size[1] <= MAX_IMAGE_PIXELS):
+        raise InputError(f"{path}: input_size {str(size)[:60]} is not two positive integers of at most "
+                         f"{MAX_IMAGE_PIXELS} pixels")
+
+
 def _model_from_checkpoint(payload: dict, path: Path, map_location) -> tuple[nn.Module, dict, dict]:
     config = payload["config"]
     if not isinstance(config, Mapping):
         raise InputError(f"{path}: checkpoint key 'config' is a {type(config).__name__}, not a mapping")
     config = dict(config)
+    _check_declared_sizes(path, config, payload)
     try:
         backbone = build_backbone_from_config(config)
     except KeyError as exc:

@@ -218,7 +218,7 @@ def pair_uncertainty_and_labels(embeddings_npz: str | Path, protocol: str | Path
     from facetrust.data.ijb import read_ijb_protocol
     from facetrust.evaluate.ijb import align_images
 
-    ijb = read_ijb_protocol(protocol, name)
+    ijb = read_ijb_protocol(protocol, name, check_landmarks=False)
     rows = align_images(images, ijb.images, embeddings_npz)
     template_ids, template_u = template_uncertainty(uncertainty[rows], ijb.template_ids, "mean")
     index = pd.Index(template_ids)

@@ -43,7 +43,7 @@ def quality_split_rows(method: str, embeddings_path, ijb_dir, name: str, quality
     ``convention``: the IJB evaluation settings (``normalize_images``, ``use_detector_score``,
     ``flip``, ``tar_method``), the ``evaluate`` section of params; InsightFace's by default."""
     convention = {**DEFAULT_CONVENTION, **(convention or {})}
-    protocol = read_ijb_protocol(ijb_dir, name)
+    protocol = read_ijb_protocol(ijb_dir, name, check_landmarks=False)
     embeddings = load_embeddings(embeddings_path, flip=convention["flip"])
     result = evaluate_ijb(embeddings, protocol, fars=fars, pooling=pooling,
                           normalize_images=convention["normalize_images"],

@@ -381,13 +381,9 @@ def run_train(
     Reads the model's settings from ``params`` (a params.yaml path or its parsed dict), the
     training set from ``datasets.train`` unless ``rec_dir`` is given; DDP-aware like ``train``."""
     if not isinstance(params, Mapping):
-        import yaml
+        from facetrust.config import load_yaml
 
-        path = Path(params)
-        try:
-            params = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"{path}: cannot read params: {exc}") from None
+        params = load_yaml(params) or {}
     config = TrainConfig.from_params(params, model)
     if rec_dir is None:
         rec_dir = (params.get("datasets") or {}).get("train", "data/synth/train")

@@ -1,0 +1,35 @@
+"""The floating-point path is pinned before numpy or torch loads and recorded in provenance.
+
+Without the pins an AVX-512 host and an AVX2 host train the tiny pipeline to different checkpoints
+(tests/test_pipeline_e2e.py runs it both ways and compares every output's bytes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from facetrust.float_path import PINS, pin_environment
+
+
+def test_pins_fill_what_is_unset_and_leave_an_explicit_choice():
+    environ = {"OPENBLAS_CORETYPE": "SkylakeX"}
+    pinned = pin_environment(environ)
+    assert environ["OPENBLAS_CORETYPE"] == "SkylakeX"  # the user's explicit choice wins
+    assert {k: v for k, v in pinned.items() if k != "OPENBLAS_CORETYPE"} == \
+        {k: v for k, v in PINS.items() if k != "OPENBLAS_CORETYPE"}
+
+
+def test_the_cli_pins_the_kernels_before_numpy_and_torch_load_and_provenance_records_them():
+    # a fresh interpreter without the variables: what `facetrust <stage>` starts with
+    env = {k: v for k, v in os.environ.items() if k not in PINS}
+    code = ("import json, facetrust.cli, numpy, torch\n"
+            "from facetrust.provenance import record\n"
+            "print(json.dumps(record(['x'])['float_path']))")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    recorded = json.loads(result.stdout.splitlines()[-1])
+    assert {k: recorded[k] for k in PINS} == PINS
+    assert recorded["openblas_core"] == "Haswell"  # numpy's OpenBLAS took the AVX2 kernels
+    assert recorded["aten_cpu_capability"] in ("AVX2", "DEFAULT")  # never AVX512 (DEFAULT: a CPU without AVX2)
