@@ -16,7 +16,7 @@ use nothing else changes; ``size="quick"`` is a tiny protocol of the same struct
 that fraction of the verification templates are **duplicates** of another template of the same
 subject with as many images (the same image features, detector scores and media ids, row for row,
 so both pooling orders give bit-identical template features and every pair with a common partner
-ties); 1 % of the impostor pairs are **repeated** rows of others; and every image feature is
+ties); 1 % of the impostor pairs are others **repeated** in the other order (same score, not a repeated line); and every image feature is
 **quantised** to 8 bits per component (int8 storage with a per-image scale), so scores sit on a
 coarser grid.
 """
@@ -175,7 +175,10 @@ def generate(root: Path, sizes: Sizes = Sizes(), seed: int = 0, ties: float = 0.
         repeat_rng = np.random.default_rng([seed, 2])
         impostor = np.flatnonzero(labels == 0)
         copies = repeat_rng.choice(impostor, impostor.size // 100, replace=False)
-        pairs[copies] = pairs[repeat_rng.choice(impostor, copies.size)]
+        # each copy is another impostor pair written in the other order (template 2, template 1):
+        # the same score, but not a repeated line (evaluate refuses exact repeats as a silent accept)
+        sources = repeat_rng.choice(np.setdiff1d(impostor, copies), copies.size, replace=False)
+        pairs[copies] = pairs[sources][:, ::-1]
         order = np.lexsort((template_ids[pairs[:, 1]], template_ids[pairs[:, 0]]))
         pairs, labels = pairs[order], labels[order]
 

@@ -3,6 +3,9 @@ checks that `explain map --masks`, the faithfulness and sanity stages and the sc
 
 #: Map methods of ``facetrust explain map`` (:func:`facetrust.explain.maps.pair_map`).
 MAP_METHODS = ("xssab", "integrated_gradients", "perturbation")
+#: ``facetrust verify --explain``: "gradient" is the short name for integrated gradients (the same
+#: map as "integrated_gradients"); xcos needs an xCos model.
+VERIFY_EXPLAIN_METHODS = ("gradient", "integrated_gradients", "perturbation", "xcos", "none")
 #: RISE masks per pair.  RISE uses 4,000-8,000 at 224 px; at 1,000 the sanity stage reports the
 #: maps' seed-to-seed agreement with its interval.
 DEFAULT_MASKS = 1000

@@ -87,11 +87,12 @@ def plot_edc(edcs: Mapping[str, dict], out_path, *, title: str = "EDC") -> Path:
                 kind = (edc.get("settings") or {}).get("uncertainty_kind") or "?"
                 ax.step(curve["discard"], curve["error"], where="post", lw=1.4,
                         label=f"{label} [{kind}] (pAUC {edc['pauc']['method'][error]:.4f})")
-            for who, style in (("random", dict(color="0.5", ls="--")), ("known_quality", dict(color="k", ls=":")),
+            for who, style in (("random", dict(color="0.5", ls="--", lw=1.2)),
+                               ("known_quality", dict(color="k", ls=":", lw=1.2)),
                                ("oracle", dict(color="k", ls="-.", lw=0.8))):
                 if who in first["curves"]:
                     curve = first["curves"][who][error]
-                    ax.step(curve["discard"], curve["error"], where="post", lw=1.2,
+                    ax.step(curve["discard"], curve["error"], where="post",
                             label=f"{BOUND_LABELS[who]} (pAUC {first['pauc'][who][error]:.4f})", **style)
             ax.plot([0, start], [start, 0], color="0.7", lw=1, label="theoretical best")
             ax.axvline(limit, color="0.8", lw=1)

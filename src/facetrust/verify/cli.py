@@ -8,6 +8,7 @@ from pathlib import Path
 from facetrust import options
 from facetrust.align.photo import add_photo_options
 from facetrust.errors import InputError
+from facetrust.explain.defaults import DEFAULT_IG_STEPS, DEFAULT_MASKS, VERIFY_EXPLAIN_METHODS
 
 
 def run(args: argparse.Namespace) -> None:
@@ -53,10 +54,13 @@ def add_verify_parser(subparsers, uncertainty_choices) -> argparse.ArgumentParse
                    help="comparison score (default: the metrics file's, else cosine; xcos for an xCos model)")
     p.add_argument("--benchmark-embeddings", type=Path,
                    help="embeddings file whose uncertainties place each face's (default: the metrics file's)")
-    p.add_argument("--explain", choices=["gradient", "perturbation", "xcos", "none"], default="gradient",
-                   help="explanation map of face 1 against face 2 (xcos: an xCos model's maps)")
-    p.add_argument("--steps", type=options.integer(1, 100_000), default=16, help="gradient: integrated-gradient steps")
-    p.add_argument("--masks", type=options.integer(1, 10_000_000), default=500, help="perturbation: random masks")
+    p.add_argument("--explain", choices=list(VERIFY_EXPLAIN_METHODS), default="gradient",
+                   help="explanation map of face 1 against face 2 (gradient = integrated gradients; xcos: an "
+                        "xCos model's maps)")
+    p.add_argument("--steps", type=options.integer(1, 100_000), default=DEFAULT_IG_STEPS,
+                   help="gradient: integrated-gradient steps")
+    p.add_argument("--masks", type=options.integer(2, 10_000_000), default=DEFAULT_MASKS,
+                   help="perturbation: random masks")
     p.add_argument("--seed", type=options.seed, default=0, help="perturbation masks")
     add_photo_options(p)
     p.add_argument("--batch-size", type=options.integer(1, 65536), default=16, help="pairs detected and embedded together")

@@ -24,8 +24,11 @@ import torch
 from tqdm import tqdm
 
 from facetrust.errors import ConfigError, InputError
+from facetrust.explain.defaults import DEFAULT_IG_STEPS, DEFAULT_MASKS
 
-EXPLAIN_METHODS = ("gradient", "perturbation", "xcos", "none")
+from facetrust.explain.defaults import VERIFY_EXPLAIN_METHODS as EXPLAIN_METHODS
+
+GRADIENT_METHODS = ("gradient", "integrated_gradients")  # "gradient" is integrated gradients
 MAX_PAIRS_FILE_BYTES = 64 * 2**20  # a pairs list is text: far below this
 
 
@@ -36,8 +39,8 @@ class VerifySettings:
     threshold: float | None = None
     score: str | None = None
     explain: str = "gradient"
-    steps: int = 16
-    masks: int = 500
+    steps: int = DEFAULT_IG_STEPS
+    masks: int = DEFAULT_MASKS
     seed: int = 0
     aligned: bool = False
     no_face: str = "error"
@@ -88,8 +91,10 @@ def _explain(model, method: str, image1: torch.Tensor, image2: torch.Tensor, set
     from facetrust.explain.maps import pair_map
 
     torch.manual_seed(settings.seed)
-    options = ({"steps": settings.steps} if method == "gradient"
-               else {"num_masks": settings.masks, "seed": settings.seed, "progress": False})
+    if method in GRADIENT_METHODS:
+        method, options = "integrated_gradients", {"steps": settings.steps}
+    else:
+        options = {"num_masks": settings.masks, "seed": settings.seed, "progress": False}
     result = pair_map(method, model.embed, image1, image2, **options)
     out = {"method": method, "similarity": result.similarity, "dissimilarity": result.dissimilarity,
            "cosine": result.cosine}
@@ -104,7 +109,7 @@ def _check_explain(model, method: str) -> None:
     if method == "xcos" and model.xcos is None:
         raise InputError(f"{model.path}: --explain xcos needs an xCos model (facetrust train-xcos); "
                          f"use gradient or perturbation")
-    if method == "gradient" and model.onnx:
+    if method in GRADIENT_METHODS and model.onnx:
         raise InputError(f"{model.path}: an ONNX model has no gradients; use --explain perturbation")
 
 
