@@ -238,7 +238,7 @@ def test_verify_runs_end_to_end_and_the_record_is_complete(benchmark, photos, tm
             placed = uncertainty["benchmark"][face]
             assert placed["share_at_least_as_uncertain"] == pytest.approx(np.mean(benchmark_u >= value))
             assert "of synth_ijbc images" in placed["text"]
-        assert record["explanation"]["method"] == "gradient"
+        assert record["explanation"]["method"] == "integrated_gradients"  # what --explain gradient draws
         with Image.open(out / record["figure"]) as page:
             assert page.size[0] > 600 and page.size[1] > 400
     # the same photo on both sides: identical crops and uncertainties
