@@ -274,6 +274,7 @@ def explain_outputs():
         files += expand(
             fc.PATHS["xcos_metrics"], xcos=name, test_set=EXPLAIN_SET, score=XCOS_SCORES
         )
+        files.append(f"results/explain/validation/{name}/validation.json")
     if EXPLAIN_MODEL and config["datasets"]["source"] == "synth":  # known occluders
         files.append(
             fc.path_of("faithfulness", xcos=EXPLAIN_MODEL, test_set=EXPLAIN_SET)

@@ -29,6 +29,27 @@ rule xcos_scores:
         " --out {output} > {log} 2>&1"
 
 
+rule xcos_validation_record:
+    # the report stage reads results only (DVC's CI-from-cache never pulls models/): the training
+    # stage's record of the choices made on the validation split is copied beside the explain results
+    input:
+        "models/{xcos}/validation.json",
+    output:
+        "results/explain/validation/{xcos}/validation.json",
+    log:
+        "logs/explain/validation/{xcos}.log",
+    benchmark:
+        "logs/benchmark/explain/validation/{xcos}.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(500),
+        runtime=grow(5),
+    shell:
+        "cp {input} {output} > {log} 2>&1"
+
+
 rule evaluate_xcos:
     input:
         "results/explain/scores/{xcos}/{pairs}.npz",

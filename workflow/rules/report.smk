@@ -406,7 +406,7 @@ rule report_xcos:
         scores=lambda wildcards: f"results/explain/scores/{EXPLAIN_MODEL}/{EXPLAIN_SET}.npz",
         pairs=lambda wildcards: config["datasets"]["pairs"][EXPLAIN_SET],
         validation=lambda wildcards: expand(
-            "models/{xcos}/validation.json", xcos=XCOS_MODELS
+            "results/explain/validation/{xcos}/validation.json", xcos=XCOS_MODELS
         ),
     output:
         report=report("results/reports/xcos.md", category="Reports"),
