@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.special import ive
 
-from facetrust.models.uncertainty.bessel import log_iv, log_vmf_normalizer
+from facetrust.maths.bessel import log_iv, log_vmf_normalizer
 
 
 def scipy_path(d: int, kappa: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from facetrust.data.synthetic import SynthConfig, synthesize
-from facetrust.explain.xcos import branch_state
-from facetrust.explain.xcos_train import build_xcos
+from facetrust.models.xcos import branch_state
+from facetrust.train.xcos_parts import build_xcos
 from facetrust.models.artifacts import build_backbone_from_config, build_margin, save_checkpoint, save_xcos_checkpoint
 
 TINY_SYNTH = dict(image_size=24, loose_crop_size=48, train_identities=6, train_images_per_identity=[4, 5],

@@ -4,12 +4,15 @@ the params schema (docs/ARCHITECTURE.md)."""
 from __future__ import annotations
 
 import ast
+import functools
+import importlib
 from pathlib import Path
 
 import pytest
 
 import facetrust
 from facetrust.config import _registry_enums, schema, schema_file, schema_node
+from facetrust.layers import FLOORS, floor_of, import_allowed, markdown_table
 
 PACKAGE = Path(facetrust.__file__).parent
 
@@ -19,8 +22,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """module -> facetrust modules it imports anywhere (module level or inside functions)."""
+@functools.cache
+def import_graph() -> dict[str, frozenset[str]]:
+    """module -> facetrust modules it imports anywhere (module level or inside functions); parsed once
+    per session (the tests only read it)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -37,7 +42,7 @@ def import_graph() -> dict[str, set[str]]:
             else:
                 continue
             targets.update(c for c in candidates if c in modules and c != name)
-        graph[name] = targets
+        graph[name] = frozenset(targets)
     return graph
 
 
@@ -92,18 +97,33 @@ def test_stages_that_use_a_model_never_import_train(layer):
     assert not offenders, f"{layer} imports train: {offenders}"
 
 
-def test_lower_layers_never_import_upper_ones():
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{module} -> {target} ({FLOORS[floor_of(module)][0]} -> {FLOORS[floor_of(target)][0]})"
+                  for module, targets in graph.items() for target in targets if not import_allowed(module, target))
+
+
+def test_every_import_points_down_the_floor_table():
+    """facetrust.layers.FLOORS is the one layer order: an import stays in its own package or goes to a
+    lower floor; packages sharing a floor never import each other."""
     graph = import_graph()
-    upper = {"facetrust.data": ("facetrust.models", "facetrust.train", "facetrust.embed", "facetrust.evaluate",
-                                "facetrust.report", "facetrust.explain", "facetrust.cli", "facetrust.config"),
-             "facetrust.models": ("facetrust.train", "facetrust.embed", "facetrust.evaluate", "facetrust.report",
-                                  "facetrust.explain", "facetrust.cli", "facetrust.config"),
-             "facetrust.evaluate": ("facetrust.report", "facetrust.cli", "facetrust.config")}
-    for layer, forbidden in upper.items():
-        for module, targets in graph.items():
-            if module == layer or module.startswith(layer + "."):
-                bad = sorted(t for t in targets if t.startswith(forbidden))
-                assert not bad, f"{module} (layer {layer}) imports {bad}"
+    for module in graph:  # every module is on a floor (a new top-level package must be placed)
+        floor_of(module)
+    assert _upward_imports(graph) == []
+
+
+def test_the_floor_check_finds_planted_upward_and_sideways_imports():
+    graph = {"facetrust.data.binset": {"facetrust.models.xcos", "facetrust.errors"},
+             "facetrust.train.xcos": {"facetrust.embed", "facetrust.train.parts", "facetrust.evaluate.pairs"},
+             "facetrust.report.tables": {"facetrust.explain.maps"}}
+    assert _upward_imports(graph) == ["facetrust.data.binset -> facetrust.models.xcos (data -> models)",
+                                      "facetrust.train.xcos -> facetrust.embed (stages -> stages)"]
+    with pytest.raises(KeyError, match="on no floor"):
+        floor_of("facetrust.newthing.module")
+
+
+def test_architecture_doc_draws_the_floor_table():
+    text = (PACKAGE.parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    assert markdown_table() in text, "docs/ARCHITECTURE.md's layer table is not facetrust.layers.markdown_table()"
 
 
 def test_schema_enums_come_from_the_registries_and_the_schema_file_agrees():
@@ -134,6 +154,35 @@ def test_cli_choices_are_the_registries():
     from facetrust.evaluate.scores import SCORES
 
     assert choices("evaluate", "--score") == SCORES.names()
+
+
+def test_facetrust_methods_lists_every_registry_of_the_package(capsys):
+    """Every ``NAME = Registry(...)`` (and the map methods' tuple) in the package is a line of
+    ``facetrust methods``; a registry added without its line fails here."""
+    from facetrust.cli import METHOD_KINDS, main
+
+    registries = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            value = getattr(node, "value", None)
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(value, ast.Call) \
+                    and getattr(value.func, "id", None) == "Registry":
+                target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+                registries.add(f"{_module_name(path)}:{target.id}")
+    assert len(registries) >= 7
+
+    def resolve(source: str):  # the same registry may be named through a package that re-exports it
+        module, attribute = source.split(":")
+        return id(getattr(importlib.import_module(module), attribute))
+
+    listed = {resolve(source) for choices in METHOD_KINDS.values() for source in choices._sources if ":" in source}
+    missing = sorted(source for source in registries if resolve(source) not in listed)
+    assert not missing, f"registries missing from `facetrust methods`: {missing}"
+    assert main(["methods"]) in (0, None)
+    out = capsys.readouterr().out
+    for kind, choices in METHOD_KINDS.items():
+        assert f"{kind}: {', '.join(choices)}" in out
+    assert "scf_vmf" in out and "integrated_gradients" in out
 
 
 def test_a_registered_method_reaches_the_cli_and_the_schema(monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.special import ive
 
-from facetrust.models.uncertainty.bessel import (
+from facetrust.maths.bessel import (
     bessel_ratio,
     debye_polynomials,
     log_iv,

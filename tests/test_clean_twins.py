@@ -12,7 +12,7 @@ from facetrust.data.synthetic import SynthConfig, synthesize
 from facetrust.data.synthetic.degrade import Degradation, degrade_pixels
 from facetrust.data.synthetic.images import identity_of, keyed_rng, render_aligned
 from facetrust.data.synthetic.occluders import box_mask, clean_twin, read_clean_twins, read_occluders
-from facetrust.explain.pairset import PairSet
+from facetrust.data.pairset import PairSet
 
 
 def test_unpainted_occluder_keeps_every_draw_so_only_the_box_differs_before_encoding():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from facetrust.evaluate.bootstrap import bootstrap_ci
 from facetrust.errors import InputError
 from facetrust.explain.faithfulness import (
     area,
-    bootstrap_ci,
     deletion_curves,
     localisation,
     random_maps,

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.explain.figures import plot_inversion_grid, plot_pair_map, plot_xcos_pairs, to_uint8
+from facetrust.report.explain_figures import plot_inversion_grid, plot_pair_map, plot_xcos_pairs, to_uint8
 
 
 def _pair(seed: int) -> dict:

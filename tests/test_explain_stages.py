@@ -15,7 +15,7 @@ from facetrust.errors import ConfigError
 from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
 from facetrust.explain.faithfulness_stage import FaithfulnessSettings, run_faithfulness
 from facetrust.explain.method_maps import METHODS, MapSettings, grid_methods
-from facetrust.explain.xcos import load_xcos
+from facetrust.models.xcos import load_xcos
 
 FAST = FaithfulnessSettings(pairs=6, localisation_pairs=3, bootstrap=30, examples=2,
                             maps=MapSettings(steps=2, masks=12, cells=3, batch_size=12))
@@ -113,7 +113,7 @@ def test_thresholds_faithfulness_and_sanity_stages_and_the_report_read_them(benc
 
 def test_inversion_stage_runs_the_ablations_and_the_report_reads_it(bench, tmp_path):
     from explain_helpers import TINY_SYNTH
-    from facetrust.explain.cli import _clean_renderings
+    from facetrust.cli.explain import _clean_renderings
     from facetrust.explain.inversion import InversionConfig
     from facetrust.explain.inversion_stage import real_class_images, run_inversion, write_inversion
     from facetrust.models.artifacts import load_margin, load_model

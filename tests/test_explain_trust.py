@@ -21,9 +21,9 @@ from facetrust.explain.faithfulness import eer_threshold
 from facetrust.explain.maps import xssab_map
 from facetrust.explain.method_maps import MapSettings, MapThresholds, all_methods, pixel_methods
 from facetrust.explain.occluder_truth import occluded_genuine_pairs, occluder_deltas, qualifying_pairs
-from facetrust.explain.pairset import PairSet
+from facetrust.data.pairset import PairSet
 from facetrust.explain.sanity import CASCADE, randomised_copy, similarity_summary
-from facetrust.explain.xcos import XCosModel
+from facetrust.models.xcos import XCosModel
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 24

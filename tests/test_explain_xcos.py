@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from facetrust.errors import InputError
-from facetrust.explain.xcos import XCosModel, score_pairs, standard_cosine, xcos_loss
-from facetrust.explain.xcos_train import build_optimizers, build_xcos, pair_batches, train_step
+from facetrust.models.xcos import XCosModel, score_pairs, standard_cosine, xcos_loss
+from facetrust.train.xcos_parts import build_optimizers, build_xcos, pair_batches, train_step
 from facetrust.models import build_backbone
 
 DEFAULT_OPTIONS = {"layers": [2, 2, 2, 2], "width": 16}  # the embedded default's models

@@ -16,7 +16,8 @@ from facetrust.data.synthetic import SynthConfig
 from facetrust.data.synthetic.images import render_clean
 from facetrust.errors import InputError
 from facetrust.explain.inversion import image_l2, tv_l2
-from facetrust.explain.inversion_stage import blurred_correlation, class_bootstrap, own_minus_other, to_model_input
+from facetrust.evaluate.bootstrap import class_bootstrap
+from facetrust.explain.inversion_stage import blurred_correlation, own_minus_other, to_model_input
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ def test_the_shipped_verifier_is_independent_of_the_inverted_model():
 
 
 def test_a_selection_made_on_reported_classes_is_refused(tmp_path):
-    from facetrust.explain.cli import _selected
+    from facetrust.cli.explain import _selected
 
     selection = tmp_path / "s.json"
     selection.write_text(json.dumps({"classes": [1, 30], "chosen": {"tv_l2_weight": 0.1, "iterations": 7}}))

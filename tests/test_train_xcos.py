@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.explain.xcos import load_xcos
+from facetrust.models.xcos import load_xcos
 from facetrust.models.artifacts import load_xcos_checkpoint, save_checkpoint, xcos_checkpoint_path
 from facetrust.models.artifacts import build_backbone_from_config, load_model
 from facetrust.train.xcos import XCosConfig, XCosTrainer, train_xcos

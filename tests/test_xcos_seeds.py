@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from facetrust.formats import ISSAME, SCORE_NAMES
-from facetrust.report.xcos_seeds import crossed_bootstrap, replicate_names, seed_fold_analysis
+from facetrust.evaluate.bootstrap import crossed_bootstrap
+from facetrust.report.xcos_seeds import replicate_names, seed_fold_analysis
 
 
 def _pairs(n=2000, seed=0):

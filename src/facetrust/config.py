@@ -15,7 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from facetrust.errors import ConfigError, InputError
+from facetrust.errors import ConfigError
+from facetrust.yaml_files import MAX_PARAMS_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, _expanded_size, _short, load_yaml  # noqa: F401 (re-exported)
 
 
 def schema_file() -> dict:
@@ -142,84 +143,6 @@ def _check_backbones(params: dict, source: str) -> None:
         if model["backbone"] not in BACKBONES:
             raise ConfigError(f"{source}: models.{name}.backbone: {model['backbone']!r} is not a registered backbone; "
                               f"allowed: {', '.join(BACKBONES.names())}")
-
-
-# Bounds of a params file: a real one is a few kilobytes, a few levels deep, a few hundred values.
-MAX_PARAMS_BYTES = 1 << 20
-MAX_YAML_DEPTH = 64
-MAX_YAML_VALUES = 1_000_000  # values once every alias is expanded (a "billion laughs" has 10^9)
-MAX_MESSAGE_CHARS = 300  # of a value quoted in an error message
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + f"… ({len(text)} characters)"
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses nesting deeper than :data:`MAX_YAML_DEPTH` (deep nesting
-    would exhaust Python's recursion) and documents whose aliases expand to more than
-    :data:`MAX_YAML_VALUES` values (an alias bomb: 1 kB naming 10^9 values), both before any
-    Python object is built."""
-
-    def compose_node(self, parent, index):
-        self._depth = getattr(self, "_depth", 0) + 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels (line {self.peek_event().start_mark.line + 1})")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def get_single_data(self):
-        node = self.get_single_node()
-        if node is None:
-            return None
-        _expanded_size(node, lambda n: n.value if isinstance(n, (yaml.SequenceNode, yaml.MappingNode)) else (),
-                       lambda n: isinstance(n, yaml.MappingNode))
-        return self.construct_document(node)
-
-
-def _expanded_size(root, children, is_mapping) -> int:
-    """Values under ``root`` counting a shared node once per reference (linear in the distinct
-    nodes: each node's size is computed once); raises yaml.YAMLError above :data:`MAX_YAML_VALUES`."""
-    sizes: dict[int, int] = {}
-
-    def size(node, depth: int) -> int:
-        if depth > MAX_YAML_DEPTH:
-            raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels")
-        key = id(node)
-        if key not in sizes:
-            sizes[key] = 0  # a node reached again while being sized: a cycle, counted once
-            total = 1
-            for child in children(node):
-                for part in (child if is_mapping(node) else (child,)):
-                    total += size(part, depth + 1)
-                    if total > MAX_YAML_VALUES:
-                        raise yaml.YAMLError(f"more than {MAX_YAML_VALUES} values once its aliases are expanded "
-                                             "(an alias bomb?)")
-            sizes[key] = total
-        return sizes[key]
-
-    return size(root, 0)
-
-
-def load_yaml(path: str | Path, what: str = "params file"):
-    """The YAML document at ``path``, read as a regular file of at most :data:`MAX_PARAMS_BYTES`
-    with :class:`_BoundedLoader`; ConfigError naming the file for anything else."""
-    from facetrust.input_files import read_regular
-
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such {what}")
-    try:
-        text = read_regular(path, what, max_bytes=MAX_PARAMS_BYTES).decode("utf-8")
-        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader)
-    except InputError as error:
-        raise ConfigError(str(error)) from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {_short(str(error))}") from None
 
 
 def load_params(path: str | Path) -> dict:

@@ -433,3 +433,54 @@ def tar_interval_fields(design: ClusterDesign, scores: np.ndarray, fars: Sequenc
                           "unit": unit_description(design, settings.within), "n_subjects": design.n_subjects,
                           "design_digest": design.digest(),
                           "replicates": None if settings.replicates_out is None else str(settings.replicates_out)}}
+
+
+# ---------------------------------------------------------------- small-sample intervals
+# The explanation experiments' intervals, beside the verification bootstrap so that every resampling
+# of the package lives in one module: a stratified percentile interval of a statistic of item indices
+# (faithfulness, localisation, sanity), a cluster interval of a mean over classes (inversion) and a
+# crossed seeds x folds interval (xCos). Each draws from numpy.random.default_rng(seed) only.
+
+
+def bootstrap_ci(statistic: Callable[[np.ndarray], float], groups: Sequence[np.ndarray], *, seed: int = 0,
+                 n_boot: int = 1000, level: float = 0.95) -> tuple[float, float, float]:
+    """``(estimate, low, high)``: ``statistic(indices)`` on all items and its percentile interval
+    over ``n_boot`` resamples; each array of ``groups`` (item indices) is resampled with
+    replacement within itself (stratified), from ``numpy.random.default_rng(seed)``."""
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise ConfigError(f"bootstrap: need 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
+    groups = [np.asarray(g, dtype=np.int64) for g in groups if len(g)]
+    if not groups:
+        raise InputError("bootstrap: no items to resample")
+    rng = np.random.default_rng(seed)
+    estimate = float(statistic(np.concatenate(groups)))
+    values = np.array([statistic(np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups]))
+                       for _ in range(n_boot)], dtype=np.float64)
+    tail = (1.0 - level) / 2.0
+    low, high = np.nanquantile(values, [tail, 1.0 - tail])
+    return estimate, float(low), float(high)
+
+
+def class_bootstrap(values: np.ndarray, labels: np.ndarray, *, seed: int, n_boot: int, level: float = 0.95) -> list[float]:
+    """``[mean, low, high]``: the mean of per-image ``values`` and its percentile interval, resampling
+    whole classes (cluster bootstrap; equal images per class, so the mean of class means)."""
+    classes = np.unique(labels)
+    means = np.array([values[labels == c].mean() for c in classes])
+    rng = np.random.default_rng(seed)
+    draws = means[rng.integers(0, means.size, (n_boot, means.size))].mean(1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(draws, [tail, 1.0 - tail])
+    return [float(means.mean()), float(low), float(high)]
+
+
+def crossed_bootstrap(differences: np.ndarray, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of a (seeds, folds) array, resampling seeds and folds independently."""
+    rng = np.random.default_rng(seed)
+    s, k = differences.shape
+    draws = np.empty(n_boot)
+    for b in range(n_boot):
+        rows, cols = rng.integers(0, s, s), rng.integers(0, k, k)
+        draws[b] = differences[np.ix_(rows, cols)].mean()
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(draws, [tail, 1.0 - tail])
+    return float(differences.mean()), float(low), float(high)

@@ -90,7 +90,7 @@ def log_vmf_normalizer(d: int, kappa: np.ndarray) -> np.ndarray:
     """log C_d(κ) in float64 (the project's stable Bessel code; torch imported on first use)."""
     import torch
 
-    from facetrust.models.uncertainty.bessel import log_vmf_normalizer as _log_c
+    from facetrust.maths.bessel import log_vmf_normalizer as _log_c
 
     kappa = np.asarray(kappa, dtype=np.float64)
     return _log_c(d, torch.from_numpy(np.ascontiguousarray(kappa))).numpy()

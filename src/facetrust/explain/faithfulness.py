@@ -33,31 +33,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from facetrust.evaluate.bootstrap import bootstrap_ci
 from facetrust.errors import ConfigError, InputError
 
 FRACTIONS = tuple(round(0.05 * k, 2) for k in range(20))  # 0 .. 0.95
 MODES = ("deletion", "insertion")
 #: Deletion to grey, insertion from grey, insertion from a blurred face (RISE).
 CURVE_MODES = ("deletion", "insertion", "insertion_blur")
-
-
-def bootstrap_ci(statistic: Callable[[np.ndarray], float], groups: Sequence[np.ndarray], *, seed: int = 0,
-                 n_boot: int = 1000, level: float = 0.95) -> tuple[float, float, float]:
-    """``(estimate, low, high)``: ``statistic(indices)`` on all items and its percentile interval
-    over ``n_boot`` resamples; each array of ``groups`` (item indices) is resampled with
-    replacement within itself (stratified), from ``numpy.random.default_rng(seed)``."""
-    if not 0.0 < level < 1.0 or n_boot < 1:
-        raise ConfigError(f"bootstrap: need 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
-    groups = [np.asarray(g, dtype=np.int64) for g in groups if len(g)]
-    if not groups:
-        raise InputError("bootstrap: no items to resample")
-    rng = np.random.default_rng(seed)
-    estimate = float(statistic(np.concatenate(groups)))
-    values = np.array([statistic(np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups]))
-                       for _ in range(n_boot)], dtype=np.float64)
-    tail = (1.0 - level) / 2.0
-    low, high = np.nanquantile(values, [tail, 1.0 - tail])
-    return estimate, float(low), float(high)
 
 
 def area(fractions: Sequence[float], values: np.ndarray) -> float:

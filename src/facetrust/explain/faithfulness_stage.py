@@ -30,12 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facetrust.evaluate.bootstrap import bootstrap_ci
 from facetrust.data.synthetic.occluders import read_clean_twins, read_occluders
 from facetrust.errors import InputError
 from facetrust.explain.faithfulness import (
     FRACTIONS,
     CurveResult,
-    bootstrap_ci,
     edit_scores,
     paired_area_difference,
 )
@@ -60,9 +60,9 @@ from facetrust.explain.occluder_truth import (
     restoration_curves,
     twin_faces,
 )
-from facetrust.explain.pairset import PairSet
+from facetrust.data.pairset import PairSet
 from facetrust.explain.sanity import CASCADE, randomised_copy
-from facetrust.explain.xcos import load_xcos
+from facetrust.models.xcos import load_xcos
 from facetrust.io import atomic_path, read_json, write_json_atomic
 
 

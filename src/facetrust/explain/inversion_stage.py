@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facetrust.evaluate.bootstrap import class_bootstrap
 from facetrust.errors import InputError
 from facetrust.explain.inversion import InversionConfig, class_probabilities, invert, verifier_scores
 from facetrust.io import atomic_path, write_json_atomic
@@ -108,18 +109,6 @@ def own_minus_other(matrix: np.ndarray, own_column: np.ndarray) -> dict[str, np.
     own = matrix[rows, own_column]
     other = (matrix.sum(1) - own) / max(matrix.shape[1] - 1, 1)
     return {"own": own, "other": other, "margin": own - other}
-
-
-def class_bootstrap(values: np.ndarray, labels: np.ndarray, *, seed: int, n_boot: int, level: float = 0.95) -> list[float]:
-    """``[mean, low, high]``: the mean of per-image ``values`` and its percentile interval, resampling
-    whole classes (cluster bootstrap; equal images per class, so the mean of class means)."""
-    classes = np.unique(labels)
-    means = np.array([values[labels == c].mean() for c in classes])
-    rng = np.random.default_rng(seed)
-    draws = means[rng.integers(0, means.size, (n_boot, means.size))].mean(1)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(draws, [tail, 1.0 - tail])
-    return [float(means.mean()), float(low), float(high)]
 
 
 def clean_scores(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[int], clean: torch.Tensor,

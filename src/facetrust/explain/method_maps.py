@@ -53,7 +53,7 @@ from facetrust.explain.maps import (
     perturbation_map,
     xssab_map,
 )
-from facetrust.explain.xcos import XCosModel
+from facetrust.models.xcos import XCosModel
 
 GRID_METHODS = ("xcos_attention", "xcos_contribution", "cosine_map", "random_cells")
 PIXEL_METHODS = ("xssab", "integrated_gradients", "perturbation", "random_pixels")

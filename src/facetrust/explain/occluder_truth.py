@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from facetrust.data.synthetic.occluders import box_in_input, clean_twin
 from facetrust.data.transforms import fit_to_size, to_tensor
 from facetrust.errors import InputError
-from facetrust.explain.faithfulness import area, bootstrap_ci, edit_scores, localisation
-from facetrust.explain.pairset import PairSet
+from facetrust.evaluate.bootstrap import bootstrap_ci
+from facetrust.explain.faithfulness import area, edit_scores, localisation
+from facetrust.data.pairset import PairSet
 
 RESTORE_FRACTIONS = tuple(round(0.025 * k, 3) for k in range(21))  # 0 .. 0.5 of the image
 

@@ -29,7 +29,8 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 from facetrust.errors import InputError
-from facetrust.explain.faithfulness import bootstrap_ci, upsample
+from facetrust.evaluate.bootstrap import bootstrap_ci
+from facetrust.explain.faithfulness import upsample
 
 #: Cascade levels, top first: (label, module names of the xCos network re-initialised at that level).
 CASCADE = (

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from facetrust.errors import InputError
-from facetrust.explain.faithfulness import bootstrap_ci
+from facetrust.evaluate.bootstrap import bootstrap_ci
 from facetrust.explain.faithfulness_stage import map_settings, read_thresholds, sample_pairs
 from facetrust.explain.method_maps import (
     METHODS,
@@ -28,9 +28,9 @@ from facetrust.explain.method_maps import (
     all_methods,
     pixel_methods,
 )
-from facetrust.explain.pairset import PairSet
+from facetrust.data.pairset import PairSet
 from facetrust.explain.sanity import CASCADE, passes, randomised_copy, similarity_summary
-from facetrust.explain.xcos import load_xcos
+from facetrust.models.xcos import load_xcos
 from facetrust.io import atomic_path, write_json_atomic
 
 CHECKED = tuple(m for m in METHODS if m not in RANDOM_ORDERS)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from facetrust.explain.pairset import PairSet
-from facetrust.explain.xcos import load_xcos
+from facetrust.data.pairset import PairSet
+from facetrust.models.xcos import load_xcos
 from facetrust.formats import ISSAME, SCORE_NAMES
 from facetrust.io import atomic_path
 

@@ -27,8 +27,8 @@ from facetrust.explain.occluder_truth import (
     qualifying_pairs,
     score_pairs,
 )
-from facetrust.explain.pairset import PairSet
-from facetrust.explain.xcos import load_xcos
+from facetrust.data.pairset import PairSet
+from facetrust.models.xcos import load_xcos
 from facetrust.io import write_json_atomic
 
 

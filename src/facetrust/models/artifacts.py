@@ -476,7 +476,7 @@ def load_xcos_checkpoint(model_dir: str | os.PathLike, map_location="cpu") -> tu
 
     ``extras``: ``branch`` and ``head`` state dicts, ``num_classes``, ``feature_map_shape``,
     ``grid_shape``, ``epoch``, ``step``, ``path``.  The branch module itself is
-    :class:`facetrust.explain.xcos.XCosModel` (built by :func:`facetrust.explain.xcos.load_xcos`).
+    :class:`facetrust.models.xcos.XCosModel` (built by :func:`facetrust.models.xcos.load_xcos`).
     InputError naming the file when it is missing, refused by the weights-only loader, not an xCos
     checkpoint, or its backbone does not fit its config."""
     path = xcos_checkpoint_path(model_dir)

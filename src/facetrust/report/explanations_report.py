@@ -241,7 +241,7 @@ def write_explanations_report(results_json: str | os.PathLike, examples_npz: str
                               curves_png: str | os.PathLike, maps_png: str | os.PathLike,
                               cascade_png: str | os.PathLike, restoration_png: str | os.PathLike) -> list[Claim]:
     """Write the report, the table and the figures; returns the claims."""
-    from facetrust.explain.figures import plot_cascade, plot_faithfulness_curves, plot_method_maps, plot_restoration
+    from facetrust.report.explain_figures import plot_cascade, plot_faithfulness_curves, plot_method_maps, plot_restoration
 
     result = read_json(results_json, "faithfulness results")
     sanity = read_json(sanity_json, "sanity results")

@@ -139,7 +139,7 @@ def write_inversion_report(results_json: str | os.PathLike, images_npz: str | os
                            *, table_csv: str | os.PathLike, figure_png: str | os.PathLike,
                            selection_json: str | os.PathLike | None = None) -> list[Claim]:
     """Write the report, the table and the grid (clean rendering | full | no BN | no class)."""
-    from facetrust.explain.figures import plot_inversion_variants
+    from facetrust.report.explain_figures import plot_inversion_variants
 
     result = read_json(results_json, "inversion results")
     selection = read_json(selection_json, "inversion selection") if selection_json else None

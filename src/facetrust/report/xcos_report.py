@@ -182,7 +182,7 @@ def write_xcos_report(metrics: Sequence[str | os.PathLike], out_md: str | os.Pat
         analysis = seed_fold_analysis(values, issame, seed=seed)
         claims.append(seeds_claim(analysis, margin))
         if fit_png is not None:
-            from facetrust.explain.figures import plot_xcos_fit
+            from facetrust.report.explain_figures import plot_xcos_fit
 
             figures = [*figures, plot_xcos_fit(values["standard_cosine"], values["xcos"], issame, fit_png,
                                                pearson=analysis["replicates"][0]["pearson_r"],
@@ -243,8 +243,8 @@ def draw_xcos_examples(scores_npz: str | os.PathLike, pair_set: str | os.PathLik
                        out_png: str | os.PathLike, *, per_kind: int = 2) -> Path:
     """The xCos figure: correct and wrong genuine and impostor pairs at the mean 10-fold threshold."""
     from facetrust.evaluate.pair_scores import read_pair_scores
-    from facetrust.explain.figures import plot_xcos_pairs
-    from facetrust.explain.pairset import PairSet
+    from facetrust.report.explain_figures import plot_xcos_pairs
+    from facetrust.data.pairset import PairSet
 
     scores, issame = read_pair_scores(scores_npz)
     with np.load(scores_npz, allow_pickle=False) as data:

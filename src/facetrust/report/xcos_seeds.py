@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from facetrust.evaluate.bootstrap import crossed_bootstrap
 from facetrust.evaluate.pair_scores import ten_fold_scores
 
 
@@ -21,19 +22,6 @@ def replicate_names(scores: dict) -> list[str]:
     """``xcos`` then ``xcos_replicate1``, … in replicate order (those present)."""
     extra = sorted((k for k in scores if k.startswith("xcos_replicate")), key=lambda k: int(k.removeprefix("xcos_replicate")))
     return ["xcos", *extra]
-
-
-def crossed_bootstrap(differences: np.ndarray, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)`` of a (seeds, folds) array, resampling seeds and folds independently."""
-    rng = np.random.default_rng(seed)
-    s, k = differences.shape
-    draws = np.empty(n_boot)
-    for b in range(n_boot):
-        rows, cols = rng.integers(0, s, s), rng.integers(0, k, k)
-        draws[b] = differences[np.ix_(rows, cols)].mean()
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(draws, [tail, 1.0 - tail])
-    return float(differences.mean()), float(low), float(high)
 
 
 def seed_fold_analysis(scores: dict, issame: np.ndarray, reference: str = "standard_cosine", *, seed: int = 0,

@@ -381,7 +381,7 @@ def run_train(
     Reads the model's settings from ``params`` (a params.yaml path or its parsed dict), the
     training set from ``datasets.train`` unless ``rec_dir`` is given; DDP-aware like ``train``."""
     if not isinstance(params, Mapping):
-        from facetrust.config import load_yaml
+        from facetrust.yaml_files import load_yaml
 
         params = load_yaml(params) or {}
     config = TrainConfig.from_params(params, model)

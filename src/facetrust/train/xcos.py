@@ -1,6 +1,6 @@
 """xCos training (Lin et al., arXiv 2003.05383, Sec. 3.3) as hooks on the one frozen-backbone loop.
 
-The xCos branch (grid feature, attention; :mod:`facetrust.explain.xcos`) sits on a backbone
+The xCos branch (grid feature, attention; :mod:`facetrust.models.xcos`) sits on a backbone
 initialised from a trained model of ``params.yaml`` (``init_from``), as the released xCos models
 were; a CosFace/ArcFace head trains the flattened grid feature, and xCos regresses the cosine of a
 **frozen, separately trained standard model** (``standard``) on pairs.  Loss = identity loss +
@@ -11,19 +11,19 @@ Hooks of :class:`facetrust.train.frozen.FrozenTrainer`:
 
 - ``build``: seed and determinism, the training set, backbone (``init_from`` weights wherever the
   shapes agree: a different ``input_size`` or ``last_stage_stride`` changes only the unused
-  flatten/FC layers), the branch and head (:func:`facetrust.explain.xcos_train.build_xcos`), the
+  flatten/FC layers), the branch and head (:func:`facetrust.train.xcos_parts.build_xcos`), the
   frozen standard model, the optimisers and a per-step cosine schedule;
-- ``batches``: seeded genuine/impostor pair batches (:func:`facetrust.explain.xcos_train.pair_batches`);
+- ``batches``: seeded genuine/impostor pair batches (:func:`facetrust.train.xcos_parts.pair_batches`);
 - ``step``: decode both faces (one flip coin per image and epoch, as the backbone trainer), at
-  the xCos input size and at the standard model's, then :func:`facetrust.explain.xcos.xcos_loss`
-  against :func:`facetrust.explain.xcos.standard_cosine`;
+  the xCos input size and at the standard model's, then :func:`facetrust.models.xcos.xcos_loss`
+  against :func:`facetrust.models.xcos.standard_cosine`;
 - ``on_step_end``: the LR schedule; ``on_epoch_end``: ``fit_log.csv`` with the loss parts;
 - ``save``: ``xcos.pt`` through :mod:`facetrust.models.artifacts`.
 
 ``freeze_backbone: true`` (the default) is the paper's cheaper variant: only the branch and the head
 learn, the backbone stays the trained model that is also the regression target, so xCos is judged
 against the very network it explains.  Its feature maps (and the standard model's embeddings) are
-then computed once per image and orientation (:mod:`facetrust.explain.xcos_cache`), so thousands of
+then computed once per image and orientation (:mod:`facetrust.train.xcos_cache`), so thousands of
 steps, every seed and the validation sweep cost one backbone pass.
 
 :func:`train_xcos` also owns the choices: ``select`` lists candidate values (e.g. learning rates);
@@ -49,9 +49,9 @@ import torch
 
 from facetrust.data.transforms import fit_to_size, to_tensor
 from facetrust.errors import ConfigError, InputError
-from facetrust.explain.xcos import branch_state, standard_cosine, xcos_loss, xcos_loss_from_grids
-from facetrust.explain.xcos_cache import build_feature_cache, pair_set_cache
-from facetrust.explain.xcos_train import build_optimizers, build_xcos, pair_batches
+from facetrust.models.xcos import branch_state, standard_cosine, xcos_loss, xcos_loss_from_grids
+from facetrust.train.xcos_cache import build_feature_cache, pair_set_cache
+from facetrust.train.xcos_parts import build_optimizers, build_xcos, pair_batches
 from facetrust.io import write_json_atomic
 from facetrust.models.artifacts import (
     build_backbone_from_config,
@@ -210,7 +210,7 @@ def prepare(config: XCosConfig, rec_dir: str | Path, validation: str | Path | No
         setup.cache = build_feature_cache(backbone, other, lambda i: dataset.source.decode(i)[0], len(dataset),
                                           config.input_size, standard_size)
         if validation is not None:
-            from facetrust.explain.pairset import PairSet
+            from facetrust.data.pairset import PairSet
 
             setup.validation = pair_set_cache(backbone, other, PairSet(validation), config.input_size, standard_size)
             setup.validation_path = str(validation)

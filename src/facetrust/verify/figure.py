@@ -1,7 +1,7 @@
 """The one-page picture of a verification: both aligned faces with their landmarks, the score
 against the threshold, each face's uncertainty against the benchmark's, and the explanation map.
 
-Drawn with the explanation figures' machinery (:mod:`facetrust.explain.figures`: a bare Figure under
+Drawn with the explanation figures' machinery (:mod:`facetrust.report.explain_figures`: a bare Figure under
 matplotlib's defaults, fixed DPI, no date metadata), so the same inputs give the same PNG bytes.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
 from facetrust.align.warp import arcface_template
-from facetrust.explain.figures import _annotated_map, _figure, _overlay, _save
+from facetrust.report.explain_figures import _annotated_map, _figure, _overlay, _save
 
 
 def _face(ax, face, title: str) -> None:

@@ -70,7 +70,7 @@ def load_face_model(path: str | Path, *, head_dir: str | Path | None = None, unc
     if is_xcos_model(path):
         if head_dir is not None or uncertainty not in (None, "none"):
             raise InputError(f"{path}: an xCos model has no uncertainty head (--head/--uncertainty)")
-        from facetrust.explain.xcos import load_xcos
+        from facetrust.models.xcos import load_xcos
 
         model, config, _ = load_xcos(path)
         return FaceModel(str(path), tuple(config["input_size"]), model.embedding, None, None, xcos=model)

@@ -85,7 +85,7 @@ def _explain(model, method: str, image1: torch.Tensor, image2: torch.Tensor, set
     if method == "none":
         return None
     if method == "xcos":
-        from facetrust.explain.xcos import explain_pair
+        from facetrust.models.xcos import explain_pair
 
         return {"method": "xcos", "centre": centre, **explain_pair(model.xcos, image1, image2)}
     from facetrust.explain.maps import pair_map

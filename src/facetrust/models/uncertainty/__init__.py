@@ -2,7 +2,7 @@
 the stable vMF normaliser they rest on, and head-free baselines."""
 
 from facetrust.models.uncertainty.baselines import classifier_entropy, embedding_norm_uncertainty
-from facetrust.models.uncertainty.bessel import bessel_ratio, log_iv, log_vmf_normalizer
+from facetrust.maths.bessel import bessel_ratio, log_iv, log_vmf_normalizer
 from facetrust.models.uncertainty.pfe import PFEHead, mls_loss, mls_score, pfe_fuse, pfe_uncertainty
 from facetrust.models.uncertainty.scf import (
     SCFHead,

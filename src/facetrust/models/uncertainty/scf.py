@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from facetrust.models.uncertainty.bessel import bessel_ratio, log_vmf_normalizer
+from facetrust.maths.bessel import bessel_ratio, log_vmf_normalizer
 
 # Smallest concentration the head can emit: kappa = KAPPA_MIN + exp(raw). The official code does the
 # same with 1e-6 (log kappa = log(1e-6 + exp(raw))); it keeps log kappa finite when raw -> -inf.

@@ -8,7 +8,7 @@ one), and every training step reads them instead of decoding and running the bac
 thousands of steps, several seeds and the validation sweep cost one backbone pass.
 
 :class:`FeatureCache` ``maps(indices, flipped)`` (n, C, h, w) and ``embeddings(indices, flipped)``
-(n, D) L2-normalised; the cosine of two cached embeddings is :func:`facetrust.explain.xcos.standard_cosine`
+(n, D) L2-normalised; the cosine of two cached embeddings is :func:`facetrust.models.xcos.standard_cosine`
 of the same images.  :func:`pair_set_cache` does the same for a ``.bin`` pair set (original images
 only, F0, as the scoring stage reads them), for the validation figures.
 """
@@ -93,7 +93,7 @@ class PairSetCache:
 
 def pair_set_cache(backbone: nn.Module, standard: nn.Module | None, pairs, input_size, standard_size=None, *,
                    batch_pairs: int = 128) -> PairSetCache:
-    """Feature maps and standard cosine of every pair of ``pairs`` (a :class:`~facetrust.explain.pairset.PairSet`),
+    """Feature maps and standard cosine of every pair of ``pairs`` (a :class:`~facetrust.data.pairset.PairSet`),
     original images only (F0)."""
     backbone.eval()
     if standard is not None:

@@ -1,6 +1,6 @@
 """Training pieces for xCos, to plug into the one hook-based trainer (build, batches, step).
 
-* :func:`build_xcos` — the :class:`~facetrust.explain.xcos.XCosModel` on a (trained) backbone
+* :func:`build_xcos` — the :class:`~facetrust.models.xcos.XCosModel` on a (trained) backbone
   and its margin head on the flattened grid feature.
 * :func:`build_optimizers` — the paper's optimisers (ntubiolin/xcos training config): backbone,
   grid conv and margin head by SGD (lr 1e-3, momentum 0.9, weight decay 4e-5 on the network and
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.explain.xcos import XCosModel, standard_cosine, xcos_loss
+from facetrust.models.xcos import XCosModel, standard_cosine, xcos_loss
 
 #: Margin-head defaults of the xCos repository: CosFace s=30 m=0.35, ArcFace s=64 m=0.5.
 HEAD_DEFAULTS: dict[str, dict[str, float]] = {"cosface": {"s": 30.0, "m": 0.35}, "arcface": {"s": 64.0, "m": 0.5}}

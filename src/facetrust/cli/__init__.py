@@ -32,6 +32,7 @@ PAIR_DISTANCE_CHOICES = LazyChoices("facetrust.evaluate.pairs:PAIR_DISTANCES")
 BACKBONE_CHOICES = LazyChoices("facetrust.models.registry:BACKBONES")
 TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS", "kth_impostor")
 SCORE_CHOICES = LazyChoices("facetrust.evaluate.scores:SCORES")
+MAP_METHOD_CHOICES = LazyChoices("facetrust.explain.defaults:MAP_METHODS")
 
 log = logging.getLogger("facetrust")
 
@@ -301,14 +302,18 @@ def cmd_export(args) -> None:
     print(json.dumps(summary, indent=2))
 
 
+# What `facetrust methods` lists: every registry of the package (tests/test_architecture.py finds them all)
+METHOD_KINDS = {
+    "backbones": BACKBONE_CHOICES, "margins": MARGIN_CHOICES, "uncertainty heads (fit-head)": UNCERTAINTY_HEAD_CHOICES,
+    "model uncertainties (embed --uncertainty)": MODEL_UNCERTAINTY_CHOICES, "template poolings": POOLING_CHOICES,
+    "comparison scores (evaluate ijb --score)": SCORE_CHOICES, "pair distances": PAIR_DISTANCE_CHOICES,
+    "TAR readings": TAR_METHOD_CHOICES, "explanation maps (explain map --method)": MAP_METHOD_CHOICES,
+}
+
+
 def cmd_methods(args) -> None:
     """Print every registry: what `--model`/params names each kind of method can take."""
-    kinds = {
-        "backbones": BACKBONE_CHOICES, "margins": MARGIN_CHOICES, "uncertainty heads (fit-head)": UNCERTAINTY_HEAD_CHOICES,
-        "model uncertainties (embed --uncertainty)": MODEL_UNCERTAINTY_CHOICES, "template poolings": POOLING_CHOICES,
-        "pair distances": PAIR_DISTANCE_CHOICES, "TAR readings": TAR_METHOD_CHOICES,
-    }
-    for kind, choices in kinds.items():
+    for kind, choices in METHOD_KINDS.items():
         print(f"{kind}: {', '.join(choices)}")
 
 
@@ -582,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_verify_parser(sub, MODEL_UNCERTAINTY_CHOICES)
 
-    from facetrust.explain.cli import add_explain_parsers
+    from facetrust.cli.explain import add_explain_parsers
 
     add_explain_parsers(sub)
 

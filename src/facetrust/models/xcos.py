@@ -129,7 +129,7 @@ class XCosModel(nn.Module):
     def grid_from_map(self, feature_map: torch.Tensor) -> torch.Tensor:
         """The grid feature of backbone feature maps (N, C, h, w): what :meth:`grid` computes after
         the backbone, so that a frozen backbone's cached maps train the branch
-        (:mod:`facetrust.explain.xcos_cache`)."""
+        (:mod:`facetrust.train.xcos_cache`)."""
         return self.grid_conv(feature_map)
 
     def embedding(self, images: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,7 @@ def load_embedder(model_dir: Path):
     from facetrust.models.artifacts import is_xcos_model, load_model
 
     if is_xcos_model(model_dir):
-        from facetrust.explain.xcos import load_xcos
+        from facetrust.models.xcos import load_xcos
 
         model, config, _ = load_xcos(model_dir)
         return model.embedding, tuple(config["input_size"])
@@ -70,8 +70,8 @@ def load_embedder(model_dir: Path):
 def run_xcos(args: argparse.Namespace) -> Path:
     """The xCos picture of IMG1 against IMG2 (decision at ``--threshold`` or the mean 10-fold
     threshold of an xCos metrics file ``--metrics``)."""
-    from facetrust.explain.figures import plot_xcos_pairs
-    from facetrust.explain.xcos import explain_pair, load_xcos
+    from facetrust.report.explain_figures import plot_xcos_pairs
+    from facetrust.models.xcos import explain_pair, load_xcos
     from facetrust.formats import read_metrics
 
     if (args.threshold is None) == (args.metrics is None):
@@ -101,7 +101,7 @@ def run_map(args: argparse.Namespace) -> Path:
     """Draw a gradient or perturbation map of face IMG1 against IMG2 to ``--out``."""
     import torch
 
-    from facetrust.explain.figures import plot_pair_map
+    from facetrust.report.explain_figures import plot_pair_map
     from facetrust.explain.maps import pair_map
 
     torch.manual_seed(args.seed)
@@ -208,7 +208,7 @@ def _load_verifier(path: Path, train_data: Path, classes, per_class: int):
 def run_invert(args: argparse.Namespace) -> dict:
     """Invert classes of a trained model: a figure (``--out``), and with ``--verifier`` the stage's
     JSON (``--results``) and images (``--images``), with ablations when ``--ablation``."""
-    from facetrust.explain.figures import plot_inversion_grid
+    from facetrust.report.explain_figures import plot_inversion_grid
     from facetrust.explain.inversion import invert
     from facetrust.explain.inversion_stage import run_inversion, write_inversion
     from facetrust.models.artifacts import load_margin, load_model

@@ -1,0 +1,1 @@
+"""Mathematics below the models: special functions the models and the evaluation both use."""
