@@ -198,7 +198,7 @@ def test_a_registered_method_reaches_the_cli_and_the_schema(monkeypatch):
 
 
 def test_margin_defaults_are_defined_once():
-    from facetrust.report.papers import DEFAULT_MARGIN_METHODS
+    from facetrust.report.sphereface_report import DEFAULT_MARGIN_METHODS
 
     default = schema_node(schema_file(), ("report", "sphereface", "margin_methods"))["default"]
     assert default == list(DEFAULT_MARGIN_METHODS)

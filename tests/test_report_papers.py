@@ -15,7 +15,11 @@ import pandas as pd
 import pytest
 
 from facetrust.errors import InputError
-from facetrust.report import papers, published
+from facetrust.report import claims as claim_kinds
+from facetrust.report import published
+from facetrust.report.scaleface_report import write_scaleface_report
+from facetrust.report.scf_report import write_scf_report
+from facetrust.report.sphereface_report import write_sphereface_report
 from facetrust.report.cli import add_report_parsers
 from facetrust.report.verification import VERIFICATION_COLUMNS, write_verification_table
 
@@ -122,18 +126,18 @@ def test_sphereface_report_says_margins_beat_softmax_when_they_do(tmp_path):
     figure = tmp_path / "figures" / "roc_synth_lfw.png"
     figure.write_bytes(b"png")
     out = tmp_path / "reports" / "sphereface.md"
-    claims = papers.write_sphereface_report(table, out, figures=[figure])
+    claims = write_sphereface_report(table, out, figures=[figure])
     text = out.read_text()
     summary = claims[0]
     # only the margin row with a Softmax control on its own backbone is judged (issue 18, §6)
-    assert summary.verdict == papers.HELD and "1 of 1" in summary.text
+    assert summary.verdict == claim_kinds.HELD and "1 of 1" in summary.text
     assert '**held**: "Angular margins beat plain softmax" on synth_lfw' in text
     assert "+10.00 points" in text  # A-Softmax sphere20 vs Softmax sphere20
-    not_checked = [c for c in claims if c.verdict == papers.NOT_CHECKED]
+    not_checked = [c for c in claims if c.verdict == claim_kinds.NOT_CHECKED]
     assert {("ArcFace (iresnet)" in c.text) or ("A-Softmax (sphere4)" in c.text) for c in not_checked} == {True}
     assert len(not_checked) == 2 and "+5.00 points" not in text  # ArcFace iresnet never set against sphere20
     depth = [c for c in claims if "deeper network" in c.text]
-    assert depth and depth[0].verdict == papers.HELD and "+6.00 points" in depth[0].text
+    assert depth and depth[0].verdict == claim_kinds.HELD and "+6.00 points" in depth[0].text
     assert "![roc_synth_lfw](../figures/roc_synth_lfw.png)" in text
     assert "| published (SphereFace README, LFW, CASIA-WebFace SphereFace-20) | LFW | A-Softmax |" in text
     assert "| ours (synthetic synth_lfw) | synth_lfw | Softmax | sphere20 |" in text
@@ -145,13 +149,13 @@ def test_sphereface_claim_flips_when_softmax_is_better(tmp_path):
                                         ("A-Softmax", "sphere20", 0.90, 0.01, 0.3),
                                         ("A-Softmax", "sphere4", 0.91, 0.01, 0.3)])
     out = tmp_path / "sphereface.md"
-    claims = papers.write_sphereface_report(table, out)
+    claims = write_sphereface_report(table, out)
     text = out.read_text()
-    assert claims[0].verdict == papers.NOT_HELD
+    assert claims[0].verdict == claim_kinds.NOT_HELD
     assert "did not beat plain softmax" in text and "-2.00 points" in text
     assert "no Softmax row on the sphere4 backbone" in text
     depth = [c for c in claims if "deeper network" in c.text][0]
-    assert depth.verdict == papers.NOT_HELD and "not more accurate" in depth.text
+    assert depth.verdict == claim_kinds.NOT_HELD and "not more accurate" in depth.text
 
 
 def test_margin_rows_are_judged_against_plain_and_normalised_softmax_on_their_own_backbone(tmp_path):
@@ -161,10 +165,10 @@ def test_margin_rows_are_judged_against_plain_and_normalised_softmax_on_their_ow
                                         ("Softmax", "iresnet", 0.70, 0.01, None),
                                         ("NormFace", "iresnet", 0.75, 0.01, None),
                                         ("ArcFace", "iresnet", 0.90, 0.01, None)], name="c.csv")
-    claims = papers.write_sphereface_report(table, tmp_path / "c.md")
+    claims = write_sphereface_report(table, tmp_path / "c.md")
     summaries = {c.text.split('"')[1]: c.verdict for c in claims if c.text.startswith('"Angular')}
-    assert summaries == {"Angular margins beat plain softmax": papers.HELD,
-                         "Angular margins beat normalised softmax": papers.PARTLY}
+    assert summaries == {"Angular margins beat plain softmax": claim_kinds.HELD,
+                         "Angular margins beat normalised softmax": claim_kinds.PARTLY}
     text = (tmp_path / "c.md").read_text()
     assert all(f"{d} points" in text for d in ("+6.00", "+20.00", "+15.00", "-2.00"))
     # no difference across backbones (ArcFace-iresnet vs sphere20 controls, A-Softmax vs iresnet ones)
@@ -175,10 +179,10 @@ def test_sphereface_claim_partly_held_and_missing_baseline_reported(tmp_path):
     partly = verification_csv(tmp_path, [("Softmax", "sphere20", 0.88, 0.01, None),
                                          ("A-Softmax", "sphere20", 0.90, 0.01, None),
                                          ("CosFace", "sphere20", 0.87, 0.01, None)], name="a.csv")
-    assert papers.write_sphereface_report(partly, tmp_path / "a.md")[0].verdict == papers.PARTLY
+    assert write_sphereface_report(partly, tmp_path / "a.md")[0].verdict == claim_kinds.PARTLY
     missing = verification_csv(tmp_path, [("ArcFace", "iresnet", 0.9, 0.01, None)], name="b.csv")
-    claims = papers.write_sphereface_report(missing, tmp_path / "b.md")
-    assert claims[0].verdict == papers.NOT_CHECKED and "no Softmax row" in claims[0].text
+    claims = write_sphereface_report(missing, tmp_path / "b.md")
+    assert claims[0].verdict == claim_kinds.NOT_CHECKED and "no Softmax row" in claims[0].text
 
 
 # --------------------------------------------------------------------------- SCF
@@ -189,16 +193,16 @@ def test_scf_report_checks_each_base_at_each_far_and_cites_the_paper(tmp_path):
                                ("CosFace", 0.40, 0.50, 0.60), ("CosFace + SCF", 0.45, 0.55, 0.65),
                                ("CosFace + PFE", 0.30, 0.40, 0.50)])
     out = tmp_path / "reports" / "scf.md"
-    claims = papers.write_scf_report([table], out)
+    claims = write_scf_report([table], out)
     text = out.read_text()
     scf = [c for c in claims if "SCF" in c.text and "FAR=" in c.text]
     assert len(scf) == 6  # 2 bases x 3 FARs
     arcface_1e3 = [c for c in scf if "over ArcFace" in c.text and "FAR=1e-03" in c.text][0]
-    assert arcface_1e3.verdict == papers.NOT_HELD and "does not raise" in arcface_1e3.text
+    assert arcface_1e3.verdict == claim_kinds.NOT_HELD and "does not raise" in arcface_1e3.text
     arcface_1e5 = [c for c in scf if "over ArcFace" in c.text and "FAR=1e-05" in c.text][0]
-    assert arcface_1e5.verdict == papers.HELD and "+5.00 points" in arcface_1e5.text
+    assert arcface_1e5.verdict == claim_kinds.HELD and "+5.00 points" in arcface_1e5.text
     assert "+0.89 on IJB-C" in arcface_1e5.text  # README: ArcFace 93.15 -> +SCF 94.04
-    assert claims[0].verdict == papers.PARTLY and "5 of 6" in claims[0].text
+    assert claims[0].verdict == claim_kinds.PARTLY and "5 of 6" in claims[0].text
     assert "### +PFE over its base" in text and "### +SCF-G" not in text
     assert "| published (SCF README, IJB-C, MS1M ResNet100) | IJB-C | CosFace + SCF | ResNet100 | MS1M | 94.78 | 96.22 |" in text
     assert "| published (InsightFace arcface_torch README, IJB-C, MS1MV2 r100) | IJB-C | ArcFace | r100 | MS1MV2 | 94.27 | 96.37 |" in text
@@ -208,16 +212,16 @@ def test_scf_report_checks_each_base_at_each_far_and_cites_the_paper(tmp_path):
 def test_scf_claim_flips_when_scf_lowers_tar(tmp_path):
     higher = tar_csv(tmp_path, [("ArcFace", 0.5, 0.6, 0.7), ("ArcFace+SCF", 0.6, 0.7, 0.8)], name="h.csv")
     lower = tar_csv(tmp_path, [("ArcFace", 0.6, 0.7, 0.8), ("ArcFace+SCF", 0.5, 0.6, 0.7)], name="l.csv")
-    assert papers.write_scf_report([higher], tmp_path / "h.md")[0].verdict == papers.HELD
-    claims = papers.write_scf_report([lower], tmp_path / "l.md")
-    assert claims[0].verdict == papers.NOT_HELD
+    assert write_scf_report([higher], tmp_path / "h.md")[0].verdict == claim_kinds.HELD
+    claims = write_scf_report([lower], tmp_path / "l.md")
+    assert claims[0].verdict == claim_kinds.NOT_HELD
     assert all("does not raise" in c.text for c in claims[1:4])
 
 
 def test_scf_report_without_scf_rows_says_not_checked(tmp_path):
     table = tar_csv(tmp_path, [("ArcFace", 0.5, 0.6, 0.7)])
-    claims = papers.write_scf_report([table], tmp_path / "scf.md")
-    assert claims[0].verdict == papers.NOT_CHECKED
+    claims = write_scf_report([table], tmp_path / "scf.md")
+    assert claims[0].verdict == claim_kinds.NOT_CHECKED
     assert "**not checked**" in (tmp_path / "scf.md").read_text()
 
 
@@ -239,12 +243,12 @@ def test_scaleface_report_says_curves_rise_and_uncertainty_tracks_quality(tmp_pa
     flat = reject_json(tmp_path / "reject" / "pfe" / "synth_ijbc.json",
                        {"1e-04": [0.50, 0.45, 0.40], "1e-03": [0.70, 0.72, 0.75]})
     out = tmp_path / "reports" / "scaleface.md"
-    claims = papers.write_scaleface_report({"ScaleFace": rising, "PFE": flat}, out,
+    claims = write_scaleface_report({"ScaleFace": rising, "PFE": flat}, out,
                                            quality_table=quality_table_csv(tmp_path, 0.45, 1e-9),
                                            figures=[tmp_path / "figures" / "reject.png"])
     verdicts = {c.text.split(" ")[0]: c.verdict for c in claims}
-    assert verdicts["ScaleFace"] == papers.HELD
-    assert verdicts["PFE"] == papers.PARTLY
+    assert verdicts["ScaleFace"] == claim_kinds.HELD
+    assert verdicts["PFE"] == claim_kinds.PARTLY
     text = out.read_text()
     assert "TAR rises from 0% to 50% rejected at 2 of 2 FARs" in text
     assert "FAR=1e-04: 50.00% → 60.00%" in text
@@ -256,13 +260,13 @@ def test_scaleface_report_says_curves_rise_and_uncertainty_tracks_quality(tmp_pa
 
 def test_scaleface_claims_flip_when_curves_fall_and_correlation_is_negative(tmp_path):
     falling = reject_json(tmp_path / "r.json", {"1e-04": [0.6, 0.5, 0.4]})
-    claims = papers.write_scaleface_report({"ScaleFace": falling}, tmp_path / "s.md",
+    claims = write_scaleface_report({"ScaleFace": falling}, tmp_path / "s.md",
                                            quality_table=quality_table_csv(tmp_path, -0.3, 1e-6))
-    assert [c.verdict for c in claims] == [papers.NOT_HELD, papers.NOT_HELD]
+    assert [c.verdict for c in claims] == [claim_kinds.NOT_HELD, claim_kinds.NOT_HELD]
     assert "does not track" in claims[1].text
-    weak = papers.write_scaleface_report({"ScaleFace": falling}, tmp_path / "w.md",
+    weak = write_scaleface_report({"ScaleFace": falling}, tmp_path / "w.md",
                                          quality_table=quality_table_csv(tmp_path, 0.05, 0.4))
-    assert weak[1].verdict == papers.NOT_HELD  # positive but not significant
+    assert weak[1].verdict == claim_kinds.NOT_HELD  # positive but not significant
 
 
 # --------------------------------------------------------------------------- published data and CLI
@@ -301,7 +305,6 @@ def test_scf_claims_are_judged_on_the_controlled_pair_with_paired_intervals(tmp_
     import numpy as np
 
     from facetrust.evaluate.bootstrap import cluster_design, write_replicates
-    from facetrust.report.papers import write_scf_report
 
     design = cluster_design(np.array([[0, 1], [0, 2]]), np.array([1, 0]), None)
     rng = np.random.default_rng(0)
@@ -336,7 +339,7 @@ def test_sphereface_protocol_rows_carry_their_bootstrap_interval(tmp_path):
     without = tmp_path / "sphere4.sphereface.json"
     without.write_text(json.dumps({"test_set": "synth_lfw", "accuracy": 0.88, "accuracy_std": 0.02}))
     out = tmp_path / "sphereface.md"
-    papers.write_sphereface_report(table, out, paper_protocol={"A-Softmax (sphere20)": protocol,
+    write_sphereface_report(table, out, paper_protocol={"A-Softmax (sphere20)": protocol,
                                                                "A-Softmax (sphere4)": without})
     rows = [line for line in out.read_text().splitlines() if "SphereFace's protocol (evaluation.m)" in line]
     assert len(rows) == 2

@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from facetrust.errors import ConfigError
-from facetrust.yaml_files import MAX_PARAMS_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, _expanded_size, _short, load_yaml  # noqa: F401 (re-exported)
+from facetrust.yaml_files import _expanded_size, _short, load_yaml
 
 
 def schema_file() -> dict:

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from facetrust.errors import InputError
-from facetrust.evaluate.bootstrap import bootstrap_ci
 from facetrust.explain.faithfulness_stage import map_settings, read_thresholds, sample_pairs
 from facetrust.explain.method_maps import (
     METHODS,

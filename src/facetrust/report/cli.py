@@ -113,7 +113,7 @@ def cmd_histograms(args) -> None:
 
 
 def cmd_sphereface(args) -> None:
-    from facetrust.report.papers import write_sphereface_report
+    from facetrust.report.sphereface_report import write_sphereface_report
 
     paper = labelled(args.paper_protocol, args.paper_protocol_label, "--paper-protocol-label") if args.paper_protocol else None
     _print_claims(write_sphereface_report(args.verification_table, Path(args.out), figures=args.figure or [],
@@ -131,13 +131,13 @@ def cmd_edc(args) -> None:
 
 
 def cmd_scf(args) -> None:
-    from facetrust.report.papers import write_scf_report
+    from facetrust.report.scf_report import write_scf_report
 
     _print_claims(write_scf_report(args.table, Path(args.out), figures=args.figure or [], variants=args.variants))
 
 
 def cmd_scaleface(args) -> None:
-    from facetrust.report.papers import write_scaleface_report
+    from facetrust.report.scaleface_report import write_scaleface_report
 
     _print_claims(write_scaleface_report(labelled(args.reject, args.label, "--label"), Path(args.out),
                                          quality_table=args.quality_table, figures=args.figure or [],

@@ -30,7 +30,8 @@ import pandas as pd
 
 from facetrust.explain.method_maps import CONTROLS, GRID_METHODS, METHODS, RANDOM_ORDERS, UNSIGNED
 from facetrust.io import atomic_path, read_json, write_text_atomic
-from facetrust.report.papers import HELD, NOT_HELD, Claim, figure_links, inputs_section, markdown_table, number
+from facetrust.report.claims import HELD, NOT_HELD, Claim
+from facetrust.report.markdown import figure_links, inputs_section, markdown_table, number
 from facetrust.report.xcos_report import NOT_RESOLVED
 
 BASELINES = RANDOM_ORDERS

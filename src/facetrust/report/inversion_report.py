@@ -24,7 +24,8 @@ import pandas as pd
 
 from facetrust.io import atomic_path, read_json, write_text_atomic
 from facetrust.report.explanations_report import _interval, side_verdict
-from facetrust.report.papers import Claim, figure_links, inputs_section, markdown_table, number
+from facetrust.report.claims import Claim
+from facetrust.report.markdown import figure_links, inputs_section, markdown_table, number
 
 CHECKS = ("top1", "target_probability", "cosine_own", "cosine_other", "margin", "own_nearest")
 MEASURES = {"verifier_target_probability": "independent verifier's target probability",

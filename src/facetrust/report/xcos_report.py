@@ -30,7 +30,8 @@ import pandas as pd
 from facetrust.errors import InputError
 from facetrust.formats import PAIRED_DIFFERENCES, read_metrics, test_set_of
 from facetrust.io import atomic_path, write_text_atomic
-from facetrust.report.papers import HELD, NOT_HELD, Claim, figure_links, inputs_section, markdown_table, percent
+from facetrust.report.claims import HELD, NOT_HELD, Claim, percent
+from facetrust.report.markdown import figure_links, inputs_section, markdown_table
 
 NOT_RESOLVED = "not resolved"
 SCORE_LABELS = {"xcos": "xCos", "cosine": "cos (same network)", "standard_cosine": "cos (standard model)"}
