@@ -239,7 +239,10 @@ def pair_embeddings(path, features: np.ndarray, issame: np.ndarray | None) -> tu
 PAIR_PROTOCOLS = ("insightface", "sphereface")
 
 
-def _protocol_accuracy(protocol: str, embeddings, emb1, emb2, issame, score_values, metric, n_folds, weights=None):
+def _protocol_accuracy(protocol: str, embeddings, emb1, emb2, issame, score_values, metric, n_folds):
+    """The protocol's 10-fold accuracy as a function of pair weights (``None``: unweighted); what does
+    not depend on the weights (SphereFace's concatenated original + flipped features, read from the
+    embeddings file) is prepared once, so that bootstrap replicates only redo the weighted part."""
     from facetrust.evaluate import pair_protocols
 
     if protocol == "sphereface":
@@ -247,14 +250,17 @@ def _protocol_accuracy(protocol: str, embeddings, emb1, emb2, issame, score_valu
             raise ConfigError("protocol sphereface needs flip fusion on (its features are original + flipped)")
         noflip = load_embeddings(embeddings.path, flip=False).features
         both = pair_protocols.concatenated_features(embeddings.features, noflip)
-        return pair_protocols.sphereface_ten_fold(both[0::2], both[1::2], issame, n_folds=n_folds, weights=weights)
+        left, right = both[0::2], both[1::2]
+        return lambda weights=None: pair_protocols.sphereface_ten_fold(left, right, issame, n_folds=n_folds,
+                                                                       weights=weights)
     if score_values is not None:
-        return pair_protocols.score_ten_fold(score_values, issame, n_folds=n_folds, weights=weights)
+        return lambda weights=None: pair_protocols.score_ten_fold(score_values, issame, n_folds=n_folds,
+                                                                  weights=weights)
     # The cosine metric's grid c = 1 - t/2 makes the same decisions as the squared-L2 grid (module
     # docstring), so the weighted replicates read the squared-L2 one for both.
-    return pair_protocols.insightface_ten_fold_weighted(pair_distance(emb1, emb2, "squared_l2"), issame,
-                                                        np.ones(issame.size) if weights is None else weights,
-                                                        n_folds=n_folds)
+    distance = pair_distance(emb1, emb2, "squared_l2")
+    return lambda weights=None: pair_protocols.insightface_ten_fold_weighted(
+        distance, issame, np.ones(issame.size) if weights is None else weights, n_folds=n_folds)
 
 
 def run_evaluate_pairs(
@@ -296,7 +302,7 @@ def run_evaluate_pairs(
     result = ten_fold_accuracy(emb1, emb2, issame, metric=metric, n_folds=n_folds, far_target=val_far)
     accuracy = result
     if protocol == "sphereface" or score_values is not None:
-        accuracy = _protocol_accuracy(protocol, embeddings, emb1, emb2, issame, score_values, metric, n_folds)
+        accuracy = _protocol_accuracy(protocol, embeddings, emb1, emb2, issame, score_values, metric, n_folds)()
     similarity = -pair_distance(emb1, emb2, "cosine") if score_values is None else score_values
     fpr, tpr, thresholds = roc_points(issame.astype(np.int8), similarity)
     key = far_key(val_far)
@@ -344,9 +350,10 @@ def _pairs_bootstrap(embeddings, emb1, emb2, issame, similarity, protocol, score
 
     design = error_bars.pair_set_design(embeddings.images, issame.astype(np.int8), identities_csv, embeddings.path)
     sorted_scores = error_bars.SortedScores(similarity, issame.astype(np.int8))
+    accuracy_of = _protocol_accuracy(protocol, embeddings, emb1, emb2, issame, score_values, metric, n_folds)
 
     def statistic(weights):
-        fold = _protocol_accuracy(protocol, embeddings, emb1, emb2, issame, score_values, metric, n_folds, weights)
+        fold = accuracy_of(weights)
         fpr, tpr = sorted_scores.roc(weights, far_max=max(fars))
         return np.r_[fold.accuracy, list(tar_at_far(fpr, tpr, fars, method="nearest").values())]
 
