@@ -439,9 +439,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutations", type=int, default=None, metavar="N",
                         help="instead: N mutated inputs over all targets (the benchmark run: 1000000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mutation mode")
+    parser.add_argument("--out", default=None, help="mutation mode: also write the figures and the machine to this JSON")
     args = parser.parse_args(argv)
     if args.mutations is not None:
         result = mutation_fuzz(args.mutations, args.seed)
+        if args.out:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py lives beside this script
+            from harness import machine
+
+            record = {"benchmark": "fuzz_parsers --mutations", "seed": args.seed, "inputs": result["inputs"],
+                      "per_target": result["per_target"], "foreign_exceptions": sum(result["foreign"].values()),
+                      "foreign_by_kind": result["foreign"], "wall_s": round(result["wall_s"], 1),
+                      "machine": machine()}
+            Path(args.out).write_text(json.dumps(record, indent=2, default=str) + "\n")
         per_target = "  ".join(f"{name} {count}" for name, count in result["per_target"].items())
         print(f"mutation  inputs {result['inputs']:9d} ({per_target})  foreign exceptions "
               f"{sum(result['foreign'].values())}  wall {result['wall_s']:.1f} s")

@@ -137,7 +137,7 @@ def test_schema_enums_come_from_the_registries_and_the_schema_file_agrees():
 
 def test_cli_choices_are_the_registries():
     from facetrust.cli import build_parser
-    from facetrust.evaluate.fusion import POOLINGS
+    from facetrust.evaluate.poolings import POOLINGS
     from facetrust.evaluate.pairs import PAIR_DISTANCES
     from facetrust.models.uncertainty.methods import MODEL_UNCERTAINTIES
 
@@ -188,7 +188,7 @@ def test_facetrust_methods_lists_every_registry_of_the_package(capsys):
 def test_a_registered_method_reaches_the_cli_and_the_schema(monkeypatch):
     """Adding a method is one decorator: the new name is a CLI choice and a schema enum value."""
     from facetrust.cli import build_parser
-    from facetrust.evaluate.fusion import POOLINGS
+    from facetrust.evaluate.poolings import POOLINGS
 
     monkeypatch.setitem(POOLINGS._entries, "median", "a planted pooling")
     assert "median" in schema_node(schema(), ("variants", "*", "pooling"))["enum"]

@@ -28,7 +28,7 @@ def schema_file() -> dict:
 # Schema locations whose ``enum`` is the name list of a registry: (key path, registry getter).
 # ``*`` steps into ``additionalProperties`` (a map of user-named entries).
 def _registry_enums() -> list[tuple[tuple[str, ...], list[str]]]:
-    from facetrust.evaluate.fusion import POOLINGS
+    from facetrust.evaluate.poolings import POOLINGS
     from facetrust.evaluate.pairs import PAIR_DISTANCES
     from facetrust.evaluate.scores import SCORES
     from facetrust.models.margins import MARGINS

@@ -36,15 +36,6 @@ import numpy as np
 
 from facetrust.errors import InputError
 from facetrust.npz import StoredRows, load_npz, npz_keys, stored_rows
-from facetrust.registry import Registry
-
-# Template poolings: how image features (and uncertainties) become one template feature.
-POOLINGS: Registry[str] = Registry("template pooling")
-POOLINGS.register("mean")("InsightFace eval_ijbc.py: media mean, template sum, L2 (N/D/F flags apply)")
-POOLINGS.register("pfe")("PFE precision-weighted fusion of unit image features (sigma^2)")
-POOLINGS.register("kappa")("SCF kappa-weighted sum of unit image features (Eq. 14)")
-POOLINGS.register("kappa_media")(
-    "SCF README protocol: kappa as each unit image feature's weight inside the InsightFace media/template pipeline")
 
 
 @dataclass
@@ -284,9 +275,3 @@ def pfe_sigma_sq(embeddings: EmbeddingsFile, kind: str = "per_dimension") -> tup
     if kind == "per_dimension":
         return embeddings.uncertainty, "isotropic (the file holds no uncertainty_per_dim)"
     return embeddings.uncertainty, "isotropic ablation (harmonic mean of sigma^2 over dimensions)"
-
-
-def check_pooling(pooling: str) -> str:
-    """``pooling`` when it is a registered template pooling; ConfigError naming the allowed ones."""
-    POOLINGS.get(pooling)
-    return pooling

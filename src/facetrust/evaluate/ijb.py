@@ -30,19 +30,8 @@ import numpy as np
 
 from facetrust.data.ijb import IJBProtocol, read_ijb_protocol
 from facetrust.errors import ConfigError, InputError
-from facetrust.evaluate.fusion import (
-    EmbeddingsFile,
-    check_pooling,
-    confidence_from_uncertainty,
-    group_matrix,
-    kappa_fuse,
-    l2_normalize,
-    load_embeddings,
-    pfe_fuse,
-    pfe_sigma_sq,
-    row_norms,
-    weighted_group_sum,
-)
+from facetrust.evaluate.fusion import EmbeddingsFile, load_embeddings, pfe_sigma_sq
+from facetrust.evaluate.poolings import POOLINGS, check_pooling
 from facetrust.evaluate.exact_tar import exact_tar_at_far, float32_dot_error_bound
 from facetrust.evaluate.enrolment import EnrolmentFailures, image_rows
 from facetrust.evaluate.pair_scoring import float64_pair_scores, pair_scores
@@ -72,18 +61,6 @@ TAR_PRECISION = {"tar_scores": "float64 (float32 scores, rescored in float64 nea
 def mode_flags(normalize_images: bool, use_detector_score: bool, flip: bool) -> str:
     """InsightFace test-mode name, e.g. ``"N1D1F1"`` (N1 = features *not* normalised)."""
     return f"N{0 if normalize_images else 1}D{int(bool(use_detector_score))}F{int(bool(flip))}"
-
-
-def _mean_pooling_weights(template_index, media_ids, weights) -> np.ndarray:
-    """Per-image weight ``weights[i] / (images in i's (template, media))``.
-
-    Σ_media mean_frames(w·x) = Σ_i w_i x_i / count(media of i): one sparse product does the
-    InsightFace media averaging and template sum at once.
-    """
-    _, media_index = np.unique(media_ids, return_inverse=True)
-    key = template_index.astype(np.int64) * (int(media_index.max()) + 1) + media_index
-    _, key_index, key_count = np.unique(key, return_inverse=True, return_counts=True)
-    return weights / key_count[key_index]
 
 
 def template_features(embeddings, template_ids, media_ids, detector_scores=None, **options) -> tuple[np.ndarray, np.ndarray]:
@@ -118,8 +95,8 @@ def template_features_float64(
     is 1/κ; Σ κ_i x̂_i (:func:`~facetrust.evaluate.fusion.kappa_fuse`).  ``weights`` multiplies
     the precision / κ there; N and D are not used.
     """
-    check_pooling(pooling)
-    if not (pooling == "mean" and isinstance(embeddings, StoredRows)):  # mean pooling streams rows
+    spec = POOLINGS.get(pooling)
+    if not (spec.streams and isinstance(embeddings, StoredRows)):  # a streaming pooling reads rows in blocks
         embeddings = np.asarray(embeddings)
     template_ids = np.asarray(template_ids)
     media_ids = np.asarray(media_ids)
@@ -130,38 +107,16 @@ def template_features_float64(
             f"media_ids {media_ids.shape} must describe the same N images"
         )
     unique_ids, template_index = np.unique(template_ids, return_inverse=True)
-    n_templates = unique_ids.size
     image_weight = np.ones(n, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
-
-    if pooling == "mean":
-        if normalize_images:
-            image_weight = image_weight / np.maximum(row_norms(embeddings), 1e-12)
-        if use_detector_score:
-            if detector_scores is None:
-                raise InputError("use_detector_score=True (D1) needs detector scores")
-            image_weight = image_weight * np.asarray(detector_scores, dtype=np.float64)
-        image_weight = _mean_pooling_weights(template_index, media_ids, image_weight)
-        pooled = weighted_group_sum(template_index, n_templates, image_weight, embeddings)
-        pooled /= np.maximum(np.sqrt(np.einsum("ij,ij->i", pooled, pooled)), 1e-12)[:, None]  # l2_normalize, in place
-        return unique_ids, pooled
-
-    if uncertainty is None:
-        raise InputError(f"pooling={pooling!r} needs per-image uncertainty")
-    uncertainty = np.asarray(uncertainty, dtype=np.float64)
-    if uncertainty.shape[0] != n:
-        raise InputError(f"uncertainty has {uncertainty.shape[0]} rows for {n} images")
-    unit = l2_normalize(embeddings.astype(np.float64))
-    if pooling == "pfe":
-        # Extra weights act as extra precision: σ²_i / w_i.
-        sigma_sq = uncertainty / (image_weight if uncertainty.ndim == 1 else image_weight[:, None])
-        mu, _ = pfe_fuse(unit, sigma_sq, template_index, n_templates)
-        return unique_ids, l2_normalize(mu)
-    kappa = confidence_from_uncertainty(uncertainty, "uncertainty (1/kappa)") * image_weight
-    if pooling == "kappa_media":  # SCF README: κ in the detector score's place, media averaged
-        media_weight = _mean_pooling_weights(template_index, media_ids, kappa)
-        pooled = group_matrix(template_index, n_templates, media_weight) @ unit
-        return unique_ids, l2_normalize(pooled)
-    return unique_ids, kappa_fuse(unit, kappa, template_index, n_templates)
+    if spec.uncertainty is not None:
+        if uncertainty is None:
+            raise InputError(f"pooling={pooling!r} needs per-image uncertainty")
+        uncertainty = np.asarray(uncertainty, dtype=np.float64)
+        if uncertainty.shape[0] != n:
+            raise InputError(f"uncertainty has {uncertainty.shape[0]} rows for {n} images")
+    return unique_ids, spec.fuse(embeddings, template_index, unique_ids.size, media_ids, image_weight, uncertainty,
+                                 normalize_images=normalize_images, use_detector_score=use_detector_score,
+                                 detector_scores=detector_scores)
 
 
 def align_images(embedded: np.ndarray, wanted: np.ndarray, embeddings_path: str | Path) -> np.ndarray:
@@ -188,10 +143,16 @@ class IJBResult:
     roc: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)
 
 
+def _score_uncertainty(score: str) -> str | None:
+    from facetrust.evaluate.scores import SCORES
+
+    return SCORES.get(score).uncertainty
+
+
 def ijb_settings(*, normalize_images: bool, use_detector_score: bool, flip: bool, pooling: str, tar_method: str,
                  score: str = "cosine", constant_uncertainty=None, pfe_sigma_kind: str | None = None) -> dict:
     """The settings block of the metrics file, with the flags that were in effect."""
-    if pooling != "mean":  # uncertainty pooling works on unit features without detector scores
+    if POOLINGS.get(pooling).uncertainty is not None:  # uncertainty pooling: unit features, no detector scores
         normalize_images, use_detector_score = True, False
     extra = {}
     if score != "cosine" or constant_uncertainty:
@@ -200,7 +161,7 @@ def ijb_settings(*, normalize_images: bool, use_detector_score: bool, flip: bool
         extra = {"score": f"{score}: {score_description(score)}", "score_name": score}
     if constant_uncertainty:
         extra["uncertainty"] = f"constant (control): {constant_uncertainty}"
-    if pfe_sigma_kind is not None and (pooling == "pfe" or score == "pfe_mls"):
+    if pfe_sigma_kind is not None and "sigma_sq" in (POOLINGS.get(pooling).uncertainty, _score_uncertainty(score)):
         extra["pfe_sigma_sq"] = pfe_sigma_kind
     return {
         "flags": mode_flags(normalize_images, use_detector_score, flip),
@@ -240,21 +201,21 @@ def evaluate_ijb(
     ``pfe_sigma`` (pooling ``pfe``): ``"per_dimension"`` (PFE's own) or the ``"isotropic"`` ablation
     (:func:`~facetrust.evaluate.fusion.pfe_sigma_sq`); the settings record which was used.
     """
-    check_pooling(pooling)
+    spec = POOLINGS.get(pooling)
     rows = align_images(embeddings.images, protocol.images, embeddings.path)
     identity = rows.size == embeddings.images.size and np.array_equal(rows, np.arange(rows.size))
     take = (lambda a: a) if identity else (lambda a: a[rows])
     uncertainty, sigma_kind = None, None
-    if pooling == "pfe":
+    if spec.uncertainty == "sigma_sq":
         uncertainty, sigma_kind = pfe_sigma_sq(embeddings, pfe_sigma)
-    elif pooling in ("kappa", "kappa_media"):
+    elif spec.uncertainty == "kappa":
         uncertainty = embeddings.uncertainty
-    if constant_uncertainty and pooling != "mean":  # the control row: one κ / σ² for every image
+    if constant_uncertainty and spec.uncertainty is not None:  # the control row: one κ / σ² for every image
         from facetrust.evaluate.scores import constant_like
 
         uncertainty = constant_like(uncertainty, embeddings.images.size, constant_uncertainty)
         sigma_kind = None if sigma_kind is None else f"constant (control), from {sigma_kind}"
-    if pooling != "mean" and uncertainty is None:
+    if spec.uncertainty is not None and uncertainty is None:
         raise InputError(f"{embeddings.path}: pooling={pooling!r} needs key 'uncertainty'")
     if score != "cosine":
         return _evaluate_ijb_score(embeddings, protocol, take, uncertainty, fars=fars, pooling=pooling,
@@ -373,7 +334,7 @@ def run_evaluate_ijb(
     check_pooling(pooling)
     protocol = read_ijb_protocol(ijb_dir, name, check_landmarks=False, duplicate_pairs=duplicate_pairs)
     # the feature matrix streams from disk for the InsightFace pooling; the other poolings and scores read it whole
-    stream = pooling == "mean" and score == "cosine" and constant_uncertainty is None
+    stream = POOLINGS.get(pooling).streams and score == "cosine" and constant_uncertainty is None
     embeddings = load_embeddings(embeddings_path, flip=flip, stream=stream)
     enrolled, failures = protocol, None
     if failed_images is not None:

@@ -29,6 +29,7 @@ from sklearn.metrics import auc as area_under_curve
 from facetrust.errors import ConfigError, InputError
 from facetrust.evaluate.fusion import l2_normalize, load_embeddings
 from facetrust.evaluate.pair_protocols import fold_indices  # noqa: F401 (re-exported: evaluate.pairs.fold_indices)
+from facetrust.evaluate.scores import SCORES
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
@@ -308,7 +309,7 @@ def run_evaluate_pairs(
     key = far_key(val_far)
     settings = pairs_settings(flip=flip, metric=metric, n_folds=n_folds)
     settings.update(protocol=protocol, score_name=score)
-    if score == "pfe_mls":
+    if score != "cosine" and SCORES.get(score).uncertainty == "sigma_sq":
         from facetrust.evaluate.fusion import pfe_sigma_sq
 
         settings["pfe_sigma_sq"] = pfe_sigma_sq(embeddings, pfe_sigma)[1]

@@ -29,6 +29,7 @@ Template representations for the uncertainty-aware scores:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -37,21 +38,31 @@ from facetrust.errors import ConfigError, InputError
 from facetrust.evaluate.fusion import confidence_from_uncertainty, group_matrix, l2_normalize
 from facetrust.registry import Registry
 
-SCORES: Registry[str] = Registry("comparison score")
-SCORES.register("cosine")("cosine of the pooled L2-normalised features (InsightFace; dot product of unit templates)")
-SCORES.register("scf_vmf")("SCF Eq. 13: log of the integral of the two vMF densities (kappa-aware)")
-SCORES.register("pfe_mls")("PFE mutual likelihood score with PFE's code template fusion (aggregate_PFE: per-dimension "
-                            "attention-weighted mean renormalised, min sigma^2)")
+@dataclass(frozen=True)
+class Score:
+    """A comparison score: what it is, which template poolings it is defined for (``None``: any),
+    the per-image uncertainty it reads (``None``, ``"kappa"`` = 1/uncertainty, ``"sigma_sq"``) and
+    how it compares unit directions with their uncertainties (:meth:`compare`). Its template
+    representation is built by ``templates`` (``None``: the pooled features themselves)."""
 
-# Which poolings each uncertainty-aware score is defined for.
-SCORE_POOLINGS = {"scf_vmf": ("kappa", "kappa_media"), "pfe_mls": ("pfe",)}
+    description: str
+    compare: Callable[..., np.ndarray]  # (unit_a, unc_a, unit_b, unc_b) -> (P,) float64
+    poolings: tuple[str, ...] | None = None
+    uncertainty: str | None = None
+    templates: Callable[..., "ScoredTemplates"] | None = None
+
+    def __str__(self) -> str:
+        return self.description
+
+
+SCORES: Registry[Score] = Registry("comparison score")
+PAIR_CHUNK = 16384
 PAIR_CHUNK = 16384
 
 
 def check_score(score: str, pooling: str | None = None) -> str:
     """``score`` when registered and defined for ``pooling``; ConfigError naming what is allowed."""
-    SCORES.get(score)
-    allowed = SCORE_POOLINGS.get(score)
+    allowed = SCORES.get(score).poolings
     if pooling is not None and allowed is not None and pooling not in allowed:
         raise ConfigError(f"score {score!r} needs pooling {' or '.join(allowed)}, got pooling {pooling!r}")
     return score
@@ -80,7 +91,7 @@ def constant_like(uncertainty: np.ndarray | None, n: int, value) -> np.ndarray:
 
 
 def score_description(score: str) -> str:
-    return SCORES.get(score)
+    return SCORES.get(score).description
 
 
 # --------------------------------------------------------------------------- vMF score (SCF)
@@ -179,9 +190,7 @@ def score_templates(score: str, pooling: str, features, template_ids, media_ids,
     check_score(score, pooling)
     if uncertainty is None:
         raise InputError(f"score {score!r} needs per-image uncertainty")
-    if score == "scf_vmf":
-        return vmf_templates(features, template_ids, media_ids, uncertainty, media=pooling == "kappa_media")
-    return pfe_code_templates(features, template_ids, uncertainty)
+    return SCORES.get(score).templates(features, template_ids, media_ids, uncertainty, pooling)
 
 
 def _rows(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -196,16 +205,12 @@ def pair_scores(score: str, templates: ScoredTemplates, pairs: np.ndarray, *, ch
     pairs = np.asarray(pairs)
     rows1, rows2 = _rows(templates.ids, pairs[:, 0]), _rows(templates.ids, pairs[:, 1])
     directions, unc = templates.directions, templates.uncertainty
+    compare = SCORES.get(score).compare
     out = np.empty(pairs.shape[0], dtype=np.float64)
     for start in range(0, pairs.shape[0], chunk):
         a, b = rows1[start : start + chunk], rows2[start : start + chunk]
-        if score == "cosine":
-            out[start : start + chunk] = np.einsum("ij,ij->i", directions[a], directions[b])
-        elif score == "scf_vmf":
-            cos = np.einsum("ij,ij->i", directions[a], directions[b])
-            out[start : start + chunk] = vmf_log_similarity(cos, unc[a], unc[b], directions.shape[1])
-        else:
-            out[start : start + chunk] = mls(directions[a], unc[a], directions[b], unc[b])
+        out[start : start + chunk] = compare(directions[a], None if unc is None else unc[a],
+                                             directions[b], None if unc is None else unc[b])
     return out
 
 
@@ -213,20 +218,43 @@ def image_pair_scores(score: str, embeddings, pfe_sigma: str = "per_dimension") 
     """``score`` of the image pairs (0, 1), (2, 3), … of a pair-set embeddings file (float64).
 
     pfe_mls reads σ² as :func:`~facetrust.evaluate.fusion.pfe_sigma_sq` gives it for ``pfe_sigma``."""
-    check_score(score)
+    spec = SCORES.get(score)
     unit = l2_normalize(np.asarray(embeddings.features, dtype=np.float64))
     a, b = unit[0::2], unit[1::2]
-    if score == "cosine":
-        return np.einsum("ij,ij->i", a, b)
-    if score == "scf_vmf":
+    if spec.uncertainty is None:
+        return spec.compare(a, None, b, None)
+    if spec.uncertainty == "kappa":
         if embeddings.uncertainty is None:
-            raise InputError(f"{embeddings.path}: score scf_vmf needs key 'uncertainty' (1/kappa)")
-        kappa = confidence_from_uncertainty(embeddings.uncertainty, "uncertainty (1/kappa)")
-        return vmf_log_similarity(np.einsum("ij,ij->i", a, b), kappa[0::2], kappa[1::2], unit.shape[1])
-    from facetrust.evaluate.fusion import pfe_sigma_sq
+            raise InputError(f"{embeddings.path}: score {score} needs key 'uncertainty' (1/kappa)")
+        values = confidence_from_uncertainty(embeddings.uncertainty, "uncertainty (1/kappa)")
+    else:
+        from facetrust.evaluate.fusion import pfe_sigma_sq
 
-    sigma_sq, _ = pfe_sigma_sq(embeddings, pfe_sigma)
-    if sigma_sq is None:
-        raise InputError(f"{embeddings.path}: score pfe_mls needs key 'uncertainty_per_dim' or 'uncertainty' (sigma^2)")
-    sigma_sq = np.asarray(sigma_sq, dtype=np.float64)
-    return mls(a, sigma_sq[0::2], b, sigma_sq[1::2])
+        values, _ = pfe_sigma_sq(embeddings, pfe_sigma)
+        if values is None:
+            raise InputError(f"{embeddings.path}: score {score} needs key 'uncertainty_per_dim' or 'uncertainty' (sigma^2)")
+        values = np.asarray(values, dtype=np.float64)
+    return spec.compare(a, values[0::2], b, values[1::2])
+
+
+# --------------------------------------------------------------------------- the registered scores
+
+
+def _cosine(a, _unc_a, b, _unc_b) -> np.ndarray:
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _vmf(a, kappa_a, b, kappa_b) -> np.ndarray:
+    return vmf_log_similarity(np.einsum("ij,ij->i", a, b), kappa_a, kappa_b, a.shape[1])
+
+
+SCORES.register("cosine")(Score(
+    "cosine of the pooled L2-normalised features (InsightFace; dot product of unit templates)", _cosine))
+SCORES.register("scf_vmf")(Score(
+    "SCF Eq. 13: log of the integral of the two vMF densities (kappa-aware)", _vmf,
+    poolings=("kappa", "kappa_media"), uncertainty="kappa",
+    templates=lambda f, t, m, u, pooling: vmf_templates(f, t, m, u, media=pooling == "kappa_media")))
+SCORES.register("pfe_mls")(Score(
+    "PFE mutual likelihood score with PFE's code template fusion (aggregate_PFE: per-dimension "
+    "attention-weighted mean renormalised, min sigma^2)", mls, poolings=("pfe",), uncertainty="sigma_sq",
+    templates=lambda f, t, m, u, pooling: pfe_code_templates(f, t, u)))
