@@ -19,6 +19,7 @@ from facetrust.data.recordio import (
     encode_record,
     pack,
     unpack,
+    unpack_header,
 )
 from facetrust.errors import InputError
 
@@ -102,6 +103,13 @@ def test_unpack_refuses_short_records():
     short = struct.pack("<IfQQ", 3, 0.0, 0, 0) + b"\0" * 8
     with pytest.raises(InputError, match="x.rec key 4.*3 float32 labels"):
         unpack(short, "x.rec key 4")
+
+
+@pytest.mark.parametrize("size", [0, 3, 4, 7, 15, 23])
+def test_unpack_header_refuses_records_shorter_than_a_header(size):
+    """Found by the 10^6-input mutation fuzz: a 4-23-byte record escaped as struct.error."""
+    with pytest.raises(InputError, match=f"x.rec key 0: {size} bytes is shorter than the 24-byte IRHeader"):
+        unpack_header(b"\x01" * size, "x.rec key 0")
 
 
 def test_writer_is_atomic_on_exception(tmp_path):

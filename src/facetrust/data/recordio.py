@@ -108,7 +108,9 @@ def unpack_header(record: bytes, where: str = "record") -> IRHeader:
 
 
 def _peek_flag(record: bytes) -> int:
-    return _IR_HEADER.unpack_from(record, 0)[0] if len(record) >= 4 else 0
+    """The IRHeader's label count, or 0 for a record too short to hold a header (which
+    :func:`unpack` then refuses with the record's name)."""
+    return _IR_HEADER.unpack_from(record, 0)[0] if len(record) >= IR_HEADER_SIZE else 0
 
 
 # ---------------------------------------------------------------------------------------------
