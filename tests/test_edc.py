@@ -86,7 +86,8 @@ def test_evaluate_edc_on_a_protocol_writes_bounds_and_intervals(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "emb.npz"
     np.savez(path, image=images, embedding=embedding, embedding_noflip=noflip,
-             uncertainty=rng.uniform(0.1, 1.0, images.size).astype(np.float32), uncertainty_kind=np.array("scale"))
+             uncertainty=rng.uniform(0.1, 1.0, images.size).astype(np.float32), uncertainty_kind=np.array("scale"),
+             uncertainty_space=np.array("confidence"))  # as embed writes it for ScaleFace
     metrics = run_evaluate_edc(path, tmp_path / "edc.json", ijb_dir=root, name="ijbx", starting_error=0.1,
                                discard_limit=0.3, random_draws=3, crfiqa_fmrs=[0.1],
                                bootstrap=BootstrapSettings(20, 1, 0.9, tmp_path / "edc.npz"))

@@ -151,8 +151,18 @@ def test_template_uncertainty_is_aggregated_in_the_chosen_space():
     assert u.tolist() == pytest.approx([(0.5 + 0.125) / 2, 0.25])
     _, u = template_uncertainty_in_space(1.0 / scales, np.array([1, 1, 2]), "min", "confidence")
     assert u.tolist() == pytest.approx([1 / 8.0, 1 / 4.0])  # the most certain image
-    assert method_space("method", "scale") == "confidence" and method_space("method", "pfe") == "uncertainty"
-    assert method_space("confidence", "pfe") == "confidence"
+    assert method_space("method", "confidence") == "confidence" and method_space("method", "uncertainty") == "uncertainty"
+    assert method_space("method", None) == "uncertainty" and method_space("confidence", "uncertainty") == "confidence"
+
+
+def test_every_uncertainty_method_declares_the_space_its_reference_combines_in():
+    """PFE sums sigma^2 and the classifier entropy is an uncertainty; SCF's kappa, ScaleFace's scale,
+    MagFace's and the plain feature norm are confidences. Each method says so itself (embed writes it)."""
+    from facetrust.models.uncertainty.methods import MODEL_UNCERTAINTIES, UNCERTAINTY_HEADS, uncertainty_space
+
+    declared = {kind: uncertainty_space(kind) for kind in [*UNCERTAINTY_HEADS.names(), *MODEL_UNCERTAINTIES.names()]}
+    assert declared == {"pfe": "uncertainty", "scf": "confidence", "scf_g": "confidence", "emb_norm": "confidence",
+                        "magface": "confidence", "entropy": "uncertainty", "scale": "confidence"}
 
 
 # --------------------------------------------------------------------------- ScaleFace's own reading

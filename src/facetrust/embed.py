@@ -157,6 +157,7 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     the set's images declare in all (checked from their headers before anything is decoded)."""
     from facetrust.data.transforms import fit_to_size, to_tensor
     from facetrust.models.artifacts import load_model
+    from facetrust.models.uncertainty.methods import uncertainty_space
 
     backbone, config, extras = load_model(model_dir)
     backbone.eval()
@@ -185,6 +186,7 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     if uncertainties:
         arrays["uncertainty"] = np.concatenate(uncertainties)
         arrays["uncertainty_kind"] = np.asarray(uncertainty_kind)
+        arrays["uncertainty_space"] = np.asarray(uncertainty_space(uncertainty_kind))
     if per_dims:
         arrays["uncertainty_per_dim"] = np.concatenate(per_dims)
     write_npz(out_path, arrays)

@@ -137,7 +137,7 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
     embeddings = load_embeddings(embeddings_path, flip=flags.pop("flip", True))
     if embeddings.uncertainty is None:
         raise InputError(f"{embeddings.path}: missing key 'uncertainty' (EDC ranks comparisons by it)")
-    resolved = method_space(space, embeddings.uncertainty_kind)
+    resolved = method_space(space, embeddings.uncertainty_space)
     scores, labels, method_q, known_q, design, test_set, settings = _inputs(
         embeddings, ijb_dir, name, template_how=template_how, space=resolved, pooling=pooling, flags=flags,
         quality_csv=quality_csv, failed_images=failed_images, identities_csv=identities_csv)

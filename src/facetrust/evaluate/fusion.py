@@ -56,6 +56,7 @@ class EmbeddingsFile:
     uncertainty_per_dim: np.ndarray | None
     detector_score: np.ndarray | None
     issame: np.ndarray | None
+    uncertainty_space: str | None = None  # the space the method declares ("uncertainty" / "confidence")
 
 
 def _optional(data: dict, key: str, path: Path, rows: int, ndim: int) -> np.ndarray | None:
@@ -104,7 +105,7 @@ def load_embeddings(path: str | Path, *, flip: bool = True, stream: bool = False
     if not path.is_file():
         raise InputError(f"{path}: embeddings file not found")
     key = "embedding" if flip else "embedding_noflip"
-    optional = ("uncertainty", "uncertainty_kind", "uncertainty_per_dim", "detector_score", "issame")
+    optional = ("uncertainty", "uncertainty_kind", "uncertainty_space", "uncertainty_per_dim", "detector_score", "issame")
     try:
         files = npz_keys(path)
         for required in ("image", key):
@@ -129,6 +130,9 @@ def load_embeddings(path: str | Path, *, flip: bool = True, stream: bool = False
     _check_feature_matrix(path, key, features, images.shape[0])
     n = images.shape[0]
     kind = str(data["uncertainty_kind"]) if "uncertainty_kind" in data else None
+    space = str(data["uncertainty_space"]) if "uncertainty_space" in data else None
+    if space not in (None, "uncertainty", "confidence"):
+        raise InputError(f"{path}: key 'uncertainty_space' is {space[:40]!r}, not 'uncertainty' or 'confidence'")
     issame = np.asarray(data["issame"]).astype(bool) if "issame" in data else None
     return EmbeddingsFile(
         path=path,
@@ -140,6 +144,7 @@ def load_embeddings(path: str | Path, *, flip: bool = True, stream: bool = False
         uncertainty_per_dim=_optional(data, "uncertainty_per_dim", path, n, 2),
         detector_score=_optional(data, "detector_score", path, n, 1),
         issame=issame,
+        uncertainty_space=space,
     )
 
 

@@ -39,7 +39,7 @@ its images', taken **in the chosen space** (:func:`template_uncertainty_in_space
 space the template's confidence is the mean of its images' confidences (ScaleFace averages the
 scales), in uncertainty space the mean of their uncertainties (PFE's reference sums σ²).  Template
 pairs are then rejected like image pairs.  ``space="method"`` takes each method's own space
-(:data:`METHOD_SPACES`, keyed by the embeddings file's ``uncertainty_kind``).  ``probe_templates``:
+(the ``uncertainty_space`` the embeddings file's method declared).  ``probe_templates``:
 ``"all_images"`` pools every template as the method does (ScaleFace's "full" setup), ``"first_image"``
 is ScaleFace's single-image-probe variant (``equal_uncertainty_enroll``: the second template of
 every pair, the probe, is its first image alone, feature and uncertainty; the enrolled template is
@@ -78,12 +78,6 @@ DEFAULT_FRACTIONS = tuple(np.round(np.arange(0.0, 0.5 + 1e-9, 0.01), 10))
 PAIR_HOWS = ("mean", "max", "min", "harmonic", "product")
 SPACES = ("uncertainty", "confidence")
 TEMPLATE_HOWS = ("mean", "min", "harmonic")
-# The space each method's reference combines its uncertainty in: PFE sums sigma^2 (uncertainty);
-# SCF kappa, ScaleFace s, MagFace and feature norms are confidences; the classifier entropy is an
-# uncertainty.  Unknown kinds default to uncertainty.
-METHOD_SPACES = {"pfe": "uncertainty", "entropy": "uncertainty", "scf": "confidence", "scf_g": "confidence",
-                 "scale": "confidence", "magface": "confidence", "emb_norm": "confidence"}
-
 
 def _positive(values: np.ndarray, what: str) -> np.ndarray:
     if not (values > 0).all():
@@ -146,10 +140,12 @@ def template_uncertainty(image_uncertainty, template_ids, how: str = "mean") -> 
     return unique_ids, out
 
 
-def method_space(space: str, uncertainty_kind: str | None) -> str:
-    """``space`` itself, or for ``"method"`` the space of ``uncertainty_kind`` (:data:`METHOD_SPACES`)."""
+def method_space(space: str, declared: str | None) -> str:
+    """``space`` itself, or for ``"method"`` the space the embeddings file's method declared
+    (``uncertainty_space``, written by ``embed`` from the method's own declaration); a file without
+    that key is read in uncertainty space."""
     if space == "method":
-        return METHOD_SPACES.get(str(uncertainty_kind), "uncertainty")
+        return declared or "uncertainty"
     if space not in SPACES:
         raise ConfigError(f"uncertainty_space: {space!r} is not one of {list(SPACES) + ['method']}")
     return space
@@ -663,7 +659,7 @@ def run_evaluate_reject(
     embeddings = load_embeddings(embeddings_path, flip=flip)
     if embeddings.uncertainty is None:
         raise InputError(f"{embeddings.path}: missing key 'uncertainty' (reject verification ranks pairs by it)")
-    resolved_space = method_space(space, embeddings.uncertainty_kind)
+    resolved_space = method_space(space, embeddings.uncertainty_space)
     scores, labels, u1, u2, testset, protocol_name, extra, design = _reject_inputs(
         embeddings, embeddings_path, ijb_dir, name, template_how=template_how, space=resolved_space, fars=fars,
         normalize_images=normalize_images, use_detector_score=use_detector_score, pooling=pooling,

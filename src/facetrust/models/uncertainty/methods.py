@@ -15,6 +15,7 @@ params schema's enums are read from these registries.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -41,6 +42,9 @@ class FittedMethod:
     name: str = ""
     batches: str = "shuffled"
     needs_centres: bool = True
+    # the space its reference combines uncertainties in (templates, pairs): "uncertainty" (sum sigma^2)
+    # or "confidence" (average kappa); written into the embeddings file as `uncertainty_space`
+    space: str = "uncertainty"
 
     def build(self, feature_map_shape: Sequence[int], embedding_size: int, config: Mapping[str, Any],
               init_log_kappa: float = 0.0) -> nn.Module:
@@ -58,8 +62,34 @@ class FittedMethod:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class ModelUncertainty:
+    """A model's own uncertainty estimate: ``build(config, extras, margin, scale_predictor) -> Estimator``
+    (called through the object) and the space its reference combines it in (see ``FittedMethod.space``)."""
+
+    build: Callable[..., Estimator]
+    space: str
+
+    def __call__(self, *args, **kwargs) -> Estimator:
+        return self.build(*args, **kwargs)
+
+
+def uncertainty_space(kind: str) -> str:
+    """The space a fitted head (``pfe``, ``scf``, …) or a model uncertainty (``scale``, …) declares."""
+    entry = UNCERTAINTY_HEADS.get(kind) if kind in UNCERTAINTY_HEADS else MODEL_UNCERTAINTIES.get(kind)
+    return entry.space
+
+
 UNCERTAINTY_HEADS: Registry[FittedMethod] = Registry("uncertainty head method")
-MODEL_UNCERTAINTIES: Registry[Callable[..., Estimator]] = Registry("model uncertainty")
+MODEL_UNCERTAINTIES: Registry[ModelUncertainty] = Registry("model uncertainty")
+
+
+def _model_uncertainty(name: str, space: str):
+    def register(build):
+        MODEL_UNCERTAINTIES.register(name)(ModelUncertainty(build, space))
+        return build
+
+    return register
 # Kept for readers of the name: the fitted methods' registry.
 FITTED_METHODS = UNCERTAINTY_HEADS
 
@@ -95,6 +125,7 @@ class SCF(FittedMethod):
     uncertainty = 1/κ, extra ``kappa`` (N,)."""
 
     name = "scf"
+    space = "confidence"  # SCF averages kappa
     _loss = staticmethod(scf_loss)
 
     def build(self, feature_map_shape, embedding_size, config, init_log_kappa=0.0):
@@ -146,12 +177,12 @@ def _feature_norm(config, extras, margin, scale_predictor) -> Estimator:
     return lambda embedding, feature_map: embedding_norm_uncertainty(embedding).float().numpy()
 
 
-MODEL_UNCERTAINTIES.register("emb_norm")(_feature_norm)
+_model_uncertainty("emb_norm", "confidence")(_feature_norm)
 # MagFace trains the norm to be the quality: the same 1/‖f‖, a separate name so files say which model.
-MODEL_UNCERTAINTIES.register("magface")(_feature_norm)
+_model_uncertainty("magface", "confidence")(_feature_norm)
 
 
-@MODEL_UNCERTAINTIES.register("entropy")
+@_model_uncertainty("entropy", "uncertainty")  # the classifier entropy is an uncertainty
 def _entropy(config, extras, margin, scale_predictor) -> Estimator:
     """Entropy of softmax(s·cos θ) against the trained class centres (the margin head's weight)."""
     if margin is None:
@@ -162,7 +193,7 @@ def _entropy(config, extras, margin, scale_predictor) -> Estimator:
     return lambda embedding, feature_map: classifier_entropy(embedding, centres, scale).float().numpy()
 
 
-@MODEL_UNCERTAINTIES.register("scale")
+@_model_uncertainty("scale", "confidence")  # ScaleFace averages the scales
 def _scaleface(config, extras, margin, scale_predictor) -> Estimator:
     """ScaleFace: the predicted scale s is the confidence, uncertainty 1/s."""
     if scale_predictor is None:
