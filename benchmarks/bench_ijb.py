@@ -91,10 +91,10 @@ def stages_main(protocol: str, embeddings: str) -> None:
     """Time each stage of ``run_evaluate_ijb`` in this process; print JSON (seconds, flops)."""
     start = time.perf_counter()
     from facetrust.data.ijb import read_ijb_protocol
-    from facetrust.evaluate.fusion import load_embeddings
+    from facetrust.evaluate.embeddings_file import load_embeddings
     from facetrust.evaluate.exact_tar import exact_tar_at_far, float32_dot_error_bound
     from facetrust.evaluate.ijb import template_features_float64
-    from facetrust.evaluate.pair_scoring import float64_pair_scores, pair_scores, template_rows
+    from facetrust.evaluate.template_dots import float64_pair_scores, pair_scores, template_rows
     from facetrust.evaluate.roc import DEFAULT_IJB_FARS, roc_points_and_classes
 
     times = {"imports_s": time.perf_counter() - start}

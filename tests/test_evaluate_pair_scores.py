@@ -10,7 +10,7 @@ from scipy import stats
 
 from facetrust.cli import main
 from facetrust.errors import InputError
-from facetrust.evaluate.pair_scores import (
+from facetrust.evaluate.precomputed_scores import (
     paired_fold_difference,
     read_pair_scores,
     run_evaluate_pair_scores,

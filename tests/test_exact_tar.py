@@ -7,9 +7,9 @@ import pytest
 from sklearn.metrics import roc_curve
 
 from facetrust.evaluate.exact_tar import exact_tar_at_far, float32_dot_error_bound
-from facetrust.evaluate.fusion import load_embeddings
+from facetrust.evaluate.embeddings_file import load_embeddings
 from facetrust.evaluate.ijb import evaluate_ijb, run_evaluate_ijb, template_features_float64
-from facetrust.evaluate.pair_scoring import FLOAT64_CHUNK, float64_pair_scores, pair_scores
+from facetrust.evaluate.template_dots import FLOAT64_CHUNK, float64_pair_scores, pair_scores
 from facetrust.evaluate.roc import DEFAULT_IJB_FARS, far_key, roc_points, tar_at_far
 from facetrust.data.ijb import read_ijb_protocol
 from ijb_protocol_fixture import write_ijb_dir

@@ -12,7 +12,7 @@ import torch
 from explain_helpers import save_model, save_xcos_model, tiny_benchmark
 from facetrust.config import check_explain
 from facetrust.errors import ConfigError
-from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
+from facetrust.evaluate.precomputed_scores import run_evaluate_pair_scores
 from facetrust.explain.faithfulness_stage import FaithfulnessSettings, run_faithfulness
 from facetrust.explain.method_maps import METHODS, MapSettings, grid_methods
 from facetrust.models.xcos import load_xcos

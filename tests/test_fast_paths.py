@@ -7,10 +7,11 @@ import pytest
 from sklearn.metrics import auc, roc_curve
 
 import facetrust.data.ijb_cache as ijb_cache
-import facetrust.evaluate.pair_scoring as scoring
+import facetrust.evaluate.template_dots as scoring
 from facetrust.data.ijb import read_ijb_protocol
 from facetrust.errors import InputError
-from facetrust.evaluate.fusion import group_matrix, load_embeddings, weighted_group_sum
+from facetrust.evaluate.embeddings_file import load_embeddings
+from facetrust.evaluate.fusion import group_matrix, weighted_group_sum
 from facetrust.evaluate.ijb import template_features
 from facetrust.evaluate.reject import rejection_order, threshold_ranks
 from facetrust.evaluate.roc import area_under_curve, roc_points

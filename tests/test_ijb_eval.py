@@ -9,7 +9,7 @@ import pytest
 
 from facetrust.data.ijb import read_ijb_protocol
 from facetrust.errors import InputError
-from facetrust.evaluate.fusion import load_embeddings
+from facetrust.evaluate.embeddings_file import load_embeddings
 from facetrust.evaluate.ijb import evaluate_ijb, pair_scores, run_evaluate_ijb, template_features
 from facetrust.evaluate.roc import roc_points, tar_at_far
 from ijb_protocol_fixture import random_ijb, write_ijb_dir
@@ -218,7 +218,7 @@ def test_embeddings_may_be_stored_in_another_order_or_with_a_directory_prefix(tm
 
 
 def test_gram_pair_scores_span_several_template_blocks(monkeypatch):
-    import facetrust.evaluate.pair_scoring as scoring
+    import facetrust.evaluate.template_dots as scoring
 
     monkeypatch.setattr(scoring, "GRAM_SLAB_BYTES", 4 * 50 * 7)  # 7 templates per block
     rng = np.random.default_rng(1)

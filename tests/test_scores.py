@@ -8,7 +8,7 @@ from scipy.special import ive
 from scipy.stats import multivariate_normal
 
 from facetrust.errors import ConfigError
-from facetrust.evaluate.fusion import EmbeddingsFile, load_embeddings
+from facetrust.evaluate.embeddings_file import EmbeddingsFile, load_embeddings
 from facetrust.evaluate.ijb import run_evaluate_ijb
 from facetrust.evaluate.scores import (
     check_score,

@@ -11,7 +11,7 @@ Files written before the key was named ``test_set`` say ``testset``; :func:`read
 **Table columns**: ``TAR@FAR=<far key>`` (:func:`tar_column`).
 
 **Embeddings file** (``embeddings/<variant>/<test_set>.npz``): the keys below; see
-:func:`facetrust.evaluate.fusion.load_embeddings` for the reader that checks them.
+:func:`facetrust.evaluate.embeddings_file.load_embeddings` for the reader that checks them.
 """
 
 from __future__ import annotations

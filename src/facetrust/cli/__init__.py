@@ -225,7 +225,7 @@ def cmd_evaluate(args) -> None:
             duplicate_pairs=args.duplicate_pairs,
         )
     elif args.protocol_kind == "pairs" and args.scores:
-        from facetrust.evaluate.pair_scores import run_evaluate_pair_scores
+        from facetrust.evaluate.precomputed_scores import run_evaluate_pair_scores
 
         metrics = run_evaluate_pair_scores(Path(args.scores), Path(args.out), score=args.score_key,
                                            references=args.reference_key or (),

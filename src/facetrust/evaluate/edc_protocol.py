@@ -128,7 +128,7 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
                      failed_images=None, identities_csv=None) -> dict:
     """EDC of one uncertainty file (module docstring); writes ``out_json`` and returns it."""
     from facetrust.evaluate.bootstrap import bootstrap_statistic, percentile_interval, unit_description
-    from facetrust.evaluate.fusion import load_embeddings
+    from facetrust.evaluate.embeddings_file import load_embeddings
     from facetrust.evaluate.reject import method_space
     from facetrust.io import atomic_path, outputs_together, write_json_atomic
 

@@ -30,11 +30,11 @@ import numpy as np
 
 from facetrust.data.ijb import IJBProtocol, read_ijb_protocol
 from facetrust.errors import ConfigError, InputError
-from facetrust.evaluate.fusion import EmbeddingsFile, load_embeddings, pfe_sigma_sq
+from facetrust.evaluate.embeddings_file import EmbeddingsFile, load_embeddings, pfe_sigma_sq
 from facetrust.evaluate.poolings import POOLINGS, check_pooling
 from facetrust.evaluate.exact_tar import exact_tar_at_far, float32_dot_error_bound
 from facetrust.evaluate.enrolment import EnrolmentFailures, image_rows
-from facetrust.evaluate.pair_scoring import float64_pair_scores, pair_scores
+from facetrust.evaluate.template_dots import float64_pair_scores, pair_scores
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
@@ -199,7 +199,7 @@ def evaluate_ijb(
     ``protocol``): under its ``reject`` convention the failed templates' pairs join the ROC below
     every other pair, and the result's scores and labels cover the whole original protocol.
     ``pfe_sigma`` (pooling ``pfe``): ``"per_dimension"`` (PFE's own) or the ``"isotropic"`` ablation
-    (:func:`~facetrust.evaluate.fusion.pfe_sigma_sq`); the settings record which was used.
+    (:func:`~facetrust.evaluate.embeddings_file.pfe_sigma_sq`); the settings record which was used.
     """
     spec = POOLINGS.get(pooling)
     rows = align_images(embeddings.images, protocol.images, embeddings.path)

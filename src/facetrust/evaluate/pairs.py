@@ -27,7 +27,8 @@ import numpy as np
 from sklearn.metrics import auc as area_under_curve
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.evaluate.fusion import l2_normalize, load_embeddings
+from facetrust.evaluate.embeddings_file import load_embeddings
+from facetrust.evaluate.fusion import l2_normalize
 from facetrust.evaluate.pair_protocols import fold_indices  # noqa: F401 (re-exported: evaluate.pairs.fold_indices)
 from facetrust.evaluate.scores import SCORES
 from facetrust.evaluate.roc import (
@@ -310,7 +311,7 @@ def run_evaluate_pairs(
     settings = pairs_settings(flip=flip, metric=metric, n_folds=n_folds)
     settings.update(protocol=protocol, score_name=score)
     if score != "cosine" and SCORES.get(score).uncertainty == "sigma_sq":
-        from facetrust.evaluate.fusion import pfe_sigma_sq
+        from facetrust.evaluate.embeddings_file import pfe_sigma_sq
 
         settings["pfe_sigma_sq"] = pfe_sigma_sq(embeddings, pfe_sigma)[1]
     if protocol == "sphereface":

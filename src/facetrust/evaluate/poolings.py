@@ -28,15 +28,7 @@ from typing import Callable
 import numpy as np
 
 from facetrust.errors import InputError
-from facetrust.evaluate.fusion import (
-    confidence_from_uncertainty,
-    group_matrix,
-    kappa_fuse,
-    l2_normalize,
-    pfe_fuse,
-    row_norms,
-    weighted_group_sum,
-)
+from facetrust.evaluate.fusion import confidence_from_uncertainty, group_matrix, kappa_fuse, l2_normalize, pfe_fuse, row_norms, weighted_group_sum
 from facetrust.registry import Registry
 
 

@@ -651,10 +651,10 @@ def run_evaluate_reject(
     with the largest fraction rejected (``reject_tar_ci``), saved as ``tar`` and ``tar_rejected``;
     a pair set's subjects come from ``identities_csv`` (else one cluster per pair, stated in the
     JSON).  ``tar_method`` may be ``kth_impostor`` (ScaleFace's reading); ``probe_templates`` and
-    ``pfe_sigma`` as in the module docstring and :func:`~facetrust.evaluate.fusion.pfe_sigma_sq`.
+    ``pfe_sigma`` as in the module docstring and :func:`~facetrust.evaluate.embeddings_file.pfe_sigma_sq`.
     """
     from facetrust.evaluate.bootstrap import interval_table, resolution_fields, unit_description, write_replicates
-    from facetrust.evaluate.fusion import load_embeddings
+    from facetrust.evaluate.embeddings_file import load_embeddings
 
     embeddings = load_embeddings(embeddings_path, flip=flip)
     if embeddings.uncertainty is None:

@@ -217,7 +217,7 @@ def pair_scores(score: str, templates: ScoredTemplates, pairs: np.ndarray, *, ch
 def image_pair_scores(score: str, embeddings, pfe_sigma: str = "per_dimension") -> np.ndarray:
     """``score`` of the image pairs (0, 1), (2, 3), … of a pair-set embeddings file (float64).
 
-    pfe_mls reads σ² as :func:`~facetrust.evaluate.fusion.pfe_sigma_sq` gives it for ``pfe_sigma``."""
+    pfe_mls reads σ² as :func:`~facetrust.evaluate.embeddings_file.pfe_sigma_sq` gives it for ``pfe_sigma``."""
     spec = SCORES.get(score)
     unit = l2_normalize(np.asarray(embeddings.features, dtype=np.float64))
     a, b = unit[0::2], unit[1::2]
@@ -228,7 +228,7 @@ def image_pair_scores(score: str, embeddings, pfe_sigma: str = "per_dimension") 
             raise InputError(f"{embeddings.path}: score {score} needs key 'uncertainty' (1/kappa)")
         values = confidence_from_uncertainty(embeddings.uncertainty, "uncertainty (1/kappa)")
     else:
-        from facetrust.evaluate.fusion import pfe_sigma_sq
+        from facetrust.evaluate.embeddings_file import pfe_sigma_sq
 
         values, _ = pfe_sigma_sq(embeddings, pfe_sigma)
         if values is None:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from facetrust.data.ijb import read_ijb_protocol
-from facetrust.evaluate.fusion import load_embeddings
+from facetrust.evaluate.embeddings_file import load_embeddings
 from facetrust.evaluate.ijb import evaluate_ijb
 from facetrust.evaluate.roc import roc_points, tar_at_far
 from facetrust.formats import tar_column

@@ -31,7 +31,7 @@ DETAIL_COLUMNS = ["accuracy_ci_lo", "accuracy_ci_hi", "n_genuine", "n_impostor",
 
 def angular_fisher_from_embeddings(embeddings_npz: str | Path, quality_csv: str | Path) -> float:
     """Angular Fisher score of a pair set's embeddings, identities looked up in quality.csv."""
-    from facetrust.evaluate.fusion import load_embeddings
+    from facetrust.evaluate.embeddings_file import load_embeddings
     from facetrust.evaluate.pairs import angular_fisher_score
     from facetrust.report.quality import quality_rows, read_quality
 

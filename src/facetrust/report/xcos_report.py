@@ -13,7 +13,7 @@ backbones, i.e. the regression targets (``src/utils/insight_to_normal_face_model
 
 The claim "xCos keeps the accuracy of cosine" (Lin et al., arXiv 2003.05383) is a
 non-inferiority claim, judged on the paired fold-by-fold interval of xCos minus the reference
-(:mod:`facetrust.evaluate.pair_scores`) against a margin δ (``explain.accuracy_margin``):
+(:mod:`facetrust.evaluate.precomputed_scores`) against a margin δ (``explain.accuracy_margin``):
 ``held`` when the interval lies above −δ, ``did not hold`` when it lies below −δ, ``not resolved``
 when it straddles −δ.
 """
@@ -176,7 +176,7 @@ def write_xcos_report(metrics: Sequence[str | os.PathLike], out_md: str | os.Pat
     claims = []
     analysis = None
     if scores is not None:
-        from facetrust.evaluate.pair_scores import read_pair_scores
+        from facetrust.evaluate.precomputed_scores import read_pair_scores
         from facetrust.report.xcos_seeds import seed_fold_analysis
 
         values, issame = read_pair_scores(scores)
@@ -243,7 +243,7 @@ def pick_examples(scores: Mapping[str, np.ndarray], issame: np.ndarray, threshol
 def draw_xcos_examples(scores_npz: str | os.PathLike, pair_set: str | os.PathLike, xcos_metrics: str | os.PathLike,
                        out_png: str | os.PathLike, *, per_kind: int = 2) -> Path:
     """The xCos figure: correct and wrong genuine and impostor pairs at the mean 10-fold threshold."""
-    from facetrust.evaluate.pair_scores import read_pair_scores
+    from facetrust.evaluate.precomputed_scores import read_pair_scores
     from facetrust.report.explain_figures import plot_xcos_pairs
     from facetrust.data.pairset import PairSet
 

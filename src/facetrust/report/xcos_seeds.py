@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from facetrust.evaluate.bootstrap import crossed_bootstrap
-from facetrust.evaluate.pair_scores import ten_fold_scores
+from facetrust.evaluate.precomputed_scores import ten_fold_scores
 
 
 def replicate_names(scores: dict) -> list[str]:

@@ -220,7 +220,7 @@ def prepare(config: XCosConfig, rec_dir: str | Path, validation: str | Path | No
 def validation_figures(model, cache) -> dict:
     """xCos on the validation pairs against the standard cosine: ``mse``, ``pearson_r`` and the 10-fold
     accuracies of both scores (original images, F0) with their difference."""
-    from facetrust.evaluate.pair_scores import ten_fold_scores
+    from facetrust.evaluate.precomputed_scores import ten_fold_scores
 
     model.eval()
     with torch.no_grad():
