@@ -228,3 +228,18 @@ def test_embeddings_without_uncertainty_are_refused_naming_the_key(tmp_path):
     np.savez(tmp_path / "plain.npz", image=np.array(["synth_lfw/0"]), embedding=np.zeros((1, 4), np.float32))
     with pytest.raises(InputError, match="plain.npz: missing key 'uncertainty'"):
         uncertainty_quality_table({"plain": tmp_path / "plain.npz"}, quality_csv)
+
+
+def test_verification_figure_draws_margins_beside_their_controls_and_refuses_a_table_without_accuracy(tmp_path):
+    rows = [("Softmax", "sphere20", 0.898, 0.879, 0.914), ("NormFace", "sphere20", 0.871, 0.849, 0.891),
+            ("A-Softmax", "sphere20", 0.915, 0.897, 0.931), ("ArcFace", "iresnet", 0.927, 0.911, 0.944)]
+    table = pd.DataFrame([{"method": m, "backbone": b, "train_set": "synth", "test_set": "synth_lfw", "accuracy": a,
+                           "accuracy_ci_lo": lo, "accuracy_ci_hi": hi} for m, b, a, lo, hi in rows])
+    table.to_csv(tmp_path / "t.csv", index=False)
+    first = figures.plot_verification_accuracy(tmp_path / "t.csv", tmp_path / "a.png", margin_methods=["A-Softmax", "ArcFace"])
+    again = figures.plot_verification_accuracy(tmp_path / "t.csv", tmp_path / "b.png", margin_methods=["A-Softmax", "ArcFace"])
+    assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and first.read_bytes() == again.read_bytes()
+    table.drop(columns="accuracy").to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError, match="bad.csv"):
+        figures.plot_verification_accuracy(tmp_path / "bad.csv", tmp_path / "c.png", margin_methods=["ArcFace"])
+    assert not (tmp_path / "c.png").exists()

@@ -203,9 +203,36 @@ rule figure_histograms:
         " --out {output} > {log} 2>&1"
 
 
+rule figure_verification:
+    input:
+        table="results/verification_table.csv",
+    output:
+        report(
+            "results/figures/verification_{pairs}.png",
+            caption="../report/verification.rst",
+            category="Figures",
+        ),
+    params:
+        margins=config["report"]["sphereface"]["margin_methods"],
+    log:
+        "logs/report/verification_{pairs}.log",
+    benchmark:
+        "logs/benchmark/report/verification_{pairs}.tsv"
+    threads: 1
+    conda:
+        "../../envs/facetrust.yaml"
+    resources:
+        mem_mb=grow(1000),
+        runtime=grow(10),
+    shell:
+        "facetrust report verification-plot --verification-table {input.table}"
+        " --margin-methods {params.margins:q} --out {output} > {log} 2>&1"
+
+
 rule report_sphereface:
     input:
         table="results/verification_table.csv",
+        figure=lambda wildcards: f"results/figures/verification_{config['report']['verification_table']['test_set']}.png",
         paper_protocol=lambda wildcards: expand(
             "results/metrics/{variant}/{pairs}.sphereface.json",
             variant=config["evaluate"]["pairs"]["sphereface_variants"],
@@ -245,7 +272,7 @@ rule report_sphereface:
         " --baseline {params.baseline:q} --normalised-baseline {params.normalised:q}"
         " --margin-methods {params.margins:q}"
         " --depth-method {params.depth_method:q} --depth-backbones {params.depth}"
-        " {params.paper_protocol} --out {output} > {log} 2>&1"
+        " {params.paper_protocol} --figure {input.figure} --out {output} > {log} 2>&1"
 
 
 rule report_scf:

@@ -98,6 +98,13 @@ def cmd_roc(args) -> None:
     print(plot_roc(labelled(args.roc, args.label, "--label"), Path(args.out), title=args.title or "ROC"))
 
 
+def cmd_verification_plot(args) -> None:
+    from facetrust.report.figures import plot_verification_accuracy
+
+    print(plot_verification_accuracy(args.verification_table, Path(args.out), margin_methods=args.margin_methods,
+                                     title=args.title))
+
+
 def cmd_reject_plot(args) -> None:
     from facetrust.report.figures import plot_reject_curves
 
@@ -199,6 +206,13 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--title")
     p.add_argument("--out", required=True, help="figure (.png, .pdf or .svg)")
     p.set_defaults(func=cmd_roc)
+
+    p = sub.add_parser("verification-plot", help="10-fold accuracy with its interval per model, grouped by backbone")
+    p.add_argument("--verification-table", required=True, help="results/verification_table.csv")
+    p.add_argument("--margin-methods", nargs="+", required=True, help="methods drawn as margins (the rest: controls)")
+    p.add_argument("--title")
+    p.add_argument("--out", required=True, help="figure (.png, .pdf or .svg)")
+    p.set_defaults(func=cmd_verification_plot)
 
     p = sub.add_parser("reject-plot", help="reject-verification curves, one line per method, one panel per FAR")
     p.add_argument("--reject", nargs="+", required=True, help="reject JSON files of `evaluate reject`")

@@ -278,3 +278,43 @@ def plot_uncertainty_histograms(embeddings_npz: str | Path, quality_csv: str | P
         source = Path(embeddings_npz)
         figure.suptitle(title or f"Uncertainty: {source.parent.name + '/' if source.parent.name else ''}{source.stem}")
         return save_figure(figure, out_png)
+
+
+# --------------------------------------------------------------------------- verification accuracy
+
+
+def plot_verification_accuracy(table_path: str | Path, out_path: str | Path, *, margin_methods: Sequence[str],
+                               title: str | None = None) -> Path:
+    """10-fold accuracy of every row of the verification table with its 95 % bootstrap interval (the
+    table's ``accuracy_ci_lo``/``accuracy_ci_hi``), one row per model, grouped by backbone: the margin
+    models (``margin_methods``) beside the controls trained on the same backbone, so each margin claim
+    of the SphereFace report can be read off the picture."""
+    from facetrust.report.verification import read_table
+
+    table = read_table(table_path)
+    wanted = {"method", "backbone", "accuracy"}
+    if not wanted <= set(table.columns):
+        raise InputError(f"{table_path}: needs columns {sorted(wanted)}")
+    margins = {str(m).lower() for m in margin_methods}
+    rows = sorted(table.to_dict("records"), key=lambda r: (str(r["backbone"]), str(r["method"]).lower() in margins,
+                                                           str(r["method"])))
+    with new_figure(panel_size=(9.0, 0.42 * len(rows) + 1.6)) as (figure, (axis,)):
+        for y, row in enumerate(rows):
+            margin = str(row["method"]).lower() in margins
+            colour = "tab:red" if margin else "tab:grey"
+            low, high = row.get("accuracy_ci_lo"), row.get("accuracy_ci_hi")
+            if low is not None and high is not None and np.isfinite([low, high]).all():
+                axis.plot([100 * low, 100 * high], [y, y], color=colour, lw=2)
+            axis.plot([100 * row["accuracy"]], [y], "o", color=colour)
+        axis.set_yticks(range(len(rows)), [f"{r['method']} ({r['backbone']})" for r in rows])
+        axis.invert_yaxis()
+        for y in range(1, len(rows)):  # a rule between backbones
+            if rows[y]["backbone"] != rows[y - 1]["backbone"]:
+                axis.axhline(y - 0.5, color="0.8", lw=0.8)
+        axis.set_xlabel("10-fold accuracy (%), 95 % interval")
+        axis.plot([], [], "o-", color="tab:red", label="angular margin")
+        axis.plot([], [], "o-", color="tab:grey", label="control (softmax, normalised softmax) or other")
+        figure.legend(loc="outside lower center", ncols=2, fontsize=8)
+        axis.grid(axis="x", alpha=0.3)
+        axis.set_title(title or f"Verification accuracy, {rows[0]['test_set'] if rows and 'test_set' in rows[0] else ''}")
+        return save_figure(figure, out_path)
