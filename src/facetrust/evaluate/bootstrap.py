@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -93,6 +94,16 @@ class ClusterDesign:
     @property
     def n_subjects(self) -> int:
         return int(self.unit_subject.max()) + 1 if self.unit_subject.size else 0
+
+    @cached_property
+    def weight_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(first, second)`` (P,) indices into a replicate's subject counts with a 1 appended
+        (index ``n_subjects``): a pair's weight is ``counts[first] * counts[second]``, and a pair
+        inside one cluster (every genuine pair) has ``second = n_subjects``, so it counts ``m_s``."""
+        s1 = self.unit_subject[self.pair_units[:, 0]]
+        s2 = self.unit_subject[self.pair_units[:, 1]]
+        inside = self.labels.astype(bool) | (s1 == s2)
+        return s1.astype(np.intp), np.where(inside, self.n_subjects, s2).astype(np.intp)
 
     def digest(self) -> str:
         """A short hash of the design: two replicate files are paired only if their designs agree."""
@@ -181,13 +192,15 @@ def replicate_weights(design: ClusterDesign, rng: np.random.Generator, within: b
     ``within``, the units inside them)."""
     n_subjects = design.n_subjects
     subject_count = np.bincount(rng.integers(0, n_subjects, n_subjects), minlength=n_subjects)
-    u1, u2 = design.pair_units[:, 0], design.pair_units[:, 1]
-    s1, s2 = design.unit_subject[u1], design.unit_subject[u2]
-    # a pair inside one cluster (every genuine pair; an impostor pair of a per-pair cluster) counts m_s
-    subject_weight = np.where(design.labels.astype(bool) | (s1 == s2), subject_count[s1],
-                              subject_count[s1] * subject_count[s2]).astype(np.float64)
+    # a pair inside one cluster (every genuine pair; an impostor pair of a per-pair cluster) counts
+    # m_s, any other m_s1 * m_s2 (integers: exact in float64, in any order)
+    first, second = design.weight_index
+    counts = np.r_[subject_count.astype(np.float64), 1.0]
+    subject_weight = counts.take(first)
+    subject_weight *= counts.take(second)
     if not within:
         return subject_weight
+    u1, u2 = design.pair_units[:, 0], design.pair_units[:, 1]
     # Units of each subject resampled with replacement: slot j of subject s picks a random member of s.
     order = np.argsort(design.unit_subject, kind="stable")
     sizes = np.bincount(design.unit_subject, minlength=n_subjects)
@@ -216,9 +229,10 @@ class SortedScores:
 
     def __init__(self, scores: np.ndarray, labels: np.ndarray):
         scores = np.asarray(scores, dtype=np.float64)
-        self.order = np.argsort(scores, kind="mergesort")[::-1]
+        self.order = np.ascontiguousarray(np.argsort(scores, kind="mergesort")[::-1])
         self.scores = scores[self.order]
-        self.genuine = np.asarray(labels).astype(bool)[self.order]
+        self.labels = np.asarray(labels).astype(bool)
+        self.genuine = self.labels[self.order]
         # Last position of every run of equal scores, and impostors seen up to each position.
         self.group_ends = np.r_[np.flatnonzero(np.diff(self.scores)), self.scores.size - 1]
         self.impostor_cumsum = np.cumsum(~self.genuine)
@@ -231,10 +245,11 @@ class SortedScores:
             return self.scores.size
         return int(self.group_ends[np.searchsorted(self.group_ends, position, side="left")]) + 1
 
-    def _curve(self, w: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _curve(self, weights: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, bool]:
         complete = length >= self.scores.size
-        keep = w[:length] != 0
-        scores, genuine, weight = self.scores[:length][keep], self.genuine[:length][keep], w[:length][keep]
+        w = weights.take(self.order[:length])  # only the prefix is ever put in score order
+        keep = w != 0
+        scores, genuine, weight = self.scores[:length][keep], self.genuine[:length][keep], w[keep]
         ends = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
         tps = np.cumsum(weight * genuine)[ends]
         fps = np.cumsum(weight * ~genuine)[ends]
@@ -255,8 +270,9 @@ class SortedScores:
         With ``far_max`` only the start of the curve is built: points up to two distinct FPRs above
         ``far_max``, enough for any TAR read at a FAR ≤ ``far_max`` (nothing later can be nearer).
         """
-        w = np.asarray(weights, dtype=np.float64)[self.order]
-        total_genuine = float(np.dot(w, self.genuine))
+        w = np.asarray(weights, dtype=np.float64)
+        # bootstrap weights are integers, so these sums are exact in any order
+        total_genuine = float(np.dot(w, self.labels))
         total_impostor = float(w.sum()) - total_genuine
         fraction = 1.5 * far_max if far_max is not None else 1.0
         while True:

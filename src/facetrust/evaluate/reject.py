@@ -173,30 +173,45 @@ def kth_impostor_tar(scores, labels, fars: Sequence[float], weights=None, order=
     ``weights`` (integer bootstrap multiplicities; 0 leaves a pair out) count each pair that many
     times, as if it were repeated; ``order`` (optional) sorts ``scores`` from high to low, so that
     replicates need no sort of their own.  NaN when a class is empty."""
-    scores = np.asarray(scores, dtype=np.float64)
-    genuine = np.asarray(labels).astype(bool)
-    w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64)
-    if order is None:
-        order = np.argsort(-scores, kind="stable")
-    impostor_rows = order[~genuine[order]]
-    impostor_scores = scores[impostor_rows]
-    impostor_weight = w[impostor_rows]
-    present = impostor_weight > 0
-    impostor_scores, impostor_weight = impostor_scores[present], impostor_weight[present]
-    genuine_scores, genuine_weight = scores[genuine], w[genuine]
-    total_genuine = float(genuine_weight.sum())
-    out = np.full(len(fars), np.nan)
-    if impostor_scores.size == 0 or total_genuine == 0:
+    return KthImpostorReader(scores, labels, order)(fars, weights)
+
+
+class KthImpostorReader:
+    """:func:`kth_impostor_tar` for many weightings of one set of scored pairs: the pairs are put
+    in score order once, so a weighting costs two gathers and two cumulative sums.
+
+    The weights are integer multiplicities, so every sum below is exact and equals the one the
+    repeated pairs would give, in any order."""
+
+    def __init__(self, scores, labels, order=None):
+        scores = np.asarray(scores, dtype=np.float64)
+        genuine = np.asarray(labels).astype(bool)
+        if order is None:
+            order = np.argsort(-scores, kind="stable")
+        self.size = scores.size
+        self.impostor_rows = order[~genuine[order]]  # high to low
+        self.impostor_scores = scores[self.impostor_rows]
+        self.genuine_rows = order[genuine[order]]
+        self.negated_genuine = -scores[self.genuine_rows]  # ascending
+
+    def __call__(self, fars: Sequence[float], weights=None) -> np.ndarray:
+        w = np.ones(self.size) if weights is None else np.asarray(weights, dtype=np.float64)
+        impostor_weight = w.take(self.impostor_rows)
+        cumulative = np.cumsum(impostor_weight)
+        genuine_cumulative = np.cumsum(w.take(self.genuine_rows))
+        out = np.full(len(fars), np.nan)
+        if not cumulative.size or cumulative[-1] == 0 or not genuine_cumulative.size or genuine_cumulative[-1] == 0:
+            return out
+        total_genuine = float(genuine_cumulative[-1])
+        for j, far in enumerate(fars):
+            k = int(np.round(cumulative[-1] * float(far)))
+            if k == 0:  # just above the highest impostor present
+                threshold = self.impostor_scores[int(np.searchsorted(cumulative, 0.0, side="right"))] + KTH_IMPOSTOR_EPSILON
+            else:  # the first impostor whose running weight reaches k (its own weight is > 0)
+                threshold = self.impostor_scores[min(int(np.searchsorted(cumulative, k, side="left")), cumulative.size - 1)]
+            accepted = int(np.searchsorted(self.negated_genuine, -threshold, side="right"))  # genuine >= threshold
+            out[j] = (float(genuine_cumulative[accepted - 1]) if accepted else 0.0) / total_genuine
         return out
-    cumulative = np.cumsum(impostor_weight)
-    for j, far in enumerate(fars):
-        k = int(np.round(cumulative[-1] * float(far)))
-        if k == 0:
-            threshold = impostor_scores[0] + KTH_IMPOSTOR_EPSILON
-        else:
-            threshold = impostor_scores[min(int(np.searchsorted(cumulative, k, side="left")), cumulative.size - 1)]
-        out[j] = float(genuine_weight[genuine_scores >= threshold].sum()) / total_genuine
-    return out
 
 
 def unresolved_by_fraction(fars: Sequence[float], fractions, n_impostor_kept) -> dict[str, list[str]]:
@@ -449,9 +464,9 @@ def reject_curve(
     n_impostor_kept = (n_pairs - n_rejected) - n_genuine_kept
     if tar_method == KTH_IMPOSTOR:
         tar = np.full((fractions.size, len(fars)), np.nan)
+        reader = KthImpostorReader(scores, genuine)  # one sort; a rejected pair weighs 0
         for i in tqdm(range(fractions.size), desc="reject fractions", disable=not progress):
-            kept = rank >= n_rejected[i]
-            tar[i] = kth_impostor_tar(scores[kept], genuine[kept], fars)
+            tar[i] = reader(fars, rank >= n_rejected[i])
         return RejectCurve(fractions, n_rejected, n_genuine_kept, n_impostor_kept, fars, tar, tar_method)
     tar = np.full((fractions.size, len(fars)), np.nan)
     # Start from the prefix that would serve the unrejected set, with slack; grow on demand.
@@ -515,8 +530,9 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
     from facetrust.evaluate.bootstrap import SortedScores, bootstrap_statistic
 
     removal = rejection_order(pair_unc)
+    genuine = np.asarray(labels).astype(bool)
     sorted_scores = SortedScores(scores, labels)
-    descending = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    kth = KthImpostorReader(scores, labels) if tar_method == KTH_IMPOSTOR else None
     fractions = np.asarray(fractions, dtype=np.float64)
 
     def statistic(weights: np.ndarray) -> np.ndarray:
@@ -526,11 +542,10 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
             n_removed = int(np.searchsorted(removed_weight, fraction * removed_weight[-1] + 1e-9, side="right"))
             kept = weights.copy()
             kept[removal[:n_removed]] = 0.0
-            genuine = np.asarray(labels).astype(bool)
-            if kept[genuine].sum() == 0 or kept[~genuine].sum() == 0:
+            if kth is not None:  # NaN when a class has no weight left
+                out[i] = kth(fars, kept)
                 continue
-            if tar_method == KTH_IMPOSTOR:
-                out[i] = kth_impostor_tar(scores, labels, fars, weights=kept, order=descending)
+            if kept[genuine].sum() == 0 or kept[~genuine].sum() == 0:
                 continue
             fpr, tpr = sorted_scores.roc(kept, far_max=max(fars))
             out[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())

@@ -110,6 +110,7 @@ def train(
     # Process-wide settings changed for the run are put back afterwards (tests and notebooks
     # call train() inside a longer-lived process).
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    fill_memory = torch.utils.deterministic.fill_uninitialized_memory
     info = init_distributed(device)
     if info.is_main and info.distributed:
         log(f"data-parallel: {info.world_size} processes ({torch.distributed.get_backend()}), rendezvous "
@@ -133,6 +134,7 @@ def train(
         raise
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = fill_memory
         torch.set_num_threads(threads)
         if owns_group:
             cleanup_distributed()
