@@ -88,20 +88,24 @@ class CurveResult:
                 "fmr": (impostor >= self.threshold).mean(axis=0) if len(impostor) else nan}
 
     def areas(self, indices: np.ndarray | None = None) -> dict[str, float]:
+        """Every area over the pairs ``indices`` (default all)."""
+        return {name: self.area(name, indices) for name in ("fnmr", "fmr", "cosine_genuine", "cosine_impostor")}
+
+    def area(self, name: str, indices: np.ndarray | None = None) -> float:
+        """One area (``cosine_genuine``, ``cosine_impostor``, ``fnmr`` or ``fmr``) over ``indices``:
+        what a bootstrap replicate recomputes, and nothing else."""
         indices = np.arange(self.issame.size) if indices is None else indices
+        if name in ("fnmr", "fmr"):
+            return area(self.fractions, self.rates(indices)[name])
         same = self.issame[indices]
-        rates = self.rates(indices)
-        out = {name: area(self.fractions, rates[name]) for name in ("fnmr", "fmr")}
-        for name, chosen in (("cosine_genuine", same), ("cosine_impostor", ~same)):
-            rows = self.cosine[indices][chosen]
-            out[name] = area(self.fractions, rows.mean(axis=0)) if len(rows) else float("nan")
-        return out
+        rows = self.cosine[indices][same if name == "cosine_genuine" else ~same]
+        return area(self.fractions, rows.mean(axis=0)) if len(rows) else float("nan")
 
     def area_intervals(self, *, seed: int = 0, n_boot: int = 1000, level: float = 0.95) -> dict[str, tuple]:
         """``{area name: (estimate, low, high)}`` with a stratified bootstrap over pairs."""
         groups = [np.flatnonzero(self.issame), np.flatnonzero(~self.issame)]
         names = ("cosine_genuine", "cosine_impostor", "fnmr", "fmr")
-        return {name: bootstrap_ci(lambda idx, n=name: self.areas(idx)[n], groups, seed=seed,
+        return {name: bootstrap_ci(lambda idx, n=name: self.area(n, idx), groups, seed=seed,
                                    n_boot=n_boot, level=level) for name in names}
 
 
@@ -258,7 +262,7 @@ def paired_area_difference(result: CurveResult, baseline: CurveResult, *, seed: 
             or result.mode != baseline.mode:
         raise InputError("faithfulness: paired areas need the same pairs and mode")
     groups = [np.flatnonzero(result.issame), np.flatnonzero(~result.issame)]
-    return {name: bootstrap_ci(lambda idx, n=name: result.areas(idx)[n] - baseline.areas(idx)[n], groups, seed=seed,
+    return {name: bootstrap_ci(lambda idx, n=name: result.area(n, idx) - baseline.area(n, idx), groups, seed=seed,
                                n_boot=n_boot, level=level) for name in AREA_NAMES}
 
 
