@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.report.explain_figures import plot_inversion_grid, plot_pair_map, plot_xcos_pairs, to_uint8
+from facetrust.report.explain_figures import plot_pair_map, plot_xcos_pairs, to_uint8
+from facetrust.report.inversion_figures import plot_inversion_grid
 
 
 def _pair(seed: int) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from facetrust.errors import InputError
 from facetrust.evaluate.roc import roc_points, write_roc
-from facetrust.report import figures
+from facetrust.report import figures, uncertainty_figures
 from facetrust.report.quality import quality_rows, read_quality, uncertainty_quality_table
 
 QUALITY_HEADER = "set,image,identity,blur_sigma,noise_std,resolution,jpeg_quality,occlusion,quality"
@@ -124,10 +124,10 @@ def test_reject_plot_refuses_a_far_the_curve_lacks(tmp_path):
 
 def test_uncertainty_histograms_for_a_pair_set_are_deterministic(tmp_path):
     npz, quality_csv, _ = write_pair_set(tmp_path, n_pairs=150)
-    out = figures.plot_uncertainty_histograms(npz, quality_csv, None, tmp_path / "hist.png")
-    again = figures.plot_uncertainty_histograms(npz, quality_csv, None, tmp_path / "hist_again.png")
+    out = uncertainty_figures.plot_uncertainty_histograms(npz, quality_csv, None, tmp_path / "hist.png")
+    again = uncertainty_figures.plot_uncertainty_histograms(npz, quality_csv, None, tmp_path / "hist_again.png")
     assert digest(out) == digest(again)
-    no_quality = figures.plot_uncertainty_histograms(npz, None, None, tmp_path / "hist_pairs_only.png")
+    no_quality = uncertainty_figures.plot_uncertainty_histograms(npz, None, None, tmp_path / "hist_pairs_only.png")
     assert digest(no_quality) != digest(out)
 
 
@@ -159,14 +159,14 @@ def write_ijb(tmp_path: Path, n_templates: int = 12, images_per_template: int = 
 
 def test_ijb_histograms_pair_templates_by_mean_uncertainty(tmp_path):
     npz, quality_csv, ijb_dir, n_pairs = write_ijb(tmp_path)
-    _, image_u, pair_u, genuine = figures.pair_uncertainty_and_labels(npz, ijb_dir, "tiny")
+    _, image_u, pair_u, genuine = uncertainty_figures.pair_uncertainty_and_labels(npz, ijb_dir, "tiny")
     assert pair_u.shape == genuine.shape == (n_pairs,)
     # Template 1 = images 0-2, template 2 = images 3-5; their pair is the first listed.
     expected = (image_u[0:3].mean() + image_u[3:6].mean()) / 2
     assert pair_u[0] == pytest.approx(expected)
     assert genuine[0]
-    out = figures.plot_uncertainty_histograms(npz, quality_csv, ijb_dir, tmp_path / "ijb.png", name="tiny")
-    assert digest(out) == digest(figures.plot_uncertainty_histograms(npz, quality_csv, ijb_dir, tmp_path / "again.png",
+    out = uncertainty_figures.plot_uncertainty_histograms(npz, quality_csv, ijb_dir, tmp_path / "ijb.png", name="tiny")
+    assert digest(out) == digest(uncertainty_figures.plot_uncertainty_histograms(npz, quality_csv, ijb_dir, tmp_path / "again.png",
                                                                      name="tiny"))
 
 

@@ -308,10 +308,11 @@ def reject_space(params: dict, variant: dict) -> str:
 
 
 def bootstrap_args(params: dict) -> list[str]:
-    """``--bootstrap N --seed S --ci-level L`` from ``evaluate.bootstrap`` and the top-level seed."""
-    settings = params["evaluate"]["bootstrap"]
-    return ["--bootstrap", str(settings["n_resamples"]), "--seed", str(params["seed"]),
-            "--ci-level", str(settings["level"])] + (["--bootstrap-within"] if settings["within"] else [])
+    """``--bootstrap N --seed S --ci-level L [--bootstrap-within]`` from ``evaluate.bootstrap`` and
+    the top-level seed (:class:`facetrust.evaluate.bootstrap.BootstrapSettings`)."""
+    from facetrust.evaluate.bootstrap import BootstrapSettings
+
+    return BootstrapSettings.from_params(params).cli_args()
 
 
 def check_report_variants(params: dict, variants: dict[str, dict]) -> None:
@@ -354,10 +355,11 @@ def base_variants(params: dict, variants: dict[str, dict], section: str) -> list
 
 
 def ijb_flags(evaluate: dict) -> list[str]:
-    """The ``facetrust evaluate`` flags of the configured IJB convention (N, D, F)."""
-    return [flag for flag, on in (("--normalize-images", evaluate["normalize_images"]),
-                                  ("--no-detector-score", not evaluate["use_detector_score"]),
-                                  ("--no-flip", not evaluate["flip"])) if on]
+    """The ``facetrust evaluate`` flags of the configured IJB convention (N, D, F):
+    :class:`facetrust.evaluate.settings.IJBConvention` of the ``evaluate`` section."""
+    from facetrust.evaluate.settings import IJBConvention
+
+    return IJBConvention.from_params({"evaluate": evaluate}).cli_args()
 
 
 def explain_model(params: dict) -> str | None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 # (floor, what it holds, top-level modules and packages of facetrust on it), lowest first
 FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("base", "errors, bounded input reading, atomic outputs, formats, registries, special functions",
+    ("base", "errors, bounded input reading, atomic outputs, formats, registries, settings groups, special functions",
      ("errors", "float_path", "formats", "input_files", "io", "npz", "options", "outputs", "provenance",
-      "registry", "yaml_files", "maths", "layers")),
+      "registry", "settings", "yaml_files", "maths", "layers")),
     ("data", "readers and writers of the external formats, the synthetic benchmark, pair sets", ("data",)),
     ("models", "backbones, margins, uncertainty methods, xCos, checkpoints; evaluation arithmetic",
      ("models", "evaluate")),

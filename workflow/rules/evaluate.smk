@@ -114,8 +114,8 @@ rule evaluate_reject:
         step=config["evaluate"]["reject"]["fraction_step"],
         max_fraction=config["evaluate"]["reject"]["max_fraction"],
         pooling=lambda wildcards: VARIANTS[wildcards.variant]["pooling"],
-        tar_method=config["evaluate"]["reject"].get("tar_method", "kth_impostor"),
-        probes=config["evaluate"]["reject"].get("probe_templates", "all_images"),
+        tar_method=config["evaluate"]["reject"]["tar_method"],
+        probes=config["evaluate"]["reject"]["probe_templates"],
     log:
         "logs/evaluate_reject/{variant}/{ijb}.log",
     benchmark:

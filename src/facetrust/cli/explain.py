@@ -208,7 +208,7 @@ def _load_verifier(path: Path, train_data: Path, classes, per_class: int):
 def run_invert(args: argparse.Namespace) -> dict:
     """Invert classes of a trained model: a figure (``--out``), and with ``--verifier`` the stage's
     JSON (``--results``) and images (``--images``), with ablations when ``--ablation``."""
-    from facetrust.report.explain_figures import plot_inversion_grid
+    from facetrust.report.inversion_figures import plot_inversion_grid
     from facetrust.explain.inversion import invert
     from facetrust.explain.inversion_stage import run_inversion, write_inversion
     from facetrust.models.artifacts import load_margin, load_model
@@ -404,3 +404,6 @@ def _printing(command):
         print(json.dumps(value, indent=2, default=str) if isinstance(value, dict) else value)
 
     return run
+
+
+add_parsers = add_explain_parsers  # what facetrust.cli.build_parser calls

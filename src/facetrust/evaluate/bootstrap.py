@@ -36,18 +36,21 @@ above the threshold (one ROC point at FAR 1e-6 with 2·10⁵ impostors): such FA
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from facetrust import options
 from facetrust.errors import ConfigError, InputError
 from facetrust.formats import far_key, plain_float
+from facetrust.settings import SettingsGroup, option
 
 RESOLUTION_FACTOR = 10.0  # a FAR needs at least this many impostor pairs above its threshold
 DEFAULT_RESAMPLES = 1000
@@ -402,14 +405,40 @@ def check_paired(first: Replicates, second: Replicates) -> None:
 
 
 @dataclass(frozen=True)
-class BootstrapSettings:
-    """How many replicates, which seed, which interval level, and where the replicates go."""
+class BootstrapSettings(SettingsGroup):
+    """How many replicates, which seed, which interval level, where the replicates go, and whether
+    templates are resampled within subjects; params ``evaluate.bootstrap`` (the seed: the top-level
+    ``seed``).  On the command line ``--bootstrap [N]`` turns the error bars on (N replicates,
+    default ``n_resamples``); without it there are none (:meth:`requested`)."""
 
-    n_resamples: int = DEFAULT_RESAMPLES
-    seed: int = 0
-    level: float = DEFAULT_LEVEL
-    replicates_out: object = None  # path of the replicate .npz, or None
-    within: bool = False  # also resample templates (images) within subjects (conservative)
+    SECTION: ClassVar[tuple[str, ...]] = ("evaluate", "bootstrap")
+    n_resamples: int = option(DEFAULT_RESAMPLES, "--bootstrap", "bootstrap replicates over subjects; without the "
+                                                                "flag none", type=options.integer(0, 1_000_000),
+                              nargs="?", const=DEFAULT_RESAMPLES, metavar="N")
+    seed: int = option(0, "--seed", "seed of the bootstrap (and EDC's random rankings)", type=options.seed)
+    level: float = option(DEFAULT_LEVEL, "--ci-level", "bootstrap percentile interval level", type=options.level)
+    replicates_out: object = option(None, "--replicates", "bootstrap replicates .npz to write (paired comparisons "
+                                                          "in reports)", metavar="FILE")
+    within: bool = option(False, "--bootstrap-within", "also resample templates within subjects (two-stage, "
+                                                       "conservative)")
+
+    @classmethod
+    def add_arguments(cls, parser, only: Sequence[str] | None = None) -> None:
+        super().add_arguments(parser, only)
+        parser.set_defaults(n_resamples=0)  # no flag, no bootstrap
+
+    @classmethod
+    def from_params(cls, params: Mapping, **values):
+        return super().from_params(params, **{"seed": int(params.get("seed", 0)), **values})
+
+    @classmethod
+    def requested(cls, args) -> "BootstrapSettings | None":
+        """The settings of ``--bootstrap N`` (None without it, or with N = 0)."""
+        if not getattr(args, "n_resamples", 0):
+            return None
+        settings = cls.from_args(args)
+        replicates = settings.replicates_out
+        return dataclasses.replace(settings, replicates_out=Path(replicates) if replicates else None)
 
 
 def unit_description(design: ClusterDesign, within: bool) -> str:

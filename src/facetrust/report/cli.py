@@ -32,7 +32,6 @@ from typing import Sequence
 
 from facetrust import options
 from facetrust.errors import InputError
-from facetrust.formats import TAR_METHODS
 
 
 _fars = options.rates
@@ -50,11 +49,19 @@ def labelled(paths: Sequence[str], labels: Sequence[str] | None, flag: str) -> d
 
 
 def add_ijb_convention_arguments(parser) -> None:
-    """The IJB 1:1 convention flags (InsightFace N1 D1 F1, nearest-FPR TAR by default)."""
-    parser.add_argument("--normalize-images", action="store_true", help="N0: L2-normalise image features")
-    parser.add_argument("--no-detector-score", action="store_true", help="D0: ignore detector scores")
-    parser.add_argument("--no-flip", action="store_true", help="F0: original images only")
-    parser.add_argument("--tar-method", default="nearest", choices=list(TAR_METHODS))
+    """The IJB 1:1 convention's flags (N, D, F and the TAR reading), from the settings groups that
+    own them and their defaults (:mod:`facetrust.evaluate.settings`)."""
+    from facetrust.evaluate.settings import IJBConvention, VerificationSettings
+
+    IJBConvention.add_arguments(parser)
+    VerificationSettings.add_arguments(parser, only=("tar_method",))
+
+
+def ijb_convention(args) -> dict:
+    """The convention of :func:`add_ijb_convention_arguments`'s flags as a dict."""
+    from facetrust.evaluate.settings import IJBConvention, VerificationSettings
+
+    return {**IJBConvention.from_args(args).kwargs(), "tar_method": VerificationSettings.from_args(args).tar_method}
 
 
 def _print_claims(claims) -> None:
@@ -77,10 +84,8 @@ def cmd_verification_table(args) -> None:
 def cmd_quality_split(args) -> None:
     from facetrust.report.quality_split import write_quality_split
 
-    convention = {"normalize_images": args.normalize_images, "use_detector_score": not args.no_detector_score,
-                  "flip": not args.no_flip, "tar_method": args.tar_method}
     table = write_quality_split(labelled(args.embeddings, args.method, "--method"), args.protocol, args.name,
-                                args.quality, Path(args.out), fars=args.fars, convention=convention)
+                                args.quality, Path(args.out), fars=args.fars, convention=ijb_convention(args))
     print(table.to_string(index=False))
 
 
@@ -113,7 +118,7 @@ def cmd_reject_plot(args) -> None:
 
 
 def cmd_histograms(args) -> None:
-    from facetrust.report.figures import plot_uncertainty_histograms
+    from facetrust.report.uncertainty_figures import plot_uncertainty_histograms
 
     print(plot_uncertainty_histograms(args.embeddings, args.quality, args.protocol, Path(args.out), name=args.name,
                                       title=args.title))

@@ -6,7 +6,7 @@
   (YlGn), and the xCos value with the decision (and the truth when known).
 * :func:`plot_pair_map` — a training-free map: both faces, the similarity and the dissimilarity
   evidence over face 1.
-* :func:`plot_inversion_grid` — inverted images of each class beside its clean rendering.
+* inversion grids: :mod:`facetrust.report.inversion_figures`.
 
 Drawn on a bare ``Figure`` under matplotlib's default rc settings at a fixed DPI with the date
 metadata dropped, so the same inputs give byte-identical PNGs (as ``facetrust.report.figures``).
@@ -45,7 +45,7 @@ def to_uint8(image) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _figure(rows: int, columns: int, panel: float = 2.4) -> Iterator[tuple[Figure, np.ndarray]]:
+def figure_grid(rows: int, columns: int, panel: float = 2.4) -> Iterator[tuple[Figure, np.ndarray]]:
     """A rows x columns figure drawn (and saved, inside the block) under matplotlib's defaults."""
     with matplotlib.rc_context():
         matplotlib.rcdefaults()
@@ -54,7 +54,7 @@ def _figure(rows: int, columns: int, panel: float = 2.4) -> Iterator[tuple[Figur
         yield figure, np.asarray(figure.subplots(rows, columns, squeeze=False))
 
 
-def _save(figure: Figure, out_path: str | Path) -> Path:
+def save_figure(figure: Figure, out_path: str | Path) -> Path:
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".png":
         raise ConfigError(f"figure {str(out_path)!r}: suffix must be .png")
@@ -94,10 +94,10 @@ def plot_xcos_pairs(pairs: Sequence[Mapping], threshold: float, out_path: str | 
     if not pairs:
         raise InputError("xcos figure: no pairs to draw")
     norm = TwoSlopeNorm(vmin=-1.0, vcenter=float(np.clip(threshold, -0.99, 0.99)), vmax=1.0)
-    with _figure(len(pairs), 4) as (figure, axes):
+    with figure_grid(len(pairs), 4) as (figure, axes):
         for row, pair in zip(axes, pairs):
             _draw_xcos_row(row, pair, threshold, norm)
-        return _save(figure, out_path)
+        return save_figure(figure, out_path)
 
 
 def _draw_xcos_row(row, pair: Mapping, threshold: float, norm) -> None:
@@ -136,10 +136,10 @@ def plot_pair_map(image1, image2, similarity: np.ndarray, dissimilarity: np.ndar
     """Face 1, face 2, face 1 with its similarity evidence (greens) and its dissimilarity evidence
     (reds); ``box`` (x0, y0, x1, y1, face-1 pixels) outlines a known occluder."""
     face1, face2 = to_uint8(image1), to_uint8(image2)
-    with _figure(1, 4) as (figure, axes):
+    with figure_grid(1, 4) as (figure, axes):
         _draw_map_row(axes[0], face1, face2, similarity, dissimilarity, method, box)
         figure.suptitle(f"cosine {cosine:.3f}", fontsize=10)
-        return _save(figure, out_path)
+        return save_figure(figure, out_path)
 
 
 def _draw_map_row(row, face1, face2, similarity, dissimilarity, method: str, box) -> None:
@@ -158,25 +158,6 @@ def _draw_map_row(row, face1, face2, similarity, dissimilarity, method: str, box
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.2))
 
 
-def plot_inversion_grid(images: Mapping[int, Sequence], clean: Mapping[int, np.ndarray], out_path: str | Path, *,
-                        captions: Mapping[int, str] | None = None) -> Path:
-    """One row per class: its clean rendering, then its inverted images (``images[class]``)."""
-    if not images:
-        raise InputError("inversion figure: no classes to draw")
-    columns = 1 + max(len(v) for v in images.values())
-    with _figure(len(images), columns, panel=1.6) as (figure, axes):
-        for row, (label, inverted) in zip(axes, images.items()):
-            panels = [(to_uint8(clean[label]), f"class {label}: clean")] if label in clean else [(None, "")]
-            panels += [(to_uint8(image), (captions or {}).get(label, "inverted") if k == 0 else "")
-                       for k, image in enumerate(inverted)]
-            for ax, (picture, title) in zip(row, panels + [(None, "")] * (columns - len(panels))):
-                if picture is not None:
-                    ax.imshow(picture, interpolation="nearest")
-                ax.set_title(title, fontsize=8)
-                ax.axis("off")
-        return _save(figure, out_path)
-
-
 CURVE_COLUMNS = (("fnmr_at_fmr", "FNMR (genuine) at the FMR threshold"), ("fmr_at_fmr", "FMR (impostor) at it"),
                  ("fnmr_at_eer", "FNMR (genuine) at the EER threshold"), ("score_genuine", "mean score, genuine"))
 
@@ -191,7 +172,7 @@ def plot_faithfulness_curves(fractions: Sequence[float], curves: Mapping[str, Ma
         raise InputError("faithfulness figure: no methods to draw")
     x = 100.0 * np.asarray(fractions, dtype=np.float64)
     modes = [m for m in ("deletion", "insertion", "insertion_blur") if m in next(iter(curves.values()))]
-    with _figure(len(modes), len(CURVE_COLUMNS), panel=3.0) as (figure, axes):
+    with figure_grid(len(modes), len(CURVE_COLUMNS), panel=3.0) as (figure, axes):
         for row, mode in zip(np.atleast_2d(axes), modes):
             for ax, (rate, title) in zip(row, CURVE_COLUMNS):
                 for method, entry in curves.items():
@@ -205,7 +186,7 @@ def plot_faithfulness_curves(fractions: Sequence[float], curves: Mapping[str, Ma
                 ax.tick_params(labelsize=7)
                 ax.grid(alpha=0.3)
         np.atleast_2d(axes)[0, 0].legend(fontsize=6, loc="best")
-        return _save(figure, out_path)
+        return save_figure(figure, out_path)
 
 
 def plot_method_maps(images1, images2, boxes, maps: Mapping[str, np.ndarray], out_path: str | Path, *,
@@ -218,7 +199,7 @@ def plot_method_maps(images1, images2, boxes, maps: Mapping[str, np.ndarray], ou
     from facetrust.explain.faithfulness import upsample
 
     faces = 3 if clean is not None else 2
-    with _figure(count, faces + len(maps), panel=1.7) as (figure, axes):
+    with figure_grid(count, faces + len(maps), panel=1.7) as (figure, axes):
         for k, row in enumerate(np.atleast_2d(axes)):
             face1, face2 = to_uint8(images1[k]), to_uint8(images2[k])
             size = face1.shape[:2]
@@ -237,7 +218,7 @@ def plot_method_maps(images1, images2, boxes, maps: Mapping[str, np.ndarray], ou
             x0, y0, x1, y1 = boxes[k]
             for ax in (row[0], *row[faces:]):
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.0))
-        return _save(figure, out_path)
+        return save_figure(figure, out_path)
 
 
 def plot_cascade(image1, levels: Sequence[str], maps: Mapping[str, Mapping[str, np.ndarray]],
@@ -249,7 +230,7 @@ def plot_cascade(image1, levels: Sequence[str], maps: Mapping[str, Mapping[str, 
 
     face = to_uint8(image1)
     size = face.shape[:2]
-    with _figure(len(maps), 1 + len(levels), panel=1.6) as (figure, axes):
+    with figure_grid(len(maps), 1 + len(levels), panel=1.6) as (figure, axes):
         for row, (method, by_level) in zip(np.atleast_2d(axes), maps.items()):
             row[0].imshow(face, interpolation="nearest")
             row[0].set_title(method, fontsize=7)
@@ -260,7 +241,7 @@ def plot_cascade(image1, levels: Sequence[str], maps: Mapping[str, Mapping[str, 
                 rho = similarity.get(method, {}).get(level)
                 ax.set_title(level if rho is None else f"{level}\nρ|·| {rho[0]:.2f}", fontsize=6)
                 ax.axis("off")
-        return _save(figure, out_path)
+        return save_figure(figure, out_path)
 
 
 def plot_restoration(result: Mapping, out_path: str | Path, *, dashed: Sequence[str] = (),
@@ -269,7 +250,7 @@ def plot_restoration(result: Mapping, out_path: str | Path, *, dashed: Sequence[
     validation EER threshold against the share of the image restored; ``dashed`` orders (controls,
     random) and the randomised network's orders of the methods ``randomised_of`` dashed."""
     x = 100.0 * np.asarray(result["fractions"], dtype=np.float64)
-    with _figure(1, 2, panel=4.0) as (figure, axes):
+    with figure_grid(1, 2, panel=4.0) as (figure, axes):
         axes = np.atleast_1d(axes).ravel()
         for name, entry in result["orders"].items():
             randomised = name.startswith("randomised_network:")
@@ -285,32 +266,7 @@ def plot_restoration(result: Mapping, out_path: str | Path, *, dashed: Sequence[
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
         axes[0].legend(fontsize=6, loc="best")
-        return _save(figure, out_path)
-
-
-def plot_inversion_variants(clean: Mapping[int, np.ndarray], variants: Mapping[str, Mapping[int, Sequence]],
-                            out_path: str | Path) -> Path:
-    """One row per class: its clean rendering, then the images of each variant (``variants[name]
-    [class]``: full, no BN term, no class term), titled once per block."""
-    if not variants:
-        raise InputError("inversion figure: no variants to draw")
-    classes = list(next(iter(variants.values())))
-    per_variant = max(len(images) for v in variants.values() for images in v.values())
-    columns = 1 + per_variant * len(variants)
-    with _figure(len(classes), columns, panel=1.3) as (figure, axes):
-        for row, label in zip(axes, classes):
-            panels = [(to_uint8(clean[label]), f"class {label}: clean")] if label in clean else \
-                [(None, f"class {label}")]
-            for name, images in variants.items():
-                chosen = list(images[label])
-                panels += [(to_uint8(img), name if k == 0 else "") for k, img in enumerate(chosen)]
-                panels += [(None, "")] * (per_variant - len(chosen))
-            for ax, (picture, title) in zip(row, panels):
-                if picture is not None:
-                    ax.imshow(picture, interpolation="nearest")
-                ax.set_title(title, fontsize=7)
-                ax.axis("off")
-        return _save(figure, out_path)
+        return save_figure(figure, out_path)
 
 
 def plot_xcos_fit(target: np.ndarray, xcos: np.ndarray, issame: np.ndarray, out_path: str | Path, *,
@@ -330,4 +286,4 @@ def plot_xcos_fit(target: np.ndarray, xcos: np.ndarray, issame: np.ndarray, out_
     ax.set_title(f"Pearson r {pearson:.3f}, MSE {mse:.4f}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
-    return _save(figure, out_path)
+    return save_figure(figure, out_path)

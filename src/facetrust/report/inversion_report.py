@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from facetrust.io import atomic_path, read_json, write_text_atomic
-from facetrust.report.explanations_report import _interval, side_verdict
+from facetrust.report.explanations_claims import _interval, side_verdict
 from facetrust.report.claims import Claim
 from facetrust.report.markdown import figure_links, inputs_section, markdown_table, number
 
@@ -140,7 +140,7 @@ def write_inversion_report(results_json: str | os.PathLike, images_npz: str | os
                            *, table_csv: str | os.PathLike, figure_png: str | os.PathLike,
                            selection_json: str | os.PathLike | None = None) -> list[Claim]:
     """Write the report, the table and the grid (clean rendering | full | no BN | no class)."""
-    from facetrust.report.explain_figures import plot_inversion_variants
+    from facetrust.report.inversion_figures import plot_inversion_variants
 
     result = read_json(results_json, "inversion results")
     selection = read_json(selection_json, "inversion selection") if selection_json else None

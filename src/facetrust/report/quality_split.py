@@ -18,13 +18,14 @@ from facetrust.data.ijb import read_ijb_protocol
 from facetrust.evaluate.embeddings_file import load_embeddings
 from facetrust.evaluate.ijb import evaluate_ijb
 from facetrust.evaluate.roc import roc_points, tar_at_far
+from facetrust.evaluate.settings import IJBConvention, VerificationSettings
 from facetrust.formats import tar_column
 from facetrust.io import atomic_path
 from facetrust.report.quality import quality_rows, read_quality
 
 GROUPS = ("low", "middle", "high")
-# InsightFace eval_ijbc.py: N1 D1 F1, nearest-FPR TAR (the `evaluate` defaults of params.yaml).
-DEFAULT_CONVENTION = {"normalize_images": False, "use_detector_score": True, "flip": True, "tar_method": "nearest"}
+# The `evaluate` defaults (facetrust.evaluate.settings: the IJB convention and the TAR reading).
+DEFAULT_CONVENTION = {**IJBConvention().kwargs(), "tar_method": VerificationSettings().tar_method}
 
 
 def pair_quality(protocol, image_quality: np.ndarray) -> np.ndarray:

@@ -34,6 +34,13 @@ def run(args: argparse.Namespace) -> None:
     print(f"{len(result['pairs'])} pair(s): {Path(args.out) / 'verify.json'} and one page per pair in {args.out}")
 
 
+def add_parsers(subparsers) -> None:
+    """``facetrust verify`` (its ``--uncertainty`` choices: the models' own uncertainties)."""
+    from facetrust.registry import LazyChoices
+
+    add_verify_parser(subparsers, LazyChoices("none", "facetrust.models.uncertainty.methods:MODEL_UNCERTAINTIES"))
+
+
 def add_verify_parser(subparsers, uncertainty_choices) -> argparse.ArgumentParser:
     p = subparsers.add_parser("verify", help="verify two photographs (or a CSV of pairs): detection, alignment, "
                                              "score, decision at a FAR, uncertainties, explanation map")

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
 from facetrust.align.warp import arcface_template
-from facetrust.report.explain_figures import _annotated_map, _figure, _overlay, _save
+from facetrust.report.explain_figures import _annotated_map, _overlay, figure_grid, save_figure
 
 
 def _face(ax, face, title: str) -> None:
@@ -129,7 +129,7 @@ def _explanation(axes, explanation: dict | None, face1) -> None:
 def plot_verification(face1, face2, record: dict, explanation: dict | None, benchmark: np.ndarray | None,
                       out_path: str | Path) -> Path:
     """Write the page (2 x 3 panels) to ``out_path`` (.png)."""
-    with _figure(2, 3, panel=2.9) as (figure, axes):
+    with figure_grid(2, 3, panel=2.9) as (figure, axes):
         _face(axes[0, 0], face1, "face 1: " + _how(face1))
         _face(axes[0, 1], face2, "face 2: " + _how(face2))
         _score_panel(axes[0, 2], record)
@@ -137,4 +137,4 @@ def plot_verification(face1, face2, record: dict, explanation: dict | None, benc
         _threshold_axis(strip, record)
         _explanation(axes[1, :2], explanation, face1)
         _uncertainty_panel(axes[1, 2], record, benchmark)
-        return _save(figure, out_path)
+        return save_figure(figure, out_path)
