@@ -194,8 +194,8 @@ def test_a_registered_method_reaches_the_cli_and_the_schema(monkeypatch):
 
     monkeypatch.setitem(POOLINGS._entries, "median", "a planted pooling")
     assert "median" in schema_node(schema(), ("variants", "*", "pooling"))["enum"]
-    args = build_parser().parse_args(["evaluate", "ijb", "--embeddings", "e.npz", "--out", "m.json",
-                                      "--pooling", "median"])
+    args = build_parser().parse_args(["evaluate", "ijb", "--embeddings", "e.npz", "--protocol", "p", "--name", "n",
+                                      "--out", "m.json", "--pooling", "median"])
     assert args.pooling == "median"
 
 

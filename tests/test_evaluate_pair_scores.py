@@ -67,7 +67,9 @@ def test_metrics_file_and_cli_carry_the_paired_differences(tmp_path):
                  "--out", str(tmp_path / "c.json")]) == 0
     assert json.loads((tmp_path / "c.json").read_text())["accuracy"] == pytest.approx(
         ten_fold_scores(cosine, issame).accuracy)
-    assert main(["evaluate", "ijb", "--scores", str(tmp_path / "s.npz"), "--out", str(tmp_path / "x.json")]) == 2
+    with pytest.raises(SystemExit) as refused:  # --scores is a flag of `evaluate pairs` only
+        main(["evaluate", "ijb", "--scores", str(tmp_path / "s.npz"), "--out", str(tmp_path / "x.json")])
+    assert refused.value.code == 2
     assert main(["evaluate", "pairs", "--scores", str(tmp_path / "s.npz"), "--score-key", "nope",
                  "--out", str(tmp_path / "x.json")]) == 2
 

@@ -345,11 +345,13 @@ def test_a_numeric_option_out_of_range_is_exit_2_naming_it_and_its_range(argv, o
 def test_numeric_options_in_range_parse_as_before():
     from facetrust.cli import build_parser
 
-    args = build_parser().parse_args(["evaluate", "ijb", "--embeddings", "e", "--out", "m", "--fars", "1e-4,0.1",
-                                      "--ci-level", "0.9", "--bootstrap", "0", "--seed", "2026"])
-    assert args.fars == [1e-4, 0.1] and args.ci_level == 0.9 and args.bootstrap == 0 and args.seed == 2026
+    args = build_parser().parse_args(["evaluate", "ijb", "--embeddings", "e", "--protocol", "p", "--name", "n",
+                                      "--out", "m", "--fars", "1e-4,0.1", "--ci-level", "0.9", "--bootstrap", "0",
+                                      "--seed", "2026"])
+    assert args.fars == (1e-4, 0.1) and args.level == 0.9 and args.n_resamples == 0 and args.seed == 2026
     defaults = build_parser().parse_args(["evaluate", "reject", "--embeddings", "e", "--out", "m"])
-    assert defaults.fars == [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1] and defaults.fraction_step == 0.01
+    # reject's own FARs (evaluate.reject.fars of the schema), not the IJB table's
+    assert defaults.fars == (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2) and defaults.fraction_step == 0.01
     assert build_parser().parse_args(["align", "--in", "i", "--name", "n", "--out", "a", "--size", "112x96"]).size \
         == (112, 96)
 
