@@ -94,6 +94,7 @@ rule explain_thresholds:
     benchmark:
         "logs/benchmark/explain/thresholds/{xcos}.tsv"
     threads: THREADS
+    priority: CRITICAL_PRIORITY
     conda:
         "../../envs/facetrust.yaml"
     resources:
@@ -123,6 +124,7 @@ rule explain_sanity:
     benchmark:
         "logs/benchmark/explain/sanity/{xcos}/{pairs}.tsv"
     threads: THREADS
+    priority: CRITICAL_PRIORITY
     conda:
         "../../envs/facetrust.yaml"
     resources:
@@ -157,6 +159,7 @@ rule explain_faithfulness:
     benchmark:
         "logs/benchmark/explain/faithfulness/{xcos}/{pairs}.tsv"
     threads: THREADS
+    priority: CRITICAL_PRIORITY
     conda:
         "../../envs/facetrust.yaml"
     resources:

@@ -26,6 +26,7 @@ rule train:
     benchmark:
         "logs/benchmark/train/{model}.tsv"
     threads: train_threads  # the CPUs of one node: processes per node x CPUs per process
+    priority: train_priority
     conda:
         "../../envs/facetrust.yaml"
     resources:
@@ -94,6 +95,7 @@ rule train_xcos:
     benchmark:
         "logs/benchmark/train_xcos/{xcos}.tsv"
     threads: THREADS
+    priority: CRITICAL_PRIORITY
     conda:
         "../../envs/facetrust.yaml"
     resources:
