@@ -42,7 +42,8 @@ class IJBConvention(SettingsGroup):
     """InsightFace's IJB evaluation flags (``eval_ijbc.py``: N, D, F)."""
 
     SECTION: ClassVar[tuple[str, ...]] = ("evaluate",)
-    normalize_images: bool = option(False, "--normalize-images", "N1: L2-normalise image features before pooling")
+    normalize_images: bool = option(False, "--normalize-images", "N0: L2-normalise image features before pooling "
+                                                                 "(InsightFace N1, the default, keeps their norm as a weight)")
     use_detector_score: bool = option(True, "--no-detector-score", "D0: ignore detector scores", invert=True)
     flip: bool = option(True, "--no-flip", "F0: original images only (no flip-sum)", invert=True)
 
