@@ -294,6 +294,8 @@ def run_evaluate_pairs(
 
     if protocol not in PAIR_PROTOCOLS:
         raise ConfigError(f"pairs protocol: {protocol!r} is not one of {list(PAIR_PROTOCOLS)}")
+    if protocol == "sphereface":  # evaluation.m scores pairs by cosine, whatever --metric says
+        metric = "cosine"
     embeddings = load_embeddings(embeddings_path, flip=flip)
     emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
     score_values = None
