@@ -41,7 +41,10 @@ def run_setting(args, bf16: bool, channels_last: bool, compile: bool) -> dict:
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    backbone = build_backbone("iresnet50", embedding_size=512, input_size=(args.size, args.size)).to(device)
+    # The trunk's own autocast (InsightFace's `fp16` option) decides its precision: off, it would
+    # switch an outer bf16 autocast off inside the trunk and measure float32 under the bf16 name.
+    backbone = build_backbone("iresnet50", embedding_size=512, input_size=(args.size, args.size),
+                              fp16="bf16" if bf16 else False).to(device)
     head = build_head("arcface", 512, args.classes, s=64.0, m=0.5).to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     backbone = backbone.to(memory_format=memory_format)
