@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError
@@ -37,13 +36,12 @@ def available_backbones() -> list[str]:
 def build_backbone(name: str, embedding_size: int = 512, **options) -> nn.Module:
     """Build the backbone registered as ``name``; unknown names raise ConfigError listing the allowed ones.
 
-    Its convolution weights are laid out channels-last (NHWC) when :func:`nhwc_safe` allows:
-    oneDNN's convolutions and batch norms then run in NHWC whatever the input's layout, 10-45 %
-    faster on CPU for the embedded default's small networks (``benchmarks/bench_throughput.py``),
-    and the layout tensor cores want on GPU.  The layout is only how the weights sit in memory (a
-    state dict loads into it either way); values agree with NCHW to float rounding."""
-    model = BACKBONES.get(name)(embedding_size=embedding_size, **options)
-    return model.to(memory_format=torch.channels_last) if nhwc_safe(model) else model
+    The weights stay in PyTorch's default NCHW layout.  Channels-last (NHWC) ran the embedded
+    default 10-45 % faster on CPU, but on the CPU build in use it corrupts the heap in one op
+    (:func:`nhwc_safe`) and it moved a two-process data-parallel run ~250x further from the
+    one-process run than NCHW does (tests/integration/test_slurm.py); benchmarks/README.md
+    "Pipeline" has the figures."""
+    return BACKBONES.get(name)(embedding_size=embedding_size, **options)
 
 
 def nhwc_safe(model: nn.Module) -> bool:
@@ -51,7 +49,7 @@ def nhwc_safe(model: nn.Module) -> bool:
     reads fewer than 8 channels.  The backward of such a convolution in NHWC corrupts the heap in
     the PyTorch CPU build in use (2.14: a width-4 iResNet's downsample, 4 -> 8 channels at stride
     2, aborts with "double free or corruption"; 8 or more input channels, or 3x3 kernels, agree
-    with NCHW); ``tests/test_backbones_zoo.py`` checks both."""
+    with NCHW).  Kept for whoever converts a model (``model.to(memory_format=torch.channels_last)``)."""
     return not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 and m.in_channels < 8
                    for m in model.modules())
 
