@@ -50,8 +50,7 @@ class SettingsGroup:
             kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": meta["help"] + " (default: %(default)s)"}
             if isinstance(f.default, tuple):
                 kwargs.update(type=lambda text: tuple(options.rates(text)), metavar="R1,R2,...")
-                kwargs["default"] = f.default
-                kwargs["help"] = meta["help"] + f" (default: {','.join(_text(v) for v in f.default)})"
+                kwargs["help"] = meta["help"] + f" (default: {','.join(str(v) for v in f.default)})"
             elif meta["type"] is not None:
                 kwargs["type"] = meta["type"]
             if meta["choices"] is not None:
@@ -97,13 +96,9 @@ class SettingsGroup:
                 if bool(value) != bool(meta["invert"]):
                     out.append(meta["flag"])
             elif value is not None:
-                out += [meta["flag"], ",".join(_text(v) for v in value) if isinstance(value, (list, tuple)) else _text(value)]
+                out += [meta["flag"], ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)]
         return out
 
     def kwargs(self, only: Sequence[str] | None = None) -> dict[str, Any]:
         """The values as keyword arguments of the protocol's ``run_evaluate_*``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if only is None or f.name in only}
-
-
-def _text(value) -> str:
-    return str(value)

@@ -531,8 +531,8 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
 
     removal = rejection_order(pair_unc)
     genuine = np.asarray(labels).astype(bool)
-    sorted_scores = SortedScores(scores, labels)
     kth = KthImpostorReader(scores, labels) if tar_method == KTH_IMPOSTOR else None
+    sorted_scores = None if kth is not None else SortedScores(scores, labels)  # one reader, the one in use
     fractions = np.asarray(fractions, dtype=np.float64)
 
     def statistic(weights: np.ndarray) -> np.ndarray:
