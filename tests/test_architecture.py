@@ -4,6 +4,7 @@ the params schema (docs/ARCHITECTURE.md)."""
 from __future__ import annotations
 
 import ast
+import json
 import functools
 import importlib
 from pathlib import Path
@@ -211,3 +212,40 @@ def test_no_report_module_is_over_300_lines():
     long = {path.name: n for path in (PACKAGE / "report").glob("*.py")
             if (n := len(path.read_text().splitlines())) > 300}
     assert not long, f"report modules over 300 lines: {long}"
+
+
+def test_evaluation_and_tables_run_without_torch_or_scikit_learn(tmp_path):
+    """Evaluation and tables are numpy: with torch and scikit-learn unimportable, `evaluate pairs`
+    and `report table` still run and write their provenance (importing the two cost ~3 s and ~600 MB
+    in each of the embedded default's ~100 small jobs)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    embedding = rng.normal(size=(40, 8)).astype(np.float32)
+    embedding[1::2] = embedding[::2] + np.where(np.arange(20) % 2 == 0, 0.1, 3.0)[:, None] * rng.normal(size=(20, 8))
+    np.savez(tmp_path / "e.npz", image=np.array([str(i) for i in range(40)]), embedding=embedding,
+             issame=np.arange(20) % 2 == 0)
+    script = """
+import sys
+sys.modules["torch"] = sys.modules["sklearn"] = None  # `import torch` now raises ImportError
+from facetrust.cli import main
+assert main(["evaluate", "pairs", "--embeddings", "e.npz", "--out", "m.json", "--bootstrap", "20"]) == 0
+assert main(["report", "table", "--metrics", "m.json", "--out", "t.csv"]) == 0
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "t.csv").exists()
+    record = json.loads((tmp_path / "provenance" / "m.json.json").read_text())
+    assert record["torch_threads"] is None and record["float_path"]["aten_cpu_capability"] is None
+
+
+def test_provenance_names_the_installed_torch_without_importing_it():
+    import torch
+
+    from facetrust.provenance import _installed
+
+    assert _installed("torch") == torch.__version__
+    assert _installed("no_such_package_here") is None

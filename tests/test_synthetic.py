@@ -68,6 +68,13 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(bench, tm
     assert (tmp_path / "c" / "train" / "train.rec").read_bytes() != first["train/train.rec"]
 
 
+def test_rendering_in_two_processes_writes_the_same_files(bench, tmp_path):
+    synthesize(tmp_path / "two", TINY, SEED, workers=2)
+    first, second = _files(bench), _files(tmp_path / "two")
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+
+
 def test_training_images_do_not_depend_on_how_many_identities_are_drawn(bench, tmp_path):
     synthesize(tmp_path / "small", dataclasses.replace(TINY, train_identities=2), SEED)
     big, small = InsightFaceRecord(bench / "train"), InsightFaceRecord(tmp_path / "small" / "train")

@@ -20,6 +20,7 @@ in params.yaml (each job's ``--threads`` and ``OMP_NUM_THREADS``).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 # The variable each library reads, and the AVX2 value of it.
@@ -45,12 +46,12 @@ def pin_environment(environ: dict | None = None) -> dict[str, str]:
 def effective() -> dict[str, Any]:
     """The floating-point path in force: the pins' values and what the libraries report using
     (OpenBLAS core, ATen CPU capability, thread counts).  Recorded in provenance sidecars; the
-    same on every machine that honours the pins, so the sidecars stay byte-identical too."""
-    import torch
-
+    same on every machine that honours the pins, so the sidecars stay byte-identical too.  ATen's
+    fields are ``None`` in a process that never loaded torch (it then ran no torch kernel)."""
+    torch = sys.modules.get("torch")
     info: dict[str, Any] = {name: os.environ.get(name) for name in PINS}
-    info["aten_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    info["torch_threads"] = torch.get_num_threads()
+    info["aten_cpu_capability"] = torch.backends.cpu.get_cpu_capability() if torch else None
+    info["torch_threads"] = torch.get_num_threads() if torch else None
     info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
     try:
         from threadpoolctl import threadpool_info

@@ -4,7 +4,10 @@ Every ``facetrust`` command that writes ``--out`` records, after it succeeded, a
 package version, the git commit of the source tree (and whether it had uncommitted changes), the
 Python / torch / numpy versions, the command line, the seed of the params file it read, torch's
 determinism policy and thread count, the floating-point path (:mod:`facetrust.float_path`: the
-pinned kernels, as the libraries report them) and the SLURM job id when there is one.  It holds no
+pinned kernels, as the libraries report them) and the SLURM job id when there is one.  A command
+that never loaded torch (evaluation and reports are numpy) records torch's installed version and
+``null`` for what only a loaded torch can say (its threads, CPU capability and CUDA): importing
+torch for the record alone cost ~2 s and ~600 MB per job.  It holds no
 timestamp, so two runs of the same commit with the same seed write the same bytes here too.
 
 Where: ``provenance/<output path>.json`` under the working directory for outputs inside it (so
@@ -15,10 +18,14 @@ run-specific values, which is what lets DVC and the tests compare them byte for 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,28 +51,46 @@ def git_state() -> dict[str, Any]:
     return {"git_sha": head.stdout.strip(), "git_dirty": None if status is None else bool(status.stdout.strip())}
 
 
+def _installed(package: str) -> str | None:
+    """``package.__version__`` without importing it: its ``version.py`` (torch writes one), else
+    the distribution's metadata (an unpacked torch may have none), else None."""
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.origin:
+        try:
+            text = Path(spec.origin).with_name("version.py").read_text()
+        except OSError:
+            text = ""
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+        if found:
+            return found.group(1)
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def record(argv: Sequence[str], seed: int | None = None) -> dict[str, Any]:
     """The provenance record of a command (see the module docstring)."""
     import numpy
-    import torch
 
     import facetrust
     from facetrust.float_path import effective
 
+    torch = sys.modules.get("torch")  # loaded by the command, or None (see the module docstring)
     return {
         "facetrust": facetrust.__version__,
         **git_state(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": torch.__version__ if torch else _installed("torch"),
         "numpy": numpy.__version__,
         "command": ["facetrust", *argv],
         "seed": seed,
         # the trainers' policy (facetrust.train.parts.set_determinism), in force while they run
         "determinism": "torch.use_deterministic_algorithms(True) on CPU; cudnn.benchmark off on GPU",
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads() if torch else None,
         # what decides the floating-point path (pinned: facetrust.float_path)
         "float_path": effective(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda if torch and torch.cuda.is_available() else None,
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
 

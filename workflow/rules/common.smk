@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import yaml
+from snakemake.exceptions import WorkflowError
 
 from facetrust import config as fc
 
@@ -143,6 +144,15 @@ def failed_images_args(wildcards, input):
     if not input.failed:
         return ""
     return f"--failed-images {Path(input.failed[0]).parent / 'manifest.json'}"
+
+
+def run_cores(wildcards=None):
+    """The run's `--cores` (for a job that has the machine to itself, e.g. the renderer, which
+    nothing can run beside); 1 where the run has none (`--unlock`, a cluster run's `--jobs`)."""
+    try:
+        return max(1, int(workflow.cores))
+    except (WorkflowError, TypeError, ValueError):
+        return 1
 
 
 def grow(base):

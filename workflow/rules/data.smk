@@ -27,14 +27,14 @@ rule synthesize:
         "logs/synthesize.log",
     benchmark:
         "logs/benchmark/synthesize.tsv"
-    threads: 1
+    threads: run_cores  # nothing else can run yet: every job needs the benchmark (same files for any count)
     conda:
         "../../envs/facetrust.yaml"
     resources:
         mem_mb=grow(4000),
         runtime=grow(30),
     shell:
-        "facetrust synth --out {params.out_dir} --params {params.config_file} > {log} 2>&1"
+        "facetrust synth --out {params.out_dir} --params {params.config_file} --workers {threads} > {log} 2>&1"
 
 
 rule decode:

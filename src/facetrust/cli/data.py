@@ -20,6 +20,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--params", help="params.yaml whose `synth` section and seed are used")
     p.add_argument("--seed", type=options.seed, help="overrides params seed")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one synth size option")
+    p.add_argument("--workers", type=options.threads, default=1,
+                   help="processes that render (default 1); the files are the same for any number")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_synth)
 
@@ -128,7 +130,7 @@ def cmd_synth(args) -> None:
     config = SynthConfig.from_dict(overrides)
     seed = args.seed if args.seed is not None else params.get("seed", 2026)
     args.seed = seed  # recorded in the provenance sidecar
-    summary = synthesize(Path(args.out), config, seed=seed)
+    summary = synthesize(Path(args.out), config, seed=seed, workers=args.workers)
     print(json.dumps(summary, indent=2, default=str))
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import auc as area_under_curve
 
 from facetrust.errors import ConfigError, InputError
 from facetrust.evaluate.embeddings_file import load_embeddings
@@ -34,6 +33,7 @@ from facetrust.evaluate.scores import SCORES
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
+    area_under_curve,
     far_key,
     operating_points,
     plain_float,

@@ -21,12 +21,11 @@ from typing import Sequence
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import auc as area_under_curve
 
 from facetrust.errors import InputError
 from facetrust.evaluate.pairs import ACCURACY_STEP, TenFoldResult, ten_fold_from_distance
-from facetrust.evaluate.roc import (DEFAULT_IJB_FARS, SKLEARN_CONVENTION, far_key, operating_points, plain_float,
-                                    roc_points, tar_at_far, tar_table, write_roc)
+from facetrust.evaluate.roc import (DEFAULT_IJB_FARS, SKLEARN_CONVENTION, area_under_curve, far_key,
+                                    operating_points, plain_float, roc_points, tar_at_far, tar_table, write_roc)
 from facetrust.formats import ISSAME, PAIRED_DIFFERENCES, SCORE_NAMES, metrics_record
 from facetrust.io import outputs_together, write_json_atomic
 from facetrust.npz import check_declared_sizes

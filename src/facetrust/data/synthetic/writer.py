@@ -23,10 +23,10 @@ operating thresholds; nothing is chosen on the test sets (synth_lfw, synth_ijbc)
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -37,7 +37,6 @@ from facetrust.data.binset import write_bin
 from facetrust.data.insightface import write_insightface_dataset
 from facetrust.data.synthetic.config import SynthConfig
 from facetrust.data.synthetic.degrade import Degradation
-from facetrust.data.synthetic.identity import perturb_nuisance
 from facetrust.data.synthetic.images import (
     STREAM_IJB,
     STREAM_PAIRS,
@@ -45,14 +44,9 @@ from facetrust.data.synthetic.images import (
     STREAM_TRAIN,
     STREAM_VALIDATION,
     RenderedImage,
-    detector_score,
-    identity_of,
     keyed_rng,
-    loose_box_in_aligned_frame,
-    render_aligned,
-    render_loose,
-    sample_shot,
 )
+from facetrust.data.synthetic.parallel import ijb_media, ordered_map, pair_identity, train_identity
 from facetrust.data.synthetic.occluders import (
     OCCLUDER_COLUMNS,
     OCCLUDERS_NAME,
@@ -108,16 +102,15 @@ def _train_images_per_identity(config: SynthConfig, seed: int) -> np.ndarray:
     return keyed_rng(seed, STREAM_SPLIT, STREAM_TRAIN).integers(low, high + 1, config.train_identities)
 
 
-def _write_train(out_dir: Path, config: SynthConfig, seed: int, rows: list[_QualityRow]) -> dict:
+def _write_train(out_dir: Path, config: SynthConfig, seed: int, rows: list[_QualityRow], workers: int = 1) -> dict:
     counts = _train_images_per_identity(config, seed)
     bar = _progress(int(counts.sum()), "synth train")
 
     def samples() -> Iterator[tuple[int, bytes]]:
         key = 1  # InsightFace sets: image records are keys 1 .. A-1, in the order written
-        for label in range(config.train_identities):
-            identity = identity_of(seed, label, config.identity_spread)
-            for index in range(int(counts[label])):
-                image = render_aligned(identity, keyed_rng(seed, STREAM_TRAIN, label, index), config)
+        tasks = [(label, int(counts[label])) for label in range(config.train_identities)]
+        for (label, _), images in zip(tasks, ordered_map(partial(train_identity, seed, config), tasks, workers)):
+            for image in images:
                 rows.append(_QualityRow("train", f"train/{key}", label, image.degradation, image.quality,
                                         image.occluder))
                 key += 1
@@ -140,7 +133,7 @@ def _distinct_choices(rng: np.random.Generator, universe: int, count: int, what:
 
 def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: int,
                  rows: list[_QualityRow], name: str = PAIR_SET_NAME, identities: int | None = None,
-                 pairs_per_fold: int | None = None, stream: int = STREAM_PAIRS) -> dict:
+                 pairs_per_fold: int | None = None, stream: int = STREAM_PAIRS, workers: int = 1) -> dict:
     """LFW view-2 style: fold k = pairs [k*n, (k+1)*n), genuine first, identity-disjoint folds.
 
     The test pair set uses the ``pair_*`` sizes and ``STREAM_PAIRS``; the validation pair set
@@ -154,18 +147,19 @@ def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: 
     twin_images: list[int] = []  # .bin image numbers with an occluder, and their clean renders
     twin_pixels: list[np.ndarray] = []
     bar = _progress(identities * k, f"synth {name}")
+    # every identity's k images (and clean twins), rendered in identity order across the workers
+    rendered = ordered_map(partial(pair_identity, seed, config, stream, k),
+                           (first_identity + np.arange(identities)).tolist(), workers)
+    pool: dict[tuple[int, int], RenderedImage] = {}
+    clean: dict[tuple[int, int], np.ndarray] = {}
+    for ident, images in zip((first_identity + np.arange(identities)).tolist(), rendered):
+        for index, (image, twin) in enumerate(images):
+            pool[ident, index] = image
+            if twin is not None:  # its clean twin: same draws, not painted
+                clean[ident, index] = _decode(twin.jpeg)
+            bar.update()
     for fold in range(folds):
         members = first_identity + np.flatnonzero(fold_of == fold)
-        pool: dict[tuple[int, int], RenderedImage] = {}
-        clean: dict[tuple[int, int], np.ndarray] = {}
-        for ident in members.tolist():
-            params = identity_of(seed, ident, config.identity_spread)
-            for index in range(k):
-                pool[ident, index] = render_aligned(params, keyed_rng(seed, stream, ident, index), config)
-                if pool[ident, index].occluder is not None:  # its clean twin: same draws, not painted
-                    twin = render_aligned(params, keyed_rng(seed, stream, ident, index), config, paint_occluder=False)
-                    clean[ident, index] = _decode(twin.jpeg)
-                bar.update()
         rng = keyed_rng(seed, STREAM_SPLIT, stream, fold)
         m, half = len(members), per_fold // 2
         # genuine: (identity, image i < image j); combos enumerated then drawn without replacement
@@ -225,7 +219,7 @@ def _impostor_template_pairs(rng: np.random.Generator, template_identity: np.nda
 
 
 def _write_ijb(out_dir: Path, config: SynthConfig, seed: int, first_identity: int,
-               rows: list[_QualityRow]) -> dict:
+               rows: list[_QualityRow], workers: int = 1) -> dict:
     root = out_dir / "ijb" / IJB_NAME
     crops = root / "loose_crop"
     meta = root / "meta"
@@ -247,28 +241,18 @@ def _write_ijb(out_dir: Path, config: SynthConfig, seed: int, first_identity: in
     face_lines, point_lines = [], []
     number = 0
     bar = _progress(sum(p[3] for p in plan), "synth ijb")
-    for ident, template, media, frames in plan:
-        params = identity_of(seed, ident, config.identity_spread)
-        shot = sample_shot(params, keyed_rng(seed, STREAM_IJB, media, 0), config)
-        base_nuisance = shot.nuisance
-        for frame in range(frames):
-            rng = keyed_rng(seed, STREAM_IJB, media, frame + 1)
-            if frame:  # a later video frame: same scene, slightly moved
-                shot = dataclasses.replace(shot, nuisance=perturb_nuisance(rng, base_nuisance))
-            image = render_loose(params, shot, rng, config)
+    rendered = ordered_map(partial(ijb_media, seed, config),
+                           [(ident, media, frames) for ident, _, media, frames in plan], workers)
+    for (ident, template, media, _), media_frames in zip(plan, rendered):
+        for frame in media_frames:
             number += 1
             name = f"{number}.jpg"
             with atomic_path(crops / name) as tmp:
-                tmp.write_bytes(image.jpeg)
-            score = detector_score(image.quality, rng)
-            noise = config.ijb_landmark_noise_px * (1.0 + 2.0 * (1.0 - image.quality))
-            detected = image.landmarks + rng.normal(0.0, noise * shot.side / 112.0, (5, 2))
+                tmp.write_bytes(frame.image.jpeg)
             face_lines.append(f"{name} {template} {media}")
-            point_lines.append(name + "".join(f" {v:.3f}" for v in detected.ravel()) + f" {score:.6f}")
-            aligned_box = (None if image.occluder is None
-                           else loose_box_in_aligned_frame(image.occluder, shot, config.image_size))
-            rows.append(_QualityRow(IJB_NAME, f"{IJB_NAME}/{name}", ident, image.degradation, image.quality,
-                                    aligned_box, image.occluder))
+            point_lines.append(name + "".join(f" {v:.3f}" for v in frame.detected.ravel()) + f" {frame.score:.6f}")
+            rows.append(_QualityRow(IJB_NAME, f"{IJB_NAME}/{name}", ident, frame.image.degradation,
+                                    frame.image.quality, frame.aligned_box, frame.image.occluder))
             bar.update()
     bar.close()
     # crops of an earlier, larger run in the same directory would survive and change its hash
@@ -303,10 +287,12 @@ def _write_ijb(out_dir: Path, config: SynthConfig, seed: int, first_identity: in
 
 
 # --------------------------------------------------------------------------- entry point
-def synthesize(out_dir: str | os.PathLike, config: SynthConfig | None = None, seed: int = 0) -> dict:
+def synthesize(out_dir: str | os.PathLike, config: SynthConfig | None = None, seed: int = 0,
+               workers: int = 1) -> dict:
     """Render and write the whole benchmark under ``out_dir``; return the manifest dict.
 
-    Same ``config`` and ``seed`` give byte-identical files.  Training images stream into the
+    Same ``config`` and ``seed`` give byte-identical files, whatever the number of ``workers``
+    (processes that render; :mod:`facetrust.data.synthetic.parallel`).  Training images stream into the
     RecordIO writer (never all in memory).  Returns ``{"format_version", "seed", "config",
     "counts": {"train", "pairs", "ijb", "quality_rows"}, "image_size", ...}``, also written
     to ``manifest.json``.
@@ -315,20 +301,22 @@ def synthesize(out_dir: str | os.PathLike, config: SynthConfig | None = None, se
     # Written into a staging directory that replaces ``out_dir`` in one rename: a failure part-way
     # (a bad size option, a full disk) leaves no half-made benchmark behind.
     with staged_directory(out_dir) as staging:
-        return _synthesize(staging, config, seed)
+        return _synthesize(staging, config, seed, workers)
 
 
-def _synthesize(out_dir: Path, config: SynthConfig, seed: int) -> dict:
+def _synthesize(out_dir: Path, config: SynthConfig, seed: int, workers: int = 1) -> dict:
     rows: list[_QualityRow] = []
-    counts = {"train": _write_train(out_dir, config, seed, rows)}
-    counts["pairs"] = _write_pairs(out_dir, config, seed, config.train_identities, rows)
-    counts["ijb"] = _write_ijb(out_dir, config, seed, config.train_identities + config.pair_identities, rows)
+    counts = {"train": _write_train(out_dir, config, seed, rows, workers)}
+    counts["pairs"] = _write_pairs(out_dir, config, seed, config.train_identities, rows, workers=workers)
+    counts["ijb"] = _write_ijb(out_dir, config, seed, config.train_identities + config.pair_identities, rows,
+                               workers)
     # Validation identities come after every test identity, and their images and pairs draw from
     # their own streams: the training, test pair and IJB files are byte-identical with or without it.
     first_validation = config.train_identities + config.pair_identities + config.ijb_identities
     counts["validation"] = _write_pairs(out_dir, config, seed, first_validation, rows, name=VALIDATION_SET_NAME,
                                         identities=config.validation_identities,
-                                        pairs_per_fold=config.validation_pairs_per_fold, stream=STREAM_VALIDATION)
+                                        pairs_per_fold=config.validation_pairs_per_fold, stream=STREAM_VALIDATION,
+                                        workers=workers)
     counts["quality_rows"] = len(rows)
 
     quality = io.StringIO()
