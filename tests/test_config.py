@@ -112,3 +112,34 @@ def test_a_control_variant_evaluates_another_variants_embeddings(params):
     params["variants"]["bad"] = {"model": "arcface", "embeddings_of": "arcface_kappa_control"}
     with pytest.raises(ConfigError, match="variants.bad.embeddings_of"):
         resolve_variants(params)
+
+
+def test_a_new_margin_s_own_options_are_valid_params_and_another_kind_s_option_is_refused(params, monkeypatch):
+    """The margin recipe: a registered factory's keyword arguments are its params.yaml options
+    (typed by their defaults); the schema file is not touched, and an option the kind does not take
+    is refused naming it and the kind's options."""
+    from facetrust.models.margins import MARGINS
+
+    def adaface(s: float = 64.0, m: float = 0.4, h: float = 0.333, t_alpha: float = 0.01) -> dict:
+        return {"logits": "linear"}
+
+    monkeypatch.setitem(MARGINS._entries, "adaface", adaface)
+    params["models"]["arcface"]["head"] = {"kind": "adaface", "s": 64.0, "h": 0.333, "t_alpha": 0.01}
+    validate_params(copy.deepcopy(params))
+    params["models"]["arcface"]["head"]["t_alpha"] = "fast"
+    with pytest.raises(ConfigError, match=r"models\.arcface\.head\.t_alpha: 'fast' is not of type 'number'"):
+        validate_params(copy.deepcopy(params))
+    params["models"]["arcface"]["head"] = {"kind": "arcface", "s": 64.0, "m": 0.5, "h": 0.333}
+    with pytest.raises(ConfigError, match=r"models\.arcface\.head: 'h' is not an option of margin 'arcface'; "
+                                          r"its options: kind, seed, detach_margin, s, m, easy_margin"):
+        validate_params(copy.deepcopy(params))
+
+
+def test_scaleface_takes_its_scale_predictor_s_options(params):
+    head = params["models"]["scaleface"]["head"]
+    validate_params(copy.deepcopy(params))
+    head["activation"] = "relu"
+    validate_params(copy.deepcopy(params))
+    head["m1"] = 0.5  # the combined margin's, not ScaleFace's
+    with pytest.raises(ConfigError, match=r"'m1' is not an option of margin 'scaleface'"):
+        validate_params(copy.deepcopy(params))

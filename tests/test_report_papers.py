@@ -344,3 +344,65 @@ def test_sphereface_protocol_rows_carry_their_bootstrap_interval(tmp_path):
     rows = [line for line in out.read_text().splitlines() if "SphereFace's protocol (evaluation.m)" in line]
     assert len(rows) == 2
     assert "| 91.50 [90.34, 93.00] |" in rows[0] and "| 88.00 |" in rows[1]
+
+
+# --------------------------------------------------------------------------- the papers registry
+
+
+def test_every_paper_is_report_paper_name_with_its_own_inputs_and_report_name_is_the_same_command():
+    from facetrust.cli import build_parser
+    from facetrust.report.papers import PAPER_MODULES, papers
+
+    assert list(papers()) == list(PAPER_MODULES)
+    parser = build_parser()
+    for name in PAPER_MODULES:
+        long = parser.parse_args(["report", "paper", name, "--out", "r.md", *_required(name)])
+        short = parser.parse_args(["report", name, "--out", "r.md", *_required(name)])
+        assert long.func.__qualname__ == short.func.__qualname__
+        assert {k: v for k, v in vars(long).items() if k not in ("func", "paper", "kind")} == \
+               {k: v for k, v in vars(short).items() if k not in ("func", "kind")}
+    with pytest.raises(SystemExit):  # another paper's flag is not this paper's input
+        parser.parse_args(["report", "paper", "scf", "--table", "t.csv", "--reject", "r.json", "--out", "r.md"])
+
+
+def _required(name: str) -> list[str]:
+    return {"sphereface": ["--verification-table", "v.csv"], "scf": ["--table", "t.csv"],
+            "scaleface": ["--reject", "r.json"], "xcos": ["--metrics", "m.json", "--table", "x.csv"],
+            "explanations": ["--results", "a", "--examples", "b", "--table", "c", "--curves", "d", "--maps", "e",
+                             "--sanity", "f", "--sanity-examples", "g", "--cascade", "h", "--restoration", "i"],
+            "inversion": ["--results", "a", "--images", "b", "--table", "c", "--figure", "d"]}[name]
+
+
+def test_a_planted_paper_reaches_the_command_and_facetrust_methods(tmp_path, monkeypatch, capsys):
+    """The paper recipe: one module with ``PAPER`` plus its name in PAPER_MODULES."""
+    import sys
+    import types
+
+    from facetrust.cli import main
+    from facetrust.report import papers as registry
+
+    planted = types.ModuleType("facetrust.report.papers.planted")
+
+    def add_arguments(p):
+        p.add_argument("--table", required=True)
+        p.add_argument("--out", required=True)
+
+    def write(args):
+        Path(args.out).write_text(f"# Planted\n\nrows: {len(Path(args.table).read_text().splitlines())}\n")
+        return [claim_kinds.Claim("the planted paper's claim", "held")]
+
+    planted.PAPER = registry.Paper("planted", "A planted paper", add_arguments, write)
+    monkeypatch.setitem(sys.modules, "facetrust.report.papers.planted", planted)
+    monkeypatch.setattr(registry, "PAPER_MODULES", (*registry.PAPER_MODULES, "planted"))
+    registry.papers.cache_clear()
+    try:
+        (tmp_path / "t.csv").write_text("a\n1\n2\n")
+        monkeypatch.chdir(tmp_path)
+        assert main(["report", "paper", "planted", "--table", "t.csv", "--out", "planted.md"]) == 0
+        assert (tmp_path / "planted.md").read_text().endswith("rows: 3\n")
+        assert "[held] the planted paper's claim" in capsys.readouterr().out
+        assert main(["methods"]) in (0, None)
+        listed = capsys.readouterr().out
+        assert "paper reports (report paper NAME): sphereface, scf, scaleface" in listed and "inversion, planted" in listed
+    finally:
+        registry.papers.cache_clear()

@@ -56,11 +56,45 @@ def schema_node(tree: dict, path: tuple[str, ...]) -> dict:
 
 def schema() -> dict:
     """The params schema, with the enums of registered methods taken from their registries
-    (so the schema, the CLI choices and the registries cannot disagree)."""
+    (so the schema, the CLI choices and the registries cannot disagree) and each margin kind's
+    options taken from its factory's signature (:func:`_margin_options`)."""
     tree = schema_file()
     for path, names in _registry_enums():
         schema_node(tree, path)["enum"] = list(names)
+    _margin_options(tree["$defs"]["head"])
     return tree
+
+
+#: Options every margin head takes besides its factory's (facetrust.models.margins.build_head).
+HEAD_COMMON_OPTIONS = ("kind", "seed", "detach_margin")
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def _margin_options(head: dict) -> None:
+    """``models.*.head`` per margin kind: the factory's keyword arguments (ScaleFace's also its
+    scale predictor's), each typed by its default; an option of another kind is refused.
+
+    A margin registered with new options (``h``, ``t_alpha`` …) is valid in params.yaml without
+    touching the schema file, whose entries only add descriptions and bounds."""
+    import inspect
+
+    from facetrust.models.artifacts import SCALE_PREDICTOR_OPTIONS
+    from facetrust.models.margins import MARGINS
+
+    properties = head["properties"]
+    rules = []
+    for kind in MARGINS.names():
+        parameters = inspect.signature(MARGINS.get(kind)).parameters
+        names = list(parameters) + (list(SCALE_PREDICTOR_OPTIONS) if kind == "scaleface" else [])
+        for name in names:
+            if name not in properties:
+                default = parameters[name].default if name in parameters else None
+                json_type = _JSON_TYPES.get(type(default))
+                properties[name] = {**({"type": json_type} if json_type else {}),
+                                    "description": f"{kind} margin option (default {default!r})"}
+        rules.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                      "then": {"propertyNames": {"enum": [*HEAD_COMMON_OPTIONS, *names]}}})
+    head["allOf"] = rules
 
 
 def _with_defaults(validator_class):
@@ -102,6 +136,12 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
         if error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
             message = f"{_short(error.message)}; allowed keys: {', '.join(allowed)}"
+        elif "propertyNames" in error.schema_path:  # an option this margin kind does not take
+            head = params
+            for part in error.absolute_path:
+                head = head[part]
+            message = (f"{_short(repr(error.instance))} is not an option of margin {head.get('kind')!r}; "
+                       f"its options: {', '.join(error.schema['enum'])}")
         else:
             message = _short(error.message)  # jsonschema quotes the whole offending value
         raise ConfigError(f"{source}: {_short(_key_path(error))}: {message}")

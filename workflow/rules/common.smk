@@ -148,11 +148,21 @@ def failed_images_args(wildcards, input):
 
 def run_cores(wildcards=None):
     """The run's `--cores` (for a job that has the machine to itself, e.g. the renderer, which
-    nothing can run beside); 1 where the run has none (`--unlock`, a cluster run's `--jobs`)."""
+    nothing can run beside); 1 where the run has none (`--unlock`, a cluster run's `--jobs`).
+    """
     try:
         return max(1, int(workflow.cores))
     except (WorkflowError, TypeError, ValueError):
         return 1
+
+
+def paper_command(name, *raw, **flags):
+    """The shell of a paper's report rule (facetrust.report.papers): `facetrust report paper NAME
+    --flag VALUE …`, flags in the order given (`_` -> `-`), each VALUE a Snakemake placeholder such as
+    "{input.table}"; `raw` parts go in as they are (a params string that is itself flags); logged to {log}.
+    """
+    parts = [f"--{flag.replace('_', '-')} {value}" for flag, value in flags.items()]
+    return " ".join(["facetrust report paper", name, *raw, *parts, "> {log} 2>&1"])
 
 
 def grow(base):

@@ -268,11 +268,18 @@ rule report_sphereface:
         mem_mb=grow(1000),
         runtime=grow(10),
     shell:
-        "facetrust report sphereface --verification-table {input.table}"
-        " --baseline {params.baseline:q} --normalised-baseline {params.normalised:q}"
-        " --margin-methods {params.margins:q}"
-        " --depth-method {params.depth_method:q} --depth-backbones {params.depth}"
-        " {params.paper_protocol} --figure {input.figure} --out {output} > {log} 2>&1"
+        paper_command(
+            "sphereface",
+            "{params.paper_protocol}",
+            verification_table="{input.table}",
+            baseline="{params.baseline:q}",
+            normalised_baseline="{params.normalised:q}",
+            margin_methods="{params.margins:q}",
+            depth_method="{params.depth_method:q}",
+            depth_backbones="{params.depth}",
+            figure="{input.figure}",
+            out="{output}",
+        )
 
 
 rule report_scf:
@@ -297,7 +304,9 @@ rule report_scf:
         mem_mb=grow(1000),
         runtime=grow(10),
     shell:
-        "facetrust report scf --table {input.table} --figure {input.roc} --out {output} > {log} 2>&1"
+        paper_command(
+            "scf", table="{input.table}", figure="{input.roc}", out="{output}"
+        )
 
 
 rule report_scaleface:
@@ -339,9 +348,15 @@ rule report_scaleface:
         mem_mb=grow(1000),
         runtime=grow(10),
     shell:
-        "facetrust report scaleface --reject {input.reject} --label {params.labels:q}"
-        " --quality-table {input.quality_table} --edc-table {input.edc_table}"
-        " --figure {input.figures} --out {output} > {log} 2>&1"
+        paper_command(
+            "scaleface",
+            reject="{input.reject}",
+            label="{params.labels:q}",
+            quality_table="{input.quality_table}",
+            edc_table="{input.edc_table}",
+            figure="{input.figures}",
+            out="{output}",
+        )
 
 
 rule edc_table:
@@ -468,11 +483,21 @@ rule report_xcos:
         mem_mb=grow(2000),
         runtime=grow(10),
     shell:
-        "facetrust report xcos --metrics {input.metrics} --model {params.models}"
-        " --label {params.labels:q} --scores {input.scores} --test-set {input.pairs}"
-        " --pairs-per-kind {params.per_kind} --margin {params.margin} --table {output.table}"
-        " --figure {output.figure} --validation-record {input.validation} --fit-figure {output.fit}"
-        " --out {output.report} > {log} 2>&1"
+        paper_command(
+            "xcos",
+            metrics="{input.metrics}",
+            model="{params.models}",
+            label="{params.labels:q}",
+            scores="{input.scores}",
+            test_set="{input.pairs}",
+            pairs_per_kind="{params.per_kind}",
+            margin="{params.margin}",
+            table="{output.table}",
+            figure="{output.figure}",
+            validation_record="{input.validation}",
+            fit_figure="{output.fit}",
+            out="{output.report}",
+        )
 
 
 rule report_explanations:
@@ -519,11 +544,19 @@ rule report_explanations:
         mem_mb=grow(2000),
         runtime=grow(10),
     shell:
-        "facetrust report explanations --results {input.results} --examples {input.examples}"
-        " --sanity {input.sanity} --sanity-examples {input.sanity_examples}"
-        " --table {output.table} --curves {output.curves} --maps {output.maps}"
-        " --cascade {output.cascade} --restoration {output.restoration}"
-        " --out {output.report} > {log} 2>&1"
+        paper_command(
+            "explanations",
+            results="{input.results}",
+            examples="{input.examples}",
+            sanity="{input.sanity}",
+            sanity_examples="{input.sanity_examples}",
+            table="{output.table}",
+            curves="{output.curves}",
+            maps="{output.maps}",
+            cascade="{output.cascade}",
+            restoration="{output.restoration}",
+            out="{output.report}",
+        )
 
 
 rule report_inversion:
@@ -554,9 +587,15 @@ rule report_inversion:
         mem_mb=grow(2000),
         runtime=grow(10),
     shell:
-        "facetrust report inversion --results {input.results} --images {input.images}"
-        " --selection {input.selection}"
-        " --table {output.table} --figure {output.figure} --out {output.report} > {log} 2>&1"
+        paper_command(
+            "inversion",
+            results="{input.results}",
+            images="{input.images}",
+            selection="{input.selection}",
+            table="{output.table}",
+            figure="{output.figure}",
+            out="{output.report}",
+        )
 
 
 rule ijbb_table:

@@ -50,7 +50,7 @@ EXTRA_OUTPUTS = {
     "explain invert": ("results", "images"),
     "report edc": ("figure",),
     "report xcos": ("table", "figure"),
-    "report explanations": ("table", "curves", "maps"),
+    "report explanations": ("table", "curves", "maps", "cascade", "restoration"),
     "report inversion": ("table", "figure"),
 }
 NOT_PATHS = {
@@ -65,8 +65,9 @@ _BOOKKEEPING = ("command", "func", "kind", "format", "explain_command", "action"
 
 
 def command_name(args) -> str:
-    """``evaluate``, ``report xcos``, ``explain invert``, ``export onnx`` …"""
-    sub = next((getattr(args, key) for key in ("kind", "explain_command", "format") if getattr(args, key, None)), None)
+    """``evaluate``, ``report xcos`` (also for ``report paper xcos``), ``explain invert``, ``export onnx`` …"""
+    sub = next((getattr(args, key) for key in ("paper", "kind", "explain_command", "format") if getattr(args, key, None)),
+               None)  # `report paper NAME` is `report NAME`
     return f"{args.command} {sub}" if sub and args.command in ("report", "explain", "export") else args.command
 
 

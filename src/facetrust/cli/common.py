@@ -13,13 +13,14 @@ from facetrust.registry import LazyChoices
 # CLI choices come from the registries (facetrust.registry), like the params schema's enums.
 MARGIN_CHOICES = LazyChoices("facetrust.models.margins:MARGINS")
 UNCERTAINTY_HEAD_CHOICES = LazyChoices("facetrust.models.uncertainty.methods:UNCERTAINTY_HEADS")
+PAPER_CHOICES = LazyChoices("facetrust.report.papers:PAPER_MODULES")
 MODEL_UNCERTAINTY_CHOICES = LazyChoices("none", "facetrust.models.uncertainty.methods:MODEL_UNCERTAINTIES")
 POOLING_CHOICES = LazyChoices("facetrust.evaluate.poolings:POOLINGS")
 PAIR_DISTANCE_CHOICES = LazyChoices("facetrust.evaluate.pairs:PAIR_DISTANCES")
 BACKBONE_CHOICES = LazyChoices("facetrust.models.registry:BACKBONES")
 TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS", "kth_impostor")
 SCORE_CHOICES = LazyChoices("facetrust.evaluate.scores:SCORES")
-MAP_METHOD_CHOICES = LazyChoices("facetrust.explain.defaults:MAP_METHODS")
+MAP_METHOD_CHOICES = LazyChoices("facetrust.explain.maps:MAP_METHODS")
 
 log = logging.getLogger("facetrust")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from facetrust import options
 from facetrust.cli.common import (BACKBONE_CHOICES, FORCE_HELP, MAP_METHOD_CHOICES, MARGIN_CHOICES,
-                                  MODEL_UNCERTAINTY_CHOICES, PAIR_DISTANCE_CHOICES, POOLING_CHOICES, SCORE_CHOICES,
-                                  TAR_METHOD_CHOICES, UNCERTAINTY_HEAD_CHOICES, size)
+                                  MODEL_UNCERTAINTY_CHOICES, PAIR_DISTANCE_CHOICES, PAPER_CHOICES, POOLING_CHOICES,
+                                  SCORE_CHOICES, TAR_METHOD_CHOICES, UNCERTAINTY_HEAD_CHOICES, size)
 from facetrust.errors import ConfigError
 
 
@@ -187,6 +187,7 @@ METHOD_KINDS = {
     "model uncertainties (embed --uncertainty)": MODEL_UNCERTAINTY_CHOICES, "template poolings": POOLING_CHOICES,
     "comparison scores (evaluate ijb --score)": SCORE_CHOICES, "pair distances": PAIR_DISTANCE_CHOICES,
     "TAR readings": TAR_METHOD_CHOICES, "explanation maps (explain map --method)": MAP_METHOD_CHOICES,
+    "paper reports (report paper NAME)": PAPER_CHOICES,
 }
 
 

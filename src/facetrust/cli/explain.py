@@ -24,8 +24,9 @@ import json
 from pathlib import Path
 
 from facetrust import options
+from facetrust.cli.common import MAP_METHOD_CHOICES
 from facetrust.errors import InputError
-from facetrust.explain.defaults import DEFAULT_IG_STEPS, DEFAULT_MASKS, MAP_METHODS
+from facetrust.explain.defaults import DEFAULT_IG_STEPS, DEFAULT_MASKS
 
 
 def _load_pair(args: argparse.Namespace, input_size):
@@ -101,21 +102,15 @@ def run_map(args: argparse.Namespace) -> Path:
     """Draw a gradient or perturbation map of face IMG1 against IMG2 to ``--out``."""
     import torch
 
+    from facetrust.explain.maps import method_map
+    from facetrust.explain.method_maps import MapSettings
     from facetrust.report.explain_figures import plot_pair_map
-    from facetrust.explain.maps import pair_map
 
     torch.manual_seed(args.seed)
     embed, size = load_embedder(args.model)
     image1, image2 = _load_pair(args, size)
-    if args.method == "xssab":
-        if args.threshold is None:
-            raise InputError("explain map --method xssab: give --threshold (the EER threshold of a validation split)")
-        settings = {"threshold": args.threshold}
-    elif args.method == "integrated_gradients":
-        settings = {"steps": args.steps}
-    else:
-        settings = {"num_masks": args.masks, "seed": args.seed}
-    result = pair_map(args.method, embed, image1, image2, **settings)
+    settings = MapSettings(steps=args.steps, masks=args.masks, seed=args.seed)
+    result = method_map(args.method, embed, image1, image2, settings, threshold=args.threshold, seed=args.seed)
     return plot_pair_map(image1, image2, result.similarity, result.dissimilarity, args.out,
                          cosine=result.cosine, method=args.method)
 
@@ -315,7 +310,8 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("img1", type=Path, help="the face explained (photograph or aligned crop)")
     p.add_argument("img2", type=Path, help="the face it is compared with")
     p.add_argument("--model", type=Path, required=True, help="trained model or xCos model directory")
-    p.add_argument("--method", choices=MAP_METHODS, default="perturbation")
+    p.add_argument("--method", choices=MAP_METHOD_CHOICES, metavar="METHOD", default="perturbation",
+                   help="a map of `facetrust methods` (default perturbation)")
     p.add_argument("--steps", type=options.integer(1, 100_000), default=DEFAULT_IG_STEPS,
                    help="integrated-gradient steps")
     p.add_argument("--masks", type=options.integer(2, 10_000_000), default=DEFAULT_MASKS,

@@ -1,8 +1,6 @@
 """The one place that owns the explain defaults shared by the CLI, the stages and the schema (a test
 checks that `explain map --masks`, the faithfulness and sanity stages and the schema agree)."""
 
-#: Map methods of ``facetrust explain map`` (:func:`facetrust.explain.maps.pair_map`).
-MAP_METHODS = ("xssab", "integrated_gradients", "perturbation")
 #: ``facetrust verify --explain``: "gradient" is the short name for integrated gradients (the same
 #: map as "integrated_gradients"); xcos needs an xCos model.
 VERIFY_EXPLAIN_METHODS = ("gradient", "integrated_gradients", "perturbation", "xcos", "none")

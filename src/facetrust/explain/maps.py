@@ -50,7 +50,7 @@ are computed in batches of ``batch_size``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -58,7 +58,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.explain.defaults import DEFAULT_CELLS, DEFAULT_IG_STEPS, DEFAULT_MASKS, MAP_METHODS
+from facetrust.explain.defaults import DEFAULT_CELLS, DEFAULT_IG_STEPS, DEFAULT_MASKS
+from facetrust.registry import Registry
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -193,12 +194,65 @@ def perturbation_map(embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor,
     )
 
 
+@dataclass(frozen=True)
+class MapMethod:
+    """A pixel map method of :data:`MAP_METHODS`: what it computes and what it reads.
+
+    ``compute(embed, image1, image2, **options)`` gives a :class:`PairMap`; ``options(settings,
+    threshold, seed)`` are its keyword arguments, from the shared settings (``steps``, ``masks``,
+    ``cells``, ``keep_probability``, ``batch_size``: ``explain.method_maps.MapSettings``), the
+    threshold fitted on the validation split and the pair's seed; ``support`` and ``against`` read
+    the signed maps the faithfulness and sanity stages score (docs in ``explain.method_maps``);
+    ``extras`` names the per-pair numbers they keep (PairMap attributes); ``stochastic``: the map
+    depends on the seed (its seed-to-seed agreement is reported)."""
+
+    description: str
+    compute: Callable[..., PairMap]
+    options: Callable[[Any, float | None, int], dict]
+    support: Callable[[PairMap], np.ndarray]
+    against: Callable[[PairMap], np.ndarray]
+    extras: tuple[str, ...] = ()
+    stochastic: bool = False
+    resolution: str = "pixel"
+
+
+#: The pixel map methods (``facetrust explain map --method``, ``verify --explain`` and the explain
+#: stages); the grid methods of xCos are in :mod:`facetrust.explain.method_maps`.
+MAP_METHODS: Registry[MapMethod] = Registry("map method")
+
+
+def _needs_threshold(threshold: float | None) -> dict:
+    if threshold is None:
+        raise ConfigError("map method 'xssab': needs the EER threshold of a validation split (--threshold)")
+    return {"threshold": float(threshold)}
+
+
+MAP_METHODS.register("xssab")(MapMethod(
+    "xSSAB (Huber et al., WACV 2024): |plain gradient| of the agreeing and disagreeing dimensions, split at thr/d",
+    xssab_map, lambda settings, threshold, seed: _needs_threshold(threshold),
+    support=lambda r: r.contributions["combined"], against=lambda r: -r.contributions["combined"],
+    extras=("split_fraction",)))
+MAP_METHODS.register("integrated_gradients")(MapMethod(
+    "integrated gradients of the agreeing and disagreeing dimensions, split at 0 (a variant of xSSAB's idea)",
+    integrated_gradients_map, lambda settings, threshold, seed: {"steps": settings.steps},
+    support=lambda r: r.contributions["similar_dims"], against=lambda r: -r.contributions["dissimilar_dims"],
+    extras=("completeness_gap", "split_fraction")))
+MAP_METHODS.register("perturbation")(MapMethod(
+    "RISE (Petsiuk et al., BMVC 2018): slope of the pair's cosine on how much of each pixel is kept",
+    perturbation_map,
+    lambda settings, threshold, seed: {"num_masks": settings.masks, "cells": settings.cells,
+                                       "keep_probability": settings.keep_probability,
+                                       "batch_size": settings.batch_size, "seed": seed, "progress": False},
+    support=lambda r: r.contributions["slope"], against=lambda r: -r.contributions["slope"], stochastic=True))
+
+
 def pair_map(method: str, embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, **options) -> PairMap:
-    """:func:`xssab_map`, :func:`integrated_gradients_map` or :func:`perturbation_map` by name."""
-    if method == "xssab":
-        return xssab_map(embed, image1, image2, **options)
-    if method == "integrated_gradients":
-        return integrated_gradients_map(embed, image1, image2, **options)
-    if method == "perturbation":
-        return perturbation_map(embed, image1, image2, **options)
-    raise ConfigError(f"map method {method!r} not allowed; allowed: {', '.join(MAP_METHODS)}")
+    """The map of :data:`MAP_METHODS` named ``method`` (its ``compute`` with ``options``)."""
+    return MAP_METHODS.get(method).compute(embed, image1, image2, **options)
+
+
+def method_map(method: str, embed: EmbedFn, image1: torch.Tensor, image2: torch.Tensor, settings, *,
+               threshold: float | None = None, seed: int = 0) -> PairMap:
+    """The map named ``method`` with its options read from the shared ``settings`` (MapMethod.options)."""
+    entry = MAP_METHODS.get(method)
+    return entry.compute(embed, image1, image2, **entry.options(settings, threshold, seed))

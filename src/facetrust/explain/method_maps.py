@@ -45,23 +45,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facetrust.explain.maps import (
-    DEFAULT_CELLS,
-    DEFAULT_IG_STEPS,
-    DEFAULT_MASKS,
-    integrated_gradients_map,
-    perturbation_map,
-    xssab_map,
-)
+from facetrust.explain.maps import DEFAULT_CELLS, DEFAULT_IG_STEPS, DEFAULT_MASKS, MAP_METHODS
 from facetrust.models.xcos import XCosModel
 
 GRID_METHODS = ("xcos_attention", "xcos_contribution", "cosine_map", "random_cells")
-PIXEL_METHODS = ("xssab", "integrated_gradients", "perturbation", "random_pixels")
+#: The pixel methods: every entry of the map registry (facetrust.explain.maps.MAP_METHODS), then the
+#: random pixel order.
+PIXEL_METHODS = (*MAP_METHODS.names(), "random_pixels")
 METHODS = GRID_METHODS + PIXEL_METHODS
 BASELINE = {**{m: "random_cells" for m in GRID_METHODS}, **{m: "random_pixels" for m in PIXEL_METHODS}}
 RANDOM_ORDERS = ("random_cells", "random_pixels")
 UNSIGNED = ("xcos_attention",)  # no "for"/"against" claims
-STOCHASTIC = ("perturbation",)  # maps that depend on a seed (beyond the random orders)
+#: maps that depend on a seed (beyond the random orders), as the registry declares them
+STOCHASTIC = tuple(name for name, method in MAP_METHODS.items() if method.stochastic)
 CONTROLS = ("abs_difference", "norm_product")
 
 
@@ -120,32 +116,25 @@ def grid_methods(model: XCosModel, images1: torch.Tensor, images2: torch.Tensor,
 
 def pixel_methods(model: XCosModel, images1: torch.Tensor, images2: torch.Tensor, settings: MapSettings,
                   rng: np.random.Generator, *, cosine_threshold: float, progress: bool = True,
-                  seed_offset: int = 0, only: tuple[str, ...] = PIXEL_METHODS) -> dict[str, MethodMaps]:
-    """xSSAB, the integrated-gradients split and the perturbation map of the pair cosine of the
-    xCos network's grid feature, and the random pixel order (``only``: a subset)."""
+                  seed_offset: int = 0, only: tuple[str, ...] | None = None) -> dict[str, MethodMaps]:
+    """Every map of the registry (:data:`~facetrust.explain.maps.MAP_METHODS`: xSSAB, the
+    integrated-gradients split, the perturbation map, …) of the pair cosine of the xCos network's
+    grid feature, and the random pixel order (``only``: a subset).  Pair k's seed is
+    ``settings.seed + seed_offset + k``; xSSAB splits at ``cosine_threshold``."""
     model.eval()
+    only = (*MAP_METHODS.names(), "random_pixels") if only is None else only
     support: dict[str, list] = {m: [] for m in only if m != "random_pixels"}
     against: dict[str, list] = {m: [] for m in support}
     extras: dict[str, dict[str, list]] = {m: {} for m in support}
     for k in tqdm(range(images1.shape[0]), desc="maps", unit="pair", leave=False, disable=not progress):
-        if "xssab" in support:
-            result = xssab_map(model.embedding, images1[k], images2[k], threshold=cosine_threshold)
-            support["xssab"].append(result.contributions["combined"])
-            against["xssab"].append(-result.contributions["combined"])
-            extras["xssab"].setdefault("split_fraction", []).append(result.split_fraction)
-        if "integrated_gradients" in support:
-            result = integrated_gradients_map(model.embedding, images1[k], images2[k], steps=settings.steps)
-            support["integrated_gradients"].append(result.contributions["similar_dims"])
-            against["integrated_gradients"].append(-result.contributions["dissimilar_dims"])
-            extras["integrated_gradients"].setdefault("completeness_gap", []).append(result.completeness_gap)
-            extras["integrated_gradients"].setdefault("split_fraction", []).append(result.split_fraction)
-        if "perturbation" in support:
-            slope = perturbation_map(model.embedding, images1[k], images2[k], num_masks=settings.masks,
-                                     cells=settings.cells, keep_probability=settings.keep_probability,
-                                     batch_size=settings.batch_size, seed=settings.seed + seed_offset + k,
-                                     progress=False).contributions["slope"]
-            support["perturbation"].append(slope)
-            against["perturbation"].append(-slope)
+        for name in support:
+            method = MAP_METHODS.get(name)
+            result = method.compute(model.embedding, images1[k], images2[k],
+                                    **method.options(settings, cosine_threshold, settings.seed + seed_offset + k))
+            support[name].append(method.support(result))
+            against[name].append(method.against(result))
+            for key in method.extras:
+                extras[name].setdefault(key, []).append(getattr(result, key))
     out = {name: MethodMaps(np.stack(support[name]), np.stack(against[name]),
                             np.maximum(np.stack(against[name]), 0.0),
                             {key: np.asarray(values, dtype=np.float64) for key, values in extras[name].items()})

@@ -11,13 +11,9 @@ quality                Spearman table: uncertainty against the known degradation
 roc                    ROC figure, one line per ROC file (log FAR axis)
 reject-plot            reject-verification figure, one line per method, one panel per FAR
 histograms             uncertainty histograms (genuine/impostor; by quality bin)
-sphereface             ``results/reports/sphereface.md``
-scf                    ``results/reports/scf.md``
-scaleface              ``results/reports/scaleface.md``
-xcos                   ``results/reports/xcos.md``, ``results/xcos_table.csv``, the xCos pair figure
-explanations           ``results/reports/explanations.md``, ``results/explain_table.csv``, two figures
-inversion              ``results/reports/inversion.md``, ``results/inversion_table.csv``, the grid
 edc                    ``results/edc_table.csv`` and the EDC figure
+paper NAME             a paper's report (:mod:`facetrust.report.papers`: sphereface, scf, scaleface,
+                       xcos, explanations, inversion; ``report NAME`` is the same command)
 =====================  ======================================================================
 
 Lists given per file (``--label``, ``--method``, …) are parallel to the files; a missing label
@@ -62,11 +58,6 @@ def ijb_convention(args) -> dict:
     from facetrust.evaluate.settings import IJBConvention, VerificationSettings
 
     return {**IJBConvention.from_args(args).kwargs(), "tar_method": VerificationSettings.from_args(args).tar_method}
-
-
-def _print_claims(claims) -> None:
-    for claim in claims:
-        print(f"[{claim.verdict}] {claim.text}")
 
 
 # --------------------------------------------------------------------------- handlers
@@ -124,36 +115,12 @@ def cmd_histograms(args) -> None:
                                       title=args.title))
 
 
-def cmd_sphereface(args) -> None:
-    from facetrust.report.sphereface_report import write_sphereface_report
-
-    paper = labelled(args.paper_protocol, args.paper_protocol_label, "--paper-protocol-label") if args.paper_protocol else None
-    _print_claims(write_sphereface_report(args.verification_table, Path(args.out), figures=args.figure or [],
-                                          baseline_method=args.baseline, margin_methods=args.margin_methods,
-                                          depth_method=args.depth_method, depth_backbones=tuple(args.depth_backbones),
-                                          paper_protocol=paper, normalised_method=args.normalised_baseline or None))
-
-
 def cmd_edc(args) -> None:
     from facetrust.report.edc import write_edc_outputs
 
     table = write_edc_outputs(labelled(args.edc, args.label, "--label"), Path(args.out),
                               Path(args.figure) if args.figure else None, title=args.title or "EDC")
     print(table.to_string(index=False))
-
-
-def cmd_scf(args) -> None:
-    from facetrust.report.scf_report import write_scf_report
-
-    _print_claims(write_scf_report(args.table, Path(args.out), figures=args.figure or [], variants=args.variants))
-
-
-def cmd_scaleface(args) -> None:
-    from facetrust.report.scaleface_report import write_scaleface_report
-
-    _print_claims(write_scaleface_report(labelled(args.reject, args.label, "--label"), Path(args.out),
-                                         quality_table=args.quality_table, figures=args.figure or [],
-                                         fraction=args.fraction, alpha=args.alpha, edc_table=args.edc_table))
 
 
 # --------------------------------------------------------------------------- parsers
@@ -244,41 +211,6 @@ def add_report_parsers(report_subparsers) -> None:
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=cmd_edc)
 
-    p = sub.add_parser("sphereface", help="results/reports/sphereface.md")
-    p.add_argument("--verification-table", required=True, help="results/verification_table.csv")
-    p.add_argument("--figure", nargs="+", help="figures to link (paths; linked relative to the report)")
-    p.add_argument("--baseline", default="Softmax", help="method name of the plain-softmax rows (one per backbone)")
-    p.add_argument("--normalised-baseline", default="NormFace",
-                   help="method name of the normalised-softmax rows (one per backbone; '' for none)")
-    p.add_argument("--margin-methods", nargs="+", default=None,
-                   help="method names counted as angular margins (default: the report's DEFAULT_MARGIN_METHODS)")
-    p.add_argument("--depth-method", default="A-Softmax", help="method of the depth pair")
-    p.add_argument("--depth-backbones", nargs=2, default=["sphere4", "sphere20"], metavar=("SHALLOW", "DEEP"))
-    p.add_argument("--paper-protocol", nargs="+", help="metrics of `evaluate pairs --pairs-protocol sphereface` (rows "
-                                                       "computed the paper's way)")
-    p.add_argument("--paper-protocol-label", nargs="+", help="label per --paper-protocol file")
-    p.add_argument("--out", required=True, help="Markdown report to write")
-    p.set_defaults(func=cmd_sphereface)
+    from facetrust.report.papers import add_paper_parsers
 
-    p = sub.add_parser("scf", help="results/reports/scf.md")
-    p.add_argument("--table", nargs="+", required=True, help="TAR tables (results/ijbc_table.csv, …)")
-    p.add_argument("--figure", nargs="+", help="figures to link")
-    p.add_argument("--variants", nargs="+", default=["SCF", "SCF-G", "PFE"],
-                   help="'<base> + <variant>' methods to check against their base (first = headline)")
-    p.add_argument("--out", required=True, help="Markdown report to write")
-    p.set_defaults(func=cmd_scf)
-
-    p = sub.add_parser("scaleface", help="results/reports/scaleface.md")
-    p.add_argument("--reject", nargs="+", required=True, help="reject JSON files, one per method")
-    p.add_argument("--label", nargs="+", help="label per file (default: the file's folder name)")
-    p.add_argument("--quality-table", help="Spearman table of `report quality`")
-    p.add_argument("--figure", nargs="+", help="figures to link")
-    p.add_argument("--fraction", type=options.probability, default=0.5, help="rejected fraction compared with none")
-    p.add_argument("--alpha", type=options.level, default=0.05, help="significance for 'uncertainty tracks quality'")
-    p.add_argument("--edc-table", help="results/edc_table.csv (pAUC with bootstrap intervals)")
-    p.add_argument("--out", required=True, help="Markdown report to write")
-    p.set_defaults(func=cmd_scaleface)
-
-    from facetrust.report.explain_cli import add_explain_report_parsers
-
-    add_explain_report_parsers(sub)
+    add_paper_parsers(sub)

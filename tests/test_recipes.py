@@ -1,0 +1,133 @@
+"""docs/ARCHITECTURE.md's recipes, followed in a temporary copy of the package: the new thing is
+one new file plus one registration line, and it reaches the CLI, the schema and the outputs."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "facetrust"
+
+
+@pytest.fixture
+def copy(tmp_path) -> Path:
+    """A copy of the package under ``tmp_path/src`` (what a contributor edits)."""
+    shutil.copytree(PACKAGE, tmp_path / "src" / "facetrust", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def _register(copy: Path, relative: str, old: str, new: str) -> None:
+    path = copy / "src" / "facetrust" / relative
+    text = path.read_text()
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, new))
+
+
+def _changed_lines(copy: Path) -> tuple[list[str], list[str]]:
+    """(new files, changed lines of existing files) of the copy against the package."""
+    new, changed = [], []
+    for path in sorted((copy / "src" / "facetrust").rglob("*.py")):
+        relative = path.relative_to(copy / "src" / "facetrust")
+        original = PACKAGE / relative
+        if not original.exists():
+            new.append(str(relative))
+            continue
+        diff = difflib.unified_diff(original.read_text().splitlines(), path.read_text().splitlines(), lineterm="", n=0)
+        changed += [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    return new, changed
+
+
+def _python(copy: Path, code: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(copy / "src")}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_paper_report_is_one_module_and_its_name_in_paper_modules(copy, tmp_path):
+    (copy / "src" / "facetrust" / "report" / "papers" / "planted.py").write_text(textwrap.dedent('''
+        """A planted paper: counts the rows of a table."""
+        from pathlib import Path
+
+        from facetrust.report.claims import Claim
+        from facetrust.report.papers import Paper
+
+
+        def add_arguments(p):
+            p.add_argument("--table", required=True)
+            p.add_argument("--out", required=True)
+
+
+        def write(args):
+            rows = len(Path(args.table).read_text().splitlines()) - 1
+            Path(args.out).write_text(f"# Planted\\n\\n{rows} rows\\n")
+            return [Claim(f"the table has {rows} rows", "held")]
+
+
+        PAPER = Paper("planted", "A planted paper", add_arguments, write)
+    '''))
+    _register(copy, "report/papers/__init__.py", '"explanations", "inversion")', '"explanations", "inversion", "planted")')
+    new, changed = _changed_lines(copy)
+    assert new == ["report/papers/planted.py"] and len(changed) == 2  # one line, before and after
+    (tmp_path / "t.csv").write_text("a\n1\n2\n")
+    done = _python(copy, """
+        from facetrust.cli import main
+        assert main(["report", "paper", "planted", "--table", "t.csv", "--out", "planted.md"]) == 0
+        assert main(["methods"]) in (0, None)
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "planted.md").read_text() == "# Planted\n\n2 rows\n"
+    assert "[held] the table has 2 rows" in done.stdout
+    assert "paper reports (report paper NAME): sphereface, scf, scaleface, xcos, explanations, inversion, planted" \
+        in done.stdout
+
+
+def test_a_margin_with_its_own_options_is_one_module_and_one_import(copy, tmp_path):
+    (copy / "src" / "facetrust" / "models" / "margins" / "planted_margin.py").write_text(textwrap.dedent('''
+        """A planted margin whose options no other margin has (h, t_alpha)."""
+        from facetrust.models.margins.head import AngularMargin
+        from facetrust.models.margins.kinds import MARGINS
+        from facetrust.models.margins.scale import FixedScale
+
+
+        @MARGINS.register("planted")
+        def planted(s: float = 64.0, m: float = 0.4, h: float = 0.333, t_alpha: float = 0.01) -> dict:
+            return {"margin": AngularMargin(m3=m * h / (h + t_alpha)), "scale": FixedScale(s)}
+    '''))
+    _register(copy, "models/margins/__init__.py", "from facetrust.models.margins.kinds import MARGINS, available_heads, build_head\n",
+              "from facetrust.models.margins.kinds import MARGINS, available_heads, build_head\n"
+              "from facetrust.models.margins import planted_margin  # noqa: F401\n")
+    new, changed = _changed_lines(copy)
+    assert new == ["models/margins/planted_margin.py"] and len(changed) == 1  # one import line added
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    done = _python(copy, f"""
+        import copy, json, yaml
+        import torch
+        from facetrust.config import validate_params
+        from facetrust.cli import main
+        from facetrust.errors import ConfigError
+        from facetrust.models.margins import build_head
+        params = yaml.safe_load(open({str(params)!r}))
+        params["models"]["arcface"]["head"] = {{"kind": "planted", "s": 32.0, "h": 0.5, "t_alpha": 0.02}}
+        validate_params(copy.deepcopy(params))
+        params["models"]["arcface"]["head"]["m1"] = 0.3
+        try:
+            validate_params(copy.deepcopy(params))
+            raise SystemExit("m1 accepted")
+        except ConfigError as error:
+            print("refused:", error)
+        head = build_head("planted", 8, 5, s=32.0, h=0.5, t_alpha=0.02)
+        logits = head(torch.nn.functional.normalize(torch.randn(4, 8), dim=1), torch.tensor([0, 1, 2, 3]))
+        print("logits", tuple(logits.shape))
+        assert main(["methods"]) in (0, None)
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "refused: params.yaml: models.arcface.head: 'm1' is not an option of margin 'planted'" in done.stdout
+    assert "logits (4, 5)" in done.stdout
+    assert "planted" in next(line for line in done.stdout.splitlines() if line.startswith("margins:"))
