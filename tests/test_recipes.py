@@ -131,3 +131,89 @@ def test_a_margin_with_its_own_options_is_one_module_and_one_import(copy, tmp_pa
     assert "refused: params.yaml: models.arcface.head: 'm1' is not an option of margin 'planted'" in done.stdout
     assert "logits (4, 5)" in done.stdout
     assert "planted" in next(line for line in done.stdout.splitlines() if line.startswith("margins:"))
+
+
+def test_an_uncertainty_head_with_its_pooling_is_two_modules_and_two_imports(copy, tmp_path):
+    """The head lives with the models and its pooling with evaluation; the floors forbid one file for
+    both (models never import evaluate), so this recipe is two new modules and one import each."""
+    (copy / "src" / "facetrust" / "models" / "uncertainty" / "planted_head.py").write_text(textwrap.dedent('''
+        """A planted head: log sigma^2 from the pooled feature map, fitted by the PFE-style MLS loss."""
+        import numpy as np
+        import torch
+        import torch.nn as nn
+
+        from facetrust.models.uncertainty.methods import FittedMethod, _register_head
+
+
+        @_register_head
+        class Planted(FittedMethod):
+            name = "planted"
+            batches = "identity"
+            needs_centres = False
+
+            def build(self, feature_map_shape, embedding_size, config, init_log_kappa=0.0):
+                channels = feature_map_shape[0]
+                return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1))
+
+            def loss(self, head, embeddings, feature_maps, labels, centres, radius):
+                log_sigma_sq = head(feature_maps)[:, 0]
+                return (log_sigma_sq ** 2).mean()
+
+            def predict(self, outputs):
+                return torch.exp(outputs[:, 0]).numpy().astype(np.float32), {}
+    '''))
+    (copy / "src" / "facetrust" / "evaluate" / "planted_pooling.py").write_text(textwrap.dedent('''
+        """The planted head's pooling: unit image features weighted by 1/sigma^2."""
+        import numpy as np
+
+        from facetrust.evaluate.fusion import l2_normalize, weighted_group_sum
+        from facetrust.evaluate.poolings import POOLINGS, Pooling
+
+
+        def _precision_sum(embeddings, template_index, n_templates, media_ids, image_weight, uncertainty, **_flags):
+            weight = image_weight / np.asarray(uncertainty, dtype=np.float64).reshape(-1)
+            return l2_normalize(weighted_group_sum(template_index, n_templates, weight,
+                                                   l2_normalize(embeddings.astype(np.float64))))
+
+
+        POOLINGS.register("planted_precision")(Pooling("unit features weighted by 1/sigma^2", _precision_sum,
+                                                       uncertainty="sigma_sq"))
+    '''))
+    methods = copy / "src" / "facetrust" / "models" / "uncertainty" / "methods.py"
+    methods.write_text(methods.read_text() + "from facetrust.models.uncertainty import planted_head  # noqa: E402,F401\n")
+    poolings = copy / "src" / "facetrust" / "evaluate" / "poolings.py"
+    poolings.write_text(poolings.read_text() + "from facetrust.evaluate import planted_pooling  # noqa: E402,F401\n")
+    new, changed = _changed_lines(copy)
+    assert new == ["evaluate/planted_pooling.py", "models/uncertainty/planted_head.py"] and len(changed) == 2
+    done = _python(copy, """
+        import numpy as np
+        import torch
+        from facetrust.cli import build_parser, main
+        from facetrust.config import schema, schema_node
+        from facetrust.evaluate.ijb import template_features_float64
+        from facetrust.models.uncertainty.methods import UNCERTAINTY_HEADS
+
+        tree = schema()
+        assert "planted" in schema_node(tree, ("heads", "*", "method"))["enum"]
+        assert "planted_precision" in schema_node(tree, ("variants", "*", "pooling"))["enum"]
+        args = build_parser().parse_args(["evaluate", "ijb", "--embeddings", "e.npz", "--protocol", "p", "--name", "n",
+                                          "--out", "m.json", "--pooling", "planted_precision"])
+        assert args.pooling == "planted_precision"
+        head = UNCERTAINTY_HEADS.get("planted")
+        module = head.build((8, 3, 3), 16, {})
+        sigma_sq, _ = head.predict(module(torch.randn(5, 8, 3, 3)).detach())
+        assert sigma_sq.shape == (5,) and (sigma_sq > 0).all()
+        rng = np.random.default_rng(0)
+        features = rng.normal(size=(6, 4))
+        uncertainty = np.array([1.0, 1e6, 1.0, 1.0, 1.0, 1.0])  # image 1 all but ignored
+        ids, pooled = template_features_float64(features, np.array([1, 1, 2, 2, 3, 3]), np.arange(6),
+                                                pooling="planted_precision", uncertainty=uncertainty)
+        unit = features[0] / np.linalg.norm(features[0])
+        print("template 1 vs image 0:", round(float(pooled[0] @ unit), 4))
+        assert main(["methods"]) in (0, None)
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "template 1 vs image 0: 1.0" in done.stdout
+    listed = done.stdout.splitlines()
+    assert "planted" in next(line for line in listed if line.startswith("uncertainty heads"))
+    assert "planted_precision" in next(line for line in listed if line.startswith("template poolings"))
