@@ -361,6 +361,8 @@ def test_every_paper_is_report_paper_name_with_its_own_inputs_and_report_name_is
         assert long.func.__qualname__ == short.func.__qualname__
         assert {k: v for k, v in vars(long).items() if k not in ("func", "paper", "kind")} == \
                {k: v for k, v in vars(short).items() if k not in ("func", "kind")}
+    published = {name: paper.published() for name, paper in papers().items() if paper.published}
+    assert set(published) == {"sphereface", "scf", "xcos"} and all(published.values())
     with pytest.raises(SystemExit):  # another paper's flag is not this paper's input
         parser.parse_args(["report", "paper", "scf", "--table", "t.csv", "--reject", "r.json", "--out", "r.md"])
 

@@ -34,10 +34,6 @@ class Paper:
     write: Callable[[argparse.Namespace], Sequence]  # -> the report's claims
     published: Callable[[], list] | None = None  # its published rows (facetrust.report.published)
 
-    @property
-    def description(self) -> str:
-        return self.title
-
 
 @lru_cache(maxsize=None)
 def papers() -> dict[str, Paper]:
