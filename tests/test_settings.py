@@ -111,3 +111,42 @@ def test_the_sub_commands_defaults_are_the_groups():
     assert RejectSettings.from_args(args).space == RejectSettings().space
     args = build_parser().parse_args(["evaluate", "pairs", *REQUIRED["pairs"]])
     assert PairsSettings.from_args(args) == PairsSettings() and IJBConvention.from_args(args).flip is True
+
+
+def _schema_default(section: tuple[str, ...], dotted: str):
+    node = SCHEMA
+    for key in (*section, *dotted.split(".")):
+        node = node["properties"][key]
+    return node.get("default")
+
+
+def test_the_maps_group_owns_the_explain_map_flags_and_the_schema_s_defaults():
+    """MapSettings: the schema's explain.gradient / explain.perturbation defaults are its own, the
+    stages read params through it, and `explain map` takes its flags from it."""
+    from facetrust.explain.defaults import MapSettings
+    from facetrust.explain.faithfulness_stage import map_settings
+
+    for field in MapSettings.option_fields():
+        assert _schema_default(MapSettings.SECTION, field.metadata["key"]) == field.default, field.name
+    section = {"gradient": {"steps": 4}, "perturbation": {"masks": 64, "cells": 3, "keep_probability": 0.25}}
+    settings = map_settings(section, 7)
+    assert settings == MapSettings(steps=4, masks=64, cells=3, keep_probability=0.25, seed=7)
+    assert map_settings({}, 0) == MapSettings()
+    args = build_parser().parse_args(["explain", "map", "a.png", "b.png", "--model", "m", "--out", "o.png",
+                                      "--seed", "7", *settings.cli_args()])
+    assert MapSettings.from_args(args) == settings
+    args = build_parser().parse_args(["explain", "map", "a.png", "b.png", "--model", "m", "--out", "o.png"])
+    assert MapSettings.from_args(args) == MapSettings()
+
+
+def test_every_inversion_schema_default_is_the_inversion_config_s():
+    from facetrust.explain.inversion import InversionConfig
+
+    section = SCHEMA["properties"]["inversion"]["properties"]
+    compared = 0
+    for field in dataclasses.fields(InversionConfig):
+        if field.name in section and "default" in section[field.name]:
+            default = section[field.name]["default"]
+            assert (tuple(default) if isinstance(default, list) else default) == field.default, field.name
+            compared += 1
+    assert compared >= 12

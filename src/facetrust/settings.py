@@ -77,13 +77,17 @@ class SettingsGroup:
 
     @classmethod
     def from_params(cls, params: Mapping, **values):
-        """The group from its params section (keys absent there keep their defaults)."""
+        """The group from its params section (keys absent there keep their defaults; a dotted
+        ``key`` such as ``perturbation.masks`` reads a sub-section)."""
         section = cls.section(params)
         found = {}
         for f in cls.option_fields():
-            key = f.metadata["key"] or f.name
-            if key in section:
-                found[f.name] = tuple(section[key]) if isinstance(f.default, tuple) else section[key]
+            *parents, key = (f.metadata["key"] or f.name).split(".")
+            node = section
+            for parent in parents:
+                node = (node or {}).get(parent) or {}
+            if key in node:
+                found[f.name] = tuple(node[key]) if isinstance(f.default, tuple) else node[key]
         return cls(**{**found, **values})
 
     def cli_args(self, only: Sequence[str] | None = None) -> list[str]:

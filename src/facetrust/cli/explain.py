@@ -26,7 +26,7 @@ from pathlib import Path
 from facetrust import options
 from facetrust.cli.common import MAP_METHOD_CHOICES
 from facetrust.errors import InputError
-from facetrust.explain.defaults import DEFAULT_IG_STEPS, DEFAULT_MASKS
+from facetrust.explain.defaults import MapSettings
 
 
 def _load_pair(args: argparse.Namespace, input_size):
@@ -103,13 +103,12 @@ def run_map(args: argparse.Namespace) -> Path:
     import torch
 
     from facetrust.explain.maps import method_map
-    from facetrust.explain.method_maps import MapSettings
     from facetrust.report.explain_figures import plot_pair_map
 
     torch.manual_seed(args.seed)
     embed, size = load_embedder(args.model)
     image1, image2 = _load_pair(args, size)
-    settings = MapSettings(steps=args.steps, masks=args.masks, seed=args.seed)
+    settings = MapSettings.from_args(args, seed=args.seed)
     result = method_map(args.method, embed, image1, image2, settings, threshold=args.threshold, seed=args.seed)
     return plot_pair_map(image1, image2, result.similarity, result.dissimilarity, args.out,
                          cosine=result.cosine, method=args.method)
@@ -312,10 +311,7 @@ def add_explain_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="trained model or xCos model directory")
     p.add_argument("--method", choices=MAP_METHOD_CHOICES, metavar="METHOD", default="perturbation",
                    help="a map of `facetrust methods` (default perturbation)")
-    p.add_argument("--steps", type=options.integer(1, 100_000), default=DEFAULT_IG_STEPS,
-                   help="integrated-gradient steps")
-    p.add_argument("--masks", type=options.integer(2, 10_000_000), default=DEFAULT_MASKS,
-                   help="random masks of the perturbation map")
+    MapSettings.add_arguments(p)
     p.add_argument("--threshold", type=options.number(-1.0, 1.0), help="xssab: the decision threshold (split at thr/d)")
     p.add_argument("--seed", type=options.seed, default=0)
     p.add_argument("--out", type=Path, required=True, help="figure (.png)")

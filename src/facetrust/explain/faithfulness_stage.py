@@ -90,13 +90,7 @@ class FaithfulnessSettings:
 
 def map_settings(section: dict, seed: int) -> MapSettings:
     """MapSettings from a params ``explain`` section; the defaults are MapSettings' own (one place)."""
-    gradient, perturbation = section.get("gradient") or {}, section.get("perturbation") or {}
-    defaults = MapSettings()
-    return MapSettings(steps=int(gradient.get("steps", defaults.steps)),
-                       masks=int(perturbation.get("masks", defaults.masks)),
-                       cells=int(perturbation.get("cells", defaults.cells)),
-                       keep_probability=float(perturbation.get("keep_probability", defaults.keep_probability)),
-                       batch_size=int(perturbation.get("batch_size", defaults.batch_size)), seed=int(seed))
+    return MapSettings.from_params({"explain": section}, seed=int(seed))
 
 
 def read_thresholds(path: str | os.PathLike, test_set: PairSet) -> tuple[dict, MapThresholds]:

@@ -59,7 +59,7 @@ class InversionConfig:
     first_bn_multiplier: float = 10.0  # DeepInversion form only
     tv_l2_weight: float = 1e-4
     l2_weight: float = 1e-5
-    jitter_fraction: float = 30.0 / 224.0
+    jitter_fraction: float = 0.1339  # DeepInversion's 30 px at 224 (30/224 to 4 places, as the schema writes it)
     flip: bool = True
     clip: bool = True
     seed: int = 0

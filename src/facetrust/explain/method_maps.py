@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facetrust.explain.maps import DEFAULT_CELLS, DEFAULT_IG_STEPS, DEFAULT_MASKS, MAP_METHODS
+from facetrust.explain.defaults import MapSettings  # noqa: F401 (re-exported: the stages' settings)
+from facetrust.explain.maps import MAP_METHODS
 from facetrust.models.xcos import XCosModel
 
 GRID_METHODS = ("xcos_attention", "xcos_contribution", "cosine_map", "random_cells")
@@ -59,18 +60,6 @@ UNSIGNED = ("xcos_attention",)  # no "for"/"against" claims
 #: maps that depend on a seed (beyond the random orders), as the registry declares them
 STOCHASTIC = tuple(name for name, method in MAP_METHODS.items() if method.stochastic)
 CONTROLS = ("abs_difference", "norm_product")
-
-
-@dataclass
-class MapSettings:
-    """Settings of the training-free maps (defaults = the schema's ``explain`` section)."""
-
-    steps: int = DEFAULT_IG_STEPS  # integrated-gradient steps
-    masks: int = DEFAULT_MASKS  # RISE masks per pair
-    cells: int = DEFAULT_CELLS  # RISE grid
-    keep_probability: float = 0.5
-    batch_size: int = 128
-    seed: int = 0
 
 
 @dataclass(frozen=True)
