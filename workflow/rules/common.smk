@@ -147,17 +147,20 @@ def failed_images_args(wildcards, input):
 
 
 def run_cores(wildcards=None):
-    """The run's `--cores` (for a job that has the machine to itself, e.g. the renderer, which
-    nothing can run beside); 1 where the run has none (`--unlock`, a cluster run's `--jobs`).
-    """
+    """The run's `--cores`, for a job that has the machine to itself (the renderer, which nothing
+    can run beside), on a local run; 1 on a cluster (the submitting process and the job must ask for
+    the same threads: SLURM refuses a step that wants more than its allocation) and where the run
+    has no `--cores` (`--unlock`)."""
     try:
+        if workflow.remote_exec or workflow.non_local_exec:
+            return 1
         return max(1, int(workflow.cores))
     except (WorkflowError, TypeError, ValueError):
         return 1
 
 
 def paper_command(name, *raw, **flags):
-    """The shell of a paper's report rule (facetrust.report.papers): `facetrust report paper NAME
+    """The shell command of a paper's report (facetrust.report.papers), `facetrust report paper NAME
     --flag VALUE …`, flags in the order given (`_` -> `-`), each VALUE a Snakemake placeholder such as
     "{input.table}"; `raw` parts go in as they are (a params string that is itself flags); logged to {log}.
     """
