@@ -87,11 +87,13 @@ def _margin_options(head: dict) -> None:
         parameters = inspect.signature(MARGINS.get(kind)).parameters
         names = list(parameters) + (list(SCALE_PREDICTOR_OPTIONS) if kind == "scaleface" else [])
         for name in names:
-            if name not in properties:
-                default = parameters[name].default if name in parameters else None
+            if name not in properties and name in parameters:
+                default = parameters[name].default
                 json_type = _JSON_TYPES.get(type(default))
                 properties[name] = {**({"type": json_type} if json_type else {}),
                                     "description": f"{kind} margin option (default {default!r})"}
+            elif name not in properties:  # ScaleFace's scale predictor (models.artifacts)
+                properties[name] = {"description": f"{kind}: scale predictor option"}
         rules.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
                       "then": {"propertyNames": {"enum": [*HEAD_COMMON_OPTIONS, *names]}}})
     head["allOf"] = rules
