@@ -200,7 +200,7 @@ class MapMethod:
 
     ``compute(embed, image1, image2, **options)`` gives a :class:`PairMap`; ``options(settings,
     threshold, seed)`` are its keyword arguments, from the shared settings (``steps``, ``masks``,
-    ``cells``, ``keep_probability``, ``batch_size``: ``explain.method_maps.MapSettings``), the
+    ``cells``, ``keep_probability``, ``batch_size``: ``explain.defaults.MapSettings``), the
     threshold fitted on the validation split and the pair's seed; ``support`` and ``against`` read
     the signed maps the faithfulness and sanity stages score (docs in ``explain.method_maps``);
     ``extras`` names the per-pair numbers they keep (PairMap attributes); ``stochastic``: the map

@@ -148,11 +148,11 @@ def _write_pairs(out_dir: Path, config: SynthConfig, seed: int, first_identity: 
     twin_pixels: list[np.ndarray] = []
     bar = _progress(identities * k, f"synth {name}")
     # every identity's k images (and clean twins), rendered in identity order across the workers
-    rendered = ordered_map(partial(pair_identity, seed, config, stream, k),
-                           (first_identity + np.arange(identities)).tolist(), workers)
+    everyone = list(range(first_identity, first_identity + identities))
+    rendered = ordered_map(partial(pair_identity, seed, config, stream, k), everyone, workers)
     pool: dict[tuple[int, int], RenderedImage] = {}
     clean: dict[tuple[int, int], np.ndarray] = {}
-    for ident, images in zip((first_identity + np.arange(identities)).tolist(), rendered):
+    for ident, images in zip(everyone, rendered):
         for index, (image, twin) in enumerate(images):
             pool[ident, index] = image
             if twin is not None:  # its clean twin: same draws, not painted
