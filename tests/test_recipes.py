@@ -3,7 +3,9 @@ one new file plus one registration line, and it reaches the CLI, the schema and 
 
 from __future__ import annotations
 
+import csv
 import difflib
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "facetrust"
@@ -217,3 +220,55 @@ def test_an_uncertainty_head_with_its_pooling_is_two_modules_and_two_imports(cop
     listed = done.stdout.splitlines()
     assert "planted" in next(line for line in listed if line.startswith("uncertainty heads"))
     assert "planted_precision" in next(line for line in listed if line.startswith("template poolings"))
+
+
+def test_a_metric_is_one_module_and_one_import(copy, tmp_path):
+    """A planted FNMR@FMR metric (ISO/IEC 19795-1: 1 - TAR at each FAR) reaches the metrics file,
+    the result table, the DVC view, the printed summary and ``facetrust methods``."""
+    (copy / "src" / "facetrust" / "evaluate" / "planted_metric.py").write_text(textwrap.dedent('''
+        """A planted metric: FNMR at each FMR, the complement of the TAR the protocol read."""
+        from facetrust.evaluate.metrics import metric
+        from facetrust.evaluate.roc import plain_float, tar_at_far
+
+
+        @metric("fnmr_at_fmr", "FNMR at each FMR", column="FNMR@FMR={far}", shown=("table", "view", "summary"))
+        def fnmr_at_fmr(scored):
+            tars = scored.tar if scored.tar is not None else tar_at_far(scored.fpr, scored.tpr, scored.fars,
+                                                                        method=scored.tar_method)
+            return {far: plain_float(1.0 - tar) for far, tar in tars.items()}
+    '''))
+    metrics = copy / "src" / "facetrust" / "evaluate" / "metrics.py"
+    metrics.write_text(metrics.read_text() + "from facetrust.evaluate import planted_metric  # noqa: E402,F401\n")
+    new, changed = _changed_lines(copy)
+    assert new == ["evaluate/planted_metric.py"] and len(changed) == 1
+    rng = np.random.default_rng(3)
+    same = np.arange(400) % 2 == 0
+    first = rng.normal(size=(400, 16))
+    second = np.where(same[:, None], first + 3.0 * rng.normal(size=(400, 16)), rng.normal(size=(400, 16)))
+    embedding = np.empty((800, 16), dtype=np.float32)
+    embedding[0::2], embedding[1::2] = first, second
+    np.savez(tmp_path / "lfw.npz", image=np.array([f"{i}.jpg" for i in range(800)]), embedding=embedding,
+             issame=same)
+    done = _python(copy, """
+        import csv, json
+        from facetrust.cli import main
+        from facetrust.report.dvc_metrics import write_dvc_view
+        assert main(["evaluate", "pairs", "--embeddings", "lfw.npz", "--out", "results/metrics/v/lfw.json",
+                     "--roc", "results/roc/v/lfw.csv"]) in (0, None)
+        assert main(["report", "table", "--metrics", "results/metrics/v/lfw.json", "--out", "table.csv"]) in (0, None)
+        write_dvc_view("results/metrics", "results/roc", None, "dvc")
+        assert main(["methods"]) in (0, None)
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "metrics" / "v" / "lfw.json").read_text())
+    fnmr, tar = record["fnmr_at_fmr"], record["tar_at_far"]
+    assert set(fnmr) == set(tar) and all(fnmr[far] == pytest.approx(1 - tar[far]) for far in tar)
+    assert 0 < fnmr["1e-01"] < 1
+    with open(tmp_path / "table.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["FNMR@FMR=1e-01"]) == pytest.approx(fnmr["1e-01"], abs=1e-6)
+    view = json.loads((tmp_path / "dvc" / "metrics" / "v.json").read_text())["lfw"]
+    assert view["FNMR@FMR=1e-01"] == pytest.approx(fnmr["1e-01"])
+    printed = json.loads(done.stdout[:done.stdout.index("\n}\n") + 3])  # the summary evaluate printed
+    assert printed["fnmr_at_fmr"] == fnmr
+    assert "fnmr_at_fmr" in next(line for line in done.stdout.splitlines() if line.startswith("metrics"))

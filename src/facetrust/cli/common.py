@@ -21,6 +21,7 @@ BACKBONE_CHOICES = LazyChoices("facetrust.models.registry:BACKBONES")
 TAR_METHOD_CHOICES = LazyChoices("facetrust.formats:TAR_METHODS", "kth_impostor")
 SCORE_CHOICES = LazyChoices("facetrust.evaluate.scores:SCORES")
 MAP_METHOD_CHOICES = LazyChoices("facetrust.explain.maps:MAP_METHODS")
+METRIC_CHOICES = LazyChoices("facetrust.evaluate.metrics:METRICS")
 
 log = logging.getLogger("facetrust")
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from facetrust import options
-from facetrust.cli.common import (BACKBONE_CHOICES, FORCE_HELP, MAP_METHOD_CHOICES, MARGIN_CHOICES,
+from facetrust.cli.common import (BACKBONE_CHOICES, FORCE_HELP, MAP_METHOD_CHOICES, MARGIN_CHOICES, METRIC_CHOICES,
                                   MODEL_UNCERTAINTY_CHOICES, PAIR_DISTANCE_CHOICES, PAPER_CHOICES, POOLING_CHOICES,
                                   SCORE_CHOICES, TAR_METHOD_CHOICES, UNCERTAINTY_HEAD_CHOICES, size)
 from facetrust.errors import ConfigError
@@ -187,7 +187,7 @@ METHOD_KINDS = {
     "model uncertainties (embed --uncertainty)": MODEL_UNCERTAINTY_CHOICES, "template poolings": POOLING_CHOICES,
     "comparison scores (evaluate ijb --score)": SCORE_CHOICES, "pair distances": PAIR_DISTANCE_CHOICES,
     "TAR readings": TAR_METHOD_CHOICES, "explanation maps (explain map --method)": MAP_METHOD_CHOICES,
-    "paper reports (report paper NAME)": PAPER_CHOICES,
+    "paper reports (report paper NAME)": PAPER_CHOICES, "metrics (metrics files, tables, the DVC view)": METRIC_CHOICES,
 }
 
 

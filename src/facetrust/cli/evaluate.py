@@ -14,9 +14,9 @@ from facetrust.registry import LazyChoices
 POOLING_CHOICES = LazyChoices("facetrust.evaluate.poolings:POOLINGS")
 SCORE_CHOICES = LazyChoices("facetrust.evaluate.scores:SCORES")
 
-#: What the command prints of a metrics file.
-SUMMARY_KEYS = ("tar_at_far", "tar_at_far_ci", "accuracy", "accuracy_ci", "auc", "n_pairs", "pauc", "pauc_ci",
-                "unresolved_fars")
+#: What the command prints of a metrics file beside the summary metrics (``evaluate.metrics``) and
+#: their intervals: the pair count, the FARs it cannot resolve, and the EDC's partial areas.
+RECORD_SUMMARY_KEYS = ("n_pairs", "unresolved_fars", "pauc", "pauc_ci")
 
 
 def _constant(text: str):
@@ -146,7 +146,10 @@ def _path(value) -> Path | None:
 
 
 def _print_summary(metrics: dict) -> None:
-    print(json.dumps({k: v for k, v in metrics.items() if k in SUMMARY_KEYS}, indent=2))
+    from facetrust.evaluate.metrics import summary_keys
+
+    keys = summary_keys().union(RECORD_SUMMARY_KEYS)
+    print(json.dumps({k: v for k, v in metrics.items() if k in keys}, indent=2))
 
 
 def cmd_evaluate_pairs(args) -> None:

@@ -473,7 +473,9 @@ def tar_interval_fields(design: ClusterDesign, scores: np.ndarray, fars: Sequenc
     if settings.replicates_out is not None:
         write_replicates(settings.replicates_out, fars=fars, tar=replicates, design=design,
                          n_resamples=settings.n_resamples, seed=settings.seed, level=settings.level)
-    return {"tar_at_far_ci": interval_table(fars, replicates, settings.level),
+    from facetrust.evaluate.metrics import METRICS
+
+    return {METRICS.get("tar_at_far").interval: interval_table(fars, replicates, settings.level),
             "bootstrap": {"n_resamples": settings.n_resamples, "seed": settings.seed, "level": settings.level,
                           "unit": unit_description(design, settings.within), "n_subjects": design.n_subjects,
                           "design_digest": design.digest(),

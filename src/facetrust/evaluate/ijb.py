@@ -38,15 +38,11 @@ from facetrust.evaluate.template_dots import float64_pair_scores, pair_scores
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
-    area_under_curve,
-    operating_points,
-    plain_float,
     roc_points,
     roc_points_and_classes,
-    tar_at_far,
-    tar_table,
     write_roc,
 )
+from facetrust.evaluate.metrics import Scored, compute_metrics
 from facetrust.formats import metrics_record
 from facetrust.io import outputs_together, write_json_atomic
 from facetrust.npz import StoredRows
@@ -251,10 +247,8 @@ def evaluate_ijb(
         protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=int(np.count_nonzero(labels)),
         settings=settings,
         embeddings=embeddings.path,
-        tar_at_far=tar_table(exact.tar_at_far),
-        # thresholds of the float32 scores' ROC (settings roc_scores), for decisions at these FARs
-        threshold_at_far=operating_points(fpr, tpr, thresholds, fars, tar_method),
-        auc=plain_float(area_under_curve(fpr, tpr)),
+        # TAR: the exact float64 reading; thresholds: the float32 scores' ROC (settings roc_scores)
+        **compute_metrics(Scored(fpr, tpr, thresholds, fars, tar_method, tar=exact.tar_at_far)),
         n_templates=int(template_ids.size),
         n_images=int(protocol.images.size),
         **({} if failures is None else {"failure_to_enrol": failures.record()}),
@@ -282,9 +276,7 @@ def _evaluate_ijb_score(embeddings, protocol, take, uncertainty, *, fars, poolin
         protocol.name, "ijb_1to1", n_pairs=labels.size, n_genuine=int(np.count_nonzero(labels)),
         settings=settings,
         embeddings=embeddings.path,
-        tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method=tar_method)),
-        threshold_at_far=operating_points(fpr, tpr, thresholds, fars, tar_method),
-        auc=plain_float(area_under_curve(fpr, tpr)),
+        **compute_metrics(Scored(fpr, tpr, thresholds, fars, tar_method)),
         n_templates=int(templates.ids.size),
         n_images=int(protocol.images.size),
         **({} if failures is None else {"failure_to_enrol": failures.record()}),

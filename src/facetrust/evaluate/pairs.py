@@ -29,17 +29,14 @@ from facetrust.errors import ConfigError, InputError
 from facetrust.evaluate.embeddings_file import load_embeddings
 from facetrust.evaluate.fusion import l2_normalize
 from facetrust.evaluate.pair_protocols import fold_indices  # noqa: F401 (re-exported: evaluate.pairs.fold_indices)
+from facetrust.evaluate.metrics import METRICS, Scored, compute_metrics
 from facetrust.evaluate.scores import SCORES
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
     SKLEARN_CONVENTION,
-    area_under_curve,
-    far_key,
-    operating_points,
     plain_float,
     roc_points,
     tar_at_far,
-    tar_table,
     write_roc,
 )
 from facetrust.formats import metrics_record
@@ -309,7 +306,6 @@ def run_evaluate_pairs(
         accuracy = _protocol_accuracy(protocol, embeddings, emb1, emb2, issame, score_values, metric, n_folds)()
     similarity = -pair_distance(emb1, emb2, "cosine") if score_values is None else score_values
     fpr, tpr, thresholds = roc_points(issame.astype(np.int8), similarity)
-    key = far_key(val_far)
     settings = pairs_settings(flip=flip, metric=metric, n_folds=n_folds)
     settings.update(protocol=protocol, score_name=score)
     if score != "cosine" and SCORES.get(score).uncertainty == "sigma_sq":
@@ -322,19 +318,9 @@ def run_evaluate_pairs(
                         features="[original; flipped] concatenated")
     if score_values is not None:
         settings["score"] = f"{score} of the two images"
-    values = dict(
-        accuracy=plain_float(accuracy.accuracy),
-        accuracy_std=plain_float(accuracy.accuracy_std),
-        fold_accuracies=[plain_float(a) for a in accuracy.fold_accuracies],
-        fold_thresholds=[plain_float(t) for t in accuracy.fold_thresholds],
-        val_at_far={key: plain_float(result.val)},
-        val_std_at_far={key: plain_float(result.val_std)},
-        far_achieved={key: plain_float(result.far)},
-        tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method="nearest")),
-        threshold_at_far=operating_points(fpr, tpr, thresholds, fars),
-        auc=plain_float(area_under_curve(fpr, tpr)),
-        **error_bars.resolution_fields(fars, int(issame.size - issame.sum())),
-    )
+    scored = Scored(fpr, tpr, thresholds, fars, folds=accuracy, val=result, val_far=val_far)
+    values = compute_metrics(scored, needs=("folds", "roc"))
+    values.update(error_bars.resolution_fields(fars, int(issame.size - issame.sum())))
     if bootstrap is not None and bootstrap.n_resamples > 0:
         values.update(_pairs_bootstrap(embeddings, emb1, emb2, issame, similarity, protocol, score_values, metric,
                                        n_folds, fars, identities_csv, bootstrap))
@@ -367,8 +353,9 @@ def _pairs_bootstrap(embeddings, emb1, emb2, issame, similarity, protocol, score
         error_bars.write_replicates(settings.replicates_out, fars=fars, tar=replicates[:, 1:], design=design,
                                     n_resamples=settings.n_resamples, seed=settings.seed, level=settings.level,
                                     extra={"accuracy": replicates[:, 0]})
-    return {"accuracy_ci": [plain_float(v) for v in error_bars.percentile_interval(replicates[:, 0], settings.level)],
-            "tar_at_far_ci": error_bars.interval_table(fars, replicates[:, 1:], settings.level),
+    return {METRICS.get("accuracy").interval: [plain_float(v) for v in
+                                               error_bars.percentile_interval(replicates[:, 0], settings.level)],
+            METRICS.get("tar_at_far").interval: error_bars.interval_table(fars, replicates[:, 1:], settings.level),
             "bootstrap": {"n_resamples": settings.n_resamples, "seed": settings.seed, "level": settings.level,
                           "unit": error_bars.unit_description(design, settings.within),
                           "n_subjects": design.n_subjects, "design_digest": design.digest(),

@@ -23,9 +23,9 @@ import numpy as np
 from scipy import stats
 
 from facetrust.errors import InputError
+from facetrust.evaluate.metrics import Scored, compute_metrics
 from facetrust.evaluate.pairs import ACCURACY_STEP, TenFoldResult, ten_fold_from_distance
-from facetrust.evaluate.roc import (DEFAULT_IJB_FARS, SKLEARN_CONVENTION, area_under_curve, far_key,
-                                    operating_points, plain_float, roc_points, tar_at_far, tar_table, write_roc)
+from facetrust.evaluate.roc import DEFAULT_IJB_FARS, SKLEARN_CONVENTION, plain_float, roc_points, write_roc
 from facetrust.formats import ISSAME, PAIRED_DIFFERENCES, SCORE_NAMES, metrics_record
 from facetrust.io import outputs_together, write_json_atomic
 from facetrust.npz import check_declared_sizes
@@ -103,18 +103,11 @@ def run_evaluate_pair_scores(scores_path: str | os.PathLike, out_json: str | os.
                                                                        far_target=val_far))
                    for ref in references}
     fpr, tpr, thresholds = roc_points(issame.astype(np.int8), scores[score])
-    key = far_key(val_far)
     metrics = metrics_record(
         testset or Path(scores_path).stem, "pairs_10fold", n_pairs=issame.size, n_genuine=issame.sum(),
         settings=scores_settings(score, n_folds), embeddings=scores_path,
-        accuracy=plain_float(result.accuracy), accuracy_std=plain_float(result.accuracy_std),
-        fold_accuracies=[plain_float(a) for a in result.fold_accuracies],
-        fold_thresholds=[plain_float(t) for t in result.fold_thresholds],
-        val_at_far={key: plain_float(result.val)}, val_std_at_far={key: plain_float(result.val_std)},
-        far_achieved={key: plain_float(result.far)},
-        tar_at_far=tar_table(tar_at_far(fpr, tpr, fars, method="nearest")),
-        threshold_at_far=operating_points(fpr, tpr, thresholds, fars),
-        auc=plain_float(area_under_curve(fpr, tpr)),
+        **compute_metrics(Scored(fpr, tpr, thresholds, fars, folds=result, val=result, val_far=val_far),
+                          needs=("folds", "roc")),
         **{PAIRED_DIFFERENCES: differences},
     )
     with outputs_together(out_json, roc_out):  # the metrics never without their ROC

@@ -24,12 +24,9 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from facetrust.errors import InputError
-from facetrust.formats import read_metrics, tar_column
+from facetrust.evaluate.metrics import shown_in
+from facetrust.formats import read_metrics
 from facetrust.io import atomic_path, write_json_atomic
-
-# Scalar keys of a metrics JSON that belong in the table (pair sets add the 10-fold accuracy).
-SCALAR_KEYS = ("auc", "accuracy", "accuracy_std")
-
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -43,13 +40,20 @@ def _far_order(key: str) -> float:
 
 
 def flat_metrics(metrics: Mapping, source: str = "metrics") -> dict[str, float]:
-    """``TAR@FAR=<far>`` for each FAR of ``tar_at_far`` (ascending FAR) then ``auc``, ``accuracy``,
-    ``accuracy_std`` where present; missing or NaN values are left out (DVC prints a dash)."""
-    tar = metrics.get("tar_at_far", {})
-    if not isinstance(tar, Mapping):
-        raise InputError(f"{source}: 'tar_at_far' is not a map from FAR to TAR")
-    flat = {tar_column(far): float(tar[far]) for far in sorted(tar, key=_far_order) if _finite(tar[far])}
-    flat.update({key: float(metrics[key]) for key in SCALAR_KEYS if _finite(metrics.get(key))})
+    """The columns of every metric shown in the view (:data:`facetrust.evaluate.metrics.METRICS`, its
+    order): ``TAR@FAR=<far>`` for each FAR of ``tar_at_far`` (ascending FAR), then ``auc``,
+    ``accuracy``, ``accuracy_std`` where present; missing or NaN values are left out (DVC prints a dash)."""
+    flat = {}
+    for key, metric in shown_in("view"):
+        if metric.per_far:
+            value = metrics.get(key, {})
+            if not isinstance(value, Mapping):
+                raise InputError(f"{source}: {key!r} is not a map from FAR to a value")
+        elif _finite(value := metrics.get(key)):
+            value = float(value)
+        else:
+            continue
+        flat.update({column: float(v) for column, v in metric.columns(value).items() if _finite(v)})
     return flat
 
 

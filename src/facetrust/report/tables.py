@@ -1,7 +1,8 @@
 """Result tables from metrics files (docs/FORMATS.md "Tables").
 
 ``results/ijbc_table.csv``: one row per method, columns
-``method,backbone,train_set,test_set,TAR@FAR=1e-06,…,TAR@FAR=1e-01``, then, when the metrics files
+``method,backbone,train_set,test_set,TAR@FAR=1e-06,…,TAR@FAR=1e-01`` (the columns of every metric
+shown in tables: :data:`facetrust.evaluate.metrics.METRICS`), then, when the metrics files
 record them, what makes rows comparable and how sure each number is (:data:`DETAIL_COLUMNS`):
 the variant and trained model, pooling, score, ``control`` (the constant uncertainty of a control
 row, empty otherwise), ``n_genuine``/``n_impostor``, ``unresolved_fars`` (FARs below
@@ -17,13 +18,13 @@ from typing import Sequence
 import pandas as pd
 
 from facetrust.errors import InputError
-from facetrust.formats import TAR_AT_FAR, tar_column, test_set_of
+from facetrust.evaluate.metrics import shown_in
+from facetrust.formats import TAR_AT_FAR, test_set_of
 from facetrust.formats import read_metrics as _read_metrics
 from facetrust.io import atomic_path
 
 ID_COLUMNS = ["method", "backbone", "train_set", "test_set"]
 DETAIL_COLUMNS = ["variant", "model", "pooling", "score", "control", "n_genuine", "n_impostor", "unresolved_fars"]
-CI_PREFIXES = ("ci_lo@FAR=", "ci_hi@FAR=")
 
 
 def detail_record(metrics: dict, variant: str = "", model: str = "") -> dict:
@@ -34,8 +35,8 @@ def detail_record(metrics: dict, variant: str = "", model: str = "") -> dict:
               "control": str(settings.get("uncertainty", "")).removeprefix("constant (control): "),
               "n_genuine": metrics.get("n_genuine"), "n_impostor": metrics.get("n_impostor"),
               "unresolved_fars": ";".join(metrics.get("unresolved_fars") or [])}
-    for far, (lo, hi) in sorted((metrics.get("tar_at_far_ci") or {}).items(), key=lambda kv: float(kv[0])):
-        record[CI_PREFIXES[0] + far], record[CI_PREFIXES[1] + far] = lo, hi
+    for key, metric in shown_in("table"):
+        record.update(_interval_columns(metric, metrics.get(metric.interval) if metric.interval else None))
     record["replicates"] = (metrics.get("bootstrap") or {}).get("replicates") or ""
     return record
 
@@ -49,21 +50,38 @@ def read_metrics(path: str | Path) -> dict:
     return metrics
 
 
-def _far_sort_key(far_key: str) -> float:
-    return float(far_key)
+def _interval_columns(metric, interval) -> dict:
+    """The ``ci_lo``/``ci_hi`` columns of one metric's bootstrap interval (``[lo, hi]`` or a map of them)."""
+    if not interval:
+        return {}
+    items = [(key, interval[key]) for key in sorted(interval, key=float)] if metric.per_far else [("", interval)]
+    return {metric.ci_column.format(bound=bound, far=key): value
+            for key, bounds in items for bound, value in zip(("lo", "hi"), bounds)}
+
+
+def _cell(value):
+    return None if value is None else round(float(value), 6)
 
 
 def tar_table(rows: Sequence[dict]) -> pd.DataFrame:
-    """Rows of {method, backbone, train_set, test_set, tar_at_far} -> the table (FARs ascending)."""
-    far_keys = sorted({key for row in rows for key in row["tar_at_far"]}, key=_far_sort_key)
+    """Rows of {method, backbone, train_set, test_set, metrics} -> the table: the identifying columns,
+    then the columns of every metric shown in tables (``evaluate.metrics``: TAR@FAR by ascending FAR)."""
+    columns: dict[str, tuple[str, str | None]] = {}  # column -> (metric key, FAR key or None)
+    for key, metric in shown_in("table"):
+        values = [row["metrics"][key] for row in rows if row["metrics"].get(key) is not None]
+        if metric.per_far:
+            for far in sorted({far for value in values for far in value}, key=float):
+                columns[metric.column.format(far=far)] = (key, far)
+        elif values:
+            columns[metric.column] = (key, None)
     records = []
     for row in rows:
         record = {column: row[column] for column in ID_COLUMNS}
-        for key in far_keys:
-            value = row["tar_at_far"].get(key)
-            record[tar_column(key)] = None if value is None else round(float(value), 6)
+        for column, (key, far) in columns.items():
+            value = row["metrics"].get(key)
+            record[column] = _cell(value if far is None or value is None else value.get(far))
         records.append(record)
-    return pd.DataFrame.from_records(records, columns=ID_COLUMNS + [tar_column(key) for key in far_keys])
+    return pd.DataFrame.from_records(records, columns=ID_COLUMNS + list(columns))
 
 
 def write_tar_table(metrics_paths: Sequence[str], out: Path, *, methods=None, backbones=None, train_sets=None,
@@ -87,7 +105,7 @@ def write_tar_table(metrics_paths: Sequence[str], out: Path, *, methods=None, ba
             "backbone": backbones[i] if backbones else metrics.get("backbone", ""),
             "train_set": train_sets[i] if train_sets else metrics.get("train_set", ""),
             "test_set": test_set or test_set_of(metrics, Path(path).stem),
-            "tar_at_far": metrics["tar_at_far"],
+            "metrics": metrics,
         })
     table = tar_table(rows)
     if details and len(details) == len(rows):
