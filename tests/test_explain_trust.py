@@ -211,34 +211,3 @@ def test_grid_deletion_is_scored_on_xcos_with_the_grid_cosine_beside_it():
         assert curves[method]["deletion"]["curves"]["score_genuine"][0] == pytest.approx(cosine[issame].mean(),
                                                                                          abs=1e-6)
     assert set(curves["xssab"]) == {"deletion", "insertion", "insertion_blur"}
-
-
-def test_a_planted_map_method_reaches_the_cli_the_method_list_and_the_stage_maps(monkeypatch, capsys):
-    """The map recipe: one MapMethod registered in MAP_METHODS (compute, the options it reads,
-    support/against) is an `explain map --method` choice, a line of `facetrust methods` and a map of
-    the stages' pixel_methods, with no other file touched."""
-    from facetrust.cli import build_parser, main
-    from facetrust.explain.maps import MAP_METHODS, MapMethod, PairMap
-
-    def saliency(embed, image1, image2, *, scale):
-        image1 = image1.clone().requires_grad_(True)
-        cosine = torch.nn.functional.cosine_similarity(embed(image1[None]), embed(image2[None]))[0]
-        cosine.backward()
-        signed = scale * image1.grad.sum(0).numpy()
-        return PairMap("saliency", np.maximum(signed, 0), np.maximum(-signed, 0), float(cosine.detach()),
-                       {"signed": signed})
-
-    planted = MapMethod("plain gradient of the cosine", saliency, lambda settings, threshold, seed: {"scale": 2.0},
-                        support=lambda r: r.contributions["signed"], against=lambda r: -r.contributions["signed"])
-    monkeypatch.setitem(MAP_METHODS._entries, "saliency", planted)
-    args = build_parser().parse_args(["explain", "map", "a.png", "b.png", "--model", "m", "--method", "saliency",
-                                      "--out", "o.png"])
-    assert args.method == "saliency"
-    assert main(["methods"]) in (0, None)
-    assert "saliency" in capsys.readouterr().out
-    model = planted_model()
-    maps = pixel_methods(model, faces(2, 1), faces(2, 2), MapSettings(steps=2, masks=8, cells=3, batch_size=8),
-                         np.random.default_rng(0), cosine_threshold=0.0, progress=False)
-    assert list(maps) == ["xssab", "integrated_gradients", "perturbation", "saliency", "random_pixels"]
-    assert maps["saliency"].support.shape == (2, SIZE, SIZE)
-    np.testing.assert_array_equal(maps["saliency"].against, -maps["saliency"].support)

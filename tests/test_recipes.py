@@ -272,3 +272,55 @@ def test_a_metric_is_one_module_and_one_import(copy, tmp_path):
     printed = json.loads(done.stdout[:done.stdout.index("\n}\n") + 3])  # the summary evaluate printed
     assert printed["fnmr_at_fmr"] == fnmr
     assert "fnmr_at_fmr" in next(line for line in done.stdout.splitlines() if line.startswith("metrics"))
+
+
+def test_an_explanation_map_is_one_module_and_one_import(copy, tmp_path):
+    """A planted saliency map (the plain gradient of the cosine) is an ``explain map --method``
+    choice, a line of ``facetrust methods`` and a map of the sanity and faithfulness stages'
+    ``pixel_methods``, beside the random-pixel control."""
+    (copy / "src" / "facetrust" / "explain" / "planted_map.py").write_text(textwrap.dedent('''
+        """A planted map: the plain gradient of the pair's cosine with respect to the first image."""
+        import numpy as np
+        import torch
+
+        from facetrust.explain.maps import MAP_METHODS, MapMethod, PairMap
+
+
+        def saliency(embed, image1, image2, *, scale):
+            image1 = image1.clone().requires_grad_(True)
+            cosine = torch.nn.functional.cosine_similarity(embed(image1[None]), embed(image2[None]))[0]
+            cosine.backward()
+            signed = scale * image1.grad.sum(0).numpy()
+            return PairMap("saliency", np.maximum(signed, 0), np.maximum(-signed, 0), float(cosine.detach()),
+                           {"signed": signed})
+
+
+        MAP_METHODS.register("saliency")(MapMethod(
+            "plain gradient of the cosine", saliency, lambda settings, threshold, seed: {"scale": 2.0},
+            support=lambda r: r.contributions["signed"], against=lambda r: -r.contributions["signed"]))
+    '''))
+    maps = copy / "src" / "facetrust" / "explain" / "maps.py"
+    maps.write_text(maps.read_text() + "from facetrust.explain import planted_map  # noqa: E402,F401\n")
+    new, changed = _changed_lines(copy)
+    assert new == ["explain/planted_map.py"] and len(changed) == 1
+    done = _python(copy, f"""
+        import sys
+        import numpy as np
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        from test_explain_trust import SIZE, faces, planted_model
+        from facetrust.cli import build_parser, main
+        from facetrust.explain.method_maps import MapSettings, pixel_methods
+
+        args = build_parser().parse_args(["explain", "map", "a.png", "b.png", "--model", "m", "--method", "saliency",
+                                          "--out", "o.png"])
+        assert args.method == "saliency"
+        maps = pixel_methods(planted_model(), faces(2, 1), faces(2, 2), MapSettings(steps=2, masks=8, cells=3,
+                             batch_size=8), np.random.default_rng(0), cosine_threshold=0.0, progress=False)
+        print("stage maps:", ", ".join(maps))
+        assert maps["saliency"].support.shape == (2, SIZE, SIZE) and np.abs(maps["saliency"].support).sum() > 0
+        np.testing.assert_array_equal(maps["saliency"].against, -maps["saliency"].support)
+        assert main(["methods"]) in (0, None)
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage maps: xssab, integrated_gradients, perturbation, saliency, random_pixels" in done.stdout
+    assert "saliency" in next(line for line in done.stdout.splitlines() if line.startswith("explanation maps"))
