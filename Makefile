@@ -6,6 +6,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 CORES ?= all
+# pytest-xdist workers of `make test`/`make test-fast`: a test file runs whole on one worker (its
+# module fixtures: SLURM cluster, DVC remote, browser, set up once; tests/conftest.py puts each file
+# in its own xdist group, the DVC and browser files in one), the longest files first (LONGEST_FIRST)
+TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 TARGET ?= results/ijbc_table.csv
 export PATH := $(BIN):$(PATH)
 
@@ -28,12 +33,12 @@ all-reports: install
 
 ## test: create .venv if missing, install test deps, run the whole suite
 test: install-test mxnet-reference browser-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 ## test-fast: the unit tests only (markers `slow` and `integration` left out: no Snakemake DAG run,
 ##            no SLURM/DVC/browser/MXNet set-up, no benchmark script); a few minutes on 2 cores
 test-fast: install-test
-	$(BIN)/python -m pytest -m "not slow and not integration"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not integration"
 
 install: $(VENV)/.installed
 

@@ -1,4 +1,4 @@
-"""The report people open: `snakemake --report results/report.html` of the tiny DAG, opened in a
+"""The report people open: `snakemake --report results/report.html` of the full tiny DAG, opened in a
 real headless Chromium (Debian's package, `make browser-deps`) the way a reader uses it: the page
 loads with no console error or uncaught exception, the Figures section lists every figure in
 results/figures/, and clicking each shows it (the picture the file holds, its screenshot far from
@@ -19,7 +19,6 @@ import pytest
 from PIL import Image
 
 from headless_browser import Browser, chromium_path
-from pipeline_helpers import copy_run
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_PARAMS = REPO / "tests" / "data" / "tiny_params_full.yaml"
@@ -48,12 +47,13 @@ def _snakemake(workdir: Path, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def report(tiny_run, tmp_path_factory) -> Path:
-    """The tiny DAG's every table, figure and report, bundled by `snakemake --report`; built on a
-    copy of the session's tiny run (tests/conftest.py), whose jobs this configuration shares."""
-    workdir = copy_run(tiny_run, tmp_path_factory.mktemp("report"))
-    shutil.copy(FULL_PARAMS, workdir / "params.yaml")
-    _snakemake(workdir, "--cores", "2", "all")
+def report(dvc_full_run, tmp_path_factory) -> Path:
+    """The full tiny DAG's every table, figure and report, bundled by `snakemake --report`; built on
+    a copy of the session's full run (tests/conftest.py ``dvc_full_run``: tests/data/tiny_params_full.yaml
+    run by `dvc repro`, Snakemake inside every stage), without its git and DVC state."""
+    workdir = tmp_path_factory.mktemp("report")
+    shutil.copytree(dvc_full_run, workdir, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", ".dvc"))
+    assert (workdir / "params.yaml").read_bytes() == FULL_PARAMS.read_bytes()
     _snakemake(workdir, "--report", "results/report.html")
     return workdir
 

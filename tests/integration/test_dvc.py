@@ -1,8 +1,9 @@
 """DVC round trip, "CI from cache" (issue 5), against the real `dvc` and `snakemake`.
 
-A commit-free clone of the working tree (tracked + untracked, non-ignored files, as they are now)
+A one-commit git copy of the working tree (tracked + untracked, non-ignored files, as they are now)
 with tests/data/tiny_params_full.yaml as its params.yaml runs `dvc repro` (Snakemake inside every
-stage), commits dvc.lock and `dvc push`es to the default remote, a directory beside the clone.
+stage; the session's ``dvc_full_run``, tests/dvc_helpers.py, which the browser test shares), commits
+dvc.lock and `dvc push`es to the default remote, a directory beside the clone.
 A `git clone` of it, sharing that remote, then runs
 
     dvc repro --pull --allow-missing report dvc_view
@@ -18,59 +19,21 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from dvc_helpers import REPO, run
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-FULL_PARAMS = REPO / "tests" / "data" / "tiny_params_full.yaml"
 UPSTREAM_STAGES = ("data", "train", "embed", "evaluate", "explain")
 REPORT_RULES_FILE = REPO / "workflow" / "rules" / "report.smk"
 # Everything the figures stage writes, compared byte for byte between the two clones.
 REPORT_OUTPUTS = ("results/figures", "results/reports", "results/ijbc_table.csv",
                   "results/verification_table.csv", "results/quality_table.csv", "results/quality_split.csv",
                   "results/xcos_table.csv", "results/explain_table.csv", "results/inversion_table.csv")
-
-
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",  # snakemake, dvc and facetrust of this venv
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.invalid",
-        "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.invalid",
-    }
-
-
-def run(cwd: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(args)} (in {cwd}) exited {result.returncode}:\n"
-                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def copy_working_tree(dest: Path) -> None:
-    """A fresh one-commit git repository holding the working tree as it is now (uncommitted
-    edits included; ignored files such as .venv and earlier outputs left out)."""
-    listed = run(REPO, "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
-    for name in filter(None, listed.split("\0")):
-        source = REPO / name
-        if source.is_file():  # a tracked file deleted in the working tree is left out
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    shutil.copy(FULL_PARAMS, dest / "params.yaml")
-    run(dest, "git", "init", "-q")
-    run(dest, "git", "add", "-A")
-    run(dest, "git", "commit", "-qm", "working tree")
 
 
 def snakemake_rules_run(clone: Path) -> list[str]:
@@ -94,15 +57,12 @@ def files_under(root: Path, names) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def ci_from_cache(tmp_path_factory):
+def ci_from_cache(dvc_full_run):
     """(first clone after the full run and push, second clone after the figures-from-cache run,
     the second run's `dvc repro` output)."""
-    root = tmp_path_factory.mktemp("dvc")
-    first, second = root / "first", root / "second"
-    copy_working_tree(first)
-    run(first, "dvc", "repro", timeout=900)
-    run(first, "git", "add", "-A")  # dvc.lock, .gitignore files, the git-kept metrics
-    run(first, "git", "commit", "-qm", "dvc repro")
+    first = dvc_full_run  # the session's full run (tests/dvc_helpers.py), shared with the browser test
+    root = first.parent
+    second = root / "second"
     run(first, "dvc", "push")
     assert any((root / "facetrust-dvc-remote").rglob("*")), "the default remote (beside the clone) is empty"
 
