@@ -13,17 +13,30 @@ Reference: the machine's own limit — the work per sample (FLOPs counted by
 how close each model runs to BLAS speed (small convolutions on 32×32 inputs are far from it).
 Results go to ``results/cpu_throughput.json``.  The GPU counterpart is ``gpu_iresnet50.py``.
 
+**Trainer beside the plain loop** (full mode, the default model): ``facetrust train`` itself (RecordIO
+read and JPEG decode, uint8 batches normalised once, the determinism settings, logging) for 2 epochs
+on the synthetic training set (rendered once under ``--work``), its images/s read from its own
+``train_log.csv`` after the first logging window, beside the plain step above of the same model.
+Both run in child processes on the pipeline's pinned (AVX2) float path with one thread, wall time.
+
     python benchmarks/bench_throughput.py [--repeat 3] [--steps 5] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from harness import REPO, add_common_arguments, results_dir, table, write_result
+from harness import BENCH_DIR, REPO, add_common_arguments, results_dir, table, write_result
 
 NUM_CLASSES = 1000  # of the order of the synthetic training set's identities
 
@@ -102,6 +115,57 @@ def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int) 
             "embed_images_per_s_wall": embed_batch * steps / embed_wall, "embed_gflop_per_image": embed_flops / 1e9}
 
 
+def _trainer_images_per_s(log_csv: Path, batch: int) -> float:
+    """Images/s of a ``train_log.csv`` after its first window (start-up and warm-up): the windows'
+    images over their time (each epoch's windows are timed from its first batch)."""
+    with open(log_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(row["step"]) for row in rows]
+    windows = [(b - a, float(row["images_per_s"])) for a, b, row in zip(steps, steps[1:], rows[1:])]
+    return sum(n for n, _ in windows) * batch / sum(n * batch / rate for n, rate in windows)
+
+
+def trainer_side_by_side(name: str, params_file: Path, work: Path, repeat: int) -> dict:
+    """``facetrust train``'s own loop beside the plain step of model ``name`` (module docstring)."""
+    import yaml
+
+    from facetrust.float_path import pin_environment
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    pin_environment(env)
+    data = work / "synth"
+    if not (data / "train" / "train.rec").exists():
+        print(f"rendering the synthetic benchmark under {data} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "facetrust.cli", "synth", "--out", str(data), "--params", str(params_file),
+                        "--workers", "2"], check=True, env=env, stdout=subprocess.DEVNULL)
+    params = yaml.safe_load(params_file.read_text())
+    model = params["models"][name]
+    model.setdefault("train", {})["epochs"] = 2
+    batch = int(model["train"].get("batch_size", 128))
+    runs = []
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        trainer_params = Path(scratch) / "params.yaml"
+        trainer_params.write_text(yaml.safe_dump(params))
+        for attempt in range(repeat):
+            out = Path(scratch) / f"model{attempt}"
+            subprocess.run([sys.executable, "-m", "facetrust.cli", "train", "--model", name, "--params",
+                            str(trainer_params), "--out", str(out), "--threads", "1", "--train-data",
+                            str(data / "train")], check=True, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            runs.append(_trainer_images_per_s(out / "train_log.csv", batch))
+    code = (f"import json, sys; sys.path.insert(0, {str(BENCH_DIR)!r}); import torch, yaml; torch.set_num_threads(1); "
+            f"import bench_throughput as b; c = yaml.safe_load(open({str(params_file)!r}))['models'][{name!r}]; "
+            f"print(json.dumps(b.measure({name!r}, c, {repeat}, 5, 256)))")
+    plain = json.loads(subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True,
+                                      text=True).stdout.splitlines()[-1])
+    trainer = max(runs)
+    return {"model": name, "float_path": "pinned (AVX2), one thread, wall time", "epochs": 2,
+            "trainer_images_per_s": trainer, "trainer_runs": runs,
+            "plain_step_samples_per_s": plain["train_samples_per_s_wall"],
+            "trainer_over_plain": trainer / plain["train_samples_per_s_wall"],
+            "plain_gflop_per_sample": plain["train_gflop_per_sample"]}
+
+
 def sgemm_gflops() -> float:
     a, b = np.ones((1024, 512), np.float32), np.ones((512, 4096), np.float32)
     a @ b
@@ -139,8 +203,13 @@ def main() -> None:
                 ["model", "backbone", "input", "train samples/s", "x sgemm", "embed img/s", "x sgemm"]))
     print(f"one thread, CPU time; sgemm {peak:.0f} GFLOP/s")
     if not args.quick:
+        name = next(iter(models))
+        side = trainer_side_by_side(name, Path(args.params), args.work, args.repeat)
+        print(f"{name}: facetrust train {side['trainer_images_per_s']:,.0f} img/s beside the plain step "
+              f"{side['plain_step_samples_per_s']:,.0f} samples/s ({side['trainer_over_plain']:.2f}x; {side['float_path']})")
         # Headline: the default model's training throughput as a fraction of the sgemm bound.
-        payload = {"sgemm_gflops": peak, "models": rows, "ratio": rows[0]["train_fraction_of_sgemm"]}
+        payload = {"sgemm_gflops": peak, "models": rows, "ratio": rows[0]["train_fraction_of_sgemm"],
+                   "trainer_beside_plain_loop": side}
         print(f"wrote {write_result('cpu_throughput', payload, results_dir(args))}")
     if not all(r["train_samples_per_s"] > 0 and r["embed_images_per_s"] > 0 for r in rows):
         raise SystemExit("a model did not run")
