@@ -28,6 +28,7 @@ from facetrust.evaluate.metrics import shown_in
 from facetrust.formats import read_metrics
 from facetrust.io import atomic_path, write_json_atomic
 
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -35,7 +35,7 @@ def detail_record(metrics: dict, variant: str = "", model: str = "") -> dict:
               "control": str(settings.get("uncertainty", "")).removeprefix("constant (control): "),
               "n_genuine": metrics.get("n_genuine"), "n_impostor": metrics.get("n_impostor"),
               "unresolved_fars": ";".join(metrics.get("unresolved_fars") or [])}
-    for key, metric in shown_in("table"):
+    for _, metric in shown_in("table"):
         record.update(_interval_columns(metric, metrics.get(metric.interval) if metric.interval else None))
     record["replicates"] = (metrics.get("bootstrap") or {}).get("replicates") or ""
     return record
