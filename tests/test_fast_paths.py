@@ -89,6 +89,32 @@ def test_auto_pair_scores_gather_only_when_pairs_are_sparse_in_the_used_template
     assert calls == ["gather"]
 
 
+def test_pairs_listed_in_both_orders_score_on_the_small_side_s_grid(monkeypatch):
+    """A protocol that repeats some pairs in the other order (enrolment template second) is scored
+    as if every pair were listed enrolment first: the reuse grid stays enrolment x verification,
+    and each score is the same dot product (to the rounding of one float32 sum)."""
+    rng = np.random.default_rng(4)
+    ids = np.arange(3000)
+    features = rng.standard_normal((3000, 64)).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    enrolment, verification = ids[:100], ids[100:]
+    pairs = np.stack([rng.choice(enrolment, 20000), rng.choice(verification, 20000)], axis=1)
+    swapped = pairs.copy()
+    swapped[::50] = swapped[::50, ::-1]  # 2 % of the pairs in the other order: every template in both columns
+    grids = []
+    reuse = scoring._reuse_scores
+    monkeypatch.setattr(scoring, "_reuse_scores", lambda features, rows1, rows2, progress, used:
+                        grids.append(np.count_nonzero(used[0]) * np.count_nonzero(used[1]))
+                        or reuse(features, rows1, rows2, progress, used))
+    straight = scoring.pair_scores(ids, features, pairs, method="reuse")
+    turned = scoring.pair_scores(ids, features, swapped, method="reuse")
+    # a verification template listed only in swapped pairs stays first: the grid grows by those few
+    assert grids[0] <= 100 * 2900 and grids[1] <= 1.1 * grids[0]  # unturned: ~2,900 x 3,000
+    np.testing.assert_allclose(turned, straight, rtol=0, atol=64 * 2.0**-24)
+    exact = np.einsum("ij,ij->i", features[pairs[:, 0]].astype(np.float64), features[pairs[:, 1]].astype(np.float64))
+    np.testing.assert_allclose(turned, exact, rtol=0, atol=64 * 2.0**-23)
+
+
 def test_threshold_ranks_compare_with_every_threshold_as_the_removal_rank():
     rng = np.random.default_rng(2)
     for ties in (False, True):
