@@ -29,7 +29,7 @@ IJB: ``("roc",)``) and, within one need, the registry's order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -79,7 +79,7 @@ class Metric:
     column: str | None = None
     interval: str | None = None
     ci_column: str | None = None
-    shown: tuple[str, ...] = field(default=())
+    shown: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.needs not in NEEDS:

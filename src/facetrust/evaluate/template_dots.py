@@ -175,10 +175,10 @@ def _padded(chosen: np.ndarray, size: int, n_templates: int) -> np.ndarray:
     return np.concatenate([chosen, spare])
 
 
-def _reuse_scores(features, rows1, rows2, progress: bool, used=None) -> np.ndarray:
+def _reuse_scores(features, rows1, rows2, progress: bool, used) -> np.ndarray:
+    """``used``: how often each template is listed first and second (:func:`_oriented`)."""
     n_templates, dim = features.shape
-    used1, used2 = used if used is not None else (np.bincount(rows1, minlength=n_templates),
-                                                  np.bincount(rows2, minlength=n_templates))
+    used1, used2 = used
     if np.count_nonzero(used2) < np.count_nonzero(used1):  # chunk the side with fewer templates
         rows1, rows2, used1, used2 = rows2, rows1, used2, used1
     order = _grouping_order(rows1, n_templates)
