@@ -9,9 +9,11 @@ less disturbed by other load than wall time.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,23 +34,38 @@ def child_env(**extra: str) -> dict:
     return env
 
 
+# Started first, small, and then starting the command: a process's peak RSS (ru_maxrss) carries the
+# peak of the process it was forked from (Linux keeps the pre-exec high-water mark), so a command
+# started straight from a benchmark that holds gigabytes reported the benchmark's peak, not its own.
+_LAUNCHER = ("import json, os, sys, time\n"
+             "start = time.perf_counter()\n"
+             "pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)\n"
+             "_, status, usage = os.wait4(pid, 0)\n"
+             "wall = time.perf_counter() - start\n"
+             "with open(sys.argv[1], 'w') as out:\n"
+             "    json.dump([wall, os.waitstatus_to_exitcode(status), usage.ru_utime, usage.ru_stime,"
+             " usage.ru_maxrss], out)\n")
+
+
 def run_measured(command: list[str], env: dict | None = None, check: bool = True) -> dict:
-    """Run ``command``; return its wall, user and system seconds and its own peak RSS (MiB), via wait4."""
+    """Run ``command``; return its wall, user and system seconds and its own peak RSS (MiB), via wait4
+    in a small launcher process (:data:`_LAUNCHER`)."""
     import tempfile
 
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, env=env or child_env(), stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".json") as figures:
+        process = subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCHER, figures.name, *map(str, command)],
+                                 env=env or child_env(), stdout=out, stderr=err, text=True)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if check and process.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, command))} failed ({process.returncode}):\n{stderr[-4000:]}")
-    return {"wall_s": wall, "user_s": usage.ru_utime, "sys_s": usage.ru_stime, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "max_rss_mib": usage.ru_maxrss / 1024, "stdout": stdout, "stderr": stderr}
+        if process.returncode != 0:
+            raise RuntimeError(f"launcher failed ({process.returncode}):\n{stderr[-4000:]}")
+        wall, returncode, user, system, max_rss_kib = json.load(figures)
+    if check and returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed ({returncode}):\n{stderr[-4000:]}")
+    return {"wall_s": wall, "user_s": user, "sys_s": system, "cpu_s": user + system,
+            "max_rss_mib": max_rss_kib / 1024, "stdout": stdout, "stderr": stderr, "returncode": returncode}
 
 
 def best_of(runs: list[dict]) -> dict:

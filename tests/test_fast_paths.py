@@ -170,3 +170,32 @@ def test_protocol_cache_serves_the_parsed_arrays_and_follows_file_changes(tmp_pa
     for entry in (tmp_path / "cache" / "ijb").glob("*.npz"):
         entry.write_bytes(b"damaged")
     assert np.array_equal(read_ijb_protocol(root).labels, read_ijb_protocol(root, cache=False).labels)  # re-parsed
+
+
+def test_file_hashes_are_remembered_by_identity_and_times_and_never_served_stale(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    memo = tmp_path / "digests"
+    meta = tmp_path / "pairs.txt"
+    meta.write_text("1 2 0\n" * 1000)
+    assert ijb_cache.file_digest(meta, memo) == hashlib.sha256(meta.read_bytes()).digest()
+    assert not memo.exists()  # written just now: racy, not remembered
+    old = meta.stat().st_mtime_ns - 10**10
+    os.utime(meta, ns=(old, old))  # ctime is now too, but the memo needs both times settled
+    monkeypatch.setattr(ijb_cache, "RACY_S", -1.0)
+    ijb_cache.file_digest(meta, memo)
+    assert len(list(memo.iterdir())) == 1
+    reads = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda *a, **k: reads.append(1) or real(*a, **k))
+    assert ijb_cache.file_digest(meta, memo) == hashlib.sha256(meta.read_bytes()).digest()
+    assert reads == []  # served from the memo
+    meta.write_text("1 2 1\n" * 1000)  # same size, new content
+    os.utime(meta, ns=(old, old))  # even with the modification time put back, the change time moved
+    assert ijb_cache.file_digest(meta, memo) == hashlib.sha256(meta.read_bytes()).digest()
+    assert reads == [1]
+    for entry in memo.iterdir():
+        entry.write_text("not hex")  # a damaged memo is ignored (and rewritten)
+    assert ijb_cache.file_digest(meta, memo) == hashlib.sha256(meta.read_bytes()).digest()
+    assert reads == [1, 1]

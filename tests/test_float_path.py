@@ -33,3 +33,17 @@ def test_the_cli_pins_the_kernels_before_numpy_and_torch_load_and_provenance_rec
     assert {k: recorded[k] for k in PINS} == PINS
     assert recorded["openblas_core"] == "Haswell"  # numpy's OpenBLAS took the AVX2 kernels
     assert recorded["aten_cpu_capability"] in ("AVX2", "DEFAULT")  # never AVX512 (DEFAULT: a CPU without AVX2)
+    # numpy's own loops: its AVX2 dispatch at most, never the AVX-512 groups (whose exp/log round differently)
+    assert recorded["numpy_simd"] and not {"X86_V4", "AVX512_ICL", "AVX512_SPR"} & set(recorded["numpy_simd"])
+
+
+def test_numpy_s_pinned_float64_exp_and_log_are_its_avx2_loops_on_any_host():
+    """The values the pinned process computes equal those of a process forced to numpy's AVX2 loops
+    (on an AVX-512 host the unpinned SVML loops give other last bits: seen for exp, log, expm1, power)."""
+    code = ("import facetrust.cli, numpy as np, hashlib\n"
+            "x = np.random.default_rng(0).standard_normal(100_003)\n"
+            "print(hashlib.sha256(np.concatenate([np.exp(x), np.log(np.abs(x) + 1e-3), np.expm1(x)]).tobytes()).hexdigest())")
+    base = {k: v for k, v in os.environ.items() if k not in PINS}
+    digests = [subprocess.run([sys.executable, "-c", code], env={**base, **extra}, capture_output=True, text=True,
+                              timeout=120).stdout.strip() for extra in ({}, {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"})]
+    assert digests[0] and digests[0] == digests[1]

@@ -6,7 +6,8 @@ CPU kernels, MKL (torch's sgemm) and oneDNN (torch's convolutions) do the same. 
 in different orders, so the last bits of a product differ between machines, and a training run
 amplifies them: the same commit, params and seed gave TAR@FAR=1e-4 0.5751 on one machine and
 0.6015 on another.  Pinning every library to its AVX2 path, which every x86-64 CPU of the last
-decade has, makes the arithmetic the same on all of them.  It changes figures from an unpinned
+decade has, makes the arithmetic the same on all of them; numpy's own loops are pinned the same way
+(its AVX-512 float64 ``exp``/``log`` round differently from its AVX2 ones).  It changes figures from an unpinned
 AVX-512 run in their last digits (docs/ARCHITECTURE.md "Floating-point path").
 
 The pins are environment variables the libraries read when they load, so they must be set before
@@ -30,6 +31,12 @@ PINS: dict[str, str] = {
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # torch's MKL: highest instruction set it may use
     "MKL_CBWR": "AVX2",  # MKL conditional numerical reproducibility: the AVX2 code path
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # torch's oneDNN (convolutions)
+    # numpy's own SIMD dispatch: without this it takes its AVX-512 loops, whose float64 exp, log,
+    # expm1 and power round differently from the AVX2 ones (SVML), and whose sort is x86-simd-sort's
+    # AVX-512 build, 6x slower than its AVX2 build on AMD Zen 4 (microcoded compress-store).  The
+    # names are numpy 2.4's dispatch groups (envs/requirements.txt pins it); a feature the CPU lacks
+    # is skipped silently.
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
 }
 
 
@@ -53,6 +60,7 @@ def effective() -> dict[str, Any]:
     info["aten_cpu_capability"] = torch.backends.cpu.get_cpu_capability() if torch else None
     info["torch_threads"] = torch.get_num_threads() if torch else None
     info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+    info["numpy_simd"] = _numpy_simd()
     try:
         from threadpoolctl import threadpool_info
 
@@ -61,3 +69,15 @@ def effective() -> dict[str, Any]:
         blas = []
     info["openblas_core"] = blas[0].get("architecture") if blas else None
     return info
+
+
+def _numpy_simd() -> list[str] | None:
+    """numpy's dispatch targets in use in this process (the widest decides its loops), or None."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return None
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # numpy < 2
+        from numpy.core import _multiarray_umath as umath
+    return [name for name in umath.__cpu_dispatch__ if umath.__cpu_features__.get(name)]

@@ -4,7 +4,8 @@ Parsing IJB-C's 275 MB of meta text takes seconds on every evaluation; the decod
 fraction of a second to map (:func:`facetrust.npz.load_npz`).  The cache entry is an uncompressed
 ``.npz`` named by a SHA-256 over the three files' contents (and this module's format version), so
 an edited file can never be served stale; a missing, unreadable or damaged entry is rebuilt from
-the text.  Small protocols (below :data:`MIN_BYTES`) parse faster than they hash and are never
+the text.  Each file's hash is remembered under its inode and change times (``digests/``,
+:func:`file_digest`), so a warm run reads none of the text.  Small protocols (below :data:`MIN_BYTES`) parse faster than they hash and are never
 cached.
 
 Where: ``$FACETRUST_CACHE_DIR/ijb/`` when that variable is set (``off`` disables the cache), else
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -51,13 +53,47 @@ def cache_root() -> Path | None:
     return Path(base) / "facetrust" / "ijb"
 
 
-def protocol_key(paths: Sequence[Path], name: str) -> str:
-    """SHA-256 (hex) over the format version, the protocol name and each file's content hash."""
+def protocol_key(paths: Sequence[Path], name: str, memo: Path | None = None) -> str:
+    """SHA-256 (hex) over the format version, the protocol name and each file's content hash.
+
+    ``memo``: a directory where each file's content hash is remembered under its identity and
+    change times (:func:`file_digest`), so an unchanged 275 MB of IJB-C text is not read again."""
     digest = hashlib.sha256(f"facetrust-ijb-cache-v{FORMAT_VERSION}\0{name}".encode())
     for path in paths:
-        with open(path, "rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
+        digest.update(file_digest(path, memo))
     return digest.hexdigest()
+
+
+RACY_S = 2.0  # a file changed this recently may change again within its timestamps' resolution
+
+
+def file_digest(path: Path, memo: Path | None = None) -> bytes:
+    """SHA-256 of ``path``'s content; with ``memo``, remembered under the file's device, inode,
+    size, modification and change times (nanoseconds), as DVC and git remember hashes.  Writing the
+    file changes its change time (which no user can set back), so a remembered hash is never
+    stale; a file changed within :data:`RACY_S` of hashing is not remembered (git's racy-clean
+    rule: a second write in the same timestamp tick would keep the times).  A memo that cannot be
+    read or written is ignored."""
+    stat = os.stat(path)
+    identity = f"{os.path.realpath(path)}\0{stat.st_dev}\0{stat.st_ino}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}"
+    entry = None if memo is None else memo / hashlib.sha256(identity.encode()).hexdigest()[:40]
+    if entry is not None:
+        try:
+            remembered = bytes.fromhex(entry.read_text())
+            if len(remembered) == 32:
+                return remembered
+        except (OSError, ValueError):
+            pass
+    with open(path, "rb") as handle:
+        value = hashlib.file_digest(handle, "sha256").digest()
+    if entry is not None and time.time() - max(stat.st_mtime_ns, stat.st_ctime_ns) / 1e9 > RACY_S:
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(entry) as tmp:
+                Path(tmp).write_text(value.hex())
+        except OSError as error:
+            log.warning("%s: could not remember the hash of %s (%s)", entry, path, error)
+    return value
 
 
 def _load(entry: Path, name: str, make: Callable[..., Any]):
@@ -89,7 +125,7 @@ def cached_protocol(paths: Sequence[Path], name: str, parse: Callable[[], Any], 
     root = cache_root()
     if root is None or sum(path.stat().st_size for path in paths) < MIN_BYTES:
         return parse()
-    entry = root / f"{name}-{protocol_key(paths, name + checks)[:40]}.npz"
+    entry = root / f"{name}-{protocol_key(paths, name + checks, memo=root / 'digests')[:40]}.npz"
     if entry.is_file():
         try:
             return _load(entry, name, make)
