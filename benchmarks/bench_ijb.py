@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import filecmp
 import json
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -99,10 +100,15 @@ def stages_main(protocol: str, embeddings: str) -> None:
 
     times = {"imports_s": time.perf_counter() - start}
 
+    cpu = {}
+
     def stage(name, function, *args, **kwargs):
-        begin = time.perf_counter()
+        before, begin = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         value = function(*args, **kwargs)
         times[name] = time.perf_counter() - begin
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu[name] = {"user": after.ru_utime - before.ru_utime, "sys": after.ru_stime - before.ru_stime,
+                     "minor_faults": after.ru_minflt - before.ru_minflt}
         return value
 
     p = stage("protocol_cached_s", read_ijb_protocol, protocol, ijbc_synth.NAME)
@@ -122,6 +128,7 @@ def stages_main(protocol: str, embeddings: str) -> None:
     used = [np.unique(rows[:, j]).size for j in (0, 1)]
     times["score_flops"] = 2.0 * used[0] * used[1] * features.shape[1]
     times["floor_flops"] = 2.0 * p.pairs.shape[0] * features.shape[1]
+    times["cpu"] = cpu  # user and system seconds and minor page faults of each stage
     print(json.dumps(times))
 
 
@@ -228,7 +235,9 @@ def print_comparison(title: str, result: dict) -> None:
     print(f"AUC difference {result['agreement']['auc_difference']:.2e}; "
           f"TAR equal at every FAR: {result['agreement']['equal_at_every_far']}")
     stages = result["stages"]
-    print("stages: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items() if k.endswith("_s"))
+    print("stages (wall; user + sys): " + ", ".join(
+        f"{k[:-2]} {v:.2f} s" + (f" ({stages['cpu'][k]['user']:.2f} + {stages['cpu'][k]['sys']:.2f})" if k in stages.get("cpu", {}) else "")
+        for k, v in stages.items() if k.endswith("_s"))
           + f"; {stages['rescored_pairs']:,} of {result['sizes']['n_pairs']:,} pairs rescored in float64 "
           "for the exact TAR")
 
@@ -248,6 +257,7 @@ def main() -> None:
                         help="scale every count of the IJB-C-sized protocol (e.g. 0.25 on a small, shared machine)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads of both sides")
     parser.add_argument("--ties", type=float, default=0.1, help="duplicate-template fraction of the tied protocol")
+    parser.add_argument("--no-scaling", action="store_true", help="leave out the 1/8..1x scaling runs")
     parser.add_argument("--stages", nargs=2, metavar=("PROTOCOL", "EMBEDDINGS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stages:
@@ -271,7 +281,7 @@ def main() -> None:
     result["threads"] = args.threads
     result["size_fraction"] = args.size_fraction
     result["ratio"] = min(result["ratio_wall"], result["tied"]["ratio_wall"])
-    if not args.quick:
+    if not args.quick and not args.no_scaling:
         result["scaling"] = scaling(root, root / "embeddings.npz", args.work / f"{root.name}-bench", repeat, args.seed)
         result["tied"]["scaling"] = scaling(tied_root, tied_root / "embeddings.npz",
                                             args.work / f"{tied_root.name}-bench", repeat, args.seed)
@@ -292,7 +302,8 @@ def main() -> None:
               f"whole run {result['ours']['wall_s'] / result['floor_s']:.1f}x the floor")
     if "byte_identical_to_compare_src" in result:
         print(f"metrics and ROC files byte-identical to {args.compare_src}: {result['byte_identical_to_compare_src']}")
-    path = write_result("ijbc_1to1" if not args.quick else "ijbc_1to1_quick", result,
+    name = "ijbc_1to1" + ("" if args.threads == 1 else f"_threads{args.threads}")
+    path = write_result(name if not args.quick else "ijbc_1to1_quick", result,
                         results_dir(args) if not args.quick else args.work / f"{root.name}-bench")
     print(f"wrote {path}")
     if disagrees(result) or disagrees(result["tied"]):
