@@ -63,6 +63,22 @@ def test_replicates_are_seeded_paired_and_resample_whole_subjects():
     assert not np.array_equal(within, first[0])
 
 
+@pytest.mark.parametrize("tar_method", ["nearest", "strict", "interpolate"])
+def test_tar_replicates_from_subject_counts_equal_those_of_every_pair_s_weight(tar_method):
+    """bootstrap_tar builds only the weights it reads (the top of the score order, class totals from
+    distinct factor pairs); its replicates equal the weighted ROC of each replicate's full weights."""
+    design, rng = _design(n_subjects=40, per=3, seed=3)
+    genuine = design.labels.astype(bool)
+    scores = np.round(rng.normal(size=genuine.size) + 1.5 * genuine, 2)  # ties, and prefixes that must grow
+    fars = [1e-3, 1e-2, 0.3]
+    fast = bootstrap_tar(design, scores, fars, tar_method=tar_method, n_resamples=40, seed=11)
+    sorted_scores = SortedScores(scores, design.labels)
+    slow = np.array([list(tar_at_far(*sorted_scores.roc(w, far_max=max(fars)), fars, method=tar_method).values())
+                     for w in replicate_stream(design, 40, seed=11)])
+    assert fast.shape == slow.shape and np.array_equal(fast, slow, equal_nan=True)
+    assert np.unique(fast[:, -1]).size > 5  # the replicates differ from one another
+
+
 def test_subjects_default_to_the_components_of_the_genuine_pairs():
     pairs = np.array([[1, 2], [2, 3], [4, 5], [1, 4], [6, 1]])
     design = cluster_design(pairs, np.array([1, 1, 1, 0, 0]))

@@ -194,11 +194,10 @@ def replicate_weights(design: ClusterDesign, rng: np.random.Generator, within: b
     """One bootstrap replicate: integer pair weights (float64, P) from resampled subjects (and, with
     ``within``, the units inside them)."""
     n_subjects = design.n_subjects
-    subject_count = np.bincount(rng.integers(0, n_subjects, n_subjects), minlength=n_subjects)
     # a pair inside one cluster (every genuine pair; an impostor pair of a per-pair cluster) counts
     # m_s, any other m_s1 * m_s2 (integers: exact in float64, in any order)
     first, second = design.weight_index
-    counts = np.r_[subject_count.astype(np.float64), 1.0]
+    counts = _subject_counts(n_subjects, rng)
     subject_weight = counts.take(first)
     subject_weight *= counts.take(second)
     if not within:
@@ -214,12 +213,23 @@ def replicate_weights(design: ClusterDesign, rng: np.random.Generator, within: b
     return subject_weight * unit_count[u1] * unit_count[u2]
 
 
+def _subject_counts(n_subjects: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each subject is drawn in one replicate (float64), with a 1 appended (the factor of a
+    pair inside one cluster, :attr:`ClusterDesign.weight_index`)."""
+    subject_count = np.bincount(rng.integers(0, n_subjects, n_subjects), minlength=n_subjects)
+    return np.r_[subject_count.astype(np.float64), 1.0]
+
+
+def _replicate_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 0xB007]))
+
+
 def replicate_stream(design: ClusterDesign, n_resamples: int, seed: int, within: bool = False):
     """The ``n_resamples`` replicates' weights, in order, from one seeded generator (same seed and
     design → same weights, which is what pairs two methods' replicates)."""
     if n_resamples < 1:
         raise ConfigError(f"evaluate.bootstrap.n_resamples: {n_resamples} must be >= 1")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB007]))
+    rng = _replicate_rng(seed)
     for _ in range(n_resamples):
         yield replicate_weights(design, rng, within)
 
@@ -248,14 +258,14 @@ class SortedScores:
             return self.scores.size
         return int(self.group_ends[np.searchsorted(self.group_ends, position, side="left")]) + 1
 
-    def _curve(self, weights: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _curve(self, w: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The curve's points over the first ``length`` pairs in score order, ``w`` their weights."""
         complete = length >= self.scores.size
-        w = weights.take(self.order[:length])  # only the prefix is ever put in score order
-        keep = w != 0
-        scores, genuine, weight = self.scores[:length][keep], self.genuine[:length][keep], w[keep]
+        kept = np.flatnonzero(w)  # pairs of weight 0 are left out; one index serves the three arrays
+        scores, genuine, weight = self.scores.take(kept), self.genuine.take(kept), w.take(kept)
         ends = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
         tps = np.cumsum(weight * genuine)[ends]
-        fps = np.cumsum(weight * ~genuine)[ends]
+        fps = np.cumsum(weight)[ends] - tps  # integer weights: exact, the impostors' own cumulative sum
         if not complete:  # the last point's drop_intermediate fate needs the next group: leave it out
             inner = np.logical_or(np.diff(fps, 2), np.diff(tps, 2)) if tps.size > 2 else np.zeros(0, bool)
             chosen = np.r_[True, inner][: max(tps.size - 1, 0)]
@@ -277,15 +287,51 @@ class SortedScores:
         # bootstrap weights are integers, so these sums are exact in any order
         total_genuine = float(np.dot(w, self.labels))
         total_impostor = float(w.sum()) - total_genuine
+        return self.roc_of_prefix(lambda length: w.take(self.order[:length]), total_genuine, total_impostor,
+                                  far_max)
+
+    def roc_of_prefix(self, prefix_weights: Callable[[int], np.ndarray], total_genuine: float,
+                      total_impostor: float, far_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`roc` from ``prefix_weights(length)``, the weights of the first ``length`` pairs in
+        score order, and the two classes' total weights: a caller that can make those without the
+        weight of every pair (:func:`bootstrap_tar`) never builds it."""
         fraction = 1.5 * far_max if far_max is not None else 1.0
         while True:
             length = self._prefix(fraction) if fraction < 1.0 else self.scores.size
-            fps, tps, complete = self._curve(w, length)
+            fps, tps, complete = self._curve(prefix_weights(length), length)
             fpr = np.r_[0.0, fps] / total_impostor
             above = fpr[fpr > (far_max or 0.0)]
             if complete or (above.size >= 2 and above[-1] > above[0]):
                 return fpr, np.r_[0.0, tps] / total_genuine
             fraction *= 2.0
+
+
+class _SubjectWeights:
+    """A replicate's pair weights made from its subject counts only where they are read: the pairs at
+    the top of the score order, and each class's total from the distinct (first, second) factor
+    pairs with their multiplicities (IJB: 120 k instead of 403 k pairs).  The values equal
+    :func:`replicate_weights`' (products of the same two integers; integer sums are exact)."""
+
+    def __init__(self, design: ClusterDesign, sorted_scores: SortedScores):
+        first, second = design.weight_index
+        self.first, self.second = first[sorted_scores.order], second[sorted_scores.order]
+        genuine = design.labels.astype(bool)
+        combined = (first.astype(np.int64) * (design.n_subjects + 1) + second) * 2 + genuine
+        combos, multiplicity = np.unique(combined, return_counts=True)
+        self.combo_genuine = (combos & 1).astype(bool)
+        combos >>= 1
+        self.combo_first, self.combo_second = combos // (design.n_subjects + 1), combos % (design.n_subjects + 1)
+        self.multiplicity = multiplicity.astype(np.float64)
+
+    def totals(self, counts: np.ndarray) -> tuple[float, float]:
+        weight = counts.take(self.combo_first) * counts.take(self.combo_second) * self.multiplicity
+        total_genuine = float(weight[self.combo_genuine].sum())
+        return total_genuine, float(weight.sum()) - total_genuine
+
+    def prefix(self, counts: np.ndarray, length: int) -> np.ndarray:
+        weight = counts.take(self.first[:length])
+        weight *= counts.take(self.second[:length])
+        return weight
 
 
 # ------------------------------------------------------------------------------ intervals
@@ -326,8 +372,23 @@ def bootstrap_tar(design: ClusterDesign, scores: np.ndarray, fars: Sequence[floa
         fpr, tpr = sorted_scores.roc(weights, far_max=max(fars))
         return np.array(list(tar_at_far(fpr, tpr, fars, method=tar_method).values()))
 
-    return bootstrap_statistic(design, statistic, n_resamples=n_resamples, seed=seed, progress=progress,
-                               within=within)
+    if within:
+        return bootstrap_statistic(design, statistic, n_resamples=n_resamples, seed=seed, progress=progress,
+                                   within=within)
+    # Subjects only: the same replicates from the same generator, without the weight of every pair.
+    from tqdm import tqdm
+
+    if n_resamples < 1:
+        raise ConfigError(f"evaluate.bootstrap.n_resamples: {n_resamples} must be >= 1")
+    weights = _SubjectWeights(design, sorted_scores)
+    rng = _replicate_rng(seed)
+    rows = []
+    for _ in tqdm(range(n_resamples), desc="bootstrap", unit="replicate", disable=not progress):
+        counts = _subject_counts(design.n_subjects, rng)
+        fpr, tpr = sorted_scores.roc_of_prefix(lambda length: weights.prefix(counts, length), *weights.totals(counts),
+                                               far_max=max(fars))
+        rows.append(np.array(list(tar_at_far(fpr, tpr, fars, method=tar_method).values()), dtype=np.float64))
+    return np.vstack(rows)
 
 
 def interval_table(fars: Sequence[float], replicates: np.ndarray, level: float = DEFAULT_LEVEL) -> dict:
