@@ -83,8 +83,11 @@ def run_reference(protocol: Path, embeddings: Path, out: Path) -> dict:
 
 def stage_breakdown(protocol: Path, embeddings: Path, cache: Path) -> dict:
     """Seconds per stage of ours, in one process (``--stages`` mode of this script)."""
-    run = run_measured([sys.executable, __file__, "--stages", str(protocol), str(embeddings)],
-                       child_env(FACETRUST_CACHE_DIR=str(cache)))
+    from facetrust.float_path import pin_environment
+
+    env = child_env(FACETRUST_CACHE_DIR=str(cache))
+    pin_environment(env)  # the float path `facetrust evaluate ijb` runs on (numpy's AVX2 loops and sort)
+    run = run_measured([sys.executable, __file__, "--stages", str(protocol), str(embeddings)], env)
     return json.loads(run["stdout"].splitlines()[-1])
 
 
