@@ -238,8 +238,9 @@ def print_comparison(title: str, result: dict) -> None:
     print(f"AUC difference {result['agreement']['auc_difference']:.2e}; "
           f"TAR equal at every FAR: {result['agreement']['equal_at_every_far']}")
     stages = result["stages"]
+    cpu = stages.get("cpu", {})
     print("stages (wall; user + sys): " + ", ".join(
-        f"{k[:-2]} {v:.2f} s" + (f" ({stages['cpu'][k]['user']:.2f} + {stages['cpu'][k]['sys']:.2f})" if k in stages.get("cpu", {}) else "")
+        f"{k[:-2]} {v:.2f} s" + (f" ({cpu[k]['user']:.2f} + {cpu[k]['sys']:.2f})" if k in cpu else "")
         for k, v in stages.items() if k.endswith("_s"))
           + f"; {stages['rescored_pairs']:,} of {result['sizes']['n_pairs']:,} pairs rescored in float64 "
           "for the exact TAR")

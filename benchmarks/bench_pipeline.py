@@ -5,8 +5,8 @@ inputs, outputs and benchmark file) and the per-job benchmark files (``logs/benc
 seconds, max RSS), links each job to the jobs that produced its inputs, and prints
 
 - the run's wall time (first to last job timestamp) against the target of issue 22 (main job
-  <= 6 min, `all` <= 20 min on a quiet 2-core machine), the sum of job times (what one core would take) and the peak RSS of
-  any one job (a job's own peak; jobs run two at a time on 2 cores);
+  <= 6 min, `all` <= 20 min on a quiet 2-core machine), the sum of job times (what one core
+  would take) and the peak RSS of any one job (a job's own peak; jobs run two at a time on 2 cores);
 - the critical path: the chain of dependent jobs with the largest summed time, i.e. the jobs
   that gate the run however many cores it gets.
 

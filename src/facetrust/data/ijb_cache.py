@@ -5,8 +5,8 @@ fraction of a second to map (:func:`facetrust.npz.load_npz`).  The cache entry i
 ``.npz`` named by a SHA-256 over the three files' contents (and this module's format version), so
 an edited file can never be served stale; a missing, unreadable or damaged entry is rebuilt from
 the text.  Each file's hash is remembered under its inode and change times (``digests/``,
-:func:`file_digest`), so a warm run reads none of the text.  Small protocols (below :data:`MIN_BYTES`) parse faster than they hash and are never
-cached.
+:func:`file_digest`), so a warm run reads none of the text.  Small protocols (below
+:data:`MIN_BYTES`) parse faster than they hash and are never cached.
 
 Where: ``$FACETRUST_CACHE_DIR/ijb/`` when that variable is set (``off`` disables the cache), else
 ``$XDG_CACHE_HOME/facetrust/ijb/`` (default ``~/.cache/facetrust/ijb/``).  Not beside the meta
@@ -75,7 +75,8 @@ def file_digest(path: Path, memo: Path | None = None) -> bytes:
     rule: a second write in the same timestamp tick would keep the times).  A memo that cannot be
     read or written is ignored."""
     stat = os.stat(path)
-    identity = f"{os.path.realpath(path)}\0{stat.st_dev}\0{stat.st_ino}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}"
+    identity = "\0".join(map(str, (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size,
+                                   stat.st_mtime_ns, stat.st_ctime_ns)))
     entry = None if memo is None else memo / hashlib.sha256(identity.encode()).hexdigest()[:40]
     if entry is not None:
         try:

@@ -367,12 +367,11 @@ def bootstrap_tar(design: ClusterDesign, scores: np.ndarray, fars: Sequence[floa
     from facetrust.evaluate.roc import tar_at_far
 
     sorted_scores = SortedScores(scores, design.labels)
-
-    def statistic(weights: np.ndarray) -> np.ndarray:
-        fpr, tpr = sorted_scores.roc(weights, far_max=max(fars))
-        return np.array(list(tar_at_far(fpr, tpr, fars, method=tar_method).values()))
-
     if within:
+        def statistic(weights: np.ndarray) -> np.ndarray:
+            fpr, tpr = sorted_scores.roc(weights, far_max=max(fars))
+            return np.array(list(tar_at_far(fpr, tpr, fars, method=tar_method).values()))
+
         return bootstrap_statistic(design, statistic, n_resamples=n_resamples, seed=seed, progress=progress,
                                    within=within)
     # Subjects only: the same replicates from the same generator, without the weight of every pair.
