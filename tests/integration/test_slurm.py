@@ -79,6 +79,15 @@ def test_profile(slurm_cluster, tmp_path_factory):
     return cluster_mod.sized_profile(PROFILE, tmp_path_factory.mktemp("profile"), slurm_cluster)
 
 
+@pytest.fixture(scope="session")
+def toy_profile(slurm_cluster, tmp_path_factory):
+    """:func:`test_profile` with the first status check 8 s after submission: the toy's jobs (one shell
+    line) end about 5 s after it, the 3-s check misses them and the plugin's next comes 13 s later
+    (measured: the toy workflow 77 s at 3 s, 53 s at 8 s; the pipeline's longer jobs are the other
+    way round, 119 against 183 s)."""
+    return cluster_mod.sized_profile(PROFILE, tmp_path_factory.mktemp("toy_profile"), slurm_cluster, init_seconds=8)
+
+
 def _records(text: str) -> dict[str, str]:
     """KEY=VALUE lines of the toy workflow's outputs as a dict."""
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
@@ -91,7 +100,7 @@ def _megabytes(req_mem: str) -> int:
 
 
 def test_toy_workflow_runs_every_job_through_sbatch_with_gpus_and_retries(
-    slurm_cluster, test_profile, tmp_path
+    slurm_cluster, toy_profile, tmp_path
 ):
     work = tmp_path / "toy"
     work.mkdir()
@@ -103,7 +112,7 @@ def test_toy_workflow_runs_every_job_through_sbatch_with_gpus_and_retries(
             "--directory",
             str(work),
             "--profile",
-            str(test_profile),
+            str(toy_profile),
         ],
         cwd=work,
         env=slurm_cluster.client_env(),
