@@ -103,9 +103,9 @@ def test_pairs_listed_in_both_orders_score_on_the_small_side_s_grid(monkeypatch)
     swapped[::50] = swapped[::50, ::-1]  # 2 % of the pairs in the other order: every template in both columns
     grids = []
     reuse = scoring._reuse_scores
-    monkeypatch.setattr(scoring, "_reuse_scores", lambda features, rows1, rows2, progress, used:
+    monkeypatch.setattr(scoring, "_reuse_scores", lambda features, rows1, rows2, progress, used, *rest:
                         grids.append(np.count_nonzero(used[0]) * np.count_nonzero(used[1]))
-                        or reuse(features, rows1, rows2, progress, used))
+                        or reuse(features, rows1, rows2, progress, used, *rest))
     straight = scoring.pair_scores(ids, features, pairs, method="reuse")
     turned = scoring.pair_scores(ids, features, swapped, method="reuse")
     # a verification template listed only in swapped pairs stays first: the grid grows by those few
@@ -113,6 +113,30 @@ def test_pairs_listed_in_both_orders_score_on_the_small_side_s_grid(monkeypatch)
     np.testing.assert_allclose(turned, straight, rtol=0, atol=64 * 2.0**-24)
     exact = np.einsum("ij,ij->i", features[pairs[:, 0]].astype(np.float64), features[pairs[:, 1]].astype(np.float64))
     np.testing.assert_allclose(turned, exact, rtol=0, atol=64 * 2.0**-23)
+
+
+def test_turned_pairs_are_sorted_apart_and_score_the_same_bytes_as_sorting_every_pair():
+    """Pairs listed by enrolment template except the turned ones: those are sorted apart (no argsort
+    of every pair), and each score is picked from the same slab as when every pair is sorted."""
+    rng = np.random.default_rng(9)
+    n_templates = 900
+    features = rng.standard_normal((n_templates, 32)).astype(np.float32)
+    rows1 = np.sort(rng.integers(0, 60, 30000)).astype(np.int32)  # listed by enrolment template
+    rows2 = rng.integers(60, n_templates, 30000).astype(np.int32)
+    turned = rng.random(30000) < 0.02
+    rows1[turned] = rng.integers(0, 60, np.count_nonzero(turned))  # the turned pairs break the order
+    used = scoring._counts(rows1, n_templates), scoring._counts(rows2, n_templates)
+    groups, _ = scoring._score_groups(rows1, rows2, n_templates, turned)
+    assert len(groups) == 2 and groups[1]["first"].size == np.count_nonzero(turned)
+    every = scoring._reuse_scores(features, rows1, rows2, False, used, None)
+    apart = scoring._reuse_scores(features, rows1, rows2, False, used, turned)
+    assert apart.dtype == np.float32 and np.array_equal(apart.view(np.uint32), every.view(np.uint32))
+    exact = np.einsum("ij,ij->i", features[rows1].astype(np.float64), features[rows2].astype(np.float64))
+    np.testing.assert_allclose(apart, exact, rtol=0, atol=32 * 2.0**-20)
+    shuffled = rng.permutation(30000)  # the others out of order too: every pair is sorted, same scores
+    assert len(scoring._score_groups(rows1[shuffled], rows2[shuffled], n_templates, turned[shuffled])[0]) == 1
+    again = scoring._reuse_scores(features, rows1[shuffled], rows2[shuffled], False, used, turned[shuffled])
+    assert np.array_equal(again.view(np.uint32), every[shuffled].view(np.uint32))
 
 
 def test_threshold_ranks_compare_with_every_threshold_as_the_removal_rank():

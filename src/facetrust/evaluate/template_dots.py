@@ -96,7 +96,7 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     rows = template_rows(template_ids, pairs)
     features = np.ascontiguousarray(features, dtype=np.float32)
     n_templates = features.shape[0]
-    rows1, rows2, used = _oriented(rows[:, 0], rows[:, 1], n_templates)
+    rows1, rows2, used, turned = _oriented(rows[:, 0], rows[:, 1], n_templates)
     if method == "auto":
         grid = np.count_nonzero(used[0]) * np.count_nonzero(used[1])
         if grid > GATHER_GRID_RATIO * pairs.shape[0]:
@@ -107,12 +107,13 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
         return _gather_scores(features, rows1, rows2, chunk, progress)
     if method == "gram":
         return _gram_scores(features, rows1, rows2, progress)
-    return _reuse_scores(features, rows1, rows2, progress, used)
+    return _reuse_scores(features, rows1, rows2, progress, used, turned)
 
 
 def _oriented(rows1: np.ndarray, rows2: np.ndarray, n_templates: int):
-    """``(rows1, rows2, (uses as first, uses as second))`` with each pair turned so that its first
-    template is one listed first at least as often as second, when the other one is not.
+    """``(rows1, rows2, (uses as first, uses as second), turned)`` with each pair turned so that its
+    first template is one listed first at least as often as second, when the other one is not
+    (``turned``: which pairs were, None when none).
 
     A protocol that lists some pairs in the other order (a repeated pair swapped) puts templates of
     the large side into the small side's column: IJB-C's 3,531 enrolment templates become ~23,000
@@ -124,9 +125,9 @@ def _oriented(rows1: np.ndarray, rows2: np.ndarray, n_templates: int):
     first_side = uses[0] >= uses[1]
     swap = first_side[rows2] & ~first_side[rows1]
     if not swap.any():
-        return rows1, rows2, uses
+        return rows1, rows2, uses, None
     rows1, rows2 = np.where(swap, rows2, rows1), np.where(swap, rows1, rows2)
-    return rows1, rows2, (_counts(rows1, n_templates), _counts(rows2, n_templates))
+    return rows1, rows2, (_counts(rows1, n_templates), _counts(rows2, n_templates)), swap
 
 
 COUNT_CHUNK = 1 << 20  # rows per bincount: its intp copy of the rows stays in cache and is reused
@@ -187,17 +188,15 @@ def _padded(chosen: np.ndarray, size: int, n_templates: int) -> np.ndarray:
     return np.concatenate([chosen, spare])
 
 
-def _reuse_scores(features, rows1, rows2, progress: bool, used) -> np.ndarray:
-    """``used``: how often each template is listed first and second (:func:`_oriented`)."""
+def _reuse_scores(features, rows1, rows2, progress: bool, used, turned=None) -> np.ndarray:
+    """``used``: how often each template is listed first and second, ``turned``: the pairs
+    :func:`_oriented` turned (None: none)."""
     n_templates, dim = features.shape
     used1, used2 = used
     if np.count_nonzero(used2) < np.count_nonzero(used1):  # chunk the side with fewer templates
-        rows1, rows2, used1, used2 = rows2, rows1, used2, used1
-    order = _grouping_order(rows1, n_templates)
-    first = rows1 if order is None else rows1[order]
-    second = rows2 if order is None else rows2[order]
+        rows1, rows2, used1, used2, turned = rows2, rows1, used2, used1, None
+    groups, place = _score_groups(rows1, rows2, n_templates, turned)
     firsts = np.flatnonzero(used1)
-    offsets = np.concatenate([[0], np.cumsum(used1[firsts])])
     seconds = _padded(np.flatnonzero(used2), min(n_templates, 64), n_templates)
     column_of = np.zeros(n_templates, dtype=np.intp)
     column_of[seconds] = np.arange(seconds.size)
@@ -205,23 +204,59 @@ def _reuse_scores(features, rows1, rows2, progress: bool, used) -> np.ndarray:
     min_rows = min(n_templates, max(2, -(-MIN_PRODUCT // (seconds.size * dim))))
     per_chunk = max(min_rows, GRAM_SLAB_BYTES // (4 * seconds.size))
     row_in_chunk = np.zeros(n_templates, dtype=np.intp)
-    sorted_scores = np.empty(first.size, dtype=np.float32)
     slab_buffer = np.empty(max(per_chunk, min_rows) * seconds.size, dtype=np.float32)  # reused: no page faults
     pick_buffers = np.empty(PICK_CHUNK, dtype=np.intp), np.empty(PICK_CHUNK, dtype=np.intp)
+    for group in groups:  # each group's pairs in order of their first template
+        group["scores"] = np.empty(group["first"].size, dtype=np.float32)
+        counts = used1 if len(groups) == 1 else _counts(group["first"], n_templates)
+        group["offsets"] = np.concatenate([[0], np.cumsum(counts[firsts])])
     starts = range(0, firsts.size, per_chunk)
     for start in tqdm(starts, desc="pair scores (reuse)", unit="chunk", disable=not progress):
         block = firsts[start : start + per_chunk]
-        lo, hi = offsets[start], offsets[start + block.size]
+        stop = start + block.size
         block = _padded(block, min_rows, n_templates)
         slab = np.matmul(features[block], others_t, out=slab_buffer[: block.size * seconds.size].reshape(block.size, -1))
         row_in_chunk[block] = np.arange(block.size)
-        _pick(slab.ravel(), row_in_chunk, column_of, seconds.size, first[lo:hi], second[lo:hi], sorted_scores[lo:hi],
-              pick_buffers)
+        for group in groups:
+            lo, hi = group["offsets"][start], group["offsets"][stop]
+            _pick(slab.ravel(), row_in_chunk, column_of, seconds.size, group["first"][lo:hi], group["second"][lo:hi],
+                  group["scores"][lo:hi], pick_buffers)
+    return place([group["scores"] for group in groups])
+
+
+def _score_groups(rows1, rows2, n_templates: int, turned):
+    """``(groups, place)``: the pairs in groups, each ordered by first template (dicts of ``first``,
+    ``second``), and a function putting the groups' scores back in pair order.
+
+    Pairs already in order (a protocol listed by enrolment template) are one group as they are.
+    When only turned pairs break the order (a protocol repeating some pairs the other way round),
+    the others stay one group in their order and the turned ones (IJB-C: 1 %) are sorted apart;
+    otherwise every pair is sorted (a stable order, so the scores are the same in every case)."""
+    order = _grouping_order(rows1, n_templates)
     if order is None:
-        return sorted_scores
-    scores = np.empty_like(sorted_scores)
-    scores[order] = sorted_scores
-    return scores
+        return [{"first": rows1, "second": rows2}], lambda scores: scores[0]
+    if turned is not None:
+        kept = ~turned
+        first = rows1[kept]
+        if first.size < 2 or bool((first[1:] >= first[:-1]).all()):
+            moved = np.flatnonzero(turned)
+            moved = moved[np.argsort(rows1[moved], kind="stable")]
+
+            def place_two(scores):
+                out = np.empty(rows1.size, dtype=np.float32)
+                out[kept] = scores[0]
+                out[moved] = scores[1]
+                return out
+
+            return [{"first": first, "second": rows2[kept]}, {"first": rows1[moved], "second": rows2[moved]}], place_two
+        del first
+
+    def place_sorted(scores):
+        out = np.empty(rows1.size, dtype=np.float32)
+        out[order] = scores[0]
+        return out
+
+    return [{"first": rows1[order], "second": rows2[order]}], place_sorted
 
 
 PICK_CHUNK = 1 << 16  # pairs picked out of a slab at a time: their indices stay in cache
