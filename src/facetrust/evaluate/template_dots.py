@@ -206,10 +206,14 @@ def _reuse_scores(features, rows1, rows2, progress: bool, used, turned=None) -> 
     row_in_chunk = np.zeros(n_templates, dtype=np.intp)
     slab_buffer = np.empty(max(per_chunk, min_rows) * seconds.size, dtype=np.float32)  # reused: no page faults
     pick_buffers = np.empty(PICK_CHUNK, dtype=np.intp), np.empty(PICK_CHUNK, dtype=np.intp)
-    for group in groups:  # each group's pairs in order of their first template
+    if len(groups) == 1:
+        counts = [used1]
+    else:  # the kept pairs' counts without a pass over them
+        moved = _counts(groups[1]["first"], n_templates)
+        counts = [used1 - moved, moved]
+    for group, count in zip(groups, counts):  # each group's pairs in order of their first template
         group["scores"] = np.empty(group["first"].size, dtype=np.float32)
-        counts = used1 if len(groups) == 1 else _counts(group["first"], n_templates)
-        group["offsets"] = np.concatenate([[0], np.cumsum(counts[firsts])])
+        group["offsets"] = np.concatenate([[0], np.cumsum(count[firsts])])
     starts = range(0, firsts.size, per_chunk)
     for start in tqdm(starts, desc="pair scores (reuse)", unit="chunk", disable=not progress):
         block = firsts[start : start + per_chunk]
