@@ -171,10 +171,12 @@ def _gram_scores(features, rows1, rows2, progress: bool) -> np.ndarray:
     return scores
 
 
-def _grouping_order(keys: np.ndarray, n_keys: int) -> np.ndarray | None:
-    """A stable order that groups equal ``keys`` (None when they are already non-decreasing)."""
-    if keys.size < 2 or bool((keys[1:] >= keys[:-1]).all()):
-        return None
+def _non_decreasing(keys: np.ndarray) -> bool:
+    return keys.size < 2 or bool((keys[1:] >= keys[:-1]).all())
+
+
+def _grouping_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """A stable order that groups equal ``keys``."""
     if n_keys <= 1 << 16:  # numpy sorts 16-bit keys by radix: linear time
         return np.argsort(keys.astype(np.uint16), kind="stable")
     return np.argsort(keys, kind="stable")
@@ -236,15 +238,14 @@ def _score_groups(rows1, rows2, n_templates: int, turned):
     When only turned pairs break the order (a protocol repeating some pairs the other way round),
     the others stay one group in their order and the turned ones (IJB-C: 1 %) are sorted apart;
     otherwise every pair is sorted (a stable order, so the scores are the same in every case)."""
-    order = _grouping_order(rows1, n_templates)
-    if order is None:
+    if _non_decreasing(rows1):
         return [{"first": rows1, "second": rows2}], lambda scores: scores[0]
     if turned is not None:
         kept = ~turned
         first = rows1[kept]
-        if first.size < 2 or bool((first[1:] >= first[:-1]).all()):
+        if _non_decreasing(first):  # no order of every pair: only the turned ones are sorted
             moved = np.flatnonzero(turned)
-            moved = moved[np.argsort(rows1[moved], kind="stable")]
+            moved = moved[_grouping_order(rows1[moved], n_templates)]
 
             def place_two(scores):
                 out = np.empty(rows1.size, dtype=np.float32)
@@ -254,6 +255,7 @@ def _score_groups(rows1, rows2, n_templates: int, turned):
 
             return [{"first": first, "second": rows2[kept]}, {"first": rows1[moved], "second": rows2[moved]}], place_two
         del first
+    order = _grouping_order(rows1, n_templates)
 
     def place_sorted(scores):
         out = np.empty(rows1.size, dtype=np.float32)
