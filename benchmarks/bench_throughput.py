@@ -6,7 +6,9 @@ times, on random inputs of the model's size, best of ``--repeat``:
 - **train**: one SGD step (forward, margin-head loss, backward, update) on a batch of the model's
   ``batch_size``, in samples/s;
 - **embed**: the forward pass ``facetrust embed`` makes (the image and its mirror, F1) in
-  ``torch.no_grad`` on batches of 256, in images/s.
+  ``torch.no_grad`` on batches of 256, in images/s, in the layout a loaded model runs in
+  (``models.registry.inference_layout``: channels-last), beside the plain loop of the same backbone
+  in PyTorch's default NCHW (``embed_plain_nchw_images_per_s``, ``embed_over_plain_nchw``).
 
 Reference: the machine's own limit — the work per sample (FLOPs counted by
 ``torch.utils.flop_counter``) divided by the single-thread sgemm rate — so the ratio column says
@@ -17,7 +19,9 @@ Results go to ``results/cpu_throughput.json``.  The GPU counterpart is ``gpu_ire
 read and JPEG decode, uint8 batches normalised once, the determinism settings, logging) for 2 epochs
 on the synthetic training set (rendered once under ``--work``), its images/s read from its own
 ``train_log.csv`` after the first logging window, beside the plain step above of the same model.
-Both run in child processes on the pipeline's pinned (AVX2) float path with one thread, wall time.
+Both run in child processes on the pipeline's pinned (AVX2) float path with one thread, wall time;
+the script itself runs on that path too (``facetrust.float_path``, set before numpy and torch load), so
+the sgemm bound is the AVX2 one the pipeline has.
 
     python benchmarks/bench_throughput.py [--repeat 3] [--steps 5] [--quick]
 """
@@ -34,9 +38,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from facetrust.float_path import pin_environment
 
-from harness import BENCH_DIR, REPO, add_common_arguments, results_dir, table, write_result
+pin_environment()  # before numpy and torch load: the pipeline's float path (AVX2 kernels), sgemm included
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread, the sgemm bound included (OpenBLAS reads it at load)
+
+import numpy as np  # noqa: E402
+
+from harness import BENCH_DIR, REPO, add_common_arguments, results_dir, table, write_result  # noqa: E402
 
 NUM_CLASSES = 1000  # of the order of the synthetic training set's identities
 
@@ -98,6 +107,8 @@ def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int) 
     train_flops = _flops(train_step) / batch
     train_cpu, train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
 
+    from facetrust.models.registry import inference_layout
+
     backbone = model.backbone.eval()
     inputs = torch.randn(embed_batch, 3, height, width)
 
@@ -107,12 +118,19 @@ def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int) 
 
     embed()
     embed_flops = _flops(embed) / embed_batch
+    # the plain loop (PyTorch's default NCHW), then the layout a loaded model runs in (NHWC)
+    plain_cpu, plain_wall = _best(lambda: [embed() for _ in range(steps)], repeat)
+    inference_layout(backbone)
+    embed()
     embed_cpu, embed_wall = _best(lambda: [embed() for _ in range(steps)], repeat)
     return {"model": name, "backbone": config["backbone"], "input_size": list(config["input_size"]),
             "batch_size": batch, "train_samples_per_s": batch * steps / train_cpu,
             "train_samples_per_s_wall": batch * steps / train_wall, "train_gflop_per_sample": train_flops / 1e9,
             "embed_images_per_s": embed_batch * steps / embed_cpu,
-            "embed_images_per_s_wall": embed_batch * steps / embed_wall, "embed_gflop_per_image": embed_flops / 1e9}
+            "embed_images_per_s_wall": embed_batch * steps / embed_wall, "embed_gflop_per_image": embed_flops / 1e9,
+            "embed_layout": _layout(backbone),
+            "embed_plain_nchw_images_per_s": embed_batch * steps / plain_cpu,
+            "embed_over_plain_nchw": plain_cpu / embed_cpu}
 
 
 def _trainer_images_per_s(log_csv: Path, batch: int) -> float:
@@ -166,6 +184,14 @@ def trainer_side_by_side(name: str, params_file: Path, work: Path, repeat: int) 
             "plain_gflop_per_sample": plain["train_gflop_per_sample"]}
 
 
+def _layout(module) -> str:
+    """``channels_last`` or ``nchw``: the memory format of the module's first convolution's weights."""
+    import torch
+
+    weight = next(m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+    return "nchw" if weight.is_contiguous() else "channels_last"
+
+
 def sgemm_gflops() -> float:
     a, b = np.ones((1024, 512), np.float32), np.ones((512, 4096), np.float32)
     a @ b
@@ -201,6 +227,9 @@ def main() -> None:
                   f"{r['train_fraction_of_sgemm']:.2f}", f"{r['embed_images_per_s']:,.0f}",
                   f"{r['embed_fraction_of_sgemm']:.2f}"] for r in rows],
                 ["model", "backbone", "input", "train samples/s", "x sgemm", "embed img/s", "x sgemm"]))
+    print(table([[r["model"], r["embed_layout"], f"{r['embed_images_per_s']:,.0f}", f"{r['embed_plain_nchw_images_per_s']:,.0f}",
+                  f"{r['embed_over_plain_nchw']:.2f}"] for r in rows],
+                ["model", "embed layout", "embed img/s", "plain NCHW img/s", "ratio"]))
     print(f"one thread, CPU time; sgemm {peak:.0f} GFLOP/s")
     if not args.quick:
         name = next(iter(models))

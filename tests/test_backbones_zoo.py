@@ -265,3 +265,69 @@ def test_nhwc_safe_flags_the_strided_1x1_conv_that_aborts_nhwc_backward():
     tiny(torch.randn(8, 3, 32, 32)).sum().backward()
     wide = build_backbone("iresnet", embedding_size=8, input_size=(32, 32), layers=[1, 1, 1, 1], width=8)
     assert nhwc_safe(wide)
+
+
+def _params_backbones() -> dict[str, dict]:
+    """One params.yaml model per distinct backbone (name and options)."""
+    from pathlib import Path
+
+    from facetrust.yaml_files import load_yaml
+
+    models = load_yaml(Path(__file__).resolve().parents[1] / "params.yaml")["models"]
+    distinct = {}
+    for name, model in models.items():
+        if "backbone" in model:
+            distinct.setdefault(model["backbone"] + repr(sorted((model.get("backbone_options") or {}).items())), model)
+    return distinct
+
+
+@pytest.mark.parametrize("key", sorted(_params_backbones()))
+def test_a_loaded_model_runs_channels_last_with_the_nchw_values_and_the_same_bytes_twice(key, tmp_path):
+    """load_model gives every params.yaml backbone NHWC weights (models.registry.inference_layout),
+    whose embeddings and input gradients equal NCHW's to float rounding and are the same bytes on a
+    second run; the checkpoint is untouched."""
+    from facetrust.models.artifacts import CHECKPOINT_NAME, load_model, save_checkpoint
+
+    model = _params_backbones()[key]
+    config = {"backbone": model["backbone"], "backbone_options": model.get("backbone_options") or {},
+              "embedding_size": int(model["embedding_size"]), "input_size": list(model["input_size"])}
+    torch.manual_seed(0)
+    nchw = build_backbone(config["backbone"], embedding_size=config["embedding_size"],
+                          input_size=tuple(config["input_size"]), **config["backbone_options"])
+    for module in nchw.modules():  # trained-looking batch-norm statistics, so eval mode is not an identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, {"backbone": nchw.state_dict(), "head": {}, "config": config,
+                                                 "epoch": 1, "step": 1, "num_classes": 4,
+                                                 "feature_map_shape": list(nchw.feature_map_shape)})
+    saved = (tmp_path / CHECKPOINT_NAME).read_bytes()
+    loaded, _, _ = load_model(tmp_path)
+    weights = [p for p in loaded.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    assert any(not p.is_contiguous() for p in weights)  # (a 1x1 kernel is both)
+    nchw.eval()
+    x = torch.randn(6, 3, *config["input_size"])
+
+    def run(net):
+        inputs = x.clone().requires_grad_(True)
+        out = net(inputs)
+        (gradient,) = torch.autograd.grad(out.square().sum(), inputs)
+        return out.detach(), gradient
+
+    (out, grad), (again, grad_again), (ref, grad_ref) = run(loaded), run(loaded), run(nchw)
+    assert torch.equal(out, again) and torch.equal(grad, grad_again)
+    # float rounding only (summation order): a layout mix-up would differ by the values' own size
+    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert (grad - grad_ref).abs().max() <= 1e-3 * grad_ref.abs().max()
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == saved
+
+
+def test_inference_layout_keeps_a_net_that_nhwc_backward_would_abort_nchw():
+    from facetrust.models.registry import inference_layout
+
+    tiny = build_backbone("iresnet", embedding_size=8, input_size=(32, 32), layers=[1, 1, 1, 1], width=4)
+    assert inference_layout(tiny) is tiny and all(p.is_contiguous() for p in tiny.parameters())
+    inputs = torch.randn(2, 3, 32, 32, requires_grad=True)
+    tiny(inputs).sum().backward()
+    assert inputs.grad is not None

@@ -60,6 +60,7 @@ import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import atomic_path
+from facetrust.models.registry import inference_layout
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
@@ -270,6 +271,7 @@ def _model_from_checkpoint(payload: dict, path: Path, map_location) -> tuple[nn.
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise InputError(f"{path}: backbone weights do not fit {config['backbone']!r}: {exc}") from None
     backbone.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+    inference_layout(backbone)
     extras = {
         "head": payload.get("head"),
         "scale_head": payload.get("scale_head"),
@@ -310,6 +312,7 @@ def _load_pretrained_file(path: Path, file_format: str, settings: dict, map_loca
         if convention != pretrained.OUR_INPUT:
             backbone = pretrained.InputAdapter(backbone, convention).eval()
         backbone.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
+        inference_layout(backbone)
     config.update(source="pretrained", file_format=file_format, input=convention)
     extras = {"head": None, "scale_head": None, "num_classes": 0, "epoch": 0, "step": 0, "path": str(path),
               "feature_map_shape": backbone.feature_map_shape, "source": "pretrained"}
@@ -501,4 +504,4 @@ def load_xcos_checkpoint(model_dir: str | os.PathLike, map_location="cpu") -> tu
         "step": int(payload["step"]),
         "path": str(path),
     }
-    return backbone.eval(), config, extras
+    return inference_layout(backbone.eval()), config, extras

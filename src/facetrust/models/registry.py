@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError
@@ -36,11 +37,11 @@ def available_backbones() -> list[str]:
 def build_backbone(name: str, embedding_size: int = 512, **options) -> nn.Module:
     """Build the backbone registered as ``name``; unknown names raise ConfigError listing the allowed ones.
 
-    The weights stay in PyTorch's default NCHW layout.  Channels-last (NHWC) ran the embedded
-    default 10-45 % faster on CPU, but on the CPU build in use it corrupts the heap in one op
-    (:func:`nhwc_safe`) and it moved a two-process data-parallel run ~250x further from the
-    one-process run than NCHW does (tests/integration/test_slurm.py); benchmarks/README.md
-    "Pipeline" has the figures."""
+    The weights are in PyTorch's default NCHW layout, the layout every trainer keeps: channels-last
+    (NHWC) trained the embedded default 10-45 % faster on CPU, but it moved a two-process
+    data-parallel run ~250x further from the one-process run than NCHW does
+    (tests/integration/test_slurm.py; benchmarks/README.md "Pipeline").  A loaded model runs
+    channels-last (:func:`inference_layout`)."""
     return BACKBONES.get(name)(embedding_size=embedding_size, **options)
 
 
@@ -49,9 +50,25 @@ def nhwc_safe(model: nn.Module) -> bool:
     reads fewer than 8 channels.  The backward of such a convolution in NHWC corrupts the heap in
     the PyTorch CPU build in use (2.14: a width-4 iResNet's downsample, 4 -> 8 channels at stride
     2, aborts with "double free or corruption"; 8 or more input channels, or 3x3 kernels, agree
-    with NCHW).  Kept for whoever converts a model (``model.to(memory_format=torch.channels_last)``)."""
+    with NCHW).  :func:`inference_layout` keeps such a model NCHW."""
     return not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 and m.in_channels < 8
                    for m in model.modules())
+
+
+def inference_layout(model: nn.Module) -> nn.Module:
+    """``model`` with its 4-D weights channels-last (NHWC), in place, where :func:`nhwc_safe`; returned.
+
+    What every loaded model runs in (embedding, uncertainty heads' features, explanation maps,
+    inversion): oneDNN's NHWC convolutions and batch norms.  On one CPU thread at the pinned AVX2
+    path this embeds the params.yaml backbones 1.2-1.9x faster, and gradients to the input (the
+    explain maps, inversion) 1.1-1.3x (``benchmarks/bench_inference_layout.py``).  A convolution
+    given NCHW input and NHWC weights computes in NHWC, so callers pass images as they are.  The
+    values are those of NCHW up to float32 rounding (a few 1e-6 relative; the sum order differs);
+    the same model and input give the same bytes on every run.  Trainers keep NCHW (see
+    :func:`build_backbone`)."""
+    if nhwc_safe(model):
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def checked_geometry(width: int, embedding_size: int, input_size) -> tuple[int, int]:

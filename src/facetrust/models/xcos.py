@@ -261,4 +261,6 @@ def load_xcos(model_dir, map_location="cpu") -> tuple[XCosModel, dict, dict]:
         raise InputError(f"{extras['path']}: xCos branch weights do not fit: missing {missing}, unexpected {unexpected}")
     if tuple(model.grid_shape) != tuple(extras["grid_shape"]):
         raise InputError(f"{extras['path']}: grid {model.grid_shape} but the checkpoint says {extras['grid_shape']}")
-    return model.eval(), config, extras
+    from facetrust.models.registry import inference_layout
+
+    return inference_layout(model.eval()), config, extras

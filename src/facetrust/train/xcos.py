@@ -59,6 +59,7 @@ from facetrust.models.artifacts import (
     load_model,
     save_xcos_checkpoint,
 )
+from facetrust.models.registry import inference_layout
 from facetrust.train.dataset import RecordDataset
 from facetrust.train.frozen import FrozenTrainer, write_csv_log
 from facetrust.train.parts import seed_everything, set_determinism
@@ -207,12 +208,14 @@ def prepare(config: XCosConfig, rec_dir: str | Path, validation: str | Path | No
                 and standard_size == tuple(config.input_size))
         other = None if same else standard
         log(f"xcos: caching the frozen feature maps of {len(dataset)} images x 2 orientations")
-        setup.cache = build_feature_cache(backbone, other, lambda i: dataset.source.decode(i)[0], len(dataset),
+        # the frozen passes run channels-last on a copy; the checkpoint keeps the trainer's NCHW weights
+        frozen = inference_layout(copy.deepcopy(backbone))
+        setup.cache = build_feature_cache(frozen, other, lambda i: dataset.source.decode(i)[0], len(dataset),
                                           config.input_size, standard_size)
         if validation is not None:
             from facetrust.data.pairset import PairSet
 
-            setup.validation = pair_set_cache(backbone, other, PairSet(validation), config.input_size, standard_size)
+            setup.validation = pair_set_cache(frozen, other, PairSet(validation), config.input_size, standard_size)
             setup.validation_path = str(validation)
     return setup
 

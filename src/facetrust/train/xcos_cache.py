@@ -53,7 +53,9 @@ def _frozen_outputs(backbone: nn.Module, standard: nn.Module | None, own: torch.
         embedding, feature_map = backbone(own, return_feature_map=True)
         if standard is not None:
             embedding = standard(standard_images)
-    return feature_map.float(), F.normalize(embedding.float(), dim=1)
+    # NCHW whatever layout the frozen network ran in (models.registry.inference_layout): the branch
+    # trains on the cache in the trainers' layout
+    return feature_map.float().contiguous(), F.normalize(embedding.float(), dim=1)
 
 
 def build_feature_cache(backbone: nn.Module, standard: nn.Module | None, decode: Callable[[int], np.ndarray],
