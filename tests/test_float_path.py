@@ -37,6 +37,18 @@ def test_the_cli_pins_the_kernels_before_numpy_and_torch_load_and_provenance_rec
     assert recorded["numpy_simd"] and not {"X86_V4", "AVX512_ICL", "AVX512_SPR"} & set(recorded["numpy_simd"])
 
 
+def test_the_cli_turns_numpy_s_huge_page_advice_off_unless_the_user_set_it():
+    code = ("import facetrust.cli, numpy\n"
+            "from numpy._core.multiarray import _set_madvise_hugepage\n"
+            "print(_set_madvise_hugepage(False))")  # returns the setting it replaces
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    for setting, expected in ((None, "False"), ("1", "True")):
+        run_env = env if setting is None else {**env, "NUMPY_MADVISE_HUGEPAGE": setting}
+        result = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.split()[-1] == expected, setting
+
+
 def test_numpy_s_pinned_float64_exp_and_log_are_its_avx2_loops_on_any_host():
     """The values the pinned process computes equal those of a process forced to numpy's AVX2 loops
     (on an AVX-512 host the unpinned SVML loops give other last bits: seen for exp, log, expm1, power)."""

@@ -40,12 +40,21 @@ PINS: dict[str, str] = {
 }
 
 
+# Set beside the pins (numpy reads it when it loads too) but no part of the float path: it changes
+# no value.  numpy madvises every array of 4 MiB or more for transparent huge pages; where the
+# kernel's THP defrag is "madvise" (this machine's, and a common default) each such fault may
+# compact memory first.  On the IJB-C-sized evaluation that was 3.8-5.5 s of system time of a 6 s
+# run against 0.95 s without (the user time the same), and it varied 20-fold between runs with the
+# memory's state (benchmarks/README.md, IJB).
+PROCESS_PINS: dict[str, str] = {"NUMPY_MADVISE_HUGEPAGE": "0"}
+
+
 def pin_environment(environ: dict | None = None) -> dict[str, str]:
-    """Set every pin of :data:`PINS` not already set in ``environ`` (default ``os.environ``);
-    returns the values now in force.  Takes effect in this process only if numpy and torch are
-    not imported yet, and in every process started from it."""
+    """Set every pin of :data:`PINS` (and :data:`PROCESS_PINS`) not already set in ``environ``
+    (default ``os.environ``); returns the float-path values now in force.  Takes effect in this
+    process only if numpy and torch are not imported yet, and in every process started from it."""
     environ = os.environ if environ is None else environ
-    for name, value in PINS.items():
+    for name, value in {**PINS, **PROCESS_PINS}.items():
         environ.setdefault(name, value)
     return {name: environ[name] for name in PINS}
 
