@@ -21,6 +21,25 @@ def test_sphereface_accuracy_counts_ties_as_errors_both_ways():
     assert sphereface_accuracy(scores, same, np.array([0.3]))[0] == pytest.approx(0.75)
 
 
+def test_sphereface_accuracy_on_the_grid_equals_counting_at_every_threshold():
+    """The binned counts equal a direct count at each of evaluation.m's 20,001 thresholds, exactly,
+    with pair weights (bootstrap counts, zeros included) and scores lying on thresholds."""
+    rng = np.random.default_rng(7)
+    thresholds = np.arange(-10000, 10001) / 10000
+    for trial in range(6):
+        n = 150
+        scores = np.round(rng.uniform(-1, 1, n), 3)
+        on_grid = rng.random(n) < 0.3
+        scores[on_grid] = thresholds[rng.integers(0, thresholds.size, on_grid.sum())]
+        same = rng.random(n) < 0.5
+        weights = rng.integers(0, 4, n).astype(float) if trial % 2 else np.ones(n)
+        genuine_above = ((scores[None, :] > thresholds[:, None]) & same) @ weights
+        impostor_below = ((scores[None, :] < thresholds[:, None]) & ~same) @ weights
+        expected = (genuine_above + impostor_below) / weights.sum()
+        got = sphereface_accuracy(scores, same, thresholds, None if trial % 2 == 0 else weights)
+        assert np.array_equal(got, expected), trial
+
+
 def test_sphereface_protocol_on_a_tiny_hand_made_set():
     """Two folds of four pairs in 2-D: the training fold's mean is subtracted, then the mean of the
     tied best thresholds is applied to the test fold."""

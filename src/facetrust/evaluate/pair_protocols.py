@@ -59,14 +59,24 @@ def _weighted_counts(sorted_values: np.ndarray, sorted_weights: np.ndarray, thre
 
 
 def sphereface_accuracy(scores, same, thresholds, weights=None) -> np.ndarray:
-    """Accuracy at each threshold: (genuine > t) + (impostor < t), over all pairs (weighted)."""
+    """Accuracy at each of the increasing ``thresholds``: (genuine > t) + (impostor < t), over all
+    pairs (weighted).
+
+    Each score falls between two thresholds (a binary search into the grid); the weights per gap,
+    summed from either end, give every threshold's counts at once.  No sort of the scores, and a
+    pass over the 20,001-threshold grid instead of a search per threshold: a SphereFace bootstrap
+    replicate (10 folds) takes a few times less.  With integer weights (pair counts) every sum is
+    exact, so the accuracies are the same whatever the order of summation."""
     scores, same = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
     w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64)
-    g_order, i_order = np.argsort(scores[same]), np.argsort(scores[~same])
-    g, gw = scores[same][g_order], w[same][g_order]
-    i, iw = scores[~same][i_order], w[~same][i_order]
-    accepted = gw.sum() - _weighted_counts(g, gw, thresholds, "right")  # genuine strictly above
-    rejected = _weighted_counts(i, iw, thresholds, "left")  # impostor strictly below
+    gaps = thresholds.size + 1
+    # genuine strictly above t_k  <=>  k < (thresholds below the score)
+    below = np.bincount(np.searchsorted(thresholds, scores[same], side="left"), w[same], minlength=gaps)
+    accepted = np.cumsum(below[::-1])[::-1][1:]
+    # impostor strictly below t_k  <=>  (thresholds at or below the score) <= k
+    at_or_below = np.bincount(np.searchsorted(thresholds, scores[~same], side="right"), w[~same], minlength=gaps)
+    rejected = np.cumsum(at_or_below)[:-1]
     return (accepted + rejected) / w.sum()
 
 
