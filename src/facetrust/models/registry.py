@@ -38,10 +38,12 @@ def build_backbone(name: str, embedding_size: int = 512, **options) -> nn.Module
     """Build the backbone registered as ``name``; unknown names raise ConfigError listing the allowed ones.
 
     The weights are in PyTorch's default NCHW layout, the layout every trainer keeps: channels-last
-    (NHWC) trained the embedded default 10-45 % faster on CPU, but it moved a two-process
-    data-parallel run ~250x further from the one-process run than NCHW does
-    (tests/integration/test_slurm.py; benchmarks/README.md "Pipeline").  A loaded model runs
-    channels-last (:func:`inference_layout`)."""
+    (NHWC) trains the embedded default ~1.26x faster on CPU, but ATen's channels-last training batch
+    norm estimates the batch statistics less accurately (forward error 1.5e-5 against NCHW's 4e-7,
+    against float64), which moved a one-process run ~250x further from the two-process run (whose
+    GlooSyncBatchNorm is two-pass) than NCHW does (tests/integration/test_slurm.py;
+    docs/ARCHITECTURE.md "Memory layout").  A loaded model runs channels-last
+    (:func:`inference_layout`): in eval mode batch norm uses its running statistics."""
     return BACKBONES.get(name)(embedding_size=embedding_size, **options)
 
 
