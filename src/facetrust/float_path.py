@@ -43,9 +43,10 @@ PINS: dict[str, str] = {
 # Set beside the pins (numpy reads it when it loads too) but no part of the float path: it changes
 # no value.  numpy madvises every array of 4 MiB or more for transparent huge pages; where the
 # kernel's THP defrag is "madvise" (this machine's, and a common default) each such fault may
-# compact memory first.  On the IJB-C-sized evaluation that was 3.8-5.5 s of system time of a 6 s
-# run against 0.95 s without (the user time the same), and it varied 20-fold between runs with the
-# memory's state (benchmarks/README.md, IJB).
+# compact memory first.  The stages of the IJB-C-sized evaluation, run while a pipeline churned
+# the memory, spent 3.8-5.5 s in the kernel with the advice and 0.95 s without (the user time the
+# same); its system time varied 20-fold between runs with the memory's state (benchmarks/README.md
+# note 9).
 PROCESS_PINS: dict[str, str] = {"NUMPY_MADVISE_HUGEPAGE": "0"}
 
 

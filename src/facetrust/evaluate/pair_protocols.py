@@ -63,10 +63,10 @@ def sphereface_accuracy(scores, same, thresholds, weights=None) -> np.ndarray:
     pairs (weighted).
 
     Each score falls between two thresholds (a binary search into the grid); the weights per gap,
-    summed from either end, give every threshold's counts at once.  No sort of the scores, and a
-    pass over the 20,001-threshold grid instead of a search per threshold: a SphereFace bootstrap
-    replicate (10 folds) takes a few times less.  With integer weights (pair counts) every sum is
-    exact, so the accuracies are the same whatever the order of summation."""
+    summed from either end, give every threshold's counts at once: no sort of the scores and no
+    search per threshold (about two thirds of the time per call on evaluation.m's 20,001-threshold
+    grid).  With integer weights (pair counts) every sum is exact, so the accuracies are the same
+    whatever the order of summation."""
     scores, same = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64)

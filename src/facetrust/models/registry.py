@@ -62,8 +62,9 @@ def inference_layout(model: nn.Module) -> nn.Module:
 
     What every loaded model runs in (embedding, uncertainty heads' features, explanation maps,
     inversion): oneDNN's NHWC convolutions and batch norms.  On one CPU thread at the pinned AVX2
-    path this embeds the params.yaml backbones 1.2-1.9x faster, and gradients to the input (the
-    explain maps, inversion) 1.1-1.3x (``benchmarks/bench_inference_layout.py``).  A convolution
+    path this embeds the params.yaml backbones 1.16-1.57x faster than the plain NCHW loop
+    (``benchmarks/bench_throughput.py``), and takes gradients to the input (the explain maps,
+    inversion) 1.1-1.3x faster (benchmarks/README.md note 9).  A convolution
     given NCHW input and NHWC weights computes in NHWC, so callers pass images as they are.  The
     values are those of NCHW up to float32 rounding (a few 1e-6 relative; the sum order differs);
     the same model and input give the same bytes on every run.  Trainers keep NCHW (see

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from facetrust.errors import InputError
+from facetrust.models.registry import inference_layout
 
 GRID_CHANNELS = 32  # xCos: Conv1x1(512 -> 32)
 ATTENTION_CHANNELS = 16  # xCos: Conv3x3(32 -> 16) per face, then (32 -> 16 -> 1)
@@ -261,6 +262,4 @@ def load_xcos(model_dir, map_location="cpu") -> tuple[XCosModel, dict, dict]:
         raise InputError(f"{extras['path']}: xCos branch weights do not fit: missing {missing}, unexpected {unexpected}")
     if tuple(model.grid_shape) != tuple(extras["grid_shape"]):
         raise InputError(f"{extras['path']}: grid {model.grid_shape} but the checkpoint says {extras['grid_shape']}")
-    from facetrust.models.registry import inference_layout
-
     return inference_layout(model.eval()), config, extras
