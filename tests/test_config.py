@@ -143,3 +143,107 @@ def test_scaleface_takes_its_scale_predictor_s_options(params):
     head["m1"] = 0.5  # the combined margin's, not ScaleFace's
     with pytest.raises(ConfigError, match=r"'m1' is not an option of margin 'scaleface'"):
         validate_params(copy.deepcopy(params))
+
+
+# --- the schema snapshot cache (facetrust.config.registry_snapshot) --------------------------------
+
+_SNAPSHOT_PROBE = """
+import json, sys
+from facetrust.config import load_params
+load_params(sys.argv[1])
+from facetrust.config import registry_snapshot
+print(json.dumps({"torch": "torch" in sys.modules, "snapshot": registry_snapshot()}))
+"""
+
+
+def _probe(cache: str, params: Path = REPO / "params.yaml") -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FACETRUST_CACHE_DIR": cache}
+    done = subprocess.run([sys.executable, "-c", _SNAPSHOT_PROBE, str(params)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_a_warm_validation_reads_the_snapshot_without_torch_and_it_equals_the_live_registries(tmp_path):
+    from facetrust.config import _live_snapshot, source_key
+
+    cold = _probe(str(tmp_path))
+    assert cold["torch"]  # the first validation builds the snapshot from the registries
+    entry = tmp_path / "schema" / f"{source_key()}.json"
+    assert entry.is_file()
+    warm = _probe(str(tmp_path))
+    assert not warm["torch"]  # ... every later one reads it
+    live = _live_snapshot()
+    assert warm["snapshot"] == cold["snapshot"] == live
+    assert "iresnet50" in live["backbones"] and "arcface" in str(live["schema"]["$defs"]["head"])
+
+
+def test_a_damaged_snapshot_is_rebuilt_and_off_writes_none(tmp_path):
+    from facetrust.config import _live_snapshot, source_key
+
+    entry = tmp_path / "schema" / f"{source_key()}.json"
+    entry.parent.mkdir(parents=True)
+    entry.write_text('{"schema": {"properties"')  # cut short
+    assert _probe(str(tmp_path))["snapshot"] == _live_snapshot()
+    import json
+
+    assert json.loads(entry.read_text()) == _live_snapshot()
+    entry.write_text('{"schema": [], "backbones": []}')  # valid JSON of the wrong shape
+    assert _probe(str(tmp_path))["snapshot"] == _live_snapshot()
+    assert _probe("off")["torch"]
+
+
+def test_a_bad_backbone_is_named_from_a_warm_snapshot_too(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["models"]["arcface"]["backbone"] = "iresnet5O"
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    import os
+    import subprocess
+    import sys
+
+    _probe(str(tmp_path))  # warm
+    done = subprocess.run([sys.executable, "-c", _SNAPSHOT_PROBE, str(bad)], capture_output=True, text=True,
+                          env={**os.environ, "FACETRUST_CACHE_DIR": str(tmp_path)}, timeout=120)
+    assert done.returncode != 0 and "models.arcface.backbone: 'iresnet5O' is not a registered backbone" in done.stderr
+
+
+def test_the_snapshot_key_changes_with_any_edited_added_or_removed_source_file(tmp_path):
+    from facetrust.config import source_key
+
+    package = tmp_path / "facetrust"
+    (package / "models").mkdir(parents=True)
+    (package / "models" / "margins.py").write_text("A = 1\n")
+    (package / "schemas.yaml").write_text("a: 1\n")
+    first = source_key(package)
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "margins.cpython-311.pyc").write_bytes(b"\0")
+    assert source_key(package) == first  # bytecode caches do not count
+    (package / "models" / "margins.py").write_text("A = 2\n")
+    edited = source_key(package)
+    (package / "models" / "planted.py").write_text("")
+    added = source_key(package)
+    (package / "models" / "planted.py").unlink()
+    (package / "models" / "margins.py").write_text("A = 1\n")
+    assert len({first, edited, added}) == 3 and source_key(package) == first
+    (package / "models" / "margins.py").rename(package / "margins.py")  # the same bytes elsewhere
+    assert source_key(package) != first
+
+
+def test_a_method_registered_in_this_process_reaches_the_schema(monkeypatch):
+    """Once a registry module is imported, the snapshot is built live: a plugin's registration counts."""
+    from facetrust.config import schema, schema_node
+    from facetrust.models.margins import MARGINS
+
+    def planted(s: float = 64.0, h: float = 0.3) -> dict:
+        return {}
+
+    monkeypatch.setitem(MARGINS._entries, "planted_here", planted)
+    tree = schema()
+    assert "planted_here" in schema_node(tree, ("models", "*", "head", "kind"))["enum"]
+    assert "h" in tree["$defs"]["head"]["properties"]

@@ -8,6 +8,11 @@ key a type, a description and a default; defaults are filled in on load.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
+import os
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,10 @@ import jsonschema
 import yaml
 
 from facetrust.errors import ConfigError
+from facetrust.io import atomic_path
 from facetrust.yaml_files import _expanded_size, _short, load_yaml
+
+log = logging.getLogger(__name__)
 
 
 def schema_file() -> dict:
@@ -58,11 +66,94 @@ def schema() -> dict:
     """The params schema, with the enums of registered methods taken from their registries
     (so the schema, the CLI choices and the registries cannot disagree) and each margin kind's
     options taken from its factory's signature (:func:`_margin_options`)."""
+    return registry_snapshot()["schema"]
+
+
+def _live_schema() -> dict:
     tree = schema_file()
     for path, names in _registry_enums():
         schema_node(tree, path)["enum"] = list(names)
     _margin_options(tree["$defs"]["head"])
     return tree
+
+
+#: The modules that hold the registries :func:`schema` and :func:`_check_backbones` read.
+REGISTRY_MODULES = ("facetrust.models.margins.kinds", "facetrust.models.uncertainty.methods",
+                    "facetrust.evaluate.poolings", "facetrust.evaluate.pairs", "facetrust.evaluate.scores",
+                    "facetrust.models.artifacts", "facetrust.models.registry")
+SNAPSHOT_VERSION = 1
+SNAPSHOTS_KEPT = 8  # entries of other sources (older checkouts, edits) beyond these are removed
+
+
+def registry_snapshot() -> dict:
+    """``{"schema": the effective schema, "backbones": the registered backbone names}``.
+
+    Building it imports every method module and with them torch: 1.8 of the 4.1 s a `snakemake -n`
+    of the embedded default took, paid again by every job Snakemake starts (on SLURM each job runs
+    the Snakefile).  While none of :data:`REGISTRY_MODULES` is imported, the registries hold exactly
+    what the package's source registers, so the snapshot is read from a cache entry named by a
+    SHA-256 over the Python version and every file of the package (:func:`source_key`): an edited,
+    added or removed file, or another checkout, is a new key and never served stale.  Once a registry
+    module is imported (a plugin may have registered a method in this process), it is built live.
+    Where: ``$FACETRUST_CACHE_DIR/schema/`` (``off`` disables it), else ``~/.cache/facetrust/schema/``
+    (``$XDG_CACHE_HOME``); a damaged entry is rebuilt, an unwritable directory only costs the time."""
+    if any(name in sys.modules for name in REGISTRY_MODULES):
+        return _live_snapshot()
+    root = _snapshot_root()
+    if root is None:
+        return _live_snapshot()
+    if _read_snapshots:  # this process read it already (validate_params reads it twice)
+        return copy.deepcopy(_read_snapshots[0])
+    entry = root / f"{source_key()}.json"
+    try:
+        cached = json.loads(entry.read_text())
+        if isinstance(cached, dict) and isinstance(cached.get("schema"), dict) \
+                and isinstance(cached.get("backbones"), list):
+            _read_snapshots.append(cached)
+            return copy.deepcopy(cached)
+    except (OSError, ValueError):
+        pass
+    snapshot = _live_snapshot()
+    try:
+        with atomic_path(entry) as tmp:
+            tmp.write_text(json.dumps(snapshot, sort_keys=True))
+        for stale in sorted(root.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[SNAPSHOTS_KEPT:]:
+            stale.unlink(missing_ok=True)
+    except OSError as error:
+        log.debug("schema cache not written (%s)", error)
+    return snapshot
+
+
+_read_snapshots: list[dict] = []
+
+
+def _live_snapshot() -> dict:
+    from facetrust.models.registry import BACKBONES
+
+    return {"schema": _live_schema(), "backbones": BACKBONES.names()}
+
+
+def _snapshot_root() -> Path | None:
+    configured = os.environ.get("FACETRUST_CACHE_DIR")
+    if configured is not None:
+        return None if configured.strip().lower() in ("", "off", "0", "none") else Path(configured) / "schema"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "facetrust" / "schema"
+
+
+def source_key(package: Path | None = None) -> str:
+    """SHA-256 (hex) over the snapshot format, the Python version and the relative path and bytes
+    of every file of the package (``package``: its directory; default the installed one), bytecode
+    caches left out."""
+    package = package or Path(__file__).resolve().parent
+    digest = hashlib.sha256(f"facetrust-schema-v{SNAPSHOT_VERSION}\0{sys.version_info[:2]}".encode())
+    for path in sorted(package.rglob("*")):
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        data = path.read_bytes()
+        digest.update(f"\0{path.relative_to(package).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 #: Options every margin head takes besides its factory's (facetrust.models.margins.build_head).
@@ -177,14 +268,13 @@ def _check_packed_paths(params: dict, source: str) -> None:
 def _check_backbones(params: dict, source: str) -> None:
     """Every trained model names a registered backbone (so ``snakemake -n`` fails on a typo, not
     the train job); pretrained files are checked against their weights when imported."""
-    from facetrust.models.registry import BACKBONES
-
+    backbones = registry_snapshot()["backbones"]
     for name, model in (params.get("models") or {}).items():
         if model.get("source", "train") == "pretrained" or "backbone" not in model:
             continue
-        if model["backbone"] not in BACKBONES:
+        if model["backbone"] not in backbones:
             raise ConfigError(f"{source}: models.{name}.backbone: {model['backbone']!r} is not a registered backbone; "
-                              f"allowed: {', '.join(BACKBONES.names())}")
+                              f"allowed: {', '.join(backbones)}")
 
 
 def load_params(path: str | Path) -> dict:
