@@ -75,16 +75,19 @@ def slurm_cluster():
 
 @pytest.fixture(scope="session")
 def test_profile(slurm_cluster, tmp_path_factory):
-    """The project's SLURM profile with its sizes capped to the test node."""
-    return cluster_mod.sized_profile(PROFILE, tmp_path_factory.mktemp("profile"), slurm_cluster)
+    """The project's SLURM profile with its sizes capped to the test node, and the first status check
+    11 s after a submission.  The plugin checks again 10 s later each time no job has finished (3, 16,
+    39 s ... at the default 3); the tiny pipeline's jobs end 5-9 s after their submission now that a
+    job's Snakemake start reads the schema from its cache (facetrust.config.registry_snapshot), so at
+    3 s each waited for the 16-s check (the six SLURM stages 96 s under CI load), and at 9 s a job of
+    9 s waited for the 28-s one (74 s, quiet)."""
+    return cluster_mod.sized_profile(PROFILE, tmp_path_factory.mktemp("profile"), slurm_cluster, init_seconds=11)
 
 
 @pytest.fixture(scope="session")
 def toy_profile(slurm_cluster, tmp_path_factory):
     """:func:`test_profile` with the first status check 8 s after submission: the toy's jobs (one shell
-    line) end about 5 s after it, the 3-s check misses them and the plugin's next comes 13 s later
-    (measured: the toy workflow 77 s at 3 s, 53 s at 8 s; the pipeline's longer jobs are the other
-    way round, 119 against 183 s)."""
+    line) end about 5 s after it (measured: the toy workflow 77 s at 3 s, 53 s at 8 s)."""
     return cluster_mod.sized_profile(PROFILE, tmp_path_factory.mktemp("toy_profile"), slurm_cluster, init_seconds=8)
 
 
