@@ -175,6 +175,45 @@ def test_npz_reader_equals_numpy_for_stored_and_compressed_members(tmp_path):
         assert all(got[k].dtype == v.dtype and np.array_equal(got[k], v) for k, v in arrays.items())
 
 
+def _mapped(array) -> bool:
+    import mmap
+
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
+def test_an_aligned_npz_is_what_np_load_reads_and_its_members_map_copy_on_write(tmp_path):
+    import zipfile
+
+    from facetrust.npz import ALIGN, _stored_layout, save_npz_aligned
+
+    arrays = dict(a=np.arange(12.0).reshape(3, 4), s=np.array(["x", "yy"]), f=np.asfortranarray(np.ones((2, 3))),
+                  e=np.zeros((0, 4), np.float32), b=np.arange(7, dtype=np.int8), p=np.arange(20000).reshape(-1, 2),
+                  v=np.arange(10)[::2])
+    path = tmp_path / "x.npz"
+    with open(path, "wb") as handle:
+        save_npz_aligned(handle, arrays)
+    with np.load(path) as stored:
+        assert all(stored[k].dtype == v.dtype and np.array_equal(stored[k], v) for k, v in arrays.items())
+    with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
+        assert [_stored_layout(handle, info)[0] % ALIGN for info in archive.infolist()] == [0] * len(arrays)
+    before = path.read_bytes()
+    got = load_npz(path, mapped=True)
+    assert all(got[k].dtype == v.dtype and np.array_equal(got[k], v) for k, v in arrays.items())
+    assert [k for k in arrays if _mapped(got[k])] == ["a", "s", "f", "b", "p", "v"]  # all but the empty one
+    assert got["f"].flags.f_contiguous and not got["f"].flags.c_contiguous
+    got["p"][0, 0] = -1  # a private copy of the page: the file is unchanged
+    assert path.read_bytes() == before and load_npz(path)["p"][0, 0] == 0
+    np.savez(path, **arrays)  # unaligned members (np.savez): read, not mapped, the same arrays
+    got = load_npz(path, mapped=True)
+    assert all(np.array_equal(got[k], v) for k, v in arrays.items())
+    with pytest.raises(ValueError, match="object"):
+        with open(tmp_path / "o.npz", "wb") as handle:
+            save_npz_aligned(handle, {"o": np.array([{}], dtype=object)})
+
+
 def test_protocol_cache_serves_the_parsed_arrays_and_follows_file_changes(tmp_path, monkeypatch):
     root, *_ = random_ijb(tmp_path / "ijb", seed=7)
     monkeypatch.setenv(ijb_cache.CACHE_ENV, str(tmp_path / "cache"))
@@ -183,7 +222,8 @@ def test_protocol_cache_serves_the_parsed_arrays_and_follows_file_changes(tmp_pa
     first = read_ijb_protocol(root)  # parses and stores
     entries = list((tmp_path / "cache" / "ijb").glob("*.npz"))
     assert len(entries) == 1
-    cached = read_ijb_protocol(root)  # served from the entry
+    cached = read_ijb_protocol(root)  # served from the entry, mapped
+    assert _mapped(cached.pairs) and _mapped(cached.images) and not _mapped(first.pairs)
     for field in ("images", "template_ids", "media_ids", "landmarks", "detector_scores", "pairs", "labels"):
         want = getattr(parsed, field)
         for got in (getattr(first, field), getattr(cached, field)):

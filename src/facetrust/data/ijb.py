@@ -18,13 +18,16 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from facetrust.data.images import BadImagePolicy
 from facetrust.errors import ConfigError, InputError
 from facetrust.input_files import check_regular, refuse_huge_exponents
+
+if TYPE_CHECKING:  # pandas (0.2 s to import) parses the text: a protocol served from the cache never needs it
+    import pandas as pd
 
 log = logging.getLogger("facetrust.data")
 
@@ -119,6 +122,8 @@ def _first_bad_line(path: Path, kinds: list[type], parser_error: str) -> str:
 def _parse(path: Path, kinds: list[type], sep: str) -> tuple[pd.DataFrame | None, str]:
     """``(table, "")`` when ``path`` parses cleanly into ``kinds`` with ``sep`` (ints within
     int64, floats possibly NaN or infinite), else ``(None, why the parser refused it)``."""
+    import pandas as pd
+
     dtypes = {i: (object if k is str else (np.int64 if k is int else np.float64)) for i, k in enumerate(kinds)}
     # Only "nan" in a float column is NaN (pandas reads "inf" itself); an image named "NA" or
     # '"x.jpg' is a name, neither a missing value nor a quote.
@@ -180,6 +185,8 @@ def _unsafe_name(name: str) -> bool:
 
 
 def _check_unique(path: Path, names: np.ndarray) -> None:
+    import pandas as pd
+
     dup = pd.Index(names).duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup)[0])
@@ -207,6 +214,8 @@ def _bad_rows(landmarks: np.ndarray, scores: np.ndarray, check_landmarks: bool =
 def _join_order(tid_path: Path, pts_path: Path, images: np.ndarray, pts_images: np.ndarray) -> np.ndarray:
     """Row of ``pts`` for each image of ``tid`` (the release lists both in the same order; a
     reordered file is joined by name).  InputError names the first image one file lacks."""
+    import pandas as pd
+
     if images.shape == pts_images.shape and np.array_equal(images, pts_images):
         return np.arange(images.size)
     order = pd.Index(pts_images).get_indexer(images)
@@ -266,6 +275,8 @@ def _repeated_pairs(pair_path: Path, pairs: np.ndarray, policy: str, lines: np.n
     A repeated pair counts twice in every TAR and FAR (3 M repeats moved TAR@FAR=1e-1 from 0.29 to
     0.79), so under ``"error"`` the first repeat is an error naming its line (``lines``: the file
     line of each row); ``"drop"`` returns the mask (each pair's first line is kept)."""
+    import pandas as pd
+
     if policy not in DUPLICATE_PAIRS:
         raise ConfigError(f"duplicate pairs: {policy!r} is not one of {', '.join(DUPLICATE_PAIRS)}")
     low, high = pairs[:, 0], pairs[:, 1]

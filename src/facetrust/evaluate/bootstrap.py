@@ -45,7 +45,6 @@ from typing import Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from facetrust import options
 from facetrust.errors import ConfigError, InputError
@@ -72,12 +71,14 @@ def unresolved_fars(fars: Sequence[float], n_impostor: int, factor: float = RESO
 
 def subjects_from_genuine_pairs(units: np.ndarray, pairs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Subject index per unit (template or image): connected components of the genuine-pair graph."""
+    from scipy.sparse import csgraph  # 40 ms to import: only the bootstrap's replicates need it
+
     index = {value: i for i, value in enumerate(units.tolist())}
     genuine = pairs[np.asarray(labels).astype(bool)]
     rows = np.array([index[v] for v in genuine[:, 0].tolist()], dtype=np.int64)
     cols = np.array([index[v] for v in genuine[:, 1].tolist()], dtype=np.int64)
     graph = sp.coo_matrix((np.ones(rows.size), (rows, cols)), shape=(units.size, units.size))
-    _, component = connected_components(graph, directed=False)
+    _, component = csgraph.connected_components(graph, directed=False)
     return component.astype(np.int64)
 
 
@@ -153,13 +154,15 @@ PAIR_CLUSTER_SOURCE = "one cluster per pair (no identity list; pairs sharing an 
 def pair_cluster_design(pairs: np.ndarray, labels: np.ndarray) -> ClusterDesign:
     """The design of a pair set without identities: each pair its own cluster (units linked by any
     pair, genuine or impostor, form one cluster)."""
+    from scipy.sparse import csgraph  # 40 ms to import: only the bootstrap's replicates need it
+
     pairs = np.asarray(pairs, dtype=np.int64)
     labels = np.asarray(labels).astype(np.int8)
     units, inverse = np.unique(pairs, return_inverse=True)
     pair_units = inverse.reshape(pairs.shape)
     graph = sp.coo_matrix((np.ones(pairs.shape[0]), (pair_units[:, 0], pair_units[:, 1])),
                           shape=(units.size, units.size))
-    _, component = connected_components(graph, directed=False)
+    _, component = csgraph.connected_components(graph, directed=False)
     return ClusterDesign(pair_units, component.astype(np.int64), labels, PAIR_CLUSTER_SOURCE)
 
 
