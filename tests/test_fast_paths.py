@@ -126,17 +126,41 @@ def test_turned_pairs_are_sorted_apart_and_score_the_same_bytes_as_sorting_every
     turned = rng.random(30000) < 0.02
     rows1[turned] = rng.integers(0, 60, np.count_nonzero(turned))  # the turned pairs break the order
     used = scoring._counts(rows1, n_templates), scoring._counts(rows2, n_templates)
-    groups, _ = scoring._score_groups(rows1, rows2, n_templates, turned)
+    listed1, listed2 = np.where(turned, rows2, rows1), np.where(turned, rows1, rows2)  # as the protocol lists them
+    assert all(np.array_equal(a, b) for a, b in zip(scoring._turned(listed1, listed2, turned), (rows1, rows2)))
+    groups, _ = scoring._score_groups(listed1, listed2, n_templates, turned)
     assert len(groups) == 2 and groups[1]["first"].size == np.count_nonzero(turned)
+    assert np.array_equal(np.sort(groups[1]["first"]), np.sort(rows1[turned])) and (np.diff(groups[1]["first"]) >= 0).all()
     every = scoring._reuse_scores(features, rows1, rows2, False, used, None)
-    apart = scoring._reuse_scores(features, rows1, rows2, False, used, turned)
+    apart = scoring._reuse_scores(features, listed1, listed2, False, used, turned)
     assert apart.dtype == np.float32 and np.array_equal(apart.view(np.uint32), every.view(np.uint32))
     exact = np.einsum("ij,ij->i", features[rows1].astype(np.float64), features[rows2].astype(np.float64))
     np.testing.assert_allclose(apart, exact, rtol=0, atol=32 * 2.0**-20)
     shuffled = rng.permutation(30000)  # the others out of order too: every pair is sorted, same scores
-    assert len(scoring._score_groups(rows1[shuffled], rows2[shuffled], n_templates, turned[shuffled])[0]) == 1
-    again = scoring._reuse_scores(features, rows1[shuffled], rows2[shuffled], False, used, turned[shuffled])
+    assert len(scoring._score_groups(listed1[shuffled], listed2[shuffled], n_templates, turned[shuffled])[0]) == 1
+    again = scoring._reuse_scores(features, listed1[shuffled], listed2[shuffled], False, used, turned[shuffled])
     assert np.array_equal(again.view(np.uint32), every[shuffled].view(np.uint32))
+
+
+def test_oriented_counts_are_those_of_the_turned_pairs_without_writing_them_out():
+    rng = np.random.default_rng(5)
+    n_templates = 500
+    rows1 = rng.integers(0, 40, 20000).astype(np.int32)
+    rows2 = rng.integers(40, n_templates, 20000).astype(np.int32)
+    swap = rng.random(20000) < 0.05
+    listed1, listed2 = np.where(swap, rows2, rows1), np.where(swap, rows1, rows2)
+    got1, got2, used, turned = scoring._oriented(listed1, listed2, n_templates)
+    assert got1 is listed1 and got2 is listed2 and np.array_equal(turned, swap)
+    assert np.array_equal(used[0], np.bincount(rows1, minlength=n_templates))
+    assert np.array_equal(used[1], np.bincount(rows2, minlength=n_templates))
+    assert scoring._oriented(rows1, rows2, n_templates)[3] is None  # listed in one order: nothing turned
+    features = rng.standard_normal((n_templates, 16)).astype(np.float32)
+    ids = np.arange(n_templates) * 3 + 1
+    listed = np.stack([ids[listed1], ids[listed2]], axis=1)
+    for method in ("reuse", "gram", "gather"):  # every method reads the turned pairs the same way round
+        scores = scoring.pair_scores(ids, features, listed, method=method)
+        reference = scoring.pair_scores(ids, features, np.stack([ids[rows1], ids[rows2]], axis=1), method=method)
+        assert np.array_equal(scores.view(np.uint32), reference.view(np.uint32)), method
 
 
 def test_threshold_ranks_compare_with_every_threshold_as_the_removal_rank():

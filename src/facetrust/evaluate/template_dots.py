@@ -104,30 +104,41 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
         else:
             method = "gram" if _gram_block(n_templates) >= n_templates else "reuse"
     if method == "gather":
-        return _gather_scores(features, rows1, rows2, chunk, progress)
+        return _gather_scores(features, *_turned(rows1, rows2, turned), chunk, progress)
     if method == "gram":
-        return _gram_scores(features, rows1, rows2, progress)
+        return _gram_scores(features, *_turned(rows1, rows2, turned), progress)
     return _reuse_scores(features, rows1, rows2, progress, used, turned)
 
 
 def _oriented(rows1: np.ndarray, rows2: np.ndarray, n_templates: int):
-    """``(rows1, rows2, (uses as first, uses as second), turned)`` with each pair turned so that its
-    first template is one listed first at least as often as second, when the other one is not
-    (``turned``: which pairs were, None when none).
+    """``(rows1, rows2, (uses as first, uses as second), turned)``: each pair is to be read turned
+    round, its second template first, when its second template is one listed first at least as
+    often as second and its first template is not (``turned``: which pairs, None when none).
+    ``rows1`` and ``rows2`` come back as given (:func:`_turned` writes the turned arrays out); the
+    counts are those of the turned pairs.
 
     A protocol that lists some pairs in the other order (a repeated pair swapped) puts templates of
     the large side into the small side's column: IJB-C's 3,531 enrolment templates become ~23,000
     in both columns, and the reuse grid grows 7×.  A dot product does not depend on the order of
     its two vectors; a pair computed the other way round goes through the product's other operand,
     which on some BLAS kernels (Haswell) rounds its float32 sum differently in the last bit.
-    Protocols listed in one order (the synthetic benchmark's, InsightFace's files) are not changed."""
+    Protocols listed in one order (the synthetic benchmark's, InsightFace's files) are not changed.
+    The turned arrays are not written out here: at IJB-C's 15.7 M pairs (1 % turned) the two
+    ``np.where`` copies and their counts were 0.11 s, and the scoring needs only the turned few."""
     uses = _counts(rows1, n_templates), _counts(rows2, n_templates)
     first_side = uses[0] >= uses[1]
     swap = first_side[rows2] & ~first_side[rows1]
     if not swap.any():
         return rows1, rows2, uses, None
-    rows1, rows2 = np.where(swap, rows2, rows1), np.where(swap, rows1, rows2)
-    return rows1, rows2, (_counts(rows1, n_templates), _counts(rows2, n_templates)), swap
+    moved_firsts, moved_seconds = _counts(rows1[swap], n_templates), _counts(rows2[swap], n_templates)
+    return rows1, rows2, (uses[0] - moved_firsts + moved_seconds, uses[1] - moved_seconds + moved_firsts), swap
+
+
+def _turned(rows1: np.ndarray, rows2: np.ndarray, turned: np.ndarray | None):
+    """The pairs with those marked ``turned`` read the other way round (new arrays; as given when None)."""
+    if turned is None:
+        return rows1, rows2
+    return np.where(turned, rows2, rows1), np.where(turned, rows1, rows2)
 
 
 COUNT_CHUNK = 1 << 20  # rows per bincount: its intp copy of the rows stays in cache and is reused
@@ -191,11 +202,12 @@ def _padded(chosen: np.ndarray, size: int, n_templates: int) -> np.ndarray:
 
 
 def _reuse_scores(features, rows1, rows2, progress: bool, used, turned=None) -> np.ndarray:
-    """``used``: how often each template is listed first and second, ``turned``: the pairs
-    :func:`_oriented` turned (None: none)."""
+    """``used``: how often each template is read first and second, ``turned``: the pairs
+    :func:`_oriented` reads the other way round (None: none; ``rows1``, ``rows2`` as listed)."""
     n_templates, dim = features.shape
     used1, used2 = used
     if np.count_nonzero(used2) < np.count_nonzero(used1):  # chunk the side with fewer templates
+        rows1, rows2 = _turned(rows1, rows2, turned)
         rows1, rows2, used1, used2, turned = rows2, rows1, used2, used1, None
     groups, place = _score_groups(rows1, rows2, n_templates, turned)
     firsts = np.flatnonzero(used1)
@@ -231,21 +243,22 @@ def _reuse_scores(features, rows1, rows2, progress: bool, used, turned=None) -> 
 
 
 def _score_groups(rows1, rows2, n_templates: int, turned):
-    """``(groups, place)``: the pairs in groups, each ordered by first template (dicts of ``first``,
-    ``second``), and a function putting the groups' scores back in pair order.
+    """``(groups, place)``: the pairs in groups, each ordered by the template read first (dicts of
+    ``first``, ``second``), and a function putting the groups' scores back in pair order.
+    ``rows1``, ``rows2`` are the pairs as listed, ``turned`` (or None) those read the other way round.
 
     Pairs already in order (a protocol listed by enrolment template) are one group as they are.
     When only turned pairs break the order (a protocol repeating some pairs the other way round),
     the others stay one group in their order and the turned ones (IJB-C: 1 %) are sorted apart;
     otherwise every pair is sorted (a stable order, so the scores are the same in every case)."""
-    if _non_decreasing(rows1):
+    if turned is None and _non_decreasing(rows1):
         return [{"first": rows1, "second": rows2}], lambda scores: scores[0]
     if turned is not None:
         kept = ~turned
         first = rows1[kept]
         if _non_decreasing(first):  # no order of every pair: only the turned ones are sorted
             moved = np.flatnonzero(turned)
-            moved = moved[_grouping_order(rows1[moved], n_templates)]
+            moved = moved[_grouping_order(rows2[moved], n_templates)]
 
             def place_two(scores):
                 out = np.empty(rows1.size, dtype=np.float32)
@@ -253,8 +266,9 @@ def _score_groups(rows1, rows2, n_templates: int, turned):
                 out[moved] = scores[1]
                 return out
 
-            return [{"first": first, "second": rows2[kept]}, {"first": rows1[moved], "second": rows2[moved]}], place_two
+            return [{"first": first, "second": rows2[kept]}, {"first": rows2[moved], "second": rows1[moved]}], place_two
         del first
+        rows1, rows2 = _turned(rows1, rows2, turned)
     order = _grouping_order(rows1, n_templates)
 
     def place_sorted(scores):
