@@ -33,7 +33,7 @@ def group_matrix(group_index: np.ndarray, n_groups: int, weights: np.ndarray | N
 
 
 def weighted_group_sum(group_index: np.ndarray, n_groups: int, weights: np.ndarray, x: np.ndarray,
-                       block_rows: int = 8192) -> np.ndarray:
+                       block_rows: int = 2048) -> np.ndarray:
     """Σ_i weights[i]·x[i] over the rows of each group, float64 (n_groups, D).
 
     The same floats as ``group_matrix(group_index, n_groups, weights) @ x.astype(np.float64)``:
@@ -42,6 +42,9 @@ def weighted_group_sum(group_index: np.ndarray, n_groups: int, weights: np.ndarr
     product adds a group's terms one by one in row order, whichever block it runs in).  Rows of a
     group must be contiguous (IJB lists a template's images together, in any template order); if
     they are not, rows are first put in group order (stable, keeping each group's row order).
+    ``block_rows`` 2048: a block's float32 rows and their float64 copy (4 + 8 MB at 512 dims) stay in
+    the cache between the read, the conversion and the product (IJB-C's 469,375 × 512 pooled in
+    0.40 s, against 0.57 s at 8192 rows and 0.44 s at 512; the same bytes at every size).
     """
     import scipy.sparse as sp
 
