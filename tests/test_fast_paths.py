@@ -34,6 +34,23 @@ def test_roc_points_equal_sklearn_bit_for_bit_with_ties_and_signed_zeros(seed):
     assert area_under_curve(got[0], got[1]) == auc(want[0], want[1])
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_roc_points_equal_sklearn_where_float32_ties_make_most_points_corners(seed):
+    """IJB-C's regime: continuous scores rounded to float32, so ties of two or three are common, the
+    impostor count changes from run to run and most runs are kept; genuine scores both on impostor
+    runs and between them, below the lowest and above the highest."""
+    rng = np.random.default_rng(100 + seed)
+    n = 20000
+    labels = rng.random(n) < 0.05
+    scores = (rng.normal(0, 0.01, n) + 0.02 * labels).astype(np.float32)
+    scores = np.round(scores * 2**19) / 2**19  # some impostors tie, most runs are single
+    scores[np.flatnonzero(labels)[:3]] = [scores.min() - 1, scores.max() + 1, 0.0]
+    got, want = roc_points(labels, scores), roc_curve(labels, scores)
+    assert want[0].size > n // 10  # many corners
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and np.array_equal(a, b) and np.array_equal(np.signbit(a), np.signbit(b))
+
+
 def test_weighted_group_sum_equals_the_sparse_product_bit_for_bit():
     rng = np.random.default_rng(0)
     for grouped in (True, False):
