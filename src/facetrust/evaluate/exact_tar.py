@@ -112,6 +112,7 @@ def exact_tar_at_far(scores: np.ndarray, labels: np.ndarray, rescore: Callable[[
     if classes[0].size == 0 or classes[1].size == 0:
         raise InputError(f"TAR needs genuine and impostor pairs; got {classes[1].size} genuine of {scores.size}")
     spans = _Spans(classes[0], classes[1][::-1], float(error_bound))
+    spans.above = _ScoresAbove(scores)
     result, rescored, widen = {}, {}, {float(far): 0 for far in fars}
     while widen:
         wanted = {far: spans.span(far, extra) for far, extra in widen.items()}
@@ -139,7 +140,7 @@ def _rescore_near(spans, scores, genuine_mask, rescore, rescored: dict[int, floa
     Every such pair has t within 2E of a genuine pair's t: one pass finds those, the genuine ones
     are rescored, and of the others only those within E of a float64 genuine score (about half).
     """
-    near = _pairs_in_windows(scores, *spans.windows(wanted))
+    near = _pairs_in_windows(scores, *spans.windows(wanted), above=spans.above)
     if rescored:
         near = near[~np.isin(near, np.fromiter(rescored, dtype=np.int64, count=len(rescored)))]
     genuine = near[genuine_mask[near]]
@@ -210,17 +211,40 @@ class _Spans:
         return lows[start], np.maximum.reduceat(highs, np.flatnonzero(start))
 
 
-def _pairs_in_windows(scores: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+class _ScoresAbove:
+    """The pairs whose score is at or above a base, remembered for the lowest base asked so far:
+    the windows of later calls sit at or above the first call's lowest, so each is a pass over
+    that subset (IJB-C: a tenth of the pairs) instead of all 15.7 M scores."""
+
+    def __init__(self, scores: np.ndarray):
+        self.scores, self.base, self.kept, self.values = scores, None, None, None
+
+    def __call__(self, base: float) -> tuple[np.ndarray, np.ndarray]:
+        """(indices ascending, scores) of the pairs with ``score >= base`` (compared in the scores' dtype)."""
+        threshold = self.scores.dtype.type(base)
+        if self.base is None or threshold < self.base:
+            self.kept = np.flatnonzero(self.scores >= threshold)
+            self.base, self.values = threshold, self.scores[self.kept]
+            return self.kept, self.values
+        if threshold == self.base:
+            return self.kept, self.values
+        inside = np.flatnonzero(self.values >= threshold)
+        return self.kept[inside], self.values[inside]
+
+
+def _pairs_in_windows(scores: np.ndarray, lows: np.ndarray, highs: np.ndarray,
+                      above: _ScoresAbove | None = None) -> np.ndarray:
     """Indices (ascending) of the pairs whose score lies in one of the disjoint ascending windows.
 
     One comparison with the lowest window keeps the pairs that can be inside (on IJB-C the windows
-    sit in the top tenth of the scores); for those, each score's bucket (width about the narrowest
-    window) is looked up in a table marking the buckets that windows touch, with one bucket of
-    slack on each side against the float rounding of the bucket number; the few candidates are then
-    tested exactly.  Bucket 0 gathers the scores more than a bucket below the lowest window.
+    sit in the top tenth of the scores; ``above`` remembers them between calls); for those, each
+    score's bucket (width about the narrowest window) is looked up in a table marking the buckets
+    that windows touch, with one bucket of slack on each side against the float rounding of the
+    bucket number; the few candidates are then tested exactly.  Bucket 0 gathers the scores more
+    than a bucket below the lowest window.
     """
     base = float(lows[0])
-    kept = np.flatnonzero(scores >= scores.dtype.type(base))
+    kept, values = (above or _ScoresAbove(scores))(base)
     reach = float(highs[-1]) - base
     width = max(float(np.min(highs - lows)), reach / BUCKETS_MAX, 1e-300)
     n_buckets = int(reach / width) + 5
@@ -230,7 +254,6 @@ def _pairs_in_windows(scores: np.ndarray, lows: np.ndarray, highs: np.ndarray) -
     np.add.at(marks, first, 1)
     np.add.at(marks, last + 1, -1)
     table = np.cumsum(marks[:-1]) > 0
-    values = scores[kept]
     bucket = np.subtract(values, scores.dtype.type(base))
     np.multiply(bucket, scores.dtype.type(1.0 / width), out=bucket)
     np.clip(bucket, -2, n_buckets, out=bucket)
@@ -397,7 +420,8 @@ def _resolve_run(spans: _Spans, scores, genuine_mask, rescore, rescored: dict[in
         upper = run.high if whole else float(impostor[stop])
         window_high = float(impostor[-1]) if upper == np.inf else \
             float(_round_out(np.array([upper + error]), spans.dtype, np.inf)[0])
-        near = _pairs_in_windows(scores, np.array([window_low], spans.dtype), np.array([window_high], spans.dtype))
+        near = _pairs_in_windows(scores, np.array([window_low], spans.dtype), np.array([window_high], spans.dtype),
+                                 above=spans.above)
         near = near[~genuine_mask[near]]
         new = np.array([i for i in near.tolist() if i not in rescored], dtype=np.int64)
         if new.size:
