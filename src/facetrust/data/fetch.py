@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import logging
 import os
 import posixpath
@@ -28,9 +27,7 @@ import stat
 import tarfile
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -234,6 +231,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def _transfer(url: str, part: Path, *, timeout: float, progress: bool, label: str) -> str:
     """One attempt: continue ``part`` from its current size; return the hex digest of the whole file."""
+    # imported here: every `facetrust` command builds this parser, and these take 30 ms to import
+    import http.client
+    import urllib.error
+    import urllib.request
+
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "facetrust-fetch", "Accept-Encoding": "identity"}
     if offset:
