@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from facetrust.float_path import PINS, pin_environment
 
 
@@ -61,3 +63,31 @@ def test_numpy_s_pinned_float64_exp_and_log_are_its_avx2_loops_on_any_host():
     digests = [subprocess.run([sys.executable, "-c", code], env={**base, **extra}, capture_output=True, text=True,
                               timeout=120).stdout.strip() for extra in ({}, forced)]
     assert digests[0] and digests[0] == digests[1]
+
+
+_FAULTS_PROBE = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "reuse":
+    from facetrust.cli.common import reuse_freed_memory
+    assert reuse_freed_memory()
+a = np.ones(16 << 20); del a  # 128 MB, touched, freed
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+b = np.ones(16 << 20)  # the same size again, touched
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_evaluate_ijb_reuses_freed_memory_instead_of_faulting_in_fresh_pages():
+    """`facetrust evaluate ijb` calls reuse_freed_memory: a second 128 MB array lands on the pages the
+    first one freed (no page faults), where glibc's default maps it afresh (a fault per 4 KiB page)."""
+    env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0"}
+    faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS_PROBE, mode], capture_output=True, text=True,
+                                       env=env, check=True, timeout=120).stdout) for mode in ("default", "reuse")}
+    assert faults["default"] > 20000 and faults["reuse"] < 1000, faults
+    import inspect
+
+    from facetrust.cli import evaluate
+
+    assert "reuse_freed_memory()" in inspect.getsource(evaluate.cmd_evaluate_ijb)

@@ -48,6 +48,25 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def reuse_freed_memory() -> bool:
+    """Ask glibc's malloc to serve every allocation from the heap and keep freed memory for the
+    next one, instead of mapping each large array afresh and unmapping it when freed.  For a
+    process that allocates and frees arrays of hundreds of MB one after another (the IJB-C-sized
+    evaluation: 15.7 M scores, rows and masks), each fresh mapping costs a page fault per 4 KiB on
+    its first touch: measured, alternated runs of ``facetrust evaluate ijb``, best wall time 2.44 s
+    against 2.59 s, system time 0.54-0.64 s against 0.69-0.78 s; peak RSS the same untied, 1,104
+    against 1,033 MiB on the tied protocol (its freed arrays are not all reused).  Only where
+    the C library has ``mallopt`` (glibc); returns whether both settings took."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def main_process(environ=os.environ) -> bool:
     """Whether this is rank 0: of torchrun (``RANK``), or of a multi-task ``srun`` step
     (``SLURM_PROCID``, which facetrust.train.distributed turns into ``RANK`` only later), or the

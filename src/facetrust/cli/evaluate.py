@@ -175,10 +175,12 @@ def cmd_evaluate_pairs(args) -> None:
 
 
 def cmd_evaluate_ijb(args) -> None:
+    from facetrust.cli.common import reuse_freed_memory
     from facetrust.evaluate.bootstrap import BootstrapSettings
     from facetrust.evaluate.ijb import run_evaluate_ijb
     from facetrust.evaluate.settings import IJBConvention, VerificationSettings
 
+    reuse_freed_memory()
     reading = VerificationSettings.from_args(args)
     metrics = run_evaluate_ijb(
         Path(args.embeddings), Path(args.protocol), args.name, Path(args.out), roc_out=_path(args.roc),
