@@ -26,7 +26,6 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-
 from facetrust.io import atomic_path
 from facetrust.npz import load_npz, save_npz_aligned
 

@@ -111,8 +111,7 @@ def exact_tar_at_far(scores: np.ndarray, labels: np.ndarray, rescore: Callable[[
         classes = (impostor, np.sort(scores[genuine_mask]))
     if classes[0].size == 0 or classes[1].size == 0:
         raise InputError(f"TAR needs genuine and impostor pairs; got {classes[1].size} genuine of {scores.size}")
-    spans = _Spans(classes[0], classes[1][::-1], float(error_bound))
-    spans.above = _ScoresAbove(scores)
+    spans = _Spans(classes[0], classes[1][::-1], float(error_bound), scores)
     result, rescored, widen = {}, {}, {float(far): 0 for far in fars}
     while widen:
         wanted = {far: spans.span(far, extra) for far, extra in widen.items()}
@@ -168,10 +167,12 @@ def _round_out(values: np.ndarray, dtype, direction: float) -> np.ndarray:
 
 class _Spans:
     """The sorted float32 classes: rigorous bounds on each genuine pair's exact F, and the span of
-    genuine pairs (indices into the descending genuine scores) that decides a FAR."""
+    genuine pairs (indices into the descending genuine scores) that decides a FAR; ``above``: the
+    pairs' scores (in pair order) at or above a window's base (:class:`_ScoresAbove`)."""
 
-    def __init__(self, impostor: np.ndarray, genuine_desc: np.ndarray, error_bound: float):
+    def __init__(self, impostor: np.ndarray, genuine_desc: np.ndarray, error_bound: float, scores: np.ndarray):
         self.impostor, self.genuine, self.error = impostor, genuine_desc, error_bound
+        self.above = _ScoresAbove(scores)
         self.dtype = impostor.dtype
         self.n_impostor, self.n_genuine = impostor.size, genuine_desc.size
         # F(s_g) lies in [#(t > t_g + 2E), #(t >= t_g - 2E)]: both non-decreasing down the list.
