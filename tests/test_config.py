@@ -247,3 +247,20 @@ def test_a_method_registered_in_this_process_reaches_the_schema(monkeypatch):
     tree = schema()
     assert "planted_here" in schema_node(tree, ("models", "*", "head", "kind"))["enum"]
     assert "h" in tree["$defs"]["head"]["properties"]
+
+
+def test_without_a_home_directory_the_caches_are_off_not_an_error(monkeypatch):
+    from pathlib import Path
+
+    import facetrust.config as config
+    from facetrust.data import ijb_cache
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    for name in ("FACETRUST_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert config._snapshot_root() is None and ijb_cache.cache_root() is None
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    validate_params(params)  # validated from the live registries

@@ -137,7 +137,10 @@ def _snapshot_root() -> Path | None:
     configured = os.environ.get("FACETRUST_CACHE_DIR")
     if configured is not None:
         return None if configured.strip().lower() in ("", "off", "0", "none") else Path(configured) / "schema"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # no home directory (a container's user without one): no cache
+        return None
     return Path(base) / "facetrust" / "schema"
 
 

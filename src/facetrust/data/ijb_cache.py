@@ -49,7 +49,10 @@ def cache_root() -> Path | None:
     configured = os.environ.get(CACHE_ENV)
     if configured is not None:
         return None if configured.strip().lower() in ("", "off", "0", "none") else Path(configured) / "ijb"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # no home directory (a container's user without one): no cache
+        return None
     return Path(base) / "facetrust" / "ijb"
 
 
