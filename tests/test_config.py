@@ -261,6 +261,6 @@ def test_without_a_home_directory_the_caches_are_off_not_an_error(monkeypatch):
     for name in ("FACETRUST_CACHE_DIR", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
-    assert config._snapshot_root() is None and ijb_cache.cache_root() is None
+    assert config.cache_dir("schema") is None and ijb_cache.cache_root() is None
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     validate_params(params)  # validated from the live registries

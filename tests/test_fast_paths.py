@@ -10,6 +10,7 @@ import facetrust.data.ijb_cache as ijb_cache
 import facetrust.evaluate.template_dots as scoring
 from facetrust.data.ijb import read_ijb_protocol
 from facetrust.errors import InputError
+from facetrust.io import CACHE_ENV
 from facetrust.evaluate.embeddings_file import load_embeddings
 from facetrust.evaluate.fusion import group_matrix, weighted_group_sum
 from facetrust.evaluate.ijb import template_features
@@ -257,7 +258,7 @@ def test_an_aligned_npz_is_what_np_load_reads_and_its_members_map_copy_on_write(
 
 def test_protocol_cache_serves_the_parsed_arrays_and_follows_file_changes(tmp_path, monkeypatch):
     root, *_ = random_ijb(tmp_path / "ijb", seed=7)
-    monkeypatch.setenv(ijb_cache.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(ijb_cache, "MIN_BYTES", 0)
     parsed = read_ijb_protocol(root, cache=False)
     first = read_ijb_protocol(root)  # parses and stores

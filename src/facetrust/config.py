@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -21,7 +20,7 @@ import jsonschema
 import yaml
 
 from facetrust.errors import ConfigError
-from facetrust.io import atomic_path
+from facetrust.io import atomic_path, cache_dir
 from facetrust.yaml_files import _expanded_size, _short, load_yaml
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ def registry_snapshot() -> dict:
     (``$XDG_CACHE_HOME``); a damaged entry is rebuilt, an unwritable directory only costs the time."""
     if any(name in sys.modules for name in REGISTRY_MODULES):
         return _live_snapshot()
-    root = _snapshot_root()
+    root = cache_dir("schema")
     if root is None:
         return _live_snapshot()
     if _read_snapshots:  # this process read it already (validate_params reads it twice)
@@ -131,17 +130,6 @@ def _live_snapshot() -> dict:
     from facetrust.models.registry import BACKBONES
 
     return {"schema": _live_schema(), "backbones": BACKBONES.names()}
-
-
-def _snapshot_root() -> Path | None:
-    configured = os.environ.get("FACETRUST_CACHE_DIR")
-    if configured is not None:
-        return None if configured.strip().lower() in ("", "off", "0", "none") else Path(configured) / "schema"
-    try:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    except RuntimeError:  # no home directory (a container's user without one): no cache
-        return None
-    return Path(base) / "facetrust" / "schema"
 
 
 def source_key(package: Path | None = None) -> str:

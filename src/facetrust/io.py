@@ -11,6 +11,24 @@ from pathlib import Path
 from typing import Iterator
 
 
+#: The variable naming the directory of facetrust's caches (``off``, ``0``, ``none`` or empty: none).
+CACHE_ENV = "FACETRUST_CACHE_DIR"
+
+
+def cache_dir(kind: str) -> Path | None:
+    """Where the cache ``kind`` (``"ijb"``, ``"schema"``) lives: ``$FACETRUST_CACHE_DIR/<kind>`` when that
+    variable is set, else ``$XDG_CACHE_HOME/facetrust/<kind>`` (default ``~/.cache/facetrust/<kind>``); None
+    when the caches are off or there is no home directory (a container's user without one)."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured is not None:
+        return None if configured.strip().lower() in ("", "off", "0", "none") else Path(configured) / kind
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:
+        return None
+    return Path(base) / "facetrust" / kind
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.

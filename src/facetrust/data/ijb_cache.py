@@ -26,10 +26,9 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from facetrust.io import atomic_path
+from facetrust.io import atomic_path, cache_dir
 from facetrust.npz import load_npz, save_npz_aligned
 
-CACHE_ENV = "FACETRUST_CACHE_DIR"
 MIN_BYTES = 32 << 20  # below this the three files parse in well under a second
 FORMAT_VERSION = 2  # 2: members aligned for mapping
 _ARRAYS = {  # field -> (dtype kind, ndim, length group)
@@ -46,14 +45,7 @@ log = logging.getLogger(__name__)
 
 def cache_root() -> Path | None:
     """The cache directory for decoded protocols, or None when disabled (``FACETRUST_CACHE_DIR=off``)."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured is not None:
-        return None if configured.strip().lower() in ("", "off", "0", "none") else Path(configured) / "ijb"
-    try:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    except RuntimeError:  # no home directory (a container's user without one): no cache
-        return None
-    return Path(base) / "facetrust" / "ijb"
+    return cache_dir("ijb")
 
 
 def protocol_key(paths: Sequence[Path], name: str, memo: Path | None = None) -> str:
