@@ -135,7 +135,8 @@ def _roc_from_sorted_classes(impostor: np.ndarray, genuine_sorted: np.ndarray, s
     keep_run |= genuine_on != previous_genuine
     before_new = np.searchsorted(runs, new_at)
     at_run = before_new < runs.size
-    keep_run[before_new[at_run][runs[before_new[at_run]] == new_at[at_run]]] = True
+    before_new, new_run = before_new[at_run], new_at[at_run]
+    keep_run[before_new[runs[before_new] == new_run]] = True
     # Inserted genuine values: a corner unless the previous entry is one with the same count.
     keep_new = np.r_[True, (new_at[1:] != new_at[:-1]) | (new_counts[1:] != new_counts[:-1])][: new_at.size]
     # The lowest and highest entries are always kept (sklearn keeps both ends).
