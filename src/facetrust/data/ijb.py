@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import logging
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,8 @@ class IJBProtocol:
     landmark_lines: (N,) int64, the line of each image in ``name_5pts_score.txt`` (for messages).
     skipped: the images left out under ``on_bad_image: skip`` (each logged with its reason).
     duplicate_pairs: repeated pairs left out under ``duplicate_pairs="drop"`` (0 otherwise).
+    cache_key: the decoded-protocol cache entry these arrays are (:mod:`facetrust.data.ijb_cache`), None
+    when parsed without the cache; what a derived cache (``evaluate.score_plan_cache``) is keyed by.
     """
 
     name: str
@@ -60,6 +63,7 @@ class IJBProtocol:
     landmark_lines: np.ndarray | None = None
     skipped: tuple[str, ...] = ()
     duplicate_pairs: int = 0
+    cache_key: str | None = dataclass_field(default=None, compare=False)
 
     @property
     def n_templates(self) -> int:

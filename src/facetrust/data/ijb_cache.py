@@ -18,6 +18,7 @@ their hash.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -99,7 +100,7 @@ def _load(entry: Path, name: str, make: Callable[..., Any]):
         array = arrays[field]
         if array.dtype.kind != kind or array.ndim != ndim or array.shape[0] != lengths[group]:
             raise ValueError(f"field {field!r} has dtype {array.dtype} and shape {array.shape}")
-    return make(name=name, **arrays)
+    return make(name=name, cache_key=entry.stem, **arrays)
 
 
 def _store(entry: Path, protocol) -> None:
@@ -114,7 +115,8 @@ def cached_protocol(paths: Sequence[Path], name: str, parse: Callable[[], Any], 
     :mod:`facetrust.data.ijb`, which calls it).
 
     ``checks`` names what ``parse`` checked beyond the default (part of the key: a protocol parsed
-    without landmark checks is never served to a stage that needs them).
+    without landmark checks is never served to a stage that needs them).  The protocol comes back with
+    ``cache_key`` set to its entry's name (``<name>-<40 hex>``) once the entry exists.
     A parse error propagates unchanged (nothing is cached); a cache that cannot be written is
     logged and skipped.
     """
@@ -132,4 +134,5 @@ def cached_protocol(paths: Sequence[Path], name: str, parse: Callable[[], Any], 
         _store(entry, protocol)
     except OSError as error:
         log.warning("%s: could not write the protocol cache (%s)", entry, error)
-    return protocol
+        return protocol
+    return dataclasses.replace(protocol, cache_key=entry.stem)

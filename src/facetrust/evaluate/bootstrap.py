@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 from facetrust import options
 from facetrust.errors import ConfigError, InputError
@@ -71,7 +70,8 @@ def unresolved_fars(fars: Sequence[float], n_impostor: int, factor: float = RESO
 
 def subjects_from_genuine_pairs(units: np.ndarray, pairs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Subject index per unit (template or image): connected components of the genuine-pair graph."""
-    from scipy.sparse import csgraph  # 40 ms to import: only the bootstrap's replicates need it
+    import scipy.sparse as sp  # 0.1 s to import (numpy.f2py, .testing, .ma with it): only the replicates need it
+    from scipy.sparse import csgraph
 
     index = {value: i for i, value in enumerate(units.tolist())}
     genuine = pairs[np.asarray(labels).astype(bool)]
@@ -154,7 +154,8 @@ PAIR_CLUSTER_SOURCE = "one cluster per pair (no identity list; pairs sharing an 
 def pair_cluster_design(pairs: np.ndarray, labels: np.ndarray) -> ClusterDesign:
     """The design of a pair set without identities: each pair its own cluster (units linked by any
     pair, genuine or impostor, form one cluster)."""
-    from scipy.sparse import csgraph  # 40 ms to import: only the bootstrap's replicates need it
+    import scipy.sparse as sp  # 0.1 s to import (numpy.f2py, .testing, .ma with it): only the replicates need it
+    from scipy.sparse import csgraph
 
     pairs = np.asarray(pairs, dtype=np.int64)
     labels = np.asarray(labels).astype(np.int8)

@@ -158,6 +158,7 @@ def split_failures(protocol: IJBProtocol, rows: np.ndarray, failed_images, conve
         landmark_lines=None if protocol.landmark_lines is None else protocol.landmark_lines[keep],
         pairs=protocol.pairs[~failed_pairs], labels=protocol.labels[~failed_pairs],
         skipped=tuple(protocol.skipped) + tuple(str(n) for n in protocol.images[missing]),
+        cache_key=None,  # other pairs and templates than the cached protocol's
     )
     failures = EnrolmentFailures(tuple(str(n) for n in protocol.images[missing]), failed_templates,
                                  failed_pairs, np.asarray(protocol.labels), convention)

@@ -34,6 +34,7 @@ from facetrust.evaluate.embeddings_file import EmbeddingsFile, load_embeddings, 
 from facetrust.evaluate.poolings import POOLINGS, check_pooling
 from facetrust.evaluate.exact_tar import exact_tar_at_far, float32_dot_error_bound
 from facetrust.evaluate.enrolment import EnrolmentFailures, image_rows
+from facetrust.evaluate.score_plan_cache import cached_score_plan
 from facetrust.evaluate.template_dots import float64_pair_scores, pair_scores
 from facetrust.evaluate.roc import (
     DEFAULT_IJB_FARS,
@@ -228,7 +229,9 @@ def evaluate_ijb(
         uncertainty=None if uncertainty is None else take(uncertainty),
     )
     features = features64.astype(np.float32)
-    scores = pair_scores(template_ids, features, protocol.pairs, progress=progress)
+    # a protocol from the decoded-protocol cache: its pairs' scoring plan from the cache too (same scores)
+    plan = cached_score_plan(protocol, template_ids)
+    scores = pair_scores(template_ids, features, protocol.pairs, progress=progress, plan=plan)
     labels = protocol.labels
     rescore = float64_pair_scores(template_ids, features64, protocol.pairs)
     if failures is not None and failures.convention == "reject":

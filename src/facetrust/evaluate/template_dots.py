@@ -24,6 +24,8 @@ order, so ``"reuse"`` pads its blocks with spare templates to at least :data:`MI
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from tqdm import tqdm
 
@@ -79,15 +81,22 @@ def _integer_rows(template_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarray, *, chunk: int = PAIR_CHUNK,
-                method: str = "auto", progress: bool = False) -> np.ndarray:
+                method: str = "auto", progress: bool = False, plan: "ScorePlan | None" = None) -> np.ndarray:
     """Dot product of the two template features of every pair, (P,) float32.
 
     ``template_ids`` (T,) names the rows of ``features`` (T, D); ``pairs`` (P, 2) holds template
     ids.  ``method`` is one of :data:`METHODS` (module docstring); ``"auto"`` takes ``"gather"``
     when the grid of templates used on the two sides has more than :data:`GATHER_GRID_RATIO` cells
     per pair (few pairs per template), else ``"gram"`` when all templates fit one slab, else
-    ``"reuse"``.
+    ``"reuse"``.  ``plan``: :func:`score_plan` of these ``template_ids`` and ``pairs`` (for example
+    read back from a cache); the scores are the same bytes with or without it.
     """
+    if plan is not None and method in ("auto", "reuse"):
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if features.shape[0] != plan.n_templates:
+            raise InputError(f"pair scores: the plan is for {plan.n_templates} templates, the features have "
+                             f"{features.shape[0]}")
+        return _reuse_run(features, plan, progress)
     pairs = np.asarray(pairs)
     if pairs.ndim != 2 or pairs.shape[1] != 2:
         raise InputError(f"pairs must be (P, 2), got {pairs.shape}")
@@ -98,16 +107,37 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     n_templates = features.shape[0]
     rows1, rows2, used, turned = _oriented(rows[:, 0], rows[:, 1], n_templates)
     if method == "auto":
-        grid = np.count_nonzero(used[0]) * np.count_nonzero(used[1])
-        if grid > GATHER_GRID_RATIO * pairs.shape[0]:
-            method = "gather"
-        else:
-            method = "gram" if _gram_block(n_templates) >= n_templates else "reuse"
+        method = _auto_method(used, pairs.shape[0], n_templates)
     if method == "gather":
         return _gather_scores(features, *_turned(rows1, rows2, turned), chunk, progress)
     if method == "gram":
         return _gram_scores(features, *_turned(rows1, rows2, turned), progress)
     return _reuse_scores(features, rows1, rows2, progress, used, turned)
+
+
+def _auto_method(used, n_pairs: int, n_templates: int) -> str:
+    grid = np.count_nonzero(used[0]) * np.count_nonzero(used[1])
+    if grid > GATHER_GRID_RATIO * n_pairs:
+        return "gather"
+    return "gram" if _gram_block(n_templates) >= n_templates else "reuse"
+
+
+def score_plan(template_ids: np.ndarray, pairs: np.ndarray) -> "ScorePlan | None":
+    """How :func:`pair_scores` (``method="auto"``) reads ``pairs`` against ``template_ids``, when it takes
+    ``"reuse"``: the template rows of every pair, oriented and grouped by the template read first
+    (what :func:`_oriented` and :func:`_score_groups` compute).  It depends on the protocol's pairs and
+    template ids only, never on the features, so a protocol scored for many models is planned once
+    (``evaluate.score_plan_cache``).  None when ``"auto"`` would take ``"gather"`` or ``"gram"``."""
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise InputError(f"pairs must be (P, 2), got {pairs.shape}")
+    template_ids = np.asarray(template_ids)
+    n_templates = template_ids.size
+    rows = template_rows(template_ids, pairs)
+    rows1, rows2, used, turned = _oriented(rows[:, 0], rows[:, 1], n_templates)
+    if _auto_method(used, pairs.shape[0], n_templates) != "reuse":
+        return None
+    return _reuse_plan(rows1, rows2, n_templates, used, turned)
 
 
 def _oriented(rows1: np.ndarray, rows2: np.ndarray, n_templates: int):
@@ -203,15 +233,105 @@ def _padded(chosen: np.ndarray, size: int, n_templates: int) -> np.ndarray:
     return np.concatenate([chosen, spare])
 
 
+@dataclass(frozen=True)
+class ScorePlan:
+    """The pairs of a protocol as ``"reuse"`` reads them (:func:`score_plan`): ``used1``/``used2`` how
+    often each of the ``n_templates`` rows is read first/second; ``groups`` ``(first, second)`` row
+    arrays, each ordered by its first template; ``place`` how the groups' scores go back in pair order:
+    ``("identity",)``, ``("two", kept, moved)`` (the kept pairs' positions as a mask, the turned pairs'
+    in their group's order) or ``("sorted", order)``."""
+
+    n_templates: int
+    n_pairs: int
+    used1: np.ndarray
+    used2: np.ndarray
+    groups: tuple[tuple[np.ndarray, np.ndarray], ...]
+    place: tuple
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The plan as named arrays (:meth:`from_arrays` reads them back), for an ``.npz``."""
+        kind = PLACE_KINDS.index(self.place[0])
+        out = {"shape": np.array([self.n_templates, self.n_pairs, len(self.groups), kind], dtype=np.int64),
+               "used1": self.used1, "used2": self.used2}
+        for index, (first, second) in enumerate(self.groups):
+            out[f"first{index}"], out[f"second{index}"] = first, second
+        for name, array in zip(PLACE_ARRAYS[self.place[0]], self.place[1:]):
+            out[name] = array
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "ScorePlan":
+        """:meth:`arrays` back; ValueError when they do not make a plan."""
+        n_templates, n_pairs, n_groups, kind = (int(v) for v in np.asarray(arrays["shape"]))
+        if not 1 <= n_groups <= 2 or not 0 <= kind < len(PLACE_KINDS):
+            raise ValueError(f"plan shape {n_templates, n_pairs, n_groups, kind} is not a plan's")
+        groups = tuple((arrays[f"first{i}"], arrays[f"second{i}"]) for i in range(n_groups))
+        place = (PLACE_KINDS[kind], *(arrays[name] for name in PLACE_ARRAYS[PLACE_KINDS[kind]]))
+        plan = cls(n_templates, n_pairs, arrays["used1"], arrays["used2"], groups, place)
+        plan.check()
+        return plan
+
+    def check(self) -> None:
+        """ValueError unless the arrays have the sizes, kinds and bounds the scoring indexes by (a damaged
+        cache entry must not index out of bounds)."""
+        sizes = [first.size for first, _ in self.groups]
+        if sum(sizes) != self.n_pairs or any(first.shape != second.shape or first.ndim != 1
+                                             for first, second in self.groups):
+            raise ValueError("plan groups do not cover the pairs")
+        for array in (self.used1, self.used2):
+            if array.shape != (self.n_templates,) or array.dtype.kind not in "iu":
+                raise ValueError("plan template counts have the wrong shape")
+        for first, second in self.groups:
+            for rows in (first, second):
+                if rows.dtype.kind not in "iu" or (rows.size and (int(rows.min()) < 0 or int(rows.max()) >= self.n_templates)):
+                    raise ValueError("plan rows outside the templates")
+        kind, *arrays = self.place
+        if kind == "two" and (arrays[0].shape != (self.n_pairs,) or arrays[0].dtype != bool
+                              or arrays[1].size != sizes[-1] or int(np.count_nonzero(arrays[0])) != sizes[0]):
+            raise ValueError("plan placement does not match its groups")
+        if kind == "sorted" and (arrays[0].shape != (self.n_pairs,) or arrays[0].dtype.kind not in "iu"):
+            raise ValueError("plan order has the wrong shape")
+        if kind != "identity" and any(a.dtype.kind in "iu" and a.size and (int(a.min()) < 0 or int(a.max()) >= self.n_pairs)
+                                      for a in arrays):
+            raise ValueError("plan placement outside the pairs")
+
+    def put_back(self, scores: list[np.ndarray]) -> np.ndarray:
+        """The groups' scores in pair order."""
+        kind, *arrays = self.place
+        if kind == "identity":
+            return scores[0]
+        out = np.empty(self.n_pairs, dtype=np.float32)
+        if kind == "two":
+            out[arrays[0]] = scores[0]
+            out[arrays[1]] = scores[1]
+        else:
+            out[arrays[0]] = scores[0]
+        return out
+
+
+PLACE_KINDS = ("identity", "two", "sorted")
+PLACE_ARRAYS = {"identity": (), "two": ("kept", "moved"), "sorted": ("order",)}
+
+
 def _reuse_scores(features, rows1, rows2, progress: bool, used, turned=None) -> np.ndarray:
     """``used``: how often each template is read first and second, ``turned``: the pairs
     :func:`_oriented` reads the other way round (None: none; ``rows1``, ``rows2`` as listed)."""
-    n_templates, dim = features.shape
+    return _reuse_run(features, _reuse_plan(rows1, rows2, features.shape[0], used, turned), progress)
+
+
+def _reuse_plan(rows1, rows2, n_templates: int, used, turned) -> ScorePlan:
     used1, used2 = used
     if np.count_nonzero(used2) < np.count_nonzero(used1):  # chunk the side with fewer templates
         rows1, rows2 = _turned(rows1, rows2, turned)
         rows1, rows2, used1, used2, turned = rows2, rows1, used2, used1, None
     groups, place = _score_groups(rows1, rows2, n_templates, turned)
+    return ScorePlan(n_templates, rows1.size, used1, used2, tuple((g["first"], g["second"]) for g in groups), place)
+
+
+def _reuse_run(features, plan: ScorePlan, progress: bool) -> np.ndarray:
+    """Score the pairs of ``plan`` (module docstring, ``"reuse"``)."""
+    n_templates, dim = features.shape
+    used1, used2 = plan.used1, plan.used2
     firsts = np.flatnonzero(used1)
     seconds = _padded(np.flatnonzero(used2), min(n_templates, 64), n_templates)
     column_of = np.zeros(n_templates, dtype=np.intp)
@@ -222,14 +342,14 @@ def _reuse_scores(features, rows1, rows2, progress: bool, used, turned=None) -> 
     row_in_chunk = np.zeros(n_templates, dtype=np.intp)
     slab_buffer = np.empty(max(per_chunk, min_rows) * seconds.size, dtype=np.float32)  # reused: no page faults
     pick_buffers = np.empty(PICK_CHUNK, dtype=np.intp), np.empty(PICK_CHUNK, dtype=np.intp)
-    if len(groups) == 1:
+    if len(plan.groups) == 1:
         counts = [used1]
     else:  # the kept pairs' counts without a pass over them
-        moved = _counts(groups[1]["first"], n_templates)
+        moved = _counts(plan.groups[1][0], n_templates)
         counts = [used1 - moved, moved]
-    for group, count in zip(groups, counts):  # each group's pairs in order of their first template
-        group["scores"] = np.empty(group["first"].size, dtype=np.float32)
-        group["offsets"] = np.concatenate([[0], np.cumsum(count[firsts])])
+    groups = [{"first": first, "second": second, "scores": np.empty(first.size, dtype=np.float32),
+               "offsets": np.concatenate([[0], np.cumsum(count[firsts])])}
+              for (first, second), count in zip(plan.groups, counts)]  # each in order of its first template
     starts = range(0, firsts.size, per_chunk)
     for start in tqdm(starts, desc="pair scores (reuse)", unit="chunk", disable=not progress):
         block = firsts[start : start + per_chunk]
@@ -241,12 +361,12 @@ def _reuse_scores(features, rows1, rows2, progress: bool, used, turned=None) -> 
             lo, hi = group["offsets"][start], group["offsets"][stop]
             _pick(slab.ravel(), row_in_chunk, column_of, seconds.size, group["first"][lo:hi], group["second"][lo:hi],
                   group["scores"][lo:hi], pick_buffers)
-    return place([group["scores"] for group in groups])
+    return plan.put_back([group["scores"] for group in groups])
 
 
 def _score_groups(rows1, rows2, n_templates: int, turned):
     """``(groups, place)``: the pairs in groups, each ordered by the template read first (dicts of
-    ``first``, ``second``), and a function putting the groups' scores back in pair order.
+    ``first``, ``second``), and how the groups' scores go back in pair order (:attr:`ScorePlan.place`).
     ``rows1``, ``rows2`` are the pairs as listed, ``turned`` (or None) those read the other way round.
 
     Pairs already in order (a protocol listed by enrolment template) are one group as they are.
@@ -254,31 +374,19 @@ def _score_groups(rows1, rows2, n_templates: int, turned):
     the others stay one group in their order and the turned ones (IJB-C: 1 %) are sorted apart;
     otherwise every pair is sorted (a stable order, so the scores are the same in every case)."""
     if turned is None and _non_decreasing(rows1):
-        return [{"first": rows1, "second": rows2}], lambda scores: scores[0]
+        return [{"first": rows1, "second": rows2}], ("identity",)
     if turned is not None:
         kept = ~turned
         first = rows1[kept]
         if _non_decreasing(first):  # no order of every pair: only the turned ones are sorted
             moved = np.flatnonzero(turned)
             moved = moved[_grouping_order(rows2[moved], n_templates)]
-
-            def place_two(scores):
-                out = np.empty(rows1.size, dtype=np.float32)
-                out[kept] = scores[0]
-                out[moved] = scores[1]
-                return out
-
-            return [{"first": first, "second": rows2[kept]}, {"first": rows2[moved], "second": rows1[moved]}], place_two
+            return [{"first": first, "second": rows2[kept]}, {"first": rows2[moved], "second": rows1[moved]}], \
+                ("two", kept, moved)
         del first
         rows1, rows2 = _turned(rows1, rows2, turned)
     order = _grouping_order(rows1, n_templates)
-
-    def place_sorted(scores):
-        out = np.empty(rows1.size, dtype=np.float32)
-        out[order] = scores[0]
-        return out
-
-    return [{"first": rows1[order], "second": rows2[order]}], place_sorted
+    return [{"first": rows1[order], "second": rows2[order]}], ("sorted", order)
 
 
 PICK_CHUNK = 1 << 16  # pairs picked out of a slab at a time: their indices stay in cache
