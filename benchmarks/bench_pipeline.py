@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py lives beside this script
-from harness import machine  # noqa: E402
+from harness import machine, without_bytecode_override  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -99,7 +99,7 @@ def critical_path(jobs: list[Job]) -> tuple[float, list[Job]]:
 def run_pipeline(target: str) -> Path:
     workdir = Path(tempfile.mkdtemp(prefix="bench_pipeline."))
     shutil.copy(REPO / "params.yaml", workdir / "params.yaml")
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = {**without_bytecode_override(os.environ), "PATH": f"{BIN}:{os.environ['PATH']}"}
     subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", target],
                    check=True, env=env)
     return workdir
