@@ -61,7 +61,7 @@ def test_a_plan_is_none_where_auto_does_not_take_reuse_and_refuses_other_feature
         scoring.pair_scores(ids[:-1], features[:-1], protocols["identity"], plan=plan)
 
 
-@pytest.mark.parametrize("damage", ["row", "place", "groups", "counts"])
+@pytest.mark.parametrize("damage", ["row", "place", "groups", "counts", "kind", "moved_dtype"])
 def test_plan_arrays_out_of_bounds_are_refused(monkeypatch, damage):
     monkeypatch.setattr(scoring, "GRAM_SLAB_BYTES", 4 * 2000 * 100)
     ids, _, protocols = _protocols(np.random.default_rng(5))
@@ -72,8 +72,13 @@ def test_plan_arrays_out_of_bounds_are_refused(monkeypatch, damage):
         arrays["moved"][0] = arrays["kept"].size
     elif damage == "groups":
         arrays["first1"] = arrays["first1"][:-1]
-    else:
+    elif damage == "counts":
         arrays["used1"] = arrays["used1"][:-1]
+    elif damage == "kind":
+        arrays["shape"][3] = scoring.PLACE_KINDS.index("sorted")  # two groups under a one-group placement
+        arrays["order"] = np.arange(arrays["kept"].size)
+    else:
+        arrays["moved"] = arrays["moved"].astype(np.float64)
     with pytest.raises(ValueError):
         scoring.ScorePlan.from_arrays(arrays)
 

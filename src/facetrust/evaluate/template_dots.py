@@ -286,7 +286,10 @@ class ScorePlan:
                 if rows.dtype.kind not in "iu" or (rows.size and (int(rows.min()) < 0 or int(rows.max()) >= self.n_templates)):
                     raise ValueError("plan rows outside the templates")
         kind, *arrays = self.place
+        if len(self.groups) != (2 if kind == "two" else 1):
+            raise ValueError(f"a {kind!r} plan with {len(self.groups)} groups")
         if kind == "two" and (arrays[0].shape != (self.n_pairs,) or arrays[0].dtype != bool
+                              or arrays[1].ndim != 1 or arrays[1].dtype.kind not in "iu"
                               or arrays[1].size != sizes[-1] or int(np.count_nonzero(arrays[0])) != sizes[0]):
             raise ValueError("plan placement does not match its groups")
         if kind == "sorted" and (arrays[0].shape != (self.n_pairs,) or arrays[0].dtype.kind not in "iu"):
