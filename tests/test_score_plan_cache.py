@@ -178,3 +178,11 @@ def test_pooling_equals_scipy_s_sparse_product_bit_for_bit():
         got = weighted_group_sum(groups[order], 700, weights[order], x[order], block_rows=512)
         want = group_matrix(groups[order], 700, weights[order]) @ x[order].astype(np.float64)
         assert got.tobytes() == want.tobytes()
+
+
+def test_the_pooling_kernel_falls_back_to_the_package_import():
+    code = ("import sys, importlib.machinery as m; m.EXTENSION_SUFFIXES[:] = ['.nothing']; "
+            "from facetrust.evaluate.fusion import csr_times_dense; f = csr_times_dense(); "
+            "print(f.__name__, 'scipy.sparse' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["csr_matvecs", "True"]

@@ -48,16 +48,22 @@ def csr_times_dense():
     if module is None:
         try:
             import importlib.util
+            from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader
 
             import scipy
 
-            found = sorted(Path(scipy.__file__).parent.joinpath("sparse").glob("_sparsetools.*"))
-            spec = importlib.util.spec_from_file_location("scipy.sparse._sparsetools", found[0]) if found else None
-            if spec is None or spec.loader is None:
+            folder = Path(scipy.__file__).parent / "sparse"
+            found = [folder / f"_sparsetools{suffix}" for suffix in EXTENSION_SUFFIXES
+                     if (folder / f"_sparsetools{suffix}").is_file()]  # the compiled module only, never a stub
+            if not found:
                 raise ImportError("scipy.sparse._sparsetools not found")
+            name = "scipy.sparse._sparsetools"
+            spec = importlib.util.spec_from_loader(name, ExtensionFileLoader(name, str(found[0])), origin=str(found[0]))
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            sys.modules["scipy.sparse._sparsetools"] = module  # the package's own import reuses it
+            if type(module.csr_matvecs).__name__ != "builtin_function_or_method":
+                raise ImportError("scipy.sparse._sparsetools is not the compiled kernel")
+            sys.modules[name] = module  # the package's own import reuses it
         except Exception:  # noqa: BLE001 - any failure: the package's way
             from scipy.sparse import _sparsetools as module
     return module.csr_matvecs
@@ -68,8 +74,8 @@ def weighted_group_sum(group_index: np.ndarray, n_groups: int, weights: np.ndarr
     """Σ_i weights[i]·x[i] over the rows of each group, float64 (n_groups, D).
 
     The same floats as ``group_matrix(group_index, n_groups, weights) @ x.astype(np.float64)`` (the same
-    kernel, :func:`csr_times_dense`): the sparse product is taken a block of whole groups at a time, so only ``block_rows`` rows are
-    converted to float64 at once and each block is one pass over contiguous full-width rows (the
+    kernel, :func:`csr_times_dense`): the sparse product is taken a block of whole groups at a time, so
+    only ``block_rows`` rows are converted to float64 at once and each block is one pass over contiguous full-width rows (the
     product adds a group's terms one by one in row order, whichever block it runs in).  Rows of a
     group must be contiguous (IJB lists a template's images together, in any template order); if
     they are not, rows are first put in group order (stable, keeping each group's row order).
