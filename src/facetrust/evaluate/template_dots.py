@@ -97,15 +97,11 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
             raise InputError(f"pair scores: the plan is for {plan.n_templates} templates, the features have "
                              f"{features.shape[0]}")
         return _reuse_run(features, plan, progress)
-    pairs = np.asarray(pairs)
-    if pairs.ndim != 2 or pairs.shape[1] != 2:
-        raise InputError(f"pairs must be (P, 2), got {pairs.shape}")
     if method not in METHODS:
         raise ConfigError(f"pair_scores method: {method!r} is not one of {list(METHODS)}")
-    rows = template_rows(template_ids, pairs)
     features = np.ascontiguousarray(features, dtype=np.float32)
     n_templates = features.shape[0]
-    rows1, rows2, used, turned = _oriented(rows[:, 0], rows[:, 1], n_templates)
+    pairs, rows1, rows2, used, turned = _oriented_pairs(template_ids, pairs, n_templates)
     if method == "auto":
         method = _auto_method(used, pairs.shape[0], n_templates)
     if method == "gather":
@@ -113,6 +109,16 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     if method == "gram":
         return _gram_scores(features, *_turned(rows1, rows2, turned), progress)
     return _reuse_scores(features, rows1, rows2, progress, used, turned)
+
+
+def _oriented_pairs(template_ids, pairs, n_templates: int):
+    """``(pairs, rows1, rows2, used, turned)``: the (P, 2) ``pairs`` checked, their template rows read as
+    :func:`_oriented` reads them."""
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise InputError(f"pairs must be (P, 2), got {pairs.shape}")
+    rows = template_rows(template_ids, pairs)
+    return (pairs, *_oriented(rows[:, 0], rows[:, 1], n_templates))
 
 
 def _auto_method(used, n_pairs: int, n_templates: int) -> str:
@@ -128,13 +134,8 @@ def score_plan(template_ids: np.ndarray, pairs: np.ndarray) -> "ScorePlan | None
     (what :func:`_oriented` and :func:`_score_groups` compute).  It depends on the protocol's pairs and
     template ids only, never on the features, so a protocol scored for many models is planned once
     (``evaluate.score_plan_cache``).  None when ``"auto"`` would take ``"gather"`` or ``"gram"``."""
-    pairs = np.asarray(pairs)
-    if pairs.ndim != 2 or pairs.shape[1] != 2:
-        raise InputError(f"pairs must be (P, 2), got {pairs.shape}")
-    template_ids = np.asarray(template_ids)
-    n_templates = template_ids.size
-    rows = template_rows(template_ids, pairs)
-    rows1, rows2, used, turned = _oriented(rows[:, 0], rows[:, 1], n_templates)
+    n_templates = np.asarray(template_ids).size
+    pairs, rows1, rows2, used, turned = _oriented_pairs(template_ids, pairs, n_templates)
     if _auto_method(used, pairs.shape[0], n_templates) != "reuse":
         return None
     return _reuse_plan(rows1, rows2, n_templates, used, turned)
@@ -304,11 +305,8 @@ class ScorePlan:
         if kind == "identity":
             return scores[0]
         out = np.empty(self.n_pairs, dtype=np.float32)
-        if kind == "two":
-            out[arrays[0]] = scores[0]
-            out[arrays[1]] = scores[1]
-        else:
-            out[arrays[0]] = scores[0]
+        for where, group_scores in zip(arrays, scores):  # "two": kept mask, turned positions; "sorted": order
+            out[where] = group_scores
         return out
 
 
