@@ -80,6 +80,24 @@ def test_synth_schema_describes_every_synth_config_field_with_its_default():
         assert properties[name]["description"], name
 
 
+def test_train_schema_defaults_are_train_config_defaults():
+    """A model's ``train`` block is filled from the schema's defaults before TrainConfig sees it:
+    the two must agree, or a value would depend on which way a run is started."""
+    import dataclasses
+
+    from facetrust.config import schema
+    from facetrust.train.config import TrainConfig
+
+    properties = schema()["$defs"]["train"]["properties"]
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    with_default = {name: spec["default"] for name, spec in properties.items() if "default" in spec}
+    assert "memory_format" in with_default and set(with_default) <= set(fields)
+    for name, default in with_default.items():
+        field = fields[name]
+        expected = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        assert default == expected, name
+
+
 def test_unknown_synth_key_is_named(params):
     params["synth"] = {"train_identites": 3}
     with pytest.raises(ConfigError, match="'train_identites' was unexpected"):

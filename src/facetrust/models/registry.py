@@ -37,13 +37,10 @@ def available_backbones() -> list[str]:
 def build_backbone(name: str, embedding_size: int = 512, **options) -> nn.Module:
     """Build the backbone registered as ``name``; unknown names raise ConfigError listing the allowed ones.
 
-    The weights are in PyTorch's default NCHW layout, the layout every trainer keeps: channels-last
-    (NHWC) trains the embedded default ~1.26x faster on CPU, but ATen's channels-last training batch
-    norm estimates the batch statistics less accurately (forward error 1.5e-5 against NCHW's 4e-7,
-    against float64), which moved a one-process run ~250x further from the two-process run (whose
-    GlooSyncBatchNorm is two-pass) than NCHW does (tests/integration/test_slurm.py;
-    docs/ARCHITECTURE.md "Memory layout").  A loaded model runs channels-last
-    (:func:`inference_layout`): in eval mode batch norm uses its running statistics."""
+    The weights are in PyTorch's default NCHW layout.  The trainer moves them to channels-last
+    (NHWC) for one CPU process where :func:`nhwc_safe` (``memory_format``,
+    :func:`facetrust.train.trainer.training_layout`, which says why data-parallel and CUDA runs
+    stay NCHW); a loaded model runs channels-last (:func:`inference_layout`).  Checkpoints are NCHW."""
     return BACKBONES.get(name)(embedding_size=embedding_size, **options)
 
 
@@ -67,8 +64,8 @@ def inference_layout(model: nn.Module) -> nn.Module:
     inversion) 1.1-1.3x faster (benchmarks/README.md note 9).  A convolution
     given NCHW input and NHWC weights computes in NHWC, so callers pass images as they are.  The
     values are those of NCHW up to float32 rounding (a few 1e-6 relative; the sum order differs);
-    the same model and input give the same bytes on every run.  Trainers keep NCHW (see
-    :func:`build_backbone`)."""
+    the same model and input give the same bytes on every run.  Training has its own rule
+    (:func:`facetrust.train.trainer.training_layout`)."""
     if nhwc_safe(model):
         model.to(memory_format=torch.channels_last)
     return model

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from facetrust.errors import ConfigError
 
 LR_SCHEDULES = ("step", "cosine", "poly")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 # Keys that may differ between a run and its resumption: they change how fast a run goes or when
 # it stops, never the numbers it computes.
@@ -54,6 +55,10 @@ class TrainConfig:
     # Partial FC (An et al., CVPR 2022): {sample_rate: r}; the class centres sharded over the DDP
     # processes, r of each shard sampled per step (facetrust.train.partial_fc).  None: the full FC.
     partial_fc: dict | None = None
+    # The layout the model trains in (facetrust.train.trainer.training_layout): "auto" is
+    # channels-last (NHWC) for one CPU process where the backbone allows it, NCHW ("contiguous")
+    # otherwise.  Checkpoints are NCHW whatever the layout.
+    memory_format: str = "auto"
 
     def __post_init__(self) -> None:
         self.input_size = _size(self.input_size)
@@ -70,6 +75,10 @@ class TrainConfig:
             raise ConfigError(f"train config 'backbone' must be a backbone name, got {self.backbone!r}")
         if "kind" not in self.head:
             raise ConfigError("train config 'head' needs a 'kind' (e.g. {'kind': 'arcface'})")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ConfigError(
+                f"train config 'memory_format' is {self.memory_format!r}; allowed: {', '.join(MEMORY_FORMATS)}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"train config 'lr_schedule' is {self.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}"

@@ -21,11 +21,17 @@ Determinism: the backbone is initialised after ``torch.manual_seed(seed)``, the 
 generator, the sample order from Generator(seed + epoch), flips from (seed, epoch, index); on the
 CPU ``torch.use_deterministic_algorithms(True)``.  The same config gives a bit-identical
 checkpoint, and a resumed run ends bit-identical to an uninterrupted one (same thread count).
+
+Memory layout (``memory_format``, :func:`training_layout`): one CPU process trains channels-last
+(NHWC) where the backbone allows it (:func:`facetrust.models.registry.nhwc_safe`), ~1.2-1.3x the
+NCHW step of the params.yaml backbones; data-parallel runs and CUDA train NCHW unless the config
+asks.  The checkpoint holds NCHW tensors either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -171,6 +177,9 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
     # Partial FC: keep this process's rows of the head before anything moves to the device.
     sharded = shard_head(model, config.partial_fc, config.seed, info) if config.partial_fc else None
     model.to(info.device)
+    layout = training_layout(model, config, info)
+    if layout != "contiguous":
+        log(f"memory layout: {layout}")
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -203,7 +212,7 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
             head_state, optimizer_state = sharded.full_state_dict(), sharded.full_optimizer_state(optimizer)
         if not info.is_main:
             return None
-        return {
+        return nchw({
             "backbone": model.backbone.state_dict(),
             "head": head_state,
             "scale_head": None if model.scale_head is None else model.scale_head.state_dict(),
@@ -216,7 +225,7 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
             "feature_map_shape": list(model.backbone.feature_map_shape),
             "rng": rng_state(info.device),
             "config": config.to_dict(),
-        }
+        })
 
     def save() -> None:
         if info.is_main or sharded is not None:  # every process takes part in gathering the shards
@@ -255,6 +264,49 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
         save()
     barrier(info)
     return checkpoint_file
+
+
+def training_layout(model: torch.nn.Module, config: TrainConfig, info: DistInfo) -> str:
+    """Put ``model``'s 4-D weights in the layout it trains in, in place; returns ``"channels_last"``
+    or ``"contiguous"`` (NCHW).
+
+    ``memory_format: auto`` is channels-last for one CPU process when
+    :func:`~facetrust.models.registry.nhwc_safe`.  Why not elsewhere: ATen's channels-last training
+    batch norm sums a channel's batch statistics sequentially in float32 (forward error 1.5e-5
+    against NCHW's 4e-7, against float64), which the two-process run's two-pass
+    ``GlooSyncBatchNorm`` does not, so NCHW is the layout in which a data-parallel run equals one
+    process (``tests/test_ddp.py``); and that composite batch norm in NHWC costs what the
+    convolutions save (1.04x the NCHW step; benchmarks/README.md note 12).  On CUDA NCHW stays the
+    default until a GPU run has measured it.  ``channels_last`` asks for it anywhere, refused for a
+    CPU model that is not ``nhwc_safe`` (its NHWC backward corrupts the heap in PyTorch 2.14)."""
+    from facetrust.models.registry import nhwc_safe
+
+    wanted = config.memory_format
+    if wanted == "auto":
+        wanted = ("channels_last" if info.device.type == "cpu" and not info.distributed and nhwc_safe(model)
+                  else "contiguous")
+    elif wanted == "channels_last" and info.device.type == "cpu" and not nhwc_safe(model):
+        raise ConfigError("train config 'memory_format' is 'channels_last', but the backbone has a strided 1x1 "
+                          "convolution reading fewer than 8 channels, whose channels-last backward is broken on "
+                          "the CPU in this PyTorch; use 'auto' or 'contiguous' (or a width of 8 or more)")
+    if wanted == "channels_last":
+        model.to(memory_format=torch.channels_last)
+    return wanted
+
+
+def nchw(value):
+    """``value`` (a checkpoint payload: nested dicts, lists and tensors) with every tensor in
+    PyTorch's default contiguous layout: a checkpoint is NCHW whatever layout trained it."""
+    if isinstance(value, torch.Tensor):
+        return value.contiguous()
+    if isinstance(value, dict):
+        out = copy.copy(value)  # a new container of the same type (a state dict keeps its _metadata)
+        for key, item in value.items():
+            out[key] = nchw(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return type(value)(nchw(item) for item in value)
+    return value
 
 
 def _last_good(checkpoint_file: Path) -> str:
