@@ -4,7 +4,9 @@ For every model of ``params.yaml`` (backbone + margin head as ``facetrust train`
 times, on random inputs of the model's size, best of ``--repeat``:
 
 - **train**: one SGD step (forward, margin-head loss, backward, update) on a batch of the model's
-  ``batch_size``, in samples/s;
+  ``batch_size``, in samples/s, in the layout ``facetrust train`` trains in
+  (``train.trainer.training_layout``: channels-last where the backbone allows it), beside the plain
+  NCHW step of the same model (``train_plain_nchw_samples_per_s``, ``train_over_plain_nchw``);
 - **embed**: the forward pass ``facetrust embed`` makes (the image and its mirror, F1) in
   ``torch.no_grad`` on batches of 256, in images/s, in the layout a loaded model runs in
   (``models.registry.inference_layout``: channels-last), beside the plain loop of the same backbone
@@ -105,7 +107,18 @@ def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int) 
     model.train()
     train_step()  # warm-up: allocations, lazy initialisation
     train_flops = _flops(train_step) / batch
-    train_cpu, train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
+    # the plain loop (PyTorch's default NCHW), then the layout `facetrust train` trains in
+    plain_train_cpu, plain_train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
+    from facetrust.train.config import TrainConfig
+    from facetrust.train.distributed import DistInfo
+    from facetrust.train.trainer import training_layout
+
+    train_layout = training_layout(model, TrainConfig.from_params({"models": {name: config}}, name), DistInfo())
+    if train_layout != "contiguous":
+        train_step()
+        train_cpu, train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
+    else:
+        train_cpu, train_wall = plain_train_cpu, plain_train_wall
 
     from facetrust.models.registry import inference_layout
 
@@ -126,6 +139,10 @@ def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int) 
     return {"model": name, "backbone": config["backbone"], "input_size": list(config["input_size"]),
             "batch_size": batch, "train_samples_per_s": batch * steps / train_cpu,
             "train_samples_per_s_wall": batch * steps / train_wall, "train_gflop_per_sample": train_flops / 1e9,
+            "train_layout": "channels_last" if train_layout == "channels_last" else "nchw",
+            "train_plain_nchw_samples_per_s": batch * steps / plain_train_cpu,
+            "train_plain_nchw_samples_per_s_wall": batch * steps / plain_train_wall,
+            "train_over_plain_nchw": plain_train_cpu / train_cpu,
             "embed_images_per_s": embed_batch * steps / embed_cpu,
             "embed_images_per_s_wall": embed_batch * steps / embed_wall, "embed_gflop_per_image": embed_flops / 1e9,
             "embed_layout": _layout(backbone),
@@ -178,9 +195,11 @@ def trainer_side_by_side(name: str, params_file: Path, work: Path, repeat: int) 
                                       text=True).stdout.splitlines()[-1])
     trainer = max(runs)
     return {"model": name, "float_path": "pinned (AVX2), one thread, wall time", "epochs": 2,
-            "trainer_images_per_s": trainer, "trainer_runs": runs,
-            "plain_step_samples_per_s": plain["train_samples_per_s_wall"],
-            "trainer_over_plain": trainer / plain["train_samples_per_s_wall"],
+            "trainer_images_per_s": trainer, "trainer_runs": runs, "trainer_layout": plain["train_layout"],
+            "plain_step_samples_per_s": plain["train_plain_nchw_samples_per_s_wall"],
+            "trainer_over_plain": trainer / plain["train_plain_nchw_samples_per_s_wall"],
+            "layout_step_samples_per_s": plain["train_samples_per_s_wall"],
+            "trainer_over_layout_step": trainer / plain["train_samples_per_s_wall"],
             "plain_gflop_per_sample": plain["train_gflop_per_sample"]}
 
 
@@ -227,15 +246,20 @@ def main() -> None:
                   f"{r['train_fraction_of_sgemm']:.2f}", f"{r['embed_images_per_s']:,.0f}",
                   f"{r['embed_fraction_of_sgemm']:.2f}"] for r in rows],
                 ["model", "backbone", "input", "train samples/s", "x sgemm", "embed img/s", "x sgemm"]))
-    print(table([[r["model"], r["embed_layout"], f"{r['embed_images_per_s']:,.0f}", f"{r['embed_plain_nchw_images_per_s']:,.0f}",
+    print(table([[r["model"], r["train_layout"], f"{r['train_samples_per_s']:,.0f}",
+                  f"{r['train_plain_nchw_samples_per_s']:,.0f}", f"{r['train_over_plain_nchw']:.2f}",
+                  r["embed_layout"], f"{r['embed_images_per_s']:,.0f}", f"{r['embed_plain_nchw_images_per_s']:,.0f}",
                   f"{r['embed_over_plain_nchw']:.2f}"] for r in rows],
-                ["model", "embed layout", "embed img/s", "plain NCHW img/s", "ratio"]))
+                ["model", "train layout", "train samples/s", "plain NCHW", "ratio",
+                 "embed layout", "embed img/s", "plain NCHW img/s", "ratio"]))
     print(f"one thread, CPU time; sgemm {peak:.0f} GFLOP/s")
     if not args.quick:
         name = next(iter(models))
         side = trainer_side_by_side(name, Path(args.params), args.work, args.repeat)
-        print(f"{name}: facetrust train {side['trainer_images_per_s']:,.0f} img/s beside the plain step "
-              f"{side['plain_step_samples_per_s']:,.0f} samples/s ({side['trainer_over_plain']:.2f}x; {side['float_path']})")
+        print(f"{name}: facetrust train ({side['trainer_layout']}) {side['trainer_images_per_s']:,.0f} img/s beside the "
+              f"plain NCHW step {side['plain_step_samples_per_s']:,.0f} samples/s ({side['trainer_over_plain']:.2f}x) and "
+              f"the {side['trainer_layout']} step {side['layout_step_samples_per_s']:,.0f} "
+              f"({side['trainer_over_layout_step']:.2f}x; {side['float_path']})")
         # Headline: the default model's training throughput as a fraction of the sgemm bound.
         payload = {"sgemm_gflops": peak, "models": rows, "ratio": rows[0]["train_fraction_of_sgemm"],
                    "trainer_beside_plain_loop": side}

@@ -62,6 +62,35 @@ def test_sphereface_protocol_on_a_tiny_hand_made_set():
         assert result.fold_accuracies[fold] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sphereface_ten_folds_at_once_equal_each_fold_done_by_hand_with_bootstrap_weights(seed):
+    """All folds are scored and thresholded at once (one (P, K) score matrix); each fold must be
+    what evaluation.m does to it alone, with pairs repeated by integer bootstrap weights (0 drops a pair)."""
+    rng = np.random.default_rng(seed)
+    n, d, thr_num = 230, 12, 1000
+    left = rng.normal(size=(n, d))
+    right = 0.6 * left + rng.normal(size=(n, d))
+    issame = rng.random(n) < 0.5
+    weights = rng.integers(0, 4, n).astype(float)
+    result = sphereface_ten_fold(left, right, issame, thr_num=thr_num, weights=weights)
+    grid = np.arange(-thr_num, thr_num + 1) / thr_num
+    edges = np.r_[0, np.cumsum(np.full(10, n // 10) + (np.arange(10) < n % 10))]
+    for fold in range(10):
+        test = np.zeros(n, bool)
+        test[edges[fold]:edges[fold + 1]] = True
+        rows = np.repeat(np.arange(n)[~test], weights[~test].astype(int))  # the repeated training pairs
+        mu = np.vstack([left[rows], right[rows]]).mean(axis=0)
+        a, b = left - mu, right - mu
+        scores = np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        train_acc = np.array([(np.sum(scores[rows][issame[rows]] > t) + np.sum(scores[rows][~issame[rows]] < t))
+                              for t in grid]) / rows.size
+        threshold = np.mean(grid[train_acc == train_acc.max()])
+        held = np.repeat(np.arange(n)[test], weights[test].astype(int))
+        expected = (np.sum(scores[held][issame[held]] > threshold) + np.sum(scores[held][~issame[held]] < threshold))
+        assert result.fold_thresholds[fold] == pytest.approx(threshold, abs=1e-12)
+        assert result.fold_accuracies[fold] == pytest.approx(expected / held.size)
+
+
 def test_concatenated_features_recover_the_flipped_image_from_the_sum():
     original, flipped = np.array([[1.0, 2.0]]), np.array([[3.0, -1.0]])
     assert concatenated_features(original + flipped, original).tolist() == [[1.0, 2.0, 3.0, -1.0]]

@@ -191,6 +191,7 @@ rule invert_select:
     benchmark:
         "logs/benchmark/explain/invert_select/{model}.tsv"
     threads: THREADS
+    priority: LONG_PRIORITY
     conda:
         "../../envs/facetrust.yaml"
     resources:
@@ -231,6 +232,7 @@ rule invert:
     benchmark:
         "logs/benchmark/explain/invert/{model}.tsv"
     threads: THREADS
+    priority: LONG_PRIORITY
     conda:
         "../../envs/facetrust.yaml"
     resources:

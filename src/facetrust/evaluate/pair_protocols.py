@@ -80,11 +80,18 @@ def sphereface_accuracy(scores, same, thresholds, weights=None) -> np.ndarray:
     return (accepted + rejected) / w.sum()
 
 
+def pair_dots(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(l·r, l·l, r·r)`` per pair: the part of :func:`sphereface_ten_fold` no weight changes."""
+    left, right = np.asarray(left, dtype=np.float64), np.asarray(right, dtype=np.float64)
+    return tuple(np.einsum("ij,ij->i", a, b) for a, b in ((left, right), (left, left), (right, right)))
+
+
 def sphereface_ten_fold(left, right, issame, *, n_folds: int = 10, thr_num: int = SPHEREFACE_THRESHOLDS,
-                        weights=None) -> FoldAccuracy:
+                        weights=None, dots=None) -> FoldAccuracy:
     """SphereFace's 10-fold LFW accuracy of concatenated features ``left``/``right`` (P, 2D).
 
     ``weights`` (P,) repeat pairs (bootstrap); the training mean and the accuracies are weighted.
+    ``dots``: :func:`pair_dots` of the same features, computed once for many weightings.
     """
     left, right = np.asarray(left, dtype=np.float64), np.asarray(right, dtype=np.float64)
     issame = np.asarray(issame, dtype=bool)
@@ -92,26 +99,40 @@ def sphereface_ten_fold(left, right, issame, *, n_folds: int = 10, thr_num: int 
         raise InputError(f"sphereface protocol: features {left.shape}, {right.shape} and {issame.size} labels differ")
     w = np.ones(issame.size) if weights is None else np.asarray(weights, dtype=np.float64)
     thresholds = np.arange(-thr_num, thr_num + 1) / thr_num
-    # cos(l − μ, r − μ) from dot products computed once: (l·r − l·μ − r·μ + μ·μ) / (‖l − μ‖ ‖r − μ‖),
-    # ‖x − μ‖² = x·x − 2 x·μ + μ·μ; per fold only the products with μ change (two matrix-vector
-    # products instead of re-normalising both feature matrices: what makes 1000 bootstrap
-    # replicates affordable)
-    lr, ll, rr = (np.einsum("ij,ij->i", a, b) for a, b in ((left, right), (left, left), (right, right)))
+    folds = fold_indices(issame.size, n_folds)
+    fold_of = np.repeat(np.arange(n_folds), [fold.size for fold in folds])  # folds are contiguous blocks
+    # Every fold at once.  Training weights per fold (K, P): the test pairs' weights zeroed.
+    w_train = np.broadcast_to(w, (n_folds, w.size)).copy()
+    w_train[fold_of, np.arange(w.size)] = 0.0
+    train_sums = w_train.sum(axis=1)
+    # the training folds' mean feature (both images of every training pair), one row per fold
+    mu = (w_train @ left + w_train @ right) / (2.0 * train_sums[:, None])
+    # cos(l − μ, r − μ) from dot products: (l·r − l·μ − r·μ + μ·μ) / (‖l − μ‖ ‖r − μ‖), with
+    # ‖x − μ‖² = x·x − 2 x·μ + μ·μ; (P, K) scores, pair p scored with fold k's mean
+    lr, ll, rr = pair_dots(left, right) if dots is None else dots
+    lm, rm, mm = left @ mu.T, right @ mu.T, np.einsum("kj,kj->k", mu, mu)
+    norms = np.sqrt(np.maximum(ll[:, None] - 2 * lm + mm, 0.0) * np.maximum(rr[:, None] - 2 * rm + mm, 0.0))
+    scores = (lr[:, None] - lm - rm + mm) / np.maximum(norms, np.finfo(np.float64).tiny)
+    # the training accuracy of every fold at every threshold (sphereface_accuracy, K grids at once:
+    # each score binned into the grid, the bins of fold k offset by k · (T + 1))
+    gaps = thresholds.size + 1
+    offsets = np.arange(n_folds) * gaps
+    genuine = np.broadcast_to(issame[:, None], scores.shape)
+    train_w = w_train.T  # (P, K)
+    below = np.bincount((np.searchsorted(thresholds, scores[genuine], side="left")
+                         + np.broadcast_to(offsets, scores.shape)[genuine]),
+                        train_w[genuine], minlength=n_folds * gaps).reshape(n_folds, gaps)
+    at_or_below = np.bincount((np.searchsorted(thresholds, scores[~genuine], side="right")
+                               + np.broadcast_to(offsets, scores.shape)[~genuine]),
+                              train_w[~genuine], minlength=n_folds * gaps).reshape(n_folds, gaps)
+    accepted = np.cumsum(below[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    rejected = np.cumsum(at_or_below, axis=1)[:, :-1]
+    train_accuracy = (accepted + rejected) / train_sums[:, None]
     accuracies, chosen = [], []
-    for test in fold_indices(issame.size, n_folds):
-        train = np.setdiff1d(np.arange(issame.size), test, assume_unique=True)
-        wt = w[train]
-        # mean of the training folds' features: the test pairs' weights zeroed instead of copying the
-        # training rows out (two (P, 2D) copies per fold were most of a bootstrap replicate's time)
-        w_train = w.copy()
-        w_train[test] = 0.0
-        mu = (w_train @ left + w_train @ right) / (2.0 * wt.sum())
-        lm, rm, mm = left @ mu, right @ mu, mu @ mu
-        norms = np.sqrt(np.maximum(ll - 2 * lm + mm, 0.0) * np.maximum(rr - 2 * rm + mm, 0.0))
-        scores = (lr - lm - rm + mm) / np.maximum(norms, np.finfo(np.float64).tiny)
-        train_accuracy = sphereface_accuracy(scores[train], issame[train], thresholds, wt)
-        threshold = float(np.mean(thresholds[train_accuracy == train_accuracy.max()]))  # tied thresholds averaged
-        accuracies.append(sphereface_accuracy(scores[test], issame[test], np.array([threshold]), w[test])[0])
+    for k, test in enumerate(folds):
+        best = train_accuracy[k] == train_accuracy[k].max()
+        threshold = float(np.mean(thresholds[best]))  # tied thresholds averaged
+        accuracies.append(sphereface_accuracy(scores[test, k], issame[test], np.array([threshold]), w[test])[0])
         chosen.append(threshold)
     return FoldAccuracy(np.asarray(accuracies), np.asarray(chosen))
 

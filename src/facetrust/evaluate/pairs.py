@@ -250,8 +250,9 @@ def _protocol_accuracy(protocol: str, embeddings, emb1, emb2, issame, score_valu
         noflip = load_embeddings(embeddings.path, flip=False).features
         both = pair_protocols.concatenated_features(embeddings.features, noflip)
         left, right = both[0::2], both[1::2]
+        dots = pair_protocols.pair_dots(left, right)
         return lambda weights=None: pair_protocols.sphereface_ten_fold(left, right, issame, n_folds=n_folds,
-                                                                       weights=weights)
+                                                                       weights=weights, dots=dots)
     if score_values is not None:
         return lambda weights=None: pair_protocols.score_ten_fold(score_values, issame, n_folds=n_folds,
                                                                   weights=weights)
