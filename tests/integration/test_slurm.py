@@ -269,6 +269,11 @@ def test_two_task_model_trains_data_parallel_in_one_srun_step_like_one_process(
     from facetrust.train.trainer import train
 
     config = json.loads((project / "models" / "arcface_ddp" / "config.json").read_text())
+    # memory_format auto trains a data-parallel run NCHW (a one-process run of this width would be
+    # channels-last, whose batch-norm sums drift 5e-4 in 4 steps: docs/ARCHITECTURE.md, Memory
+    # layout); the reference is the one-process run in the layout the two processes used
+    assert config["memory_format"] == "auto" and "memory layout: channels_last" not in log
+    config["memory_format"] = "contiguous"
     train(config, project / "data" / "synth" / "train", tmp_path / "single", device="cpu")
     ddp = torch.load(project / target, weights_only=True)
     single = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)
