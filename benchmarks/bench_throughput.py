@@ -122,7 +122,7 @@ def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int) 
 
     from facetrust.models.registry import inference_layout
 
-    backbone = model.backbone.eval()
+    backbone = model.backbone.eval().to(memory_format=torch.contiguous_format)  # the plain loop's NCHW again
     inputs = torch.randn(embed_batch, 3, height, width)
 
     def embed():
