@@ -276,7 +276,7 @@ def training_layout(model: torch.nn.Module, config: TrainConfig, info: DistInfo)
     against NCHW's 4e-7, against float64), which the two-process run's two-pass
     ``GlooSyncBatchNorm`` does not, so NCHW is the layout in which a data-parallel run equals one
     process (``tests/test_ddp.py``); and that composite batch norm in NHWC costs what the
-    convolutions save (1.04x the NCHW step; benchmarks/README.md note 12).  On CUDA NCHW stays the
+    convolutions save (1.04x the NCHW step; benchmarks/README.md note 11).  On CUDA NCHW stays the
     default until a GPU run has measured it.  ``channels_last`` asks for it anywhere, refused for a
     CPU model that is not ``nhwc_safe`` (its NHWC backward corrupts the heap in PyTorch 2.14)."""
     from facetrust.models.registry import nhwc_safe
