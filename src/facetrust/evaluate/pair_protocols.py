@@ -68,16 +68,24 @@ def sphereface_accuracy(scores, same, thresholds, weights=None) -> np.ndarray:
     grid).  With integer weights (pair counts) every sum is exact, so the accuracies are the same
     whatever the order of summation."""
     scores, same = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool)
-    thresholds = np.asarray(thresholds, dtype=np.float64)
     w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    return _correct_counts(scores, same, np.asarray(thresholds, dtype=np.float64), w)[0] / w.sum()
+
+
+def _correct_counts(scores, same, thresholds, weights, groups=None, n_groups: int = 1) -> np.ndarray:
+    """(n_groups, T) weighted counts of correct decisions at each threshold, scores of group g
+    (``groups``, default all 0) counted in row g: one binned count per side for every group."""
     gaps = thresholds.size + 1
+    bins = np.zeros(scores.size, dtype=np.intp) if groups is None else groups * gaps  # row g's first bin
     # genuine strictly above t_k  <=>  k < (thresholds below the score)
-    below = np.bincount(np.searchsorted(thresholds, scores[same], side="left"), w[same], minlength=gaps)
-    accepted = np.cumsum(below[::-1])[::-1][1:]
+    below = np.bincount(np.searchsorted(thresholds, scores[same], side="left") + bins[same], weights[same],
+                        minlength=n_groups * gaps).reshape(n_groups, gaps)
+    accepted = np.cumsum(below[:, ::-1], axis=1)[:, ::-1][:, 1:]
     # impostor strictly below t_k  <=>  (thresholds at or below the score) <= k
-    at_or_below = np.bincount(np.searchsorted(thresholds, scores[~same], side="right"), w[~same], minlength=gaps)
-    rejected = np.cumsum(at_or_below)[:-1]
-    return (accepted + rejected) / w.sum()
+    at_or_below = np.bincount(np.searchsorted(thresholds, scores[~same], side="right") + bins[~same], weights[~same],
+                              minlength=n_groups * gaps).reshape(n_groups, gaps)
+    rejected = np.cumsum(at_or_below, axis=1)[:, :-1]
+    return accepted + rejected
 
 
 def pair_dots(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,21 +121,10 @@ def sphereface_ten_fold(left, right, issame, *, n_folds: int = 10, thr_num: int 
     lm, rm, mm = left @ mu.T, right @ mu.T, np.einsum("kj,kj->k", mu, mu)
     norms = np.sqrt(np.maximum(ll[:, None] - 2 * lm + mm, 0.0) * np.maximum(rr[:, None] - 2 * rm + mm, 0.0))
     scores = (lr[:, None] - lm - rm + mm) / np.maximum(norms, np.finfo(np.float64).tiny)
-    # the training accuracy of every fold at every threshold (sphereface_accuracy, K grids at once:
-    # each score binned into the grid, the bins of fold k offset by k · (T + 1))
-    gaps = thresholds.size + 1
-    offsets = np.arange(n_folds) * gaps
-    genuine = np.broadcast_to(issame[:, None], scores.shape)
-    train_w = w_train.T  # (P, K)
-    below = np.bincount((np.searchsorted(thresholds, scores[genuine], side="left")
-                         + np.broadcast_to(offsets, scores.shape)[genuine]),
-                        train_w[genuine], minlength=n_folds * gaps).reshape(n_folds, gaps)
-    at_or_below = np.bincount((np.searchsorted(thresholds, scores[~genuine], side="right")
-                               + np.broadcast_to(offsets, scores.shape)[~genuine]),
-                              train_w[~genuine], minlength=n_folds * gaps).reshape(n_folds, gaps)
-    accepted = np.cumsum(below[:, ::-1], axis=1)[:, ::-1][:, 1:]
-    rejected = np.cumsum(at_or_below, axis=1)[:, :-1]
-    train_accuracy = (accepted + rejected) / train_sums[:, None]
+    # the training accuracy of every fold at every threshold (pair p's score under fold k's mean
+    # counted in row k with its training weight; a test pair's weight is 0)
+    train_accuracy = _correct_counts(scores.ravel(), np.repeat(issame, n_folds), thresholds, w_train.T.ravel(),
+                                     np.tile(np.arange(n_folds), issame.size), n_folds) / train_sums[:, None]
     accuracies, chosen = [], []
     for k, test in enumerate(folds):
         best = train_accuracy[k] == train_accuracy[k].max()
