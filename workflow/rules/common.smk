@@ -277,9 +277,9 @@ XCOS_SCORES = ["xcos", "cosine", "standard_cosine"]
 # priority so they start as soon as their inputs exist and the other jobs fill the second core
 # around them, instead of the chain running alone at the end. Outputs do not change.
 CRITICAL_PRIORITY = 10
-# The inversion (invert_select, then invert: 2-3 min each on 2 cores) needs only trained models, yet
-# without a priority it waited behind the embed/evaluate jobs and ran alone at the end of `all`
-# (the last 2.5 min, one core idle). Above the default, below the xCos chain.
+# The inversion (invert_select ~0.6 min, then invert ~2.5 min) needs only trained models, yet
+# without a priority it waited behind the embed/evaluate jobs and ran alone for the last 0.8 min of
+# `all` (one core idle). Above the default, below the xCos chain. Outputs do not change.
 LONG_PRIORITY = 5
 XCOS_STANDARD_MODELS = sorted(
     {
