@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+import os
 
-import pytest
+# One OpenMP thread per test process, set before anything loads torch or numpy's BLAS: `make test`
+# runs two xdist workers on 2 cores beside SLURM, DVC and Snakemake jobs, and torch's default of a
+# thread per core oversubscribed them (4+ spinning threads on 2 cores): tests that take 0.5-7 s alone
+# took 22-105 s in a CI run (tests/test_explain_inversion.py, tests/test_explain_stages.py).  A
+# test that wants more threads sets them itself; pipeline jobs get theirs from their rules.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from pipeline_helpers import TINY, snakemake
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipeline_helpers import TINY, snakemake  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 # The test files that take minutes, longest first (a serial run on 2 cores: SLURM ~6 min, the DVC
