@@ -261,3 +261,74 @@ def test_reject_json_records_reading_per_fraction_flags_and_single_image_probes(
     assert np.array_equal(probes.pairs[:, 0], protocol.pairs[:, 0]) and single["n_pairs"] == full["n_pairs"]
     with pytest.raises(ConfigError, match="probe_templates"):
         run_evaluate_reject(tmp_path / "i.npz", tmp_path / "x.json", ijb_dir=root, probe_templates="last")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bootstrap_reject_kth_equals_copying_and_zeroing_the_removed_pairs(seed):
+    """The replicate statistic reads only prefixes (removal order, impostors down to the deepest
+    threshold) and masks instead of copying: bit for bit the figures of zeroing the removed pairs'
+    weights in a copy and reading the whole weighted list, on replicates with many zero weights,
+    tied scores and uncertainties, and sizes across the prefix chunks."""
+    from facetrust.evaluate.bootstrap import ClusterDesign, replicate_stream
+    from facetrust.evaluate.reject import KTH_IMPOSTOR_EPSILON, PREFIX_CHUNK, KthImpostorReader, bootstrap_reject
+
+    rng = np.random.default_rng(40 + seed)
+    n = int(rng.integers(50, 6 * PREFIX_CHUNK))
+    n_units, n_subjects = max(4, n // 8), max(2, n // 40)
+    unit_subject = rng.integers(0, n_subjects, n_units)
+    pair_units = rng.integers(0, n_units, (n, 2))
+    labels = (unit_subject[pair_units[:, 0]] == unit_subject[pair_units[:, 1]]).astype(np.int8)
+    labels[rng.random(n) < 0.05] = 1  # some genuine pairs across units
+    pair_units[labels == 1, 1] = pair_units[labels == 1, 0]
+    scores = np.round(rng.normal(size=n) + 2 * labels, int(rng.integers(1, 4)))
+    uncertainty = np.round(rng.random(n), int(rng.integers(1, 3)))
+    design = ClusterDesign(pair_units, unit_subject, labels, "test")
+    fars = (1e-4, 1e-3, 1e-2, 1e-1, 0.5)
+    fractions = [0.0, float(rng.uniform(0.01, 0.6)), 0.5]
+    ours = bootstrap_reject(design, scores, labels, uncertainty, fars, fractions, tar_method="kth_impostor",
+                            n_resamples=12, seed=seed)
+
+    removal = rejection_order(uncertainty)
+    reader = KthImpostorReader(scores, labels)
+    expected = []
+    for weights in replicate_stream(design, 12, seed):
+        removed_weight = np.cumsum(weights[removal])
+        row = []
+        for fraction in fractions:
+            n_removed = int(np.searchsorted(removed_weight, fraction * removed_weight[-1] + 1e-9, side="right"))
+            kept = weights.copy()
+            kept[removal[:n_removed]] = 0.0
+            impostor, genuine = kept[reader.impostor_rows], kept[reader.genuine_rows]
+            cumulative, genuine_cumulative = np.cumsum(impostor), np.cumsum(genuine)
+            tar = np.full(len(fars), np.nan)
+            if cumulative[-1] > 0 and genuine_cumulative[-1] > 0:
+                for j, far in enumerate(fars):
+                    k = int(np.round(cumulative[-1] * far))
+                    if k == 0:
+                        threshold = reader.impostor_scores[np.searchsorted(cumulative, 0.0, side="right")] + KTH_IMPOSTOR_EPSILON
+                    else:
+                        threshold = reader.impostor_scores[min(np.searchsorted(cumulative, k), cumulative.size - 1)]
+                    accepted = np.searchsorted(reader.negated_genuine, -threshold, side="right")
+                    tar[j] = (genuine_cumulative[accepted - 1] if accepted else 0.0) / genuine_cumulative[-1]
+            row.append(tar)
+        expected.append(row)
+    assert np.array_equal(ours, np.array(expected), equal_nan=True)
+    assert np.isfinite(ours).any()
+
+
+def test_prefix_reaching_equals_searching_the_full_running_sum():
+    """Across chunk edges, zero runs after the target is reached, targets hit exactly and past the end."""
+    from facetrust.evaluate.reject import PREFIX_CHUNK, prefix_reaching
+
+    rng = np.random.default_rng(11)
+    for size in (1, 5, PREFIX_CHUNK, PREFIX_CHUNK + 1, 5 * PREFIX_CHUNK + 3):
+        values = rng.integers(0, 3, size).astype(np.float64)
+        values[rng.random(size) < 0.5] = 0.0
+        cumulative = np.cumsum(values)
+        targets = [0.0, 1e-9, 1.0, cumulative[-1], cumulative[-1] + 1, *rng.integers(0, int(cumulative[-1]) + 2, 20)]
+        targets += [float(cumulative[min(PREFIX_CHUNK, size) - 1])]  # reached exactly at a chunk's end
+        for target in targets:
+            for side in ("left", "right"):
+                index, before = prefix_reaching(lambda lo, hi: values[lo:hi], size, float(target), side)
+                assert index == np.searchsorted(cumulative, target, side=side)
+                assert before == (cumulative[index - 1] if index else 0.0)

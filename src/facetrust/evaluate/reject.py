@@ -51,7 +51,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -196,22 +196,60 @@ class KthImpostorReader:
 
     def __call__(self, fars: Sequence[float], weights=None) -> np.ndarray:
         w = np.ones(self.size) if weights is None else np.asarray(weights, dtype=np.float64)
-        impostor_weight = w.take(self.impostor_rows)
-        cumulative = np.cumsum(impostor_weight)
-        genuine_cumulative = np.cumsum(w.take(self.genuine_rows))
+        impostor_weight, genuine_weight = w.take(self.impostor_rows), w.take(self.genuine_rows)
+        return self.read(fars, lambda lo, hi: impostor_weight[lo:hi], float(impostor_weight.sum()), genuine_weight)
+
+    def read(self, fars: Sequence[float], impostor_prefix: Callable[[int, int], np.ndarray], impostor_total: float,
+             genuine_weight: np.ndarray) -> np.ndarray:
+        """TAR at ``fars`` from weights in the reader's orders: ``impostor_prefix(lo, hi)`` gives the
+        weights of impostors ``lo:hi`` from the highest score down (``w.take(impostor_rows[lo:hi])``),
+        ``impostor_total`` their sum, ``genuine_weight`` = ``w.take(genuine_rows)``.
+
+        Only the impostors down to the deepest threshold are read (:func:`prefix_reaching`): at FAR
+        <= 1e-2 a few per cent of them."""
         out = np.full(len(fars), np.nan)
-        if not cumulative.size or cumulative[-1] == 0 or not genuine_cumulative.size or genuine_cumulative[-1] == 0:
+        genuine_total = float(genuine_weight.sum()) if genuine_weight.size else 0.0
+        if impostor_total == 0 or genuine_total == 0:
             return out
-        total_genuine = float(genuine_cumulative[-1])
+        size = self.impostor_rows.size
         for j, far in enumerate(fars):
-            k = int(np.round(cumulative[-1] * float(far)))
-            if k == 0:  # just above the highest impostor present
-                threshold = self.impostor_scores[int(np.searchsorted(cumulative, 0.0, side="right"))] + KTH_IMPOSTOR_EPSILON
+            k = int(np.round(impostor_total * float(far)))
+            if k == 0:  # just above the highest impostor present (the first of positive weight)
+                first, _ = prefix_reaching(impostor_prefix, size, 0.0, "right")
+                threshold = self.impostor_scores[first] + KTH_IMPOSTOR_EPSILON
             else:  # the first impostor whose running weight reaches k (its own weight is > 0)
-                threshold = self.impostor_scores[min(int(np.searchsorted(cumulative, k, side="left")), cumulative.size - 1)]
+                first, _ = prefix_reaching(impostor_prefix, size, k, "left")
+                threshold = self.impostor_scores[min(first, size - 1)]
             accepted = int(np.searchsorted(self.negated_genuine, -threshold, side="right"))  # genuine >= threshold
-            out[j] = (float(genuine_cumulative[accepted - 1]) if accepted else 0.0) / total_genuine
+            out[j] = (float(genuine_weight[:accepted].sum()) if accepted else 0.0) / genuine_total
         return out
+
+
+#: Elements :func:`prefix_reaching` reads first; each further read is twice the last.
+PREFIX_CHUNK = 4096
+
+
+def prefix_reaching(values: Callable[[int, int], np.ndarray], size: int, target: float, side: str) -> tuple[int, float]:
+    """``(i, s)``: ``i = np.searchsorted(np.cumsum(v), target, side)`` for the non-negative
+    integer-valued weights ``v`` (bootstrap multiplicities) that ``values(lo, hi)`` gives piece by
+    piece (``v[lo:hi]``, ``size`` in all), and ``s`` = the sum of ``v[:i]``.
+
+    The pieces are read in growing chunks until the running sum passes ``target``: a search that
+    ends early reads and sums only that far.  Partial sums of integers below 2^53 are exact in
+    float64 in any order, so ``i`` and ``s`` are those of the full running sum."""
+    lo, chunk, running = 0, PREFIX_CHUNK, 0.0
+    while lo < size:
+        hi = min(size, lo + chunk)
+        piece = values(lo, hi)
+        piece_sum = float(piece.sum())
+        if (running + piece_sum > target) if side == "right" else (running + piece_sum >= target):
+            cumulative = np.cumsum(piece)
+            cumulative += running
+            inside = int(np.searchsorted(cumulative, target, side=side))
+            return lo + inside, (float(cumulative[inside - 1]) if inside else running)
+        running += piece_sum
+        lo, chunk = hi, 2 * chunk
+    return size, running
 
 
 def unresolved_by_fraction(fars: Sequence[float], fractions, n_impostor_kept) -> dict[str, list[str]]:
@@ -531,29 +569,67 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
 
     removal = rejection_order(pair_unc)
     genuine = np.asarray(labels).astype(bool)
-    kth = KthImpostorReader(scores, labels) if tar_method == KTH_IMPOSTOR else None
-    sorted_scores = None if kth is not None else SortedScores(scores, labels)  # one reader, the one in use
     fractions = np.asarray(fractions, dtype=np.float64)
+    if tar_method == KTH_IMPOSTOR:
+        statistic = _kth_reject_statistic(scores, labels, removal, fars, fractions)
+    else:
+        sorted_scores = SortedScores(scores, labels)
 
-    def statistic(weights: np.ndarray) -> np.ndarray:
-        removed_weight = np.cumsum(weights[removal])
-        out = np.full((fractions.size, len(fars)), np.nan)
-        for i, fraction in enumerate(fractions):
-            n_removed = int(np.searchsorted(removed_weight, fraction * removed_weight[-1] + 1e-9, side="right"))
-            kept = weights.copy()
-            kept[removal[:n_removed]] = 0.0
-            if kth is not None:  # NaN when a class has no weight left
-                out[i] = kth(fars, kept)
-                continue
-            if kept[genuine].sum() == 0 or kept[~genuine].sum() == 0:
-                continue
-            fpr, tpr = sorted_scores.roc(kept, far_max=max(fars))
-            out[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())
-        return out.ravel()
+        def statistic(weights: np.ndarray) -> np.ndarray:
+            removed_weight = np.cumsum(weights[removal])
+            out = np.full((fractions.size, len(fars)), np.nan)
+            for i, fraction in enumerate(fractions):
+                n_removed = int(np.searchsorted(removed_weight, fraction * removed_weight[-1] + 1e-9, side="right"))
+                kept = weights.copy()
+                kept[removal[:n_removed]] = 0.0
+                if kept[genuine].sum() == 0 or kept[~genuine].sum() == 0:
+                    continue
+                fpr, tpr = sorted_scores.roc(kept, far_max=max(fars))
+                out[i] = list(tar_at_far(fpr, tpr, fars, method=tar_method).values())
+            return out.ravel()
 
     flat = bootstrap_statistic(design, statistic, n_resamples=n_resamples, seed=seed, progress=progress,
                                within=within)
     return flat.reshape(n_resamples, fractions.size, len(fars))
+
+
+def _kth_reject_statistic(scores, labels, removal: np.ndarray, fars: Sequence[float], fractions: np.ndarray):
+    """The replicate statistic of :func:`bootstrap_reject` with ScaleFace's reading: in a replicate
+    the pairs ``removal[:n]`` are removed, n the most uncertain pairs whose weight stays within the
+    fraction, and TAR is read off the rest (:class:`KthImpostorReader`).
+
+    The pairs' removal ranks are put in the reader's score orders once; a replicate then reads the
+    weights in removal order only as far as the fraction reaches, the impostors only down to the
+    deepest threshold (:func:`prefix_reaching`), and masks the removed pairs in what it reads: no copy
+    of the weights and no running sum over all pairs.  Integer weights make every sum exact, so each
+    figure is the one the copy-and-zero reading gives (tests/test_reject.py checks it bit for bit)."""
+    reader = KthImpostorReader(scores, labels)
+    rank = np.empty(removal.size, dtype=np.int64)
+    rank[removal] = np.arange(removal.size)
+    impostor_rank, genuine_rank = rank[reader.impostor_rows], rank[reader.genuine_rows]
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        total = float(weights.sum())
+        genuine_weight = weights.take(reader.genuine_rows)
+        out = np.empty((fractions.size, len(fars)))
+        for i, fraction in enumerate(fractions):
+            target = fraction * total + 1e-9
+            if target < 1.0:  # integer weights: no pair of positive weight is removed
+                n_removed, removed = 0, 0.0
+            else:
+                n_removed, removed = prefix_reaching(lambda lo, hi: weights.take(removal[lo:hi]), removal.size,
+                                                     target, "right")
+            kept_genuine = genuine_weight if n_removed == 0 else np.where(genuine_rank < n_removed, 0.0, genuine_weight)
+
+            def impostors(lo: int, hi: int, n_removed: int = n_removed) -> np.ndarray:
+                piece = weights.take(reader.impostor_rows[lo:hi])
+                return piece if n_removed == 0 else np.where(impostor_rank[lo:hi] < n_removed, 0.0, piece)
+
+            impostor_total = total - removed - float(kept_genuine.sum())
+            out[i] = reader.read(fars, impostors, impostor_total, kept_genuine)
+        return out.ravel()
+
+    return statistic
 
 
 def single_image_probes(protocol):
