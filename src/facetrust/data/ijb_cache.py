@@ -8,7 +8,9 @@ whole, by a rename, so a running evaluation keeps the one it mapped).  The cache
 an edited file can never be served stale; a missing, unreadable or damaged entry is rebuilt from
 the text.  Each file's hash is remembered under its inode and change times (``digests/``,
 :func:`file_digest`), so a warm run reads none of the text.  Small protocols (below
-:data:`MIN_BYTES`) parse faster than they hash and are never cached.
+:data:`MIN_BYTES`) parse in a few hundredths of a second and are never cached; the embedded
+default's 5 MB synthetic IJB-C parses in 0.2-0.4 s and maps from the cache in 2 ms, in each of its
+~40 evaluation jobs.
 
 Where: ``$FACETRUST_CACHE_DIR/ijb/`` when that variable is set (``off`` disables the cache), else
 ``$XDG_CACHE_HOME/facetrust/ijb/`` (default ``~/.cache/facetrust/ijb/``).  Not beside the meta
@@ -30,7 +32,7 @@ from typing import Any, Callable, Sequence
 from facetrust.io import atomic_path, cache_dir
 from facetrust.npz import load_npz, save_npz_aligned
 
-MIN_BYTES = 32 << 20  # below this the three files parse in well under a second
+MIN_BYTES = 1 << 20  # below this the three files parse in a few hundredths of a second
 FORMAT_VERSION = 2  # 2: members aligned for mapping
 _ARRAYS = {  # field -> (dtype kind, ndim, length group)
     "images": ("U", 1, "image"),
