@@ -31,7 +31,6 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from facetrust.align.warp import align_face
 from facetrust.data import recordio
 from facetrust.data.ijb import NAME_5PTS_SCORE, read_ijb_protocol
 from facetrust.data.images import BadImagePolicy, read_image_file
@@ -70,6 +69,8 @@ def _align_one(path: Path, pixels: np.ndarray, points: np.ndarray, score: float,
     if problem:
         raise InputError(problem)
     buffer = io.BytesIO()
+    from facetrust.align.warp import align_face  # cv2 and scikit-image: 0.5 s, not for readers of aligned sets
+
     Image.fromarray(align_face(pixels, points, output_size)).save(buffer, format="PNG")
     # float32 like the 5-point file, so the RecordIO label and index.csv hold the same value
     return buffer.getvalue(), float(np.float32(score))
