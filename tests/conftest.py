@@ -10,6 +10,15 @@ import os
 # took 22-105 s in a CI run (tests/test_explain_inversion.py, tests/test_explain_stages.py).  A
 # test that wants more threads sets them itself; pipeline jobs get theirs from their rules.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# facetrust's caches (schema, decoded IJB protocols, backbone outputs) in a directory of this test
+# process, not the user's ~/.cache: a test run neither reads nor leaves entries there.
+if "FACETRUST_CACHE_DIR" not in os.environ:
+    import atexit
+    import tempfile
+
+    _CACHE = tempfile.mkdtemp(prefix="facetrust-test-cache-")
+    os.environ["FACETRUST_CACHE_DIR"] = _CACHE
+    atexit.register(lambda: __import__("shutil").rmtree(_CACHE, ignore_errors=True))
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402

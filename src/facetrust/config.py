@@ -20,7 +20,7 @@ import jsonschema
 import yaml
 
 from facetrust.errors import ConfigError
-from facetrust.io import atomic_path, cache_dir
+from facetrust.io import atomic_path, cache_dir, source_digest
 from facetrust.yaml_files import _expanded_size, _short, load_yaml
 
 log = logging.getLogger(__name__)
@@ -133,18 +133,9 @@ def _live_snapshot() -> dict:
 
 
 def source_key(package: Path | None = None) -> str:
-    """SHA-256 (hex) over the snapshot format, the Python version and the relative path and bytes
-    of every file of the package (``package``: its directory; default the installed one), bytecode
-    caches left out."""
-    package = package or Path(__file__).resolve().parent
-    digest = hashlib.sha256(f"facetrust-schema-v{SNAPSHOT_VERSION}\0{sys.version_info[:2]}".encode())
-    for path in sorted(package.rglob("*")):
-        if "__pycache__" in path.parts or not path.is_file():
-            continue
-        data = path.read_bytes()
-        digest.update(f"\0{path.relative_to(package).as_posix()}\0{len(data)}\0".encode())
-        digest.update(data)
-    return digest.hexdigest()
+    """SHA-256 (hex) over the snapshot format and :func:`facetrust.io.source_digest` (the Python
+    version and every file of the package; ``package``: its directory, default the installed one)."""
+    return hashlib.sha256(f"facetrust-schema-v{SNAPSHOT_VERSION}\0{source_digest(package)}".encode()).hexdigest()
 
 
 #: Options every margin head takes besides its factory's (facetrust.models.margins.build_head).

@@ -14,6 +14,8 @@ Arrays written:
 
 from __future__ import annotations
 
+import inspect
+import logging
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,6 +25,8 @@ from tqdm import tqdm
 
 from facetrust.errors import InputError
 from facetrust.io import write_npz
+
+log = logging.getLogger(__name__)
 
 # Pixels the images of one test set may declare in all (``embed --max-decoded-pixels``): 2^33, 57x an
 # aligned IJB-C (469,375 images of 112x112), 560x LFW's .bin; each image is decoded on its own.
@@ -42,6 +46,7 @@ class _TestSet:
             self.extra["issame"] = np.asarray(issame, dtype=bool)
             self._read = self._payloads.__getitem__
             self.source = str(path)
+            self.files = [path]
         elif (path / "aligned.idx").exists():
             from facetrust.align.stage import read_aligned
             from facetrust.data.recordio import unpack
@@ -50,6 +55,7 @@ class _TestSet:
             self.extra["detector_score"] = scores
             self._read = lambda i: unpack(reader.read_idx(i))[1]
             self.source = str(path)
+            self.files = [path / "index.csv", path / "aligned.idx", path / "aligned.rec"]
         else:
             raise InputError(f"{path}: not a test set (expected a .bin file or an aligned directory)")
 
@@ -124,23 +130,54 @@ def uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict,
 
 
 @torch.no_grad()
-def embed_batch(backbone, inputs: torch.Tensor, *, flip: bool = True, estimate=None, per_dim: list | None = None
-                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def embed_batch(backbone, inputs: torch.Tensor, *, flip: bool = True, estimate=None, per_dim: list | None = None,
+                feature_maps: list | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """One batch of normalised inputs (N, 3, H, W): ``(original embeddings, original + mirrored
     (InsightFace F1) or None without flip, uncertainty of the original images or None)``, float32.
-    ``per_dim`` (a list) receives PFE's per-dimension σ² of the batch when the estimate has one."""
-    if getattr(estimate, "reads_feature_map", False):
+    ``per_dim`` (a list) receives PFE's per-dimension σ² of the batch when the estimate has one;
+    ``feature_maps`` (a list) the backbone's feature map of the batch (then computed whatever the
+    estimate reads)."""
+    if feature_maps is not None or getattr(estimate, "reads_feature_map", False):
         embedding, feature_map = backbone(inputs, return_feature_map=True)
     else:  # an ONNX model may have no feature map output
         embedding, feature_map = backbone(inputs), None
+    if feature_maps is not None:
+        feature_maps.append(feature_map)
     original = embedding.float().numpy()
     fused = original + backbone(torch.flip(inputs, dims=[3])).float().numpy() if flip else None
-    uncertainty = None
-    if estimate is not None:
-        uncertainty, sigma_sq = estimate(embedding, feature_map)
-        if per_dim is not None and sigma_sq is not None:
-            per_dim.append(sigma_sq)
-    return original, fused, uncertainty
+    return original, fused, _estimate(estimate, embedding, feature_map, per_dim)
+
+
+def _estimate(estimate, embedding: torch.Tensor, feature_map: torch.Tensor | None, per_dim: list | None):
+    if estimate is None:
+        return None
+    uncertainty, sigma_sq = estimate(embedding, feature_map if getattr(estimate, "reads_feature_map", False) else None)
+    if per_dim is not None and sigma_sq is not None:
+        per_dim.append(sigma_sq)
+    return uncertainty
+
+
+def _cache_entry(backbone, config: dict, data: _TestSet, batch_size: int, flip: bool) -> str | None:
+    """The backbone-output cache entry of this embedding (:mod:`facetrust.backbone_cache`), or None
+    where it does not apply: no cache, a backbone without a feature map (ONNX), a set too large."""
+    from facetrust import backbone_cache
+
+    if backbone_cache.cache_root() is None or not isinstance(backbone, torch.nn.Module):
+        return None
+    shape = getattr(backbone, "feature_map_shape", None)
+    if shape is None or "return_feature_map" not in inspect.signature(backbone.forward).parameters:
+        return None
+    if not isinstance(config.get("embedding_size"), int):
+        return None
+    per_image = int(config["embedding_size"]) * (2 if flip else 1) + int(np.prod(shape))
+    if len(data) * per_image * 4 > backbone_cache.MAX_ENTRY_BYTES:
+        return None
+    layout = [name for name, p in backbone.named_parameters() if p.dim() == 4
+              and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()]
+    settings = {"model": {key: config.get(key) for key in ("backbone", "backbone_options", "embedding_size",
+                                                           "input_size")},
+                "channels_last": layout, "batch_size": int(batch_size), "flip": bool(flip), "images": len(data)}
+    return backbone_cache.entry_key(backbone, data.files, settings)
 
 
 @torch.no_grad()
@@ -166,15 +203,44 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     data = _TestSet(Path(testset))
     data.check_pixel_budget(max_decoded_pixels)
     originals, fused, uncertainties, per_dims = [], [], [], []
-    batches = data.batches(batch_size, lambda image: to_tensor(fit_to_size(image, input_size)))
-    for inputs in tqdm(batches, total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}", unit="batch"):
-        original, with_flip, uncertainty_batch = embed_batch(backbone, inputs, flip=flip, estimate=estimate,
-                                                             per_dim=per_dims)
-        originals.append(original)
-        if flip:
-            fused.append(with_flip)
-        if estimate is not None:
-            uncertainties.append(uncertainty_batch)
+    entry = _cache_entry(backbone, config, data, batch_size, flip)
+    cached = None
+    if entry is not None:
+        from facetrust import backbone_cache
+
+        cached = backbone_cache.load(entry)
+    if cached is not None:  # another variant of this backbone computed it: only the estimate runs
+        log.info("backbone outputs of %s from the cache (%s)", data.source, entry[:16])
+        maps = torch.from_numpy(np.asarray(cached["feature_map"]))
+        if bool(cached["feature_map_channels_last"]):
+            maps = maps.contiguous(memory_format=torch.channels_last)
+        originals = [np.asarray(cached["embedding_noflip"])]
+        fused = [np.asarray(cached["embedding"])] if flip else []
+        if estimate is not None:  # each batch a fresh tensor, as the backbone would have returned it
+            for start in range(0, len(data), batch_size):
+                rows = slice(start, start + batch_size)
+                uncertainties.append(_estimate(estimate, torch.from_numpy(originals[0][rows]).clone(),
+                                               maps[rows].clone(memory_format=torch.preserve_format), per_dims))
+    else:
+        feature_maps = [] if entry is not None else None
+        batches = data.batches(batch_size, lambda image: to_tensor(fit_to_size(image, input_size)))
+        for inputs in tqdm(batches, total=-(-len(data) // batch_size), desc=f"embed {Path(testset).name}",
+                           unit="batch"):
+            original, with_flip, uncertainty_batch = embed_batch(backbone, inputs, flip=flip, estimate=estimate,
+                                                                 per_dim=per_dims, feature_maps=feature_maps)
+            originals.append(original)
+            if flip:
+                fused.append(with_flip)
+            if estimate is not None:
+                uncertainties.append(uncertainty_batch)
+        if entry is not None and feature_maps:
+            from facetrust import backbone_cache
+
+            backbone_cache.store(entry, {
+                "embedding_noflip": np.concatenate(originals), "embedding": np.concatenate(fused) if flip else
+                np.zeros((0, 0), np.float32), "feature_map": torch.cat(feature_maps).contiguous().numpy(),
+                "feature_map_channels_last": np.asarray(feature_maps[0].is_contiguous(memory_format=torch.channels_last)
+                                                        and not feature_maps[0].is_contiguous())})
     embedding_noflip = np.concatenate(originals).astype(np.float32)
     arrays = {
         "image": np.asarray(data.names, dtype=str),

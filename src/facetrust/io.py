@@ -29,6 +29,25 @@ def cache_dir(kind: str) -> Path | None:
     return Path(base) / "facetrust" / kind
 
 
+def source_digest(package: Path | None = None) -> str:
+    """SHA-256 (hex) over the Python version and the relative path and bytes of every file of the
+    facetrust package (``package``: its directory; default the installed one), bytecode caches left
+    out: what names the cache entries that depend on the code (the params schema, backbone outputs),
+    so an edited, added or removed file, or another checkout, never reads a stale one."""
+    import hashlib
+    import sys
+
+    package = package or Path(__file__).resolve().parent
+    digest = hashlib.sha256(f"facetrust-source\0{sys.version_info[:2]}".encode())
+    for path in sorted(package.rglob("*")):
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        data = path.read_bytes()
+        digest.update(f"\0{path.relative_to(package).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.

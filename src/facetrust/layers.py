@@ -18,8 +18,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("errors", "float_path", "formats", "input_files", "io", "npz", "options", "outputs", "provenance",
       "registry", "settings", "yaml_files", "maths", "layers")),
     ("data", "readers and writers of the external formats, the synthetic benchmark, pair sets", ("data",)),
-    ("models", "backbones, margins, uncertainty methods, xCos, checkpoints; evaluation arithmetic",
-     ("models", "evaluate")),
+    ("models", "backbones, margins, uncertainty methods, xCos, checkpoints; evaluation arithmetic; the "
+     "backbone-output cache", ("models", "evaluate", "backbone_cache")),
     ("align", "MTCNN detection, 5-point alignment, photographs to model inputs", ("align",)),
     ("stages", "embedding, training (all trainers), packing a user's folders", ("embed", "train", "pack")),
     ("explain", "training-free maps, faithfulness, sanity checks, inversion, xCos scores", ("explain",)),

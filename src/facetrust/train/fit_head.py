@@ -16,6 +16,7 @@ methods themselves (module, loss, batches, prediction) are entries of
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from facetrust import backbone_cache
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import outputs_together
 from facetrust.models.artifacts import UNCERTAINTY_HEAD_NAME, load_frozen_backbone, save_uncertainty_head
@@ -216,12 +218,36 @@ def fit_head(method: str, model_dir: str | os.PathLike, rec_dir: str | os.PathLi
 
 
 def _fit_head_in(method, backbone, dataset, out_dir: Path, resolved: dict, centres) -> Path:
+    batch_size, device = int(resolved["extract_batch_size"]), _device(resolved["device"])
+    entry = _features_entry(backbone, dataset, batch_size, device)
+    cached = None if entry is None else backbone_cache.load(entry)
+    if cached is not None:  # another head of this backbone extracted them: the same arrays
+        logging.getLogger(__name__).info("fit-head: backbone features from the cache (%s)", entry[:16])
+        return fit_head_on_features(method, cached["embeddings"], cached["feature_maps"], cached["labels"], centres,
+                                    out_dir, resolved)
     cache_dir = Path(tempfile.mkdtemp(prefix=".features.", dir=out_dir))
     try:
         embeddings, feature_maps, labels = extract_features(
-            backbone, dataset, int(resolved["extract_batch_size"]), cache_dir, _device(resolved["device"]),
-            int(resolved["num_workers"]),
+            backbone, dataset, batch_size, cache_dir, device, int(resolved["num_workers"]),
         )
+        if entry is not None and embeddings.nbytes + feature_maps.nbytes <= backbone_cache.MAX_ENTRY_BYTES:
+            backbone_cache.store(entry, {"embeddings": np.asarray(embeddings), "feature_maps": np.asarray(feature_maps),
+                                         "labels": labels})
         return fit_head_on_features(method, embeddings, feature_maps, labels, centres, out_dir, resolved)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _features_entry(backbone, dataset, batch_size: int, device: torch.device) -> str | None:
+    """The backbone-output cache entry of the training set's features (:mod:`facetrust.backbone_cache`:
+    the PFE, SCF and SCF-G heads of one model read the same ones), or None where it does not apply."""
+    root = getattr(dataset.source, "rec_dir", None)
+    shape = getattr(backbone, "feature_map_shape", None)
+    if backbone_cache.cache_root() is None or root is None or shape is None:
+        return None
+    if len(dataset) * int(np.prod(shape)) * 4 > backbone_cache.MAX_ENTRY_BYTES:  # no hashing of a large set
+        return None
+    files = [Path(root) / name for name in ("train.idx", "train.rec", "property") if (Path(root) / name).is_file()]
+    settings = {"kind": "fit-head features", "input_size": list(dataset.input_size), "flip": dataset.flip,
+                "batch_size": batch_size, "device": str(device), "images": len(dataset)}
+    return backbone_cache.entry_key(backbone, files, settings)
