@@ -177,3 +177,22 @@ def test_the_heads_of_one_model_share_the_training_set_features(setup, tmp_path,
     assert "backbone features from the cache" in caplog.text
     assert (tmp_path / "scf" / "head.pt").read_bytes() == (setup["scf"] / "head.pt").read_bytes()
     assert len(_entries(tmp_path / "cache")) == 1
+
+
+def test_a_model_whose_weights_torch_does_not_hold_is_never_cached(setup, tmp_path, monkeypatch):
+    """An ONNX session's wrapper has no torch parameters: the key could not tell two models apart."""
+    from facetrust.embed import _cache_entry, _TestSet
+
+    class Wrapper(torch.nn.Module):
+        feature_map_shape = (4, 2, 2)
+
+        def forward(self, x, return_feature_map=False):
+            return x
+
+    monkeypatch.setenv("FACETRUST_CACHE_DIR", str(tmp_path / "cache"))
+    config = {"embedding_size": 16, "input_size": [24, 24]}
+    data = _TestSet(setup["testset"])
+    assert _cache_entry(Wrapper(), config, data, 16, True) is None
+    with_weights = Wrapper()
+    with_weights.scale = torch.nn.Parameter(torch.ones(1))
+    assert _cache_entry(with_weights, config, data, 16, True) is not None

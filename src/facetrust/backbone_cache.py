@@ -41,7 +41,7 @@ from facetrust.npz import load_npz, save_npz_aligned
 
 FORMAT_VERSION = 1
 MAX_ENTRY_BYTES = 512 << 20  # arrays of one entry; larger sets are computed every time
-MAX_TOTAL_BYTES = 4 << 30  # the directory, pruned oldest first after each write
+MAX_TOTAL_BYTES = 2 << 30  # the directory, pruned oldest first after each write (one `all`: ~360 MB)
 log = logging.getLogger(__name__)
 
 

@@ -159,10 +159,14 @@ def _estimate(estimate, embedding: torch.Tensor, feature_map: torch.Tensor | Non
 
 def _cache_entry(backbone, config: dict, data: _TestSet, batch_size: int, flip: bool) -> str | None:
     """The backbone-output cache entry of this embedding (:mod:`facetrust.backbone_cache`), or None
-    where it does not apply: no cache, a backbone without a feature map (ONNX), a set too large."""
+    where it does not apply: no cache, an ONNX model (weights outside torch) or one without a feature
+    map, a set too large."""
     from facetrust import backbone_cache
 
     if backbone_cache.cache_root() is None or not isinstance(backbone, torch.nn.Module):
+        return None
+    weights = list(backbone.parameters())
+    if not weights:  # an ONNX session's wrapper: its weights are not torch tensors the key could hash
         return None
     shape = getattr(backbone, "feature_map_shape", None)
     if shape is None or "return_feature_map" not in inspect.signature(backbone.forward).parameters:
@@ -176,7 +180,8 @@ def _cache_entry(backbone, config: dict, data: _TestSet, batch_size: int, flip: 
               and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()]
     settings = {"model": {key: config.get(key) for key in ("backbone", "backbone_options", "embedding_size",
                                                            "input_size")},
-                "channels_last": layout, "batch_size": int(batch_size), "flip": bool(flip), "images": len(data)}
+                "channels_last": layout, "batch_size": int(batch_size), "flip": bool(flip), "images": len(data),
+                "device": str(weights[0].device)}
     return backbone_cache.entry_key(backbone, data.files, settings)
 
 
