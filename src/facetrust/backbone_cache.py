@@ -51,8 +51,9 @@ def cache_root() -> Path | None:
 
 
 def entry_key(backbone, files: Iterable[Path], settings: dict) -> str:
-    """SHA-256 (hex) naming the outputs of ``backbone`` (a torch module) on the image set held in
-    ``files`` under ``settings`` (input size, batch size, flip: JSON-serialisable); module docstring."""
+    """SHA-256 (hex) naming the outputs of ``backbone`` (a torch module: its state, class, feature-map
+    shape and channels-last weights) on the image set held in ``files`` under ``settings`` (input
+    size, batch size, flip: JSON-serialisable); module docstring."""
     import torch
 
     from facetrust import float_path
@@ -60,8 +61,13 @@ def entry_key(backbone, files: Iterable[Path], settings: dict) -> str:
 
     digest = hashlib.sha256(f"facetrust-backbone-outputs-v{FORMAT_VERSION}\0{sys.version_info[:2]}".encode())
     digest.update(source_digest().encode())
-    digest.update(json.dumps({"torch": torch.__version__, "float_path": float_path.effective(), **settings},
-                             sort_keys=True, default=str).encode())
+    # what the weights alone do not say: the class, the map's geometry (strides) and the memory layout
+    layout = [name for name, p in backbone.named_parameters()
+              if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()]
+    network = {"class": f"{type(backbone).__module__}.{type(backbone).__qualname__}",
+               "feature_map_shape": getattr(backbone, "feature_map_shape", None), "channels_last": layout}
+    digest.update(json.dumps({"torch": torch.__version__, "float_path": float_path.effective(), "network": network,
+                              **settings}, sort_keys=True, default=str).encode())
     for name, tensor in sorted(backbone.state_dict().items()):
         array = tensor.detach().cpu().contiguous()
         digest.update(f"\0{name}\0{array.dtype}\0{tuple(array.shape)}\0".encode())
@@ -84,11 +90,14 @@ def load(key: str) -> dict[str, np.ndarray] | None:
         return None
     try:
         arrays = load_npz(path, mapped=True)
-        path.touch()  # pruning keeps the recently used
-        return arrays
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
         log.warning("%s: damaged backbone-output cache entry (%s); computing again", path, error)
         return None
+    try:
+        path.touch()  # pruning keeps the recently used
+    except OSError:  # a read-only cache still serves its entries
+        pass
+    return arrays
 
 
 def store(key: str, arrays: dict[str, np.ndarray]) -> None:

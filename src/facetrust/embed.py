@@ -176,12 +176,9 @@ def _cache_entry(backbone, config: dict, data: _TestSet, batch_size: int, flip: 
     per_image = int(config["embedding_size"]) * (2 if flip else 1) + int(np.prod(shape))
     if len(data) * per_image * 4 > backbone_cache.MAX_ENTRY_BYTES:
         return None
-    layout = [name for name, p in backbone.named_parameters() if p.dim() == 4
-              and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()]
     settings = {"model": {key: config.get(key) for key in ("backbone", "backbone_options", "embedding_size",
                                                            "input_size")},
-                "channels_last": layout, "batch_size": int(batch_size), "flip": bool(flip), "images": len(data),
-                "device": str(weights[0].device)}
+                "batch_size": int(batch_size), "flip": bool(flip), "images": len(data), "device": str(weights[0].device)}
     return backbone_cache.entry_key(backbone, data.files, settings)
 
 
