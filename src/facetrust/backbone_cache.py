@@ -57,7 +57,7 @@ def entry_key(backbone, files: Iterable[Path], settings: dict) -> str:
     import torch
 
     from facetrust import float_path
-    from facetrust.data.ijb_cache import file_digest
+    from facetrust.data import ijb_cache
 
     digest = hashlib.sha256(f"facetrust-backbone-outputs-v{FORMAT_VERSION}\0{sys.version_info[:2]}".encode())
     digest.update(source_digest().encode())
@@ -72,11 +72,11 @@ def entry_key(backbone, files: Iterable[Path], settings: dict) -> str:
         array = tensor.detach().cpu().contiguous()
         digest.update(f"\0{name}\0{array.dtype}\0{tuple(array.shape)}\0".encode())
         digest.update(array.view(-1).view(torch.uint8).numpy().tobytes() if array.numel() else b"")
-    root = cache_root()
-    memo = None if root is None else root.parent / "ijb" / "digests"
+    ijb_root = ijb_cache.cache_root()  # the content hashes the IJB cache remembers by file identity
+    memo = None if ijb_root is None else ijb_root / "digests"
     for role, path in enumerate(files):  # by content and role, not by name: a copy is the same set
         digest.update(f"\0file {role}\0".encode())
-        digest.update(file_digest(Path(path), memo))
+        digest.update(ijb_cache.file_digest(Path(path), memo))
     return digest.hexdigest()
 
 

@@ -212,13 +212,20 @@ class KthImpostorReader:
         if impostor_total == 0 or genuine_total == 0:
             return out
         size = self.impostor_rows.size
+        pieces: dict[tuple[int, int], np.ndarray] = {}  # every search reads the same chunks: gather each once
+
+        def impostor_piece(lo: int, hi: int) -> np.ndarray:
+            if (lo, hi) not in pieces:
+                pieces[lo, hi] = impostor_prefix(lo, hi)
+            return pieces[lo, hi]
+
         for j, far in enumerate(fars):
             k = int(np.round(impostor_total * float(far)))
             if k == 0:  # just above the highest impostor present (the first of positive weight)
-                first, _ = prefix_reaching(impostor_prefix, size, 0.0, "right")
+                first, _ = prefix_reaching(impostor_piece, size, 0.0, "right")
                 threshold = self.impostor_scores[first] + KTH_IMPOSTOR_EPSILON
             else:  # the first impostor whose running weight reaches k (its own weight is > 0)
-                first, _ = prefix_reaching(impostor_prefix, size, k, "left")
+                first, _ = prefix_reaching(impostor_piece, size, k, "left")
                 threshold = self.impostor_scores[min(first, size - 1)]
             accepted = int(np.searchsorted(self.negated_genuine, -threshold, side="right"))  # genuine >= threshold
             out[j] = (float(genuine_weight[:accepted].sum()) if accepted else 0.0) / genuine_total
@@ -568,11 +575,11 @@ def bootstrap_reject(design, scores, labels, pair_unc, fars: Sequence[float], fr
     from facetrust.evaluate.bootstrap import SortedScores, bootstrap_statistic
 
     removal = rejection_order(pair_unc)
-    genuine = np.asarray(labels).astype(bool)
     fractions = np.asarray(fractions, dtype=np.float64)
     if tar_method == KTH_IMPOSTOR:
         statistic = _kth_reject_statistic(scores, labels, removal, fars, fractions)
     else:
+        genuine = np.asarray(labels).astype(bool)
         sorted_scores = SortedScores(scores, labels)
 
         def statistic(weights: np.ndarray) -> np.ndarray:
