@@ -4,13 +4,18 @@ For every model of ``params.yaml`` (backbone + margin head as ``facetrust train`
 times, on random inputs of the model's size, best of ``--repeat``:
 
 - **train**: one SGD step (forward, margin-head loss, backward, update) on a batch of the model's
-  ``batch_size``, in samples/s, in the layout ``facetrust train`` trains in
-  (``train.trainer.training_layout``: channels-last where the backbone allows it), beside the plain
-  NCHW step of the same model (``train_plain_nchw_samples_per_s``, ``train_over_plain_nchw``);
+  ``batch_size``, in samples/s, as ``facetrust train`` runs it: in its layout
+  (``train.trainer.training_layout``: channels-last where the backbone allows it) and with its
+  allocator setting (``cli.common.reuse_freed_memory``: freed memory reused, not mapped afresh),
+  beside the plain PyTorch step of the same model (NCHW, the C library's default allocator:
+  ``train_plain_nchw_samples_per_s``, ``train_over_plain_nchw``);
 - **embed**: the forward pass ``facetrust embed`` makes (the image and its mirror, F1) in
   ``torch.no_grad`` on batches of 256, in images/s, in the layout a loaded model runs in
-  (``models.registry.inference_layout``: channels-last), beside the plain loop of the same backbone
-  in PyTorch's default NCHW (``embed_plain_nchw_images_per_s``, ``embed_over_plain_nchw``).
+  (``models.registry.inference_layout``: channels-last) with the same allocator setting, beside the
+  plain loop of the same backbone (``embed_plain_nchw_images_per_s``, ``embed_over_plain_nchw``).
+
+Each side of each model runs in its own child process (the allocator setting lasts for a
+process), plain first, each with one untimed step and one untimed batch before the timing.
 
 Reference: the machine's own limit — the work per sample (FLOPs counted by
 ``torch.utils.flop_counter``) divided by the single-thread sgemm rate — so the ratio column says
@@ -83,16 +88,35 @@ def _flops(function) -> float:
     return float(counter.get_total_flops())
 
 
-def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int) -> dict:
+def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: int, side: str) -> dict:
+    """One side of model ``name``, in this process: ``plain``, the plain PyTorch loop (NCHW, the C
+    library's default allocator), or ``ours``, what ``facetrust train`` / ``embed`` run (the trainer's
+    layout, the loaded model's layout, and :func:`facetrust.cli.common.reuse_freed_memory`, which
+    every ``facetrust`` command sets first).  Call it in a fresh process (the allocator setting
+    lasts for the process): :func:`measure` does."""
     import torch
     import torch.nn.functional as F
 
+    if side == "ours":
+        from facetrust.cli.common import reuse_freed_memory
+
+        reuse_freed_memory()
     torch.manual_seed(0)
     model = _model(config)
     batch = int(config.get("train", {}).get("batch_size", 128))
     height, width = config["input_size"]
+    layout = "contiguous"
+    if side == "ours":
+        from facetrust.train.config import TrainConfig
+        from facetrust.train.distributed import DistInfo
+        from facetrust.train.trainer import training_layout
+
+        layout = training_layout(model, TrainConfig.from_params({"models": {name: config}}, name), DistInfo())
     images = torch.randn(batch, 3, height, width)
     labels = torch.randint(0, NUM_CLASSES, (batch,))
+    if layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9) if parameters else None
 
@@ -107,22 +131,13 @@ def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int) 
     model.train()
     train_step()  # warm-up: allocations, lazy initialisation
     train_flops = _flops(train_step) / batch
-    # the plain loop (PyTorch's default NCHW), then the layout `facetrust train` trains in
-    plain_train_cpu, plain_train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
-    from facetrust.train.config import TrainConfig
-    from facetrust.train.distributed import DistInfo
-    from facetrust.train.trainer import training_layout
+    train_cpu, train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
 
-    train_layout = training_layout(model, TrainConfig.from_params({"models": {name: config}}, name), DistInfo())
-    if train_layout != "contiguous":
-        train_step()
-        train_cpu, train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
-    else:
-        train_cpu, train_wall = plain_train_cpu, plain_train_wall
+    backbone = model.backbone.eval().to(memory_format=torch.contiguous_format)
+    if side == "ours":
+        from facetrust.models.registry import inference_layout
 
-    from facetrust.models.registry import inference_layout
-
-    backbone = model.backbone.eval().to(memory_format=torch.contiguous_format)  # the plain loop's NCHW again
+        inference_layout(backbone)
     inputs = torch.randn(embed_batch, 3, height, width)
 
     def embed():
@@ -131,23 +146,37 @@ def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int) 
 
     embed()
     embed_flops = _flops(embed) / embed_batch
-    # the plain loop (PyTorch's default NCHW), then the layout a loaded model runs in (NHWC)
-    plain_cpu, plain_wall = _best(lambda: [embed() for _ in range(steps)], repeat)
-    inference_layout(backbone)
-    embed()
     embed_cpu, embed_wall = _best(lambda: [embed() for _ in range(steps)], repeat)
-    return {"model": name, "backbone": config["backbone"], "input_size": list(config["input_size"]),
-            "batch_size": batch, "train_samples_per_s": batch * steps / train_cpu,
-            "train_samples_per_s_wall": batch * steps / train_wall, "train_gflop_per_sample": train_flops / 1e9,
-            "train_layout": "channels_last" if train_layout == "channels_last" else "nchw",
-            "train_plain_nchw_samples_per_s": batch * steps / plain_train_cpu,
-            "train_plain_nchw_samples_per_s_wall": batch * steps / plain_train_wall,
-            "train_over_plain_nchw": plain_train_cpu / train_cpu,
-            "embed_images_per_s": embed_batch * steps / embed_cpu,
-            "embed_images_per_s_wall": embed_batch * steps / embed_wall, "embed_gflop_per_image": embed_flops / 1e9,
-            "embed_layout": _layout(backbone),
-            "embed_plain_nchw_images_per_s": embed_batch * steps / plain_cpu,
-            "embed_over_plain_nchw": plain_cpu / embed_cpu}
+    return {"train_samples_per_s": batch * steps / train_cpu, "train_samples_per_s_wall": batch * steps / train_wall,
+            "train_gflop_per_sample": train_flops / 1e9, "batch_size": batch,
+            "train_layout": "channels_last" if layout == "channels_last" else "nchw",
+            "embed_images_per_s": embed_batch * steps / embed_cpu, "embed_images_per_s_wall": embed_batch * steps / embed_wall,
+            "embed_gflop_per_image": embed_flops / 1e9, "embed_layout": _layout(backbone)}
+
+
+def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int, params_file: Path) -> dict:
+    """Model ``name``'s plain loop and ours (:func:`measure_side`), each in its own child process on
+    the pinned float path with one thread, plain first."""
+    sides = {}
+    for side in ("plain", "ours"):
+        code = (f"import json, sys; sys.path.insert(0, {str(BENCH_DIR)!r}); import torch, yaml; "
+                f"torch.set_num_threads(1); import bench_throughput as b; "
+                f"c = yaml.safe_load(open({str(params_file)!r}))['models'][{name!r}]; "
+                f"c.setdefault('train', {{}}).update({config.get('train', {})!r}); "
+                f"print(json.dumps(b.measure_side({name!r}, c, {repeat}, {steps}, {embed_batch}, {side!r})))")
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"{name} ({side}): {run.stderr.strip()[-2000:]}")
+        sides[side] = json.loads(run.stdout.splitlines()[-1])
+    plain, ours = sides["plain"], sides["ours"]
+    return {"model": name, "backbone": config["backbone"], "input_size": list(config["input_size"]), **ours,
+            "train_plain_nchw_samples_per_s": plain["train_samples_per_s"],
+            "train_plain_nchw_samples_per_s_wall": plain["train_samples_per_s_wall"],
+            "train_over_plain_nchw": ours["train_samples_per_s"] / plain["train_samples_per_s"],
+            "embed_plain_nchw_images_per_s": plain["embed_images_per_s"],
+            "embed_over_plain_nchw": ours["embed_images_per_s"] / plain["embed_images_per_s"],
+            "plain": plain}
 
 
 def _trainer_images_per_s(log_csv: Path, batch: int) -> float:
@@ -188,11 +217,7 @@ def trainer_side_by_side(name: str, params_file: Path, work: Path, repeat: int) 
                             str(data / "train")], check=True, env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
             runs.append(_trainer_images_per_s(out / "train_log.csv", batch))
-    code = (f"import json, sys; sys.path.insert(0, {str(BENCH_DIR)!r}); import torch, yaml; torch.set_num_threads(1); "
-            f"import bench_throughput as b; c = yaml.safe_load(open({str(params_file)!r}))['models'][{name!r}]; "
-            f"print(json.dumps(b.measure({name!r}, c, {repeat}, 5, 256)))")
-    plain = json.loads(subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True,
-                                      text=True).stdout.splitlines()[-1])
+    plain = measure(name, yaml.safe_load(params_file.read_text())["models"][name], repeat, 5, 256, params_file)
     trainer = max(runs)
     return {"model": name, "float_path": "pinned (AVX2), one thread, wall time", "epochs": 2,
             "trainer_images_per_s": trainer, "trainer_runs": runs, "trainer_layout": plain["train_layout"],
@@ -235,10 +260,11 @@ def main() -> None:
             config.setdefault("train", {})["batch_size"] = 8
     repeat, steps = (1, 1) if args.quick else (args.repeat, args.steps)
     peak = sgemm_gflops()
-    if not args.quick:  # one untimed pass first (one-time allocations and kernel choices)
-        name, config = next(iter(models.items()))
-        measure(name, config, 1, 1, 256)
-    rows = [measure(name, config, repeat, steps, 16 if args.quick else 256) for name, config in models.items()]
+    rows = []
+    for name, config in models.items():
+        rows.append(measure(name, config, repeat, steps, 16 if args.quick else 256, Path(args.params)))
+        print(f"{name}: train {rows[-1]['train_samples_per_s']:,.0f} samples/s, embed "
+              f"{rows[-1]['embed_images_per_s']:,.0f} img/s", flush=True)
     for row in rows:
         row["train_fraction_of_sgemm"] = row["train_samples_per_s"] * row["train_gflop_per_sample"] / peak
         row["embed_fraction_of_sgemm"] = row["embed_images_per_s"] * row["embed_gflop_per_image"] / peak

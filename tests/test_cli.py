@@ -75,3 +75,13 @@ def test_bad_embeddings_file_exits_2_and_leaves_no_output(tmp_path, capsys):
     assert main(["evaluate", "pairs", "--embeddings", str(embeddings), "--out", str(out)]) == 2
     assert "e.npz" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_closed_output_pipe_stops_quietly():
+    """`facetrust methods | head -1`: the reader goes away before the command writes; no traceback and
+    no 'cannot write' message, exit 1 (Python's convention for SIGPIPE)."""
+    child = subprocess.Popen([sys.executable, "-m", "facetrust.cli", "methods"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    child.stdout.close()  # long before the child has imported anything
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 1 and err == b"", err

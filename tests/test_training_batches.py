@@ -132,3 +132,65 @@ def test_a_bad_image_in_a_batch_names_the_file_and_key(tmp_path, payload, messag
     dataset.__getitems__([0, 2])  # the good ones
     with pytest.raises(InputError, match=message):
         dataset.__getitems__([0, 1, 2])
+
+
+class _CountingRecord:
+    """An InsightFaceRecord that counts its decodes."""
+
+    def __init__(self, root):
+        from facetrust.data.insightface import InsightFaceRecord
+
+        self.record, self.decodes = InsightFaceRecord(root), 0
+        self.labels, self.num_classes = self.record.labels, self.record.num_classes
+
+    def __len__(self) -> int:
+        return len(self.record)
+
+    def decode(self, i: int, out=None):
+        self.decodes += 1
+        return self.record.decode(i, out=out)
+
+
+@pytest.mark.parametrize("size", [(24, 20), (12, 10)])  # as stored (decoded into its slot), a resize
+def test_a_small_set_is_decoded_once_and_gives_the_same_batches_every_epoch(mixed_set, monkeypatch, size):
+    import pickle
+
+    from facetrust.train import dataset as dataset_module
+
+    root, payloads = mixed_set
+    kept = RecordDataset(_CountingRecord(root), size, flip=True, seed=11)
+    monkeypatch.setattr(dataset_module, "DECODED_CACHE_BYTES", 0)  # the same set, never kept
+    fresh = RecordDataset(_CountingRecord(root), size, flip=True, seed=11)
+    monkeypatch.undo()
+    order = [13, 5, 0, 3, 22, 7, 9, 16, 1, 2, 4, 6, 8, 10, 11, 12, 14, 15, 17, 18, 19, 20, 21, 23]
+    for epoch in range(3):
+        kept.set_epoch(epoch)
+        fresh.set_epoch(epoch)
+        for start in (0, 8, 16):
+            a, b = kept.__getitems__(order[start:start + 8]), fresh.__getitems__(order[start:start + 8])
+            assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+            mirrored = [np.random.default_rng([11, epoch, i]).random() < 0.5 for i in order[start:start + 8]]
+            want = torch.stack([_reference_input(payloads[i], size, m)
+                                for i, m in zip(order[start:start + 8], mirrored)])
+            assert torch.equal(normalize_batch(a.images), want)
+        image, label = kept[3]  # one sample at a time too
+        assert torch.equal(image, fresh[3][0]) and label == 0
+    assert kept.source.decodes == 24 and fresh.source.decodes == 3 * 25
+    copy = pickle.loads(pickle.dumps(kept))  # what a DataLoader worker gets: no decoded samples
+    assert copy._decoded is None and kept._decoded is not None
+
+
+def test_a_set_above_the_budget_is_decoded_every_time(mixed_set, monkeypatch):
+    from facetrust.train import dataset as dataset_module
+
+    root, _ = mixed_set
+    monkeypatch.setattr(dataset_module, "DECODED_CACHE_BYTES", 24 * 24 * 20 * 3 - 1)  # one byte short
+    dataset = RecordDataset(_CountingRecord(root), (24, 20), flip=False)
+    for _ in range(2):
+        dataset.__getitems__(list(range(24)))
+    assert dataset.source.decodes == 48 and dataset._decoded is None
+    monkeypatch.setattr(dataset_module, "DECODED_CACHE_BYTES", 24 * 24 * 20 * 3)  # exactly fits
+    dataset = RecordDataset(_CountingRecord(root), (24, 20), flip=False)
+    for _ in range(2):
+        dataset.__getitems__(list(range(24)))
+    assert dataset.source.decodes == 24

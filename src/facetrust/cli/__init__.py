@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facetrust {name}: error: {error}", file=sys.stderr)
         log.debug("facetrust %s failed", name, exc_info=True)
         return 1
+    except BrokenPipeError:  # the reader of our output went away (`facetrust methods | head`): stop quietly
+        _drop_stdout()
+        return 1
     except OSError as error:  # the machine, not the input: a read-only or full disk, a missing device
         # a failed write() names no file: the stage's output is the place to look
         where = error.filename or getattr(args, "out", None)
@@ -172,6 +175,17 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("facetrust %s failed", name, exc_info=True)
         return 1
     return 0
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail on the closed pipe
+    again (Python's own advice for SIGPIPE, docs of the ``signal`` module)."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured in a test)
+        pass
 
 
 if __name__ == "__main__":

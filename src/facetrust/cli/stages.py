@@ -91,9 +91,11 @@ def add_parsers(sub) -> None:
 
 
 def cmd_train(args) -> None:
+    from facetrust.cli.common import reuse_freed_memory
     from facetrust.config import load_params, model_params
     from facetrust.train.trainer import run_train
 
+    reuse_freed_memory()  # every step frees and allocates its activations again
     params = load_params(args.params)
     model_params(params, args.model)  # names the configured models if absent
     set_threads(args.threads or params.get("threads"))

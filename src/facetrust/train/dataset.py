@@ -1,7 +1,11 @@
 """Training samples read straight from an InsightFace RecordIO set, one record at a time.
 
 Nothing is decoded ahead: each sample is read and decoded when it is asked for (so memory stays
-flat and DataLoader workers share the work).  Every random choice is a function of
+flat and DataLoader workers share the work).  A set small enough to hold decoded
+(:data:`DECODED_CACHE_BYTES`: the embedded default's 9,856 images at 32 x 32 are 30 MB) keeps each
+sample as decoded the first time, in the process that trains (not in DataLoader workers, which
+start afresh every epoch), so later epochs skip the JPEG decode and the resize; the pixels are the
+same bytes either way, mirrored afresh each epoch.  Every random choice is a function of
 ``(seed, epoch, index)``, so a sample looks the same whichever worker loads it and whether or not
 the run was resumed.
 
@@ -30,6 +34,11 @@ from facetrust.data.transforms import fit_to_size, normalize_chw, to_tensor  # n
 from facetrust.train.flip_coins import flip_coins
 
 COIN_BLOCK = 4096  # flip coins drawn per block of sample indices (a few µs per block)
+#: A set whose decoded samples take at most this many bytes keeps them after their first decode
+#: (one uint8 N x H x W x 3 array, filled as samples are first asked for).  The decode and resize of
+#: a 112 x 112 JPEG to 32 x 32 takes ~0.1 ms, a tenth of a training step's time per sample on a
+#: CPU core for the embedded default; a real training set (millions of images) is far above it.
+DECODED_CACHE_BYTES = 256 << 20
 
 
 class SampleBatch(SequenceABC):
@@ -67,6 +76,15 @@ class RecordDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self._decodes_into = "out" in inspect.signature(source.decode).parameters
+        # the samples kept decoded (pixels N x H x W x 3, labels N, filled N): _decoded_samples
+        self._decoded = None
+        self._keeps_decoded = len(self) * math.prod(self.input_size) * 3 <= DECODED_CACHE_BYTES
+
+    def __getstate__(self) -> dict:
+        # what a DataLoader worker gets: no decoded samples (a worker keeps its own for its epoch)
+        state = dict(self.__dict__)
+        state["_decoded"] = None
+        return state
 
     @property
     def labels(self) -> np.ndarray:
@@ -119,6 +137,17 @@ class RecordDataset(Dataset):
         """Decode sample ``index`` into ``out`` (uint8 H x W x 3, C-contiguous), mirrored by its coin;
         return its label."""
         flip = self.flips(index)
+        decoded = self._decoded_samples()
+        if decoded is not None:
+            pixels, labels, filled = decoded
+            if not filled[index]:
+                labels[index] = self._decode_into(index, pixels[index])
+                filled[index] = True
+            if flip:
+                cv2.flip(pixels[index], 1, dst=out)
+            else:
+                out[...] = pixels[index]
+            return int(labels[index])
         # A mirrored sample is decoded beside its slot, then mirrored into it by one copy.
         target = self._scratch() if flip else out
         if self._decodes_into:
@@ -134,6 +163,25 @@ class RecordDataset(Dataset):
         elif image is not out:
             out[...] = image
         return int(label)
+
+    def _decode_into(self, index: int, out: np.ndarray) -> int:
+        """Sample ``index`` unmirrored in ``out``; its label."""
+        if self._decodes_into:
+            image, label = self.source.decode(index, out=out)
+        else:
+            image, label = self.source.decode(index)
+        if image is not out:  # another size (or a source without `out`): crop or resize
+            out[...] = fit_to_size(image, self.input_size)
+        return int(label)
+
+    def _decoded_samples(self):
+        """``(pixels, labels, filled)`` of the samples kept decoded, made on the first call; None in a
+        DataLoader worker or for a set above :data:`DECODED_CACHE_BYTES` (as it was when the dataset
+        was made)."""
+        if self._decoded is None and self._keeps_decoded and get_worker_info() is None:
+            self._decoded = (np.empty((len(self), *self.input_size, 3), dtype=np.uint8),
+                             np.empty(len(self), dtype=np.int64), np.zeros(len(self), dtype=bool))
+        return self._decoded
 
     def _scratch(self) -> np.ndarray:
         """A uint8 H x W x 3 buffer of this process, reused for every mirrored sample."""
