@@ -79,8 +79,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_train_and_evaluate_ijb_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
-    """`facetrust train` and `facetrust evaluate ijb` call reuse_freed_memory: a second 128 MB array
+def test_train_embed_and_evaluate_ijb_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
+    """`facetrust train`, `embed` and `evaluate ijb` call reuse_freed_memory: a second 128 MB array
     lands on the pages the first one freed (no page faults), where glibc's default maps it afresh (a
     fault per 4 KiB page)."""
     env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0"}
@@ -93,3 +93,4 @@ def test_train_and_evaluate_ijb_reuse_freed_memory_instead_of_faulting_in_fresh_
 
     assert "reuse_freed_memory()" in inspect.getsource(evaluate.cmd_evaluate_ijb)
     assert "reuse_freed_memory()" in inspect.getsource(stages.cmd_train)
+    assert "reuse_freed_memory()" in inspect.getsource(stages.cmd_embed)

@@ -58,16 +58,20 @@ def reuse_freed_memory() -> bool:
     - ``facetrust train`` (each step's activations and gradients, 8 MB tensors for the default
       ArcFace): 2 epochs of the default ArcFace, alternated twice, took 3.9-5.1 M minor faults and
       7.9-10.3 s of system time in 41.9-45.6 s wall, against 0.17-0.19 M faults, 0.6-0.7 s and
-      33.7-34.6 s with it (1.2-1.3x), the checkpoint the same bytes; peak RSS 1.11-1.19 against
-      0.98 GB;
+      33.7-34.6 s with it (1.2-1.3x), the checkpoint the same bytes; peak RSS 1,079-1,160 against
+      954-957 MiB;
+    - ``facetrust embed`` (each batch's activations): the default ArcFace on the synthetic IJB-C
+      (backbone cache off), alternated twice, 11.9-12.0 s wall and 2.1 s of system time against
+      9.6-10.1 s and 0.4-0.5 s with it (1.2x), the embeddings the same bytes; peak RSS 832-856
+      against 777-793 MiB;
     - ``facetrust evaluate ijb`` at IJB-C's size (15.7 M scores, rows and masks): best wall 2.44 s
       against 2.59 s, system time 0.54-0.64 s against 0.69-0.78 s; peak RSS the same untied,
       1,104 against 1,033 MiB on the tied protocol (its freed arrays are not all reused).
 
     Not every command gains enough to pay the memory: ``train-xcos`` (feature maps of the whole
     training set, then a head trained on them) saved 10 s of system time in 270 s but peaked
-    ~340 MB higher, at 2.35 GB against 2.01 GB, above the embedded default's 2 GiB per job (with
-    the heap limited to arrays under 32 MiB and 128 MiB kept: 2.22 GB).  The values computed are
+    at 2,296 MiB against 1,962 MiB, above the embedded default's 2 GiB per job (with the heap
+    limited to arrays under 32 MiB and 128 MiB kept: 2,167 MiB).  The values computed are
     the same: torch aligns its buffers itself (64 bytes) wherever they come from.
     Only where the C library has ``mallopt`` (glibc); returns whether both settings took."""
     import ctypes

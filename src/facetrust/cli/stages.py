@@ -137,8 +137,10 @@ def cmd_fit_head(args) -> None:
 
 
 def cmd_embed(args) -> None:
+    from facetrust.cli.common import reuse_freed_memory
     from facetrust.embed import run_embed
 
+    reuse_freed_memory()  # every batch frees and allocates its activations again
     set_threads(args.threads)
     summary = run_embed(Path(args.model), Path(args.testset), Path(args.out), batch_size=args.batch_size,
                         flip=not args.no_flip, head_dir=Path(args.head) if args.head else None,
