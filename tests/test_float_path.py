@@ -79,18 +79,20 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_train_embed_and_evaluate_ijb_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
-    """`facetrust train`, `embed` and `evaluate ijb` call reuse_freed_memory: a second 128 MB array
-    lands on the pages the first one freed (no page faults), where glibc's default maps it afresh (a
-    fault per 4 KiB page)."""
+def test_the_stages_that_churn_memory_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
+    """`facetrust train`, `embed`, `explain sanity`, `explain faithfulness` and `evaluate ijb` call
+    reuse_freed_memory: a second 128 MB array lands on the pages the first one freed (no page
+    faults), where glibc's default maps it afresh (a fault per 4 KiB page)."""
     env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0"}
     faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS_PROBE, mode], capture_output=True, text=True,
                                        env=env, check=True, timeout=120).stdout) for mode in ("default", "reuse")}
     assert faults["default"] > 20000 and faults["reuse"] < 1000, faults
     import inspect
 
-    from facetrust.cli import evaluate, stages
+    from facetrust.cli import evaluate, explain, stages
 
     assert "reuse_freed_memory()" in inspect.getsource(evaluate.cmd_evaluate_ijb)
     assert "reuse_freed_memory()" in inspect.getsource(stages.cmd_train)
     assert "reuse_freed_memory()" in inspect.getsource(stages.cmd_embed)
+    for command in (explain.run_sanity_command, explain.run_faithfulness_command):
+        assert "reuse_freed_memory()" in inspect.getsource(command)

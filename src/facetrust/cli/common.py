@@ -64,6 +64,10 @@ def reuse_freed_memory() -> bool:
       (backbone cache off), alternated twice, 11.9-12.0 s wall and 2.1 s of system time against
       9.6-10.1 s and 0.4-0.5 s with it (1.2x), the embeddings the same bytes; peak RSS 832-856
       against 777-793 MiB;
+    - ``facetrust explain sanity`` / ``explain faithfulness`` of the embedded default's xCos model
+      (one run each way): 76.5 / 168.3 s wall and 15.4 / 14.1 s of system time against 59.5 /
+      151.4 s and 0.6 / 0.9 s with it, the outputs the same bytes; peak RSS 1,061 / 1,608 against
+      871 / 1,131 MiB;
     - ``facetrust evaluate ijb`` at IJB-C's size (15.7 M scores, rows and masks): best wall 2.44 s
       against 2.59 s, system time 0.54-0.64 s against 0.69-0.78 s; peak RSS the same untied,
       1,104 against 1,033 MiB on the tied protocol (its freed arrays are not all reused).

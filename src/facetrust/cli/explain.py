@@ -126,8 +126,10 @@ def run_thresholds_command(args: argparse.Namespace) -> dict:
 
 
 def run_faithfulness_command(args: argparse.Namespace) -> dict:
+    from facetrust.cli.common import reuse_freed_memory
     from facetrust.explain.faithfulness_stage import FaithfulnessSettings, run_faithfulness
 
+    reuse_freed_memory()  # every perturbed batch frees and allocates its activations again
     params = _params(args.params)
     settings = FaithfulnessSettings.from_section(params.get("explain") or {}, int(params.get("seed", args.seed)))
     result = run_faithfulness(args.model, args.test_set, args.occluders, args.out, args.examples, settings,
@@ -138,8 +140,10 @@ def run_faithfulness_command(args: argparse.Namespace) -> dict:
 
 
 def run_sanity_command(args: argparse.Namespace) -> dict:
+    from facetrust.cli.common import reuse_freed_memory
     from facetrust.explain.sanity_stage import SanitySettings, run_sanity
 
+    reuse_freed_memory()  # every randomised network's batches free and allocate their activations again
     params = _params(args.params)
     settings = SanitySettings.from_section(params.get("explain") or {}, int(params.get("seed", args.seed)))
     result = run_sanity(args.model, args.test_set, args.validation, args.thresholds, args.out, args.examples,
