@@ -277,9 +277,10 @@ XCOS_SCORES = ["xcos", "cosine", "standard_cosine"]
 # priority so they start as soon as their inputs exist and the other jobs fill the second core
 # around them, instead of the chain running alone at the end. Outputs do not change.
 CRITICAL_PRIORITY = 10
-# The inversion (invert_select ~0.6 min, then invert ~2.5 min) needs only trained models, yet
-# without a priority it waited behind the embed/evaluate jobs and ran alone for the last 0.8 min of
-# `all` (one core idle). Above the default, below the xCos chain. Outputs do not change.
+# The long jobs that are not on that chain: the inversion (invert_select ~0.6 min, then invert ~2.5
+# min) needs only trained models, yet without a priority it waited behind the embed/evaluate jobs
+# and ran alone for the last 0.8 min of `all` (one core idle); the trainings (train_priority) the
+# same. Above the default, below the xCos chain. Outputs do not change.
 LONG_PRIORITY = 5
 XCOS_STANDARD_MODELS = sorted(
     {
@@ -292,8 +293,13 @@ XCOS_STANDARD_MODELS = sorted(
 
 
 def train_priority(wildcards):
-    """A train job's priority: the xCos chain's models first (CRITICAL_PRIORITY)."""
-    return CRITICAL_PRIORITY if wildcards.model in XCOS_STANDARD_MODELS else 0
+    """A train job's priority: the xCos chain's models first (CRITICAL_PRIORITY), then every other
+    training (LONG_PRIORITY). Trainings are the long jobs (the 32x32 iResNets ~1.5 min each) and
+    need only the decoded set; at the default priority one waited behind the short embed and
+    evaluate jobs and trained alone for the last 1.5 min of `all` (one core idle, note 15 of
+    benchmarks/README.md). Started first, they leave the short jobs to fill both cores at the end.
+    Outputs do not change."""
+    return CRITICAL_PRIORITY if wildcards.model in XCOS_STANDARD_MODELS else LONG_PRIORITY
 
 
 wildcard_constraints:
