@@ -49,3 +49,25 @@ def test_critical_path_is_the_longest_chain_of_dependent_jobs(tmp_path):
     total, path = bench_pipeline.critical_path(jobs)
     assert total == 215 and [j.rule for j in path] == ["a", "c", "d"]  # c (200 s) gates d, not b (50 s)
     assert (stamps[-1] - stamps[0]).total_seconds() == 600
+
+
+def test_exact_peaks_go_to_the_job_whose_outputs_lie_nearest(tmp_path):
+    """A command's record belongs to the job nearest its outputs: `train --out models/m` to the train
+    job (models/m/model.pt), `fit-head --out models/m/heads/h` to fit_head, though both lie inside
+    models/m; a record matching no job is not counted; the larger of self and children counts."""
+    import json
+
+    log = ("[Sat Nov 28 04:00:00 2026]\nlocalrule train:\n    output: models/m/model.pt, models/m/config.yaml\n"
+           "    jobid: 1\nlocalrule fit_head:\n    input: models/m/model.pt\n    output: models/m/heads/h/head.pt\n"
+           "    jobid: 2\nlocalrule embed:\n    input: models/m/model.pt\n    output: embeddings/m.npz\n    jobid: 3\n")
+    (tmp_path / "run.log").write_text(log)
+    jobs, _ = bench_pipeline.parse_log(tmp_path / "run.log")
+    records = [("train", ["models/m"], 900.0, 1200.0), ("fit-head", ["models/m/heads/h"], 700.0, 0.0),
+               ("embed", [str(tmp_path / "embeddings" / "m.npz")], 500.0, 0.0),  # absolute, inside the run
+               ("report", ["elsewhere/table.csv"], 9999.0, 0.0)]
+    (tmp_path / bench_pipeline.PEAK_MEMORY_FILE).write_text("".join(
+        json.dumps({"command": c, "exit": 0, "cwd": str(tmp_path), "outputs": o, "max_rss_mib": s,
+                    "children_max_rss_mib": k}) + "\n" for c, o, s, k in records))
+    assert bench_pipeline.read_exact_peaks(jobs, tmp_path) == 3
+    assert [j.exact_rss_mib for j in jobs] == [1200.0, 700.0, 500.0]
+    assert bench_pipeline.read_exact_peaks(jobs, tmp_path / "no-run") == 0

@@ -139,6 +139,52 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    code = _dispatch(parser, args, argv)
+    record_peak_memory(args, code)
+    return code
+
+
+#: Where a measuring harness asks every command to append its exact peak memory (one JSON line;
+#: benchmarks/bench_pipeline.py sets it for the jobs of a run).  Unset: nothing is written.
+PEAK_MEMORY_LOG = "FACETRUST_PEAK_MEMORY_LOG"
+
+
+def record_peak_memory(args, code: int, environ=None) -> dict | None:
+    """Append this command's exact peak resident memory to the file named by :data:`PEAK_MEMORY_LOG`
+    (when set) and return the record: ``max_rss_mib``, this process's high-water mark, and
+    ``children_max_rss_mib``, the largest of its waited-for children's (DataLoader workers), both
+    from ``getrusage`` (the kernel's own counts, not samples: Snakemake's benchmark samples the
+    process tree now and then and missed up to 15 % of a short peak, benchmarks/README.md note 14),
+    beside the command, its outputs and the working directory, so a harness can match the line to
+    the job that ran it.  One ``write`` of one line to a file opened for appending: jobs running
+    side by side do not interleave.  A file that cannot be written is skipped with a warning; the
+    command's own result stands."""
+    import json
+    import os
+    import resource
+
+    environ = os.environ if environ is None else environ
+    target = environ.get(PEAK_MEMORY_LOG)
+    if not target:
+        return None
+    kib = 1024 if sys.platform != "darwin" else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
+    record = {"command": command_name(args), "exit": code, "cwd": os.getcwd(),
+              "outputs": sorted(str(path) for path in output_paths(args).values()),
+              "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib, 1),
+              "children_max_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib, 1)}
+    try:
+        descriptor = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(descriptor, (json.dumps(record) + "\n").encode())
+        finally:
+            os.close(descriptor)
+    except OSError as error:
+        log.warning("cannot record peak memory in %s: %s", target, error.strerror or error)
+    return record
+
+
+def _dispatch(parser: argparse.ArgumentParser, args, argv: list[str] | None) -> int:
+    """Run the command; its exit code (the module docstring's convention)."""
     name = args.command
     try:
         _run(args, argv if argv is not None else sys.argv[1:], option_flags(parser, args))

@@ -105,8 +105,11 @@ def cmd_train(args) -> None:
 
 
 def cmd_train_xcos(args) -> None:
+    from facetrust.cli.common import reuse_freed_memory
     from facetrust.config import load_params, xcos_params
     from facetrust.train.xcos import XCosConfig, train_xcos
+
+    reuse_freed_memory()  # every step of every candidate and seed frees and allocates its tensors again
 
     params = load_params(args.params)
     entry = xcos_params(params, args.name)

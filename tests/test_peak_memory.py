@@ -1,0 +1,46 @@
+"""`facetrust` commands record their exact peak memory where a harness asks (facetrust.cli.record_peak_memory)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from facetrust.cli import PEAK_MEMORY_LOG, build_parser, record_peak_memory
+
+
+def test_a_command_appends_its_peak_to_the_file_the_variable_names(tmp_path):
+    """Two commands, run as the pipeline runs them, each append one line: the command, its exit
+    code, its outputs (as given) and a peak of the order of an interpreter with the CLI loaded."""
+    target = tmp_path / "peaks.jsonl"
+    env = {**os.environ, PEAK_MEMORY_LOG: str(target)}
+    runs = (["methods"], ["evaluate", "ijb", "--embeddings", "missing.npz", "--protocol", "missing",
+                          "--name", "ijbc", "--out", "m.json"])
+    codes = [subprocess.run([sys.executable, "-m", "facetrust.cli", *argv], env=env, capture_output=True,
+                            cwd=tmp_path).returncode for argv in runs]
+    assert codes == [0, 2]
+    records = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [(r["command"], r["exit"], r["outputs"]) for r in records] == [("methods", 0, []), ("evaluate", 2, ["m.json"])]
+    assert all(r["cwd"] == str(tmp_path) and 20 < r["max_rss_mib"] < 2000 for r in records)
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_the_record_is_the_kernels_high_water_mark(tmp_path, monkeypatch):
+    """After touching 300 MB more than it held, the process's recorded peak grows by about that."""
+    import numpy as np
+
+    monkeypatch.setenv(PEAK_MEMORY_LOG, str(tmp_path / "peaks.jsonl"))
+    args = build_parser().parse_args(["methods"])
+    before = record_peak_memory(args, 0)["max_rss_mib"]
+    block = np.ones(300 * 2**20 // 8)  # touched: resident
+    after = record_peak_memory(args, 0)["max_rss_mib"]
+    del block
+    assert after - before > 250, (before, after)
+    assert len((tmp_path / "peaks.jsonl").read_text().splitlines()) == 2
+
+
+def test_nothing_is_written_without_the_variable_and_an_unwritable_file_only_warns(tmp_path, caplog):
+    args = build_parser().parse_args(["methods"])
+    assert record_peak_memory(args, 0, environ={}) is None
+    record = record_peak_memory(args, 1, environ={PEAK_MEMORY_LOG: str(tmp_path / "missing" / "peaks.jsonl")})
+    assert record["exit"] == 1 and "cannot record peak memory" in caplog.text
+    assert not (tmp_path / "missing").exists()
