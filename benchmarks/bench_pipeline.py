@@ -50,20 +50,26 @@ class Job:
     seconds: float = 0.0
     max_rss_mb: float = 0.0
     exact_rss_mib: float = 0.0  # from the commands' own getrusage records (PEAK_MEMORY_FILE)
+    start: dt.datetime | None = None  # the log's stamp before the job's entry
+    end: dt.datetime | None = None  # the stamp before its "Finished jobid" line
 
 
 def parse_log(path: Path) -> tuple[list[Job], list[dt.datetime]]:
     """Jobs and the timestamps of a Snakemake log."""
     jobs, stamps, current = [], [], None
+    finished: dict[str, dt.datetime] = {}
     for line in path.read_text().splitlines():
         stamp = re.match(r"\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]", line)
         if stamp:
             stamps.append(dt.datetime.strptime(stamp.group(1), "%a %b %d %H:%M:%S %Y"))
         rule = re.match(r"^(local)?rule (\w+):", line)
         if rule:
-            current = Job(jobid="", rule=rule.group(2))
+            current = Job(jobid="", rule=rule.group(2), start=stamps[-1] if stamps else None)
             jobs.append(current)
             continue
+        done = re.match(r"^Finished jobid: (\d+)", line)
+        if done and stamps:
+            finished[done.group(1)] = stamps[-1]
         if current is None or not line.startswith("    "):
             continue
         key, _, value = line.strip().partition(": ")
@@ -75,7 +81,88 @@ def parse_log(path: Path) -> tuple[list[Job], list[dt.datetime]]:
             current.benchmark = value
         elif key == "wildcards":
             current.wildcards = value
-    return [job for job in jobs if job.jobid], stamps
+    jobs = [job for job in jobs if job.jobid]
+    for job in jobs:
+        job.end = finished.get(job.jobid)
+    return jobs, stamps
+
+
+def busy_profile(jobs: list[Job], cores: int = 2) -> dict:
+    """How full the cores were: ``idle_core_s``, the core-seconds no job used between the first
+    job's start and the last one's end (``cores`` x wall - the jobs' summed wall, from the log's
+    one-second stamps), and ``busy_per_30_s``, the mean number of jobs running in each 30 s."""
+    spans = [(job.start, job.end) for job in jobs if job.start and job.end]
+    if not spans:
+        return {"idle_core_s": None, "busy_per_30_s": []}
+    t0, t1 = min(s for s, _ in spans), max(e for _, e in spans)
+    wall = (t1 - t0).total_seconds()
+    bins = [0.0] * max(1, -int(-wall // 30))  # ceil: a bin per started 30 s
+    for start, end in spans:
+        x, stop = (start - t0).total_seconds(), (end - t0).total_seconds()
+        while x < stop:
+            index = int(x // 30)
+            step = min(stop, (index + 1) * 30) - x
+            bins[index] += step
+            x += step
+    return {"idle_core_s": round(cores * wall - sum(bins)), "busy_per_30_s": [round(b / 30, 2) for b in bins]}
+
+
+#: The rules a timeline colours, each always in the same colour (the embedded default's long jobs); the rest are grey.
+TIMELINE_RULES = ("train", "train_xcos", "invert", "explain_faithfulness", "embed", "evaluate_ijb", "explain_sanity",
+                  "synthesize", "invert_select", "fit_head")
+
+
+def _label(job: Job) -> str:
+    """A bar's text: a training by its model, any other job by its rule (without ``explain_``)."""
+    first = job.wildcards.split(",")[0].partition("=")[2].strip()
+    return first if job.rule == "train" and first else job.rule.removeprefix("explain_")
+
+
+def plot_timeline(jobs: list[Job], out: Path, title: str, cores: int = 2) -> None:
+    """Each job as a bar in the slot it ran in (the first free one, in start order: Snakemake runs
+    ``cores`` jobs at a time, not on fixed cores), the rules of :data:`TIMELINE_RULES` coloured
+    and the others grey, the critical path outlined: where the run's time went and where a slot sat
+    idle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches
+    import matplotlib.pyplot as plt
+
+    spans = sorted((job for job in jobs if job.start and job.end), key=lambda j: (j.start, j.end))
+    if not spans:
+        return
+    t0 = spans[0].start
+    _, path = critical_path(jobs)
+    on_path = {id(job) for job in path}
+    seconds: dict[str, float] = {}
+    for job in spans:
+        seconds[job.rule] = seconds.get(job.rule, 0.0) + (job.end - job.start).total_seconds()
+    palette = plt.get_cmap("tab10")
+    colours = {rule: palette(i) for i, rule in enumerate(TIMELINE_RULES) if rule in seconds}  # fixed: runs compare
+    big = sorted(colours, key=lambda r: -seconds[r])
+    free_at = [0.0] * cores
+    figure, axes = plt.subplots(figsize=(12, 3.0))
+    for job in spans:
+        start, end = (job.start - t0).total_seconds() / 60, (job.end - t0).total_seconds() / 60
+        lane = min(range(cores), key=lambda c: (free_at[c] > start + 1e-9, free_at[c]))
+        free_at[lane] = max(end, start)
+        critical = id(job) in on_path
+        axes.barh(lane, max(end - start, 1 / 60), left=start, height=0.7, color=colours.get(job.rule, "0.75"),
+                  edgecolor="black" if critical else "white", linewidth=1.2 if critical else 0.4)
+        if end - start > 0.9:
+            axes.text((start + end) / 2, lane, _label(job)[:16], ha="center", va="center", fontsize=7)
+    axes.set_yticks(range(cores), [f"slot {c + 1}" for c in range(cores)])
+    axes.set_xlabel("minutes since the first job")
+    axes.set_title(title, fontsize=9)
+    handles = [matplotlib.patches.Patch(color=colours[rule], label=f"{rule} ({seconds[rule] / 60:.1f} min)")
+               for rule in big]
+    handles.append(matplotlib.patches.Patch(color="0.75", label="other rules"))
+    axes.legend(handles=handles, fontsize=7, ncol=min(len(handles), 5), loc="upper center",
+                bbox_to_anchor=(0.5, -0.28), frameon=False)
+    figure.tight_layout()
+    figure.savefig(out, dpi=130)
+    plt.close(figure)
 
 
 def read_benchmark(job: Job, workdir: Path) -> None:
@@ -157,6 +244,7 @@ def main() -> int:
     parser.add_argument("--run", action="store_true", help="run the pipeline first in a fresh directory")
     parser.add_argument("--target", default="all", choices=sorted(TARGETS_MIN))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "pipeline.json"))
+    parser.add_argument("--timeline", help="also draw the jobs on the cores over time to this .png")
     args = parser.parse_args()
     workdir = run_pipeline(args.target) if args.run else Path(args.workdir)
     logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
@@ -177,6 +265,8 @@ def main() -> int:
     if matched:
         print(f"exact peak RSS {exact.exact_rss_mib:.0f} MiB ({exact.rule} {exact.wildcards}; getrusage of the "
               f"commands, {matched} records of {sum(1 for j in jobs if j.exact_rss_mib)} jobs)")
+    busy = busy_profile(jobs)
+    print(f"idle core time {busy['idle_core_s']} core-s (2 cores; the jobs' summed wall against 2 x the run's)")
     print(f"critical path {total / 60:.1f} min:")
     for job in path:
         print(f"  {job.seconds:7.1f} s  {job.rule:<20} {job.wildcards}")
@@ -190,10 +280,13 @@ def main() -> int:
               "peak_rss_exact_job": f"{exact.rule} {exact.wildcards}".strip() if matched else None,
               "exact_rss_mib_per_job": {f"{j.rule} {j.wildcards}".strip(): round(j.exact_rss_mib)
                                         for j in sorted(jobs, key=lambda j: -j.exact_rss_mib) if j.exact_rss_mib},
-              "critical_path": [f"{j.rule} {j.wildcards}".strip() for j in path],
+              "critical_path": [f"{j.rule} {j.wildcards}".strip() for j in path], **busy,
               "machine": machine()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.timeline:
+        plot_timeline(jobs, Path(args.timeline), f"{args.target}: {len(jobs)} jobs, wall {wall_min:.1f} min, "
+                      f"{busy['idle_core_s']} idle core-s; critical path outlined ({total / 60:.1f} min)")
     return 0
 
 

@@ -71,3 +71,39 @@ def test_exact_peaks_go_to_the_job_whose_outputs_lie_nearest(tmp_path):
     assert bench_pipeline.read_exact_peaks(jobs, tmp_path) == 3
     assert [j.exact_rss_mib for j in jobs] == [1200.0, 700.0, 500.0]
     assert bench_pipeline.read_exact_peaks(jobs, tmp_path / "no-run") == 0
+
+
+TIMED_LOG = """[Sat Nov 28 04:00:00 2026]
+localrule a:
+    output: x
+    jobid: 1
+[Sat Nov 28 04:00:00 2026]
+localrule b:
+    output: y
+    jobid: 2
+[Sat Nov 28 04:01:00 2026]
+Finished jobid: 1 (Rule: a)
+[Sat Nov 28 04:01:30 2026]
+localrule c:
+    input: x
+    output: z
+    jobid: 3
+[Sat Nov 28 04:02:00 2026]
+Finished jobid: 2 (Rule: b)
+[Sat Nov 28 04:03:00 2026]
+Finished jobid: 3 (Rule: c)
+"""
+
+
+def test_idle_core_time_counts_the_core_seconds_no_job_used(tmp_path):
+    """a (0-60 s) and b (0-120 s) side by side, c (90-180 s) after a 30 s gap on the first core:
+    of 2 x 180 core-s, 60 + 120 + 90 were used, 90 idle (the gap and the last minute's second core)."""
+    (tmp_path / "run.log").write_text(TIMED_LOG)
+    jobs, _ = bench_pipeline.parse_log(tmp_path / "run.log")
+    assert [(j.rule, (j.end - j.start).total_seconds()) for j in jobs] == [("a", 60), ("b", 120), ("c", 90)]
+    busy = bench_pipeline.busy_profile(jobs)
+    assert busy["idle_core_s"] == 90
+    assert busy["busy_per_30_s"] == [2, 2, 1, 2, 1, 1]
+    figure = tmp_path / "timeline.png"
+    bench_pipeline.plot_timeline(jobs, figure, "test")
+    assert figure.stat().st_size > 5000
