@@ -92,8 +92,10 @@ def run_xcos(args: argparse.Namespace) -> Path:
 
 
 def run_score(args: argparse.Namespace) -> dict:
+    from facetrust.cli.common import reuse_freed_memory
     from facetrust.explain.scores import run_xcos_scores
 
+    reuse_freed_memory()  # every batch of pairs, for each replicate, frees and allocates its maps again
     return run_xcos_scores(args.model, args.standard, args.test_set, args.out, batch_pairs=args.batch_pairs,
                            replicates=args.replicates or ())
 
@@ -206,11 +208,13 @@ def _load_verifier(path: Path, train_data: Path, classes, per_class: int):
 def run_invert(args: argparse.Namespace) -> dict:
     """Invert classes of a trained model: a figure (``--out``), and with ``--verifier`` the stage's
     JSON (``--results``) and images (``--images``), with ablations when ``--ablation``."""
+    from facetrust.cli.common import reuse_freed_memory
     from facetrust.report.inversion_figures import plot_inversion_grid
     from facetrust.explain.inversion import invert
     from facetrust.explain.inversion_stage import run_inversion, write_inversion
     from facetrust.models.artifacts import load_margin, load_model
 
+    reuse_freed_memory()  # every optimisation step frees and allocates its activations and gradients again
     params = _params(args.params)
     section = dict(params.get("inversion") or {})
     section.setdefault("seed", params.get("seed", 0))
@@ -252,10 +256,12 @@ def run_invert_select(args: argparse.Namespace) -> dict:
     """Choose the TV weight and the step count on validation classes (``inversion.select``)."""
     import dataclasses
 
+    from facetrust.cli.common import reuse_freed_memory
     from facetrust.explain.inversion_stage import select_settings
     from facetrust.io import write_json_atomic
     from facetrust.models.artifacts import load_margin, load_model
 
+    reuse_freed_memory()  # as `explain invert`: every optimisation step allocates its tensors again
     params = _params(args.params)
     section = dict(params.get("inversion") or {})
     section.setdefault("seed", params.get("seed", 0))
