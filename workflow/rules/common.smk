@@ -299,7 +299,9 @@ def train_priority(wildcards):
     evaluate jobs and trained alone for the last 1.5 min of `all` (one core idle, note 15 of
     benchmarks/README.md). Started first, they leave the short jobs to fill both cores at the end.
     Outputs do not change."""
-    return CRITICAL_PRIORITY if wildcards.model in XCOS_STANDARD_MODELS else LONG_PRIORITY
+    return (
+        CRITICAL_PRIORITY if wildcards.model in XCOS_STANDARD_MODELS else LONG_PRIORITY
+    )
 
 
 wildcard_constraints:
