@@ -41,7 +41,11 @@ def test_the_record_is_the_kernels_high_water_mark(tmp_path):
         print(json.dumps([before, after]))
     """)
     target = tmp_path / "peaks.jsonl"
-    done = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, check=True)
+    # started from a small launcher: Linux keeps a process's high-water mark across exec, so a child
+    # started straight from this (maybe large) test worker would begin at the worker's peak
+    launcher = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+    done = subprocess.run([sys.executable, "-c", launcher, sys.executable, "-c", code, str(target)],
+                          capture_output=True, text=True, check=True)
     before, after = json.loads(done.stdout.strip().splitlines()[-1])
     assert after - before > 250, (before, after)
     assert [json.loads(line)["max_rss_mib"] for line in target.read_text().splitlines()] == [before, after]

@@ -158,7 +158,9 @@ def record_peak_memory(args, code: int, environ=None) -> dict | None:
     beside the command, its outputs and the working directory, so a harness can match the line to
     the job that ran it.  One ``write`` of one line to a file opened for appending: jobs running
     side by side do not interleave.  A file that cannot be written is skipped with a warning; the
-    command's own result stands."""
+    command's own result stands.  Linux keeps a process's high-water mark across ``exec``: a command
+    started straight from a large process begins at that one's peak (Snakemake's jobs start from a
+    small shell: the embedded default's ``decode`` job records 44 MiB)."""
     import json
     import os
     import resource
