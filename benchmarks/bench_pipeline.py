@@ -34,6 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py lives beside this script
 from harness import machine, without_bytecode_override  # noqa: E402
 
+from facetrust.cli import PEAK_MEMORY_LOG  # noqa: E402  (the variable the commands read)
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TARGETS_MIN = {"results/ijbc_table.csv": 6.0, "all": 20.0}
@@ -118,11 +120,11 @@ def _label(job: Job) -> str:
     return first if job.rule == "train" and first else job.rule.removeprefix("explain_")
 
 
-def plot_timeline(jobs: list[Job], out: Path, title: str, cores: int = 2) -> None:
+def plot_timeline(jobs: list[Job], out: Path, title: str, path: list[Job], cores: int = 2) -> None:
     """Each job as a bar in the slot it ran in (the first free one, in start order: Snakemake runs
     ``cores`` jobs at a time, not on fixed cores), the rules of :data:`TIMELINE_RULES` coloured
     and the others grey, the critical path outlined: where the run's time went and where a slot sat
-    idle."""
+    idle.  ``path``: the critical path (:func:`critical_path`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +135,6 @@ def plot_timeline(jobs: list[Job], out: Path, title: str, cores: int = 2) -> Non
     if not spans:
         return
     t0 = spans[0].start
-    _, path = critical_path(jobs)
     on_path = {id(job) for job in path}
     seconds: dict[str, float] = {}
     for job in spans:
@@ -177,15 +178,15 @@ def read_benchmark(job: Job, workdir: Path) -> None:
 #: Where the run's ``facetrust`` commands append their exact peak memory (``facetrust.cli.record_peak_memory``,
 #: asked for by the variable it names), in the run's directory.
 PEAK_MEMORY_FILE = ".facetrust_peak_memory.jsonl"
-PEAK_MEMORY_VARIABLE = "FACETRUST_PEAK_MEMORY_LOG"
 
 
 def read_exact_peaks(jobs: list[Job], workdir: Path) -> int:
     """Give each job the largest exact peak (``max_rss_mib`` of the process or of one of its children)
     among the command records of ``workdir``'s :data:`PEAK_MEMORY_FILE` that belong to it: a record
     belongs to the job whose outputs lie nearest its own (equal, or one inside the other: a command's
-    ``--out`` directory holds the rule's files); returns how many records matched a job.  Snakemake's ``max_rss`` samples the process tree now and
-    then and reads low for a short peak (note 14 of benchmarks/README.md); this one is the kernel's."""
+    ``--out`` directory holds the rule's files); returns how many records matched a job.
+    Snakemake's ``max_rss`` samples the process tree now and then and reads low for a short peak
+    (note 14 of benchmarks/README.md); this one is the kernel's."""
     path = workdir / PEAK_MEMORY_FILE
     if not path.is_file():
         return 0
@@ -232,7 +233,7 @@ def run_pipeline(target: str) -> Path:
     workdir = Path(tempfile.mkdtemp(prefix="bench_pipeline."))
     shutil.copy(REPO / "params.yaml", workdir / "params.yaml")
     env = {**without_bytecode_override(os.environ), "PATH": f"{BIN}:{os.environ['PATH']}",
-           PEAK_MEMORY_VARIABLE: str(workdir / PEAK_MEMORY_FILE)}
+           PEAK_MEMORY_LOG: str(workdir / PEAK_MEMORY_FILE)}
     subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", target],
                    check=True, env=env)
     return workdir
@@ -286,7 +287,7 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     if args.timeline:
         plot_timeline(jobs, Path(args.timeline), f"{args.target}: {len(jobs)} jobs, wall {wall_min:.1f} min, "
-                      f"{busy['idle_core_s']} idle core-s; critical path outlined ({total / 60:.1f} min)")
+                      f"{busy['idle_core_s']} idle core-s; critical path outlined ({total / 60:.1f} min)", path)
     return 0
 
 

@@ -105,5 +105,5 @@ def test_idle_core_time_counts_the_core_seconds_no_job_used(tmp_path):
     assert busy["idle_core_s"] == 90
     assert busy["busy_per_30_s"] == [2, 2, 1, 2, 1, 1]
     figure = tmp_path / "timeline.png"
-    bench_pipeline.plot_timeline(jobs, figure, "test")
+    bench_pipeline.plot_timeline(jobs, figure, "test", bench_pipeline.critical_path(jobs)[1])
     assert figure.stat().st_size > 5000
