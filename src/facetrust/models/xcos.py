@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from facetrust.errors import InputError
+from facetrust.models.prelu import PReLU
 from facetrust.models.registry import inference_layout
 
 GRID_CHANNELS = 32  # xCos: Conv1x1(512 -> 32)
@@ -41,7 +42,7 @@ def _conv_bn_prelu(in_channels: int, out_channels: int, kernel: int) -> nn.Seque
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2),
         nn.BatchNorm2d(out_channels),
-        nn.PReLU(out_channels),
+        PReLU(out_channels),
     )
 
 

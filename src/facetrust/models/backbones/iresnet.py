@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError
+from facetrust.models.prelu import PReLU
 from facetrust.models.registry import register_backbone
 
 #: Per-stage block counts of the named depths (InsightFace ``iresnet{18,34,50,100,200}``).
@@ -67,7 +68,7 @@ class IBasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_channels, eps=_BN_EPS)
         self.conv1 = _conv3x3(in_channels, channels)
         self.bn2 = nn.BatchNorm2d(channels, eps=_BN_EPS)
-        self.prelu = nn.PReLU(channels)
+        self.prelu = PReLU(channels)
         self.conv2 = _conv3x3(channels, channels, stride)
         self.bn3 = nn.BatchNorm2d(channels, eps=_BN_EPS)
         self.downsample: nn.Module | None = None
@@ -127,7 +128,7 @@ class IResNet(nn.Module):
 
         self.conv1 = _conv3x3(3, width)
         self.bn1 = nn.BatchNorm2d(width, eps=_BN_EPS)
-        self.prelu = nn.PReLU(width)
+        self.prelu = PReLU(width)
         in_channels = width
         for index, num_blocks in enumerate(layers):
             channels = width * 2**index

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
+from facetrust.models.prelu import PReLU
 from facetrust.models.registry import checked_geometry, register_backbone
 
 # (expansion t, out channels as a multiple of width, repeats n, first stride s): Table 1
@@ -59,7 +60,7 @@ def conv_bn(
         nn.BatchNorm2d(out_channels),
     ]
     if not linear:
-        layers.append(nn.PReLU(out_channels))
+        layers.append(PReLU(out_channels))
     return nn.Sequential(*layers)
 
 

@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from facetrust.errors import ConfigError
 from facetrust.models.backbones.sphere import FlattenFCNet
+from facetrust.models.prelu import PReLU
 from facetrust.models.registry import checked_geometry, register_backbone
 
 SPHERE20_UNITS = (1, 2, 4, 1)
@@ -33,7 +34,7 @@ _ACTIVATIONS = ("prelu", "relu")
 
 
 def _activation(kind: str, channels: int) -> nn.Module:
-    return nn.PReLU(channels) if kind == "prelu" else nn.ReLU(inplace=True)
+    return PReLU(channels) if kind == "prelu" else nn.ReLU(inplace=True)
 
 
 def _halve(size: int) -> int:

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
+from facetrust.models.prelu import PReLU
 from facetrust.models.registry import checked_geometry, register_backbone
 
 
@@ -66,7 +67,7 @@ class IRSEUnit(nn.Module):
         self.residual = nn.Sequential(
             nn.BatchNorm2d(in_channels),
             nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
-            nn.PReLU(out_channels),
+            PReLU(out_channels),
             nn.Conv2d(out_channels, out_channels, 3, stride, 1, bias=False),
             nn.BatchNorm2d(out_channels),
             SqueezeExcite(out_channels, reduction),
@@ -109,7 +110,7 @@ class IRSEResNet(nn.Module):
         self.input_layer = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
             nn.BatchNorm2d(width),
-            nn.PReLU(width),
+            PReLU(width),
         )
         stages = []
         previous = width

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
+from facetrust.models.prelu import PReLU
 from facetrust.models.registry import checked_geometry, register_backbone
 
 SPHERE_UNITS: dict[str, tuple[int, int, int, int]] = {
@@ -56,9 +57,9 @@ class SphereResidualUnit(nn.Module):
     def __init__(self, channels: int, freeze_bias: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
-        self.act1 = nn.PReLU(channels)
+        self.act1 = PReLU(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
-        self.act2 = nn.PReLU(channels)
+        self.act2 = PReLU(channels)
         for conv in (self.conv1, self.conv2):
             nn.init.normal_(conv.weight, mean=0.0, std=0.01)  # prototxt: gaussian std 0.01
             nn.init.zeros_(conv.bias)
@@ -75,7 +76,7 @@ class SphereStage(nn.Sequential):
         conv = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
         caffe_xavier_(conv.weight)
         nn.init.zeros_(conv.bias)
-        layers = [conv, nn.PReLU(out_channels)]
+        layers = [conv, PReLU(out_channels)]
         layers += [SphereResidualUnit(out_channels, freeze_bias) for _ in range(units)]
         super().__init__(*layers)
 

@@ -1,0 +1,150 @@
+"""facetrust.models.prelu.PReLU: nn.PReLU's values and gradients, bit for bit, from vectorised kernels."""
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from facetrust.models import build_backbone
+from facetrust.models.prelu import PReLU
+
+
+def _gradients(module, x, grad):
+    x = x.detach().clone().requires_grad_()
+    module.zero_grad(set_to_none=True)
+    y = module(x)
+    y.backward(grad)
+    return y.detach(), x.grad, module.weight.grad
+
+
+def _inputs(shape, channels_last, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=generator)
+    x[..., :2] = 0.0  # exact zeros: the side of the kink both must take (x > 0 is the linear part)
+    x.view(-1)[::7] = -0.0
+    grad = torch.randn(shape, generator=generator)
+    grad.view(-1)[::5] = 0.0
+    if channels_last:
+        x, grad = x.contiguous(memory_format=torch.channels_last), grad.contiguous(memory_format=torch.channels_last)
+    return x, grad
+
+
+@pytest.mark.parametrize("shape", [(8, 16, 9, 7), (64, 32, 4, 4), (5, 12), (3, 6, 11)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("slopes", ["per_channel", "single"])
+def test_same_bits_as_nn_prelu(shape, channels_last, slopes):
+    if channels_last and len(shape) != 4:
+        pytest.skip("channels-last is a 4-D layout")
+    channels = shape[1] if slopes == "per_channel" else 1
+    reference = nn.PReLU(channels)
+    with torch.no_grad():
+        reference.weight.copy_(torch.linspace(-0.3, 0.7, channels))
+    ours = PReLU(channels)
+    ours.load_state_dict(reference.state_dict())
+    x, grad = _inputs(shape, channels_last)
+    y_ref, gx_ref, gw_ref = _gradients(reference, x, grad)
+    y, gx, gw = _gradients(ours, x, grad)
+    assert torch.equal(y, y_ref)
+    # equal values, and equal bits but for the sign of a zero (-0.0 + 0.0 is +0.0; module docstring)
+    assert torch.equal(gx, gx_ref)
+    assert torch.equal(gx.view(torch.int32)[gx != 0], gx_ref.view(torch.int32)[gx_ref != 0])
+    assert gw.shape == gw_ref.shape
+    assert torch.equal(gw.view(torch.int32), gw_ref.view(torch.int32))
+    assert gx.stride() == gx_ref.stride()
+
+
+def test_only_the_gradients_asked_for():
+    module = PReLU(4)
+    module.weight.requires_grad_(False)
+    x, grad = _inputs((2, 4, 5, 5), False)
+    x.requires_grad_()
+    (module(x) * grad).sum().backward()
+    assert module.weight.grad is None
+    expected = torch.where(x.detach() > 0, grad, grad * 0.25)
+    assert torch.equal(x.grad, expected)
+
+
+def test_second_derivative_matches():
+    """The backward is made of differentiable ops: a gradient penalty (create_graph) works and
+    equals nn.PReLU's."""
+    torch.manual_seed(0)
+    results = []
+    for cls in (nn.PReLU, PReLU):
+        torch.manual_seed(0)
+        module = cls(3)
+        conv = nn.Conv2d(3, 3, 3, padding=1)
+        x = torch.randn(2, 3, 6, 6, requires_grad=True)
+        (gx,) = torch.autograd.grad(module(conv(x)).square().sum(), x, create_graph=True)
+        gx.square().sum().backward()
+        results.append((gx.detach(), conv.weight.grad.clone(), module.weight.grad.clone()))
+    for ours, reference in zip(results[1], results[0]):
+        torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-6)
+
+
+def test_plain_prelu_where_no_gradient_or_traced():
+    module = PReLU(4)
+    x = torch.randn(2, 4, 3, 3)
+    with torch.no_grad():
+        assert module(x.requires_grad_()).grad_fn is None
+    y = module(torch.randn(2, 4, 3, 3, requires_grad=True))
+    assert type(y.grad_fn).__name__ == "_PReLUFunctionBackward"
+    module.eval()
+    traced = torch.jit.trace(module, torch.randn(2, 4, 3, 3))
+    assert "prelu" in str(traced.graph)
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (torch.randn(2, 4, 3, 3, requires_grad=True),), buffer, dynamo=False)
+    assert b"PRelu" in buffer.getvalue()
+
+
+def test_backbone_trains_to_the_same_bits():
+    """Three SGD steps of the default iResNet shape, channels-last as the trainer runs it: the same
+    weights with our PReLU as with nn.PReLU in every place."""
+    def train(swap_to_nn):
+        torch.manual_seed(0)
+        backbone = build_backbone("iresnet", embedding_size=16, input_size=(16, 16), layers=[1, 1, 1, 1], width=8)
+        if swap_to_nn:
+            for name, child in list(backbone.named_modules()):
+                for key, sub in list(child.named_children()):
+                    if isinstance(sub, PReLU):
+                        plain = nn.PReLU(sub.num_parameters)
+                        plain.load_state_dict(sub.state_dict())
+                        setattr(child, key, plain)
+        assert any(type(m) is (nn.PReLU if swap_to_nn else PReLU) for m in backbone.modules())
+        backbone = backbone.to(memory_format=torch.channels_last).train()
+        optimizer = torch.optim.SGD(backbone.parameters(), lr=0.1, momentum=0.9)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x = torch.randn(16, 3, 16, 16, generator=generator).contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(backbone(x), torch.arange(16) % 5)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return copy.deepcopy(backbone.state_dict())
+
+    ours, reference = train(False), train(True)
+    assert ours.keys() == reference.keys()
+    for key in ours:
+        assert torch.equal(ours[key], reference[key]), key
+
+
+def test_state_dict_is_nn_prelus():
+    module = PReLU(5)
+    assert isinstance(module, nn.PReLU)
+    assert list(module.state_dict()) == ["weight"]
+    nn.PReLU(5).load_state_dict(module.state_dict())
+
+
+def test_broadcast_gradient_from_a_sum():
+    """``y.sum().backward()`` hands the backward an expanded (stride-0) gradient: same values."""
+    reference, ours = nn.PReLU(6), PReLU(6)
+    x, _ = _inputs((4, 6, 5, 5), True)
+    grads = []
+    for module in (reference, ours):
+        xx = x.detach().clone().requires_grad_()
+        module(xx).sum().backward()
+        grads.append((xx.grad, module.weight.grad))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.equal(grads[0][1], grads[1][1])
