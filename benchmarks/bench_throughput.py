@@ -7,8 +7,10 @@ times, on random inputs of the model's size, best of ``--repeat``:
   ``batch_size``, in samples/s, as ``facetrust train`` runs it: in its layout
   (``train.trainer.training_layout``: channels-last where the backbone allows it) and with its
   allocator setting (``cli.common.reuse_freed_memory``: freed memory reused, not mapped afresh),
-  beside the plain PyTorch step of the same model (NCHW, the C library's default allocator:
-  ``train_plain_nchw_samples_per_s``, ``train_over_plain_nchw``);
+  beside the plain PyTorch step of the same model (NCHW, the C library's default allocator,
+  ``nn.PReLU``: ``train_plain_nchw_samples_per_s``, ``train_over_plain_nchw``).  On random inputs
+  ATen's PReLU backward is about twice as slow as on images (a branch per element, mispredicted
+  half the time), so the trainer's own figure below is the one to read for training;
 - **embed**: the forward pass ``facetrust embed`` makes (the image and its mirror, F1) in
   ``torch.no_grad`` on batches of 256, in images/s, in the layout a loaded model runs in
   (``models.registry.inference_layout``: channels-last) with the same allocator setting, beside the
@@ -70,6 +72,22 @@ def _model(config: dict):
     return TrainModel(backbone, head, scale_head, frozen)
 
 
+def _plain_prelus(module):
+    """``module`` with every :class:`facetrust.models.prelu.PReLU` replaced by ``nn.PReLU`` holding the
+    same slopes: the plain PyTorch model, whose PReLU backward is ATen's own (models/prelu.py)."""
+    import torch.nn as nn
+
+    from facetrust.models.prelu import PReLU
+
+    for parent in list(module.modules()):
+        for key, child in list(parent.named_children()):
+            if isinstance(child, PReLU):
+                plain = nn.PReLU(child.num_parameters)
+                plain.load_state_dict(child.state_dict())
+                setattr(parent, key, plain)
+    return module
+
+
 def _best(function, repeat: int) -> tuple[float, float]:
     """(best CPU seconds, best wall seconds) of ``function()`` over ``repeat`` calls."""
     cpu = wall = float("inf")
@@ -90,7 +108,7 @@ def _flops(function) -> float:
 
 def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: int, side: str) -> dict:
     """One side of model ``name``, in this process: ``plain``, the plain PyTorch loop (NCHW, the C
-    library's default allocator), or ``ours``, what ``facetrust train`` / ``embed`` run (the trainer's
+    library's default allocator, ``nn.PReLU``), or ``ours``, what ``facetrust train`` / ``embed`` run (the trainer's
     layout, the loaded model's layout, and :func:`facetrust.cli.common.reuse_freed_memory`, which
     every ``facetrust`` command sets first).  Call it in a fresh process (the allocator setting
     lasts for the process): :func:`measure` does."""
@@ -103,6 +121,8 @@ def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: 
         reuse_freed_memory()
     torch.manual_seed(0)
     model = _model(config)
+    if side == "plain":
+        model = _plain_prelus(model)
     batch = int(config.get("train", {}).get("batch_size", 128))
     height, width = config["input_size"]
     layout = "contiguous"
@@ -225,7 +245,10 @@ def trainer_side_by_side(name: str, params_file: Path, work: Path, repeat: int) 
             "trainer_over_plain": trainer / plain["train_plain_nchw_samples_per_s_wall"],
             "layout_step_samples_per_s": plain["train_samples_per_s_wall"],
             "trainer_over_layout_step": trainer / plain["train_samples_per_s_wall"],
-            "plain_gflop_per_sample": plain["train_gflop_per_sample"]}
+            "plain_gflop_per_sample": plain["train_gflop_per_sample"],
+            # the trainer on the synthetic training set's images, as a fraction of the sgemm bound
+            # (the steps above run on random inputs, on which ATen's PReLU backward is slower)
+            "trainer_fraction_of_sgemm": trainer * plain["train_gflop_per_sample"] / sgemm_gflops()}
 
 
 def _layout(module) -> str:
