@@ -99,14 +99,26 @@ def test_plain_prelu_where_no_gradient_or_traced():
     assert b"PRelu" in buffer.getvalue()
 
 
-def test_backbone_trains_to_the_same_bits():
-    """Three SGD steps of the default iResNet shape, channels-last as the trainer runs it: the same
-    weights with our PReLU as with nn.PReLU in every place."""
+BACKBONES = {  # the embedded default's PReLU backbones, small; trained channels-last as the trainer does
+    "iresnet": dict(input_size=(16, 16), layers=[1, 1, 1, 1], width=8),
+    "sphere20": dict(input_size=(42, 36), width=4),  # its last PReLU feeds the fc: an NCHW gradient
+    "mobilenet_sphereface": dict(input_size=(42, 36), width=8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_trains_to_the_same_bits(name):
+    """Three SGD steps: the same weights with our PReLU as with nn.PReLU in every place (and the same
+    for a whole 6-epoch training of the default model and of every PReLU model of `all`:
+    benchmarks/README.md note 16)."""
+    options = dict(BACKBONES[name])
+    input_size = options.pop("input_size")
+
     def train(swap_to_nn):
         torch.manual_seed(0)
-        backbone = build_backbone("iresnet", embedding_size=16, input_size=(16, 16), layers=[1, 1, 1, 1], width=8)
+        backbone = build_backbone(name, embedding_size=16, input_size=input_size, **options)
         if swap_to_nn:
-            for name, child in list(backbone.named_modules()):
+            for child in list(backbone.modules()):
                 for key, sub in list(child.named_children()):
                     if isinstance(sub, PReLU):
                         plain = nn.PReLU(sub.num_parameters)
@@ -117,7 +129,7 @@ def test_backbone_trains_to_the_same_bits():
         optimizer = torch.optim.SGD(backbone.parameters(), lr=0.1, momentum=0.9)
         generator = torch.Generator().manual_seed(1)
         for _ in range(3):
-            x = torch.randn(16, 3, 16, 16, generator=generator).contiguous(memory_format=torch.channels_last)
+            x = torch.randn(16, 3, *input_size, generator=generator).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(backbone(x), torch.arange(16) % 5)
             optimizer.zero_grad()
             loss.backward()
@@ -128,6 +140,27 @@ def test_backbone_trains_to_the_same_bits():
     assert ours.keys() == reference.keys()
     for key in ours:
         assert torch.equal(ours[key], reference[key]), key
+
+
+@pytest.mark.parametrize("layouts", [("channels_last", "nchw"), ("nchw", "channels_last")])
+def test_gradient_in_another_layout_than_the_input(layouts):
+    """A channels-last map whose gradient comes back NCHW (after a flatten): the slope's sum must run
+    in the input's order, as ATen's does."""
+    x, grad = _inputs((16, 8, 7, 5), False, seed=3)
+    if layouts[0] == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        grad = grad.contiguous(memory_format=torch.channels_last)
+    reference, ours = nn.PReLU(8), PReLU(8)
+    _, gx_ref, gw_ref = _gradients(reference, x, grad)
+    _, gx, gw = _gradients(ours, x, grad)
+    assert torch.equal(gx, gx_ref) and gx.stride() == gx_ref.stride()
+    assert torch.equal(gw.view(torch.int32), gw_ref.view(torch.int32))
+
+
+def test_strided_view_takes_plain_prelu():
+    base = torch.randn(4, 6, 10, 10, requires_grad=True)
+    assert PReLU(6)(base[:, :, ::2]).grad_fn.name() != "_PReLUFunctionBackward"
 
 
 def test_state_dict_is_nn_prelus():

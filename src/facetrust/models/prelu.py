@@ -44,6 +44,11 @@ class _PReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
+        if grad.stride() != x.stride():
+            # ATen's loop lays its per-element results out as the input ``x`` is, and the slope's sum
+            # runs in that order: the gradient in x's layout first (it arrives in another after a
+            # flatten, e.g. a last PReLU before the fc, whose gradient is NCHW for a channels-last map)
+            grad = torch.empty_like(x).copy_(grad)
         slope = _slope_view(weight, x)
         want_input, want_weight = ctx.needs_input_grad
         grad_positive = torch.ops.aten.threshold_backward(grad, x, 0)
@@ -59,6 +64,12 @@ class _PReLUFunction(torch.autograd.Function):
         return grad_input, grad_weight
 
 
+def _dense(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out contiguously (NCHW-style or channels-last): the layouts whose
+    element order :class:`_PReLUFunction` reproduces (a strided view takes ``F.prelu``)."""
+    return x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+
+
 def _exporting() -> bool:
     return bool(torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
                 or torch.compiler.is_compiling())
@@ -68,7 +79,7 @@ class PReLU(nn.PReLU):
     """``nn.PReLU`` whose backward runs on vectorised kernels (module docstring); same values."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dim() >= 2 and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        if (x.dim() >= 2 and _dense(x) and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
                 and not _exporting()):
             return _PReLUFunction.apply(x, self.weight)
         return F.prelu(x, self.weight)
