@@ -159,6 +159,15 @@ def test_gradient_in_another_layout_than_the_input(layouts):
     assert torch.equal(gw.view(torch.int32), gw_ref.view(torch.int32))
 
 
+def test_other_devices_take_plain_prelu():
+    """Only the CPU backward is replaced (a GPU's is an ordinary elementwise kernel): a tensor on
+    another device, here ``meta``, runs F.prelu."""
+    module = PReLU(3).to("meta")
+    y = module(torch.empty(2, 3, 4, 4, device="meta", requires_grad=True))
+    assert y.grad_fn.name() != "_PReLUFunctionBackward"
+    assert PReLU(3)(torch.randn(2, 3, 4, 4, requires_grad=True)).grad_fn.name() == "_PReLUFunctionBackward"
+
+
 def test_strided_view_takes_plain_prelu():
     base = torch.randn(4, 6, 10, 10, requires_grad=True)
     assert PReLU(6)(base[:, :, ::2]).grad_fn.name() != "_PReLUFunctionBackward"

@@ -14,12 +14,13 @@ of the time (9 ms of that step; ``facetrust train`` of that model: 1.04x):
 
 every product rounded once, as in ATen's loop, and the slope's sum the same reduction autograd
 applies to ATen's per-element slope gradient (``sum_to``: ``sum`` over the broadcast dimensions,
-``keepdim``), so a training run gives the same weights, bit for bit (tests/test_prelu.py; the default model's
-6-epoch training: every tensor of its checkpoint equal).
-The only difference is the sign of a zero gradient (``-0.0 + 0.0`` is ``+0.0``), which changes no
-value.  Where the graph is traced or exported (ONNX, TorchScript, ``torch.compile``)
-and where no gradient is wanted, the module is ``nn.PReLU`` itself.  State dicts are unchanged
-(one ``weight`` of ``num_parameters`` slopes).
+``keepdim``, over a gradient first put in the input's layout, as ATen's loop lays its results out),
+so training gives the same weights bit for bit (tests/test_prelu.py; a whole ``all`` run of the
+embedded default: every output byte-identical to one with nn.PReLU).  The only difference is the sign of a zero gradient
+(``-0.0 + 0.0`` is ``+0.0``), which changes no value.  On a GPU (whose PReLU backward is an
+ordinary elementwise kernel), where the graph is traced or exported (ONNX, TorchScript,
+``torch.compile``), for a strided view and where no gradient is wanted, the module is ``nn.PReLU``
+itself.  State dicts are unchanged (one ``weight`` of ``num_parameters`` slopes).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class PReLU(nn.PReLU):
     """``nn.PReLU`` whose backward runs on vectorised kernels (module docstring); same values."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dim() >= 2 and _dense(x) and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-                and not _exporting()):
+        if (x.device.type == "cpu" and x.dim() >= 2 and _dense(x) and torch.is_grad_enabled()
+                and (x.requires_grad or self.weight.requires_grad) and not _exporting()):
             return _PReLUFunction.apply(x, self.weight)
         return F.prelu(x, self.weight)
