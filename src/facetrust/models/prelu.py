@@ -16,8 +16,8 @@ every product rounded once, as in ATen's loop, and the slope's sum the same redu
 applies to ATen's per-element slope gradient (``sum_to``: ``sum`` over the broadcast dimensions,
 ``keepdim``, over a gradient first put in the input's layout, as ATen's loop lays its results out),
 so training gives the same weights bit for bit (tests/test_prelu.py; a whole ``all`` run of the
-embedded default: every output byte-identical to one with nn.PReLU).  The only difference is the sign of a zero gradient
-(``-0.0 + 0.0`` is ``+0.0``), which changes no value.  On a GPU (whose PReLU backward is an
+embedded default: every output byte-identical to one with ``nn.PReLU``).  The only difference is
+the sign of a zero gradient (``-0.0 + 0.0`` is ``+0.0``), which changes no value.  On a GPU (whose PReLU backward is an
 ordinary elementwise kernel), where the graph is traced or exported (ONNX, TorchScript,
 ``torch.compile``), for a strided view and where no gradient is wanted, the module is ``nn.PReLU``
 itself.  State dicts are unchanged (one ``weight`` of ``num_parameters`` slopes).
