@@ -72,22 +72,6 @@ def _model(config: dict):
     return TrainModel(backbone, head, scale_head, frozen)
 
 
-def _plain_prelus(module):
-    """``module`` with every :class:`facetrust.models.prelu.PReLU` replaced by ``nn.PReLU`` holding the
-    same slopes: the plain PyTorch model, whose PReLU backward is ATen's own (models/prelu.py)."""
-    import torch.nn as nn
-
-    from facetrust.models.prelu import PReLU
-
-    for parent in list(module.modules()):
-        for key, child in list(parent.named_children()):
-            if isinstance(child, PReLU):
-                plain = nn.PReLU(child.num_parameters)
-                plain.load_state_dict(child.state_dict())
-                setattr(parent, key, plain)
-    return module
-
-
 def _best(function, repeat: int) -> tuple[float, float]:
     """(best CPU seconds, best wall seconds) of ``function()`` over ``repeat`` calls."""
     cpu = wall = float("inf")
@@ -121,8 +105,10 @@ def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: 
         reuse_freed_memory()
     torch.manual_seed(0)
     model = _model(config)
-    if side == "plain":
-        model = _plain_prelus(model)
+    if side == "plain":  # nn.PReLU, ATen's own backward (models/prelu.py)
+        from facetrust.models.prelu import plain_prelus
+
+        model = plain_prelus(model)
     batch = int(config.get("train", {}).get("batch_size", 128))
     height, width = config["input_size"]
     layout = "contiguous"

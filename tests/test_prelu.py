@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from facetrust.models import build_backbone
-from facetrust.models.prelu import PReLU
+from facetrust.models.prelu import PReLU, plain_prelus
 
 
 def _gradients(module, x, grad):
@@ -119,12 +119,7 @@ def test_backbone_trains_to_the_same_bits(name):
         torch.manual_seed(0)
         backbone = build_backbone(name, embedding_size=16, input_size=input_size, **options)
         if swap_to_nn:
-            for child in list(backbone.modules()):
-                for key, sub in list(child.named_children()):
-                    if isinstance(sub, PReLU):
-                        plain = nn.PReLU(sub.num_parameters)
-                        plain.load_state_dict(sub.state_dict())
-                        setattr(child, key, plain)
+            plain_prelus(backbone)
         assert any(type(m) is (nn.PReLU if swap_to_nn else PReLU) for m in backbone.modules())
         backbone = backbone.to(memory_format=torch.channels_last).train()
         optimizer = torch.optim.SGD(backbone.parameters(), lr=0.1, momentum=0.9)
@@ -191,3 +186,16 @@ def test_broadcast_gradient_from_a_sum():
         grads.append((xx.grad, module.weight.grad))
     assert torch.equal(grads[0][0], grads[1][0])
     assert torch.equal(grads[0][1], grads[1][1])
+
+
+def test_plain_prelus_gives_the_plain_model():
+    torch.manual_seed(0)
+    backbone = build_backbone("sphere20", embedding_size=16, input_size=(42, 36), width=4)
+    slopes = {name: m.weight.detach().clone() for name, m in backbone.named_modules() if isinstance(m, PReLU)}
+    x = torch.randn(2, 3, 42, 36)
+    before = backbone(x)
+    plain_prelus(backbone)
+    after = {name: m for name, m in backbone.named_modules() if isinstance(m, nn.PReLU)}
+    assert slopes and after.keys() == slopes.keys()
+    assert all(type(m) is nn.PReLU and torch.equal(m.weight, slopes[name]) for name, m in after.items())
+    assert torch.equal(backbone(x), before)

@@ -84,3 +84,15 @@ class PReLU(nn.PReLU):
                 and (x.requires_grad or self.weight.requires_grad) and not _exporting()):
             return _PReLUFunction.apply(x, self.weight)
         return F.prelu(x, self.weight)
+
+
+def plain_prelus(module: nn.Module) -> nn.Module:
+    """``module`` with every :class:`PReLU` replaced, in place, by an ``nn.PReLU`` holding the same
+    slopes: the plain PyTorch model (ATen's own PReLU backward), for a side-by-side comparison."""
+    for parent in list(module.modules()):
+        for key, child in list(parent.named_children()):
+            if isinstance(child, PReLU):
+                plain = nn.PReLU(child.num_parameters)
+                plain.load_state_dict(child.state_dict())
+                setattr(parent, key, plain)
+    return module
