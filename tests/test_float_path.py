@@ -80,9 +80,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_the_stages_that_churn_memory_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
-    """`facetrust train`, `train-xcos`, `embed`, `explain sanity | faithfulness | invert | invert-select | score`
-    and `evaluate ijb` call
-    reuse_freed_memory: a second 128 MB array lands on the pages the first one freed (no page
+    """`facetrust train`, `train-xcos`, `embed`, `explain sanity | faithfulness | invert | invert-select |
+    score` and `evaluate ijb` call reuse_freed_memory: a second 128 MB array lands on the pages the first one freed (no page
     faults), where glibc's default maps it afresh (a fault per 4 KiB page)."""
     env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0"}
     faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS_PROBE, mode], capture_output=True, text=True,

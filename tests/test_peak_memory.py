@@ -34,12 +34,12 @@ def test_the_record_is_the_kernels_high_water_mark(tmp_path):
         from facetrust.cli import build_parser, record_peak_memory
 
         args = build_parser().parse_args(["methods"])
-        environ = {"FACETRUST_PEAK_MEMORY_LOG": sys.argv[1]}
+        environ = {VARIABLE: sys.argv[1]}
         before = record_peak_memory(args, 0, environ)["max_rss_mib"]
         block = np.ones(300 * 2**20 // 8)  # touched: resident
         after = record_peak_memory(args, 0, environ)["max_rss_mib"]
         print(json.dumps([before, after]))
-    """)
+    """).replace("VARIABLE", repr(PEAK_MEMORY_LOG))
     target = tmp_path / "peaks.jsonl"
     # started from a small launcher: Linux keeps a process's high-water mark across exec, so a child
     # started straight from this (maybe large) test worker would begin at the worker's peak
