@@ -105,26 +105,36 @@ def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: 
         reuse_freed_memory()
     torch.manual_seed(0)
     model = _model(config)
-    if side == "plain":  # nn.PReLU, ATen's own backward (models/prelu.py)
+    if side == "plain":  # nn.PReLU and nn.Conv2d, ATen's and oneDNN's own backward (models/prelu.py, conv.py)
+        from facetrust.models.conv import plain_convs
         from facetrust.models.prelu import plain_prelus
 
-        model = plain_prelus(model)
+        model = plain_convs(plain_prelus(model))
     batch = int(config.get("train", {}).get("batch_size", 128))
     height, width = config["input_size"]
+    from facetrust.train.config import TrainConfig
+
+    train_config = TrainConfig.from_params({"models": {name: config}}, name)
     layout = "contiguous"
     if side == "ours":
-        from facetrust.train.config import TrainConfig
         from facetrust.train.distributed import DistInfo
         from facetrust.train.trainer import training_layout
 
-        layout = training_layout(model, TrainConfig.from_params({"models": {name: config}}, name), DistInfo())
+        layout = training_layout(model, train_config, DistInfo())
     images = torch.randn(batch, 3, height, width)
     labels = torch.randint(0, NUM_CLASSES, (batch,))
     if layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9) if parameters else None
+    optimizer = None
+    if parameters and side == "ours":  # the trainer's SGD (fused on the CPU)
+        from facetrust.train.trainer import build_optimizer
+
+        optimizer = build_optimizer(parameters, train_config, torch.device("cpu"))
+    elif parameters:  # the same hyperparameters, PyTorch's default implementation
+        optimizer = torch.optim.SGD(parameters, lr=train_config.lr, momentum=train_config.momentum,
+                                    weight_decay=train_config.weight_decay)
 
     def train_step():
         logits, extra = model(images, labels)
@@ -140,10 +150,11 @@ def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: 
     train_cpu, train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
 
     backbone = model.backbone.eval().to(memory_format=torch.contiguous_format)
-    if side == "ours":
+    if side == "ours":  # as a loaded model (its layout), as ``facetrust embed`` runs it (batch norms folded)
+        from facetrust.embed import inference_copy
         from facetrust.models.registry import inference_layout
 
-        inference_layout(backbone)
+        backbone = inference_copy(inference_layout(backbone))
     inputs = torch.randn(embed_batch, 3, height, width)
 
     def embed():

@@ -180,9 +180,7 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
     layout = training_layout(model, config, info)
     if layout != "contiguous":
         log(f"memory layout: {layout}")
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config, info.device)
     schedule = LRSchedule(optimizer, config.lr_schedule, config.lr, steps_per_epoch, config.epochs,
                           config.warmup_epochs, config.milestones, config.gamma, config.poly_power)
     # float16 autocast needs loss scaling; bfloat16 ("bf16") has float32's range and does not.
@@ -266,6 +264,15 @@ def _train(config: TrainConfig, rec_dir: Path, out_dir: Path, resume: bool, log,
     return checkpoint_file
 
 
+def build_optimizer(parameters: list, config: TrainConfig, device: torch.device) -> torch.optim.SGD:
+    """SGD with momentum and weight decay over ``parameters``.  On the CPU, PyTorch's fused kernel
+    (one pass per tensor for decay, momentum and update instead of a Python loop of three kernels per
+    tensor): the same weights bit for bit (tests/test_trainer_optimizer.py), the step of the default
+    ArcFace's 94 tensors 1.2 -> 0.3 ms on one thread (benchmarks/README.md note 17)."""
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           fused=True if device.type == "cpu" and parameters else None)
+
+
 def training_layout(model: torch.nn.Module, config: TrainConfig, info: DistInfo) -> str:
     """Put ``model``'s 4-D weights in the layout it trains in, in place; returns ``"channels_last"``
     or ``"contiguous"`` (NCHW).
@@ -336,11 +343,24 @@ def _resume(checkpoint_file: Path, config: TrainConfig, model, optimizer, schedu
     if model.scale_head is not None:
         model.scale_head.load_state_dict(state["scale_head"])
     optimizer.load_state_dict(state["optimizer"])
+    _state_in_parameter_layout(optimizer)
     schedule.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     restore_rng(state["rng"], device)
     return int(state["epoch"]), int(state["step"])
+
+
+def _state_in_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Each per-parameter state tensor (SGD's momentum) in its parameter's memory layout, in place:
+    checkpoints hold them NCHW (:func:`nchw`) while a channels-last run's parameters are not, and the
+    fused CPU step (:func:`build_optimizer`) walks parameter, gradient and momentum in memory order."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            for key, value in list(state.items()):
+                if torch.is_tensor(value) and value.shape == parameter.shape and value.stride() != parameter.stride():
+                    state[key] = torch.empty_like(parameter).copy_(value)
 
 
 def _loader(dataset, config: TrainConfig, info: DistInfo, local_batch: int):

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from facetrust.errors import ConfigError
+from facetrust.models.conv import Conv2d
 from facetrust.models.prelu import PReLU
 from facetrust.models.registry import register_backbone
 
@@ -57,11 +58,13 @@ _BN_EPS = 1e-5  # InsightFace uses eps=1e-05 everywhere
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+    return Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
 
 
 class IBasicBlock(nn.Module):
     """BN-Conv-BN-PReLU-Conv-BN residual unit (ArcFace paper, Fig. 7 "improved residual unit")."""
+
+    FOLDS = (("conv1", "bn2"), ("conv2", "bn3"))  # for inference (models/fold.py); bn1 precedes a padded conv
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1):
         super().__init__()
@@ -74,7 +77,7 @@ class IBasicBlock(nn.Module):
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != channels:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                Conv2d(in_channels, channels, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(channels, eps=_BN_EPS),
             )
 
@@ -98,6 +101,8 @@ class IResNet(nn.Module):
     ``forward(x, return_feature_map=True)`` returns ``(embedding, feature_map)`` with the map after
     ``bn2`` of shape (N, *feature_map_shape).
     """
+
+    FOLDS = (("conv1", "bn1"), ("fc", "features"))  # for inference (models/fold.py); bn2 follows a residual sum
 
     def __init__(
         self,
