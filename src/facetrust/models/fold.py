@@ -43,11 +43,41 @@ def _fold_pair(layer: nn.Module, norm: nn.Module) -> nn.Module | None:
     return None
 
 
+class ChannelAffine(nn.Module):
+    """An eval-mode ``BatchNorm2d`` as the per-channel ``y = x * alpha + beta`` it is, in one
+    ``addcmul``: the batch norm's bits (ATen's CPU kernel computes ``alpha = rsqrt(var + eps) * gamma``,
+    ``beta = fma(-mu, alpha, beta_bn)`` and ``fma(x, alpha, beta)``: tests/test_fold.py), without the
+    per-call setup that costs ATen's channels-last kernel 1.3-1.7x on small channel counts."""
+
+    def __init__(self, norm: nn.BatchNorm2d):
+        super().__init__()
+        with torch.no_grad():
+            alpha = torch.rsqrt(norm.running_var + norm.eps)
+            if norm.weight is not None:
+                alpha = alpha * norm.weight
+            shift = norm.bias.double() if norm.bias is not None else torch.zeros_like(alpha, dtype=torch.float64)
+            beta = (shift - norm.running_mean.double() * alpha.double()).float()  # one rounding, as an fma
+        shape = (1, alpha.numel(), 1, 1)
+        self.register_buffer("alpha", alpha.reshape(shape).clone())
+        self.register_buffer("beta", beta.reshape(shape).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.beta, x, self.alpha)
+
+
+def _affine(norm: nn.Module) -> nn.Module | None:
+    if (type(norm) is nn.BatchNorm2d and norm.track_running_stats and norm.running_mean is not None
+            and norm.running_var.dtype == torch.float32):
+        return ChannelAffine(norm)
+    return None
+
+
 def fold_batch_norms(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with every batch norm that directly follows a convolution or
     a linear layer (declared by ``FOLDS`` or adjacent in an ``nn.Sequential``) folded into that
-    layer and replaced by ``nn.Identity``; the copy's weights keep the model's memory layout.  A
-    model with nothing to fold comes back as an eval-mode copy."""
+    layer and replaced by ``nn.Identity``, and every other ``BatchNorm2d`` replaced by the
+    :class:`ChannelAffine` it computes (the same bits); the copy's weights keep the model's memory
+    layout.  A model with nothing to fold comes back as an eval-mode copy."""
     folded = copy.deepcopy(model).eval()
     for module in list(folded.modules()):
         for layer_name, norm_name in getattr(module, "FOLDS", ()):
@@ -64,4 +94,9 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
                     if fused is not None:
                         setattr(module, layer_name, fused)
                         setattr(module, norm_name, nn.Identity())
+    for module in list(folded.modules()):  # those that stay: one addcmul each, the same bits
+        for name, child in list(module.named_children()):
+            affine = _affine(child)
+            if affine is not None:
+                setattr(module, name, affine)
     return folded
