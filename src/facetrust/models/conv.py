@@ -1,24 +1,33 @@
-"""Conv2d whose weight gradient on the smallest maps is one matrix product.
+"""Conv2d with faster CPU kernels where oneDNN's are slow: the same forward, the same input
+gradient bits, the smallest maps' weight gradient as one matrix product.
 
-oneDNN's CPU weight-gradient kernel for a convolution is blocked over the output map: on a 2x2
-output (the last stage of a 32x32 iResNet) it runs at 42-47 GFLOP/s on one AVX2 thread against
-85-135 for the same layers' forward and input gradient (``benchmarks/README.md`` note 17).  The weight
-gradient of a convolution is a product of the output gradient with the input's patches (im2col,
-Chellapilla et al., 2006)::
+Measured on one AVX2 thread, batch 128, channels-last (``benchmarks/README.md`` note 17):
 
-    dL/dW[o, (i, j, c)] = sum over (n, y, x) of g[n, o, y, x] * x_pad[n, c, s*y + i, s*x + j]
+* **Weight gradient on output maps of at most** :data:`MAX_OUTPUT_PIXELS` **pixels.** oneDNN's CPU
+  weight-gradient kernel is blocked over the output map: on a 2x2 output (the last stage of a 32x32
+  iResNet) it runs at 42-47 GFLOP/s against 85-135 for the same layers' forward and input gradient.
+  The weight gradient is a product of the output gradient with the input's patches (im2col,
+  Chellapilla et al., 2006)::
 
-With the input channels-last, the patches are a strided view of the padded input
-((N * Ho * Wo) x (kh * kw * C), copied once) and the product gives the gradient already in the
-channels-last weight layout (``O x kh x kw x C``).  On the 2x2 output maps it is 1.8-2.2x faster
-than oneDNN (3.2-3.6 ms -> 1.6-1.7 ms per layer at batch 128); on 4x4 maps and larger it is as fast
-or slower, so :class:`Conv2d` uses it only where the output has at most :data:`MAX_OUTPUT_PIXELS`
-pixels.  The forward pass and the input gradient are oneDNN's, unchanged.  The values are the
-weight gradient's up to float32 rounding (the sum order differs: a few 1e-7 relative), the same
-bytes on every run (MKL's reproducible AVX2 path, :mod:`facetrust.float_path`).
+      dL/dW[o, (i, j, c)] = sum over (n, y, x) of g[n, o, y, x] * x_pad[n, c, s*y + i, s*x + j]
 
-On a GPU, where no gradient is wanted, for a traced / exported / compiled graph, for groups,
-dilation or a bias, the module is ``nn.Conv2d`` itself.  State dicts are unchanged.
+  With the input channels-last the patches are a strided view of the padded input
+  ((N * Ho * Wo) x (kh * kw * C), copied once) and the product gives the gradient already in the
+  channels-last weight layout (``O x kh x kw x C``): 1.8-2.2x oneDNN on the 2x2 outputs (3.2-3.6 ->
+  1.6-1.7 ms per layer), as fast or slower on 4x4 maps and larger, so only there.  The values are
+  the weight gradient's up to float32 rounding (another sum order: a few 1e-7 relative), the same
+  bytes on every run (MKL's reproducible AVX2 path, :mod:`facetrust.float_path`).
+* **Strided 1x1 convolutions** (the residual shortcuts).  Their input gradient is the 1x1 transposed
+  product at every s-th pixel and zero elsewhere; written so, it runs at 1.8-2.5x oneDNN's strided
+  kernel's speed (0.99 -> 0.51 ms on the 32x32 map), with oneDNN's bits on channels-last maps of even
+  size (every shortcut of the params.yaml iResNets) and its values up to float32 rounding elsewhere.  (Their forward as the kept pixels
+  first, then a 1x1 of stride 1, was 1.0-1.35x faster without gradients but not always the same bits
+  (a 3x3 map, batch 3): not done.)
+
+Everything else (forward passes, input gradients, larger maps' weight gradients) is oneDNN's, through
+the same ATen calls autograd makes.  On a GPU, for a traced / exported / compiled graph, for groups,
+dilation, a bias (gradients) or other dtypes, the module is ``nn.Conv2d`` itself.  State dicts are
+unchanged.
 """
 
 from __future__ import annotations
@@ -60,19 +69,33 @@ class _Conv2dFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         want_input, want_weight = ctx.needs_input_grad[:2]
         grad_input = grad_weight = None
-        if want_input:
+        # differentiable steps throughout: a graph of the backward (create_graph) records them
+        if want_input and _strided_pointwise(weight, ctx.stride, ctx.padding):
+            # a strided 1x1 (a shortcut) reads every s-th pixel: its input gradient is the 1x1
+            # transposed product at those pixels and zero elsewhere (module docstring)
+            kept = F.conv_transpose2d(grad, weight)
+            grad_input = torch.zeros_like(x, memory_format=_memory_format(kept))
+            grad_input[:, :, ::ctx.stride[0], ::ctx.stride[1]] = kept
+        elif want_input:
             grad_input = torch.ops.aten.convolution_backward(
                 grad, x, weight, None, list(ctx.stride), list(ctx.padding), [1, 1], False, [0, 0], 1,
                 [True, False, False])[0]
-        if want_weight:
-            # differentiable steps: a graph of the backward (create_graph) records them as it goes
+        if want_weight and grad.shape[2] * grad.shape[3] <= MAX_OUTPUT_PIXELS:
             grad_weight = weight_gradient(grad, x, weight.shape[2:], ctx.stride, ctx.padding)
             grad_weight = grad_weight.contiguous(memory_format=_memory_format(weight))
+        elif want_weight:
+            grad_weight = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, list(ctx.stride), list(ctx.padding), [1, 1], False, [0, 0], 1,
+                [False, True, False])[1]
         return grad_input, grad_weight, None, None
 
 
-def _memory_format(weight: torch.Tensor) -> torch.memory_format:
-    return torch.contiguous_format if weight.is_contiguous() else torch.channels_last
+def _strided_pointwise(weight: torch.Tensor, stride, padding) -> bool:
+    return weight.shape[2:] == (1, 1) and tuple(stride) != (1, 1) and not any(padding)
+
+
+def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
+    return torch.contiguous_format if tensor.is_contiguous() else torch.channels_last
 
 
 def _exporting() -> bool:
@@ -91,18 +114,12 @@ class Conv2d(nn.Conv2d):
     pixels is one matrix product (module docstring); same forward, same state dict."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.kernel_size == (1, 1) and self.stride != (1, 1) and self.padding == (0, 0) and self.groups == 1
-                and self.padding_mode == "zeros" and x.dim() == 4 and x.device.type == "cpu"
-                and not torch.is_grad_enabled()):
-            # a strided 1x1 (a shortcut) without gradients: the kept pixels first, then a 1x1 of stride
-            # 1, the same sums (the same bits) at 1.0-1.35x oneDNN's strided kernel; with gradients
-            # the slice's backward costs more than it saves
-            return F.conv2d(x[:, :, ::self.stride[0], ::self.stride[1]], self.weight, self.bias)
         if (self.bias is None and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
                 and isinstance(self.padding, tuple) and x.dim() == 4 and x.device.type == "cpu"
                 and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and self.weight.requires_grad and torch.is_grad_enabled() and not _exporting()
-                and output_pixels(self, x.shape[2], x.shape[3]) <= MAX_OUTPUT_PIXELS):
+                and (self.weight.requires_grad or x.requires_grad) and torch.is_grad_enabled() and not _exporting()
+                and (output_pixels(self, x.shape[2], x.shape[3]) <= MAX_OUTPUT_PIXELS
+                     or _strided_pointwise(self.weight, self.stride, self.padding))):
             return _Conv2dFunction.apply(x, self.weight, self.stride, self.padding)
         return super().forward(x)
 
