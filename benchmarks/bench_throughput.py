@@ -5,16 +5,22 @@ times, on random inputs of the model's size, best of ``--repeat``:
 
 - **train**: one SGD step (forward, margin-head loss, backward, update) on a batch of the model's
   ``batch_size``, in samples/s, as ``facetrust train`` runs it: in its layout
-  (``train.trainer.training_layout``: channels-last where the backbone allows it) and with its
-  allocator setting (``cli.common.reuse_freed_memory``: freed memory reused, not mapped afresh),
-  beside the plain PyTorch step of the same model (NCHW, the C library's default allocator,
-  ``nn.PReLU``: ``train_plain_nchw_samples_per_s``, ``train_over_plain_nchw``).  On random inputs
-  ATen's PReLU backward is about twice as slow as on images (a branch per element, mispredicted
-  half the time), so the trainer's own figure below is the one to read for training;
+  (``train.trainer.training_layout``: channels-last where the backbone allows it), with its
+  allocator setting (``cli.common.reuse_freed_memory``: freed memory reused, not mapped afresh) and
+  its optimiser (``train.trainer.build_optimizer``: the model's SGD settings, PyTorch's fused CPU
+  kernel), beside the plain PyTorch step of the same model (NCHW, the C library's default
+  allocator, ``nn.PReLU`` and ``nn.Conv2d`` (``models.prelu.plain_prelus``,
+  ``models.conv.plain_convs``), ``torch.optim.SGD`` with the same settings:
+  ``train_plain_nchw_samples_per_s``, ``train_over_plain_nchw``).  On random inputs ATen's PReLU
+  backward is about twice as slow as on images (a branch per element, mispredicted half the time),
+  so the trainer's own figure below is the one to read for training;
 - **embed**: the forward pass ``facetrust embed`` makes (the image and its mirror, F1) in
-  ``torch.no_grad`` on batches of 256, in images/s, in the layout a loaded model runs in
-  (``models.registry.inference_layout``: channels-last) with the same allocator setting, beside the
-  plain loop of the same backbone (``embed_plain_nchw_images_per_s``, ``embed_over_plain_nchw``).
+  ``torch.no_grad`` on batches of 256, in images/s, with the model ``facetrust embed`` runs: the
+  loaded model's layout (``models.registry.inference_layout``: channels-last), its batch norms
+  folded (``embed.inference_copy``), the same allocator setting; beside the plain loop of the same
+  backbone (NCHW, batch norms as modules: ``embed_plain_nchw_images_per_s``,
+  ``embed_over_plain_nchw``).  The FLOPs counted (convolutions and matrix products) are the same
+  on both sides: folding rescales weights and adds biases, which the counter does not count.
 
 Each side of each model runs in its own child process (the allocator setting lasts for a
 process), plain first, each with one untimed step and one untimed batch before the timing.

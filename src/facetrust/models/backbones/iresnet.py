@@ -58,7 +58,7 @@ _BN_EPS = 1e-5  # InsightFace uses eps=1e-05 everywhere
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
 
 
 class IBasicBlock(nn.Module):
@@ -77,7 +77,7 @@ class IBasicBlock(nn.Module):
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != channels:
             self.downsample = nn.Sequential(
-                Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                Conv2d(in_channels, channels, 1, stride=stride, bias=False),  # models/conv.py: its input gradient
                 nn.BatchNorm2d(channels, eps=_BN_EPS),
             )
 
