@@ -201,6 +201,34 @@ def test_a_warm_validation_reads_the_snapshot_without_torch_and_it_equals_the_li
     assert "iresnet50" in live["backbones"] and "arcface" in str(live["schema"]["$defs"]["head"])
 
 
+_PARAMS_PROBE = """
+import json, sys
+from facetrust.config import load_params
+print(json.dumps(load_params(sys.argv[1])))
+"""
+
+
+def test_cold_and_warm_validations_fill_the_defaults_in_the_same_key_order(tmp_path):
+    """Snakemake compares a rule's params in key order: a snapshot read from the cache must fill
+    the defaults in the order the live schema does, or every job after the first looks changed."""
+    import os
+    import subprocess
+    import sys
+
+    tiny = REPO / "tests" / "data" / "tiny_params.yaml"
+    runs = []
+    for _ in range(2):  # cold (builds and writes the snapshot), then warm (reads it)
+        done = subprocess.run([sys.executable, "-c", _PARAMS_PROBE, str(tiny)], capture_output=True, text=True,
+                              env={**os.environ, "FACETRUST_CACHE_DIR": str(tmp_path)}, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(done.stdout)
+    assert (tmp_path / "schema").is_dir() and any((tmp_path / "schema").iterdir())
+    import json
+
+    assert list(json.loads(runs[0])["synth"]) == list(json.loads(runs[1])["synth"])
+    assert runs[0] == runs[1]
+
+
 def test_a_damaged_snapshot_is_rebuilt_and_off_writes_none(tmp_path):
     from facetrust.config import _live_snapshot, source_key
 

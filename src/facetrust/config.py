@@ -80,7 +80,7 @@ def _live_schema() -> dict:
 REGISTRY_MODULES = ("facetrust.models.margins.kinds", "facetrust.models.uncertainty.methods",
                     "facetrust.evaluate.poolings", "facetrust.evaluate.pairs", "facetrust.evaluate.scores",
                     "facetrust.models.artifacts", "facetrust.models.registry")
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: the live key order (1 wrote sorted keys)
 SNAPSHOTS_KEPT = 8  # entries of other sources (older checkouts, edits) beyond these are removed
 
 
@@ -115,7 +115,10 @@ def registry_snapshot() -> dict:
     snapshot = _live_snapshot()
     try:
         with atomic_path(entry) as tmp:
-            tmp.write_text(json.dumps(snapshot, sort_keys=True))
+            # the live order, not sorted: the defaults validate_params fills follow the schema's key
+            # order, and Snakemake compares a rule's params in order (sorted keys here made every job
+            # after a cold start look changed: tests/test_config.py)
+            tmp.write_text(json.dumps(snapshot))
         for stale in sorted(root.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[SNAPSHOTS_KEPT:]:
             stale.unlink(missing_ok=True)
     except OSError as error:
