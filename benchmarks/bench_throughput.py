@@ -17,7 +17,7 @@ times, on random inputs of the model's size, best of ``--repeat``:
 - **embed**: the forward pass ``facetrust embed`` makes (the image and its mirror, F1) in
   ``torch.no_grad`` on batches of 256, in images/s, with the model ``facetrust embed`` runs: the
   loaded model's layout (``models.registry.inference_layout``: channels-last), its batch norms
-  folded (``embed.inference_copy``), the same allocator setting; beside the plain loop of the same
+  folded (``embed.for_inference``), the same allocator setting; beside the plain loop of the same
   backbone (NCHW, batch norms as modules: ``embed_plain_nchw_images_per_s``,
   ``embed_over_plain_nchw``).  The FLOPs counted (convolutions and matrix products) are the same
   on both sides: folding rescales weights and adds biases, which the counter does not count.
@@ -157,10 +157,10 @@ def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: 
 
     backbone = model.backbone.eval().to(memory_format=torch.contiguous_format)
     if side == "ours":  # as a loaded model (its layout), as ``facetrust embed`` runs it (batch norms folded)
-        from facetrust.embed import inference_copy
+        from facetrust.embed import for_inference
         from facetrust.models.registry import inference_layout
 
-        backbone = inference_copy(inference_layout(backbone))
+        backbone = for_inference(inference_layout(backbone))
     inputs = torch.randn(embed_batch, 3, height, width)
 
     def embed():

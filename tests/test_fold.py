@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from facetrust.embed import inference_copy
+from facetrust.embed import for_inference
 from facetrust.models import build_backbone
 from facetrust.models.fold import ChannelAffine, fold_batch_norms
 from facetrust.models.registry import inference_layout
@@ -92,17 +92,27 @@ def test_channel_affine_is_the_eval_batch_norm_bit_for_bit(shape, channels_last,
     assert not torch.equal(x * alpha.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1), want)
 
 
+def test_in_place_folds_the_model_itself():
+    model = _trained_like(build_backbone("iresnet", embedding_size=32, layers=[1, 1, 1, 1], width=8,
+                                         input_size=(32, 32)))
+    kept = copy.deepcopy(model)
+    x = torch.randn(2, 3, 32, 32)
+    assert for_inference(model) is model and _norms(model) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), kept(x), rtol=1e-4, atol=1e-5)
+
+
 def test_same_bytes_every_run_and_onnx_like_modules_pass_through():
     model = _trained_like(build_backbone("iresnet", embedding_size=32, layers=[1, 1, 1, 1], width=8,
                                          input_size=(32, 32)))
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        runs = [inference_copy(model)(x) for _ in range(2)]
+        runs = [for_inference(copy.deepcopy(model))(x) for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
     weightless = nn.Identity().train()
-    assert inference_copy(weightless) is weightless and not weightless.training
+    assert for_inference(weightless) is weightless and not weightless.training
     plain = object()
-    assert inference_copy(plain) is plain
+    assert for_inference(plain) is plain
 
 
 def test_embed_runs_the_folded_model(tmp_path):
@@ -112,7 +122,7 @@ def test_embed_runs_the_folded_model(tmp_path):
 
     model = _trained_like(build_backbone("iresnet", embedding_size=32, layers=[1, 1, 1, 1], width=8,
                                          input_size=(32, 32)))
-    folded = inference_copy(model)
+    folded = for_inference(copy.deepcopy(model))
     x = torch.randn(5, 3, 32, 32)
     original, fused, _ = embed_batch(folded, x)
     with torch.no_grad():

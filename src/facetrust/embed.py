@@ -129,15 +129,18 @@ def uncertainty_estimator(kind: str | None, head_dir: Path | None, config: dict,
     return without_per_dim, kind
 
 
-def inference_copy(backbone):
-    """What ``embed`` and ``verify`` run of a loaded model: a copy with its batch norms folded into
-    the layers before them (:func:`facetrust.models.fold.fold_batch_norms`), in eval mode; an ONNX
-    model (weights outside torch) as it is."""
+def for_inference(backbone):
+    """``backbone`` (a model just loaded) made into what ``embed`` and ``verify`` run, in place, and
+    returned: in eval mode, its batch norms folded into the layers before them
+    (:func:`facetrust.models.fold.fold_batch_norms`; no second copy of the weights); an ONNX model
+    (weights outside torch) as it is."""
     from facetrust.models.fold import fold_batch_norms
 
-    if not isinstance(backbone, torch.nn.Module) or not any(True for _ in backbone.parameters()):
-        return backbone.eval() if isinstance(backbone, torch.nn.Module) else backbone
-    return fold_batch_norms(backbone)
+    if not isinstance(backbone, torch.nn.Module):
+        return backbone
+    if not any(True for _ in backbone.parameters()):
+        return backbone.eval()
+    return fold_batch_norms(backbone, in_place=True)
 
 
 @torch.no_grad()
@@ -210,7 +213,7 @@ def run_embed(model_dir: Path, testset: Path, out_path: Path, *, batch_size: int
     from facetrust.models.uncertainty.methods import uncertainty_space
 
     backbone, config, extras = load_model(model_dir)
-    backbone = inference_copy(backbone)
+    backbone = for_inference(backbone)
     input_size = tuple(config["input_size"])
     estimate, uncertainty_kind = uncertainty_estimator(uncertainty, head_dir, config, extras)
     data = _TestSet(Path(testset))

@@ -4,8 +4,8 @@ At inference a batch norm is a fixed per-channel affine map, ``y = (x - mu) / sq
 + beta``, so one that follows a convolution or a linear layer directly can be folded into that
 layer's weights and bias (Jacob et al., CVPR 2018, Sec. 3.2; PyTorch's
 ``torch.nn.utils.fusion.fuse_conv_bn_eval`` / ``fuse_linear_bn_eval`` do the arithmetic): one pass
-over each activation less.  :func:`fold_batch_norms` returns such a copy of a model, which
-``facetrust embed`` and ``facetrust verify`` run.  Of the default 32x32 iResNet's 31 batch norms,
+over each activation less.  :func:`fold_batch_norms` makes such a model, which ``facetrust embed``
+and ``facetrust verify`` run (``embed.for_inference``, in place on the model they load).  Of the default 32x32 iResNet's 31 batch norms,
 22 follow a convolution or its fc and fold; the other 9 follow a residual sum or the trunk and
 become one ``addcmul`` each (:class:`ChannelAffine`, the same bits).  On one thread at the pinned
 AVX2 path it embeds 1.10x faster than before (best of three alternated rounds: 1,424 -> 1,571
@@ -14,8 +14,8 @@ rounding (the weights are rescaled before the sum instead of the sum after it): 
 default's trained models at most 8.6e-7 of an embedding's largest component, cosine to the unfolded
 embedding >= 1 - 1.3e-12; the same bytes on every run.
 
-The model itself is left as it is: its batch-norm modules are what the explain stages hook into and
-what model inversion matches statistics to (DeepInversion), and training needs them.
+Nothing else folds: the batch-norm modules of a loaded model are what the explain stages hook into
+and what model inversion matches statistics to (DeepInversion), and training needs them.
 
 Which layers fold is declared where the layout is known: a module lists ``(layer, batch norm)``
 attribute pairs in ``FOLDS`` (the batch norm's only input is the layer's output), and in an
@@ -76,13 +76,13 @@ def _affine(norm: nn.Module) -> nn.Module | None:
     return None
 
 
-def fold_batch_norms(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode with every batch norm that directly follows a convolution or
-    a linear layer (declared by ``FOLDS`` or adjacent in an ``nn.Sequential``) folded into that
-    layer and replaced by ``nn.Identity``, and every other ``BatchNorm2d`` replaced by the
-    :class:`ChannelAffine` it computes (the same bits); the copy's weights keep the model's memory
-    layout.  A model with nothing to fold comes back as an eval-mode copy."""
-    folded = copy.deepcopy(model).eval()
+def fold_batch_norms(model: nn.Module, *, in_place: bool = False) -> nn.Module:
+    """A copy of ``model`` (``model`` itself when ``in_place``) in eval mode with every batch norm
+    that directly follows a convolution or a linear layer (declared by ``FOLDS`` or adjacent in an
+    ``nn.Sequential``) folded into that layer and replaced by ``nn.Identity``, and every other
+    ``BatchNorm2d`` replaced by the :class:`ChannelAffine` it computes (the same bits); the folded
+    weights keep the model's memory layout.  A model with nothing to fold comes back in eval mode."""
+    folded = (model if in_place else copy.deepcopy(model)).eval()
     for module in list(folded.modules()):
         for layer_name, norm_name in getattr(module, "FOLDS", ()):
             layer, norm = getattr(module, layer_name), getattr(module, norm_name)

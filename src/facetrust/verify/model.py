@@ -74,10 +74,10 @@ def load_face_model(path: str | Path, *, head_dir: str | Path | None = None, unc
 
         model, config, _ = load_xcos(path)
         return FaceModel(str(path), tuple(config["input_size"]), model.embedding, None, None, xcos=model)
-    from facetrust.embed import inference_copy, uncertainty_estimator
+    from facetrust.embed import for_inference, uncertainty_estimator
 
     backbone, config, extras = load_model(path)
-    backbone = inference_copy(backbone)  # as ``embed`` runs it: batch norms folded
+    backbone = for_inference(backbone)  # as ``embed`` runs it: batch norms folded
     if head_dir is None and uncertainty is None:
         uncertainty = OWN_UNCERTAINTY.get(str((config.get("head") or {}).get("kind")))
     estimate, kind = uncertainty_estimator(uncertainty, Path(head_dir) if head_dir else None, config, extras)
