@@ -5,9 +5,10 @@ At inference a batch norm is a fixed per-channel affine map, ``y = (x - mu) / sq
 layer's weights and bias (Jacob et al., CVPR 2018, Sec. 3.2; PyTorch's
 ``torch.nn.utils.fusion.fuse_conv_bn_eval`` / ``fuse_linear_bn_eval`` do the arithmetic): one pass
 over each activation less.  :func:`fold_batch_norms` makes such a model, which ``facetrust embed``
-and ``facetrust verify`` run (``embed.for_inference``, in place on the model they load).  Of the default 32x32 iResNet's 31 batch norms,
-22 follow a convolution or its fc and fold; the other 9 follow a residual sum or the trunk and
-become one ``addcmul`` each (:class:`ChannelAffine`, the same bits).  On one thread at the pinned
+and ``facetrust verify`` run (``embed.for_inference``, in place on the model they load).  Of the
+default 32x32 iResNet's 31 batch norms, 22 follow a convolution or its fc and fold; the other 9
+follow a residual sum or the trunk and become one ``addcmul`` each (:class:`ChannelAffine`, the
+same bits).  On one thread at the pinned
 AVX2 path it embeds 1.10x faster than before (best of three alternated rounds: 1,424 -> 1,571
 img/s; ``benchmarks/README.md`` note 17).  The embeddings are the unfolded model's up to float32
 rounding (the weights are rescaled before the sum instead of the sum after it): on the embedded
