@@ -85,20 +85,16 @@ def fold_batch_norms(model: nn.Module, *, in_place: bool = False) -> nn.Module:
     weights keep the model's memory layout.  A model with nothing to fold comes back in eval mode."""
     folded = (model if in_place else copy.deepcopy(model)).eval()
     for module in list(folded.modules()):
-        for layer_name, norm_name in getattr(module, "FOLDS", ()):
-            layer, norm = getattr(module, layer_name), getattr(module, norm_name)
-            fused = _fold_pair(layer, norm)
+        pairs = list(getattr(module, "FOLDS", ()))
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            pairs += [(layer_name, norm_name) for (layer_name, layer), (norm_name, norm) in zip(children, children[1:])
+                      if isinstance(layer, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)]
+        for layer_name, norm_name in pairs:
+            fused = _fold_pair(getattr(module, layer_name), getattr(module, norm_name))
             if fused is not None:
                 setattr(module, layer_name, fused)
                 setattr(module, norm_name, nn.Identity())
-        if isinstance(module, nn.Sequential):
-            children = list(module.named_children())
-            for (layer_name, layer), (norm_name, norm) in zip(children, children[1:]):
-                if isinstance(layer, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
-                    fused = _fold_pair(layer, norm)
-                    if fused is not None:
-                        setattr(module, layer_name, fused)
-                        setattr(module, norm_name, nn.Identity())
     for module in list(folded.modules()):  # those that stay: one addcmul each, the same bits
         for name, child in list(module.named_children()):
             affine = _affine(child)
