@@ -28,7 +28,9 @@ process), plain first, each with one untimed step and one untimed batch before t
 Reference: the machine's own limit — the work per sample (FLOPs counted by
 ``torch.utils.flop_counter``) divided by the single-thread sgemm rate — so the ratio column says
 how close each model runs to BLAS speed (small convolutions on 32×32 inputs are far from it).
-Results go to ``results/cpu_throughput.json``.  The GPU counterpart is ``gpu_iresnet50.py``.
+Beside it, in the same run (:func:`library_rates`): torch's own sgemm and the fastest of a few large
+3x3 convolutions oneDNN runs (``train_fraction_of_onednn_conv``, ``embed_fraction_of_onednn_conv``):
+what the libraries the models run on reach on this machine.  Results go to ``results/cpu_throughput.json``.  The GPU counterpart is ``gpu_iresnet50.py``.
 
 **Trainer beside the plain loop** (full mode, the default model): ``facetrust train`` itself (RecordIO
 read and JPEG decode, uint8 batches normalised once, the determinism settings, logging) for 2 epochs
@@ -266,6 +268,30 @@ def sgemm_gflops() -> float:
     return 2 * 1024 * 4096 * 512 / best / 1e9
 
 
+def library_rates(quick: bool = False) -> dict:
+    """Two more same-run references beside numpy's sgemm (one thread, the pinned float path, best
+    CPU time of 5): torch's own sgemm (``torch.mm``, the same 1024x512 @ 512x4096 product) and the
+    fastest of a few large 3x3 convolutions oneDNN runs in the layout the models run in
+    (channels-last, forward, no gradient).  They say how much of a gap to the sgemm bound is left
+    to the libraries: a model cannot run its convolutions faster than oneDNN's best one."""
+    import torch
+    import torch.nn.functional as F
+
+    a, b = torch.ones(1024, 512), torch.ones(512, 4096)
+    torch.mm(a, b)
+    mm = 2 * 1024 * 4096 * 512 / min(_best(lambda: torch.mm(a, b), 5)) / 1e9
+    shapes = [(8, 32, 16, 16)] if quick else [(64, 64, 32, 32), (128, 128, 16, 16), (256, 128, 8, 8)]
+    conv = {}
+    with torch.no_grad():
+        for batch, channels, height, width in shapes:
+            x = torch.randn(batch, channels, height, width).contiguous(memory_format=torch.channels_last)
+            w = torch.randn(channels, channels, 3, 3).contiguous(memory_format=torch.channels_last)
+            F.conv2d(x, w, padding=1)
+            flops = 2 * batch * channels * channels * 9 * height * width
+            conv[f"{batch}x{channels}x{height}x{width}"] = flops / min(_best(lambda: F.conv2d(x, w, padding=1), 5)) / 1e9
+    return {"torch_sgemm_gflops": mm, "onednn_conv3x3_gflops": conv, "onednn_conv3x3_best_gflops": max(conv.values())}
+
+
 def main() -> None:
     import torch
     import yaml
@@ -283,6 +309,8 @@ def main() -> None:
             config.setdefault("train", {})["batch_size"] = 8
     repeat, steps = (1, 1) if args.quick else (args.repeat, args.steps)
     peak = sgemm_gflops()
+    libraries = library_rates(args.quick)
+    conv_best = libraries["onednn_conv3x3_best_gflops"]
     rows = []
     for name, config in models.items():
         rows.append(measure(name, config, repeat, steps, 16 if args.quick else 256, Path(args.params)))
@@ -291,6 +319,8 @@ def main() -> None:
     for row in rows:
         row["train_fraction_of_sgemm"] = row["train_samples_per_s"] * row["train_gflop_per_sample"] / peak
         row["embed_fraction_of_sgemm"] = row["embed_images_per_s"] * row["embed_gflop_per_image"] / peak
+        row["train_fraction_of_onednn_conv"] = row["train_samples_per_s"] * row["train_gflop_per_sample"] / conv_best
+        row["embed_fraction_of_onednn_conv"] = row["embed_images_per_s"] * row["embed_gflop_per_image"] / conv_best
     print(table([[r["model"], r["backbone"], "x".join(map(str, r["input_size"])), f"{r['train_samples_per_s']:,.0f}",
                   f"{r['train_fraction_of_sgemm']:.2f}", f"{r['embed_images_per_s']:,.0f}",
                   f"{r['embed_fraction_of_sgemm']:.2f}"] for r in rows],
@@ -301,7 +331,11 @@ def main() -> None:
                   f"{r['embed_over_plain_nchw']:.2f}"] for r in rows],
                 ["model", "train layout", "train samples/s", "plain NCHW", "ratio",
                  "embed layout", "embed img/s", "plain NCHW img/s", "ratio"]))
-    print(f"one thread, CPU time; sgemm {peak:.0f} GFLOP/s")
+    print(f"one thread, CPU time; sgemm {peak:.0f} GFLOP/s (numpy), {libraries['torch_sgemm_gflops']:.0f} (torch.mm); "
+          f"oneDNN's best 3x3 convolution {conv_best:.0f} GFLOP/s "
+          f"({', '.join(f'{k} {v:.0f}' for k, v in libraries['onednn_conv3x3_gflops'].items())}); the default model "
+          f"at {rows[0]['train_fraction_of_onednn_conv']:.2f} (train) / {rows[0]['embed_fraction_of_onednn_conv']:.2f} "
+          f"(embed) of it")
     if not args.quick:
         name = next(iter(models))
         side = trainer_side_by_side(name, Path(args.params), args.work, args.repeat)
@@ -313,7 +347,7 @@ def main() -> None:
               f"the {side['trainer_layout']} step {side['layout_step_samples_per_s']:,.0f} "
               f"({side['trainer_over_layout_step']:.2f}x; {side['float_path']})")
         # Headline: the default model's training throughput as a fraction of the sgemm bound.
-        payload = {"sgemm_gflops": peak, "models": rows, "ratio": rows[0]["train_fraction_of_sgemm"],
+        payload = {"sgemm_gflops": peak, **libraries, "models": rows, "ratio": rows[0]["train_fraction_of_sgemm"],
                    "trainer_beside_plain_loop": side}
         print(f"wrote {write_result('cpu_throughput', payload, results_dir(args))}")
     if not all(r["train_samples_per_s"] > 0 and r["embed_images_per_s"] > 0 for r in rows):
