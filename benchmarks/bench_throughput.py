@@ -41,7 +41,10 @@ Both run in child processes on the pipeline's pinned (AVX2) float path with one 
 the script itself runs on that path too (``facetrust.float_path``, set before numpy and torch load), so
 the sgemm bound is the AVX2 one the pipeline has.
 
-    python benchmarks/bench_throughput.py [--repeat 3] [--steps 5] [--quick]
+``--breakdown`` also times the default model's train step and embedding pass per ATen operator
+(:func:`op_breakdown`; in the JSON under ``op_breakdown``).
+
+    python benchmarks/bench_throughput.py [--repeat 3] [--steps 5] [--quick] [--breakdown]
 """
 
 from __future__ import annotations
@@ -180,6 +183,95 @@ def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: 
             "embed_gflop_per_image": embed_flops / 1e9, "embed_layout": _layout(backbone)}
 
 
+def op_breakdown(name: str, config: dict, steps: int, embed_batch: int) -> dict:
+    """Where the time of the ``ours`` side goes (``--breakdown``): every ATen operator of ``steps``
+    train steps and embedding passes timed by a ``TorchDispatchMode`` around the call (wall time, one
+    thread), summed per operator and per operator and first input's shape, in ms per step / pass.
+    torch.profiler distorts these small ops here (a 169 ms step read 415 ms under it); this timer adds
+    ~3 % (the timed operators sum to ~1.03x the untimed step).  Run it in a fresh process, as
+    :func:`measure_side`."""
+    import collections
+
+    import torch
+    import torch.nn.functional as F
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from facetrust.cli.common import reuse_freed_memory
+    from facetrust.embed import for_inference
+    from facetrust.models.registry import inference_layout
+    from facetrust.train.config import TrainConfig
+    from facetrust.train.distributed import DistInfo
+    from facetrust.train.trainer import build_optimizer, training_layout
+
+    class OperatorTimes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seconds = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            start = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            self.seconds[(str(func.overloadpacket), tuple(first.shape) if first is not None else ())] += (
+                time.perf_counter() - start)
+            return out
+
+    reuse_freed_memory()
+    torch.manual_seed(0)
+    model = _model(config)
+    train_config = TrainConfig.from_params({"models": {name: config}}, name)
+    batch = int(config.get("train", {}).get("batch_size", 128))
+    height, width = config["input_size"]
+    images, labels = torch.randn(batch, 3, height, width), torch.randint(0, NUM_CLASSES, (batch,))
+    if training_layout(model, train_config, DistInfo()) == "channels_last":
+        model, images = model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(parameters, train_config, torch.device("cpu")) if parameters else None
+
+    def train_step():
+        logits, extra = model(images, labels)
+        loss = F.cross_entropy(logits, labels) + extra
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    def timed(function) -> dict:
+        function()
+        start = time.perf_counter()
+        for _ in range(steps):
+            function()
+        untimed = (time.perf_counter() - start) / steps
+        with OperatorTimes() as times:
+            for _ in range(steps):
+                function()
+        per_op = collections.Counter()
+        for (op, _), seconds in times.seconds.items():
+            per_op[op] += seconds
+        scale = 1e3 / steps
+        return {"untimed_ms": untimed * 1e3, "timed_ops_ms": sum(times.seconds.values()) * scale,
+                "by_operator_ms": {op: t * scale for op, t in per_op.most_common(12)},
+                "by_operator_and_shape_ms": [[op, list(shape), t * scale] for (op, shape), t in times.seconds.most_common(16)]}
+
+    model.train()
+    train = timed(train_step)
+    backbone = for_inference(inference_layout(model.backbone.eval().to(memory_format=torch.contiguous_format)))
+    inputs = torch.randn(embed_batch, 3, height, width)
+
+    def embed():
+        with torch.no_grad():
+            return backbone(inputs) + backbone(torch.flip(inputs, dims=[3]))
+
+    return {"model": name, "batch_size": batch, "embed_batch": embed_batch, "train_step": train, "embed_pass": timed(embed)}
+
+
+def _breakdown_table(title: str, part: dict) -> str:
+    total = part["timed_ops_ms"]
+    rows = [[op, f"{ms:.2f}", f"{100 * ms / total:.1f}"] for op, ms in part["by_operator_ms"].items()]
+    return (f"{title}: {part['untimed_ms']:.1f} ms untimed, {total:.1f} ms over the timed operators\n"
+            + table(rows, ["operator", "ms", "%"]))
+
+
 def measure(name: str, config: dict, repeat: int, steps: int, embed_batch: int, params_file: Path) -> dict:
     """Model ``name``'s plain loop and ours (:func:`measure_side`), each in its own child process on
     the pinned float path with one thread, plain first."""
@@ -302,6 +394,8 @@ def main() -> None:
     add_common_arguments(parser)
     parser.add_argument("--steps", type=int, default=5, help="train steps / embed batches per timing")
     parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the default model's train step and embedding pass per ATen operator")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = yaml.safe_load(open(args.params))["models"]
@@ -344,6 +438,22 @@ def main() -> None:
           f"({', '.join(f'{k} {v:.0f}' for k, v in libraries['onednn_conv3x3_gflops'].items())}); the default model "
           f"at {rows[0]['train_fraction_of_onednn_conv']:.2f} (train) / {rows[0]['embed_fraction_of_onednn_conv']:.2f} "
           f"(embed) of it")
+    breakdown = None
+    if args.breakdown:  # in a fresh process, as the sides are measured
+        name, config = next(iter(models.items()))
+        code = (f"import json, sys; sys.path.insert(0, {str(BENCH_DIR)!r}); import torch, yaml; "
+                f"torch.set_num_threads(1); import bench_throughput as b; "
+                f"c = yaml.safe_load(open({args.params!r}))['models'][{name!r}]; "
+                f"c.setdefault('train', {{}}).update({config.get('train', {})!r}); "
+                f"print(json.dumps(b.op_breakdown({name!r}, c, {steps}, {16 if args.quick else 256})))")
+        run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"{name} (breakdown): {run.stderr.strip()[-2000:]}")
+        breakdown = json.loads(run.stdout.splitlines()[-1])
+        print(_breakdown_table(f"{name} train step, batch {breakdown['batch_size']}", breakdown["train_step"]))
+        print(_breakdown_table(f"{name} embedding pass (image + mirror), batch {breakdown['embed_batch']}",
+                               breakdown["embed_pass"]))
     if not args.quick:
         name = next(iter(models))
         side = trainer_side_by_side(name, Path(args.params), args.work, args.repeat)
@@ -356,7 +466,7 @@ def main() -> None:
               f"({side['trainer_over_layout_step']:.2f}x; {side['float_path']})")
         # Headline: the default model's training throughput as a fraction of the sgemm bound.
         payload = {"sgemm_gflops": peak, "sgemm_gflops_before_after": sgemm_runs, **libraries, "models": rows, "ratio": rows[0]["train_fraction_of_sgemm"],
-                   "trainer_beside_plain_loop": side}
+                   "trainer_beside_plain_loop": side, **({"op_breakdown": breakdown} if breakdown else {})}
         print(f"wrote {write_result('cpu_throughput', payload, results_dir(args))}")
     if not all(r["train_samples_per_s"] > 0 and r["embed_images_per_s"] > 0 for r in rows):
         raise SystemExit("a model did not run")
