@@ -102,7 +102,7 @@ def main() -> int:
     result = {"benchmark": "dag", "models": n_models, "test_sets": 4, "jobs": jobs, "dry_run_s": round(seconds, 2), "dry_run_cpu_s": round(cpu_seconds, 2),
               "target_s": TARGET_S, "ratio_to_target": round(seconds / TARGET_S, 3),
               "ratio": round(seconds / TARGET_S, 3),  # time / target: <= 1 meets it
-              "machine": machine()}
+              "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     print(f"snakemake -n: {n_models} models x 4 test sets, {jobs} jobs: {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU "
           f"(target {TARGET_S:.0f} s, ratio {seconds / TARGET_S:.2f})")
     if not args.quick:
