@@ -102,14 +102,13 @@ def _flops(function) -> float:
     return float(counter.get_total_flops())
 
 
-def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: int, side: str) -> dict:
-    """One side of model ``name``, in this process: ``plain``, the plain PyTorch loop (NCHW, the C
-    library's default allocator, ``nn.PReLU``), or ``ours``, what ``facetrust train`` / ``embed`` run (the trainer's
-    layout, the loaded model's layout, and :func:`facetrust.cli.common.reuse_freed_memory`, which
-    every ``facetrust`` command sets first).  Call it in a fresh process (the allocator setting
-    lasts for the process): :func:`measure` does."""
+def _train_workload(name: str, config: dict, side: str):
+    """Side ``side`` of model ``name`` (:func:`measure_side`) built and ready to train, in training mode:
+    ``(model, train_step, batch size, layout)``."""
     import torch
     import torch.nn.functional as F
+
+    from facetrust.train.config import TrainConfig
 
     if side == "ours":
         from facetrust.cli.common import reuse_freed_memory
@@ -124,8 +123,6 @@ def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: 
         model = plain_convs(plain_prelus(model))
     batch = int(config.get("train", {}).get("batch_size", 128))
     height, width = config["input_size"]
-    from facetrust.train.config import TrainConfig
-
     train_config = TrainConfig.from_params({"models": {name: config}}, name)
     layout = "contiguous"
     if side == "ours":
@@ -156,10 +153,13 @@ def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: 
             loss.backward()
             optimizer.step()
 
-    model.train()
-    train_step()  # warm-up: allocations, lazy initialisation
-    train_flops = _flops(train_step) / batch
-    train_cpu, train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
+    return model.train(), train_step, batch, layout
+
+
+def _embed_workload(model, config: dict, embed_batch: int, side: str):
+    """The embedding pass of side ``side`` on ``model``'s backbone, after its training was timed (``ours``
+    folds the batch norms in place): ``(embed, backbone)``."""
+    import torch
 
     backbone = model.backbone.eval().to(memory_format=torch.contiguous_format)
     if side == "ours":  # as a loaded model (its layout), as ``facetrust embed`` runs it (batch norms folded)
@@ -167,12 +167,28 @@ def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: 
         from facetrust.models.registry import inference_layout
 
         backbone = for_inference(inference_layout(backbone))
+    height, width = config["input_size"]
     inputs = torch.randn(embed_batch, 3, height, width)
 
     def embed():
         with torch.no_grad():
             return backbone(inputs) + backbone(torch.flip(inputs, dims=[3]))
 
+    return embed, backbone
+
+
+def measure_side(name: str, config: dict, repeat: int, steps: int, embed_batch: int, side: str) -> dict:
+    """One side of model ``name``, in this process: ``plain``, the plain PyTorch loop (NCHW, the C
+    library's default allocator, ``nn.PReLU``), or ``ours``, what ``facetrust train`` / ``embed`` run (the trainer's
+    layout, the loaded model's layout, and :func:`facetrust.cli.common.reuse_freed_memory`, which
+    every ``facetrust`` command sets first).  Call it in a fresh process (the allocator setting
+    lasts for the process): :func:`measure` does."""
+    model, train_step, batch, layout = _train_workload(name, config, side)
+    train_step()  # warm-up: allocations, lazy initialisation
+    train_flops = _flops(train_step) / batch
+    train_cpu, train_wall = _best(lambda: [train_step() for _ in range(steps)], repeat)
+
+    embed, backbone = _embed_workload(model, config, embed_batch, side)
     embed()
     embed_flops = _flops(embed) / embed_batch
     embed_cpu, embed_wall = _best(lambda: [embed() for _ in range(steps)], repeat)
@@ -193,15 +209,7 @@ def op_breakdown(name: str, config: dict, steps: int, embed_batch: int) -> dict:
     import collections
 
     import torch
-    import torch.nn.functional as F
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    from facetrust.cli.common import reuse_freed_memory
-    from facetrust.embed import for_inference
-    from facetrust.models.registry import inference_layout
-    from facetrust.train.config import TrainConfig
-    from facetrust.train.distributed import DistInfo
-    from facetrust.train.trainer import build_optimizer, training_layout
 
     class OperatorTimes(TorchDispatchMode):
         def __init__(self):
@@ -215,26 +223,6 @@ def op_breakdown(name: str, config: dict, steps: int, embed_batch: int) -> dict:
             self.seconds[(str(func.overloadpacket), tuple(first.shape) if first is not None else ())] += (
                 time.perf_counter() - start)
             return out
-
-    reuse_freed_memory()
-    torch.manual_seed(0)
-    model = _model(config)
-    train_config = TrainConfig.from_params({"models": {name: config}}, name)
-    batch = int(config.get("train", {}).get("batch_size", 128))
-    height, width = config["input_size"]
-    images, labels = torch.randn(batch, 3, height, width), torch.randint(0, NUM_CLASSES, (batch,))
-    if training_layout(model, train_config, DistInfo()) == "channels_last":
-        model, images = model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(parameters, train_config, torch.device("cpu")) if parameters else None
-
-    def train_step():
-        logits, extra = model(images, labels)
-        loss = F.cross_entropy(logits, labels) + extra
-        if optimizer is not None:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
 
     def timed(function) -> dict:
         function()
@@ -253,15 +241,9 @@ def op_breakdown(name: str, config: dict, steps: int, embed_batch: int) -> dict:
                 "by_operator_ms": {op: t * scale for op, t in per_op.most_common(12)},
                 "by_operator_and_shape_ms": [[op, list(shape), t * scale] for (op, shape), t in times.seconds.most_common(16)]}
 
-    model.train()
+    model, train_step, batch, _ = _train_workload(name, config, "ours")
     train = timed(train_step)
-    backbone = for_inference(inference_layout(model.backbone.eval().to(memory_format=torch.contiguous_format)))
-    inputs = torch.randn(embed_batch, 3, height, width)
-
-    def embed():
-        with torch.no_grad():
-            return backbone(inputs) + backbone(torch.flip(inputs, dims=[3]))
-
+    embed, _ = _embed_workload(model, config, embed_batch, "ours")
     return {"model": name, "batch_size": batch, "embed_batch": embed_batch, "train_step": train, "embed_pass": timed(embed)}
 
 
