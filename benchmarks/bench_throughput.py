@@ -31,7 +31,8 @@ before and after the models and the higher one taken) — so the ratio column sa
 model runs to BLAS speed (small convolutions on 32×32 inputs are far from it).
 Beside it, in the same run (:func:`library_rates`): torch's own sgemm and the fastest of a few large
 3x3 convolutions oneDNN runs (``train_fraction_of_onednn_conv``, ``embed_fraction_of_onednn_conv``):
-what the libraries the models run on reach on this machine.  Results go to ``results/cpu_throughput.json``.  The GPU counterpart is ``gpu_iresnet50.py``.
+what the libraries the models run on reach on this machine.  Results go to
+``results/cpu_throughput.json``.  The GPU counterpart is ``gpu_iresnet50.py``.
 
 **Trainer beside the plain loop** (full mode, the default model): ``facetrust train`` itself (RecordIO
 read and JPEG decode, uint8 batches normalised once, the determinism settings, logging) for 2 epochs
@@ -203,8 +204,8 @@ def op_breakdown(name: str, config: dict, steps: int, embed_batch: int) -> dict:
     """Where the time of the ``ours`` side goes (``--breakdown``): every ATen operator of ``steps``
     train steps and embedding passes timed by a ``TorchDispatchMode`` around the call (wall time, one
     thread), summed per operator and per operator and first input's shape, in ms per step / pass.
-    torch.profiler distorts these small ops here (a 169 ms step read 415 ms under it); this timer adds
-    ~3 % (the timed operators sum to ~1.03x the untimed step).  Run it in a fresh process, as
+    torch.profiler distorts these small ops here (a 169 ms step read 415 ms under it); under this
+    timer the operators sum to 0.97-1.03x the untimed step.  Run it in a fresh process, as
     :func:`measure_side`."""
     import collections
 
