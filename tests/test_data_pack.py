@@ -68,10 +68,11 @@ def test_listing_is_sorted_identities_with_nested_images_and_labels_fixed_by_fol
                      "a/.cache/k.jpg", "d/deep/er/w.bmp"):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"")
-    classes, images, ignored = list_image_folder(tmp_path)
+    classes, images, ignored, unsupported = list_image_folder(tmp_path)
     assert classes == ["a", "b", "c", "d"]  # c has no image: still class 2, so labels never shift
     assert images == [("a/2020/z.png", 0), ("a/y.webp", 0), ("b/x.JPG", 1), ("d/deep/er/w.bmp", 3)]
     assert ignored == ["loose.jpg"]
+    assert unsupported == ["c/notes.txt"]
 
 
 def test_resize_crops_the_centre_to_the_aspect_instead_of_stretching():
@@ -154,6 +155,33 @@ def test_pass_through_keeps_a_jpeg_of_the_right_size_byte_for_byte(tmp_path):
         "encoded": 1, "pass_through": 1, "resized": 1}
 
 
+def test_duplicates_non_images_and_a_fifo_are_reported_not_silently_packed_or_waited_on(tmp_path, caplog):
+    import os
+
+    rng = np.random.default_rng(1)
+    for relative in ("a/1.jpg", "a/2.JFIF", "b/1.tiff"):
+        (tmp_path / "in" / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / "in" / relative, format="TIFF" if relative.endswith("tiff") else "JPEG")
+    (tmp_path / "in" / "a" / "copy.jpg").write_bytes((tmp_path / "in" / "a" / "1.jpg").read_bytes())
+    (tmp_path / "in" / "b" / "wrong_identity.jpg").write_bytes((tmp_path / "in" / "a" / "1.jpg").read_bytes())
+    (tmp_path / "in" / "b" / "notes.txt").write_text("x")
+    (tmp_path / "in" / "b" / "clip.gif").write_bytes(b"GIF89a")
+    (tmp_path / "in" / "a" / ".DS_Store").write_bytes(b"\0")
+    os.mkfifo(tmp_path / "in" / "b" / "pipe.jpg")  # read_bytes would block for ever
+    with caplog.at_level("WARNING", logger="facetrust.data"):
+        assert main(["data", "pack", "rec", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--size", SIZE,
+                     "--on-bad-image", "skip"]) == 0
+    report = json.loads((tmp_path / "out" / "pack.json").read_text())
+    assert report["num_images"] == 5 and report["unsupported_files"] == ["b/clip.gif", "b/notes.txt"]
+    assert [s["path"] for s in report["skipped_images"]] == ["b/pipe.jpg"]
+    assert "not a regular file" in report["skipped_images"][0]["reason"]
+    [group] = report["duplicate_images"]
+    assert group["paths"] == ["a/1.jpg", "a/copy.jpg", "b/wrong_identity.jpg"] and group["across_identities"]
+    logged = caplog.text
+    assert "not images" in logged and "byte-identical" in logged and "1 under more than one identity" in logged
+
+
 def test_mtcnn_pack_leaves_out_the_corrupt_and_the_faceless_image_and_stores_the_norm_crop(tmp_path):
     from facetrust.align.mtcnn import choose_subject, default_detector
     from facetrust.align.warp import align_face
@@ -173,7 +201,8 @@ def test_mtcnn_pack_leaves_out_the_corrupt_and_the_faceless_image_and_stores_the
     for i, (path, row) in enumerate(zip(paths, rows)):
         pixels = read_image_file(root / path)
         face, _ = choose_subject(default_detector().detect_faces(pixels), pixels.shape)
-        recorded = np.array([float(v) for v in row.split(",")[5:]]).reshape(5, 2)
+        recorded = np.array([float(v) for v in row.split(",")[5:15]]).reshape(5, 2)
+        assert int(row.split(",")[15]) >= 1  # faces_found
         assert np.abs(recorded - face.landmarks).max() < 1e-3  # the subject MTCNN finds
         stored = decode_image(dataset.read(i)[0], "test")
         assert np.array_equal(stored, align_face(pixels, recorded, (32, 32)))  # PNG: lossless
@@ -202,6 +231,32 @@ def test_lfw_pairs_txt_becomes_a_bin_in_file_order(lfw_folder, tmp_path, capsys)
     again = tmp_path / "again.bin"
     assert main(["data", "pack", "bin", str(root / "pairs.txt"), "--out", str(again), "--size", SIZE]) == 0
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_lfw_pairs_find_images_saved_with_another_extension_or_case(lfw_folder, tmp_path):
+    import shutil
+
+    root, written = lfw_folder
+    copy = tmp_path / "lfw"
+    shutil.copytree(root, copy)
+    first, second = written["names"][:2]
+    (copy / first / f"{first}_0001.jpg").rename(copy / first / f"{first}_0001.JPG")
+    Image.open(copy / second / f"{second}_0002.jpg").save(copy / second / f"{second}_0002.png")
+    (copy / second / f"{second}_0002.jpg").unlink()
+    out = tmp_path / "pairs.bin"
+    assert main(["data", "pack", "bin", str(copy / "pairs.txt"), "--out", str(out), "--size", SIZE]) == 0
+    report = json.loads(out.with_suffix(".pack.json").read_text())
+    assert report["skipped"] == 0 and report["n_pairs"] == written["n_pairs"]
+    assert report["found_with_another_extension"] == 2
+    bins, _ = load_bin(out)
+    reference, _ = load_bin(_pack_reference(root, tmp_path))
+    assert bins[0] == reference[0]  # the .JPG is the same file under another name
+
+
+def _pack_reference(root, tmp_path):
+    out = tmp_path / "reference.bin"
+    assert main(["data", "pack", "bin", str(root / "pairs.txt"), "--out", str(out), "--size", SIZE]) == 0
+    return out
 
 
 def test_a_csv_pair_list_with_a_header_and_a_missing_image_under_skip(lfw_folder, tmp_path):

@@ -86,3 +86,49 @@ def test_decoding_into_a_buffer_keeps_the_limits_and_the_strictness():
         decode_image(fx.jpeg_bomb(), "x", out=out)
     with pytest.raises(InputError, match="record 7: Corrupt JPEG data"):
         decode_image(fx.corrupt_jpeg(), "set.rec", 7, out=out)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillows_exif_transpose(fmt, orientation):
+    # a phone writes the Orientation tag instead of turning the pixels: decoded as a viewer shows it
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    pixels = (rng.random((40, 64, 3)) * 255).astype(np.uint8)
+    pixels[:10, :20] = 255  # no symmetry a wrong turn could hide behind
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = _encode(pixels, fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(payload))).convert("RGB"))
+    decoded = decode_image(payload, "x")
+    assert decoded.shape == ((40, 64, 3) if orientation < 5 else (64, 40, 3))
+    assert decoded.flags.c_contiguous and decoded.flags.writeable
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def test_a_rotated_jpeg_is_not_decoded_into_the_callers_buffer():
+    pixels = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    payload = _encode(pixels, "JPEG", quality=95, exif=exif)
+    out = np.zeros((32, 32, 3), np.uint8)
+    decoded = decode_image(payload, "x", out=out)
+    assert decoded is not out and not out.any()
+    np.testing.assert_array_equal(decoded, np.rot90(decode_image(_encode(pixels, "JPEG", quality=95), "x"), 3))
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped():
+    # Pillow's convert("RGB") clips 16-bit samples to 255: a white image
+    ramp = np.linspace(0, 65535, 30 * 20).reshape(30, 20).astype(np.uint16)
+    decoded = decode_image(_encode(ramp, "PNG"), "x")
+    assert decoded.shape == (30, 20, 3) and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded[..., 0], np.round(ramp / 257).astype(np.uint8))
+    assert (decoded == decoded[..., :1]).all() and decoded.min() == 0 and decoded.max() == 255
+
+
+def test_float_samples_are_refused_naming_the_file():
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(buffer, format="TIFF")
+    with pytest.raises(InputError, match=r"scan\.tif: F samples .*unsupported bit depth"):
+        decode_image(buffer.getvalue(), "scan.tif")

@@ -50,6 +50,8 @@ def test_dry_run_starts_with_the_three_pack_rules(tmp_path):
     write_lfw_style_folder(tmp_path / "my_data" / "test", identities=2, images=2)
     (tmp_path / "my_data" / "test" / "pairs.txt").rename(tmp_path / "my_data" / "test_pairs.txt")
     (tmp_path / "my_data" / "test" / "subjects.csv").rename(tmp_path / "my_data" / "test_subjects.csv")
+    identity = sorted(p for p in (tmp_path / "my_data" / "train").iterdir() if p.is_dir())[0]
+    (identity / "gone.jpg").symlink_to(tmp_path / "absent.jpg")  # the packer lists it; the DAG still plans
     result = snakemake(tmp_path, "-n", "all")
     assert result.returncode == 0, result.stderr[-3000:]
     for rule in ("pack_train", "pack_pairs", "pack_ijb", "decode", "align", "train", "fit_head", "embed",
@@ -87,3 +89,9 @@ def test_the_preset_is_up_to_date_after_a_run(own_run):
     workdir, _, _ = own_run
     result = snakemake(workdir, "-n", "all")
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+    # what a file manager or a user drops beside the photos is not an input: nothing reruns
+    identity = sorted(p for p in (workdir / "my_data" / "train").iterdir() if p.is_dir())[0]
+    (workdir / "my_data" / "train" / ".DS_Store").write_bytes(b"\0")
+    (identity / "notes.txt").write_text("taken in 2019")
+    result = snakemake(workdir, "-n", "all")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stdout[-2000:]

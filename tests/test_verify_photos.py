@@ -204,10 +204,16 @@ def test_verify_runs_end_to_end_and_the_record_is_complete(benchmark, photos, tm
     captured = capsys.readouterr()
     point = metrics["threshold_at_far"]["1e-01"]
     assert f"threshold {point['threshold']:.6g} at FAR 1e-01 on synth_ijbc" in captured.out
+    # 30 impostor pairs do not resolve FAR 0.1 (fewer than 10 above the threshold), and the threshold is a
+    # template-level one: both said, on stderr and in the record
+    assert "1e-01" in metrics["unresolved_fars"]
+    assert "verify: note: FAR 1e-01 is not resolved on synth_ijbc" in captured.err
+    assert "verify: note: the threshold was set on synth_ijbc's template-to-template scores" in captured.err
     assert captured.err.count("is not an aligned 24x24 crop") == 2  # each photo detected once, said once
     result = json.loads((out / "verify.json").read_text())
     assert sorted(p.name for p in out.iterdir()) == ["pair_0000.png", "pair_0001.png", "verify.json"]
     assert result["settings"]["score"] == "cosine" and result["settings"]["flip"] is True
+    assert len(result["settings"]["operating_point_caveats"]) >= 2 and result["skipped_pairs"] == 0
 
     # the score is the cosine of the embed stage's flip-fused embeddings of the two aligned crops
     backbone, _, _ = load_model(benchmark / "model")
@@ -237,7 +243,7 @@ def test_verify_runs_end_to_end_and_the_record_is_complete(benchmark, photos, tm
             assert uncertainty[face]["feature_norm"] == pytest.approx(1.0 / value)
             placed = uncertainty["benchmark"][face]
             assert placed["share_at_least_as_uncertain"] == pytest.approx(np.mean(benchmark_u >= value))
-            assert "of synth_ijbc images" in placed["text"]
+            assert "synth_ijbc images" in placed["text"] and "0.0 %" not in placed["text"]
         assert record["explanation"]["method"] == "integrated_gradients"  # what --explain gradient draws
         with Image.open(out / record["figure"]) as page:
             assert page.size[0] > 600 and page.size[1] > 400
@@ -283,7 +289,7 @@ def test_verify_with_an_scf_head_scores_with_eq_13_and_reports_kappa(scf_benchma
 
 
 def test_verify_runs_an_onnx_model_on_aligned_crops_with_the_perturbation_map(tmp_path, capsys):
-    """Crops of the input size are used as they are (nothing said); ONNX has no gradients."""
+    """Crops of the input size are used as they are, and stderr says so; ONNX has no gradients."""
     pytest.importorskip("onnxruntime")
     from explain_helpers import save_model
 
@@ -297,7 +303,45 @@ def test_verify_runs_an_onnx_model_on_aligned_crops_with_the_perturbation_map(tm
     assert main([*args, "--out", str(tmp_path / "o")]) == 2
     assert "no gradients; use --explain perturbation" in capsys.readouterr().err
     assert main([*args, "--explain", "perturbation", "--masks", "20", "--out", str(tmp_path / "o")]) == 0
-    assert "MTCNN" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "MTCNN" not in err and err.count("24x24 is the model's input size: taken as an aligned crop, not detected") == 2
     record = json.loads((tmp_path / "o" / "verify.json").read_text())["pairs"][0]
     assert record["image1"]["how"] == record["image2"]["how"] == "aligned_input"
     assert record["explanation"]["method"] == "perturbation" and record["decision"] is None
+
+
+def test_an_image_below_mtcnns_smallest_face_is_named_as_too_small(tmp_path, capsys):
+    from explain_helpers import save_model
+
+    Image.open(HOPPER).convert("RGB").resize((16, 19)).save(tmp_path / "thumb.png")
+    code = main(["verify", str(tmp_path / "thumb.png"), str(HOPPER), "--model", str(save_model(tmp_path / "m")),
+                 "--explain", "none", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "thumb.png: this 16x19 image is smaller than MTCNN's smallest face (20 px)" in err
+
+
+@pytest.mark.filterwarnings(NOT_WRITABLE)
+def test_pairs_with_a_bad_photograph_are_skipped_on_request_and_stop_the_run_otherwise(photos, tmp_path, capsys):
+    from explain_helpers import save_model
+
+    model = save_model(tmp_path / "m", size=24)
+    (tmp_path / "corrupt.jpg").write_bytes(HOPPER.read_bytes()[:2000])
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"image1,image2,label\n{HOPPER},{photos['astronaut']},different\n"
+                     f"{tmp_path / 'corrupt.jpg'},{HOPPER},same\n{photos['astronaut']},{photos['lfw']},different\n")
+    args = ["verify", "--pairs", str(pairs), "--model", str(model), "--explain", "none", "--threshold", "0.5"]
+    assert main([*args, "--out", str(tmp_path / "stop")]) == 2
+    err = capsys.readouterr().err
+    last = err.rstrip("\n").split("\n")[-1]  # the message on a line of its own, not after the progress bar's \r
+    assert last.startswith("facetrust verify: error: ") and "corrupt.jpg" in last
+    assert not (tmp_path / "stop").exists()
+
+    assert main([*args, "--on-bad-image", "skip", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr()
+    result = json.loads((tmp_path / "o" / "verify.json").read_text())
+    assert [record["pair"] for record in result["pairs"]] == [0, 1, 2] and result["skipped_pairs"] == 1
+    skipped = result["pairs"][1]
+    assert "corrupt.jpg" in skipped["skipped"] and skipped["label"] == "same" and "figure" not in skipped
+    assert [entry["path"] for entry in result["skipped_images"]] == [str(tmp_path / "corrupt.jpg")]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["pair_0000.png", "pair_0002.png", "verify.json"]
+    assert "1 skipped" in out.out and "--on-bad-image skip" in out.err

@@ -44,3 +44,14 @@ def test_a_model_score_without_its_uncertainty_is_refused():
     features, uncertainty = _images()
     with pytest.raises(InputError, match="scf_vmf needs the uncertainty of a scf or scf_g head"):
         pair_score("scf_vmf", features[:3], features[3:], uncertainty[:3], uncertainty[3:], "emb_norm")
+
+
+def test_a_face_beyond_every_benchmark_image_is_said_so_not_placed_at_0_percent():
+    from facetrust.verify.benchmark import placement
+
+    benchmark = np.linspace(1.0, 2.0, 500)
+    assert placement(0.5, benchmark, "ijbc", "face 1")["text"] == "face 1 is more certain than all 500 ijbc images"
+    assert placement(3.0, benchmark, "ijbc", "face 2")["short"] == "face 2: less certain than all 500 of ijbc"
+    middle = placement(1.1, benchmark, "ijbc", "face 1")
+    assert middle["text"] == "face 1 is in the most certain 10 % of ijbc images"
+    assert middle["share_at_most_as_uncertain"] == pytest.approx(np.mean(benchmark <= 1.1))

@@ -382,14 +382,22 @@ def pack_settings(wildcards):
 
 
 def files_below(folder):
-    """Every file below a folder to pack, so a changed or added image reruns the pack; the folder
+    """Every image file below a folder to pack (the packers' extensions; not hidden), so a changed or
+    added image reruns the pack and a rewritten .DS_Store or notes.txt does not; a dangling symlink
+    is left to the packer (it lists it as unreadable) instead of stopping the whole DAG. The folder
     itself when it is absent (Snakemake then names it as missing input)."""
+    from facetrust.pack.faces import is_image_name
+
     if not os.path.isdir(folder):
         return [folder]
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found += [os.path.join(root, name) for name in sorted(files)]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            os.path.join(root, name)
+            for name in sorted(files)
+            if is_image_name(name) and os.path.exists(os.path.join(root, name))
+        ]
     return found
 
 

@@ -4,7 +4,7 @@ Every command that takes image files (``verify``, ``explain map``, ``explain xco
 so a photograph is never squashed into the model's input. The policy, per image:
 
 - an image of exactly the model's input size is taken as an aligned crop (what the pipeline's own
-  crops are) and used as it is;
+  crops are) and used as it is, and its note says so;
 - with ``aligned=True`` (``--aligned``) any image is taken as an aligned crop: centre-cropped to the
   input's aspect ratio, then resized (:func:`facetrust.data.transforms.fit_to_size`; the aspect
   ratio is never changed by the resize);
@@ -46,8 +46,7 @@ class PreparedFace:
     center-crop``).  ``landmarks``: with ``detected``, where the alignment sends the five detected
     points, in the crop's pixels (x, y); on the template up to the similarity fit's residual.
     ``detection``: with ``detected``, MTCNN's box, score and landmarks in the photograph's pixels,
-    the number of faces found and the rule that chose this one.  ``note``: what was done, one line
-    (None when the file was an aligned crop of the input size)."""
+    the number of faces found and the rule that chose this one.  ``note``: what was done, one line."""
 
     path: str
     pixels: np.ndarray
@@ -131,7 +130,9 @@ def prepare_images(images: Sequence[tuple[str, np.ndarray]], input_size, *, alig
     to_detect = []
     for i, (name, pixels) in enumerate(images):
         if tuple(pixels.shape[:2]) == input_size:
-            prepared[i] = _fit(name, pixels, input_size, ALIGNED_INPUT, None)
+            prepared[i] = _fit(name, pixels, input_size, ALIGNED_INPUT,
+                               f"{name}: {_size_text(pixels.shape)} is the model's input size: taken as an aligned "
+                               f"crop, not detected (a photograph of another size is detected and aligned)")
         elif aligned:
             prepared[i] = _fit(name, pixels, input_size, ALIGNED_INPUT,
                                f"{name}: --aligned: {_size_text(pixels.shape)} taken as an aligned crop, "
@@ -152,11 +153,15 @@ def prepare_images(images: Sequence[tuple[str, np.ndarray]], input_size, *, alig
             prepared[i] = _detected(name, pixels, faces, input_size, min_score)
             if prepared[i] is not None:
                 continue
+            smallest = getattr(detector, "min_face_size", 0)
+            why = (f"this {_size_text(pixels.shape)} image is smaller than MTCNN's smallest face ({smallest} px): "
+                   f"nothing to search" if min(pixels.shape[:2]) < smallest
+                   else f"MTCNN finds no face in this {_size_text(pixels.shape)} image")
             if no_face == "error":
-                raise InputError(f"{name}: MTCNN finds no face in this {_size_text(pixels.shape)} image "
-                                 f"(--no-face center-crop uses its centre; --aligned if it is an aligned crop)")
+                raise InputError(f"{name}: {why} (--no-face center-crop uses its centre; --aligned if it is an "
+                                 f"aligned crop)")
             prepared[i] = _fit(name, pixels, input_size, CENTER_CROP,
-                               f"{name}: MTCNN finds no face; --no-face center-crop: "
+                               f"{name}: {why}; --no-face center-crop: "
                                f"{_centre_crop_note(pixels, input_size)}")
     return prepared  # type: ignore[return-value]
 

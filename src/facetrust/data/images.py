@@ -13,6 +13,11 @@ calls :func:`decode_image`, so one place decides what a bad image is:
   integer IDCT, fancy upsampling) give the same pixels as Pillow's decoder;
 * anything else the decoder cannot read (truncated, not an image) is refused.
 
+Pixels come out as a viewer shows them: an EXIF ``Orientation`` tag (what a phone writes instead of
+rotating the pixels) is applied, as Pillow's ``ImageOps.exif_transpose`` and OpenCV's ``imdecode``
+(MXNet's decoder) do; a 16-bit grayscale image is scaled to 8 bits (Pillow's ``convert("RGB")``
+clips it to white), and an image of 32-bit integer or float samples is refused, its range unknown.
+
 Each refusal is an :class:`~facetrust.errors.InputError` naming the file and the record.  Running
 out of memory while decoding is not: it is a :class:`MemoryError` (a failed run, exit 1).  What a
 stage does with it is the ``on_bad_image`` policy (:class:`BadImagePolicy`): ``fail`` (default)
@@ -41,6 +46,11 @@ MAX_IMAGE_PIXELS = 50_000_000
 MAX_IMAGE_FILE_BYTES = 4 * MAX_IMAGE_PIXELS
 
 _JPEG_SOI = b"\xff\xd8\xff"
+_EXIF_HEADER = b"Exif\x00\x00"
+# Where a JPEG's EXIF segment can sit: APP1 comes before the image data, and a segment is at most
+# 64 KiB, so it starts within the first few segments; a file without these bytes there has none.
+_EXIF_SEARCH_BYTES = 4 * 65536
+_ORIENTATION_TAG = 0x0112
 # JPEG colour spaces libjpeg-turbo cannot turn into RGB itself; Pillow converts those.
 _PIL_JPEG_COLORSPACES = ("CMYK", "YCCK")
 
@@ -65,6 +75,40 @@ def _check_pixels(height: int, width: int, where: str, max_pixels: int) -> None:
         )
 
 
+def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """``pixels`` (H, W, 3) as EXIF ``orientation`` (1-8) says a viewer shows them (the
+    transposition Pillow's ``ImageOps.exif_transpose`` makes; tests/test_images.py)."""
+    if orientation in (2, 4, 5, 7):  # the mirrored ones: 5 and 7 mirror a rotation
+        pixels = pixels[:, ::-1]
+    turns = {3: 2, 4: 2, 5: 1, 6: 3, 7: 3, 8: 1}.get(orientation, 0)  # quarter turns counter-clockwise
+    return np.ascontiguousarray(np.rot90(pixels, turns)) if turns or orientation == 2 else pixels
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        value = int(image.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # a broken EXIF block does not make the pixels unreadable: shown as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _jpeg_orientation(payload: bytes) -> int:
+    """The EXIF orientation of a JPEG (1 when it has none): Pillow reads the header only, and only
+    for a file that carries an EXIF segment (a byte search, microseconds: a data set's JPEGs rarely
+    do)."""
+    if payload.find(_EXIF_HEADER, 0, _EXIF_SEARCH_BYTES) < 0:
+        return 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(payload)) as image:
+                return _exif_orientation(image)
+    except MemoryError:
+        raise
+    except Exception:  # the decoder names what is wrong with the file
+        return 1
+
+
 def _decode_jpeg(payload: bytes, where: str, max_pixels: int, out: np.ndarray | None) -> np.ndarray:
     try:
         height, width, colorspace, _subsampling = simplejpeg.decode_jpeg_header(payload)
@@ -77,11 +121,12 @@ def _decode_jpeg(payload: bytes, where: str, max_pixels: int, out: np.ndarray | 
         if colorspace in _PIL_JPEG_COLORSPACES:
             simplejpeg.decode_jpeg(payload, colorspace="CMYK", strict=True)  # only to check the data
             return _decode_pil(payload, where, max_pixels)
-        if out is not None and out.shape == (height, width, 3):
+        orientation = _jpeg_orientation(payload)
+        if orientation == 1 and out is not None and out.shape == (height, width, 3):
             # Straight into the caller's memory (a slot of a batch): no allocation, no copy.
             simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True, buffer=out)
             return out
-        return simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True)
+        return _orient(simplejpeg.decode_jpeg(payload, colorspace="RGB", strict=True), orientation)
     except ValueError as exc:  # libjpeg's own words start "Corrupt JPEG data: ..." for most
         text = str(exc)
         raise InputError(f"{where}: {text if text.startswith('Corrupt JPEG') else 'corrupt JPEG data: ' + text}") from None
@@ -113,6 +158,24 @@ def declared_pixels(payload: bytes) -> int:
         return 0
 
 
+def _rgb(image: Image.Image, where: str) -> np.ndarray:
+    """A Pillow image's pixels as uint8 RGB (H, W, 3), a writable array of its own."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit grayscale (PNG opens as "I;16" or "I"): scaled to 8 bits, rounded (x * 255 / 65535)
+        samples = np.asarray(image).astype(np.int64)
+        if image.mode == "I" and samples.size and (samples.min() < 0 or samples.max() > 65535):
+            raise InputError(f"{where}: 32-bit integer samples ({int(samples.min())}..{int(samples.max())}): "
+                             "an unsupported bit depth (8- or 16-bit images only)")
+        gray = ((samples * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "F" or image.mode.startswith("I;32") or image.mode.startswith("F;"):
+        raise InputError(f"{where}: {image.mode} samples (floating point or 32-bit): an unsupported bit depth "
+                         "(8- or 16-bit images only)")
+    # np.array, not asarray: Pillow's buffer is read-only, and torch.from_numpy of a read-only array
+    # warns (and would let a tensor write into it)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
 def _decode_pil(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
@@ -120,9 +183,7 @@ def _decode_pil(payload: bytes, where: str, max_pixels: int) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(payload)) as image:
                 _check_pixels(image.height, image.width, where, max_pixels)
-                # np.array, not asarray: Pillow's buffer is read-only, and torch.from_numpy of a
-                # read-only array warns (and would let a tensor write into it)
-                return np.array(image.convert("RGB"), dtype=np.uint8)
+                return _orient(_rgb(image, where), _exif_orientation(image))
     except InputError:
         raise
     except MemoryError:
@@ -145,7 +206,7 @@ def decode_image(payload: bytes, source: str | os.PathLike, record: str | int | 
     anything the decoders cannot read.
 
     ``out`` (a C-contiguous, writable uint8 H x W x 3 array): an RGB-decodable JPEG of exactly that
-    size is decoded into it and ``out`` itself is returned; any other image comes back in a new
+    size, without an EXIF rotation, is decoded into it and ``out`` itself is returned; any other image comes back in a new
     array (for the caller to crop or resize) and ``out`` is left as it was.  After an error ``out``
     may hold part of an image.
     """

@@ -28,9 +28,10 @@ import numpy as np
 
 from facetrust.errors import ConfigError, InputError
 
-# The formats users' folders hold (torchvision's ImageFolder reads these and more; im2rec's
-# default is .jpeg/.jpg/.png).  Compared case-insensitively.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The formats users' folders hold (torchvision's ImageFolder's list, and JPEG's other names;
+# im2rec's default is .jpeg/.jpg/.png).  Compared case-insensitively.  Any other file below an
+# identity folder is listed in the pack report as not an image (``unsupported_files``).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 ALIGN_METHODS = ("none", "mtcnn")
 ENCODINGS = ("jpg", "png")
 # face2rec2.py / im2rec.py default JPEG quality.
@@ -44,14 +45,16 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]], list[str]]:
-    """``(classes, images, ignored)`` of an ImageFolder tree.
+def list_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]], list[str], list[str]]:
+    """``(classes, images, ignored, unsupported)`` of an ImageFolder tree.
 
     ``classes``: the names of the top-level subfolders, sorted (code-point order, as Python
     sorts); ``images``: ``(relative posix path, label)`` of every image file below each class
     folder at any depth, sorted by path; ``ignored``: image files directly in ``root`` (no
-    identity).  Hidden files and folders (``.name``) are skipped.  InputError when ``root`` is not
-    a directory or holds no class folder.
+    identity); ``unsupported``: the other files below the class folders (no image extension:
+    ``notes.txt``, ``Thumbs.db``, ``clip.gif``), relative posix paths, sorted.  Hidden files and
+    folders (``.name``) are skipped.  InputError when ``root`` is not a directory or holds no class
+    folder.
     """
     root = Path(root)
     if not root.is_dir():
@@ -61,27 +64,33 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[st
     ignored = [name for name in entries if is_image_name(name) and (root / name).is_file()]
     if not classes:
         raise InputError(f"{root}: no identity subfolders (expected <root>/<identity>/<image>)")
-    images = []
+    images, unsupported = [], []
     for label, name in enumerate(classes):
         found = []
         for folder, dirs, files in os.walk(root / name):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             found += [(Path(folder) / f).relative_to(root).as_posix() for f in files if is_image_name(f)]
+            unsupported += [(Path(folder) / f).relative_to(root).as_posix() for f in files
+                            if not f.startswith(".") and not is_image_name(f)]
         images += [(path, label) for path in sorted(found)]
-    return classes, images, ignored
+    return classes, images, ignored, sorted(unsupported)
 
 
 @dataclass
 class PreparedFace:
     """One stored image: ``payload`` (encoded bytes), ``landmarks`` (5, 2) in the source image
     (None without detection), the detector ``score`` (1.0 without detection), ``how`` it was made
-    (``pass_through`` | ``encoded`` | ``resized`` | ``aligned``) and the source ``shape``."""
+    (``pass_through`` | ``encoded`` | ``resized`` | ``aligned``), the source ``shape``, the faces
+    MTCNN found in it (None without detection; the subject is one of them) and the SHA-256 of the
+    source file (duplicates are reported by the packers)."""
 
     payload: bytes
     how: str
     shape: tuple[int, int]
     landmarks: np.ndarray | None = None
     score: float = 1.0
+    faces_found: int | None = None
+    source_sha256: str = ""
 
 
 @dataclass
@@ -111,13 +120,10 @@ class FacePreparer:
     def read(self, path: Path) -> tuple[bytes, np.ndarray]:
         """The file's bytes and RGB pixels; InputError naming the file when it is not a readable image."""
         from facetrust.data.images import MAX_IMAGE_FILE_BYTES, decode_image
+        from facetrust.input_files import read_regular
 
-        try:
-            if path.stat().st_size > MAX_IMAGE_FILE_BYTES:
-                raise InputError(f"{path}: larger than the {MAX_IMAGE_FILE_BYTES} bytes an image may have")
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read image: {exc.strerror or exc}") from None
+        # a regular file only, bounded: a FIFO in a photo folder would block the pack for ever
+        raw = read_regular(path, "image", max_bytes=MAX_IMAGE_FILE_BYTES)
         return raw, decode_image(raw, path)
 
     def prepare(self, path: Path) -> PreparedFace:
@@ -161,6 +167,13 @@ class FacePreparer:
         return results
 
     def _make(self, path: Path, raw: bytes, pixels: np.ndarray, faces) -> PreparedFace:
+        import hashlib
+
+        face = self._stored(path, raw, pixels, faces)
+        face.source_sha256 = hashlib.sha256(raw).hexdigest()
+        return face
+
+    def _stored(self, path: Path, raw: bytes, pixels: np.ndarray, faces) -> PreparedFace:
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
         if self.align == "mtcnn":
             from facetrust.align.mtcnn import choose_subject
@@ -171,7 +184,8 @@ class FacePreparer:
                 raise InputError(f"{path}: MTCNN finds no face (--align mtcnn)")
             face = chosen[0]
             crop = align_face(pixels, face.landmarks, self.size)
-            return PreparedFace(self.encode(crop), "aligned", shape, face.landmarks.copy(), float(face.score))
+            return PreparedFace(self.encode(crop), "aligned", shape, face.landmarks.copy(), float(face.score),
+                                len(faces))
         if shape == self.size:
             if raw.startswith(_SIGNATURES[self.encoding]):
                 return PreparedFace(raw, "pass_through", shape)

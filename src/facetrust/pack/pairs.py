@@ -27,7 +27,7 @@ from facetrust.data.binset import write_bin
 from facetrust.data.images import BadImagePolicy
 from facetrust.errors import InputError
 from facetrust.io import outputs_together, write_json_atomic
-from facetrust.pack.faces import FacePreparer
+from facetrust.pack.faces import IMAGE_EXTENSIONS, FacePreparer
 
 PAIR_FORMATS = ("auto", "lfw", "csv")
 MAX_LIST_BYTES = 512 * 1024 * 1024  # a pair list larger than this is not a list of pairs
@@ -108,6 +108,30 @@ def read_csv_pairs(path: Path) -> list[tuple[str, str, bool, int]]:
     return pairs
 
 
+def lfw_files_found(root: Path, names: set[str]) -> dict[str, str]:
+    """For each of ``names`` (``person/person_0001.jpg``) that does not exist below ``root``, the one
+    image file of the same folder and stem with another image extension or case (``.JPG``,
+    ``.jpeg``, ``.png``), when there is exactly one: ``{name: found name}``."""
+    listings: dict[Path, dict[str, list[str]]] = {}
+    found = {}
+    for name in sorted(names):
+        path = root / name
+        if path.exists() or path.is_symlink():
+            continue
+        folder = path.parent
+        if folder not in listings:
+            by_stem: dict[str, list[str]] = {}
+            if folder.is_dir():
+                for entry in sorted(folder.iterdir()):
+                    if entry.suffix.lower() in IMAGE_EXTENSIONS:
+                        by_stem.setdefault(entry.stem, []).append(entry.name)
+            listings[folder] = by_stem
+        candidates = listings[folder].get(path.stem, [])
+        if len(candidates) == 1:
+            found[name] = (Path(name).parent / candidates[0]).as_posix()
+    return found
+
+
 def read_pairs(path: str | Path, fmt: str = "auto", ext: str = "jpg") -> list[tuple[str, str, bool, int]]:
     path = Path(path)
     if fmt not in PAIR_FORMATS:
@@ -127,6 +151,11 @@ def pack_bin(pairs_file: str | Path, out: str | Path, *, images: str | Path | No
     pairs_file, out = Path(pairs_file), Path(out)
     root = Path(images) if images is not None else pairs_file.parent
     pairs = read_pairs(pairs_file, fmt, ext)
+    renamed: dict[str, str] = {}
+    if fmt == "lfw" or (fmt == "auto" and pairs_file.suffix.lower() != ".csv"):
+        # pairs.txt names images by person and number only: one saved as .JPG, .jpeg or .png is found too
+        renamed = lfw_files_found(root, {name for a, b, _, _ in pairs for name in (a, b)})
+        pairs = [(renamed.get(a, a), renamed.get(b, b), same, line) for a, b, same, line in pairs]
     policy = BadImagePolicy(on_bad_image, stage="data pack", key="--on-bad-image")
     preparer = FacePreparer(align=align, size=size, min_score=min_score, threads=threads, encoding=encoding)
     names = sorted({name for a, b, _, _ in pairs for name in (a, b)})
@@ -147,7 +176,7 @@ def pack_bin(pairs_file: str | Path, out: str | Path, *, images: str | Path | No
               "size": list(preparer.size), "encoding": encoding,
               "n_pairs": len(issame), "n_genuine": int(sum(issame)),
               "n_images": len(names), "made": dict(sorted(preparer.counts.items())),
-              **policy.summary(), "skipped_pairs": skipped}
+              "found_with_another_extension": len(renamed), **policy.summary(), "skipped_pairs": skipped}
     with outputs_together(out, report_path(out)):
         write_bin(out, bins, issame)
         write_json_atomic(report_path(out), report)

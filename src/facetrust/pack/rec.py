@@ -11,8 +11,11 @@ Written into one staging directory that replaces ``out`` when everything is writ
   ``%f`` (``im2rec.py`` ``write_list``), one line per packed image in key order; ``im2rec.py
   --pass-through`` run on it writes the same image records;
 * ``faces.csv``: per packed image its key, path, label, how it was made and, with MTCNN, the
-  detector score and the five landmarks in the source image;
-* ``pack.json``: the settings, counts, classes and every skipped file with its reason.
+  detector score, the five landmarks in the source image and how many faces MTCNN found in it
+  (more than one: the subject rule chose one, and the log says how many images had several);
+* ``pack.json``: the settings, counts, classes, every skipped file with its reason, the files
+  that are not images (``unsupported_files``) and the groups of byte-identical files
+  (``duplicate_images``, with ``across_identities`` when one file sits under two identities).
 
 Labels are indices of the sorted identity folders (:func:`facetrust.pack.faces.list_image_folder`),
 fixed before any image is read, so skipping an image never renumbers the classes; a class whose
@@ -48,11 +51,34 @@ def lst_line(key: int, label: int, path: str) -> str:
 def face_row(key: int, path: str, label: int, face) -> list:
     # repr: the shortest text that reads back as the same float64, so the crop can be remade exactly
     points = [] if face.landmarks is None else [repr(float(v)) for v in face.landmarks.ravel()]
-    return [key, path, label, face.how, f"{face.score:.6f}", *(points or [""] * 10)]
+    return [key, path, label, face.how, f"{face.score:.6f}", *(points or [""] * 10),
+            "" if face.faces_found is None else face.faces_found]
 
 
 FACE_COLUMNS = ["key", "path", "label", "how", "score",
-                *[f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")]]
+                *[f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")], "faces_found"]
+
+
+def duplicate_groups(digests: dict[str, list[tuple[str, int | None]]]) -> list[dict]:
+    """The groups of byte-identical source files among ``digests`` (SHA-256 → ``[(path, label)]``),
+    in the order first seen: ``{"sha256", "paths", "across_identities"}`` (labels None: not
+    checked)."""
+    groups = []
+    for digest, members in digests.items():
+        if len(members) > 1:
+            labels = {label for _, label in members if label is not None}
+            groups.append({"sha256": digest, "paths": [path for path, _ in members],
+                           "across_identities": len(labels) > 1})
+    return groups
+
+
+def log_duplicates(groups: list[dict], root) -> None:
+    if not groups:
+        return
+    across = [group for group in groups if group["across_identities"]]
+    log.warning("data pack: %d groups of byte-identical image files in %s (%d under more than one identity; "
+                "e.g. %s): listed in pack.json duplicate_images", len(groups), root, len(across),
+                " = ".join((across or groups)[0]["paths"][:3]))
 
 
 def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size=(112, 112),
@@ -62,7 +88,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
     from facetrust.pack.faces import list_image_folder
 
     root, out_dir = Path(root), Path(out_dir)
-    classes, images, ignored = list_image_folder(root)
+    classes, images, ignored, unsupported = list_image_folder(root)
     if not images:
         raise InputError(f"{root}: no image files ({' '.join(IMAGE_EXTENSIONS)}) below the identity subfolders")
     policy = BadImagePolicy(on_bad_image, stage="data pack", key="--on-bad-image")
@@ -72,6 +98,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
     face_writer = csv.writer(faces, lineterminator="\n")
     face_writer.writerow(FACE_COLUMNS)
     per_class = [0] * len(classes)
+    digests: dict[str, list[tuple[str, int]]] = {}
 
     def samples():
         key = 1
@@ -84,6 +111,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
                     continue
                 lst.write(lst_line(key, label, path))
                 face_writer.writerow(face_row(key, path, label, face))
+                digests.setdefault(face.source_sha256, []).append((path, label))
                 per_class[label] += 1
                 key += 1
                 yield label, face.payload
@@ -100,11 +128,21 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
             "header": list(summary["header"]), "classes": classes, "images_per_class": per_class,
             "empty_classes": [name for name, n in zip(classes, per_class) if n == 0],
             "made": dict(sorted(preparer.counts.items())), "ignored_files": ignored,
-            **policy.summary(), "skipped_images": skipped,
+            "unsupported_files": unsupported, **policy.summary(), "skipped_images": skipped,
+            "duplicate_images": duplicate_groups(digests),
         }
         write_json_atomic(staging / REPORT_NAME, report)
     policy.log_total()
     if ignored:
         log.warning("data pack: %d image files directly in %s belong to no identity folder and were left out",
                     len(ignored), root)
+    if unsupported:
+        log.warning("data pack: %d files below %s are not images (%s) and were left out, e.g. %s: listed in "
+                    "pack.json unsupported_files", len(unsupported), root, " ".join(IMAGE_EXTENSIONS),
+                    ", ".join(unsupported[:3]))
+    multi = sum(1 for row in csv.DictReader(io.StringIO(faces.getvalue())) if int(row["faces_found"] or 1) > 1)
+    if multi:
+        log.warning("data pack: MTCNN found more than one face in %d packed images; the subject rule chose one "
+                    "(faces.csv faces_found)", multi)
+    log_duplicates(report["duplicate_images"], root)
     return report

@@ -54,12 +54,15 @@ def figure_grid(rows: int, columns: int, panel: float = 2.4) -> Iterator[tuple[F
         yield figure, np.asarray(figure.subplots(rows, columns, squeeze=False))
 
 
-def save_figure(figure: Figure, out_path: str | Path) -> Path:
+def save_figure(figure: Figure, out_path: str | Path, *, tight: bool = False) -> Path:
+    """``figure`` as a PNG at ``out_path`` (written whole or not at all); ``tight``: the page grows to
+    hold every artist (a title the layout engine left outside the figure)."""
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".png":
         raise ConfigError(f"figure {str(out_path)!r}: suffix must be .png")
     with atomic_path(out_path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+        figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None},
+                       **({"bbox_inches": "tight", "pad_inches": 0.08} if tight else {}))
     return out_path
 
 

@@ -26,11 +26,13 @@ class OperatingPoint:
     flip: bool
     test_set: str | None
     source: str | None
+    #: what limits the threshold's reading (:func:`caveats`), one sentence each
+    caveats: tuple[str, ...] = ()
 
     def record(self) -> dict:
         return {"threshold": self.threshold, "far": self.far, "roc_far": self.roc_far, "roc_tar": self.roc_tar,
                 "score": self.score, "test_set": self.test_set, "metrics": self.source,
-                "rule": "same identity when score >= threshold"}
+                "rule": "same identity when score >= threshold", "caveats": list(self.caveats)}
 
     def describe(self) -> str:
         threshold = "+inf (accept nothing)" if self.threshold is None else f"{self.threshold:.6g}"
@@ -69,8 +71,34 @@ def operating_point(metrics_path: str | Path, far: float, score: str | None) -> 
     point = points.get(key)
     if not isinstance(point, dict) or "threshold" not in point:
         raise InputError(f"{metrics_path}: threshold_at_far has no FAR {key}; it has {', '.join(points) or 'none'}")
+    test_set = test_set_of(metrics) or None
     return OperatingPoint(point["threshold"], float(far), point.get("far"), point.get("tar"), evaluated,
-                          bool(settings.get("flip", True)), test_set_of(metrics) or None, str(metrics_path))
+                          bool(settings.get("flip", True)), test_set, str(metrics_path),
+                          caveats(metrics, key, float(far), point.get("far"), test_set or "the benchmark"))
+
+
+def _far_text(value) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else "?"
+
+
+def caveats(metrics: dict, key: str, far: float, roc_far, test_set: str) -> tuple[str, ...]:
+    """What limits a threshold read from ``metrics`` at FAR ``key``: too few impostor pairs to
+    resolve it (the metrics file's ``unresolved_fars``), a ROC whose point lies above the asked FAR,
+    and a protocol whose scores are not those of two single photographs (IJB templates)."""
+    from facetrust.evaluate.bootstrap import RESOLUTION_FACTOR
+
+    out = []
+    if key in (metrics.get("unresolved_fars") or []):
+        out.append(f"FAR {key} is not resolved on {test_set}: its {metrics.get('n_impostor', '?')} impostor pairs put "
+                   f"fewer than {RESOLUTION_FACTOR:g} of them above the threshold, so the threshold rests on a "
+                   f"handful of scores (smallest resolved FAR: {_far_text(metrics.get('min_resolved_far'))})")
+    if isinstance(roc_far, (int, float)) and roc_far > far * (1 + 1e-9):
+        out.append(f"the threshold is that of the ROC point of {test_set} the metrics read at FAR {key}, which lies at "
+                   f"FAR {roc_far:.3g}: more false accepts than asked")
+    if metrics.get("protocol") == "ijb_1to1":
+        out.append(f"the threshold was set on {test_set}'s template-to-template scores (each template pools several "
+                   f"images); two single photographs score differently, so the FAR is indicative for them")
+    return tuple(out)
 
 
 def model_uncertainty_of(embeddings_path: str | Path) -> str | None:
@@ -120,12 +148,16 @@ def placement(value: float, benchmark: np.ndarray, test_set: str, face: str) -> 
     """Where ``value`` lies among the benchmark's uncertainties (larger = less certain)."""
     less_certain_share = float(np.mean(benchmark >= value))  # images at least this uncertain
     more_certain_share = float(np.mean(benchmark <= value))
-    if less_certain_share <= 0.5:
-        short = f"least certain {_percent(less_certain_share)}"
+    if less_certain_share == 0 or more_certain_share == 0:  # beyond every benchmark image: no "0.0 %"
+        side = "less" if less_certain_share == 0 else "more"
+        text = f"{face} is {side} certain than all {benchmark.size} {test_set} images"
+        short = f"{face}: {side} certain than all {benchmark.size} of {test_set}"
     else:
-        short = f"most certain {_percent(more_certain_share)}"
+        share = (f"least certain {_percent(less_certain_share)}" if less_certain_share <= 0.5
+                 else f"most certain {_percent(more_certain_share)}")
+        text, short = f"{face} is in the {share} of {test_set} images", f"{face}: {share} of {test_set}"
     return {"share_at_least_as_uncertain": less_certain_share, "share_at_most_as_uncertain": more_certain_share,
-            "text": f"{face} is in the {short} of {test_set} images", "short": f"{face}: {short} of {test_set}"}
+            "text": text, "short": short}
 
 
 def _percent(share: float) -> str:

@@ -29,9 +29,12 @@ def run(args: argparse.Namespace) -> None:
     settings = VerifySettings(far=args.far, metrics=args.metrics, threshold=args.threshold, score=args.score,
                               explain=args.explain, steps=args.steps, masks=args.masks, seed=args.seed,
                               aligned=args.aligned, no_face=args.no_face, min_score=args.min_score,
-                              batch_size=args.batch_size, benchmark_embeddings=args.benchmark_embeddings)
+                              batch_size=args.batch_size, benchmark_embeddings=args.benchmark_embeddings,
+                              on_bad_image=args.on_bad_image)
     result = run_verify(args.model, pairs, args.out, settings, head_dir=args.head, uncertainty=args.uncertainty)
-    print(f"{len(result['pairs'])} pair(s): {Path(args.out) / 'verify.json'} and one page per pair in {args.out}")
+    skipped = f", {result['skipped_pairs']} skipped (verify.json skipped_images)" if result["skipped_pairs"] else ""
+    print(f"{len(result['pairs'])} pair(s){skipped}: {Path(args.out) / 'verify.json'} and one page per verified pair "
+          f"in {args.out}")
 
 
 def add_parsers(subparsers) -> None:
@@ -71,6 +74,9 @@ def add_verify_parser(subparsers, uncertainty_choices) -> argparse.ArgumentParse
     p.add_argument("--seed", type=options.seed, default=0, help="perturbation masks")
     add_photo_options(p)
     p.add_argument("--batch-size", type=options.integer(1, 65536), default=16, help="pairs detected and embedded together")
+    p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
+                   help="a photograph that cannot be read or has no face (under --no-face error): stop with exit 2 "
+                        "(fail), or record its pairs as skipped with the reason and verify the others (skip)")
     p.add_argument("--threads", type=options.threads)
     p.add_argument("--out", type=Path, required=True, help="output directory: verify.json and pair_NNNN.png")
     p.set_defaults(func=run)

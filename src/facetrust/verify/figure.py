@@ -79,6 +79,7 @@ def _threshold_axis(ax, record: dict) -> None:
     pad = max(high - low, abs(high), 1e-3) * 0.3
     if record["score"]["name"] in ("cosine", "xcos"):
         low, high, pad = -1.0, 1.0, 0.0
+        ax.set_xticks([-1.0, -0.5, 0.0, 0.5, 1.0])
     ax.set_xlim(low - pad, high + pad)
     ax.set_ylim(0, 1)
     if len(marks) == 2:
@@ -94,7 +95,7 @@ def _uncertainty_panel(ax, record: dict, benchmark: np.ndarray | None) -> None:
     uncertainty = record.get("uncertainty")
     if uncertainty is None or benchmark is None:
         why = "no uncertainty" if uncertainty is None else uncertainty.get("benchmark_missing", "no benchmark")
-        ax.text(0.5, 0.5, f"uncertainty vs benchmark:\n{why}", ha="center", va="center", fontsize=7, wrap=True,
+        ax.text(0.5, 0.5, f"uncertainty vs benchmark:\n{why}", ha="center", va="center", fontsize=7,
                 transform=ax.transAxes)
         ax.set_axis_off()
         return
@@ -103,7 +104,7 @@ def _uncertainty_panel(ax, record: dict, benchmark: np.ndarray | None) -> None:
     for face, color in (("face1", "tab:blue"), ("face2", "tab:orange")):
         ax.axvline(np.log10(uncertainty[face]["uncertainty"]), color=color, linewidth=1.5, label=face)
     ax.legend(fontsize=6)
-    ax.set_xlabel(f"log10 uncertainty ({uncertainty['kind']}; right = less certain)", fontsize=7)
+    ax.set_xlabel(f"log10 uncertainty ({uncertainty['kind']})\nright = less certain", fontsize=7)
     ax.tick_params(labelsize=6)
     placed = uncertainty.get("benchmark", {})
     ax.set_title("\n".join(placed[f]["short"] for f in ("face1", "face2") if f in placed), fontsize=7)
@@ -121,9 +122,9 @@ def _explanation(axes, explanation: dict | None, face1) -> None:
         _annotated_map(axes[0], explanation["cosine_map"], "RdBu", norm, "xCos cosine map", ".2f")
         _annotated_map(axes[1], explanation["attention"], "YlGn", None, "xCos attention", ".3f")
         return
-    method = explanation["method"]
-    _overlay(axes[0], face1.pixels, explanation["similarity"], "Greens", f"{method}: face 1 similarity")
-    _overlay(axes[1], face1.pixels, explanation["dissimilarity"], "Reds", f"{method}: face 1 dissimilarity")
+    method = explanation["method"].replace("_", " ")  # two lines: a long method name fits the panel
+    _overlay(axes[0], face1.pixels, explanation["similarity"], "Greens", f"{method}:\nface 1 similarity")
+    _overlay(axes[1], face1.pixels, explanation["dissimilarity"], "Reds", f"{method}:\nface 1 dissimilarity")
 
 
 def plot_verification(face1, face2, record: dict, explanation: dict | None, benchmark: np.ndarray | None,
@@ -137,4 +138,6 @@ def plot_verification(face1, face2, record: dict, explanation: dict | None, benc
         _threshold_axis(strip, record)
         _explanation(axes[1, :2], explanation, face1)
         _uncertainty_panel(axes[1, 2], record, benchmark)
-        return save_figure(figure, out_path)
+        # tight: with no histogram and no map below, the constrained layout leaves the faces' two-line
+        # titles a few pixels above the page
+        return save_figure(figure, out_path, tight=True)

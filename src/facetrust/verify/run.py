@@ -47,6 +47,7 @@ class VerifySettings:
     min_score: float = 0.9
     batch_size: int = 16
     benchmark_embeddings: Path | None = None
+    on_bad_image: str = "fail"  # skip: a pair with an unreadable or faceless photograph is recorded as skipped
 
 
 def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str | None]]:
@@ -177,23 +178,50 @@ def run_verify(model_path: str | Path, pairs: Sequence[tuple[str, str, str | Non
     flip = point.flip if point is not None else True
     if point is not None:
         print(f"operating point: {point.describe()}")
+        for caveat in point.caveats:
+            print(f"verify: note: {caveat}", file=sys.stderr)
     test_set = point.test_set if point is not None and point.test_set else "benchmark"
     spread, spread_missing = None, "no --metrics (its embeddings file gives the distribution)"
     if source is not None:
         spread, spread_missing = bench.benchmark_uncertainty(source, model.uncertainty_kind)
 
+    if settings.on_bad_image not in ("fail", "skip"):
+        raise ConfigError(f"--on-bad-image {settings.on_bad_image!r}: expected fail or skip")
+    photo_options = {"aligned": settings.aligned, "no_face": settings.no_face, "min_score": settings.min_score}
     faces: dict[str, object] = {}
+    bad: dict[str, str] = {}  # --on-bad-image skip: photograph -> why it was left out
     records = []
-    with staged_directory(out_dir) as staging:
-        progress = tqdm(total=len(pairs), desc="verify", unit="pair", disable=len(pairs) < 2)
+    with staged_directory(out_dir) as staging, tqdm(total=len(pairs), desc="verify", unit="pair",
+                                                    disable=len(pairs) < 2) as progress:
+        # (the bar is closed before an error is printed: the message gets a line of its own)
         for start in range(0, len(pairs), settings.batch_size):
             chunk = pairs[start : start + settings.batch_size]
-            new = list(dict.fromkeys(p for pair in chunk for p in pair[:2] if p not in faces))
-            for face in prepare_files(new, model.input_size, aligned=settings.aligned, no_face=settings.no_face,
-                                      min_score=settings.min_score):
+            new = list(dict.fromkeys(p for pair in chunk for p in pair[:2] if p not in faces and p not in bad))
+            if settings.on_bad_image == "skip":
+                prepared = []
+                for path in new:  # one at a time: a bad photograph costs only its own pairs
+                    try:
+                        prepared += prepare_files([path], model.input_size, **photo_options)
+                    except InputError as error:
+                        bad[path] = str(error)
+                        notify(f"verify: --on-bad-image skip: {error}")
+            else:
+                prepared = prepare_files(new, model.input_size, **photo_options)
+            for face in prepared:
                 faces[face.path] = face
                 if face.note:
                     notify(face.note)
+            for k, pair in enumerate(chunk):
+                if pair[0] in bad or pair[1] in bad:
+                    reason = bad.get(pair[0]) or bad[pair[1]]
+                    records.append({"pair": start + k, "image1": {"path": pair[0]}, "image2": {"path": pair[1]},
+                                    "skipped": reason, **({"label": pair[2]} if pair[2] is not None else {})})
+                    tqdm.write(f"pair {start + k}: skipped ({reason})")
+            kept = [k for k, pair in enumerate(chunk) if pair[0] not in bad and pair[1] not in bad]
+            if not kept:
+                progress.update(len(chunk))
+                continue
+            offsets, chunk = kept, [chunk[k] for k in kept]
             first = [faces[p[0]] for p in chunk]
             second = [faces[p[1]] for p in chunk]
             features, uncertainties = model.features([f.pixels for f in first + second], flip=flip)
@@ -207,7 +235,7 @@ def run_verify(model_path: str | Path, pairs: Sequence[tuple[str, str, str | Non
                 u1, u2 = (None, None) if uncertainties is None else (uncertainties[:n], uncertainties[n:])
                 values, cosines = pair_score(score_name, features[:n], features[n:], u1, u2, model.uncertainty_kind)
             for k, (face1, face2) in enumerate(zip(first, second)):
-                index = start + k
+                index = start + offsets[k]
                 record = {"pair": index, "image1": face1.record(), "image2": face2.record(),
                           "score": {"name": score_name, "value": float(values[k])}, "cosine": float(cosines[k]),
                           "decision": _decision(point, float(values[k])), "uncertainty": None}
@@ -241,14 +269,21 @@ def run_verify(model_path: str | Path, pairs: Sequence[tuple[str, str, str | Non
                 record["figure"] = figure
                 records.append(record)
                 tqdm.write(_line(index, record))  # stdout, above the progress bar
-            progress.update(n)
-        progress.close()
+            progress.update(len(pairs[start : start + settings.batch_size]))
+        if all("skipped" in record for record in records):
+            raise InputError(f"verify: every pair was skipped ({len(records)}): a bad photograph in each "
+                             f"(first: {records[0]['skipped']})")
+        records.sort(key=lambda record: record["pair"])
         result = {"model": str(model_path), "input_size": list(model.input_size),
                   "settings": {"score": score_name, "flip": flip, "explain": settings.explain,
                                "aligned": settings.aligned, "no_face": settings.no_face,
                                "face_choice_min_score": settings.min_score,
                                "uncertainty_kind": model.uncertainty_kind,
-                               "operating_point": None if point is None else point.describe()},
+                               "operating_point": None if point is None else point.describe(),
+                               "operating_point_caveats": [] if point is None else list(point.caveats),
+                               "on_bad_image": settings.on_bad_image},
+                  "skipped_pairs": sum(1 for record in records if "skipped" in record),
+                  "skipped_images": [{"path": path, "reason": reason} for path, reason in bad.items()],
                   "pairs": records}
         write_json_atomic(staging / "verify.json", result)
     return result
