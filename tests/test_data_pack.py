@@ -123,20 +123,21 @@ def test_the_same_folder_packed_twice_gives_the_same_bytes(user_folder, tmp_path
         assert main(["data", "pack", "rec", str(root), "--out", str(tmp_path / out), "--size", SIZE,
                      "--on-bad-image", "skip"]) == 0
     first, second = _tree_hashes(tmp_path / "a"), _tree_hashes(tmp_path / "b")
-    assert set(first) == {"train.rec", "train.idx", "property", "train.lst", "faces.csv", "pack.json"}
+    assert set(first) == {"train.rec", "train.idx", "property", "train.lst", "faces.csv", "pack.json",
+                          ".facetrust-output"}  # the marker: only a previous pack's --out is replaced
     assert first == second
 
 
 def test_a_bad_image_under_fail_exits_2_naming_it_and_leaves_the_old_output(user_folder, tmp_path, capsys):
     root, written = user_folder
     out = tmp_path / "rec"
-    out.mkdir()
-    (out / "train.rec").write_bytes(b"previous run")
+    assert main(["data", "pack", "rec", str(root), "--out", str(out), "--size", SIZE, "--on-bad-image", "skip"]) == 0
+    previous = _tree_hashes(out)
     assert main(["data", "pack", "rec", str(root), "--out", str(out), "--size", SIZE]) == 2
     err = capsys.readouterr().err
     assert CORRUPT_NAME in err and "Traceback" not in err
-    assert _tree_hashes(out) == {"train.rec": hashlib.sha256(b"previous run").hexdigest()}
-    assert [p.name for p in tmp_path.iterdir()] == ["rec"]  # no staging directory left behind
+    assert _tree_hashes(out) == previous  # the previous pack, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec", "rec.provenance.json"]  # no staging left
     assert main(["data", "pack", "rec", str(tmp_path / "absent"), "--out", str(tmp_path / "x")]) == 2
     assert "absent" in capsys.readouterr().err
 

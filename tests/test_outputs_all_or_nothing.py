@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from facetrust.errors import InputError
 from facetrust.io import outputs_together, staged_directory
 from train_helpers import make_tiny_rec, tiny_config
 
@@ -32,8 +33,8 @@ def test_evaluate_pairs_leaves_no_metrics_file_when_the_roc_file_cannot_be_writt
     features = rng.normal(size=(40, 8)).astype(np.float32)
     np.savez(tmp_path / "e.npz", image=np.array([str(i) for i in range(40)]), embedding=features,
              issame=np.arange(20) % 2 == 0)
-    (tmp_path / "roc.csv").mkdir()  # a directory where the ROC file should go
-    with pytest.raises(OSError):
+    (tmp_path / "roc.csv").mkdir()  # a directory where the ROC file should go: refused, naming it
+    with pytest.raises(InputError, match="roc.csv: is a directory"):
         run_evaluate_pairs(tmp_path / "e.npz", tmp_path / "m.json", roc_out=tmp_path / "roc.csv")
     assert not (tmp_path / "m.json").exists()
 

@@ -57,6 +57,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # named before any work is lost to a temporary's error
+        from facetrust.errors import InputError
+
+        raise InputError(f"{path}: is a directory; the output is a file: give a file name")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -80,11 +84,37 @@ def read_json(path: str | os.PathLike, what: str = "JSON file"):
 
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise InputError(f"{path}: {what} missing") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a {what}") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read {what}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a {what}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: not valid JSON: {error}") from None
+    except _DuplicateKey as error:
+        raise InputError(f"{path}: not a valid {what}: key {error.args[0]!r} appears twice in one object") from None
+    except RecursionError:
+        raise InputError(f"{path}: not a valid {what}: nested too deeply") from None
+    except ValueError as error:  # an integer of more digits than Python converts (int_max_str_digits)
+        raise InputError(f"{path}: not a valid {what}: {error}") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object, refusing a key given twice (the standard keeps the last silently)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

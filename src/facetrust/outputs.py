@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 
 #: The file a directory command writes into its ``--out`` (fixed content: outputs stay byte-stable).
 MARKER = ".facetrust-output"
-#: Commands whose ``--out`` is a directory they own (marker, lock, non-empty refusal, ``--force``).
-DIRECTORY_COMMANDS = ("synth", "align", "train", "train-xcos", "fit-head")
+#: Commands whose ``--out`` is a directory they own (marker, lock, non-empty refusal, ``--force``
+#: where the command has it).  ``verify`` and the two directory packers replace their ``--out`` whole
+#: (a staged directory): without the refusal they would delete whatever else was in it.
+DIRECTORY_COMMANDS = ("synth", "align", "train", "train-xcos", "fit-head", "verify", "data pack rec",
+                      "data pack ijb")
 #: Commands that keep what a failed run wrote (the last good checkpoint, for ``--resume``).
 RESUMABLE_COMMANDS = ("train",)
 # Room reserved for the provenance record before the command runs (a record is about 700 bytes).
@@ -51,7 +54,10 @@ _SIDECAR_RESERVE = 8192
 
 
 def _resolved(path: Path) -> Path:
-    return Path(os.path.abspath(path)).resolve()
+    try:
+        return Path(os.path.abspath(path)).resolve()
+    except (RuntimeError, OSError) as error:  # Python raises RuntimeError for a loop of symbolic links
+        raise InputError(f"{path}: cannot resolve the path ({error}): a loop of symbolic links?") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -82,6 +88,12 @@ def check_outputs_against_inputs(outputs: Mapping[str, Path], inputs: Iterable[t
 
     nested_ok = set(nested_ok)
     inputs = list(inputs)
+    named = list(outputs.items())
+    for k, (option, path) in enumerate(named):  # two outputs of one run in one file: the first is lost
+        for other_option, other in named[k + 1:]:
+            if _resolved(path) == _resolved(other):
+                raise InputError(f"{_flag(option)} {path} and {_flag(other_option)} {other} are the same file; "
+                                 f"give each output its own path")
     for out_option, out in outputs.items():
         for in_option, source in inputs:
             if _same_file(out, source):
@@ -124,7 +136,10 @@ def previous_command(out: Path) -> str | None:
         argv = json.loads(sidecar_path(out).read_text())["command"][1:]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return next((word for word in argv if isinstance(word, str) and not word.startswith("-")), None)
+    words = [word for word in argv if isinstance(word, str) and not word.startswith("-")]
+    if words[:2] == ["data", "pack"] and len(words) > 2:
+        return f"data pack {words[2]}"
+    return words[0] if words else None
 
 
 def _holds_files(out: Path) -> bool:
@@ -136,8 +151,9 @@ def _holds_files(out: Path) -> bool:
     return False
 
 
-def check_may_write(out: Path, command: str, force: bool) -> None:
-    """InputError unless ``out`` is absent, empty, a previous output of ``command``, or ``force``."""
+def check_may_write(out: Path, command: str, force: bool, forceable: bool = True) -> None:
+    """InputError unless ``out`` is absent, empty, a previous output of ``command``, or ``force``
+    (``forceable``: the command has ``--force``; the message offers it only then)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: --out is a file, not a directory")
     if not out.is_dir() or not _holds_files(out):
@@ -150,7 +166,8 @@ def check_may_write(out: Path, command: str, force: bool) -> None:
         return
     made_by = f" (it is a 'facetrust {owner}' output)" if owner else ""
     raise InputError(f"{out}: output directory is not empty and not a previous 'facetrust {command}' output"
-                     f"{made_by}; give an empty or new --out, or --force to write into it")
+                     f"{made_by}; give an empty or new --out" + (", or --force to write into it" if forceable else
+                                                                  " (its contents would be replaced)"))
 
 
 def lock_path(out: Path) -> Path:
@@ -314,7 +331,8 @@ class _ReservedFile:
 
 @contextlib.contextmanager
 def transaction(command: str, outputs: Mapping[str, Path], *, force: bool = False, main_process: bool = True,
-                provenance: Callable[[], str] | None = None, record_of: Path | None = None) -> Iterator[None]:
+                provenance: Callable[[], str] | None = None, record_of: Path | None = None,
+                forceable: bool = True) -> Iterator[None]:
     """Run a command's body with the rules of the module docstring.
 
     ``outputs``: option -> path of what the command writes (``out`` first; for a
@@ -337,7 +355,7 @@ def transaction(command: str, outputs: Mapping[str, Path], *, force: bool = Fals
             for path in paths:
                 remove_orphans(path, directory and path == out)
         if main_process and directory and out is not None:
-            check_may_write(out, command, force)
+            check_may_write(out, command, force, forceable)
         before = snapshot(paths)
         sidecar = None
         try:

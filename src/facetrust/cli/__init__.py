@@ -71,6 +71,14 @@ def command_name(args) -> str:
     return f"{args.command} {sub}" if sub and args.command in ("report", "explain", "export") else args.command
 
 
+def output_owner(args) -> str:
+    """The command an output directory belongs to (its marker): ``data pack rec`` and ``data pack
+    ijb`` own a directory each; any other command is its top-level name."""
+    if args.command == "data" and getattr(args, "action", None) == "pack":
+        return f"data pack {args.kind}"
+    return args.command
+
+
 def output_paths(args) -> dict[str, Path]:
     """Option -> path of every output the command was given (``out`` first)."""
     name = command_name(args)
@@ -124,12 +132,13 @@ def _run(args, argv: list[str], flags: dict[str, str]) -> None:
     from facetrust import outputs
 
     out_paths = output_paths(args)
+    owner = output_owner(args)
     outputs.check_outputs_against_inputs(out_paths, input_paths(args, out_paths),
-                                         directory=args.command in outputs.DIRECTORY_COMMANDS,
+                                         directory=owner in outputs.DIRECTORY_COMMANDS,
                                          nested_ok=MODEL_DIRECTORY_INPUTS, flags=flags)
     out = getattr(args, "out", None)
-    with outputs.transaction(args.command, out_paths, force=getattr(args, "force", False),
-                             main_process=main_process(),
+    with outputs.transaction(owner, out_paths, force=getattr(args, "force", False),
+                             main_process=main_process(), forceable=hasattr(args, "force"),
                              provenance=lambda: _provenance_text(args, argv), record_of=Path(out) if out else None):
         args.func(args)
 
