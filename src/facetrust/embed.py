@@ -58,6 +58,8 @@ class _TestSet:
             self.files = [path / "index.csv", path / "aligned.idx", path / "aligned.rec"]
         else:
             raise InputError(f"{path}: not a test set (expected a .bin file or an aligned directory)")
+        if not self.names:
+            raise InputError(f"{path}: an empty test set: it holds no images to embed")
 
     def __len__(self) -> int:
         return len(self.names)

@@ -16,6 +16,7 @@ Files written before the key was named ``test_set`` say ``testset``; :func:`read
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -116,6 +117,20 @@ def metrics_record(test_set: str, protocol: str, *, n_pairs: int, n_genuine: int
     }
 
 
+@contextlib.contextmanager
+def naming_file(path: str | os.PathLike | None):
+    """An :class:`InputError` raised inside the block (by a computation on values read from
+    ``path``, whose message names no file: ``pair uncertainty: uncertainties must be finite``)
+    comes out prefixed with ``path``; one whose message already names ``path`` is left as it is."""
+    try:
+        yield
+    except InputError as error:
+        text = str(error)
+        if path is None or str(path) in text:
+            raise
+        raise type(error)(f"{path}: {text}") from None
+
+
 def test_set_of(metrics: Mapping[str, Any], default: str = "") -> str:
     """The test set a metrics dict names (``test_set``, or the older ``testset``)."""
     return str(metrics.get(TEST_SET, metrics.get(LEGACY_TEST_SET, default)))
@@ -135,4 +150,68 @@ def read_metrics(path: str | os.PathLike, what: str = "metrics file") -> dict[st
     tars = metrics.get(TAR_AT_FAR)
     if tars is not None and not isinstance(tars, dict):
         raise InputError(f"{path}: key {TAR_AT_FAR!r} must map FAR keys to TAR values")
+    settings = metrics.get(SETTINGS)
+    if settings is not None and not isinstance(settings, dict):
+        raise InputError(f"{path}: key {SETTINGS!r} must be a JSON object, got {_json_type(settings)}")
+    for key in (TEST_SET, EMBEDDINGS):
+        if metrics.get(key) is not None and not isinstance(metrics[key], str):
+            raise InputError(f"{path}: key {key!r} must be a string, got {_json_type(metrics[key])}")
     return metrics
+
+
+def _json_type(value) -> str:
+    """The JSON name of a parsed value's type (``string``, ``number``, ``object`` …)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _quoted(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+def metrics_number(value, path: str | os.PathLike, key: str, *, allow_none: bool = False,
+                   low: float | None = None, high: float | None = None) -> float | None:
+    """``value`` of a metrics file's ``key`` as a finite float (None stays None when ``allow_none``:
+    a value the writer could not compute, which older files wrote as NaN: read as None too);
+    InputError naming the file and the key for a string, a boolean, NaN (unless ``allow_none``) or
+    infinity, or a number outside ``[low, high]``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        expected = "a number or null" if allow_none else "a number"
+        raise InputError(f"{path}: key {key} must be {expected}, got {_json_type(value)} {_quoted(value)}")
+    number = float(value)
+    if math.isnan(number) and allow_none:
+        return None
+    if not math.isfinite(number):
+        raise InputError(f"{path}: key {key} is {value!r}: must be finite")
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise InputError(f"{path}: key {key} is {value!r}: must lie in [{low:g}, {high:g}]")
+    return number
+
+
+def check_far_keys(mapping: Mapping, path: str | os.PathLike, key: str) -> None:
+    """InputError naming the file and ``key`` unless every key of ``mapping`` is a FAR in (0, 1]."""
+    for far in mapping:
+        try:
+            value = float(far)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not 0.0 < value <= 1.0:
+            raise InputError(f"{path}: key {key} has {_quoted(far)}, not a FAR in (0, 1] (keys like '1e-04')")
+
+
+def check_tar_map(metrics: Mapping, path: str | os.PathLike) -> None:
+    """A metrics file's ``tar_at_far``: FAR keys, each TAR a number in [0, 1] or null (unresolved)."""
+    tars = metrics.get(TAR_AT_FAR)
+    if not isinstance(tars, Mapping):
+        raise InputError(f"{path}: no {TAR_AT_FAR!r} map")
+    check_far_keys(tars, path, TAR_AT_FAR)
+    for far, value in tars.items():
+        metrics_number(value, path, f"{TAR_AT_FAR}[{far!r}]", allow_none=True, low=0.0, high=1.0)

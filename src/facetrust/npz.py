@@ -155,6 +155,38 @@ def load_npz(path: str | Path, keys: Iterable[str] | None = None, *, mapped: boo
     return {key: out[key] for key in wanted}
 
 
+def read_npz(path: str | Path, keys: Iterable[str] | None = None, *, optional: Iterable[str] = (),
+             what: str = ".npz file") -> dict[str, np.ndarray]:
+    """:func:`load_npz` for a file given on the command line: ``keys`` (default: every member) and
+    those of ``optional`` the file holds; InputError naming the file (and the key) for a missing
+    file, a missing key, a file that is not an ``.npz``, a pickled member, or a member whose declared
+    shape its bytes cannot hold (checked before anything is allocated)."""
+    from facetrust.errors import InputError
+
+    path = Path(path)
+    keys = None if keys is None else list(keys)
+    optional = list(optional)
+    try:
+        if keys is None and not optional:
+            wanted = None
+        else:
+            present = set(npz_keys(path)) if optional else set()
+            wanted = [*(keys or ()), *(key for key in optional if key in present and key not in (keys or ()))]
+        return load_npz(path, wanted)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} missing") from None
+    except KeyError as error:
+        key = str(error.args[0]).split(" is not a member", 1)[0] if error.args else "?"
+        raise InputError(f"{path}: missing key {key!r} ({what})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError, struct.error) as error:
+        text = " ".join(str(error).split())[:300]
+        if text.startswith(f"{path}: "):  # the declared-size checks name the member and the sizes
+            raise InputError(f"{text} ({what})") from None
+        raise InputError(f"{path}: not a readable {what} ({text or type(error).__name__})") from None
+
+
 def _map_copy_on_write(handle):
     import mmap
 
@@ -214,6 +246,7 @@ def check_declared_sizes(path: str | Path) -> None:
 
 def npz_keys(path: str | Path) -> list[str]:
     """Member names of an ``.npz`` (without ``.npy``)."""
+    check_regular(path, ".npz archive")
     with zipfile.ZipFile(path) as archive:
         return [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
 

@@ -12,6 +12,9 @@ import math
 
 #: Seeds: what numpy's and torch's generators both take, and what the params schema allows.
 SEED_MAX = 2**63 - 1
+#: Threads of one process (``--threads``, params ``threads``): each reserves its stack, and
+#: ``threads: 100000`` exhausted the address space (the next shared library failed to map).
+THREADS_MAX = 1024
 # Longer numerals are not numbers anyone means (and int() of 5,000 digits raises).
 _MAX_DIGITS = 40
 
@@ -105,6 +108,6 @@ def size(text: str) -> tuple[int, int]:
 seed = integer(0, SEED_MAX)
 positive = integer(1)
 non_negative = integer(0)
-threads = integer(1, 4096)
+threads = integer(1, THREADS_MAX)
 probability = number(0.0, 1.0)
 level = number(0.0, 1.0, low_open=True, high_open=True)

@@ -44,7 +44,63 @@ class _BoundedLoader(yaml.SafeLoader):
             return None
         _expanded_size(node, lambda n: n.value if isinstance(n, (yaml.SequenceNode, yaml.MappingNode)) else (),
                        lambda n: isinstance(n, yaml.MappingNode))
+        self._refuse_duplicate_keys(node)
         return self.construct_document(node)
+
+    def _refuse_duplicate_keys(self, root) -> None:
+        """:class:`DuplicateKeyError` for a mapping that names a key twice (``seed: 7`` then
+        ``seed: 8``): PyYAML keeps the last silently.  Keys merged in with ``<<`` may be overridden
+        (YAML's merge rule); a key is compared by the value it constructs to (``1`` and ``0x1`` are
+        one key, as in the dict built).  Each distinct node is visited once (aliases share nodes)."""
+        seen: set[int] = set()
+        stack = [(root, "")]
+        while stack:
+            node, where = stack.pop()
+            if id(node) in seen or not isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                stack.extend((child, f"{where}[{k}]") for k, child in enumerate(node.value))
+                continue
+            first: dict = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    key = self.construct_object(key_node)
+                    try:
+                        earlier = first.setdefault(key, key_node)
+                    except TypeError:  # an unhashable key: PyYAML refuses it when it builds the mapping
+                        earlier = key_node
+                    if earlier is not key_node:
+                        name = f"{where}.{key}" if where else str(key)
+                        raise DuplicateKeyError(
+                            f"duplicate key {_short(name)!r} at line {key_node.start_mark.line + 1} (first at line "
+                            f"{earlier.start_mark.line + 1}): YAML would keep only the last; remove one")
+                    child = f"{where}.{key}" if where else str(key)
+                else:
+                    child = where
+                stack.append((value_node, child))
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names one key twice (message: the key and both lines)."""
+
+
+def _one_line(error: yaml.YAMLError) -> str:
+    """A YAML error as one line: ``line L, column C: the problem`` (PyYAML's own text spans several
+    lines and quotes the source)."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return _short(" ".join(str(error).split()))
+    problem = " ".join(str(error.problem or "").split())
+    context = " ".join(str(error.context or "").split())
+    mark = error.problem_mark or error.context_mark
+    if context and problem:
+        if context.startswith("while ") and error.context_mark is not None:
+            problem = (f"{problem} ({context} started at line {error.context_mark.line + 1}, column "
+                       f"{error.context_mark.column + 1})")
+        else:
+            problem = f"{context}, {problem}"
+    problem = _short(problem or context or type(error).__name__)
+    return problem if mark is None else f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def _expanded_size(root, children, is_mapping) -> int:
@@ -86,5 +142,9 @@ def load_yaml(path: str | Path, what: str = "params file"):
         raise ConfigError(str(error)) from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except DuplicateKeyError as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {_short(str(error))}") from None
+        raise ConfigError(f"{path}: not valid YAML at {_one_line(error)}" if isinstance(error, yaml.MarkedYAMLError)
+                          and (error.problem_mark or error.context_mark) else
+                          f"{path}: not valid YAML: {_one_line(error)}") from None

@@ -169,15 +169,28 @@ def record_peak_memory(args, code: int, environ=None) -> dict | None:
     side by side do not interleave.  A file that cannot be written is skipped with a warning; the
     command's own result stands.  Linux keeps a process's high-water mark across ``exec``: a command
     started straight from a large process begins at that one's peak (Snakemake's jobs start from a
-    small shell: the embedded default's ``decode`` job records 44 MiB)."""
+    small shell: the embedded default's ``decode`` job records 44 MiB).  It never raises: it runs
+    after the command, outside its error handling, and the command's exit code stands whatever
+    happens here (a process that exhausted its address space cannot even import ``resource``)."""
+    try:
+        return _record_peak_memory(args, code, environ)
+    except Exception as error:  # noqa: BLE001 (the command's result stands; this record is extra)
+        try:
+            log.warning("cannot record peak memory: %s: %s", type(error).__name__, " ".join(str(error).split())[:200])
+        except Exception:  # noqa: BLE001 (not even a log line can be written)
+            pass
+        return None
+
+
+def _record_peak_memory(args, code: int, environ=None) -> dict | None:
     import json
     import os
-    import resource
 
     environ = os.environ if environ is None else environ
     target = environ.get(PEAK_MEMORY_LOG)
     if not target:
         return None
+    import resource  # only when asked: nothing to import (or fail to) otherwise
     kib = 1024 if sys.platform != "darwin" else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
     record = {"command": command_name(args), "exit": code, "cwd": os.getcwd(),
               "outputs": sorted(str(path) for path in output_paths(args).values()),

@@ -70,11 +70,11 @@ def add_parsers(sub) -> None:
             p.add_argument("--subjects", required=True, help="CSV with header image,subject[,media]; image paths "
                                                              "relative to the folder")
             p.add_argument("--name", required=True, help="protocol name: meta/<name>_*.txt")
-            p.add_argument("--templates-per-subject", type=int, default=2,
+            p.add_argument("--templates-per-subject", type=options.positive, default=2,
                            help="a subject's media are dealt into this many templates")
-            p.add_argument("--impostor-pairs", type=int, help="impostor template pairs sampled (default: 10 per "
-                                                              "genuine pair, at most all)")
-            p.add_argument("--seed", type=int, default=0, help="seed of the impostor sample")
+            p.add_argument("--impostor-pairs", type=options.non_negative,
+                           help="impostor template pairs sampled (default: 10 per genuine pair, at most all)")
+            p.add_argument("--seed", type=options.seed, default=0, help="seed of the impostor sample")
         else:
             p.add_argument("--size", type=size, default=(112, 112), help="stored crop H,W (default 112,112)")
             p.add_argument("--encoding", choices=["jpg", "png"], default="jpg",
@@ -83,12 +83,12 @@ def add_parsers(sub) -> None:
                        help="mtcnn: detect the face and warp its 5 points onto the ArcFace template (InsightFace "
                             "norm_crop); none: the images are crops already (other sizes: centre crop + resize)"
                        + ("; ijb: none needs aligned crops (template landmarks)" if kind == "ijb" else ""))
-        p.add_argument("--min-score", type=float, default=0.9,
+        p.add_argument("--min-score", type=options.probability, default=0.9,
                        help="mtcnn: faces this confident are subject candidates (the one nearest the centre wins)")
         p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
                        help="a file that does not decode or has no face: stop (fail) or leave it out, listed in "
                             "the report (skip)")
-        p.add_argument("--threads", type=int, default=1, help="torch threads of the detector")
+        p.add_argument("--threads", type=options.threads, default=1, help="torch threads of the detector")
         p.set_defaults(func=cmd_data_pack)
 
     p = sub.add_parser("align", help="5-point alignment of IJB-style loose crops onto the ArcFace template")

@@ -187,7 +187,7 @@ def pair_set_design(images: np.ndarray, labels: np.ndarray, identities_csv=None,
     known = dict(zip(table["image"].astype(str), table["identity"]))
     missing = [n for n in names.tolist() if n not in known]
     if missing:
-        raise InputError(f"{identities_csv}: no identity for image {missing[0]!r}" + (f" of {path}" if path else ""))
+        raise InputError(f"{identities_csv}: no identity for image {str(missing[0])!r}" + (f" of {path}" if path else ""))
     raw = {i: str(known[n]) for i, n in enumerate(names.tolist())}
     codes = {value: k for k, value in enumerate(sorted(set(raw.values())))}
     return cluster_design(pairs, labels, {i: codes[v] for i, v in raw.items()},
@@ -440,8 +440,9 @@ def read_replicates(path) -> Replicates:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: bootstrap replicate file not found")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
+    from facetrust.npz import read_npz  # declared sizes checked, no pickles, errors naming the file
+
+    arrays = read_npz(path, what="bootstrap replicate file")
     for key in ("fars", "tar", "seed", "level", "design_digest"):
         if key not in arrays:
             raise InputError(f"{path}: missing key {key!r} (not a bootstrap replicate file)")

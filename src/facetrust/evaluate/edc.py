@@ -61,8 +61,12 @@ def comparison_threshold(scores: np.ndarray, error: str, starting_error: float) 
         raise ConfigError(f"edc error: {error!r} is not one of {list(ERROR_TYPES)}")
     if not 0.0 < starting_error < 1.0:
         raise ConfigError(f"edc starting_error: {starting_error} must lie in (0, 1)")
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        raise InputError(f"edc: no {'mated' if error == 'fnmr' else 'non-mated'} comparisons to fix the "
+                         f"{error.upper()} threshold on")
     quantile = starting_error if error == "fnmr" else 1.0 - starting_error
-    return float(np.quantile(np.asarray(scores, dtype=np.float64), quantile))
+    return float(np.quantile(scores, quantile))
 
 
 def edc_curve(scores, quality, error: str = "fnmr", *, starting_error: float = 0.05,
@@ -76,8 +80,12 @@ def edc_curve(scores, quality, error: str = "fnmr", *, starting_error: float = 0
     quality = np.asarray(quality, dtype=np.float64)
     if scores.shape != quality.shape or scores.ndim != 1 or scores.size == 0:
         raise InputError(f"edc: scores {scores.shape} and qualities {quality.shape} must be equal non-empty 1-D")
-    if np.isnan(quality).any() or not np.isfinite(scores).all():
-        raise InputError("edc: qualities must not be NaN and scores must be finite")
+    if np.isnan(quality).any():
+        raise InputError(f"edc: qualities must not be NaN (comparison {int(np.flatnonzero(np.isnan(quality))[0])} "
+                         f"of the {'mated' if error == 'fnmr' else 'non-mated'} ones)")
+    if not np.isfinite(scores).all():
+        raise InputError(f"edc: scores must be finite (comparison {int(np.flatnonzero(~np.isfinite(scores))[0])} "
+                         f"of the {'mated' if error == 'fnmr' else 'non-mated'} ones)")
     order = np.argsort(quality, kind="stable")
     scores, quality = scores[order], quality[order]
     w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64)[order]

@@ -28,7 +28,8 @@ import pandas as pd
 
 from facetrust.errors import InputError
 from facetrust.evaluate import edc
-from facetrust.formats import metrics_record, plain_float
+from facetrust.evaluate.roc import require_genuine_and_impostor
+from facetrust.formats import metrics_record, naming_file, plain_float
 
 
 def image_quality(images: np.ndarray, quality_csv: str | Path, set_name: str | None) -> np.ndarray:
@@ -60,12 +61,13 @@ def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, q
             identities_csv=None):
     """(scores, labels, method pair quality, known-quality pair quality or None, design, test set, settings)."""
     from facetrust.evaluate.bootstrap import ijb_design, pair_set_design
-    from facetrust.evaluate.reject import template_uncertainty_in_space
+    from facetrust.evaluate.reject import check_uncertainty_rows, needs_positive, template_uncertainty_in_space
 
     if ijb_dir is None:
         from facetrust.evaluate.pairs import pair_distance, pair_embeddings
 
         emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
+        require_genuine_and_impostor(issame, embeddings.path, "EDC")  # mated and non-mated comparisons both
         u = embeddings.uncertainty
         oracle = None
         if quality_csv is not None:
@@ -74,15 +76,21 @@ def _inputs(embeddings, ijb_dir, name, *, template_how, space, pooling, flags, q
         design = pair_set_design(embeddings.images, issame.astype(np.int8), identities_csv, embeddings.path)
         return (-pair_distance(emb1, emb2, "cosine"), issame.astype(np.int8), -np.maximum(u[0::2], u[1::2]), oracle,
                 design, embeddings.path.stem, {"score": "cosine of L2-normalised image features"})
-    from facetrust.data.ijb import read_ijb_protocol
+    from facetrust.data.ijb import TEMPLATE_PAIR_LABEL, read_ijb_protocol
     from facetrust.evaluate.ijb import align_images, evaluate_ijb, ijb_settings
 
     from facetrust.evaluate.enrolment import enrolled_protocol
 
     protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name, check_landmarks=False), embeddings, failed_images)
+    require_genuine_and_impostor(protocol.labels, Path(ijb_dir) / "meta" / TEMPLATE_PAIR_LABEL.format(name=protocol.name),
+                                 "EDC")
     result = evaluate_ijb(embeddings, protocol, pooling=pooling, progress=True, **flags)
     rows = align_images(embeddings.images, protocol.images, embeddings.path)
-    tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], protocol.template_ids, template_how, space)
+    check_uncertainty_rows(embeddings, rows, finite=False, positive=needs_positive("mean", space, template_how),
+                           why="EDC cannot rank it")
+    with naming_file(embeddings.path):  # the uncertainties are the file's
+        tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], protocol.template_ids, template_how,
+                                                    space)
     lookup = pd.Index(tids)
     method = -np.maximum(t_unc[lookup.get_indexer(protocol.pairs[:, 0])], t_unc[lookup.get_indexer(protocol.pairs[:, 1])])
     oracle = None
@@ -129,7 +137,7 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
     """EDC of one uncertainty file (module docstring); writes ``out_json`` and returns it."""
     from facetrust.evaluate.bootstrap import bootstrap_statistic, percentile_interval, unit_description
     from facetrust.evaluate.embeddings_file import load_embeddings
-    from facetrust.evaluate.reject import method_space
+    from facetrust.evaluate.reject import check_uncertainty_rows, method_space
     from facetrust.io import atomic_path, outputs_together, write_json_atomic
 
     replicate_arrays = None
@@ -137,6 +145,8 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
     embeddings = load_embeddings(embeddings_path, flip=flags.pop("flip", True))
     if embeddings.uncertainty is None:
         raise InputError(f"{embeddings.path}: missing key 'uncertainty' (EDC ranks comparisons by it)")
+    if ijb_dir is None:  # a pair set ranks every row (an IJB protocol only its own images: checked in _inputs)
+        check_uncertainty_rows(embeddings, finite=False, why="EDC cannot rank it")
     resolved = method_space(space, embeddings.uncertainty_space)
     scores, labels, method_q, known_q, design, test_set, settings = _inputs(
         embeddings, ijb_dir, name, template_how=template_how, space=resolved, pooling=pooling, flags=flags,
@@ -150,7 +160,12 @@ def run_evaluate_edc(embeddings_path, out_json, *, ijb_dir=None, name=None, qual
                   "fmr": edc.comparison_threshold(scores[~genuine], "fmr", starting_error)}
     rankings = {"method": method_q, **({"known_quality": known_q} if known_q is not None else {}),
                 "oracle": oracle_q}
-    curves = {who: _curves(scores, labels, q, thresholds, starting_error) for who, q in rankings.items()}
+    # the file each ranking's values come from, to name in an error (NaN qualities, say)
+    sources = {"method": embeddings.path, "known_quality": quality_csv, "oracle": embeddings.path}
+    curves = {}
+    for who, q in rankings.items():
+        with naming_file(sources[who]):
+            curves[who] = _curves(scores, labels, q, thresholds, starting_error)
     random_pauc, curves["random"] = _random_curves(scores, labels, thresholds, starting_error, discard_limit,
                                                    random_draws, seed)
     pauc = {who: {e: edc.edc_pauc(c, discard_limit) for e, c in cs.items()} for who, cs in curves.items()}

@@ -328,6 +328,10 @@ def run_evaluate_ijb(
         raise ConfigError(f"tar_method: {tar_method!r} is not one of ['nearest', 'interpolate', 'strict']")
     check_pooling(pooling)
     protocol = read_ijb_protocol(ijb_dir, name, check_landmarks=False, duplicate_pairs=duplicate_pairs)
+    from facetrust.data.ijb import TEMPLATE_PAIR_LABEL
+    from facetrust.evaluate.roc import require_genuine_and_impostor
+
+    require_genuine_and_impostor(protocol.labels, Path(ijb_dir) / "meta" / TEMPLATE_PAIR_LABEL.format(name=protocol.name))
     # the feature matrix streams from disk for the InsightFace pooling; the other poolings and scores read it whole
     stream = POOLINGS.get(pooling).streams and score == "cosine" and constant_uncertainty is None
     embeddings = load_embeddings(embeddings_path, flip=flip, stream=stream)

@@ -296,6 +296,9 @@ def run_evaluate_pairs(
         metric = "cosine"
     embeddings = load_embeddings(embeddings_path, flip=flip)
     emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
+    from facetrust.evaluate.roc import require_genuine_and_impostor
+
+    require_genuine_and_impostor(issame, embeddings.path, "10-fold verification")
     score_values = None
     if score != "cosine":
         from facetrust.evaluate.scores import image_pair_scores

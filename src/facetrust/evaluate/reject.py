@@ -58,8 +58,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from facetrust.errors import ConfigError, InputError
-from facetrust.formats import metrics_record, tar_column
-from facetrust.evaluate.roc import TAR_METHODS, far_key, plain_float, roc_points, tar_at_far
+from facetrust.formats import metrics_record, naming_file, tar_column
+from facetrust.evaluate.roc import (TAR_METHODS, far_key, plain_float, require_genuine_and_impostor, roc_points,
+                                    tar_at_far)
 from facetrust.io import atomic_path, outputs_together, write_json_atomic
 
 REJECT_FARS = (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2)  # ScaleFace
@@ -680,11 +681,12 @@ def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, 
         raise ConfigError(f"probe_templates: {probe_templates!r} is not one of {list(PROBE_TEMPLATES)}")
     if ijb_dir is None:
         emb1, emb2, issame = pair_embeddings(embeddings.path, embeddings.features, embeddings.issame)
+        require_genuine_and_impostor(issame, embeddings.path, "reject verification")  # as evaluate pairs refuses it
         design = pair_set_design(embeddings.images, issame.astype(np.int8), identities_csv, embeddings.path)
         return (-pair_distance(emb1, emb2, "cosine"), issame.astype(np.int8), embeddings.uncertainty[0::2],
                 embeddings.uncertainty[1::2], Path(embeddings_path).stem, "reject_pairs",
                 {"score": "cosine of L2-normalised image features"}, design)
-    from facetrust.data.ijb import read_ijb_protocol
+    from facetrust.data.ijb import TEMPLATE_PAIR_LABEL, read_ijb_protocol
     from facetrust.evaluate.ijb import align_images, evaluate_ijb, ijb_settings
 
     from facetrust.evaluate.enrolment import enrolled_protocol
@@ -692,13 +694,18 @@ def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, 
     protocol, failures = enrolled_protocol(read_ijb_protocol(ijb_dir, name, check_landmarks=False), embeddings, failed_images)
     design = ijb_design(ijb_dir, protocol)  # the subjects of the pairs, whatever represents a probe
     scored = single_image_probes(protocol) if probe_templates == "first_image" else protocol
+    require_genuine_and_impostor(scored.labels, Path(ijb_dir) / "meta" / TEMPLATE_PAIR_LABEL.format(name=protocol.name),
+                                 "reject verification")
     roc_method = tar_method if tar_method in TAR_METHODS else "nearest"  # only the scores are used here
     result = evaluate_ijb(embeddings, scored, fars=fars, normalize_images=normalize_images,
                           use_detector_score=use_detector_score, pooling=pooling, tar_method=roc_method,
                           progress=True, score=score, pfe_sigma=pfe_sigma)
     rows = align_images(embeddings.images, scored.images, embeddings.path)
-    tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], scored.template_ids, template_how,
-                                                space)
+    # each image's: NaN, or not positive where inverted (templates pool them, so a pair's need not be finite yet)
+    check_uncertainty_rows(embeddings, rows, finite=False, positive=needs_positive("mean", space, template_how))
+    with naming_file(embeddings.path):  # the uncertainties are the file's
+        tids, t_unc = template_uncertainty_in_space(embeddings.uncertainty[rows], scored.template_ids, template_how,
+                                                    space)
     index = pd.Index(tids)
     settings = ijb_settings(normalize_images=normalize_images, use_detector_score=use_detector_score,
                             flip=embeddings.flip, pooling=pooling, tar_method=tar_method, score=score,
@@ -711,6 +718,32 @@ def _reject_inputs(embeddings, embeddings_path, ijb_dir, name, *, template_how, 
         settings["failure_to_enrol"] = failures.record()
     return (result.scores, result.labels, t_unc[index.get_indexer(scored.pairs[:, 0])],
             t_unc[index.get_indexer(scored.pairs[:, 1])], protocol.name, "reject_ijb_templates", settings, design)
+
+
+def check_uncertainty_rows(embeddings, rows=None, *, finite: bool = True, positive: bool = False,
+                           why: str = "reject verification cannot rank it") -> None:
+    """InputError naming the embeddings file, the row and its image for an uncertainty (of
+    ``rows``, default every row) that is NaN, or not finite when ``finite``, or not positive when
+    ``positive`` (where it is inverted into a confidence or multiplied/harmonically averaged)."""
+    u = np.asarray(embeddings.uncertainty, dtype=np.float64)
+    index = np.arange(u.size) if rows is None else np.asarray(rows)
+    values = u[index]
+    for bad, what in ((np.isnan(values), "is NaN"), (~np.isfinite(values) if finite else None, "is {value:g}"),
+                      (~(values > 0) if positive else None, "is {value:g}, not positive as {how} needs")):
+        if bad is not None and bad.any():
+            first = int(index[np.flatnonzero(bad)[0]])
+            count = int(bad.sum())
+            raise InputError(f"{embeddings.path}: key 'uncertainty' row {first} ({str(embeddings.images[first])!r}) "
+                             f"{what.format(value=u[first], how=positive)} ({count} such row{'s' * (count > 1)}): "
+                             f"{why}")
+
+
+def needs_positive(how: str, space: str, template_how: str | None = None) -> str | bool:
+    """What inverts or multiplies the uncertainties, or False."""
+    reasons = [text for test, text in ((space == "confidence", "confidence space"),
+                                       (how in ("harmonic", "product"), f"pair uncertainty {how!r}"),
+                                       (template_how == "harmonic", "harmonic template uncertainty")) if test]
+    return ", ".join(reasons) or False
 
 
 def run_evaluate_reject(
@@ -758,6 +791,8 @@ def run_evaluate_reject(
     if embeddings.uncertainty is None:
         raise InputError(f"{embeddings.path}: missing key 'uncertainty' (reject verification ranks pairs by it)")
     resolved_space = method_space(space, embeddings.uncertainty_space)
+    if ijb_dir is None:  # a pair set ranks every row (an IJB protocol only its own images: checked below)
+        check_uncertainty_rows(embeddings, positive=needs_positive(how, resolved_space))
     scores, labels, u1, u2, testset, protocol_name, extra, design = _reject_inputs(
         embeddings, embeddings_path, ijb_dir, name, template_how=template_how, space=resolved_space, fars=fars,
         normalize_images=normalize_images, use_detector_score=use_detector_score, pooling=pooling,
@@ -776,8 +811,9 @@ def run_evaluate_reject(
         "tar_method": tar_method,
         "tar_reading": TAR_READINGS[tar_method],
     }
-    pair_unc = pair_uncertainty(u1, u2, how, resolved_space)
-    curve = reject_curve(scores, labels, pair_unc, fars, fractions, tar_method=tar_method, progress=True)
+    with naming_file(embeddings.path):  # its uncertainties and the scores of its features
+        pair_unc = pair_uncertainty(u1, u2, how, resolved_space)
+        curve = reject_curve(scores, labels, pair_unc, fars, fractions, tar_method=tar_method, progress=True)
     n_genuine = int(np.count_nonzero(labels))
     values = {**curve.to_json(), **resolution_fields(fars, labels.size - n_genuine)}
     if bootstrap is not None and bootstrap.n_resamples > 0:

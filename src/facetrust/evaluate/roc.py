@@ -40,6 +40,18 @@ def roc_points(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return roc_points_and_classes(labels, scores)[0]
 
 
+def require_genuine_and_impostor(labels, source, what: str = "ROC") -> tuple[int, int]:
+    """``(n_genuine, n_impostor)`` of 0/1 ``labels``; InputError naming ``source`` (the file the
+    pairs come from) and both counts when either is 0: no ROC, TAR or EDC can be read without both."""
+    labels = np.asarray(labels)
+    n_genuine = int(np.count_nonzero(labels))
+    n_impostor = int(labels.size) - n_genuine
+    if n_genuine == 0 or n_impostor == 0:
+        raise InputError(f"{source}: {what} needs genuine and impostor pairs; got {n_genuine} genuine and "
+                         f"{n_impostor} impostor pairs")
+    return n_genuine, n_impostor
+
+
 def roc_points_and_classes(labels, scores):
     """``(roc_points(labels, scores), classes)``: ``classes`` is ``(impostor scores ascending,
     genuine scores ascending)`` when the fast path sorted them (float scores, 0/1 labels), else None.
@@ -52,7 +64,8 @@ def roc_points_and_classes(labels, scores):
         raise InputError(f"labels {labels.shape} and scores {scores.shape} must be equal 1-D shapes")
     n_genuine = int(np.count_nonzero(labels))
     if n_genuine == 0 or n_genuine == labels.size:
-        raise InputError(f"ROC needs genuine and impostor pairs; got {n_genuine} genuine of {labels.size}")
+        raise InputError(f"ROC needs genuine and impostor pairs; got {n_genuine} genuine and "
+                         f"{labels.size - n_genuine} impostor pairs")
     if not np.isfinite(scores).all():
         raise InputError("scores contain NaN or inf")
     if scores.dtype in (np.float32, np.float64) and (labels.dtype == bool or _zero_one(labels)):

@@ -34,6 +34,9 @@ TAR_METHODS = LazyChoices("facetrust.formats:TAR_METHODS")
 REJECT_TAR_METHODS = LazyChoices("facetrust.formats:TAR_METHODS", "kth_impostor")
 PAIR_DISTANCES = LazyChoices("facetrust.evaluate.pairs:PAIR_DISTANCES")
 SPACES = ("uncertainty", "confidence", "method")
+#: Smallest step of the rejected fraction: at most 10,001 fractions in [0, 1], each of which reads
+#: TAR at every FAR again (a step of 1e-9 asked for a billion of them and reached 7.9 GB).
+MIN_FRACTION_STEP = 1e-4
 TEMPLATE_HOWS = ("mean", "min", "harmonic")
 
 
@@ -87,15 +90,25 @@ class RejectSettings(SettingsGroup):
                                   "(the second template of each pair is its first image)",
                                   choices=("all_images", "first_image"))
     fars: tuple = option(REJECT_FARS, "--fars", "FARs of the curves")
-    fraction_step: float = option(0.01, "--fraction-step", "step between rejected fractions",
-                                  type=options.number(0.0, 1.0, low_open=True))
+    fraction_step: float = option(0.01, "--fraction-step", "step between rejected fractions (at least 1e-4: "
+                                                           "at most 10,001 fractions)",
+                                  type=options.number(MIN_FRACTION_STEP, 1.0))
     max_fraction: float = option(0.5, "--max-fraction", "largest rejected fraction", type=options.probability)
 
     def fractions(self):
-        """The rejected fractions 0, step, 2 step, ... up to ``max_fraction``."""
+        """The rejected fractions 0, step, 2 step, ... up to ``max_fraction``; ConfigError for a step
+        below :data:`MIN_FRACTION_STEP` (each fraction re-evaluates every pair: 1e-9 took 7.9 GB)."""
+        import math
+
         import numpy as np
 
-        return np.round(np.arange(0.0, self.max_fraction + 1e-9, self.fraction_step), 10)
+        from facetrust.errors import ConfigError
+
+        step = self.fraction_step
+        if not (isinstance(step, (int, float)) and math.isfinite(step) and MIN_FRACTION_STEP <= step <= 1.0):
+            raise ConfigError(f"evaluate.reject.fraction_step: {str(step)[:40]} is outside [{MIN_FRACTION_STEP:g}, 1] "
+                              f"(at most {round(1 / MIN_FRACTION_STEP) + 1:,} rejected fractions)")
+        return np.round(np.arange(0.0, self.max_fraction + 1e-9, step), 10)
 
 
 @dataclass(frozen=True)

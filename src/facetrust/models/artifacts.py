@@ -60,7 +60,7 @@ import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import atomic_path
-from facetrust.models.registry import inference_layout
+from facetrust.models.registry import check_stored, inference_layout
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
@@ -191,6 +191,13 @@ def build_margin(config: Mapping[str, Any], num_classes: int, feature_map_shape)
     scale_predictor = None
     if kind == "scaleface":
         scale_options = {key: options.pop(key) for key in SCALE_PREDICTOR_OPTIONS if key in options}
+        if "hidden" in scale_options:  # its size checked before it is allocated (head.hidden in params)
+            from math import prod
+
+            from facetrust.models.uncertainty.scf import checked_head_sizes
+
+            checked_head_sizes("ScaleFace scale predictor", prod(int(v) for v in feature_map_shape),
+                               [scale_options["hidden"]], 1)
         scale_predictor = ScaleHead(tuple(feature_map_shape), **scale_options)
     else:
         stray = sorted(set(SCALE_PREDICTOR_OPTIONS) & set(options))
@@ -200,10 +207,41 @@ def build_margin(config: Mapping[str, Any], num_classes: int, feature_map_shape)
     return margin, scale_predictor
 
 
+def planned_backbone(path, config: Mapping[str, Any], state: Mapping, what: str = "checkpoint") -> None:
+    """Check, before any tensor is allocated, that the backbone ``config`` describes is within the
+    limits of :mod:`facetrust.models.registry` (width, blocks, input and embedding size, total
+    values) and that ``state`` has exactly its keys and shapes; InputError naming the file otherwise."""
+    from facetrust.models.registry import backbone_plan
+
+    options = config.get("backbone_options") or {}
+    if not isinstance(options, Mapping):
+        raise InputError(f"{path}: {what} config 'backbone_options' is a {type(options).__name__}, not a mapping")
+    if not isinstance(config.get("backbone", ""), str):
+        raise InputError(f"{path}: {what} config 'backbone' is a {type(config['backbone']).__name__}, not a name")
+    try:
+        size = config["input_size"]
+        shapes = backbone_plan(config["backbone"], embedding_size=config["embedding_size"],
+                               input_size=tuple(size) if isinstance(size, (list, tuple)) else size, **dict(options))
+    except KeyError as exc:
+        raise InputError(f"{path}: {what} config lacks key {exc}") from None
+    except ConfigError as exc:
+        raise InputError(f"{path}: {what} config: {exc}") from None
+    missing = [key for key in shapes if key not in state]
+    unexpected = [key for key in state if key not in shapes]
+    wrong = [(key, tuple(state[key].shape), shape) for key, shape in shapes.items()
+             if key in state and isinstance(state[key], torch.Tensor) and tuple(state[key].shape) != shape]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {[str(k)[:60] for k in unexpected[:3]]}"
+                  if unexpected else f"{wrong[0][0]}: file {wrong[0][1]}, model {wrong[0][2]}")
+        raise InputError(f"{path}: backbone weights do not fit {str(config['backbone'])[:60]!r} as its {what} config "
+                         f"describes it ({detail})")
+
+
 def _check_finite(path: Path, part: str, state) -> None:
     """Refuse a state dict holding NaN or infinite values (a diverged or damaged run), naming the tensor."""
     if not isinstance(state, Mapping):
         raise InputError(f"{path}: checkpoint key {part!r} is a {type(state).__name__}, not a state dict")
+    check_stored(path, part, state)  # before isfinite, which would allocate a broadcast view's size
     for key, value in state.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise InputError(f"{path}: {part} tensor {key!r} holds NaN or infinite values (a diverged run?)")
@@ -260,12 +298,16 @@ def _model_from_checkpoint(payload: dict, path: Path, map_location) -> tuple[nn.
     if not isinstance(config, Mapping):
         raise InputError(f"{path}: checkpoint key 'config' is a {type(config).__name__}, not a mapping")
     config = dict(config)
+    _check_finite(path, "backbone", payload["backbone"])  # a state dict of real (not broadcast), finite tensors
+    for part in ("head", "scale_head"):  # the margin's class centres: num_classes x embedding_size values
+        if isinstance(payload.get(part), Mapping):
+            check_stored(path, part, payload[part])
     _check_declared_sizes(path, config, payload)
+    planned_backbone(path, config, payload["backbone"])  # the limits and shapes, before allocating
     try:
         backbone = build_backbone_from_config(config)
     except KeyError as exc:
         raise InputError(f"{path}: checkpoint config lacks key {exc}") from None
-    _check_finite(path, "backbone", payload["backbone"])
     try:
         backbone.load_state_dict(payload["backbone"], strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -440,7 +482,15 @@ def load_uncertainty_head(head_dir: str | os.PathLike, map_location="cpu") -> nn
             f"(version {UNCERTAINTY_HEAD_VERSION}, methods {', '.join(FITTED_METHODS.names())})"
         )
     config = dict(payload["config"])
-    head = FITTED_METHODS.get(method).build(payload["feature_map_shape"], int(payload["embedding_size"]), config)
+    state = payload.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise InputError(f"{path}: head file key 'state_dict' is a {type(state).__name__}, not a state dict")
+    check_stored(path, "head", state)
+    try:
+        head = FITTED_METHODS.get(method).build(payload["feature_map_shape"], int(payload["embedding_size"]), config)
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:  # sizes beyond the limits, a broken config
+        raise InputError(f"{path}: head config: {type(exc).__name__ + ': ' if not isinstance(exc, ConfigError) else ''}"
+                         f"{' '.join(str(exc).split())[:200]}") from None
     try:
         head.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
@@ -486,7 +536,12 @@ def load_xcos_checkpoint(model_dir: str | os.PathLike, map_location="cpu") -> tu
     payload = _load(path, "xCos checkpoint", "facetrust train-xcos", map_location)
     _check_payload(payload, path, "xCos checkpoint", "xCos checkpoint", XCOS_CHECKPOINT_FORMAT, _XCOS_REQUIRED,
                    XCOS_CHECKPOINT_VERSION)
+    if not isinstance(payload["config"], Mapping):
+        raise InputError(f"{path}: xCos checkpoint key 'config' is a {type(payload['config']).__name__}, "
+                         "not a mapping")
     config = dict(payload["config"])
+    _check_finite(path, "backbone", payload["backbone"])
+    planned_backbone(path, config, payload["backbone"], what="xCos checkpoint")  # before allocating
     try:
         backbone = build_backbone_from_config(config)
         backbone.load_state_dict(payload["backbone"], strict=True)

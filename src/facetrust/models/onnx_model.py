@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from facetrust.errors import InputError
 from facetrust.models.pretrained import OUR_INPUT, to_model_input
+from facetrust.models.registry import MAX_INPUT_SIDE
 
 FEATURE_MAP_OUTPUT = "feature_map"
 EMBEDDING_OUTPUT = "embedding"
@@ -49,6 +50,26 @@ def providers() -> list[str]:
     """CUDA first when this onnxruntime build has it, then the CPU."""
     available = _onnxruntime().get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def check_initializers(path: str | os.PathLike) -> None:
+    """Refuse an ONNX file whose weights (initializers, and the values of Constant nodes) hold NaN or
+    infinite values, naming the file and the initializer: such a model embeds every face as NaN."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnxruntime read it; a file onnx cannot (external data moved away) is named
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: its weights cannot be read to check them ({reason})") from None
+    tensors = [(init.name, init) for init in model.graph.initializer]
+    tensors += [(node.output[0] if node.output else node.name, attribute.t) for node in model.graph.node
+                if node.op_type == "Constant" for attribute in node.attribute if attribute.type == onnx.AttributeProto.TENSOR]
+    for name, tensor in tensors:
+        values = numpy_helper.to_array(tensor)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            raise InputError(f"{path}: initializer {str(name)[:80]!r} holds NaN or infinite values: not usable weights")
 
 
 class OnnxBackbone(nn.Module):
@@ -79,7 +100,11 @@ class OnnxBackbone(nn.Module):
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         if not (isinstance(height, int) and isinstance(width, int)):
             raise InputError(f"{self.path}: input {self.input_name!r} has no fixed height and width ({inputs[0].shape})")
+        if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
+            raise InputError(f"{self.path}: input {self.input_name!r} is {height}x{width}; each side must be in "
+                             f"[1, {MAX_INPUT_SIDE}] (facetrust.models.registry.MAX_INPUT_SIDE)")
         self.input_size = (height, width)
+        check_initializers(self.path)
         outputs = [o.name for o in self.session.get_outputs()]
         self.embedding_output = EMBEDDING_OUTPUT if EMBEDDING_OUTPUT in outputs else outputs[0]
         self.has_feature_map = FEATURE_MAP_OUTPUT in outputs

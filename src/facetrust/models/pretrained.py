@@ -97,6 +97,9 @@ def state_from_payload(payload, path: Path) -> dict[str, torch.Tensor]:
         raise InputError(f"{path}: not a state dict of tensors (an arcface_torch backbone.pth holds only tensors)")
     if all(key.startswith("module.") for key in state):
         state = {key[len("module."):]: value for key, value in state.items()}
+    from facetrust.models.registry import check_stored
+
+    check_stored(path, "state dict", state)  # a few stored bytes standing for a large tensor: refused
     return dict(state)
 
 
@@ -139,7 +142,7 @@ def load_arcface_torch(path: Path, settings: Mapping[str, Any], state: Mapping[s
     ``settings``: the model's params (``input_size``, optional ``backbone``, ``embedding_size``).
     The depth and width come from the file; a configured ``backbone``/``embedding_size`` that
     disagrees with it is a ConfigError naming the key."""
-    from facetrust.models.registry import build_backbone
+    from facetrust.models.registry import backbone_plan, build_backbone
 
     state = read_state_dict(path) if state is None else state
     found = infer_iresnet(state, path)
@@ -152,26 +155,65 @@ def load_arcface_torch(path: Path, settings: Mapping[str, Any], state: Mapping[s
         raise ConfigError(f"{path}: embedding_size {settings['embedding_size']} configured, the file's fc gives "
                           f"{found['embedding_size']}")
     options = {"width": found["width"]} if name != "iresnet" else {"width": found["width"], "layers": found["layers"]}
-    input_size = [int(v) for v in settings.get("input_size") or (112, 112)]
+    input_size = _input_size(path, settings.get("input_size"))
+    # Nothing is allocated before the architecture the keys describe is known to be within the limits
+    # (models.registry) with exactly the file's shapes, and its values finite (the tensors are real
+    # saved weights, not broadcast views: state_from_payload).
+    try:
+        shapes = backbone_plan(name, embedding_size=found["embedding_size"], input_size=tuple(input_size), **options)
+    except ConfigError as exc:
+        raise InputError(f"{path}: the iResNet its keys describe (blocks {found['layers']}, width {found['width']} "
+                         f"from conv1.weight, embedding {found['embedding_size']} from fc.weight, input size "
+                         f"{input_size}) is not built: {exc}") from None
+    mismatch = _first_mismatch(shapes, state)
+    if mismatch:
+        raise InputError(f"{path}: weights do not fit {name} at input size {input_size} "
+                         f"(set the model's input_size to the size it was trained on): {mismatch}")
+    check_finite_weights(path, state)  # after the shapes: each check is as large as the model, no larger
     backbone = build_backbone(name, embedding_size=found["embedding_size"], input_size=tuple(input_size), **options)
     try:
         backbone.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(f"{path}: weights do not fit {name} at input size {input_size} "
                          f"(set the model's input_size to the size it was trained on): {str(exc).splitlines()[0]} "
-                         f"{_first_mismatch(backbone, state)}") from None
+                         f"{_first_mismatch(backbone.state_dict(), state)}") from None
     config = {"backbone": name, "backbone_options": options, "embedding_size": found["embedding_size"],
               "input_size": input_size}
     return backbone.eval(), config
 
 
-def _first_mismatch(backbone: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
-    ours = backbone.state_dict()
+def _first_mismatch(ours: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> str:
+    """The first difference between the model's state (key -> tensor or shape) and the file's, or ''."""
     for key, value in state.items():
-        if key in ours and tuple(ours[key].shape) != tuple(value.shape):
-            return f"({key}: file {tuple(value.shape)}, model {tuple(ours[key].shape)})"
+        if key in ours and tuple(ours[key] if isinstance(ours[key], tuple) else ours[key].shape) != tuple(value.shape):
+            theirs = ours[key] if isinstance(ours[key], tuple) else tuple(ours[key].shape)
+            return f"({key}: file {tuple(value.shape)}, model {theirs})"
     extra = sorted(set(state) - set(ours))[:3]
-    return f"(unexpected keys {extra})" if extra else ""
+    if extra:
+        return f"(unexpected keys {extra})"
+    missing = sorted(set(ours) - set(state))[:3]
+    return f"(missing keys {missing})" if missing else ""
+
+
+def _input_size(path, value) -> list[int]:
+    """The configured input size (default 112x112) as two integers; ConfigError naming it otherwise."""
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return [112, 112]
+    try:
+        size = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: input_size {str(value)[:60]} is not (height, width)") from None
+    if len(size) != 2:
+        raise ConfigError(f"{path}: input_size {str(value)[:60]} is not (height, width)")
+    return size
+
+
+def check_finite_weights(path, state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a state dict with NaN or infinite values (a diverged or damaged model: every embedding
+    would be NaN), naming the file and the tensor's key."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise InputError(f"{path}: tensor {str(key)[:80]!r} holds NaN or infinite values: not usable weights")
 
 
 class InputAdapter(nn.Module):

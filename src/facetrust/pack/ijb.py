@@ -137,6 +137,8 @@ def pack_ijb(images: str | Path, subjects: str | Path, out_dir: str | Path, *, n
         raise InputError(f"--name {name!r}: use letters, digits, '_' and '-' (it names the meta files)")
     if templates_per_subject < 1:
         raise InputError(f"--templates-per-subject {templates_per_subject}: must be at least 1")
+    if impostor_pairs is not None and impostor_pairs < 0:  # before any image is read, not 0 impostors after
+        raise InputError(f"--impostor-pairs {impostor_pairs}: must be at least 0")
     rows = read_subjects(subjects)
     for row in rows:
         if Path(row["image"]).suffix.lower() not in IMAGE_EXTENSIONS:

@@ -110,8 +110,11 @@ def collect_reject(reject_dir: str | Path) -> dict[str, list[tuple[str, str, flo
         rows = curves.setdefault(ijb, [])
         for far in sorted(tar_at_far, key=_far_order):
             tars = tar_at_far[far]
-            if len(tars) != len(fractions):
-                raise InputError(f"{path}: tar_at_far[{far!r}] has {len(tars)} values for {len(fractions)} fractions")
+            if not isinstance(tars, list) or len(tars) != len(fractions):
+                count = f"{len(tars)} values" if isinstance(tars, list) else f"a {type(tars).__name__}, not a list,"
+                raise InputError(f"{path}: tar_at_far[{far!r}] has {count} for {len(fractions)} fractions")
+            if not all(_finite(fr) for fr in fractions):
+                raise InputError(f"{path}: 'fractions' must be finite numbers")
             rows.extend((variant, far, float(fr), float(t)) for fr, t in zip(fractions, tars) if _finite(t))
     return curves
 

@@ -14,6 +14,7 @@ oracle rankings, the theoretical best and the pAUC discard limit.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -134,12 +135,22 @@ def edc_replicates(path) -> tuple[np.ndarray, int | None, str | None] | None:
     path = Path(path) if path else None
     if path is None or not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        if "pauc_method_fnmr" not in data.files:
-            return None
-        seed = int(data["seed"]) if "seed" in data.files else None
-        digest = str(data["design_digest"]) if "design_digest" in data.files else None
-        return np.asarray(data["pauc_method_fnmr"]), seed, digest
+    from facetrust.npz import npz_keys, read_npz
+
+    try:
+        present = npz_keys(path)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable EDC replicates .npz ({error})") from None
+    if "pauc_method_fnmr" not in present:
+        return None
+    data = read_npz(path, ["pauc_method_fnmr"], optional=["seed", "design_digest"], what="EDC replicates .npz")
+    try:
+        seed = int(data["seed"].reshape(())) if "seed" in data else None
+        digest = str(data["design_digest"].reshape(())) if "design_digest" in data else None
+        return np.asarray(data["pauc_method_fnmr"], dtype=np.float64), seed, digest
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{path}: keys 'pauc_method_fnmr', 'seed', 'design_digest' of the wrong kind "
+                         f"({error})") from None
 
 
 def edc_paired(a, b) -> bool:

@@ -26,6 +26,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from facetrust.errors import InputError
 from facetrust.explain.method_maps import CONTROLS, METHODS, RANDOM_ORDERS
 from facetrust.io import atomic_path, read_json, write_text_atomic
 from facetrust.report.claims import HELD, NOT_HELD, Claim
@@ -102,22 +103,32 @@ def write_explanations_report(results_json: str | os.PathLike, examples_npz: str
     curves = {m: {mode: e[mode]["curves"] for mode in ("deletion", "insertion", "insertion_blur")}
               for m, e in result["methods"].items()}
     plot_faithfulness_curves(result["fractions"], curves, curves_png, baselines=BASELINES)
-    with np.load(sanity_examples, allow_pickle=False) as data:
+    from facetrust.npz import read_npz
+
+    data = read_npz(sanity_examples, what="sanity examples .npz")  # declared sizes checked, no pickles
+    try:
         levels = [str(v) for v in data["levels"].tolist()]
         cascade_maps = {str(m): {level: data[f"{m}|{level}"] for level in levels} for m in data["methods"].tolist()}
-        similarity = {m: {level: v["spearman_abs"] for level, v in by.items()} for m, by in sanity["cascade"].items()}
-        plot_cascade(data["image1"], levels, cascade_maps, similarity, cascade_png)
+        image1 = data["image1"]
+    except KeyError as error:
+        raise InputError(f"{sanity_examples}: missing key {error.args[0]!r}") from None
+    similarity = {m: {level: v["spearman_abs"] for level, v in by.items()} for m, by in sanity["cascade"].items()}
+    plot_cascade(image1, levels, cascade_maps, similarity, cascade_png)
     known = result["known_truth"]
     figures = [curves_png, cascade_png]
-    with np.load(examples_npz, allow_pickle=False) as data:
-        if "images1" in data:
-            shown = [m for m in METHODS if m not in RANDOM_ORDERS]
+    data = read_npz(examples_npz, what="examples .npz")
+    if "images1" in data:
+        shown = [m for m in METHODS if m not in RANDOM_ORDERS]
+        try:
             maps = {m: data[f"dissimilarity_{m}"] for m in shown}
             maps.update({f"randomised: {m}": data[f"randomised_{m}"] for m in ("xssab", "perturbation")})
             maps.update({c: data[f"control_{c}"] for c in CONTROLS})
-            plot_method_maps(data["images1"], data["images2"], data["boxes"], maps, maps_png,
-                             titles=[str(k) for k in data["keys"].tolist()], clean=data["clean"])
-            figures.append(maps_png)
+            images2, boxes, keys, clean = data["images2"], data["boxes"], data["keys"], data["clean"]
+        except KeyError as error:
+            raise InputError(f"{examples_npz}: missing key {error.args[0]!r}") from None
+        plot_method_maps(data["images1"], images2, boxes, maps, maps_png,
+                         titles=[str(k) for k in keys.tolist()], clean=clean)
+        figures.append(maps_png)
     if "restoration" in known:
         plot_restoration(known["restoration"], restoration_png, dashed=[*RANDOM_ORDERS, *CONTROLS],
                          randomised_of=("perturbation",))

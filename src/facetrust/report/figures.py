@@ -66,13 +66,13 @@ def read_roc(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise InputError(f"{path}: ROC file missing")
     if path.suffix == ".npz":
+        from facetrust.npz import read_npz
+
+        data = read_npz(path, ["fpr", "tpr"], what="ROC file")  # declared sizes checked, no pickles
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if "fpr" not in data.files or "tpr" not in data.files:
-                    raise InputError(f"{path}: missing key 'fpr' or 'tpr'")
-                fpr, tpr = np.asarray(data["fpr"], float), np.asarray(data["tpr"], float)
-        except (ValueError, OSError) as error:
-            raise InputError(f"{path}: not a readable .npz without pickles ({error})") from None
+            fpr, tpr = np.asarray(data["fpr"], float), np.asarray(data["tpr"], float)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{path}: keys 'fpr' and 'tpr' must be numbers ({error})") from None
     else:
         import pandas as pd
 
@@ -134,9 +134,16 @@ def read_reject(path: str | Path) -> dict:
     tars = curve.get("tar_at_far")
     if not isinstance(fractions, list) or not isinstance(tars, dict):
         raise InputError(f"{path}: expected keys 'fractions' (list) and 'tar_at_far' (map FAR -> list)")
+    from facetrust.formats import check_far_keys, metrics_number
+
+    for k, value in enumerate(fractions):
+        metrics_number(value, path, f"fractions[{k}]", low=0.0, high=1.0)
+    check_far_keys(tars, path, "tar_at_far")
     for key, values in tars.items():
         if not isinstance(values, list) or len(values) != len(fractions):
             raise InputError(f"{path}: tar_at_far[{key!r}] must list one TAR per fraction ({len(fractions)})")
+        for k, value in enumerate(values):  # null (or NaN): no genuine or no impostor pair kept
+            metrics_number(value, path, f"tar_at_far[{key!r}][{k}]", allow_none=True, low=0.0, high=1.0)
     return curve
 
 

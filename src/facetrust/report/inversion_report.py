@@ -147,12 +147,15 @@ def write_inversion_report(results_json: str | os.PathLike, images_npz: str | os
     table = inversion_rows(result)
     with atomic_path(table_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
-    with np.load(images_npz, allow_pickle=False) as data:
-        labels = data["labels"]
-        drawn = data["classes"].tolist()[:FIGURE_CLASSES]
-        clean = dict(zip(data["classes"].tolist(), data["clean"])) if "clean" in data.files else {}
-        variants = {name: {int(c): data[f"images_{name}"][labels == c][:2] for c in drawn}
-                    for name in result["variants"]}
+    from facetrust.npz import read_npz
+
+    data = read_npz(images_npz, ["labels", "classes", *(f"images_{name}" for name in result["variants"])],
+                    optional=["clean"], what="inversion images .npz")
+    labels = data["labels"]
+    drawn = data["classes"].tolist()[:FIGURE_CLASSES]
+    clean = dict(zip(data["classes"].tolist(), data["clean"])) if "clean" in data else {}
+    variants = {name: {int(c): data[f"images_{name}"][labels == c][:2] for c in drawn}
+                for name in result["variants"]}
     plot_inversion_variants(clean, variants, figure_png)
     claims = inversion_claims(result)
     config = result["config"]

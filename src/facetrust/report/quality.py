@@ -20,6 +20,7 @@ images has no ranking: its ρ is left empty (NaN), not 0.
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -57,7 +58,7 @@ def read_quality(path: str | Path) -> pd.DataFrame:
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; expected {list(QUALITY_COLUMNS)}")
     if table["image"].duplicated().any():
-        raise InputError(f"{path}: image {table['image'][table['image'].duplicated()].iloc[0]!r} listed twice")
+        raise InputError(f"{path}: image {str(table['image'][table['image'].duplicated()].iloc[0])!r} listed twice")
     numeric = list(QUALITY_COLUMNS[2:])
     converted = table[numeric].apply(pd.to_numeric, errors="coerce")
     if converted.isna().any().any():
@@ -87,31 +88,41 @@ def quality_rows(images: Sequence[str], quality: pd.DataFrame, *, set_name: str 
         if found > best_found:
             best, best_found = names, found
     first_missing = best[~best.isin(quality.index)][0]
-    raise InputError(f"{source}: image {first_missing!r} has no row in quality.csv "
+    raise InputError(f"{source}: image {str(first_missing)!r} has no row in quality.csv "
                      f"({best_found} of {len(images)} images matched; sets tried: {sets})")
 
 
 def load_uncertainty(path: str | Path) -> tuple[np.ndarray, np.ndarray, str | None]:
     """``(images, uncertainty float64, uncertainty_kind)`` from an embeddings .npz (no pickles)."""
+    from facetrust.npz import npz_keys, read_npz
+
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: embeddings file not found")
     try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: embeddings file not found") from None
-    except (ValueError, OSError) as error:
+        present = npz_keys(path)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise InputError(f"{path}: not a readable .npz without pickles ({error})") from None
-    with data:
-        for key in ("image", "uncertainty"):
-            if key not in data.files:
-                raise InputError(f"{path}: missing key {key!r} (uncertainty needs a head or the model's own estimate)")
+    for key in ("image", "uncertainty"):
+        if key not in present:
+            raise InputError(f"{path}: missing key {key!r} (uncertainty needs a head or the model's own estimate)")
+    # only the members read (not the embeddings), their declared sizes checked before anything is allocated
+    data = read_npz(path, ["image", "uncertainty"], optional=["uncertainty_kind"], what="embeddings .npz")
+    try:
         images = np.asarray(data["image"]).astype(str)
         uncertainty = np.asarray(data["uncertainty"], dtype=np.float64)
-        kind = str(data["uncertainty_kind"]) if "uncertainty_kind" in data.files else None
-    if uncertainty.shape != images.shape:
-        raise InputError(f"{path}: key 'uncertainty' has shape {uncertainty.shape}, expected {images.shape}")
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{path}: keys 'image' (names) and 'uncertainty' (numbers) expected ({error})") from None
+    kind = data.get("uncertainty_kind")
+    if kind is not None and kind.size != 1:
+        raise InputError(f"{path}: key 'uncertainty_kind' must be one name, got shape {kind.shape}")
+    kind = None if kind is None else str(kind.reshape(()))
+    if uncertainty.shape != images.shape or images.ndim != 1:
+        raise InputError(f"{path}: key 'uncertainty' has shape {uncertainty.shape}, expected {images.shape} "
+                         f"(one per image)")
     if not np.isfinite(uncertainty).all():
         bad = int(np.flatnonzero(~np.isfinite(uncertainty))[0])
-        raise InputError(f"{path}: key 'uncertainty' row {bad} ({images[bad]!r}) is not finite")
+        raise InputError(f"{path}: key 'uncertainty' row {bad} ({str(images[bad])!r}) is not finite")
     return images, uncertainty, kind
 
 

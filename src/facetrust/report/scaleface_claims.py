@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
+from facetrust.errors import InputError
 from facetrust.evaluate.bootstrap import paired_difference, percentile_interval
 from facetrust.report.claims import HELD, NOT_CHECKED, NOT_HELD, NOT_RESOLVED, count_text, decide, summary_verdict
 
@@ -24,10 +26,20 @@ def _reject_replicates(curve: dict):
     path = (curve.get("bootstrap") or {}).get("replicates")
     if not path or not Path(path).is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        if "tar_rejected" not in data.files:
-            return None
-        return [float(f) for f in data["fars"]], np.asarray(data["tar"]), np.asarray(data["tar_rejected"])
+    from facetrust.npz import npz_keys, read_npz
+
+    try:
+        present = npz_keys(path)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable replicates .npz ({error})") from None
+    if "tar_rejected" not in present:
+        return None
+    data = read_npz(path, ["fars", "tar", "tar_rejected"], what="replicates .npz")
+    try:
+        return ([float(f) for f in np.asarray(data["fars"], dtype=np.float64).ravel()],
+                np.asarray(data["tar"], dtype=np.float64), np.asarray(data["tar_rejected"], dtype=np.float64))
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{path}: keys 'fars', 'tar', 'tar_rejected' must be numbers ({error})") from None
 
 
 def reject_rise_claims(curves: Mapping[str, dict]) -> list:

@@ -47,7 +47,44 @@ def read_metrics(path: str | Path) -> dict:
     metrics = _read_metrics(path)
     if not isinstance(metrics.get(TAR_AT_FAR), dict):
         raise InputError(f"{path}: no 'tar_at_far' map")
+    _check_table_fields(metrics, path)
     return metrics
+
+
+def _check_table_fields(metrics: dict, path: Path) -> None:
+    """InputError naming ``path`` and the key for a value the table reads that has the wrong type:
+    each TAR a number in [0, 1] or null (NaN, as older files wrote it, is read as null), the
+    intervals ``[lo, hi]`` of numbers, the counts, the unresolved FARs, the settings shown."""
+    from facetrust.formats import check_far_keys, check_tar_map, metrics_number
+
+    check_tar_map(metrics, path)
+    for _, metric in shown_in("table"):
+        interval = metrics.get(metric.interval) if metric.interval else None
+        if not interval:
+            continue
+        items = interval.items() if metric.per_far and isinstance(interval, dict) else [("", interval)]
+        if metric.per_far:
+            if not isinstance(interval, dict):
+                raise InputError(f"{path}: key {metric.interval} must map FAR keys to [lo, hi]")
+            check_far_keys(interval, path, metric.interval)
+        for far, bounds in items:
+            where = f"{metric.interval}[{far!r}]" if far else metric.interval
+            if not isinstance(bounds, list) or len(bounds) != 2:
+                raise InputError(f"{path}: key {where} must be [lo, hi]")
+            for bound, value in zip(("lo", "hi"), bounds):
+                metrics_number(value, path, f"{where} {bound}", allow_none=True)
+    for key in ("n_genuine", "n_impostor"):
+        metrics_number(metrics.get(key), path, key, allow_none=True, low=0.0)
+    unresolved = metrics.get("unresolved_fars")
+    if unresolved is not None and not (isinstance(unresolved, list) and all(isinstance(k, str) for k in unresolved)):
+        raise InputError(f"{path}: key unresolved_fars must be a list of FAR keys (strings like '1e-04')")
+    bootstrap = metrics.get("bootstrap")
+    if bootstrap is not None and not isinstance(bootstrap, dict):
+        raise InputError(f"{path}: key bootstrap must be a JSON object")
+    settings = metrics.get("settings") or {}
+    for key in ("pooling", "score_name"):
+        if settings.get(key) is not None and not isinstance(settings[key], str):
+            raise InputError(f"{path}: key settings.{key} must be a string")
 
 
 def _interval_columns(metric, interval) -> dict:

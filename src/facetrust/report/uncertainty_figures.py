@@ -25,10 +25,15 @@ def pair_uncertainty_and_labels(embeddings_npz: str | Path, protocol: str | Path
 
     images, uncertainty, _ = load_uncertainty(embeddings_npz)
     if protocol is None:
-        with np.load(embeddings_npz, allow_pickle=False) as data:
-            if "issame" not in data.files:
-                raise InputError(f"{embeddings_npz}: missing key 'issame' (a pair set, or pass the IJB protocol)")
-            genuine = np.asarray(data["issame"]).astype(bool)
+        from facetrust.npz import npz_keys, read_npz
+
+        if "issame" not in npz_keys(embeddings_npz):
+            raise InputError(f"{embeddings_npz}: missing key 'issame' (a pair set, or pass the IJB protocol)")
+        issame = read_npz(embeddings_npz, ["issame"], what="embeddings .npz")["issame"]
+        if issame.ndim != 1 or issame.dtype.kind not in "biu":
+            raise InputError(f"{embeddings_npz}: key 'issame' must be one 0/1 label per pair, got {issame.dtype} "
+                             f"{issame.shape}")
+        genuine = issame.astype(bool)
         if images.size != 2 * genuine.size:
             raise InputError(f"{embeddings_npz}: {images.size} images for {genuine.size} pairs (need 2 per pair)")
         return images, uncertainty, pair_uncertainty(uncertainty[0::2], uncertainty[1::2], "mean"), genuine

@@ -248,8 +248,13 @@ def draw_xcos_examples(scores_npz: str | os.PathLike, pair_set: str | os.PathLik
     from facetrust.data.pairset import PairSet
 
     scores, issame = read_pair_scores(scores_npz)
-    with np.load(scores_npz, allow_pickle=False) as data:
-        cosine_map, attention = data["cosine_map"], data["attention"]
+    from facetrust.npz import read_npz
+
+    data = read_npz(scores_npz, ["cosine_map", "attention"], what="pair scores .npz")
+    cosine_map, attention = data["cosine_map"], data["attention"]
+    if len(cosine_map) != len(issame) or len(attention) != len(issame):
+        raise InputError(f"{scores_npz}: keys 'cosine_map' ({len(cosine_map)}) and 'attention' ({len(attention)}) "
+                         f"need one entry per pair ({len(issame)})")
     thresholds = read_metrics(xcos_metrics).get("fold_thresholds") or []
     if not thresholds:
         raise InputError(f"{xcos_metrics}: no 'fold_thresholds'")

@@ -31,7 +31,7 @@ from facetrust.errors import ConfigError, InputError
 from facetrust.io import outputs_together
 from facetrust.models.artifacts import UNCERTAINTY_HEAD_NAME, load_frozen_backbone, save_uncertainty_head
 from facetrust.models.uncertainty.methods import UNCERTAINTY_HEADS, FittedMethod
-from facetrust.models.uncertainty.scf import cos_to_centre
+from facetrust.models.uncertainty.scf import MAX_HIDDEN_LAYERS, MAX_HIDDEN_WIDTH, cos_to_centre
 from facetrust.train.batches import identity_batches, shuffled_batches
 from facetrust.train.features import extract_features
 from facetrust.train.frozen import FrozenTrainer
@@ -93,6 +93,10 @@ def _check_values(resolved: dict[str, Any]) -> None:
         )
     if not resolved["hidden"] or any(int(h) < 1 for h in resolved["hidden"]):
         raise ConfigError(f"fit-head config 'hidden' must list positive widths, got {resolved['hidden']!r}")
+    if len(resolved["hidden"]) > MAX_HIDDEN_LAYERS or any(int(h) > MAX_HIDDEN_WIDTH for h in resolved["hidden"]):
+        # before the backbone is loaded; the head's total size is checked when it is built
+        raise ConfigError(f"fit-head config 'hidden' {str(resolved['hidden'])[:80]}: at most {MAX_HIDDEN_LAYERS} "
+                          f"widths of at most {MAX_HIDDEN_WIDTH} (facetrust.models.uncertainty)")
     if resolved["device"] not in ("auto", "cpu", "cuda") and not str(resolved["device"]).startswith("cuda:"):
         raise ConfigError(f"fit-head config 'device' is {resolved['device']!r}; allowed: auto, cpu, cuda, cuda:N")
 

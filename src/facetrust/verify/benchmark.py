@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrust.errors import InputError
-from facetrust.formats import far_key, read_metrics, test_set_of
+from facetrust.formats import check_far_keys, far_key, metrics_number, read_metrics, test_set_of
 
 
 @dataclass
@@ -54,7 +54,8 @@ def metrics_score(metrics: dict) -> str:
 
 def operating_point(metrics_path: str | Path, far: float, score: str | None) -> OperatingPoint:
     """The threshold of ``metrics_path`` at ``far`` (one of the FARs it was evaluated at)."""
-    metrics = read_metrics(metrics_path)
+    metrics = read_metrics(metrics_path)  # settings an object, test_set and embeddings strings
+    _check_operating_fields(metrics, metrics_path)
     settings = metrics.get("settings") or {}
     evaluated = metrics_score(metrics)
     if score is not None and score != evaluated:
@@ -64,17 +65,51 @@ def operating_point(metrics_path: str | Path, far: float, score: str | None) -> 
         raise InputError(f"{metrics_path}: a control row ({settings['uncertainty']}): its {evaluated} thresholds "
                          f"assume one constant uncertainty for every image, not this face's")
     points = metrics.get("threshold_at_far")
-    if not isinstance(points, dict):
+    if points is not None and not isinstance(points, dict):
+        raise InputError(f"{metrics_path}: key 'threshold_at_far' must map FAR keys to their ROC points, got "
+                         f"{type(points).__name__}")
+    if points is None:
         raise InputError(f"{metrics_path}: no 'threshold_at_far' (written by facetrust evaluate since thresholds "
                          f"are stored; evaluate again)")
+    check_far_keys(points, metrics_path, "threshold_at_far")
     key = far_key(far)
     point = points.get(key)
-    if not isinstance(point, dict) or "threshold" not in point:
-        raise InputError(f"{metrics_path}: threshold_at_far has no FAR {key}; it has {', '.join(points) or 'none'}")
+    if point is not None and not isinstance(point, dict):
+        raise InputError(f"{metrics_path}: key threshold_at_far[{key!r}] must be a JSON object with 'threshold', "
+                         f"'far' and 'tar', got {type(point).__name__}")
+    if point is None or "threshold" not in point:
+        raise InputError(f"{metrics_path}: threshold_at_far has no FAR {key}; it has "
+                         f"{', '.join(repr(k)[1:-1][:40] for k in list(points)[:20]) or 'none'}")
+    where = f"threshold_at_far[{key!r}]"
+    # null: the ROC point accepts nothing (+inf); NaN, infinity or a string are refused: a NaN
+    # threshold would call every pair "different"
+    threshold = None if point["threshold"] is None else metrics_number(point["threshold"], metrics_path,
+                                                                      f"{where}.threshold")
+    roc_far = metrics_number(point.get("far"), metrics_path, f"{where}.far", allow_none=True, low=0.0, high=1.0)
+    roc_tar = metrics_number(point.get("tar"), metrics_path, f"{where}.tar", allow_none=True, low=0.0, high=1.0)
     test_set = test_set_of(metrics) or None
-    return OperatingPoint(point["threshold"], float(far), point.get("far"), point.get("tar"), evaluated,
+    return OperatingPoint(threshold, float(far), roc_far, roc_tar, evaluated,
                           bool(settings.get("flip", True)), test_set, str(metrics_path),
-                          caveats(metrics, key, float(far), point.get("far"), test_set or "the benchmark"))
+                          caveats(metrics, key, float(far), roc_far, test_set or "the benchmark"))
+
+
+def _check_operating_fields(metrics: dict, path) -> None:
+    """InputError naming ``path`` and the key for a field :func:`operating_point` and :func:`caveats`
+    read that has the wrong type: the score's name, ``flip``, ``unresolved_fars``, the counts."""
+    settings = metrics.get("settings") or {}
+    for key in ("score_name", "source", "score", "uncertainty"):
+        value = settings.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{path}: key settings.{key} must be a string, got {type(value).__name__}")
+    if "flip" in settings and not isinstance(settings["flip"], bool):
+        raise InputError(f"{path}: key settings.flip must be true or false, got {settings['flip']!r:.40}")
+    unresolved = metrics.get("unresolved_fars")
+    if unresolved is not None and not (isinstance(unresolved, list) and all(isinstance(k, str) for k in unresolved)):
+        raise InputError(f"{path}: key unresolved_fars must be a list of FAR keys (strings like '1e-04')")
+    for key in ("n_impostor", "min_resolved_far"):
+        metrics_number(metrics.get(key), path, key, allow_none=True, low=0.0)
+    if metrics.get("protocol") is not None and not isinstance(metrics["protocol"], str):
+        raise InputError(f"{path}: key protocol must be a string, got {type(metrics['protocol']).__name__}")
 
 
 def _far_text(value) -> str:

@@ -50,34 +50,68 @@ class VerifySettings:
     on_bad_image: str = "fail"  # skip: a pair with an unreadable or faceless photograph is recorded as skipped
 
 
+class PairRow(tuple):
+    """One ``(image1, image2, label)`` row of a pairs CSV that remembers where it was read
+    (``source`` line ``line``), so that an error about its photographs can name the line.  A plain
+    3-tuple otherwise (equal to one, unpacks as one)."""
+
+    source: str | None
+    line: int | None
+
+    def __new__(cls, values, source: str | None = None, line: int | None = None):
+        row = super().__new__(cls, values)
+        row.source, row.line = source, line
+        return row
+
+
 def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str | None]]:
-    """``image1,image2[,label]`` rows (header line required); relative paths are taken from the
-    CSV's folder.  InputError naming the file and line for anything else."""
+    """``image1,image2[,label]`` rows (header line required; a UTF-8 byte-order mark before it is
+    accepted); relative paths are taken from the CSV's folder.  Each row is a :class:`PairRow`
+    (its line number kept).  InputError naming the file and line for anything else."""
+    from facetrust.input_files import read_regular
+
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_PAIRS_FILE_BYTES:
-            raise InputError(f"{path}: larger than {MAX_PAIRS_FILE_BYTES} bytes: not a pairs list")
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, "pairs list", max_bytes=MAX_PAIRS_FILE_BYTES).decode("utf-8-sig")
     except OSError as error:
         raise InputError(f"{path}: cannot read pairs list: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text file") from None
-    rows = list(csv.reader(text.splitlines()))
-    if not rows or [c.strip() for c in rows[0][:2]] != ["image1", "image2"]:
-        raise InputError(f"{path} line 1: expected the header image1,image2[,label]")
-    has_label = len(rows[0]) > 2 and rows[0][2].strip() == "label"
-    pairs = []
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise InputError(f"{path} line {line}: expected two image paths")
-        first, second = (str(p if p.is_absolute() else path.parent / p) for p in (Path(row[0].strip()),
-                                                                                  Path(row[1].strip())))
-        pairs.append((first, second, row[2].strip() if has_label and len(row) > 2 else None))
+    reader = csv.reader(text.splitlines())
+    try:
+        header = next(reader, None)
+        if header is None or [c.strip() for c in header[:2]] != ["image1", "image2"]:
+            raise InputError(f"{path} line 1: expected the header image1,image2[,label]")
+        has_label = len(header) > 2 and header[2].strip() == "label"
+        pairs = []
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                raise InputError(f"{path} line {line}: expected two image paths")
+            if "\0" in row[0] or "\0" in row[1]:
+                raise InputError(f"{path} line {line}: an image path holds a NUL character")
+            first, second = (str(p if p.is_absolute() else path.parent / p) for p in (Path(row[0].strip()),
+                                                                                      Path(row[1].strip())))
+            pairs.append(PairRow((first, second, row[2].strip() if has_label and len(row) > 2 else None),
+                                 str(path), line))
+    except csv.Error as error:
+        raise InputError(f"{path} line {reader.line_num}: not a valid CSV row ({error})") from None
     if not pairs:
         raise InputError(f"{path}: no pairs")
     return pairs
+
+
+def _at_pairs_line(chunk: Sequence[tuple], error: InputError) -> str:
+    """``error``'s message prefixed with ``pairs.csv line N:`` of the first pair of ``chunk`` that
+    holds the photograph it names (pairs read by :func:`read_pairs_csv`); else the message as it is."""
+    text = str(error)
+    for names in (lambda image: text.startswith(f"{image}:"), lambda image: image in text):
+        for pair in chunk:
+            if getattr(pair, "line", None) is not None and any(names(image) for image in pair[:2]):
+                return f"{pair.source} line {pair.line}: {text}"
+    return text
 
 
 def _explain(model, method: str, image1: torch.Tensor, image2: torch.Tensor, settings: VerifySettings,
@@ -206,7 +240,10 @@ def run_verify(model_path: str | Path, pairs: Sequence[tuple[str, str, str | Non
                         bad[path] = str(error)
                         notify(f"verify: --on-bad-image skip: {error}")
             else:
-                prepared = prepare_files(new, model.input_size, **photo_options)
+                try:
+                    prepared = prepare_files(new, model.input_size, **photo_options)
+                except InputError as error:  # name the pairs CSV line of the photograph
+                    raise InputError(_at_pairs_line(chunk, error)) from None
             for face in prepared:
                 faces[face.path] = face
                 if face.note:

@@ -127,13 +127,10 @@ def write_clean_twins(path: str | os.PathLike, images: Sequence[int], pixels: Se
 def read_clean_twins(path: str | os.PathLike) -> dict[int, np.ndarray]:
     """``{.bin image number: clean render (H, W, 3) uint8}`` from a ``<set>.twins.npz``."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            images, pixels = data["images"], data["pixels"]
-    except FileNotFoundError:
-        raise InputError(f"{path}: clean-twin file missing (written by 'facetrust synth')") from None
-    except (KeyError, ValueError, OSError) as error:
-        raise InputError(f"{path}: not a clean-twin file ({error})") from None
+    from facetrust.npz import read_npz  # declared sizes checked, no pickles, errors naming the file and key
+
+    data = read_npz(path, ["images", "pixels"], what="clean-twin file (written by 'facetrust synth')")
+    images, pixels = data["images"], data["pixels"]
     if images.ndim != 1 or pixels.ndim != 4 or pixels.shape[0] != images.size or pixels.shape[3] != 3:
         raise InputError(f"{path}: images {images.shape} and pixels {pixels.shape} do not match")
     return {int(i): pixels[k] for k, i in enumerate(images.tolist())}

@@ -43,7 +43,7 @@ import torch.nn as nn
 from facetrust.errors import ConfigError
 from facetrust.models.conv import Conv2d
 from facetrust.models.prelu import PReLU
-from facetrust.models.registry import register_backbone
+from facetrust.models.registry import checked_blocks, checked_geometry, register_backbone
 
 #: Per-stage block counts of the named depths (InsightFace ``iresnet{18,34,50,100,200}``).
 DEPTH_LAYERS: dict[int, tuple[int, int, int, int]] = {
@@ -115,15 +115,19 @@ class IResNet(nn.Module):
         last_stage_stride: int = 2,
     ):
         super().__init__()
-        layers = tuple(int(n) for n in layers)
-        if len(layers) != 4 or min(layers) < 1:
-            raise ConfigError(f"iresnet: 'layers' must be 4 positive block counts, got {layers!r}")
-        if int(width) < 1:
-            raise ConfigError(f"iresnet: 'width' must be a positive channel count, got {width!r}")
+        # every size is checked against its limit (models.registry) before a module is built
+        layers = checked_blocks("iresnet", "layers", layers, minimum=1)
+        try:
+            width_ok = int(width) >= 1
+        except (TypeError, ValueError):
+            width_ok = False
+        if not width_ok:
+            raise ConfigError(f"iresnet: 'width' must be a positive channel count, got {str(width)[:40]}")
         if last_stage_stride not in (1, 2):
             raise ConfigError(f"iresnet: 'last_stage_stride' must be 1 or 2, got {last_stage_stride!r}")
         strides = (2, 2, 2, int(last_stage_stride))
         height, width_px = _parse_input_size(input_size)
+        checked_geometry(width, embedding_size, (height, width_px), "iresnet")
         if fp16 not in (False, True, "bf16"):
             raise ConfigError(f"iresnet: 'fp16' must be false, true or \"bf16\", got {fp16!r}")
         self.fp16 = bool(fp16)

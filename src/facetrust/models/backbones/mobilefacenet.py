@@ -98,7 +98,7 @@ class MobileFaceNet(nn.Module):
         in_channels: int = 3,
     ):
         super().__init__()
-        height, width_px = checked_geometry(width, embedding_size, input_size)
+        height, width_px = checked_geometry(width, embedding_size, input_size, "mobilefacenet")
         self.input_size = (height, width_px)
 
         layers = [conv_bn(in_channels, width, 3, 2), conv_bn(width, width, 3, 1, groups=width)]

@@ -27,7 +27,7 @@ import torch.nn as nn
 from facetrust.errors import ConfigError
 from facetrust.models.backbones.sphere import FlattenFCNet
 from facetrust.models.prelu import PReLU
-from facetrust.models.registry import checked_geometry, register_backbone
+from facetrust.models.registry import checked_blocks, checked_geometry, register_backbone
 
 SPHERE20_UNITS = (1, 2, 4, 1)
 _ACTIVATIONS = ("prelu", "relu")
@@ -90,9 +90,8 @@ class MobileNetSphereFace(FlattenFCNet):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ConfigError(f"backbone activation {activation!r} not allowed; allowed: {', '.join(_ACTIVATIONS)}")
-        if len(units) != 4 or any(u < 0 for u in units):
-            raise ConfigError(f"backbone units must be 4 non-negative counts, got {units!r}")
-        height, width_px = checked_geometry(width, embedding_size, input_size)
+        units = checked_blocks("mobilenet_sphereface", "units", units, minimum=0)
+        height, width_px = checked_geometry(width, embedding_size, input_size, "mobilenet_sphereface")
         self.input_size = (height, width_px)
         channels = [width * 2**i for i in range(4)]
 

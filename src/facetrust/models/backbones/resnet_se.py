@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from facetrust.errors import ConfigError, InputError
 from facetrust.models.prelu import PReLU
-from facetrust.models.registry import checked_geometry, register_backbone
+from facetrust.models.registry import checked_blocks, checked_geometry, register_backbone
 
 
 def _halve(size: int) -> int:
@@ -96,14 +96,13 @@ class IRSEResNet(nn.Module):
         last_stage_stride: int = 2,
     ):
         super().__init__()
-        if len(units) != 4 or any(u < 1 for u in units):
-            raise ConfigError(f"backbone units must be 4 positive counts, got {units!r}")
+        units = checked_blocks("resnet_se", "units", units, minimum=1)
         if se_reduction < 1:
             raise ConfigError(f"backbone se_reduction must be >= 1, got {se_reduction}")
         if last_stage_stride not in (1, 2):
             raise ConfigError(f"backbone last_stage_stride must be 1 or 2, got {last_stage_stride!r}")
         strides = (2, 2, 2, int(last_stage_stride))
-        height, width_px = checked_geometry(width, embedding_size, input_size)
+        height, width_px = checked_geometry(width, embedding_size, input_size, "resnet_se")
         self.input_size = (height, width_px)
         channels = [width * 2**i for i in range(4)]
 

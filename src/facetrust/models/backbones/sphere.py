@@ -26,9 +26,9 @@ import math
 import torch
 import torch.nn as nn
 
-from facetrust.errors import ConfigError, InputError
+from facetrust.errors import InputError
 from facetrust.models.prelu import PReLU
-from facetrust.models.registry import checked_geometry, register_backbone
+from facetrust.models.registry import checked_blocks, checked_geometry, register_backbone
 
 SPHERE_UNITS: dict[str, tuple[int, int, int, int]] = {
     "sphere4": (0, 0, 0, 0),
@@ -113,9 +113,8 @@ class SphereNet(FlattenFCNet):
         freeze_residual_bias: bool = True,
     ):
         super().__init__()
-        if len(units) != 4 or any(u < 0 for u in units):
-            raise ConfigError(f"backbone units must be 4 non-negative counts, got {units!r}")
-        height, width_px = checked_geometry(width, embedding_size, input_size)
+        units = checked_blocks("sphere", "units", units, minimum=0)
+        height, width_px = checked_geometry(width, embedding_size, input_size, "sphere")
         self.input_size = (height, width_px)
         channels = [width * 2**i for i in range(4)]
         stages = []

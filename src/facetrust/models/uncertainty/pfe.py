@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from facetrust.models.uncertainty.scf import checked_head_sizes
+
 
 class PFEHead(nn.Module):
     """Predicts log sigma^2 (N, embedding_size) from the conv map (N, C, h, w).
@@ -48,6 +50,7 @@ class PFEHead(nn.Module):
         hidden_width = hidden if isinstance(hidden, int) else int(list(hidden)[0])
         self.feature_map_shape = tuple(int(s) for s in feature_map_shape)
         self.embedding_size = int(embedding_size)
+        checked_head_sizes("PFE", math.prod(self.feature_map_shape), [hidden_width], self.embedding_size)
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(math.prod(self.feature_map_shape), hidden_width),

@@ -37,6 +37,39 @@ from facetrust.maths.bessel import bessel_ratio, log_vmf_normalizer
 KAPPA_MIN = 1e-6
 
 
+# Sizes of a head MLP on the flattened feature map, checked before any layer is allocated (a
+# params.yaml ``hidden: [1073741824]`` or a head file's config would otherwise ask for gigabytes).
+#: Width of one hidden layer: the official SCF uses 12544 and 6272 on a 512x7x7 map.
+MAX_HIDDEN_WIDTH = 16384
+#: Hidden layers of one head (the official heads have 1 or 2).
+MAX_HIDDEN_LAYERS = 16
+#: Values of a whole head: 2**29 = 537 M, 2 GiB of float32, above the official SCF head's 394 M.
+MAX_HEAD_VALUES = 2**29
+
+
+def checked_head_sizes(name: str, in_features: int, hidden: Sequence[int], out_features: int) -> list[int]:
+    """``hidden`` as a list of widths, each in [1, MAX_HIDDEN_WIDTH], at most MAX_HIDDEN_LAYERS of them,
+    and the MLP ``in_features -> hidden... -> out_features`` (with its BatchNorms) within
+    MAX_HEAD_VALUES; ConfigError naming ``hidden`` otherwise."""
+    from facetrust.errors import ConfigError
+
+    try:
+        widths = [int(h) for h in hidden]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} head: 'hidden' must list layer widths, got {str(hidden)[:80]}") from None
+    if not widths or len(widths) > MAX_HIDDEN_LAYERS or min(widths) < 1 or max(widths) > MAX_HIDDEN_WIDTH:
+        raise ConfigError(f"{name} head: 'hidden' {str(hidden)[:80]}: 1 to {MAX_HIDDEN_LAYERS} widths in "
+                          f"[1, {MAX_HIDDEN_WIDTH}] (facetrust.models.uncertainty.scf.MAX_HIDDEN_WIDTH)")
+    values, width = 0, int(in_features)
+    for h in [*widths, int(out_features)]:
+        values += width * h + 5 * h + 1  # Linear weight and bias; BatchNorm1d weight, bias, running stats
+        width = h
+    if values > MAX_HEAD_VALUES:
+        raise ConfigError(f"{name} head: 'hidden' {widths} on {in_features:,} input values would hold {values:,} values, "
+                          f"above the limit {MAX_HEAD_VALUES:,} (2 GiB of float32)")
+    return widths
+
+
 def _mlp(in_features: int, hidden: Sequence[int], out_features: int) -> tuple[nn.Sequential, nn.Linear]:
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
@@ -68,6 +101,7 @@ class SCFHead(nn.Module):
         super().__init__()
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         self.feature_map_shape = tuple(int(s) for s in feature_map_shape)
+        hidden = checked_head_sizes("SCF", math.prod(self.feature_map_shape), hidden, 1)
         self.net, last = _mlp(math.prod(self.feature_map_shape), hidden, 1)
         with torch.no_grad():
             last.weight.mul_(0.1)  # start close to the constant init_log_kappa
