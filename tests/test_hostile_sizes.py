@@ -469,3 +469,13 @@ def test_params_fraction_step_below_the_limit_is_refused_at_validation(tmp_path,
     code, message, _ = run_inprocess(["train", "--params", str(params), "--model", "m", "--out",
                                       str(tmp_path / "o")], capsys)
     assert_refused(code, message, "params.yaml", "evaluate.reject.fraction_step", "less than the minimum of 0.0001")
+
+
+def test_a_model_within_each_limit_but_too_large_as_a_whole_is_named_by_its_params_key(tmp_path, capsys):
+    # width 1024 is allowed alone; four stages of it (1024..8192 channels) hold far above the budget
+    params = params_yaml(tmp_path, model="{backbone: iresnet, backbone_options: {layers: [2, 2, 2, 2], width: 1024}, "
+                                         "input_size: [16, 16], embedding_size: 8, head: {kind: arcface}}")
+    code, message, elapsed = run_inprocess(["train", "--params", str(params), "--model", "m", "--train-data",
+                                            str(tmp_path / "absent"), "--out", str(tmp_path / "o")], capsys)
+    assert_refused(code, message, f"{params}: models.m:", "above the limit")
+    assert elapsed < 10 and not (tmp_path / "o").exists()  # before the (absent) training set is read

@@ -97,7 +97,16 @@ def cmd_train(args) -> None:
 
     reuse_freed_memory()  # every step frees and allocates its activations again
     params = load_params(args.params)
-    model_params(params, args.model)  # names the configured models if absent
+    config = model_params(params, args.model)  # names the configured models if absent
+    if config.get("source") != "pretrained":  # a model too large to build: named before any data is read
+        from facetrust.errors import ConfigError
+        from facetrust.models.registry import backbone_plan
+
+        try:
+            backbone_plan(config["backbone"], embedding_size=int(config["embedding_size"]),
+                          input_size=tuple(config["input_size"]), **dict(config.get("backbone_options") or {}))
+        except ConfigError as error:
+            raise ConfigError(f"{args.params}: models.{args.model}: {error}") from None
     set_threads(args.threads or params.get("threads"))
     checkpoint = run_train(params, args.model, Path(args.out), resume=args.resume, rec_dir=args.train_data)
     if main_process():  # under torchrun or srun every rank returns; one prints
