@@ -201,6 +201,44 @@ def _params_with(tmp: Path, text: str) -> Path:
     return path
 
 
+def _verify_out_over_its_photos(tmp: Path) -> list[str]:
+    (tmp / "photos").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp / "photos" / name).write_bytes(fx.jpeg(1, 32))
+    (tmp / "model").mkdir()
+    return ["verify", str(tmp / "photos" / "a.jpg"), str(tmp / "photos" / "b.jpg"), "--model", str(tmp / "model"),
+            "--threshold", "0.5", "--out", str(tmp / "photos")]
+
+
+def _two_outputs_one_path(tmp: Path) -> list[str]:
+    return ["evaluate", "reject", "--embeddings", str(tmp / "e.npz"), "--out", str(tmp / "m.json"),
+            "--csv", str(tmp / "m.json")]
+
+
+def _params_duplicate_key(tmp: Path) -> list[str]:
+    params = _params_with(tmp, "seed: 7\nseed: 8\nmodels: {}\n")
+    return ["train", "--params", str(params), "--model", "m", "--out", str(tmp / "o")]
+
+
+def _pth_too_wide(tmp: Path) -> list[str]:
+    import torch
+
+    # 750 bytes of storage that declare 8000 output channels: the width is read from conv1's shape
+    torch.save({"conv1.weight": torch.zeros(1).expand(8000, 3, 3, 3)}, tmp / "backbone.pth")
+    return ["import-model", "--path", str(tmp / "backbone.pth"), "--out", str(tmp / "m")]
+
+
+def _metrics_tar_text(tmp: Path) -> list[str]:
+    (tmp / "m.json").write_text(json.dumps({"test_set": "x", "protocol": "ijb_1to1", "tar_at_far": {"1e-04": "abc"}}))
+    return ["report", "table", "--metrics", str(tmp / "m.json"), "--out", str(tmp / "t.csv")]
+
+
+def _symlink_loop(tmp: Path) -> list[str]:
+    (tmp / "a.json").symlink_to(tmp / "b.json")
+    (tmp / "b.json").symlink_to(tmp / "a.json")
+    return ["report", "table", "--metrics", str(tmp / "a.json"), "--out", str(tmp / "t.csv")]
+
+
 # (id, what the user did, build(tmp) -> argv, exit code, words in the message)
 CASES = [
     # --- RecordIO framing and training sets (data verify / dump / inspect; training reads the same)
@@ -325,6 +363,17 @@ CASES = [
      ["--out", "lfw.bin", "the input --test-set", "refusing to overwrite an input"]),
     ("out-locked", "an `--out` directory another run is writing", _out_locked, 1,
      ["aligned", "in use by another run", "PID 4242"]),
+    ("out-holds-photos", "`verify --out` naming the folder of its own photographs", _verify_out_over_its_photos, 2,
+     ["--out", "photos", "holds the input", "refusing to write over an input"]),
+    ("outs-one-path", "two outputs of one run given one path", _two_outputs_one_path, 2,
+     ["--out", "--csv", "m.json", "are the same file"]),
+    ("symlink-loop", "an input that is a loop of symbolic links", _symlink_loop, 2, ["a.json", "loop of symbolic links"]),
+    ("yaml-duplicate-key", "a key given twice in `params.yaml`", _params_duplicate_key, 2,
+     ["params.yaml", "duplicate key 'seed' at line 2 (first at line 1)"]),
+    ("pth-broadcast", "a 750-byte `backbone.pth` declaring 8,000 channels", _pth_too_wide, 2,
+     ["backbone.pth", "'conv1.weight'", "broadcast view"]),
+    ("metrics-text-tar", "a metrics file whose TAR is text", _metrics_tar_text, 2,
+     ["m.json", "tar_at_far['1e-04']", "must be a number or null"]),
     # --- numeric options (checked at parse time: argparse names the option and its range)
     ("option-range", "a numeric option out of its range (`--ci-level 7`, `--batch-size 0`, a 5,000-digit `--seed`)",
      lambda t: ["evaluate", "pairs", "--embeddings", str(t / "e.npz"), "--out", str(t / "m.json"), "--ci-level", "7"],

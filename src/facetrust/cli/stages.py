@@ -90,6 +90,23 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _check_model_size(params: dict, args) -> None:
+    """A model too large to build, refused naming ``params.yaml: models.<name>`` before any data is
+    read (after the settings :class:`TrainConfig` checks, as the trainer reads them)."""
+    from facetrust.errors import ConfigError
+    from facetrust.models.registry import backbone_plan
+    from facetrust.train.config import TrainConfig
+
+    config = TrainConfig.from_params(params, args.model)
+    if getattr(config, "source", None) == "pretrained":
+        return
+    try:
+        backbone_plan(config.backbone, embedding_size=int(config.embedding_size), input_size=tuple(config.input_size),
+                      **dict(config.backbone_options or {}))
+    except ConfigError as error:
+        raise ConfigError(f"{args.params}: models.{args.model}: {error}") from None
+
+
 def cmd_train(args) -> None:
     from facetrust.cli.common import reuse_freed_memory
     from facetrust.config import load_params, model_params
@@ -97,16 +114,8 @@ def cmd_train(args) -> None:
 
     reuse_freed_memory()  # every step frees and allocates its activations again
     params = load_params(args.params)
-    config = model_params(params, args.model)  # names the configured models if absent
-    if config.get("source") != "pretrained":  # a model too large to build: named before any data is read
-        from facetrust.errors import ConfigError
-        from facetrust.models.registry import backbone_plan
-
-        try:
-            backbone_plan(config["backbone"], embedding_size=int(config["embedding_size"]),
-                          input_size=tuple(config["input_size"]), **dict(config.get("backbone_options") or {}))
-        except ConfigError as error:
-            raise ConfigError(f"{args.params}: models.{args.model}: {error}") from None
+    model_params(params, args.model)  # names the configured models if absent
+    _check_model_size(params, args)
     set_threads(args.threads or params.get("threads"))
     checkpoint = run_train(params, args.model, Path(args.out), resume=args.resume, rec_dir=args.train_data)
     if main_process():  # under torchrun or srun every rank returns; one prints
