@@ -372,3 +372,50 @@ def test_a_bad_photograph_names_its_pairs_csv_line(model, crops, tmp_path, capsy
     out = tmp_path / "o"
     _refused(capsys, ["verify", "--pairs", pairs, "--model", model, "--explain", "none", "--threshold", "0.5",
                       "--batch-size", "1", "--out", out], "pairs.csv line 4: ", "broken.png", out=out)
+
+
+# --------------------------------------------------------------------------- labels, set files, --roc
+
+
+@pytest.mark.parametrize("issame, says", [
+    (np.array([1, 3]), "entry 1 is 3, not 0 or 1"),
+    (np.array([0.0, np.nan]), "entry 1 is nan, not 0 or 1"),
+    (np.array(["yes", "no"]), "not booleans or 0/1"),
+])
+def test_pair_labels_that_are_not_0_or_1_are_refused_not_read_as_same(tmp_path, capsys, issame, says):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "e.npz", image=np.array(["a", "b", "c", "d"]), embedding=rng.normal(size=(4, 8)),
+             issame=issame)
+    code, message = _run(capsys, ["evaluate", "pairs", "--embeddings", str(tmp_path / "e.npz"),
+                                  "--out", str(tmp_path / "m.json")])
+    assert code == 2 and "e.npz: key 'issame'" in message and says in message
+
+
+def test_a_property_or_index_that_is_not_a_file_is_named_not_ignored(tmp_path, capsys):
+    import shutil
+
+    import bad_input_fixtures as fx
+
+    root = fx.training_set(tmp_path / "set")
+    (root / "property").unlink()
+    (root / "property").mkdir()
+    for command in (["data", "verify", str(root)], ["data", "inspect", str(root)]):
+        code, message = _run(capsys, command)
+        assert code == 2 and "set/property" in message, message
+    shutil.rmtree(root / "property")
+    (root / "train.idx").unlink()
+    (root / "train.idx").mkdir()
+    code, message = _run(capsys, ["data", "inspect", str(root)])
+    assert code == 2 and "train.idx: not a regular file" in message
+    (root / "train.idx").rmdir()
+    (root / "train.idx").write_text("")
+    code, message = _run(capsys, ["data", "inspect", str(root)])
+    assert code == 2 and "train.idx: an empty index beside a" in message
+
+
+def test_a_roc_file_of_another_kind_is_refused_before_the_evaluation_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:  # argparse: exit 2, its one line naming the option
+        main(["evaluate", "pairs", "--embeddings", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "m.json"),
+              "--roc", str(tmp_path / "roc.json")])
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and "argument --roc" in message and "must end in .npz or .csv" in message

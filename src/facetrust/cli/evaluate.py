@@ -114,7 +114,14 @@ def _embeddings_and_protocol(p, required: bool = True) -> None:
 def _outputs(p, roc: bool = False) -> None:
     p.add_argument("--out", required=True, help="metrics JSON")
     if roc:
-        p.add_argument("--roc", help="ROC points file")
+        p.add_argument("--roc", type=_roc_path, help="ROC points file (.npz or .csv)")
+
+
+def _roc_path(text: str) -> str:
+    """``--roc``'s type: its suffix checked at parse time, before the evaluation runs."""
+    if not text.endswith((".npz", ".csv")):
+        raise argparse.ArgumentTypeError(f"{text!r} must end in .npz or .csv")
+    return text
 
 
 def _pooling(p) -> None:

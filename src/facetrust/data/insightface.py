@@ -176,7 +176,7 @@ class InsightFaceRecord:
                 raise InputError(f"{path}: missing (an InsightFace set needs train.rec and train.idx)")
         self.reader = IndexedRecordIOReader(idx_path, rec_path)
         self.property: tuple[int, int, int] | None = None
-        if (self.rec_dir / PROPERTY_NAME).is_file():
+        if os.path.lexists(self.rec_dir / PROPERTY_NAME):  # present but a directory or a FIFO: named, not ignored
             self.property = read_property(self.rec_dir / PROPERTY_NAME)
         self.header: tuple[int, int] | None = None
         self.image_keys = self._find_image_keys()

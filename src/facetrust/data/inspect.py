@@ -37,6 +37,9 @@ def _recordio_paths(path: Path) -> tuple[Path, Path | None] | None:
     else:
         return None
     idx = rec.with_suffix(".idx")
+    if os.path.lexists(idx) and not idx.is_file():  # a directory or a dangling link where the index goes
+        raise InputError(f"{idx}: not a regular file (the index of {rec.name}); remove it to read {rec.name} "
+                         f"without an index")
     return rec, (idx if idx.is_file() else None)
 
 
@@ -70,6 +73,9 @@ def _inspect_recordio(rec: Path, idx: Path | None) -> dict:
                 header = header_range(head, f"{rec} key 0")
             except InputError as error:  # a plain RecordIO file may hold anything at key 0
                 summary["header_problem"] = str(error)
+    if idx is not None and not keys and rec.stat().st_size > 0:
+        raise InputError(f"{idx}: an empty index beside a {rec.stat().st_size}-byte {rec.name}: the index lists "
+                         f"none of its records (remove it to read {rec.name} record by record)")
     summary["records"] = len(keys)
     summary["keys"] = {"min": min(keys), "max": max(keys)} if keys else None
     summary["flags"] = {str(flag): n for flag, n in sorted(flag_counts.items())}
@@ -85,7 +91,7 @@ def _inspect_recordio(rec: Path, idx: Path | None) -> dict:
         summary["header"] = None
         summary["num_images"] = len(keys)
     prop_path = rec.parent / PROPERTY_NAME
-    if prop_path.is_file():
+    if os.path.lexists(prop_path):  # present but not a regular file: read_property names it
         num_classes, height, width = read_property(prop_path)
         summary["property"] = {"num_classes": num_classes, "height": height, "width": width}
         summary["num_classes"] = num_classes

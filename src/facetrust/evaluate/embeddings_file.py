@@ -127,7 +127,7 @@ def load_embeddings(path: str | Path, *, flip: bool = True, stream: bool = False
     space = str(data["uncertainty_space"]) if "uncertainty_space" in data else None
     if space not in (None, "uncertainty", "confidence"):
         raise InputError(f"{path}: key 'uncertainty_space' is {space[:40]!r}, not 'uncertainty' or 'confidence'")
-    issame = np.asarray(data["issame"]).astype(bool) if "issame" in data else None
+    issame = _pair_labels(data["issame"], path) if "issame" in data else None
     return EmbeddingsFile(
         path=path,
         images=images,
@@ -140,6 +140,22 @@ def load_embeddings(path: str | Path, *, flip: bool = True, stream: bool = False
         issame=issame,
         uncertainty_space=space,
     )
+
+
+def _pair_labels(values, path: Path) -> np.ndarray:
+    """``issame`` as booleans: stored as bool, or as integers / floats that are 0 or 1 (a 3 or a NaN
+    is not a label, and ``astype(bool)`` would read it as "same")."""
+    labels = np.asarray(values)
+    if labels.ndim != 1:
+        raise InputError(f"{path}: key 'issame' has shape {labels.shape}, not one label per pair")
+    if labels.dtype != bool:
+        if labels.dtype.kind not in "iuf":
+            raise InputError(f"{path}: key 'issame' is {labels.dtype}, not booleans or 0/1")
+        bad = np.flatnonzero((labels != 0) & (labels != 1))
+        if bad.size:
+            raise InputError(f"{path}: key 'issame' entry {int(bad[0])} is {labels[bad[0]]!s}, not 0 or 1 "
+                             f"(true/false: same person or not)")
+    return labels.astype(bool)
 
 
 PFE_SIGMA_KINDS = ("per_dimension", "isotropic")
