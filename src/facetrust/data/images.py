@@ -47,9 +47,10 @@ MAX_IMAGE_FILE_BYTES = 4 * MAX_IMAGE_PIXELS
 
 _JPEG_SOI = b"\xff\xd8\xff"
 _EXIF_HEADER = b"Exif\x00\x00"
-# Where a JPEG's EXIF segment can sit: APP1 comes before the image data, and a segment is at most
-# 64 KiB, so it starts within the first few segments; a file without these bytes there has none.
-_EXIF_SEARCH_BYTES = 4 * 65536
+# A JPEG's EXIF block is an APP1 segment among the application segments (APP0-APP15, comments)
+# that follow the SOI marker and precede the tables and the image data; walking those few segment
+# headers finds it in under a microsecond (a byte search of a 15 KB crop took 6 µs, 5 % of decoding).
+_MAX_LEADING_SEGMENTS = 16
 _ORIENTATION_TAG = 0x0112
 # JPEG colour spaces libjpeg-turbo cannot turn into RGB itself; Pillow converts those.
 _PIL_JPEG_COLORSPACES = ("CMYK", "YCCK")
@@ -92,11 +93,29 @@ def _exif_orientation(image: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+def _has_exif_segment(payload: bytes) -> bool:
+    """Whether one of the JPEG's leading application segments is an EXIF block (APP1 ``Exif``)."""
+    position = 2  # after SOI
+    for _ in range(_MAX_LEADING_SEGMENTS):
+        if payload[position:position + 1] != b"\xff":
+            return False
+        marker = payload[position + 1] if position + 1 < len(payload) else 0
+        if marker == 0xFF:  # a fill byte before the marker
+            position += 1
+            continue
+        if marker == 0xE1 and payload[position + 4:position + 10] == _EXIF_HEADER:
+            return True
+        if not (0xE0 <= marker <= 0xEF or marker == 0xFE):  # the tables or the image data: no EXIF after
+            return False
+        position += 2 + int.from_bytes(payload[position + 2:position + 4], "big")
+    return False
+
+
 def _jpeg_orientation(payload: bytes) -> int:
     """The EXIF orientation of a JPEG (1 when it has none): Pillow reads the header only, and only
-    for a file that carries an EXIF segment (a byte search, microseconds: a data set's JPEGs rarely
+    for a file that carries an EXIF segment (:func:`_has_exif_segment`: a data set's JPEGs rarely
     do)."""
-    if payload.find(_EXIF_HEADER, 0, _EXIF_SEARCH_BYTES) < 0:
+    if not _has_exif_segment(payload):
         return 1
     try:
         with warnings.catch_warnings():
