@@ -254,6 +254,39 @@ def test_lfw_pairs_find_images_saved_with_another_extension_or_case(lfw_folder, 
     assert bins[0] == reference[0]  # the .JPG is the same file under another name
 
 
+def test_test_images_that_are_training_images_are_reported_by_both_test_packers(lfw_folder, tmp_path, capsys, caplog):
+    import shutil
+
+    root, written = lfw_folder
+    train = tmp_path / "train"
+    first, second = written["names"][:2]
+    (train / "someone").mkdir(parents=True)
+    shutil.copy(root / first / f"{first}_0001.jpg", train / "someone" / "leaked.jpg")  # a test photo in training
+    Image.open(root / second / f"{second}_0002.jpg").rotate(5).save(train / "someone" / "other.jpg")
+    assert main(["data", "pack", "rec", str(train), "--out", str(tmp_path / "rec"), "--size", SIZE]) == 0
+    faces = tmp_path / "rec" / "faces.csv"
+    with caplog.at_level("WARNING", logger="facetrust.data"):
+        assert main(["data", "pack", "bin", str(root / "pairs.txt"), "--out", str(tmp_path / "p.bin"), "--size", SIZE,
+                     "--training-faces", str(faces)]) == 0
+    overlap = json.loads((tmp_path / "p.pack.json").read_text())["in_training_set"]
+    assert overlap == {"training_faces": str(faces), "images": 1,
+                       "examples": [[f"{first}/{first}_0001.jpg", "someone/leaked.jpg"]]}
+    assert "1 test images are byte-identical to training images" in caplog.text
+
+    subjects = tmp_path / "subjects.csv"
+    subjects.write_text((root / "subjects.csv").read_text())
+    assert main(["data", "pack", "ijb", str(root), "--subjects", str(subjects), "--name", "t", "--out",
+                 str(tmp_path / "ijb"), "--align", "mtcnn", "--on-bad-image", "skip", "--training-faces",
+                 str(faces)]) == 0
+    overlap = json.loads((tmp_path / "ijb" / "pack.json").read_text())["in_training_set"]
+    assert overlap["images"] == 1 and overlap["examples"] == [[f"{first}/{first}_0001.jpg", "someone/leaked.jpg"]]
+
+    (tmp_path / "old_faces.csv").write_text("key,path,label\n1,a.jpg,0\n")  # a faces.csv without digests
+    assert main(["data", "pack", "bin", str(root / "pairs.txt"), "--out", str(tmp_path / "q.bin"), "--size", SIZE,
+                 "--training-faces", str(tmp_path / "old_faces.csv")]) == 2
+    assert "old_faces.csv: no 'path' and 'sha256' columns" in capsys.readouterr().err
+
+
 def _pack_reference(root, tmp_path):
     out = tmp_path / "reference.bin"
     assert main(["data", "pack", "bin", str(root / "pairs.txt"), "--out", str(out), "--size", SIZE]) == 0

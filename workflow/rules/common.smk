@@ -401,6 +401,19 @@ def files_below(folder):
     return found
 
 
+# A packed test set is checked against the packed training set (`--training-faces`): the images that
+# are byte for byte training images are listed in its pack.json (in_training_set) and logged.
+TRAINING_FACES = "data/packed/train/faces.csv"
+
+
+def training_faces_input(wildcards):
+    return [TRAINING_FACES] if PACK["train"] else []
+
+
+def training_faces_flag(wildcards):
+    return f"--training-faces {TRAINING_FACES}" if PACK["train"] else ""
+
+
 def pair_list_inputs(wildcards):
     spec = PACK["pairs"][wildcards.pairs]
     return [spec["list"], *files_below(spec["images"] or os.path.dirname(spec["list"]))]

@@ -74,6 +74,7 @@ rule pack_train:
         idx="data/packed/train/train.idx",
         prop="data/packed/train/property",
         lst="data/packed/train/train.lst",
+        faces="data/packed/train/faces.csv",
         report="data/packed/train/pack.json",
     params:
         images=PACK["train"],
@@ -99,6 +100,7 @@ rule pack_train:
 rule pack_pairs:
     input:
         pair_list_inputs,
+        training_faces=training_faces_input,
     output:
         bin="data/packed/pairs/{pairs}.bin",
         report="data/packed/pairs/{pairs}.pack.json",
@@ -107,6 +109,7 @@ rule pack_pairs:
         images=lambda wildcards: PACK["pairs"][wildcards.pairs]["images"]
         or os.path.dirname(PACK["pairs"][wildcards.pairs]["list"]),
         format=lambda wildcards: PACK["pairs"][wildcards.pairs]["format"],
+        training=training_faces_flag,
         settings=pack_settings,
         size=",".join(str(v) for v in PACK["output_size"]),
         encoding=PACK["encoding"],
@@ -123,12 +126,13 @@ rule pack_pairs:
     shell:
         "facetrust data pack bin {params.pair_list} --images {params.images} --format {params.format}"
         " --out {output.bin} {params.settings} --size {params.size} --encoding {params.encoding}"
-        " --threads {threads} > {log} 2>&1"
+        " {params.training} --threads {threads} > {log} 2>&1"
 
 
 rule pack_ijb:
     input:
         ijb_pack_inputs,
+        training_faces=training_faces_input,
     output:
         meta=expand(
             "data/packed/ijb/{{ijb}}/meta/{{ijb}}_{part}.txt",
@@ -146,6 +150,7 @@ rule pack_ijb:
         ),
         settings=pack_settings,
         seed=config["seed"],
+        training=training_faces_flag,
         out_dir=lambda wildcards, output: os.path.dirname(output.report),
     log:
         "logs/pack/ijb_{ijb}.log",
@@ -160,4 +165,4 @@ rule pack_ijb:
     shell:
         "facetrust data pack ijb {params.images} --subjects {params.subjects} --name {wildcards.ijb}"
         " --out {params.out_dir} --templates-per-subject {params.templates} {params.impostors}"
-        " --seed {params.seed} {params.settings} --threads {threads} > {log} 2>&1"
+        " --seed {params.seed} {params.settings} {params.training} --threads {threads} > {log} 2>&1"

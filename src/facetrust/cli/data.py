@@ -89,6 +89,9 @@ def add_parsers(sub) -> None:
                        help="a file that does not decode or has no face: stop (fail) or leave it out, listed in "
                             "the report (skip)")
         p.add_argument("--threads", type=options.threads, default=1, help="torch threads of the detector")
+        if kind != "rec":
+            p.add_argument("--training-faces", help="a training pack's faces.csv (data pack rec): report the test "
+                                                    "images that are byte for byte training images")
         p.set_defaults(func=cmd_data_pack)
 
     p = sub.add_parser("align", help="5-point alignment of IJB-style loose crops onto the ArcFace template")
@@ -158,13 +161,13 @@ def cmd_data_pack(args) -> None:
         from facetrust.pack.pairs import pack_bin
 
         report = pack_bin(args.pairs, args.out, images=args.images, fmt=args.format, ext=args.ext, size=args.size,
-                          encoding=args.encoding, **faces)
+                          encoding=args.encoding, training_faces=args.training_faces, **faces)
     else:
         from facetrust.pack.ijb import pack_ijb
 
         report = pack_ijb(args.images, args.subjects, args.out, name=args.name,
                           templates_per_subject=args.templates_per_subject, impostor_pairs=args.impostor_pairs,
-                          seed=args.seed, **faces)
+                          seed=args.seed, training_faces=args.training_faces, **faces)
     summary = {k: v for k, v in report.items() if k not in ("skipped_images", "skipped_pairs", "loose_crop_sources",
                                                              "classes", "images_per_class", "skipped_examples")}
     print(json.dumps(summary, indent=2, default=str))

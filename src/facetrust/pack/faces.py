@@ -224,3 +224,44 @@ def encode_image(pixels: np.ndarray, encoding: str = "jpg") -> bytes:
     if not ok:  # cv2 fails only for an empty or malformed array: our bug, not the user's input
         raise RuntimeError(f"cv2.imencode failed for an array of shape {pixels.shape}")
     return buffer.tobytes()
+
+
+#: Examples of overlapping images a pack report lists (the count covers all of them).
+OVERLAP_EXAMPLES = 20
+
+
+def training_digests(faces_csv: str | os.PathLike) -> dict[str, str]:
+    """``{SHA-256 of a source file: its path}`` of a training pack's ``faces.csv`` (``data pack rec``
+    writes the column); InputError naming the file for one without it."""
+    import csv
+    import io
+
+    from facetrust.input_files import read_regular
+
+    path = Path(faces_csv)
+    text = read_regular(path, "training faces.csv", max_bytes=2**31).decode("utf-8", errors="replace")
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "sha256" not in reader.fieldnames or "path" not in reader.fieldnames:
+        raise InputError(f"{path}: no 'path' and 'sha256' columns (a faces.csv of 'facetrust data pack rec'; "
+                         f"pack the training folder again)")
+    return {row["sha256"]: row["path"] for row in reader if row.get("sha256")}
+
+
+def training_overlap(prepared: dict[str, "PreparedFace | InputError"], digests: dict[str, str] | None,
+                     faces_csv) -> dict | None:
+    """The images of a test pack (``{name: prepared face}``) whose source files are byte for byte
+    a training image (``digests`` of :func:`training_digests`), for its report:
+    ``{"training_faces", "images", "examples": [[test image, training image], ...]}``; None
+    without a training pack to check against.  Logged as a warning when any overlap."""
+    import logging
+
+    if digests is None:
+        return None
+    found = [[name, digests[face.source_sha256]] for name, face in prepared.items()
+             if isinstance(face, PreparedFace) and face.source_sha256 in digests]
+    if found:
+        logging.getLogger("facetrust.data").warning(
+            "data pack: %d test images are byte-identical to training images of %s (e.g. %s = %s): a test "
+            "that saw its images in training; listed in the report's in_training_set", len(found), faces_csv,
+            *found[0])
+    return {"training_faces": str(faces_csv), "images": len(found), "examples": found[:OVERLAP_EXAMPLES]}

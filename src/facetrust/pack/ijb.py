@@ -33,7 +33,7 @@ import numpy as np
 from facetrust.data.images import BadImagePolicy
 from facetrust.errors import InputError
 from facetrust.io import staged_directory, write_json_atomic, write_text_atomic
-from facetrust.pack.faces import IMAGE_EXTENSIONS, FacePreparer
+from facetrust.pack.faces import IMAGE_EXTENSIONS, FacePreparer, training_digests, training_overlap
 
 MAX_CSV_BYTES = 512 * 1024 * 1024
 IMPOSTORS_PER_GENUINE = 10
@@ -130,8 +130,11 @@ def _landmarks(face, path: Path) -> tuple[np.ndarray, float]:
 
 def pack_ijb(images: str | Path, subjects: str | Path, out_dir: str | Path, *, name: str, align: str = "none",
              templates_per_subject: int = 2, impostor_pairs: int | None = None, seed: int = 0,
-             on_bad_image: str = "fail", min_score: float = 0.9, threads: int | None = 1) -> dict:
-    """Pack ``images`` listed in the ``subjects`` CSV into the IJB-style directory ``out_dir``."""
+             on_bad_image: str = "fail", min_score: float = 0.9, threads: int | None = 1,
+             training_faces: str | Path | None = None) -> dict:
+    """Pack ``images`` listed in the ``subjects`` CSV into the IJB-style directory ``out_dir``;
+    ``training_faces`` (a training pack's ``faces.csv``): the report's ``in_training_set`` lists the
+    images that are byte for byte training images."""
     images, subjects, out_dir = Path(images), Path(subjects), Path(out_dir)
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise InputError(f"--name {name!r}: use letters, digits, '_' and '-' (it names the meta files)")
@@ -139,6 +142,7 @@ def pack_ijb(images: str | Path, subjects: str | Path, out_dir: str | Path, *, n
         raise InputError(f"--templates-per-subject {templates_per_subject}: must be at least 1")
     if impostor_pairs is not None and impostor_pairs < 0:  # before any image is read, not 0 impostors after
         raise InputError(f"--impostor-pairs {impostor_pairs}: must be at least 0")
+    digests = None if training_faces is None else training_digests(training_faces)  # a bad file: before any work
     rows = read_subjects(subjects)
     for row in rows:
         if Path(row["image"]).suffix.lower() not in IMAGE_EXTENSIONS:
@@ -192,6 +196,9 @@ def pack_ijb(images: str | Path, subjects: str | Path, out_dir: str | Path, *, n
             "landmarks": "mtcnn" if align == "mtcnn" else "template", "loose_crop_sources": sources,
             **policy.summary(), "skipped_images": skipped,
         }
+        overlap = training_overlap({row["image"]: face for row, face in zip(rows, prepared)}, digests, training_faces)
+        if overlap is not None:
+            report["in_training_set"] = overlap
         write_json_atomic(staging / "pack.json", report)
     policy.log_total()
     return report

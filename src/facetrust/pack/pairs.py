@@ -27,7 +27,7 @@ from facetrust.data.binset import write_bin
 from facetrust.data.images import BadImagePolicy
 from facetrust.errors import InputError
 from facetrust.io import outputs_together, write_json_atomic
-from facetrust.pack.faces import IMAGE_EXTENSIONS, FacePreparer
+from facetrust.pack.faces import IMAGE_EXTENSIONS, FacePreparer, training_digests, training_overlap
 
 PAIR_FORMATS = ("auto", "lfw", "csv")
 MAX_LIST_BYTES = 512 * 1024 * 1024  # a pair list larger than this is not a list of pairs
@@ -146,10 +146,12 @@ def read_pairs(path: str | Path, fmt: str = "auto", ext: str = "jpg") -> list[tu
 
 def pack_bin(pairs_file: str | Path, out: str | Path, *, images: str | Path | None = None, fmt: str = "auto",
              ext: str = "jpg", align: str = "none", size=(112, 112), on_bad_image: str = "fail",
-             min_score: float = 0.9, threads: int | None = 1, encoding: str = "jpg") -> dict:
+             min_score: float = 0.9, threads: int | None = 1, encoding: str = "jpg",
+             training_faces: str | Path | None = None) -> dict:
     """Pack the pairs of ``pairs_file`` into the ``.bin`` file ``out`` (module docstring)."""
     pairs_file, out = Path(pairs_file), Path(out)
     root = Path(images) if images is not None else pairs_file.parent
+    digests = None if training_faces is None else training_digests(training_faces)  # a bad file: before any work
     pairs = read_pairs(pairs_file, fmt, ext)
     renamed: dict[str, str] = {}
     if fmt == "lfw" or (fmt == "auto" and pairs_file.suffix.lower() != ".csv"):
@@ -177,6 +179,9 @@ def pack_bin(pairs_file: str | Path, out: str | Path, *, images: str | Path | No
               "n_pairs": len(issame), "n_genuine": int(sum(issame)),
               "n_images": len(names), "made": dict(sorted(preparer.counts.items())),
               "found_with_another_extension": len(renamed), **policy.summary(), "skipped_pairs": skipped}
+    overlap = training_overlap(prepared, digests, training_faces)
+    if overlap is not None:
+        report["in_training_set"] = overlap
     with outputs_together(out, report_path(out)):
         write_bin(out, bins, issame)
         write_json_atomic(report_path(out), report)

@@ -11,8 +11,9 @@ Written into one staging directory that replaces ``out`` when everything is writ
   ``%f`` (``im2rec.py`` ``write_list``), one line per packed image in key order; ``im2rec.py
   --pass-through`` run on it writes the same image records;
 * ``faces.csv``: per packed image its key, path, label, how it was made and, with MTCNN, the
-  detector score, the five landmarks in the source image and how many faces MTCNN found in it
-  (more than one: the subject rule chose one, and the log says how many images had several);
+  detector score, the five landmarks in the source image, how many faces MTCNN found in it
+  (more than one: the subject rule chose one, and the log says how many images had several) and
+  the source file's SHA-256 (what ``data pack bin|ijb --training-faces`` checks test images against);
 * ``pack.json``: the settings, counts, classes, every skipped file with its reason, the files
   that are not images (``unsupported_files``) and the groups of byte-identical files
   (``duplicate_images``, with ``across_identities`` when one file sits under two identities).
@@ -52,11 +53,11 @@ def face_row(key: int, path: str, label: int, face) -> list:
     # repr: the shortest text that reads back as the same float64, so the crop can be remade exactly
     points = [] if face.landmarks is None else [repr(float(v)) for v in face.landmarks.ravel()]
     return [key, path, label, face.how, f"{face.score:.6f}", *(points or [""] * 10),
-            "" if face.faces_found is None else face.faces_found]
+            "" if face.faces_found is None else face.faces_found, face.source_sha256]
 
 
 FACE_COLUMNS = ["key", "path", "label", "how", "score",
-                *[f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")], "faces_found"]
+                *[f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")], "faces_found", "sha256"]
 
 
 def duplicate_groups(digests: dict[str, list[tuple[str, int | None]]]) -> list[dict]:
