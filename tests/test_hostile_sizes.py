@@ -479,3 +479,18 @@ def test_a_model_within_each_limit_but_too_large_as_a_whole_is_named_by_its_para
                                             str(tmp_path / "absent"), "--out", str(tmp_path / "o")], capsys)
     assert_refused(code, message, f"{params}: models.m:", "above the limit")
     assert elapsed < 10 and not (tmp_path / "o").exists()  # before the (absent) training set is read
+
+
+def test_a_refused_pth_does_not_relay_torchs_advice_to_load_it_unsafely(tmp_path, capsys):
+    import pickle
+
+    class Evil:  # unpickling this would run a command
+        def __reduce__(self):
+            return (os.system, ("touch pwned",))
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"conv1.weight": Evil()}, protocol=4))
+    code, message, _ = run_inprocess(["import-model", "--path", str(tmp_path / "evil.pth"), "--out",
+                                      str(tmp_path / "m")], capsys)
+    assert_refused(code, message, "evil.pth", "refused by the weights-only loader", "never loaded otherwise")
+    assert "weights_only` set to `False`" not in message and "UserWarning" not in message
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()

@@ -98,6 +98,29 @@ def _save(path: Path, payload: dict) -> Path:
     return path
 
 
+def weights_only_load(path: Path, what: str, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``; InputError naming the file otherwise.  torch's own
+    message for a refused payload advises loading with ``weights_only=False``, which is never the
+    right advice for a file of unknown origin: only the refusing instruction is relayed; its
+    warnings about the pickle protocol are not shown either (the refusal or the load says it all)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = [line for line in str(exc).splitlines() if "WeightsUnpickler error" in line or "Unsupported" in line]
+        reason = detail[-1].strip() if detail else "it holds objects other than tensors and plain values"
+        raise InputError(f"{path}: not a loadable {what}: refused by the weights-only loader ({reason}); "
+                         f"it may hold code, and is never loaded otherwise") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {what}") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
+        reason = str(exc).splitlines()[0].split(". ")[0] if str(exc) else "no data"  # its first sentence
+        raise InputError(f"{path}: not a loadable {what} ({type(exc).__name__}: {reason})") from None
+
+
 def _load(path: Path, what: str, writer: str, map_location, missing: str | None = None) -> dict:
     """``torch.load(weights_only=True)`` of ``path``; InputError naming the file otherwise.
 
@@ -109,16 +132,7 @@ def _load(path: Path, what: str, writer: str, map_location, missing: str | None 
     from facetrust.input_files import check_regular
 
     check_regular(path, what)  # a FIFO would block torch.load, a device would be read without end
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = [line for line in str(exc).splitlines() if "WeightsUnpickler error" in line or "Unsupported" in line]
-        reason = detail[-1].strip() if detail else "it holds objects other than tensors and plain values"
-        raise InputError(f"{path}: not a loadable {what}: refused by the weights-only loader ({reason}); "
-                         f"it may hold code, and is never loaded otherwise") from None
-    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
-        reason = str(exc).splitlines()[0] if str(exc) else ""
-        raise InputError(f"{path}: not a loadable {what} ({type(exc).__name__}: {reason})") from None
+    payload = weights_only_load(path, what, map_location)
     if not isinstance(payload, dict):
         raise InputError(f"{path}: not a facetrust {what} (a {type(payload).__name__}, not a dict)")
     return payload

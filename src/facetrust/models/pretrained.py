@@ -76,15 +76,13 @@ def to_model_input(x: torch.Tensor, convention: Mapping[str, Any]) -> torch.Tens
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of an arcface_torch ``backbone.pth`` (``torch.save(backbone.state_dict())``),
     read with ``weights_only=True``; see :func:`state_from_payload`."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such pretrained model file") from None
-    except Exception as exc:  # refused pickles, truncated zips, foreign files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a loadable PyTorch state dict ({reason}); files are read with "
-                         f"weights_only=True and never otherwise") from None
-    return state_from_payload(payload, path)
+    from facetrust.input_files import check_regular
+    from facetrust.models.artifacts import weights_only_load
+
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such pretrained model file")
+    check_regular(path, "pretrained model file")  # a FIFO would block torch.load
+    return state_from_payload(weights_only_load(path, "PyTorch state dict"), path)
 
 
 def state_from_payload(payload, path: Path) -> dict[str, torch.Tensor]:
