@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -61,6 +60,7 @@ import torch.nn as nn
 from facetrust.errors import ConfigError, InputError
 from facetrust.io import atomic_path
 from facetrust.models.registry import check_stored, inference_layout
+from facetrust.models.weights import weights_only_load
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
@@ -96,29 +96,6 @@ def _save(path: Path, payload: dict) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return path
-
-
-def weights_only_load(path: Path, what: str, map_location="cpu"):
-    """``torch.load(path, weights_only=True)``; InputError naming the file otherwise.  torch's own
-    message for a refused payload advises loading with ``weights_only=False``, which is never the
-    right advice for a file of unknown origin: only the refusing instruction is relayed; its
-    warnings about the pickle protocol are not shown either (the refusal or the load says it all)."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = [line for line in str(exc).splitlines() if "WeightsUnpickler error" in line or "Unsupported" in line]
-        reason = detail[-1].strip() if detail else "it holds objects other than tensors and plain values"
-        raise InputError(f"{path}: not a loadable {what}: refused by the weights-only loader ({reason}); "
-                         f"it may hold code, and is never loaded otherwise") from None
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such {what}") from None
-    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
-        reason = str(exc).splitlines()[0].split(". ")[0] if str(exc) else "no data"  # its first sentence
-        raise InputError(f"{path}: not a loadable {what} ({type(exc).__name__}: {reason})") from None
 
 
 def _load(path: Path, what: str, writer: str, map_location, missing: str | None = None) -> dict:

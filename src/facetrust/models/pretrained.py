@@ -77,7 +77,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of an arcface_torch ``backbone.pth`` (``torch.save(backbone.state_dict())``),
     read with ``weights_only=True``; see :func:`state_from_payload`."""
     from facetrust.input_files import check_regular
-    from facetrust.models.artifacts import weights_only_load
+    from facetrust.models.weights import weights_only_load
 
     if not Path(path).exists():
         raise InputError(f"{path}: no such pretrained model file")
