@@ -263,6 +263,8 @@ def test_test_images_that_are_training_images_are_reported_by_both_test_packers(
     (train / "someone").mkdir(parents=True)
     shutil.copy(root / first / f"{first}_0001.jpg", train / "someone" / "leaked.jpg")  # a test photo in training
     Image.open(root / second / f"{second}_0002.jpg").rotate(5).save(train / "someone" / "other.jpg")
+    (train / second.replace("_", " ").title()).mkdir()  # "Person 101": the test's person_101 by another spelling
+    Image.open(root / second / f"{second}_0003.jpg").rotate(9).save(train / second.replace("_", " ").title() / "x.jpg")
     assert main(["data", "pack", "rec", str(train), "--out", str(tmp_path / "rec"), "--size", SIZE]) == 0
     faces = tmp_path / "rec" / "faces.csv"
     with caplog.at_level("WARNING", logger="facetrust.data"):
@@ -270,8 +272,10 @@ def test_test_images_that_are_training_images_are_reported_by_both_test_packers(
                      "--training-faces", str(faces)]) == 0
     overlap = json.loads((tmp_path / "p.pack.json").read_text())["in_training_set"]
     assert overlap == {"training_faces": str(faces), "images": 1,
-                       "examples": [[f"{first}/{first}_0001.jpg", "someone/leaked.jpg"]]}
+                       "examples": [[f"{first}/{first}_0001.jpg", "someone/leaked.jpg"]],
+                       "identities": 1, "identity_examples": [second]}
     assert "1 test images are byte-identical to training images" in caplog.text
+    assert "1 test identities are named like training identities" in caplog.text
 
     subjects = tmp_path / "subjects.csv"
     subjects.write_text((root / "subjects.csv").read_text())
@@ -280,6 +284,7 @@ def test_test_images_that_are_training_images_are_reported_by_both_test_packers(
                  str(faces)]) == 0
     overlap = json.loads((tmp_path / "ijb" / "pack.json").read_text())["in_training_set"]
     assert overlap["images"] == 1 and overlap["examples"] == [[f"{first}/{first}_0001.jpg", "someone/leaked.jpg"]]
+    assert overlap["identities"] == 1 and overlap["identity_examples"] == [second]  # the subjects CSV's names
 
     (tmp_path / "old_faces.csv").write_text("key,path,label\n1,a.jpg,0\n")  # a faces.csv without digests
     assert main(["data", "pack", "bin", str(root / "pairs.txt"), "--out", str(tmp_path / "q.bin"), "--size", SIZE,

@@ -68,10 +68,11 @@ def test_the_preset_packs_the_folders_and_writes_the_tables_and_reports(own_run)
     assert report["num_classes"] == 8 and report["num_images"] == len(train["images"])
     pairs = json.loads((workdir / "data" / "packed" / "pairs" / "own_pairs.pack.json").read_text())
     assert pairs["n_pairs"] == test["n_pairs"] and pairs["skipped"] == 0
-    assert pairs["in_training_set"] == {"training_faces": "data/packed/train/faces.csv", "images": 0, "examples": []}
+    assert pairs["in_training_set"] == {"training_faces": "data/packed/train/faces.csv", "images": 0, "examples": [],
+                                        "identities": 0, "identity_examples": []}
     ijb = json.loads((workdir / "data" / "packed" / "ijb" / "own_ijb" / "pack.json").read_text())
     assert ijb["n_subjects"] == 6 and ijb["n_templates"] == 12 and ijb["n_genuine"] == 6
-    assert ijb["in_training_set"]["images"] == 0  # checked against the packed training set
+    assert ijb["in_training_set"]["images"] == ijb["in_training_set"]["identities"] == 0  # checked against training
 
     table = pd.read_csv(workdir / "results" / "ijbc_table.csv")
     assert table["test_set"].unique().tolist() == ["own_ijb"]

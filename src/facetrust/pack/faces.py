@@ -21,8 +21,10 @@ naming the file; the packers pass it to the ``on_bad_image`` policy.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -230,9 +232,9 @@ def encode_image(pixels: np.ndarray, encoding: str = "jpg") -> bytes:
 OVERLAP_EXAMPLES = 20
 
 
-def training_digests(faces_csv: str | os.PathLike) -> dict[str, str]:
-    """``{SHA-256 of a source file: its path}`` of a training pack's ``faces.csv`` (``data pack rec``
-    writes the column); InputError naming the file for one without it."""
+def training_digests(faces_csv: str | os.PathLike) -> tuple[dict[str, str], set[str]]:
+    """``({SHA-256 of a source file: its path}, {identity folder})`` of a training pack's
+    ``faces.csv`` (``data pack rec`` writes the column); InputError naming the file for one without it."""
     import csv
     import io
 
@@ -244,24 +246,45 @@ def training_digests(faces_csv: str | os.PathLike) -> dict[str, str]:
     if not reader.fieldnames or "sha256" not in reader.fieldnames or "path" not in reader.fieldnames:
         raise InputError(f"{path}: no 'path' and 'sha256' columns (a faces.csv of 'facetrust data pack rec'; "
                          f"pack the training folder again)")
-    return {row["sha256"]: row["path"] for row in reader if row.get("sha256")}
+    digests, identities = {}, set()
+    for row in reader:
+        if row.get("sha256"):
+            digests[row["sha256"]] = row["path"]
+        identities.add((row.get("path") or "").split("/", 1)[0])
+    return digests, identities - {""}
 
 
-def training_overlap(prepared: dict[str, "PreparedFace | InputError"], digests: dict[str, str] | None,
-                     faces_csv) -> dict | None:
-    """The images of a test pack (``{name: prepared face}``) whose source files are byte for byte
-    a training image (``digests`` of :func:`training_digests`), for its report:
-    ``{"training_faces", "images", "examples": [[test image, training image], ...]}``; None
-    without a training pack to check against.  Logged as a warning when any overlap."""
+def identity_key(name: str) -> str:
+    """A person's name as compared across sets: case, spaces, hyphens and underscores do not count
+    (``George_W_Bush`` = ``george w bush``)."""
+    return "_".join(part for part in re.split(r"[\s_\-]+", str(name).casefold()) if part)
+
+
+def training_overlap(prepared: dict[str, "PreparedFace | InputError"], training: tuple[dict[str, str], set[str]] | None,
+                     faces_csv, identities: Iterable[str] = ()) -> dict | None:
+    """What a test pack shares with the training pack (``training`` of :func:`training_digests`),
+    for its report: the images (``{name: prepared face}``) whose source files are byte for byte a
+    training image, and the test ``identities`` named like a training identity folder
+    (:func:`identity_key`; the same name need not be the same person, but usually is):
+    ``{"training_faces", "images", "examples": [[test image, training image], ...], "identities",
+    "identity_examples"}``; None without a training pack to check against.  Logged when any."""
     import logging
 
-    if digests is None:
+    if training is None:
         return None
+    digests, trained = training
+    log = logging.getLogger("facetrust.data")
     found = [[name, digests[face.source_sha256]] for name, face in prepared.items()
              if isinstance(face, PreparedFace) and face.source_sha256 in digests]
     if found:
-        logging.getLogger("facetrust.data").warning(
-            "data pack: %d test images are byte-identical to training images of %s (e.g. %s = %s): a test "
-            "that saw its images in training; listed in the report's in_training_set", len(found), faces_csv,
-            *found[0])
-    return {"training_faces": str(faces_csv), "images": len(found), "examples": found[:OVERLAP_EXAMPLES]}
+        log.warning("data pack: %d test images are byte-identical to training images of %s (e.g. %s = %s): a test "
+                    "that saw its images in training; listed in the report's in_training_set", len(found), faces_csv,
+                    *found[0])
+    trained_keys = {identity_key(name) for name in trained}
+    shared = sorted({str(name) for name in identities if identity_key(name) in trained_keys})
+    if shared:
+        log.warning("data pack: %d test identities are named like training identities of %s (e.g. %s): a test of "
+                    "people the model was trained on; listed in the report's in_training_set", len(shared),
+                    faces_csv, shared[0])
+    return {"training_faces": str(faces_csv), "images": len(found), "examples": found[:OVERLAP_EXAMPLES],
+            "identities": len(shared), "identity_examples": shared[:OVERLAP_EXAMPLES]}

@@ -196,7 +196,8 @@ def pack_ijb(images: str | Path, subjects: str | Path, out_dir: str | Path, *, n
             "landmarks": "mtcnn" if align == "mtcnn" else "template", "loose_crop_sources": sources,
             **policy.summary(), "skipped_images": skipped,
         }
-        overlap = training_overlap({row["image"]: face for row, face in zip(rows, prepared)}, digests, training_faces)
+        overlap = training_overlap({row["image"]: face for row, face in zip(rows, prepared)}, digests, training_faces,
+                                   {row["subject"] for row in rows})
         if overlap is not None:
             report["in_training_set"] = overlap
         write_json_atomic(staging / "pack.json", report)

@@ -179,7 +179,9 @@ def pack_bin(pairs_file: str | Path, out: str | Path, *, images: str | Path | No
               "n_pairs": len(issame), "n_genuine": int(sum(issame)),
               "n_images": len(names), "made": dict(sorted(preparer.counts.items())),
               "found_with_another_extension": len(renamed), **policy.summary(), "skipped_pairs": skipped}
-    overlap = training_overlap(prepared, digests, training_faces)
+    # an LFW pairs.txt names people (name/name_0001.jpg); a CSV's first folder is taken as the person
+    people = {name.split("/", 1)[0] for name in names if "/" in name}
+    overlap = training_overlap(prepared, digests, training_faces, people)
     if overlap is not None:
         report["in_training_set"] = overlap
     with outputs_together(out, report_path(out)):
