@@ -419,3 +419,14 @@ def test_a_roc_file_of_another_kind_is_refused_before_the_evaluation_runs(tmp_pa
               "--roc", str(tmp_path / "roc.json")])
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert stop.value.code == 2 and "argument --roc" in message and "must end in .npz or .csv" in message
+
+
+def test_a_number_below_a_one_sided_bound_is_named_not_a_formatting_crash():
+    from facetrust.errors import InputError
+    from facetrust.formats import metrics_number
+
+    with pytest.raises(InputError, match=r"m\.json: key n_impostor is -5: must be at least 0"):
+        metrics_number(-5, "m.json", "n_impostor", allow_none=True, low=0.0)
+    with pytest.raises(InputError, match=r"must be at most 1"):
+        metrics_number(2.0, "m.json", "x", high=1.0)
+    assert metrics_number(0.5, "m.json", "x", low=0.0, high=1.0) == 0.5

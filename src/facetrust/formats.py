@@ -192,7 +192,9 @@ def metrics_number(value, path: str | os.PathLike, key: str, *, allow_none: bool
     if not math.isfinite(number):
         raise InputError(f"{path}: key {key} is {value!r}: must be finite")
     if (low is not None and number < low) or (high is not None and number > high):
-        raise InputError(f"{path}: key {key} is {value!r}: must lie in [{low:g}, {high:g}]")
+        bounds = (f"lie in [{low:g}, {high:g}]" if low is not None and high is not None
+                  else f"be at least {low:g}" if low is not None else f"be at most {high:g}")
+        raise InputError(f"{path}: key {key} is {value!r}: must {bounds}")
     return number
 
 
