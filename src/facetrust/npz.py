@@ -155,6 +155,19 @@ def load_npz(path: str | Path, keys: Iterable[str] | None = None, *, mapped: boo
     return {key: out[key] for key in wanted}
 
 
+def read_npz_holding(path: str | Path, marker: str, keys: Iterable[str], *, optional: Iterable[str] = (),
+                     what: str = ".npz file") -> dict[str, np.ndarray] | None:
+    """:func:`read_npz` of ``keys`` (and ``optional``) when the file holds the member ``marker``, else
+    None (an older or another kind of file); InputError naming the file when it is not readable."""
+    from facetrust.errors import InputError
+
+    try:
+        present = npz_keys(path)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable {what} ({error})") from None
+    return read_npz(path, keys, optional=optional, what=what) if marker in present else None
+
+
 def read_npz(path: str | Path, keys: Iterable[str] | None = None, *, optional: Iterable[str] = (),
              what: str = ".npz file") -> dict[str, np.ndarray]:
     """:func:`load_npz` for a file given on the command line: ``keys`` (default: every member) and

@@ -14,7 +14,6 @@ oracle rankings, the theoretical best and the pAUC discard limit.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -135,15 +134,12 @@ def edc_replicates(path) -> tuple[np.ndarray, int | None, str | None] | None:
     path = Path(path) if path else None
     if path is None or not path.is_file():
         return None
-    from facetrust.npz import npz_keys, read_npz
+    from facetrust.npz import read_npz_holding
 
-    try:
-        present = npz_keys(path)
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise InputError(f"{path}: not a readable EDC replicates .npz ({error})") from None
-    if "pauc_method_fnmr" not in present:
+    data = read_npz_holding(path, "pauc_method_fnmr", ["pauc_method_fnmr"], optional=["seed", "design_digest"],
+                            what="EDC replicates .npz")
+    if data is None:
         return None
-    data = read_npz(path, ["pauc_method_fnmr"], optional=["seed", "design_digest"], what="EDC replicates .npz")
     try:
         seed = int(data["seed"].reshape(())) if "seed" in data else None
         digest = str(data["design_digest"].reshape(())) if "design_digest" in data else None

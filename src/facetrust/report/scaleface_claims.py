@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -26,15 +25,11 @@ def _reject_replicates(curve: dict):
     path = (curve.get("bootstrap") or {}).get("replicates")
     if not path or not Path(path).is_file():
         return None
-    from facetrust.npz import npz_keys, read_npz
+    from facetrust.npz import read_npz_holding
 
-    try:
-        present = npz_keys(path)
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise InputError(f"{path}: not a readable replicates .npz ({error})") from None
-    if "tar_rejected" not in present:
+    data = read_npz_holding(path, "tar_rejected", ["fars", "tar", "tar_rejected"], what="replicates .npz")
+    if data is None:
         return None
-    data = read_npz(path, ["fars", "tar", "tar_rejected"], what="replicates .npz")
     try:
         return ([float(f) for f in np.asarray(data["fars"], dtype=np.float64).ravel()],
                 np.asarray(data["tar"], dtype=np.float64), np.asarray(data["tar_rejected"], dtype=np.float64))
