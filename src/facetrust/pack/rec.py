@@ -100,6 +100,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
     face_writer.writerow(FACE_COLUMNS)
     per_class = [0] * len(classes)
     digests: dict[str, list[tuple[str, int]]] = {}
+    several_faces = [0]  # packed images in which MTCNN found more than one face
 
     def samples():
         key = 1
@@ -113,6 +114,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
                 lst.write(lst_line(key, label, path))
                 face_writer.writerow(face_row(key, path, label, face))
                 digests.setdefault(face.source_sha256, []).append((path, label))
+                several_faces[0] += (face.faces_found or 1) > 1
                 per_class[label] += 1
                 key += 1
                 yield label, face.payload
@@ -141,7 +143,7 @@ def pack_rec(root: str | Path, out_dir: str | Path, *, align: str = "none", size
         log.warning("data pack: %d files below %s are not images (%s) and were left out, e.g. %s: listed in "
                     "pack.json unsupported_files", len(unsupported), root, " ".join(IMAGE_EXTENSIONS),
                     ", ".join(unsupported[:3]))
-    multi = sum(1 for row in csv.DictReader(io.StringIO(faces.getvalue())) if int(row["faces_found"] or 1) > 1)
+    multi = several_faces[0]
     if multi:
         log.warning("data pack: MTCNN found more than one face in %d packed images; the subject rule chose one "
                     "(faces.csv faces_found)", multi)
